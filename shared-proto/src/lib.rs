@@ -1,0 +1,28 @@
+//! Everything two processes of the product must agree on, in one place.
+//!
+//! - [`control`]: lockd <-> brokerd over the inherited socketpair.
+//! - [`admin`]: ctl <-> lockd over the control Unix socket.
+//! - [`holder`]: the `holder.json` file the active lockd keeps in the shared directory.
+//! - [`wire`]: the newline-delimited JSON framing both protocols use, bounded in length so a
+//!   peer that sends garbage gets a clear error instead of growing our memory.
+//!
+//! Both protocols open with a `Hello` carrying [`PROTOCOL_VERSION`]; a peer that speaks another
+//! version is refused before anything else is read.
+
+pub mod admin;
+pub mod control;
+pub mod holder;
+pub mod wire;
+
+/// Version of both control protocols; bumped on any incompatible change so mixed binaries after a
+/// partial upgrade refuse each other loudly instead of misreading messages.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Milliseconds since the Unix epoch, for timestamps that humans and other nodes read.
+/// Never used for fencing decisions: those use monotonic time and shared counters.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
