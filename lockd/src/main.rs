@@ -1,1 +1,229 @@
-fn main() {}
+//! lockd: holds the exclusive lock on the shared directory and runs brokerd while it does.
+//!
+//! Threads: the main thread runs a current-thread tokio runtime with the state machine, the ctl
+//! socket and brokerd's control channel, and is the only thread that forks brokerd (so
+//! PR_SET_PDEATHSIG, which follows the forking thread, fires exactly when lockd dies). The keeper
+//! thread does all shared-directory I/O. The signal thread turns SIGTERM/SIGINT into a shutdown.
+
+mod admin;
+mod broker;
+mod config;
+mod keeper;
+mod node;
+mod notify;
+mod shared_dir;
+mod sys;
+
+use anyhow::Context;
+use clap::Parser;
+use config::{Config, Overrides, Settings};
+use shared_proto::layout::Layout;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio::sync::{mpsc, watch};
+
+/// Holds the shared-directory lock and runs brokerd while it does.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// TOML config file (see systemd/lockd.example.toml); flags override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The shared directory (cluster filesystem mount).
+    #[arg(long)]
+    shared_dir: Option<PathBuf>,
+    /// This node's name, unique in the cluster.
+    #[arg(long)]
+    node: Option<String>,
+    /// STOMP listener for brokerd when active, HOST:PORT; repeatable.
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Unix socket for ctl.
+    #[arg(long, env = shared_proto::admin::SOCKET_ENV)]
+    socket: Option<PathBuf>,
+    /// Prepare the shared directory first if it has no marker (as `ctl init` does).
+    #[arg(long)]
+    init: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("lockd: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.apply(Overrides {
+        node: args.node,
+        shared_dir: args.shared_dir,
+        socket: args.socket,
+        listen: args.listen,
+    });
+    let settings = config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let layout = prepare_shared_dir(&settings, args.init)?;
+
+    let (keeper_tx, keeper_rx) = std::sync::mpsc::channel();
+    let (keeper_events_tx, keeper_events) = mpsc::channel(64);
+    let (holder_tx, holder) = watch::channel(None);
+    let (shutdown_tx, shutdown) = mpsc::channel(4);
+    let (calls_tx, calls) = mpsc::channel(32);
+    let (broker_events_tx, broker_events) = mpsc::channel(64);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let listener = {
+        let _guard = runtime.enter();
+        admin::bind(
+            &settings.socket,
+            settings.socket_mode,
+            settings.admin_group.as_ref().map(|(_, gid)| *gid),
+        )?
+    };
+    spawn_signal_thread(shutdown_tx)?;
+    let keeper_config = keeper::KeeperConfig {
+        node: settings.node.clone(),
+        lock_poll: settings.lock_poll,
+        keepalive: settings.keepalive,
+    };
+    let keeper_layout = layout.clone();
+    std::thread::Builder::new()
+        .name("keeper".into())
+        .spawn(move || {
+            keeper::run(
+                keeper_layout,
+                keeper_config,
+                keeper_rx,
+                keeper_events_tx,
+                holder_tx,
+            )
+        })
+        .context("cannot start the keeper thread")?;
+
+    let access = admin::Access {
+        node: settings.node.clone(),
+        lockd_uid: sys::users::effective_uid(),
+        admin_group: settings.admin_group.clone(),
+    };
+    let broker_command = broker_command(&settings, &layout);
+    tracing::info!(
+        node = %settings.node,
+        shared_dir = %settings.shared_dir.display(),
+        socket = %settings.socket.display(),
+        listen = ?settings.listen,
+        "lockd started; passive, competing for the lock"
+    );
+    let node = node::Node::new(
+        settings,
+        broker_command,
+        keeper_tx,
+        broker_events_tx,
+        holder.clone(),
+    );
+    runtime.block_on(async move {
+        tokio::spawn(admin::serve(listener, access, calls_tx));
+        notify::ready();
+        node.run(
+            node::Inputs {
+                keeper_events,
+                holder,
+                calls,
+                shutdown,
+            },
+            broker_events,
+        )
+        .await;
+    });
+    // The keeper may be stuck on a stalled filesystem; exiting closes the lock file regardless.
+    runtime.shutdown_background();
+    Ok(())
+}
+
+/// Checks the shared directory (or prepares it with --init) and that lockd can write it.
+fn prepare_shared_dir(settings: &Settings, init: bool) -> anyhow::Result<Layout> {
+    let layout = Layout::new(&settings.shared_dir);
+    let marker = match layout.check() {
+        Ok(marker) => marker,
+        Err(
+            shared_proto::layout::LayoutError::NoMarker { .. }
+            | shared_proto::layout::LayoutError::Missing(_),
+        ) if init => {
+            let marker = layout.init(settings.broker_credentials)?;
+            tracing::info!(dir = %settings.shared_dir.display(), cluster = %marker.cluster_id, "prepared the shared directory");
+            marker
+        }
+        Err(e) => return Err(e.into()),
+    };
+    sys::lockfile::LockFile::open(&layout.lock()).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open {} for writing ({e}): the shared directory must be writable by lockd (uid {}); is it mounted read-only?",
+            layout.lock().display(),
+            sys::users::effective_uid()
+        )
+    })?;
+    tracing::info!(cluster = %marker.cluster_id, "shared directory checked");
+    Ok(layout)
+}
+
+/// brokerd's command line: everything it needs besides the epoch, which comes over the socket.
+fn broker_command(settings: &Settings, layout: &Layout) -> sys::spawn::BrokerCommand {
+    let mut args = vec![
+        "--node".to_string(),
+        settings.node.clone(),
+        "--data-dir".to_string(),
+        layout.data().display().to_string(),
+    ];
+    for addr in &settings.listen {
+        args.push("--listen".into());
+        args.push(addr.clone());
+    }
+    sys::spawn::BrokerCommand {
+        program: settings.broker_binary.clone(),
+        args,
+        credentials: settings.broker_credentials,
+    }
+}
+
+/// SIGTERM/SIGINT become shutdown requests: the first graceful, a second one immediate.
+fn spawn_signal_thread(shutdown: mpsc::Sender<node::Shutdown>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                tracing::info!(signal, "shutdown requested");
+                let kind = if seen == 1 {
+                    node::Shutdown::Graceful
+                } else {
+                    node::Shutdown::Immediate
+                };
+                if shutdown.blocking_send(kind).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! lockd's settings: a TOML file, flags for quick use, defaults in code, all checked at start.
+//!
+//! Every check names the setting and what to do about it, so a node that will not start says so
+//! at once instead of failing later in a half-started state.
+
+use crate::sys::users;
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Settings as written in the TOML file; every field has a default in code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// The shared directory (cluster filesystem mount).
+    pub shared_dir: PathBuf,
+    /// Unix socket ctl talks to.
+    pub socket: PathBuf,
+    /// Permission bits of the ctl socket, e.g. "0660": who may connect at all.
+    pub socket_mode: String,
+    /// Group that may change anything through the socket (failover), besides root and lockd's
+    /// user; the socket's group is set to it.
+    pub admin_group: Option<String>,
+    /// STOMP listeners brokerd opens when active, "host:port".
+    pub listen: Vec<String>,
+    /// The brokerd binary; default: `brokerd` beside lockd's own executable.
+    pub broker_binary: Option<PathBuf>,
+    /// User and group brokerd runs as when lockd runs as root.
+    pub broker_user: Option<String>,
+    pub broker_group: Option<String>,
+    /// How often a passive tries the lock.
+    pub lock_poll_ms: u64,
+    /// How often the active verifies it still holds the lock.
+    pub keepalive_ms: u64,
+    /// A keepalive that has not completed for this long fences the broker. Must stay well below
+    /// the shared filesystem's lease (90 s on NFSv4), so the broker is dead before another node
+    /// can be granted the lock.
+    pub fence_timeout_ms: u64,
+    /// After `ctl failover`, how long this node stays out of the competition, unless another
+    /// node takes the lock sooner.
+    pub failover_hold_off_ms: u64,
+    /// How long brokerd may take to open its store and listeners.
+    pub broker_ready_timeout_ms: u64,
+    /// How long a graceful stop of brokerd may take before it is killed.
+    pub broker_stop_timeout_ms: u64,
+    /// Restarts in place of a crashed brokerd allowed within `restart_window_ms`; past that the
+    /// node releases the lock so a peer can try.
+    pub max_restarts: u32,
+    pub restart_window_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: String::new(),
+            shared_dir: PathBuf::new(),
+            socket: PathBuf::from("/run/lockd/lockd.sock"),
+            socket_mode: "0660".into(),
+            admin_group: None,
+            listen: vec!["127.0.0.1:61613".into()],
+            broker_binary: None,
+            broker_user: None,
+            broker_group: None,
+            lock_poll_ms: 20,
+            keepalive_ms: 500,
+            fence_timeout_ms: 10_000,
+            failover_hold_off_ms: 5_000,
+            broker_ready_timeout_ms: 30_000,
+            broker_stop_timeout_ms: 10_000,
+            max_restarts: 3,
+            restart_window_ms: 60_000,
+        }
+    }
+}
+
+/// Flags that override the file, for running a node without one.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub node: Option<String>,
+    pub shared_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub listen: Vec<String>,
+}
+
+/// A checked configuration with everything resolved to what the code uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node: String,
+    pub shared_dir: PathBuf,
+    pub socket: PathBuf,
+    pub socket_mode: u32,
+    /// (name, gid)
+    pub admin_group: Option<(String, u32)>,
+    pub listen: Vec<String>,
+    pub broker_binary: PathBuf,
+    pub broker_credentials: Option<(u32, u32)>,
+    pub lock_poll: Duration,
+    pub keepalive: Duration,
+    pub fence_timeout: Duration,
+    pub failover_hold_off: Duration,
+    pub broker_ready_timeout: Duration,
+    pub broker_stop_timeout: Duration,
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        Config::from_toml(&text)
+            .map_err(|e| anyhow::anyhow!("config file {}: {e:#}", path.display()))
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Applies flags on top of the file.
+    pub fn apply(&mut self, overrides: Overrides) {
+        if let Some(node) = overrides.node {
+            self.node = node;
+        }
+        if let Some(dir) = overrides.shared_dir {
+            self.shared_dir = dir;
+        }
+        if let Some(socket) = overrides.socket {
+            self.socket = socket;
+        }
+        if !overrides.listen.is_empty() {
+            self.listen = overrides.listen;
+        }
+    }
+
+    /// Checks every setting that can be checked without touching the shared directory, and
+    /// resolves names to ids. Errors name the setting and what to fix.
+    pub fn validate(self) -> Result<Settings, String> {
+        if self.node.is_empty() {
+            return Err(
+                "node is not set: give --node NAME or `node = \"...\"` in the config".into(),
+            );
+        }
+        if !self
+            .node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || self.node.len() > 64
+        {
+            return Err(format!(
+                "node {:?}: use at most 64 letters, digits, '-', '_' or '.'",
+                self.node
+            ));
+        }
+        if self.shared_dir.as_os_str().is_empty() {
+            return Err(
+                "shared_dir is not set: give --shared-dir DIR or `shared_dir = \"...\"`".into(),
+            );
+        }
+        let shared_dir = std::path::absolute(&self.shared_dir)
+            .map_err(|e| format!("shared_dir {}: {e}", self.shared_dir.display()))?;
+        if self.listen.is_empty() {
+            return Err("listen is empty: give at least one --listen HOST:PORT".into());
+        }
+        for addr in &self.listen {
+            check_listen(addr)?;
+        }
+        let socket_mode = u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                format!(
+                    "socket_mode {:?} is not an octal permission like \"0660\"",
+                    self.socket_mode
+                )
+            })?;
+        match self.socket.parent() {
+            Some(parent) if parent.as_os_str().is_empty() || parent.is_dir() => {}
+            _ => {
+                return Err(format!(
+                    "socket {}: its directory does not exist; create it or choose another --socket",
+                    self.socket.display()
+                ))
+            }
+        }
+        let admin_group = match self.admin_group {
+            Some(name) => {
+                let gid = users::lookup_group(&name).map_err(|e| format!("admin_group: {e}"))?;
+                Some((name, gid))
+            }
+            None => None,
+        };
+        let broker_binary = match self.broker_binary {
+            Some(path) => path,
+            None => std::env::current_exe()
+                .map_err(|e| format!("cannot find lockd's own path to locate brokerd: {e}"))?
+                .with_file_name("brokerd"),
+        };
+        if !is_executable(&broker_binary) {
+            return Err(format!(
+                "broker_binary {} is missing or not executable; build it (cargo build) or set broker_binary",
+                broker_binary.display()
+            ));
+        }
+        let broker_credentials = broker_credentials(self.broker_user, self.broker_group)?;
+        for (name, value) in [
+            ("lock_poll_ms", self.lock_poll_ms),
+            ("keepalive_ms", self.keepalive_ms),
+            ("fence_timeout_ms", self.fence_timeout_ms),
+            ("broker_ready_timeout_ms", self.broker_ready_timeout_ms),
+            ("broker_stop_timeout_ms", self.broker_stop_timeout_ms),
+            ("restart_window_ms", self.restart_window_ms),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.fence_timeout_ms <= self.keepalive_ms {
+            return Err(format!(
+                "fence_timeout_ms ({}) must be longer than keepalive_ms ({}): otherwise every keepalive fences the broker",
+                self.fence_timeout_ms, self.keepalive_ms
+            ));
+        }
+        Ok(Settings {
+            node: self.node,
+            shared_dir,
+            socket: self.socket,
+            socket_mode,
+            admin_group,
+            listen: self.listen,
+            broker_binary,
+            broker_credentials,
+            lock_poll: Duration::from_millis(self.lock_poll_ms),
+            keepalive: Duration::from_millis(self.keepalive_ms),
+            fence_timeout: Duration::from_millis(self.fence_timeout_ms),
+            failover_hold_off: Duration::from_millis(self.failover_hold_off_ms),
+            broker_ready_timeout: Duration::from_millis(self.broker_ready_timeout_ms),
+            broker_stop_timeout: Duration::from_millis(self.broker_stop_timeout_ms),
+            max_restarts: self.max_restarts,
+            restart_window: Duration::from_millis(self.restart_window_ms),
+        })
+    }
+}
+
+fn check_listen(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match addr.to_socket_addrs().map(|mut addrs| addrs.next()) {
+        Ok(Some(_)) => Ok(()),
+        _ => Err(format!(
+            "listen address {addr:?} is not HOST:PORT (for example 127.0.0.1:61613)"
+        )),
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// As root, brokerd must run as someone else: a broker that could write the shared directory's
+/// root could delete `lock` and hand a second node the lock while it still runs.
+fn broker_credentials(
+    user: Option<String>,
+    group: Option<String>,
+) -> Result<Option<(u32, u32)>, String> {
+    let root = users::effective_uid() == 0;
+    match (root, user) {
+        (false, None) => {
+            if group.is_some() {
+                return Err("broker_group is set but lockd is not root, so it cannot change groups; remove it or run lockd as root".into());
+            }
+            Ok(None)
+        }
+        (false, Some(user)) => Err(format!(
+            "broker_user = {user:?} needs lockd to run as root (or with CAP_SETUID/CAP_SETGID); remove it to run brokerd as lockd's own user"
+        )),
+        (true, None) => Err("lockd runs as root, so broker_user must name the unprivileged user brokerd runs as (e.g. broker_user = \"broker\")".into()),
+        (true, Some(user)) => {
+            let (uid, primary) = users::lookup_user(&user).map_err(|e| format!("broker_user: {e}"))?;
+            if uid == 0 {
+                return Err("broker_user must not be root".into());
+            }
+            let gid = match group {
+                Some(group) => users::lookup_group(&group).map_err(|e| format!("broker_group: {e}"))?,
+                None => primary,
+            };
+            Ok(Some((uid, gid)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../systemd/lockd.example.toml");
+        let config = Config::from_toml(text).unwrap();
+        assert_eq!(config.node, "node1");
+        assert_eq!(config.keepalive_ms, 500);
+    }
+
+    #[test]
+    fn unknown_settings_are_refused_by_name() {
+        let err = Config::from_toml("node = \"a\"\nkeepalive = 5\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown field `keepalive`"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn validation_names_the_setting_to_fix() {
+        let base = || Config {
+            node: "n1".into(),
+            shared_dir: "/tmp".into(),
+            socket: "/tmp/x.sock".into(),
+            broker_binary: Some("/bin/sh".into()),
+            broker_user: (users::effective_uid() == 0).then(|| "nobody".into()),
+            ..Config::default()
+        };
+        let err = Config {
+            node: String::new(),
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.contains("--node"), "{err}");
+        let err = Config {
+            listen: vec!["nonsense".into()],
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.contains("not HOST:PORT"), "{err}");
+        let err = Config {
+            fence_timeout_ms: 100,
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.contains("fence_timeout_ms"), "{err}");
+        let err = Config {
+            socket_mode: "rw".into(),
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.contains("socket_mode"), "{err}");
+        let err = Config {
+            socket: "/nonexistent/dir/s.sock".into(),
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.contains("its directory does not exist"), "{err}");
+        let err = Config {
+            broker_binary: Some("/nonexistent".into()),
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.contains("broker_binary"), "{err}");
+    }
+}

@@ -1,0 +1,401 @@
+//! The keeper thread: the only place lockd does I/O on the shared directory.
+//!
+//! It polls the lock while competing, claims the epoch and writes `holder.json` on acquiring,
+//! and runs the keepalive while holding. Every one of those calls can hang on a stalled cluster
+//! filesystem, so they run here, on a plain thread, and report to the state machine through a
+//! channel. The state machine's fence timer measures the time since the last good keepalive
+//! without doing any I/O itself, so a hung keeper cannot delay the fence.
+
+use crate::shared_dir;
+use crate::sys::lockfile::LockFile;
+use shared_proto::holder::{Holder, HolderState};
+use shared_proto::layout::Layout;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// What the state machine asks of the keeper.
+#[derive(Debug)]
+pub enum Command {
+    /// Start (or keep) polling for the lock.
+    Compete,
+    /// While holding: claim a fresh epoch for a restarted broker, answered by `Acquired`.
+    Renew,
+    /// While holding: publish the broker's state in `holder.json` now.
+    SetState(HolderState),
+    /// Close the lock file (releasing the lock) and stop competing.
+    Release,
+}
+
+/// What the keeper reports. Each carries the epoch it concerns, so the state machine can drop
+/// reports about an epoch it has already given up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// We hold the lock under this freshly claimed epoch; `holder.json` names us.
+    Acquired { epoch: u64 },
+    /// A keepalive found the lock, its file and the epoch intact.
+    Heartbeat { epoch: u64 },
+    /// The lock is gone or no longer ours; the keeper has already closed the lock file.
+    Lost { epoch: u64, reason: String },
+    /// The lock was released on request.
+    Released,
+}
+
+/// Timing and identity the keeper needs.
+#[derive(Debug, Clone)]
+pub struct KeeperConfig {
+    pub node: String,
+    pub lock_poll: Duration,
+    pub keepalive: Duration,
+}
+
+enum Mode {
+    Idle,
+    Competing,
+    Holding(Held),
+}
+
+struct Held {
+    lock: LockFile,
+    epoch: u64,
+    since_unix_ms: u64,
+    state: HolderState,
+    beats: u64,
+}
+
+/// Runs the keeper until the command channel closes (lockd is exiting).
+pub fn run(
+    layout: Layout,
+    config: KeeperConfig,
+    commands: Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    holder: watch::Sender<Option<Holder>>,
+) {
+    let mut keeper = Keeper {
+        layout,
+        host: hostname(),
+        config,
+        events,
+        holder,
+        candidate: None,
+        last_error: None,
+        next_keepalive: Instant::now(),
+    };
+    let mut mode = Mode::Idle;
+    let mut next_tick = Instant::now();
+    loop {
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        match commands.recv_timeout(wait) {
+            Ok(command) => {
+                mode = keeper.handle(mode, command);
+                if matches!(mode, Mode::Competing) {
+                    next_tick = next_tick.min(Instant::now());
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                mode = keeper.tick(mode);
+                let period = match mode {
+                    Mode::Competing => keeper.config.lock_poll,
+                    _ => keeper.config.keepalive,
+                };
+                next_tick = Instant::now() + period;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+struct Keeper {
+    layout: Layout,
+    host: String,
+    config: KeeperConfig,
+    events: mpsc::Sender<Event>,
+    holder: watch::Sender<Option<Holder>>,
+    /// The lock file a competing node keeps open between polls.
+    candidate: Option<LockFile>,
+    /// Last error reported while competing, so a persistent one is logged once, not 50 times a
+    /// second.
+    last_error: Option<String>,
+    /// When a non-holding keeper next re-reads `holder.json` and re-checks its open lock file.
+    next_keepalive: Instant,
+}
+
+impl Keeper {
+    fn handle(&mut self, mode: Mode, command: Command) -> Mode {
+        match (mode, command) {
+            (Mode::Holding(held), Command::Release) => {
+                let epoch = held.epoch;
+                drop(held);
+                tracing::info!(node = %self.config.node, epoch, "lock released");
+                self.report(Event::Released);
+                Mode::Idle
+            }
+            (_, Command::Release) => {
+                self.candidate = None;
+                self.report(Event::Released);
+                Mode::Idle
+            }
+            (Mode::Holding(held), Command::Compete) => Mode::Holding(held),
+            (_, Command::Compete) => Mode::Competing,
+            (Mode::Holding(held), Command::Renew) => self.claim(held.lock, held.since_unix_ms),
+            (Mode::Holding(mut held), Command::SetState(state)) => {
+                held.state = state;
+                self.keepalive(held)
+            }
+            (mode, command) => {
+                tracing::debug!(?command, "keeper command ignored: lock not held");
+                mode
+            }
+        }
+    }
+
+    fn tick(&mut self, mode: Mode) -> Mode {
+        match mode {
+            Mode::Holding(held) => self.keepalive(held),
+            Mode::Competing => self.poll(),
+            Mode::Idle => {
+                self.refresh_view();
+                Mode::Idle
+            }
+        }
+    }
+
+    /// One attempt at the lock.
+    fn poll(&mut self) -> Mode {
+        self.refresh_view();
+        let lock = match self.candidate.take() {
+            Some(lock) => lock,
+            None => match LockFile::open(&self.layout.lock()) {
+                Ok(lock) => lock,
+                Err(e) => {
+                    self.competing_error(format!(
+                        "cannot open lock file {}: {e}",
+                        self.layout.lock().display()
+                    ));
+                    return Mode::Competing;
+                }
+            },
+        };
+        match lock.try_lock() {
+            Ok(true) => {}
+            Ok(false) => {
+                // Someone holds it. Keep the file open for the next poll, unless it was deleted
+                // or replaced: then we would be waiting on a file nobody else locks any more.
+                if lock.check_identity().is_ok() {
+                    self.candidate = Some(lock);
+                }
+                return Mode::Competing;
+            }
+            Err(e) => {
+                self.competing_error(format!(
+                    "locking {} failed: {e}",
+                    self.layout.lock().display()
+                ));
+                return Mode::Competing;
+            }
+        }
+        // We hold a lock on the file we opened; make sure it is still the file at the path.
+        if let Err(reason) = lock.check_identity() {
+            tracing::warn!(node = %self.config.node, %reason, "locked a stale lock file; reopening");
+            return Mode::Competing;
+        }
+        self.last_error = None;
+        self.claim(lock, shared_proto::unix_ms())
+    }
+
+    /// Claims a new epoch under a held lock and announces it.
+    fn claim(&mut self, lock: LockFile, since_unix_ms: u64) -> Mode {
+        let epoch = match shared_dir::claim_epoch(&self.layout) {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                // Releasing (by dropping the lock) lets a node with a healthier view try.
+                tracing::error!(node = %self.config.node, error = %e, "cannot claim an epoch; releasing the lock");
+                self.report(Event::Lost {
+                    epoch: 0,
+                    reason: format!("cannot claim an epoch: {e}"),
+                });
+                return Mode::Idle;
+            }
+        };
+        let held = Held {
+            lock,
+            epoch,
+            since_unix_ms,
+            state: HolderState::Starting,
+            beats: 0,
+        };
+        match self.keepalive(held) {
+            Mode::Holding(held) => {
+                self.report(Event::Acquired { epoch: held.epoch });
+                Mode::Holding(held)
+            }
+            other => other,
+        }
+    }
+
+    /// Checks that we still hold the lock, writes the heartbeats, and reports.
+    fn keepalive(&mut self, mut held: Held) -> Mode {
+        held.beats += 1;
+        let now = shared_proto::unix_ms();
+        let holder = Holder {
+            node: self.config.node.clone(),
+            host: self.host.clone(),
+            pid: std::process::id(),
+            epoch: held.epoch,
+            state: held.state,
+            since_unix_ms: held.since_unix_ms,
+            heartbeat_unix_ms: now,
+        };
+        let line = format!(
+            "{} {} {} {}\n",
+            self.config.node, held.epoch, held.beats, now
+        );
+        let checked = held
+            .lock
+            .check_identity()
+            .and_then(|()| {
+                held.lock
+                    .heartbeat(&line)
+                    .map_err(|e| format!("heartbeat write to the lock file failed: {e}"))
+            })
+            .and_then(
+                |()| match shared_dir::newer_epoch(&self.layout, held.epoch) {
+                    Ok(None) => Ok(()),
+                    Ok(Some(newer)) => Err(format!(
+                        "the epoch file says {newer}, we hold {}: another node has taken over",
+                        held.epoch
+                    )),
+                    Err(e) => Err(format!("cannot read the epoch file: {e}")),
+                },
+            )
+            .and_then(|()| {
+                shared_dir::write_holder(&self.layout, &holder)
+                    .map_err(|e| format!("cannot write holder.json: {e}"))
+            });
+        match checked {
+            Ok(()) => {
+                self.holder.send_replace(Some(holder));
+                self.report(Event::Heartbeat { epoch: held.epoch });
+                Mode::Holding(held)
+            }
+            Err(reason) => {
+                let epoch = held.epoch;
+                drop(held);
+                self.report(Event::Lost { epoch, reason });
+                Mode::Idle
+            }
+        }
+    }
+
+    /// Re-reads `holder.json` for status and hold-off, at most once per keepalive period.
+    fn refresh_view(&mut self) {
+        if Instant::now() < self.next_keepalive {
+            return;
+        }
+        self.next_keepalive = Instant::now() + self.config.keepalive;
+        match shared_dir::read_holder(&self.layout) {
+            Ok(holder) => {
+                self.holder.send_if_modified(|current| {
+                    let changed = *current != holder;
+                    *current = holder;
+                    changed
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read holder.json"),
+        }
+    }
+
+    fn competing_error(&mut self, message: String) {
+        if self.last_error.as_ref() != Some(&message) {
+            tracing::warn!(node = %self.config.node, error = %message, "cannot compete for the lock");
+            self.last_error = Some(message);
+        }
+    }
+
+    fn report(&self, event: Event) {
+        // The receiver is gone only while lockd exits; nothing is left to tell then.
+        let _ = self.events.blocking_send(event);
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Running {
+        commands: std::sync::mpsc::Sender<Command>,
+        events: mpsc::Receiver<Event>,
+        holder: watch::Receiver<Option<Holder>>,
+    }
+
+    fn start(layout: &Layout, node: &str) -> Running {
+        let (commands, command_rx) = std::sync::mpsc::channel();
+        let (event_tx, events) = mpsc::channel(64);
+        let (holder_tx, holder) = watch::channel(None);
+        let config = KeeperConfig {
+            node: node.into(),
+            lock_poll: Duration::from_millis(5),
+            keepalive: Duration::from_millis(20),
+        };
+        let layout = layout.clone();
+        std::thread::spawn(move || run(layout, config, command_rx, event_tx, holder_tx));
+        Running {
+            commands,
+            events,
+            holder,
+        }
+    }
+
+    fn next(running: &mut Running) -> Event {
+        loop {
+            let event = running.events.blocking_recv().expect("keeper thread ended");
+            if !matches!(event, Event::Heartbeat { .. }) {
+                return event;
+            }
+        }
+    }
+
+    #[test]
+    fn one_of_two_keepers_holds_and_the_other_takes_over_on_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("shared"));
+        layout.init(None).unwrap();
+        let mut a = start(&layout, "a");
+        a.commands.send(Command::Compete).unwrap();
+        assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+        let mut b = start(&layout, "b");
+        b.commands.send(Command::Compete).unwrap();
+        a.commands
+            .send(Command::SetState(HolderState::Active))
+            .unwrap();
+        a.commands.send(Command::Release).unwrap();
+        assert_eq!(next(&mut a), Event::Released);
+        assert_eq!(next(&mut b), Event::Acquired { epoch: 2 });
+        let seen = b.holder.borrow().clone().unwrap();
+        assert_eq!((seen.node.as_str(), seen.epoch), ("b", 2));
+        b.commands.send(Command::Renew).unwrap();
+        assert_eq!(next(&mut b), Event::Acquired { epoch: 3 });
+    }
+
+    #[test]
+    fn a_replaced_lock_file_is_noticed_by_the_keepalive() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("shared"));
+        layout.init(None).unwrap();
+        let mut a = start(&layout, "a");
+        a.commands.send(Command::Compete).unwrap();
+        assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+        std::fs::remove_file(layout.lock()).unwrap();
+        std::fs::write(layout.lock(), "").unwrap();
+        match next(&mut a) {
+            Event::Lost { epoch: 1, reason } => assert!(reason.contains("deleted"), "{reason}"),
+            other => panic!("expected Lost, got {other:?}"),
+        }
+    }
+}

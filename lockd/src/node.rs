@@ -1,0 +1,507 @@
+//! The node's state machine: DESIGN.md's lifecycle, driven by events.
+//!
+//! One task owns all of a node's state. The keeper thread (lock and shared-directory I/O), the
+//! broker's tasks (control channel, process exit), the ctl socket and the signal thread only send
+//! it events. Its own timers (fence, ready, stop, hold-off) do no I/O, so a stalled filesystem
+//! cannot delay a fence.
+//!
+//! Invariants kept here:
+//! - a broker runs only while the keeper reports the lock held, under the epoch it claimed;
+//! - a lost lock, a newer epoch or a keepalive silent for `fence_timeout` SIGKILLs the broker at
+//!   once, before anything else happens;
+//! - the lock is competed for again only after the previous broker is known dead.
+
+use crate::admin::{Call, Peer};
+use crate::broker::{Broker, BrokerEvent};
+use crate::config::Settings;
+use crate::keeper::{Command, Event as KeeperEvent};
+use crate::notify;
+use crate::sys::spawn::BrokerCommand;
+use shared_proto::admin::{ErrorCode, Response, Role, Status};
+use shared_proto::control::{BrokerStats, FromBroker, ToBroker};
+use shared_proto::holder::{Holder, HolderState};
+use std::collections::VecDeque;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// Why the node is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGTERM or SIGINT: stop the broker gracefully, release, exit 0.
+    Graceful,
+    /// A second signal while stopping: kill the broker and exit now.
+    Immediate,
+}
+
+/// Channels the state machine listens on.
+pub struct Inputs {
+    pub keeper_events: mpsc::Receiver<KeeperEvent>,
+    pub holder: watch::Receiver<Option<Holder>>,
+    pub calls: mpsc::Receiver<Call>,
+    pub shutdown: mpsc::Receiver<Shutdown>,
+}
+
+/// What to do once the running broker has exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterExit {
+    /// Unexpected death: restart in place if the policy allows, else hand over.
+    Recover,
+    /// Fenced: compete again (the keeper has already dropped the lock).
+    Compete,
+    /// Planned failover: release the lock and hold off.
+    HoldOff,
+    /// lockd is exiting.
+    Exit,
+}
+
+/// A timer of the state machine; at most one runs at a time besides the fence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// brokerd must report Ready by then.
+    Ready,
+    /// brokerd must have exited by then, or it is killed.
+    Stop,
+    /// The hold-off after a failover ends then.
+    HoldOff,
+}
+
+/// The node's state; owned by [`Node::run`].
+pub struct Node {
+    settings: Settings,
+    broker_command: BrokerCommand,
+    keeper: std::sync::mpsc::Sender<Command>,
+    role: Role,
+    since_unix_ms: u64,
+    reason: String,
+    /// The epoch we hold (while `holding`) or last held.
+    epoch: Option<u64>,
+    holding: bool,
+    last_keepalive: Instant,
+    broker: Option<Broker>,
+    /// What to do when the broker exits; also set while no broker runs.
+    after_exit: AfterExit,
+    generation: u64,
+    listeners: Vec<String>,
+    stats: Option<BrokerStats>,
+    /// Last reason brokerd gave for stopping.
+    broker_reason: Option<String>,
+    restarts: VecDeque<Instant>,
+    timer: Option<(Instant, Timer)>,
+    exiting: bool,
+    broker_events: mpsc::Sender<(u64, BrokerEvent)>,
+    /// The lock holder as the keeper last read or wrote it.
+    holder: watch::Receiver<Option<Holder>>,
+}
+
+impl Node {
+    /// A passive node that has not yet asked for the lock.
+    pub fn new(
+        settings: Settings,
+        broker_command: BrokerCommand,
+        keeper: std::sync::mpsc::Sender<Command>,
+        broker_events: mpsc::Sender<(u64, BrokerEvent)>,
+        holder: watch::Receiver<Option<Holder>>,
+    ) -> Node {
+        Node {
+            settings,
+            broker_command,
+            keeper,
+            role: Role::Passive,
+            since_unix_ms: shared_proto::unix_ms(),
+            reason: "started".into(),
+            epoch: None,
+            holding: false,
+            last_keepalive: Instant::now(),
+            broker: None,
+            after_exit: AfterExit::Recover,
+            generation: 0,
+            listeners: Vec::new(),
+            stats: None,
+            broker_reason: None,
+            restarts: VecDeque::new(),
+            timer: None,
+            exiting: false,
+            broker_events,
+            holder,
+        }
+    }
+
+    /// Runs the node until it has shut down; returns once the broker is gone and the lock
+    /// released.
+    pub async fn run(
+        mut self,
+        mut inputs: Inputs,
+        mut broker_events: mpsc::Receiver<(u64, BrokerEvent)>,
+    ) {
+        self.keeper_command(Command::Compete);
+        let mut watchdog = tokio::time::interval(self.settings.keepalive);
+        loop {
+            let fence_at = self
+                .holding
+                .then(|| self.last_keepalive + self.settings.fence_timeout);
+            let timer = self.timer;
+            tokio::select! {
+                Some(event) = inputs.keeper_events.recv() => self.on_keeper(event),
+                Some((generation, event)) = broker_events.recv() => self.on_broker(generation, event),
+                Some(call) = inputs.calls.recv() => self.on_call(call),
+                Some(shutdown) = inputs.shutdown.recv() => self.on_shutdown(shutdown),
+                Ok(()) = inputs.holder.changed() => {
+                    let holder = inputs.holder.borrow_and_update().clone();
+                    self.on_holder(holder);
+                }
+                () = sleep_until(fence_at) => {
+                    let silent = self.last_keepalive.elapsed();
+                    self.fence(format!(
+                        "keepalive has not completed for {} ms (limit {} ms): the shared filesystem may be stalled",
+                        silent.as_millis(),
+                        self.settings.fence_timeout.as_millis()
+                    ));
+                    // Processed whenever the keeper's stuck call returns.
+                    self.keeper_command(Command::Release);
+                }
+                () = sleep_until(timer.map(|(at, _)| at)) => self.on_timer(),
+                _ = watchdog.tick() => notify::watchdog(),
+            }
+            if self.exiting && self.broker.is_none() {
+                self.keeper_command(Command::Release);
+                tracing::info!(node = %self.settings.node, epoch = ?self.epoch, "lockd stopped");
+                return;
+            }
+        }
+    }
+
+    fn on_keeper(&mut self, event: KeeperEvent) {
+        match event {
+            KeeperEvent::Acquired { epoch } => {
+                if self.exiting {
+                    self.keeper_command(Command::Release);
+                    return;
+                }
+                self.holding = true;
+                self.epoch = Some(epoch);
+                self.last_keepalive = Instant::now();
+                if let Some(old) = self.broker.take() {
+                    old.kill();
+                }
+                self.start_broker(epoch);
+            }
+            KeeperEvent::Heartbeat { epoch } => {
+                if self.holding && self.epoch == Some(epoch) {
+                    self.last_keepalive = Instant::now();
+                    if let Some(broker) = &self.broker {
+                        broker.send(ToBroker::Stats);
+                    }
+                }
+            }
+            KeeperEvent::Lost { reason, .. } => {
+                if self.holding {
+                    self.fence(reason);
+                } else if !self.exiting && self.broker.is_none() && self.role == Role::Passive {
+                    tracing::warn!(node = %self.settings.node, %reason, "could not take the lock");
+                    self.keeper_command(Command::Compete);
+                }
+            }
+            KeeperEvent::Released => {}
+        }
+    }
+
+    fn start_broker(&mut self, epoch: u64) {
+        self.generation += 1;
+        self.listeners.clear();
+        self.stats = None;
+        self.broker_reason = None;
+        match Broker::start(
+            &self.broker_command,
+            epoch,
+            self.generation,
+            self.broker_events.clone(),
+        ) {
+            Ok(broker) => {
+                tracing::info!(node = %self.settings.node, epoch, pid = broker.pid, "brokerd started");
+                self.broker = Some(broker);
+                self.after_exit = AfterExit::Recover;
+                self.set_role(Role::Starting, format!("lock acquired with epoch {epoch}"));
+                self.timer = Some((
+                    Instant::now() + self.settings.broker_ready_timeout,
+                    Timer::Ready,
+                ));
+            }
+            Err(e) => {
+                self.broker_reason = Some(format!(
+                    "cannot start {}: {e}",
+                    self.broker_command.program.display()
+                ));
+                self.after_exit = AfterExit::Recover;
+                self.broker_gone();
+            }
+        }
+    }
+
+    fn on_broker(&mut self, generation: u64, event: BrokerEvent) {
+        let Some(broker) = self.broker.as_ref().filter(|b| b.generation == generation) else {
+            return;
+        };
+        match event {
+            BrokerEvent::Message(FromBroker::Ready { epoch, listeners }) => {
+                if self.role == Role::Starting && self.epoch == Some(epoch) {
+                    self.listeners = listeners;
+                    self.timer = None;
+                    broker.send(ToBroker::Stats);
+                    self.keeper_command(Command::SetState(HolderState::Active));
+                    let reason = format!("brokerd ready on {}", self.listeners.join(", "));
+                    self.set_role(Role::Active, reason);
+                }
+            }
+            BrokerEvent::Message(FromBroker::Stats { stats }) => self.stats = Some(stats),
+            BrokerEvent::Message(FromBroker::Stopping { reason, fatal }) => {
+                tracing::info!(node = %self.settings.node, epoch = ?self.epoch, %reason, fatal, "brokerd stopping");
+                self.broker_reason = Some(reason);
+            }
+            BrokerEvent::Message(FromBroker::Hello { .. }) => {
+                broker.kill();
+                self.broker_reason = Some("brokerd sent a second hello".into());
+            }
+            BrokerEvent::ChannelClosed { error } => {
+                if let Some(error) = error {
+                    tracing::error!(node = %self.settings.node, pid = broker.pid, %error, "brokerd broke the control protocol; killing it");
+                    self.broker_reason = Some(format!("control protocol error: {error}"));
+                }
+                // A broker without its control channel cannot be stopped gracefully or asked
+                // anything; it also exits by itself on EOF. Make sure.
+                broker.kill();
+            }
+            BrokerEvent::Exited { status } => {
+                let reason = self.broker_reason.take().unwrap_or_default();
+                tracing::info!(node = %self.settings.node, epoch = ?self.epoch, pid = broker.pid, %status, %reason, "brokerd exited");
+                self.broker_reason = Some(if reason.is_empty() {
+                    format!("brokerd exited ({status})")
+                } else {
+                    format!("brokerd exited ({status}): {reason}")
+                });
+                self.broker = None;
+                self.listeners.clear();
+                self.stats = None;
+                self.broker_gone();
+            }
+        }
+    }
+
+    /// The broker is dead: continue as `after_exit` says.
+    fn broker_gone(&mut self) {
+        self.timer = None;
+        let why = self
+            .broker_reason
+            .clone()
+            .unwrap_or_else(|| "brokerd is gone".into());
+        match self.after_exit {
+            AfterExit::Exit => {}
+            AfterExit::Compete => {
+                self.keeper_command(Command::Compete);
+            }
+            AfterExit::HoldOff => self.hold_off(format!("failover: {why}")),
+            AfterExit::Recover if !self.holding => {
+                self.set_role(Role::Passive, why);
+                self.keeper_command(Command::Compete);
+            }
+            AfterExit::Recover => {
+                let now = Instant::now();
+                while self
+                    .restarts
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > self.settings.restart_window)
+                {
+                    self.restarts.pop_front();
+                }
+                if self.restarts.len() < self.settings.max_restarts as usize {
+                    self.restarts.push_back(now);
+                    let reason = format!(
+                        "{why}; restart {} of {} within {} s",
+                        self.restarts.len(),
+                        self.settings.max_restarts,
+                        self.settings.restart_window.as_secs()
+                    );
+                    self.set_role(Role::Starting, reason);
+                    // A fresh epoch: the restarted broker's ids must not repeat the old one's.
+                    self.keeper_command(Command::Renew);
+                } else {
+                    self.restarts.clear();
+                    self.hold_off(format!(
+                        "{why}; {} restarts within {} s, handing the lock to a peer",
+                        self.settings.max_restarts,
+                        self.settings.restart_window.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Releases the lock and stays out of the competition for the hold-off.
+    fn hold_off(&mut self, reason: String) {
+        self.holding = false;
+        self.keeper_command(Command::Release);
+        self.set_role(Role::HoldOff, reason);
+        self.timer = Some((
+            Instant::now() + self.settings.failover_hold_off,
+            Timer::HoldOff,
+        ));
+    }
+
+    /// Kills the broker at once because the lock can no longer be trusted.
+    fn fence(&mut self, reason: String) {
+        self.holding = false;
+        tracing::error!(node = %self.settings.node, epoch = ?self.epoch, %reason, "fencing: killing brokerd");
+        self.timer = None;
+        match &self.broker {
+            Some(broker) => {
+                broker.kill();
+                if !self.exiting {
+                    self.after_exit = AfterExit::Compete;
+                }
+            }
+            None => self.keeper_command(Command::Compete),
+        }
+        self.listeners.clear();
+        self.set_role(Role::Passive, format!("fenced: {reason}"));
+    }
+
+    fn on_timer(&mut self) {
+        let Some((_, timer)) = self.timer.take() else {
+            return;
+        };
+        match timer {
+            Timer::Ready => {
+                if let Some(broker) = &self.broker {
+                    self.broker_reason = Some(format!(
+                        "not ready within {} ms",
+                        self.settings.broker_ready_timeout.as_millis()
+                    ));
+                    broker.kill();
+                }
+            }
+            Timer::Stop => {
+                if let Some(broker) = &self.broker {
+                    tracing::warn!(node = %self.settings.node, pid = broker.pid, "brokerd did not stop within its deadline; killing it");
+                    broker.kill();
+                }
+            }
+            Timer::HoldOff => {
+                self.set_role(Role::Passive, "hold-off over".into());
+                self.keeper_command(Command::Compete);
+            }
+        }
+    }
+
+    fn on_holder(&mut self, holder: Option<Holder>) {
+        // A hold-off ends early once another node holds a newer epoch: the handover is done.
+        if self.role != Role::HoldOff {
+            return;
+        }
+        if let Some(holder) = holder {
+            if holder.node != self.settings.node && Some(holder.epoch) > self.epoch {
+                self.timer = None;
+                let reason = format!("{} took over with epoch {}", holder.node, holder.epoch);
+                self.set_role(Role::Passive, reason);
+                self.keeper_command(Command::Compete);
+            }
+        }
+    }
+
+    fn on_call(&mut self, call: Call) {
+        match call {
+            Call::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Call::Failover { by, reply } => {
+                let _ = reply.send(self.failover(by));
+            }
+        }
+    }
+
+    fn failover(&mut self, by: Peer) -> Response {
+        let (Role::Active, Some(broker), Some(epoch)) = (self.role, &self.broker, self.epoch)
+        else {
+            return Response::Error {
+                code: ErrorCode::WrongRole,
+                message: format!(
+                    "node {} is {}, not active: run `ctl failover` on the active node",
+                    self.settings.node, self.role
+                ),
+            };
+        };
+        let deadline = self.settings.broker_stop_timeout;
+        broker.send(ToBroker::Stop {
+            deadline_ms: deadline.as_millis() as u64,
+            reason: "failover requested".into(),
+        });
+        self.after_exit = AfterExit::HoldOff;
+        self.timer = Some((Instant::now() + deadline, Timer::Stop));
+        self.set_role(
+            Role::Stopping,
+            format!("failover requested by uid {}", by.uid),
+        );
+        Response::FailoverStarted {
+            epoch,
+            hold_off_ms: self.settings.failover_hold_off.as_millis() as u64,
+        }
+    }
+
+    fn on_shutdown(&mut self, shutdown: Shutdown) {
+        let immediate = shutdown == Shutdown::Immediate || self.exiting;
+        self.exiting = true;
+        self.after_exit = AfterExit::Exit;
+        let Some(broker) = &self.broker else {
+            return;
+        };
+        if immediate {
+            broker.kill();
+            return;
+        }
+        let deadline = self.settings.broker_stop_timeout;
+        broker.send(ToBroker::Stop {
+            deadline_ms: deadline.as_millis() as u64,
+            reason: "lockd is shutting down".into(),
+        });
+        self.timer = Some((Instant::now() + deadline, Timer::Stop));
+        self.set_role(Role::Stopping, "lockd is shutting down".into());
+    }
+
+    /// This node's status, with the holder as the keeper last read it.
+    pub fn status(&self) -> Status {
+        let holder = self.holder.borrow();
+        Status {
+            node: self.settings.node.clone(),
+            role: self.role,
+            epoch: self.epoch,
+            since_unix_ms: self.since_unix_ms,
+            reason: self.reason.clone(),
+            lockd_pid: std::process::id(),
+            broker_pid: self.broker.as_ref().map(|b| b.pid),
+            listeners: self.listeners.clone(),
+            restarts: self.restarts.len() as u32,
+            shared_dir: self.settings.shared_dir.display().to_string(),
+            holder: holder.as_ref().map(|h| h.view(shared_proto::unix_ms())),
+            broker: self.stats.clone(),
+        }
+    }
+
+    fn set_role(&mut self, role: Role, reason: String) {
+        tracing::info!(node = %self.settings.node, epoch = ?self.epoch, from = %self.role, to = %role, %reason, "role change");
+        self.role = role;
+        self.reason = reason;
+        self.since_unix_ms = shared_proto::unix_ms();
+        notify::status(self.role, self.epoch, &self.reason);
+    }
+
+    fn keeper_command(&self, command: Command) {
+        // The keeper thread ends only when lockd exits.
+        let _ = self.keeper.send(command);
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

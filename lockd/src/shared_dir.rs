@@ -1,0 +1,160 @@
+//! lockd's writes to the shared directory: the epoch claim and `holder.json`.
+//!
+//! Only the lock holder writes here, and only from the keeper thread, so that a filesystem that
+//! hangs can stall nothing but that thread.
+
+use shared_proto::holder::Holder;
+use shared_proto::layout::Layout;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// How far a claim walks past a taken epoch before giving up (each step is one O_EXCL create).
+const CLAIM_ATTEMPTS: u64 = 1000;
+
+/// Claimed epochs older than this many below ours are pruned, one per claim, so `epochs/` stays
+/// small without ever listing it.
+const EPOCHS_KEPT: u64 = 64;
+
+/// Reads the latest claimed epoch from `SHARED/epoch`.
+pub fn read_epoch(layout: &Layout) -> io::Result<u64> {
+    let text = fs::read_to_string(layout.epoch())?;
+    text.trim().parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} holds {:?}, not a number",
+                layout.epoch().display(),
+                text.trim()
+            ),
+        )
+    })
+}
+
+/// Claims the next epoch: creates `epochs/N` with O_EXCL, which two nodes cannot both do even
+/// where the filesystem's fcntl locks are broken, then records N in `epoch` for quick reading.
+pub fn claim_epoch(layout: &Layout) -> io::Result<u64> {
+    let mut candidate = read_epoch(layout)? + 1;
+    for _ in 0..CLAIM_ATTEMPTS {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(layout.epochs().join(candidate.to_string()))
+        {
+            Ok(file) => {
+                file.sync_all()?;
+                sync_dir(&layout.epochs())?;
+                write_atomically(&layout.epoch(), format!("{candidate}\n").as_bytes())?;
+                if let Some(old) = candidate.checked_sub(EPOCHS_KEPT) {
+                    let _ = fs::remove_file(layout.epochs().join(old.to_string()));
+                }
+                return Ok(candidate);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => candidate += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!(
+        "could not claim an epoch after {CLAIM_ATTEMPTS} attempts in {}",
+        layout.epochs().display()
+    )))
+}
+
+/// Whether an epoch newer than `ours` has been claimed: by the `epoch` file, or by the next
+/// claim file existing (a node that claimed but has not yet updated `epoch`).
+pub fn newer_epoch(layout: &Layout, ours: u64) -> io::Result<Option<u64>> {
+    let recorded = read_epoch(layout)?;
+    if recorded != ours {
+        return Ok(Some(recorded));
+    }
+    if layout.epochs().join((ours + 1).to_string()).exists() {
+        return Ok(Some(ours + 1));
+    }
+    Ok(None)
+}
+
+/// Writes `holder.json` atomically: a reader sees the old or the new holder, never half of one.
+pub fn write_holder(layout: &Layout, holder: &Holder) -> io::Result<()> {
+    let mut text = serde_json::to_vec(holder).expect("holder serialises");
+    text.push(b'\n');
+    write_atomically(&layout.holder(), &text)
+}
+
+/// Reads `holder.json`; `None` if no node ever held the lock.
+pub fn read_holder(layout: &Layout) -> io::Result<Option<Holder>> {
+    match fs::read(layout.holder()) {
+        Ok(text) => serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// temp file, fsync, rename, fsync of the directory: the rename is atomic, the syncs make it
+/// survive a crash of this node. The temp name carries our pid so two writers never share one.
+fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut file = File::create(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_proto::holder::HolderState;
+
+    fn prepared() -> (tempfile::TempDir, Layout) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("shared"));
+        layout.init(None).unwrap();
+        (dir, layout)
+    }
+
+    #[test]
+    fn claims_are_unique_and_skip_epochs_taken_behind_our_back() {
+        let (_dir, layout) = prepared();
+        assert_eq!(claim_epoch(&layout).unwrap(), 1);
+        assert_eq!(claim_epoch(&layout).unwrap(), 2);
+        // A node whose lock was not really exclusive claimed 3 but has not written `epoch` yet.
+        fs::write(layout.epochs().join("3"), "").unwrap();
+        assert_eq!(newer_epoch(&layout, 2).unwrap(), Some(3));
+        assert_eq!(claim_epoch(&layout).unwrap(), 4);
+        assert_eq!(read_epoch(&layout).unwrap(), 4);
+        assert_eq!(newer_epoch(&layout, 4).unwrap(), None);
+        fs::write(layout.epoch(), "2\n").unwrap();
+        assert_eq!(
+            newer_epoch(&layout, 4).unwrap(),
+            Some(2),
+            "a rewound epoch is noticed too"
+        );
+    }
+
+    #[test]
+    fn holder_round_trips() {
+        let (_dir, layout) = prepared();
+        assert_eq!(read_holder(&layout).unwrap(), None);
+        let holder = Holder {
+            node: "n1".into(),
+            host: "h".into(),
+            pid: 1,
+            epoch: 2,
+            state: HolderState::Starting,
+            since_unix_ms: 3,
+            heartbeat_unix_ms: 4,
+        };
+        write_holder(&layout, &holder).unwrap();
+        assert_eq!(read_holder(&layout).unwrap(), Some(holder));
+    }
+}

@@ -1,0 +1,153 @@
+//! The OFD (open file description) lock on `SHARED/lock`.
+//!
+//! OFD locks belong to the open file description, not the process: they are not dropped when an
+//! unrelated descriptor of the same file is closed (the POSIX-lock trap), and are released when
+//! our one descriptor closes, including when lockd dies. The file is opened with O_CLOEXEC and
+//! never handed to brokerd: a child holding a duplicate would keep the lock alive after lockd.
+
+use nix::errno::Errno;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// (device, inode) of a file: how we notice that the lock file was deleted or replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+}
+
+/// An open lock file, locked or not.
+#[derive(Debug)]
+pub struct LockFile {
+    file: File,
+    path: PathBuf,
+    identity: Identity,
+}
+
+impl LockFile {
+    /// Opens the lock file read-write, creating it if missing (the marker, checked before, proves
+    /// we are on the shared filesystem, so a missing file was deleted, not never made).
+    pub fn open(path: &Path) -> io::Result<LockFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)?;
+        let meta = file.metadata()?;
+        Ok(LockFile {
+            file,
+            path: path.to_owned(),
+            identity: Identity {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            },
+        })
+    }
+
+    /// Tries to take the exclusive lock without waiting. `Ok(false)`: another holder has it.
+    ///
+    /// Non-blocking on purpose: on NFSv4 the kernel polls a blocking wait with a backoff of up to
+    /// 30 s, so a passive that blocked would notice a free lock late.
+    pub fn try_lock(&self) -> io::Result<bool> {
+        let mut flock = whole_file(libc::F_WRLCK);
+        // SAFETY: fd is a valid open descriptor owned by self.file; flock is a fully initialised
+        // libc::flock that outlives the call; F_OFD_SETLK only reads it.
+        let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_SETLK, &mut flock) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        match Errno::last() {
+            Errno::EAGAIN | Errno::EACCES => Ok(false),
+            errno => Err(errno.into()),
+        }
+    }
+
+    /// Checks that `path` still names the file we hold open: a deleted or replaced lock file
+    /// means another node can lock the new one while we believe we hold "the" lock.
+    pub fn check_identity(&self) -> Result<(), String> {
+        let held = self
+            .file
+            .metadata()
+            .map_err(|e| format!("fstat of lock file failed: {e}"))?;
+        if held.nlink() == 0 {
+            return Err(format!("lock file {} was deleted", self.path.display()));
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(now) if now.dev() == self.identity.dev && now.ino() == self.identity.ino => Ok(()),
+            Ok(_) => Err(format!(
+                "lock file {} was replaced by another file",
+                self.path.display()
+            )),
+            Err(e) => Err(format!("lock file {}: {e}", self.path.display())),
+        }
+    }
+
+    /// Writes a heartbeat through the locked descriptor and syncs it. On NFS a lock the server
+    /// dropped shows up only as an I/O error on this descriptor, so this write is how we learn
+    /// of it.
+    pub fn heartbeat(&self, line: &str) -> io::Result<()> {
+        self.file.write_all_at(line.as_bytes(), 0)?;
+        self.file.set_len(line.len() as u64)?;
+        self.file.sync_data()
+    }
+}
+
+/// A `flock` covering the whole file. `l_pid` must be 0 for OFD locks.
+fn whole_file(kind: libc::c_int) -> libc::flock {
+    // SAFETY: libc::flock is a plain C struct for which all-zero bytes are a valid value.
+    let mut flock: libc::flock = unsafe { std::mem::zeroed() };
+    flock.l_type = kind as libc::c_short;
+    flock.l_whence = libc::SEEK_SET as libc::c_short;
+    flock.l_start = 0;
+    flock.l_len = 0;
+    flock.l_pid = 0;
+    flock
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_descriptions_exclude_each_other_and_closing_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let a = LockFile::open(&path).unwrap();
+        let b = LockFile::open(&path).unwrap();
+        assert!(a.try_lock().unwrap());
+        assert!(
+            a.try_lock().unwrap(),
+            "re-locking our own description succeeds"
+        );
+        assert!(
+            !b.try_lock().unwrap(),
+            "a second description must not get the lock"
+        );
+        drop(a);
+        assert!(
+            b.try_lock().unwrap(),
+            "closing the holder releases the lock"
+        );
+    }
+
+    #[test]
+    fn identity_check_notices_deletion_and_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = LockFile::open(&path).unwrap();
+        held.check_identity().unwrap();
+        held.heartbeat("node1 1 1\n").unwrap();
+        std::fs::rename(&path, dir.path().join("old")).unwrap();
+        std::fs::write(&path, "").unwrap();
+        let err = held.check_identity().unwrap_err();
+        assert!(err.contains("replaced"), "{err}");
+        std::fs::remove_file(dir.path().join("old")).unwrap();
+        let err = held.check_identity().unwrap_err();
+        assert!(err.contains("deleted"), "{err}");
+    }
+}

@@ -1,0 +1,117 @@
+//! Starting brokerd as an unprivileged child that cannot outlive lockd.
+//!
+//! The child gets exactly one inherited descriptor besides stdio: its end of the control
+//! socketpair, as fd 3. Everything else lockd opens is O_CLOEXEC (std and tokio open descriptors
+//! that way, and the lock file explicitly), so in particular the lock file never reaches brokerd.
+
+use shared_proto::control::CONTROL_FD_ENV;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Stdio;
+use tokio::process::{Child, Command};
+
+/// The descriptor number brokerd finds its control socket on.
+const CHILD_CONTROL_FD: i32 = 3;
+
+/// Environment variables that belong to lockd's relationship with systemd; a child that saw
+/// them could send READY/WATCHDOG on lockd's behalf.
+const PRIVATE_ENV: [&str; 5] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+];
+
+/// How to start the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// (uid, gid) to drop to; `None` runs the child as lockd's own user.
+    pub credentials: Option<(u32, u32)>,
+}
+
+/// A started child and lockd's end of its control socket.
+pub struct Spawned {
+    pub child: Child,
+    pub control: UnixStream,
+}
+
+/// Starts the broker.
+///
+/// Must be called from the thread that lives as long as lockd (the runtime's main thread):
+/// PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so forking from a
+/// short-lived thread (tokio's blocking pool) would kill the broker at a random moment.
+pub fn spawn(command: &BrokerCommand) -> io::Result<Spawned> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let theirs = OwnedFd::from(theirs);
+    let their_fd = theirs.as_raw_fd();
+    let parent = std::process::id() as i32;
+
+    let mut cmd = Command::new(&command.program);
+    cmd.args(&command.args)
+        .stdin(Stdio::null())
+        .env(CONTROL_FD_ENV, CHILD_CONTROL_FD.to_string())
+        .process_group(0)
+        .kill_on_drop(false);
+    for var in PRIVATE_ENV {
+        cmd.env_remove(var);
+    }
+    if let Some((uid, gid)) = command.credentials {
+        // std calls setgroups(0) (no supplementary groups), setgid, then setuid in the child,
+        // before our pre_exec hook runs.
+        cmd.uid(uid).gid(gid);
+    }
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed: it makes raw syscalls (dup2, fcntl, prctl, getppid) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            move_to_control_fd(their_fd)?;
+            // After setuid: a change of credentials clears both settings.
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // lockd may have died before PDEATHSIG was armed; then nothing would ever kill us.
+            if libc::getppid() != parent {
+                return Err(io::Error::other("lockd exited while starting brokerd"));
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(theirs);
+    Ok(Spawned {
+        child,
+        control: ours,
+    })
+}
+
+/// Puts the child's control socket on fd 3 without close-on-exec. Runs in the forked child.
+fn move_to_control_fd(fd: i32) -> io::Result<()> {
+    // SAFETY: plain descriptor syscalls on descriptors this process owns; async-signal-safe.
+    unsafe {
+        if fd == CHILD_CONTROL_FD {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        } else if libc::dup2(fd, CHILD_CONTROL_FD) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sends SIGKILL to the broker's whole process group, so nothing it started survives a fence.
+pub fn kill_group(pid: u32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+    }
+}
