@@ -1,1 +1,181 @@
-fn main() {}
+//! ctl: the operator's tool. Prepares shared directories, shows a node's status, and asks the
+//! active node for a controlled failover.
+//!
+//! Exit codes: 0 success, 1 the request failed or timed out, 2 usage or connection errors.
+
+mod client;
+mod status;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use client::Client;
+use shared_proto::admin::{ErrorCode, Request, Response, Role};
+use shared_proto::holder::HolderState;
+use shared_proto::layout::Layout;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Operator tool for the lockd/brokerd cluster.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// lockd's control socket.
+    #[arg(long, global = true, env = shared_proto::admin::SOCKET_ENV)]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Prepare a shared directory once: layout, lock and epoch files, cluster marker.
+    Init {
+        dir: PathBuf,
+        /// The user brokerd runs as; it gets data/ and scheduler/ (needs root).
+        #[arg(long)]
+        broker_user: Option<String>,
+    },
+    /// Show this node's role, epoch, broker and the lock holder.
+    Status {
+        /// One JSON object (a stable interface for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Controlled handover: the active node stops its broker gracefully and releases the lock.
+    Failover {
+        /// Return only once another node is active, and say which and how long it took.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+    },
+}
+
+/// A failure with its own exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ctl: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ctl: {e:#}");
+            if e.downcast_ref::<Refused>().is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Cmd::Init { dir, broker_user } => init(dir, broker_user),
+        Cmd::Status { json } => {
+            let mut client = Client::connect(&client::socket_path(args.socket)?).await?;
+            let status = client.status().await?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                print!("{}", status::render(&status, shared_proto::unix_ms()));
+            }
+            Ok(())
+        }
+        Cmd::Failover { wait, timeout_ms } => {
+            let socket = client::socket_path(args.socket)?;
+            failover(&socket, wait, Duration::from_millis(timeout_ms)).await
+        }
+    }
+}
+
+fn init(dir: PathBuf, broker_user: Option<String>) -> anyhow::Result<()> {
+    let owner = match broker_user {
+        Some(name) => match nix::unistd::User::from_name(&name) {
+            Ok(Some(user)) => Some((user.uid.as_raw(), user.gid.as_raw())),
+            Ok(None) => bail!("no such user {name:?}"),
+            Err(e) => bail!("looking up user {name:?}: {e}"),
+        },
+        None => None,
+    };
+    let layout = Layout::new(&dir);
+    let marker = layout
+        .init(owner)
+        .with_context(|| format!("cannot prepare {}", dir.display()))?;
+    println!(
+        "{} is ready (cluster {}); point every node's shared_dir at it",
+        dir.display(),
+        marker.cluster_id
+    );
+    Ok(())
+}
+
+async fn failover(socket: &std::path::Path, wait: bool, timeout: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut client = Client::connect(socket).await?;
+    let epoch = match client.request(&Request::Failover).await? {
+        Response::FailoverStarted { epoch, hold_off_ms } => {
+            if !wait {
+                println!(
+                    "{}: failover started, gave up epoch {epoch}; holding off for up to {hold_off_ms} ms",
+                    client.node
+                );
+                return Ok(());
+            }
+            epoch
+        }
+        Response::Error {
+            code: ErrorCode::Denied,
+            message,
+        } => return Err(Refused(format!("failover refused: {message}")).into()),
+        Response::Error { message, .. } => return Err(Refused(message).into()),
+        other => bail!("unexpected answer to failover: {other:?}"),
+    };
+    loop {
+        let status = client.status().await?;
+        if let Some(holder) = &status.holder {
+            if holder.node != client.node
+                && holder.epoch > epoch
+                && holder.state == HolderState::Active
+            {
+                println!(
+                    "{} is active (epoch {}); handover from {} took {} ms",
+                    holder.node,
+                    holder.epoch,
+                    client.node,
+                    started.elapsed().as_millis()
+                );
+                return Ok(());
+            }
+        }
+        if started.elapsed() >= timeout {
+            let role = status.role;
+            let hint = if role == Role::HoldOff {
+                "no other node took the lock; are the other nodes running and passive?"
+            } else {
+                "this node is competing again"
+            };
+            return Err(Refused(format!(
+                "no other node became active within {} ms ({} is {role}): {hint}",
+                timeout.as_millis(),
+                client.node
+            ))
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

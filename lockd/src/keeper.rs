@@ -95,8 +95,8 @@ pub fn run(
             Err(RecvTimeoutError::Timeout) => {
                 mode = keeper.tick(mode);
                 let period = match mode {
-                    Mode::Competing => keeper.config.lock_poll,
-                    _ => keeper.config.keepalive,
+                    Mode::Holding(_) => keeper.config.keepalive,
+                    Mode::Competing | Mode::Idle => keeper.config.lock_poll,
                 };
                 next_tick = Instant::now() + period;
             }
@@ -154,6 +154,9 @@ impl Keeper {
             Mode::Holding(held) => self.keepalive(held),
             Mode::Competing => self.poll(),
             Mode::Idle => {
+                // Idle means holding off after a failover: notice the new holder promptly, so
+                // the hold-off (and `ctl failover --wait`) ends as soon as the peer is active.
+                self.next_keepalive = Instant::now();
                 self.refresh_view();
                 Mode::Idle
             }

@@ -16,6 +16,15 @@ pub enum HolderState {
     Active,
 }
 
+impl std::fmt::Display for HolderState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HolderState::Starting => "starting",
+            HolderState::Active => "active",
+        })
+    }
+}
+
 /// Contents of `holder.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {

@@ -1,1 +1,377 @@
+//! Harness for cross-process tests and benchmarks: real lockd, brokerd and ctl binaries on a
+//! temporary shared directory, with ports from 127.0.0.1:0.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`, the test command does);
+//! they are found beside the running test binary's target directory. Every process a [`Cluster`]
+//! starts is SIGKILLed when it is dropped, and a failing test prints every node's log.
 
+use anyhow::{bail, Context};
+use shared_proto::admin::{Role, Status};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Generous bound for anything the tests wait for; never a measure of speed.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The uid tests use for "somebody else" when they run as root.
+pub const NOBODY: u32 = 65534;
+
+/// Paths of the built binaries.
+pub struct Bins {
+    pub lockd: PathBuf,
+    pub brokerd: PathBuf,
+    pub ctl: PathBuf,
+}
+
+/// Locates the binaries in the target directory this test binary was built into.
+pub fn bins() -> &'static Bins {
+    static BINS: OnceLock<Bins> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let dir = exe
+            .ancestors()
+            .skip(1)
+            .find(|d| d.join("lockd").is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "lockd not found above {}: build the binaries first with `cargo build --workspace --bins`",
+                    exe.display()
+                )
+            })
+            .to_path_buf();
+        Bins {
+            lockd: dir.join("lockd"),
+            brokerd: dir.join("brokerd"),
+            ctl: dir.join("ctl"),
+        }
+    })
+}
+
+/// Whether the tests run as root (then brokerd runs as `nobody`, as in production).
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Several nodes sharing one temporary shared directory.
+pub struct Cluster {
+    /// Keeps the temporary directory alive.
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub shared: PathBuf,
+    pub nodes: Vec<Node>,
+}
+
+/// One node: its config, socket, STOMP port and, while running, its lockd process.
+pub struct Node {
+    pub name: String,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub port: u16,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Cluster {
+    /// Prepares `n` nodes (not started) with `extra` TOML lines appended to each config.
+    pub fn new(n: usize, extra: &str) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("ha-test-")
+            .tempdir()
+            .expect("tempdir");
+        let root = dir.path().to_path_buf();
+        // brokerd runs as nobody under root: it must be able to reach the shared directory.
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        let shared = root.join("shared");
+        let mut init = Command::new(&bins().ctl);
+        init.arg("init").arg(&shared);
+        if is_root() {
+            init.args(["--broker-user", "nobody"]);
+        }
+        let out = init.output().expect("run ctl init");
+        assert!(
+            out.status.success(),
+            "ctl init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let nodes = (1..=n)
+            .map(|i| {
+                let name = format!("node{i}");
+                let socket = root.join(format!("{name}.sock"));
+                let port = free_port();
+                let config = root.join(format!("{name}.toml"));
+                let mut text = format!(
+                    "node = \"{name}\"\nshared_dir = \"{}\"\nsocket = \"{}\"\nlisten = [\"127.0.0.1:{port}\"]\n\
+                     broker_binary = \"{}\"\nkeepalive_ms = 100\nfailover_hold_off_ms = 3000\n",
+                    shared.display(),
+                    socket.display(),
+                    bins().brokerd.display()
+                );
+                if is_root() {
+                    text.push_str("broker_user = \"nobody\"\n");
+                }
+                text.push_str(extra);
+                fs::write(&config, text).unwrap();
+                Node {
+                    log: root.join(format!("{name}.log")),
+                    name,
+                    config,
+                    socket,
+                    port,
+                    child: None,
+                }
+            })
+            .collect();
+        Cluster {
+            _dir: dir,
+            root,
+            shared,
+            nodes,
+        }
+    }
+
+    /// Starts every node, one after the other.
+    pub fn start_all(&mut self) {
+        for node in &mut self.nodes {
+            node.start();
+        }
+    }
+
+    /// Waits until exactly one node is active and every other started node passive; returns
+    /// the active node's index.
+    pub fn wait_for_one_active(&self) -> usize {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let roles: Vec<Option<Role>> = self
+                .nodes
+                .iter()
+                .map(|n| {
+                    n.child
+                        .as_ref()
+                        .and_then(|_| n.status().ok())
+                        .map(|s| s.role)
+                })
+                .collect();
+            let active: Vec<usize> = roles
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| **r == Some(Role::Active))
+                .map(|(i, _)| i)
+                .collect();
+            let settled = roles
+                .iter()
+                .zip(&self.nodes)
+                .all(|(r, n)| n.child.is_none() || matches!(r, Some(Role::Active | Role::Passive)));
+            if active.len() == 1 && settled {
+                return active[0];
+            }
+            assert!(active.len() <= 1, "two active nodes at once: {roles:?}");
+            if Instant::now() > deadline {
+                panic!("no single active node within {WAIT:?}: roles {roles:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until a node other than `not` is active; returns it.
+    pub fn wait_for_active_other_than(&self, not: usize) -> usize {
+        wait_until(
+            &format!(
+                "a node other than {} to become active",
+                self.nodes[not].name
+            ),
+            || {
+                (0..self.nodes.len()).find(|&i| {
+                    i != not
+                        && self.nodes[i].child.is_some()
+                        && self.nodes[i].status().is_ok_and(|s| s.role == Role::Active)
+                })
+            },
+        )
+    }
+
+    /// Every node's log, for a failing test.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for node in &self.nodes {
+            all.push_str(&format!("===== {} ({})\n", node.name, node.log.display()));
+            all.push_str(&fs::read_to_string(&node.log).unwrap_or_default());
+        }
+        all
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill(libc::SIGKILL);
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+impl Node {
+    /// Starts this node's lockd; its stderr goes to the node's log (appended, across restarts).
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(&bins().lockd)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn lockd");
+        self.child = Some(child);
+        let socket = self.socket.clone();
+        wait_until(&format!("{} to serve its socket", self.name), || {
+            std::os::unix::net::UnixStream::connect(&socket).ok()
+        });
+    }
+
+    /// Sends `signal` to lockd and, for SIGKILL, reaps it.
+    pub fn kill(&mut self, signal: i32) {
+        if let Some(child) = &mut self.child {
+            // SAFETY: kill(2) on our own child's pid; no memory involved.
+            unsafe { libc::kill(child.id() as i32, signal) };
+            if signal == libc::SIGKILL {
+                let _ = child.wait();
+                self.child = None;
+            }
+        }
+    }
+
+    /// Waits for lockd to exit (after a signal) and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let mut child = self.child.take().expect("node not running");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{} did not exit within {WAIT:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Runs ctl against this node.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_command(args).output().expect("run ctl")
+    }
+
+    /// A ctl command against this node, to adjust (e.g. run as another user) before running.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&bins().ctl);
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        cmd
+    }
+
+    /// `ctl status --json`.
+    pub fn status(&self) -> anyhow::Result<Status> {
+        let out = self.ctl(&["status", "--json"]);
+        if !out.status.success() {
+            bail!("ctl status: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        serde_json::from_slice(&out.stdout).context("parse ctl status --json")
+    }
+
+    /// Waits until this node reports `role`.
+    pub fn wait_for_role(&self, role: Role) -> Status {
+        wait_until(&format!("{} to become {role}", self.name), || {
+            self.status().ok().filter(|s| s.role == role)
+        })
+    }
+
+    /// This node's STOMP address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+/// Polls `probe` until it returns something, for at most [`WAIT`].
+pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {WAIT:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends a STOMP CONNECT and returns the broker's first frame (up to its NUL), or an error if
+/// the port refuses or the broker does not answer within `timeout`.
+pub fn stomp_connect(addr: SocketAddr, timeout: Duration) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0")?;
+    read_frame(&mut stream)
+}
+
+/// Reads one STOMP frame up to its NUL, skipping heart-beat newlines before it.
+pub fn read_frame(stream: &mut impl Read) -> anyhow::Result<String> {
+    let mut frame = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if stream.read(&mut byte)? == 0 {
+            bail!("connection closed after {} bytes", frame.len());
+        }
+        match byte[0] {
+            0 => return Ok(String::from_utf8_lossy(&frame).into_owned()),
+            b'\n' if frame.is_empty() => {}
+            b => frame.push(b),
+        }
+        if frame.len() > 1 << 20 {
+            bail!("frame longer than 1 MiB");
+        }
+    }
+}
+
+/// Whether a broker answers CONNECT with CONNECTED at `addr` right now.
+pub fn answers_stomp(addr: SocketAddr) -> bool {
+    stomp_connect(addr, Duration::from_secs(2)).is_ok_and(|f| f.starts_with("CONNECTED"))
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+pub fn process_gone(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Runs a command as `uid` (tests that need "somebody else" while running as root).
+pub fn as_user(mut cmd: Command, uid: u32) -> Command {
+    cmd.uid(uid).gid(uid);
+    cmd
+}

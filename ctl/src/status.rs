@@ -1,0 +1,134 @@
+//! `ctl status`: one node's view of itself and of the lock holder.
+
+use shared_proto::admin::Status;
+use std::fmt::Write;
+
+/// The human form of a status report.
+pub fn render(status: &Status, now_unix_ms: u64) -> String {
+    let mut out = String::new();
+    let ago = |t: u64| format_age(now_unix_ms.saturating_sub(t));
+    let _ = writeln!(
+        out,
+        "node      {} (lockd pid {})",
+        status.node, status.lockd_pid
+    );
+    let _ = writeln!(
+        out,
+        "role      {} since {} ({} ago): {}",
+        status.role,
+        format_utc(status.since_unix_ms),
+        ago(status.since_unix_ms),
+        status.reason
+    );
+    if let Some(epoch) = status.epoch {
+        let _ = writeln!(out, "epoch     {epoch}");
+    }
+    match status.broker_pid {
+        Some(pid) if status.listeners.is_empty() => {
+            let _ = writeln!(out, "broker    pid {pid}, not serving yet");
+        }
+        Some(pid) => {
+            let _ = writeln!(
+                out,
+                "broker    pid {pid}, STOMP on {}",
+                status.listeners.join(", ")
+            );
+        }
+        None => {
+            let _ = writeln!(out, "broker    not running");
+        }
+    }
+    if let Some(stats) = &status.broker {
+        let _ = writeln!(
+            out,
+            "          {} connections ({} since start), {} frames received, store {}, up {}",
+            stats.connections,
+            stats.connections_total,
+            stats.frames_received,
+            format_bytes(stats.store_bytes),
+            format_age(stats.uptime_ms)
+        );
+    }
+    if status.restarts > 0 {
+        let _ = writeln!(out, "restarts  {} in the current window", status.restarts);
+    }
+    match &status.holder {
+        Some(h) => {
+            let _ = writeln!(
+                out,
+                "holder    {} on {} (lockd pid {}), epoch {}, {} since {}, heartbeat {} ago",
+                h.node,
+                h.host,
+                h.pid,
+                h.epoch,
+                h.state,
+                format_utc(h.since_unix_ms),
+                format_age(h.heartbeat_age_ms)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "holder    none yet");
+        }
+    }
+    let _ = writeln!(out, "shared    {}", status.shared_dir);
+    out
+}
+
+/// "850 ms", "12.3 s", "4 min 2 s", "3 h 5 min".
+pub fn format_age(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1_000..=59_999 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
+        _ => format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
+    }
+}
+
+fn format_bytes(bytes: u64) -> String {
+    match bytes {
+        0..=1023 => format!("{bytes} B"),
+        1024..=1_048_575 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+    }
+}
+
+/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC), without a date library.
+pub fn format_utc(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates_are_right_across_leap_years() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(format_utc(1_795_996_800_000), "2026-11-30T00:00:00Z");
+    }
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(format_age(850), "850 ms");
+        assert_eq!(format_age(12_345), "12.3 s");
+        assert_eq!(format_age(242_000), "4 min 2 s");
+    }
+}

@@ -1,0 +1,149 @@
+//! Failover benchmark: three real nodes on a temporary shared directory; each round takes the
+//! active node down and measures until another node answers a STOMP CONNECT.
+//!
+//! - `kill`: SIGKILL of the active node's lockd (unplanned failover).
+//! - `failover`: `ctl failover` on the active node (planned failover).
+//!
+//! Prints each round, then min/median/max in ms per mode, and one JSON line. Also prints the
+//! active lockd's resident memory. Build first: `cargo build --release --workspace --bins`.
+
+use ha_tests::{answers_stomp, Cluster};
+use shared_proto::admin::Role;
+use std::time::{Duration, Instant};
+
+struct Options {
+    rounds: usize,
+    modes: Vec<&'static str>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut options = Options {
+        rounds: 10,
+        modes: vec!["kill", "failover"],
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--rounds" => {
+                options.rounds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("--rounds needs a positive number")?;
+            }
+            "--mode" => {
+                options.modes = match args.next().as_deref() {
+                    Some("kill") => vec!["kill"],
+                    Some("failover") => vec!["failover"],
+                    Some("both") => vec!["kill", "failover"],
+                    _ => return Err("--mode is kill, failover or both".into()),
+                }
+            }
+            "-h" | "--help" => {
+                return Err("usage: failover-bench [--rounds N] [--mode kill|failover|both]".into())
+            }
+            other => return Err(format!("unknown argument {other:?}; see --help")),
+        }
+    }
+    Ok(options)
+}
+
+/// Polls every node but `down` until one answers CONNECT; returns the time since `t0`.
+fn time_to_connect(cluster: &Cluster, down: usize, t0: Instant) -> Duration {
+    let deadline = t0 + ha_tests::WAIT;
+    loop {
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            if i != down && answers_stomp(node.addr()) {
+                return t0.elapsed();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node answered within {:?}",
+            ha_tests::WAIT
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn summary(samples: &mut [f64]) -> (f64, f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    let median = if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    };
+    (samples[0], median, samples[n - 1])
+}
+
+fn main() {
+    let options = match parse_args() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("failover-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let mut cluster = Cluster::new(3, "");
+    cluster.start_all();
+    let mut results = serde_json::Map::new();
+    let mut rss = Vec::new();
+    for mode in &options.modes {
+        let mut samples = Vec::new();
+        for round in 1..=options.rounds {
+            let active = cluster.wait_for_one_active();
+            if let Some(kib) = cluster.nodes[active]
+                .child
+                .as_ref()
+                .and_then(|c| rss_kib(c.id()))
+            {
+                rss.push(kib);
+            }
+            let t0 = Instant::now();
+            if *mode == "kill" {
+                cluster.nodes[active].kill(libc::SIGKILL);
+            } else {
+                let out = cluster.nodes[active].ctl(&["failover"]);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let took = time_to_connect(&cluster, active, t0);
+            let ms = took.as_secs_f64() * 1000.0;
+            println!("{mode:8} round {round:3}: {ms:7.1} ms");
+            samples.push(ms);
+            if *mode == "kill" {
+                cluster.nodes[active].start();
+            }
+            cluster.nodes[active].wait_for_role(Role::Passive);
+        }
+        let (min, median, max) = summary(&mut samples);
+        println!(
+            "{mode:8} {} rounds: min {min:.1} ms, median {median:.1} ms, max {max:.1} ms",
+            samples.len()
+        );
+        results.insert(
+            mode.to_string(),
+            serde_json::json!({"rounds": samples.len(), "min_ms": min, "median_ms": median, "max_ms": max}),
+        );
+    }
+    if let Some(max) = rss.iter().max() {
+        println!(
+            "active lockd resident memory: max {max} KiB over {} samples",
+            rss.len()
+        );
+        results.insert("lockd_rss_kib_max".into(), (*max).into());
+    }
+    println!("{}", serde_json::Value::Object(results));
+}

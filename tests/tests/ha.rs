@@ -1,0 +1,355 @@
+//! The HA core end to end: three real nodes on one temporary shared directory.
+
+use ha_tests::*;
+use shared_proto::admin::Role;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+
+/// Three nodes, started, with one active. Returns the cluster and the active index.
+fn three_nodes(extra: &str) -> (Cluster, usize) {
+    let mut cluster = Cluster::new(3, extra);
+    cluster.start_all();
+    let active = cluster.wait_for_one_active();
+    (cluster, active)
+}
+
+#[test]
+fn exactly_one_node_is_active_and_only_it_opens_a_client_port() {
+    let (cluster, active) = three_nodes("");
+    assert!(answers_stomp(cluster.nodes[active].addr()));
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let status = node.status().unwrap();
+        let holder = status.holder.expect("every node sees the holder");
+        assert_eq!(holder.node, cluster.nodes[active].name);
+        if i == active {
+            assert_eq!(status.listeners, vec![node.addr().to_string()]);
+            assert!(status.broker_pid.is_some());
+            assert_eq!(status.epoch, Some(holder.epoch));
+        } else {
+            assert_eq!(status.role, Role::Passive);
+            assert_eq!(status.broker_pid, None);
+            assert!(status.listeners.is_empty());
+            assert!(
+                std::net::TcpStream::connect(node.addr()).is_err(),
+                "passive {} has its client port open",
+                node.name
+            );
+        }
+    }
+}
+
+#[test]
+fn sigkill_of_the_active_lockd_leaves_no_broker_and_a_passive_takes_over() {
+    let (mut cluster, active) = three_nodes("");
+    let before = cluster.nodes[active].status().unwrap();
+    let broker = before.broker_pid.unwrap();
+    cluster.nodes[active].kill(libc::SIGKILL);
+    wait_until("the old brokerd to die with its lockd", || {
+        process_gone(broker).then_some(())
+    });
+    let next = cluster.wait_for_active_other_than(active);
+    let after = cluster.nodes[next].status().unwrap();
+    assert!(after.epoch > before.epoch, "{after:?} vs {before:?}");
+    assert!(answers_stomp(cluster.nodes[next].addr()));
+    assert!(std::net::TcpStream::connect(cluster.nodes[active].addr()).is_err());
+}
+
+#[test]
+fn sigkill_of_lockd_and_brokerd_together_hands_over() {
+    let (mut cluster, active) = three_nodes("");
+    let broker = cluster.nodes[active].status().unwrap().broker_pid.unwrap();
+    // SAFETY: kill(2) of a broker process this test's cluster started.
+    unsafe { libc::kill(broker as i32, libc::SIGKILL) };
+    cluster.nodes[active].kill(libc::SIGKILL);
+    let next = cluster.wait_for_active_other_than(active);
+    assert!(answers_stomp(cluster.nodes[next].addr()));
+}
+
+#[test]
+fn a_killed_brokerd_restarts_in_place_then_the_lock_goes_to_a_peer() {
+    let (cluster, active) = three_nodes("max_restarts = 2\nrestart_window_ms = 600000\n");
+    let node = &cluster.nodes[active];
+    let mut epoch = node.status().unwrap().epoch.unwrap();
+    for restart in 1..=2 {
+        let pid = node.status().unwrap().broker_pid.unwrap();
+        // SAFETY: kill(2) of a broker process this test's cluster started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let status = wait_until(&format!("restart {restart} in place"), || {
+            node.status()
+                .ok()
+                .filter(|s| s.role == Role::Active && s.broker_pid.is_some_and(|p| p != pid))
+        });
+        assert_eq!(status.restarts, restart);
+        assert!(status.epoch > Some(epoch), "a restart claims a fresh epoch");
+        epoch = status.epoch.unwrap();
+        assert!(answers_stomp(node.addr()));
+    }
+    let pid = node.status().unwrap().broker_pid.unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let next = cluster.wait_for_active_other_than(active);
+    let status = node.status().unwrap();
+    assert!(
+        matches!(status.role, Role::HoldOff | Role::Passive),
+        "{status:?}"
+    );
+    assert!(answers_stomp(cluster.nodes[next].addr()));
+}
+
+#[test]
+fn ctl_failover_wait_moves_the_role_and_the_old_active_holds_off() {
+    let (cluster, active) = three_nodes("");
+    let old = &cluster.nodes[active];
+    let out = old.ctl(&["failover", "--wait", "--timeout-ms", "30000"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let next = (0..3)
+        .find(|&i| i != active && cluster.nodes[i].status().unwrap().role == Role::Active)
+        .expect("another node is active once failover --wait returns");
+    assert!(
+        stdout.contains(&format!("{} is active", cluster.nodes[next].name)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("handover from"), "{stdout}");
+    assert!(answers_stomp(cluster.nodes[next].addr()));
+    assert!(std::net::TcpStream::connect(old.addr()).is_err());
+    // The hold-off ends as soon as the peer took over; the old active competes again.
+    old.wait_for_role(Role::Passive);
+}
+
+#[test]
+fn failover_on_a_passive_node_is_refused_and_changes_nothing() {
+    let (cluster, active) = three_nodes("");
+    let passive = (active + 1) % 3;
+    let out = cluster.nodes[passive].ctl(&["failover"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not active"), "{stderr}");
+    assert_eq!(cluster.wait_for_one_active(), active);
+}
+
+#[test]
+fn a_restarted_old_active_joins_as_passive() {
+    let (mut cluster, active) = three_nodes("");
+    cluster.nodes[active].kill(libc::SIGKILL);
+    let next = cluster.wait_for_active_other_than(active);
+    cluster.nodes[active].start();
+    let status = cluster.nodes[active].wait_for_role(Role::Passive);
+    assert_eq!(status.holder.unwrap().node, cluster.nodes[next].name);
+    assert_eq!(cluster.wait_for_one_active(), next);
+    assert!(std::net::TcpStream::connect(cluster.nodes[active].addr()).is_err());
+}
+
+#[test]
+fn sigterm_stops_the_broker_releases_the_lock_and_exits_zero() {
+    let (mut cluster, active) = three_nodes("");
+    let broker = cluster.nodes[active].status().unwrap().broker_pid.unwrap();
+    cluster.nodes[active].kill(libc::SIGTERM);
+    assert_eq!(cluster.nodes[active].wait_exit(), Some(0));
+    assert!(process_gone(broker));
+    let next = cluster.wait_for_active_other_than(active);
+    assert!(answers_stomp(cluster.nodes[next].addr()));
+}
+
+fn fenced_within_keepalive(tamper: impl FnOnce(&Cluster)) {
+    let (cluster, active) = three_nodes("");
+    let node = &cluster.nodes[active];
+    let before = node.status().unwrap();
+    tamper(&cluster);
+    let broker = before.broker_pid.unwrap();
+    wait_until("the fenced broker to die", || {
+        process_gone(broker).then_some(())
+    });
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(log.contains("fencing: killing brokerd"), "{log}");
+    // Exactly one node ends up active again, under a newer epoch.
+    let now = cluster.wait_for_one_active();
+    let status = cluster.nodes[now].status().unwrap();
+    assert!(status.epoch > before.epoch);
+    assert!(answers_stomp(cluster.nodes[now].addr()));
+}
+
+#[test]
+fn a_deleted_lock_file_fences_the_active() {
+    fenced_within_keepalive(|cluster| {
+        std::fs::remove_file(cluster.shared.join("lock")).unwrap();
+    });
+}
+
+#[test]
+fn a_replaced_lock_file_fences_the_active() {
+    fenced_within_keepalive(|cluster| {
+        let tmp = cluster.shared.join("lock.new");
+        std::fs::write(&tmp, "").unwrap();
+        std::fs::rename(&tmp, cluster.shared.join("lock")).unwrap();
+    });
+}
+
+#[test]
+fn a_non_admin_may_read_status_but_not_fail_over() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run ctl as another uid");
+        return;
+    }
+    let (cluster, active) = three_nodes("socket_mode = \"0666\"\n");
+    let node = &cluster.nodes[active];
+    let out = as_user(node.ctl_command(&["status", "--json"]), NOBODY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = as_user(node.ctl_command(&["failover"]), NOBODY)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("failover refused") && stderr.contains("uid 65534"),
+        "{stderr}"
+    );
+    assert_eq!(cluster.wait_for_one_active(), active);
+    assert_eq!(node.status().unwrap().role, Role::Active);
+}
+
+#[test]
+fn garbage_on_the_ctl_socket_is_refused_and_changes_nothing() {
+    let (cluster, active) = three_nodes("");
+    let node = &cluster.nodes[active];
+    let before = node.status().unwrap();
+    for garbage in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &b"{\"type\":\"failover\"}\n"[..],
+        &b"{\"type\":\"hello\",\"version\":99}\n"[..],
+        &[0xff; 100_000][..],
+    ] {
+        let mut stream = UnixStream::connect(&node.socket).unwrap();
+        stream.write_all(garbage).unwrap();
+        stream.write_all(b"\n").unwrap_or(());
+        let mut reply = String::new();
+        BufReader::new(&stream).read_line(&mut reply).unwrap();
+        assert!(reply.contains("\"type\":\"error\""), "{reply}");
+    }
+    let after = node.status().unwrap();
+    assert_eq!(
+        (after.role, after.epoch, after.broker_pid),
+        (before.role, before.epoch, before.broker_pid)
+    );
+}
+
+#[test]
+fn garbage_from_a_broker_is_refused_and_the_node_never_goes_active() {
+    let mut cluster = Cluster::new(1, "");
+    let fake = cluster.root.join("fake-brokerd");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'this is not the protocol' >&3\nsleep 60\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = std::fs::read_to_string(&cluster.nodes[0].config).unwrap();
+    let config = config
+        .lines()
+        .filter(|l| !l.starts_with("broker_binary"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(
+        &cluster.nodes[0].config,
+        format!(
+            "{config}\nbroker_binary = \"{}\"\nmax_restarts = 1\n",
+            fake.display()
+        ),
+    )
+    .unwrap();
+    cluster.nodes[0].start();
+    let node = &cluster.nodes[0];
+    wait_until("the node to give up on the bad broker", || {
+        std::fs::read_to_string(&node.log)
+            .ok()
+            .filter(|log| log.matches("broke the control protocol").count() >= 2)
+    });
+    let status = node.status().unwrap();
+    assert_ne!(status.role, Role::Active);
+    assert!(std::net::TcpStream::connect(node.addr()).is_err());
+}
+
+#[test]
+fn broken_settings_are_refused_with_what_to_fix() {
+    let mut cluster = Cluster::new(1, "");
+    let lockd = |args: &[&str]| {
+        let out = std::process::Command::new(&bins().lockd)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let socket = cluster.root.join("x.sock");
+    let socket = socket.to_str().unwrap();
+    let missing = cluster.root.join("missing");
+    let (code, err) = lockd(&[
+        "--shared-dir",
+        missing.to_str().unwrap(),
+        "--node",
+        "n",
+        "--socket",
+        socket,
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("does not exist"), "{err}");
+    let unmarked = cluster.root.join("unmarked");
+    std::fs::create_dir(&unmarked).unwrap();
+    let (code, err) = lockd(&[
+        "--shared-dir",
+        unmarked.to_str().unwrap(),
+        "--node",
+        "n",
+        "--socket",
+        socket,
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("is the shared filesystem mounted"), "{err}");
+    assert!(
+        !unmarked.join("lock").exists(),
+        "an unmarked directory is never locked"
+    );
+    let shared = cluster.shared.to_str().unwrap();
+    let (code, err) = lockd(&[
+        "--shared-dir",
+        shared,
+        "--node",
+        "n",
+        "--socket",
+        socket,
+        "--listen",
+        "nowhere",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("not HOST:PORT"), "{err}");
+    let bad = cluster.root.join("bad.toml");
+    std::fs::write(&bad, "node = \"n\"\nkeepalive = 3\n").unwrap();
+    let (code, err) = lockd(&["--config", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown field `keepalive`"), "{err}");
+    // A second lockd on a running node's socket is refused, not allowed to steal it.
+    cluster.nodes[0].start();
+    let node_socket = cluster.nodes[0].socket.to_str().unwrap().to_owned();
+    let (code, err) = lockd(&[
+        "--shared-dir",
+        shared,
+        "--node",
+        "n2",
+        "--socket",
+        &node_socket,
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("already listening"), "{err}");
+}
