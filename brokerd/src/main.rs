@@ -1,1 +1,147 @@
-fn main() {}
+//! brokerd: the STOMP broker of a shared-directory active/passive pair.
+//!
+//! Under lockd (`LOCKD_CONTROL_FD` set) it opens its store and client listeners only once lockd
+//! says this node is active, refuses an epoch older than the store's, and exits at once when
+//! lockd goes away. Without lockd it runs standalone for development. `main` owns the process:
+//! the runtime, logging, and the exit code; everything below returns values.
+//!
+//! Exit codes: 0 stopped as asked; 1 failure, including a lost or misbehaving control channel;
+//! 2 bad command line or a listen address that cannot be bound; 3 refused a stale epoch (another
+//! node took over); 4 the store could not be opened or flushed.
+
+mod control;
+mod lifecycle;
+mod server;
+mod stats;
+mod stomp;
+mod store;
+
+use clap::Parser;
+use lifecycle::{Config, Outcome};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use stomp::frame::Limits;
+use tracing::{error, info_span, Instrument};
+use tracing_subscriber::EnvFilter;
+
+/// How long a graceful exit waits for leftover blocking work before leaving it behind.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// The STOMP broker; normally started by lockd, standalone for development.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Directory of the message store (sled).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Client listen address, HOST:PORT; repeat for several. Port 0 picks a free port.
+    #[arg(long = "listen", required = true)]
+    listen: Vec<String>,
+    /// This node's name, for logs and session ids.
+    #[arg(long, default_value = "local")]
+    node: String,
+    /// Largest STOMP frame a client may send, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_frame_bytes)]
+    max_frame_bytes: usize,
+    /// Most headers in one client frame.
+    #[arg(long, default_value_t = Limits::default().max_headers)]
+    max_headers: usize,
+    /// Longest command or header line in a client frame, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_header_bytes)]
+    max_header_bytes: usize,
+    /// Most open client connections; more are refused with an ERROR frame.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: u64,
+}
+
+/// Exit codes, as documented at the top of this file.
+mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const CONFIG: u8 = 2;
+    pub const STALE_EPOCH: u8 = 3;
+    pub const STORE: u8 = 4;
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never in lockd's or journald's logs.
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let span = info_span!("brokerd", node = %args.node, epoch = tracing::field::Empty);
+    let _entered = span.enter();
+    let config = Config {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        node: args.node,
+        limits: Limits {
+            max_frame_bytes: args.max_frame_bytes,
+            max_headers: args.max_headers,
+            max_header_bytes: args.max_header_bytes,
+        },
+        max_connections: args.max_connections,
+    };
+    let fd = match control::fd_from_env() {
+        Ok(fd) => fd,
+        Err(err) => {
+            error!("{err:#}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!("cannot start the async runtime: {err}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let outcome = runtime.block_on(
+        async {
+            match fd {
+                Some(fd) => lifecycle::run_controlled(config, fd).await,
+                None => lifecycle::run_standalone(config).await,
+            }
+        }
+        .instrument(span.clone()),
+    );
+    match outcome {
+        Ok(Outcome::Stopped) => {
+            runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::ControlLost(lost)) => {
+            error!(reason = %lost, "lockd is gone; exiting at once");
+            // Nothing may run after this: no flush, no goodbye to clients.
+            runtime.shutdown_background();
+            ExitCode::from(exit::FAILURE)
+        }
+        Err(err) => {
+            error!("{err:#}");
+            runtime.shutdown_background();
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// The documented exit code for an error, by the layer it came from.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(store) = cause.downcast_ref::<store::StoreError>() {
+            return match store {
+                store::StoreError::StaleEpoch { .. } => exit::STALE_EPOCH,
+                _ => exit::STORE,
+            };
+        }
+        if cause.is::<server::BindError>() {
+            return exit::CONFIG;
+        }
+    }
+    exit::FAILURE
+}

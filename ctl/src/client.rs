@@ -61,7 +61,7 @@ impl Client {
     /// This node's status.
     pub async fn status(&mut self) -> anyhow::Result<Status> {
         match self.request(&Request::Status).await? {
-            Response::Status { status } => Ok(status),
+            Response::Status { status } => Ok(*status),
             Response::Error { message, .. } => bail!("{message}"),
             other => bail!("unexpected answer to status: {other:?}"),
         }

@@ -173,7 +173,9 @@ async fn serve_connection(
                 let (tx, rx) = oneshot::channel();
                 match calls.send(Call::Status(tx)).await {
                     Ok(()) => match rx.await {
-                        Ok(status) => Response::Status { status },
+                        Ok(status) => Response::Status {
+                            status: Box::new(status),
+                        },
                         Err(_) => return Ok(()),
                     },
                     Err(_) => return Ok(()),

@@ -83,6 +83,7 @@ pub struct Overrides {
     pub shared_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub listen: Vec<String>,
+    pub broker_user: Option<String>,
 }
 
 /// A checked configuration with everything resolved to what the code uses.
@@ -134,6 +135,9 @@ impl Config {
         }
         if !overrides.listen.is_empty() {
             self.listen = overrides.listen;
+        }
+        if let Some(user) = overrides.broker_user {
+            self.broker_user = Some(user);
         }
     }
 

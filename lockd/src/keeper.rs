@@ -137,7 +137,16 @@ impl Keeper {
             }
             (Mode::Holding(held), Command::Compete) => Mode::Holding(held),
             (_, Command::Compete) => Mode::Competing,
-            (Mode::Holding(held), Command::Renew) => self.claim(held.lock, held.since_unix_ms),
+            (Mode::Holding(held), Command::Renew) => {
+                let epoch = held.epoch;
+                match self.claim(held.lock, held.since_unix_ms) {
+                    Ok(mode) => mode,
+                    Err(reason) => {
+                        self.report(Event::Lost { epoch, reason });
+                        Mode::Idle
+                    }
+                }
+            }
             (Mode::Holding(mut held), Command::SetState(state)) => {
                 held.state = state;
                 self.keepalive(held)
@@ -202,24 +211,24 @@ impl Keeper {
             tracing::warn!(node = %self.config.node, %reason, "locked a stale lock file; reopening");
             return Mode::Competing;
         }
-        self.last_error = None;
-        self.claim(lock, shared_proto::unix_ms())
+        match self.claim(lock, shared_proto::unix_ms()) {
+            Ok(mode) => {
+                self.last_error = None;
+                mode
+            }
+            Err(reason) => {
+                // The lock was dropped with the file: a node with a healthier view may try.
+                self.competing_error(reason);
+                Mode::Competing
+            }
+        }
     }
 
-    /// Claims a new epoch under a held lock and announces it.
-    fn claim(&mut self, lock: LockFile, since_unix_ms: u64) -> Mode {
-        let epoch = match shared_dir::claim_epoch(&self.layout) {
-            Ok(epoch) => epoch,
-            Err(e) => {
-                // Releasing (by dropping the lock) lets a node with a healthier view try.
-                tracing::error!(node = %self.config.node, error = %e, "cannot claim an epoch; releasing the lock");
-                self.report(Event::Lost {
-                    epoch: 0,
-                    reason: format!("cannot claim an epoch: {e}"),
-                });
-                return Mode::Idle;
-            }
-        };
+    /// Claims a new epoch under a held lock and announces it. On failure the lock file is
+    /// closed, which releases the lock.
+    fn claim(&mut self, lock: LockFile, since_unix_ms: u64) -> Result<Mode, String> {
+        let epoch = shared_dir::claim_epoch(&self.layout)
+            .map_err(|e| format!("cannot claim an epoch: {e}"))?;
         let held = Held {
             lock,
             epoch,
@@ -227,13 +236,13 @@ impl Keeper {
             state: HolderState::Starting,
             beats: 0,
         };
-        match self.keepalive(held) {
+        Ok(match self.keepalive(held) {
             Mode::Holding(held) => {
                 self.report(Event::Acquired { epoch: held.epoch });
                 Mode::Holding(held)
             }
             other => other,
-        }
+        })
     }
 
     /// Checks that we still hold the lock, writes the heartbeats, and reports.

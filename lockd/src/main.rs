@@ -21,6 +21,9 @@ use shared_proto::layout::Layout;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio::sync::{mpsc, watch};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Holds the shared-directory lock and runs brokerd while it does.
 #[derive(Debug, Parser)]
@@ -41,22 +44,31 @@ struct Args {
     /// Unix socket for ctl.
     #[arg(long, env = shared_proto::admin::SOCKET_ENV)]
     socket: Option<PathBuf>,
+    /// User brokerd runs as (required when lockd runs as root).
+    #[arg(long)]
+    broker_user: Option<String>,
     /// Prepare the shared directory first if it has no marker (as `ctl init` does).
     #[arg(long)]
     init: bool,
 }
 
 fn main() -> ExitCode {
+    // `Targets` rather than `EnvFilter`: the same RUST_LOG syntax for levels and targets,
+    // without a regex engine, which would cost a third of lockd's resident memory.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_max_level(LevelFilter::TRACE)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        .with(filter)
         .init();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("lockd: {e:#}");
             ExitCode::from(2)
         }
@@ -73,6 +85,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         shared_dir: args.shared_dir,
         socket: args.socket,
         listen: args.listen,
+        broker_user: args.broker_user,
     });
     let settings = config
         .validate()

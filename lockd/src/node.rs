@@ -150,21 +150,22 @@ impl Node {
                     self.on_holder(holder);
                 }
                 () = sleep_until(fence_at) => {
+                    // Queued before fence() may queue Compete; the keeper handles both whenever
+                    // its stuck call returns.
+                    self.keeper_command(Command::Release);
                     let silent = self.last_keepalive.elapsed();
                     self.fence(format!(
                         "keepalive has not completed for {} ms (limit {} ms): the shared filesystem may be stalled",
                         silent.as_millis(),
                         self.settings.fence_timeout.as_millis()
                     ));
-                    // Processed whenever the keeper's stuck call returns.
-                    self.keeper_command(Command::Release);
                 }
                 () = sleep_until(timer.map(|(at, _)| at)) => self.on_timer(),
                 _ = watchdog.tick() => notify::watchdog(),
             }
             if self.exiting && self.broker.is_none() {
                 self.keeper_command(Command::Release);
-                tracing::info!(node = %self.settings.node, epoch = ?self.epoch, "lockd stopped");
+                tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), "lockd stopped");
                 return;
             }
         }
@@ -196,9 +197,6 @@ impl Node {
             KeeperEvent::Lost { reason, .. } => {
                 if self.holding {
                     self.fence(reason);
-                } else if !self.exiting && self.broker.is_none() && self.role == Role::Passive {
-                    tracing::warn!(node = %self.settings.node, %reason, "could not take the lock");
-                    self.keeper_command(Command::Compete);
                 }
             }
             KeeperEvent::Released => {}
@@ -254,7 +252,7 @@ impl Node {
             }
             BrokerEvent::Message(FromBroker::Stats { stats }) => self.stats = Some(stats),
             BrokerEvent::Message(FromBroker::Stopping { reason, fatal }) => {
-                tracing::info!(node = %self.settings.node, epoch = ?self.epoch, %reason, fatal, "brokerd stopping");
+                tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), %reason, fatal, "brokerd stopping");
                 self.broker_reason = Some(reason);
             }
             BrokerEvent::Message(FromBroker::Hello { .. }) => {
@@ -272,7 +270,7 @@ impl Node {
             }
             BrokerEvent::Exited { status } => {
                 let reason = self.broker_reason.take().unwrap_or_default();
-                tracing::info!(node = %self.settings.node, epoch = ?self.epoch, pid = broker.pid, %status, %reason, "brokerd exited");
+                tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), pid = broker.pid, %status, %reason, "brokerd exited");
                 self.broker_reason = Some(if reason.is_empty() {
                     format!("brokerd exited ({status})")
                 } else {
@@ -349,7 +347,7 @@ impl Node {
     /// Kills the broker at once because the lock can no longer be trusted.
     fn fence(&mut self, reason: String) {
         self.holding = false;
-        tracing::error!(node = %self.settings.node, epoch = ?self.epoch, %reason, "fencing: killing brokerd");
+        tracing::error!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), %reason, "fencing: killing brokerd");
         self.timer = None;
         match &self.broker {
             Some(broker) => {
@@ -485,7 +483,7 @@ impl Node {
     }
 
     fn set_role(&mut self, role: Role, reason: String) {
-        tracing::info!(node = %self.settings.node, epoch = ?self.epoch, from = %self.role, to = %role, %reason, "role change");
+        tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), from = %self.role, to = %role, %reason, "role change");
         self.role = role;
         self.reason = reason;
         self.since_unix_ms = shared_proto::unix_ms();

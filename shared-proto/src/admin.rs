@@ -28,8 +28,8 @@ pub enum Request {
 pub enum Response {
     /// Answer to `Hello`, naming the node so ctl can say whom it talks to.
     Hello { version: u32, node: String },
-    /// Answer to `Status`.
-    Status { status: Status },
+    /// Answer to `Status` (boxed: it dwarfs the other responses).
+    Status { status: Box<Status> },
     /// The failover began: this node gave up `epoch` and holds off for `hold_off_ms`.
     FailoverStarted { epoch: u64, hold_off_ms: u64 },
     /// The request was refused or failed; `code` is stable for scripts, `message` says what to do.

@@ -283,10 +283,11 @@ fn garbage_from_a_broker_is_refused_and_the_node_never_goes_active() {
 fn broken_settings_are_refused_with_what_to_fix() {
     let mut cluster = Cluster::new(1, "");
     let lockd = |args: &[&str]| {
-        let out = std::process::Command::new(&bins().lockd)
-            .args(args)
-            .output()
-            .unwrap();
+        let mut cmd = std::process::Command::new(&bins().lockd);
+        if is_root() {
+            cmd.args(["--broker-user", "nobody"]);
+        }
+        let out = cmd.args(args).output().unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -1,0 +1,289 @@
+//! A broker's life from start to exit, in the two modes.
+//!
+//! Controlled (under lockd): handshake, wait for `Activate`, open the store, fence the epoch,
+//! bind the listeners, say `Ready`, serve until `Stop`, then stop gracefully and say `Stopping`.
+//! The order is the point: the store is opened only after lockd activated this broker, and no
+//! client port opens before the epoch is durably fenced. Standalone (development): the same
+//! without lockd, with a signal as the stop request.
+//!
+//! Both return an [`Outcome`] (or an error) to `main`, which alone decides how the process exits.
+
+use crate::control::{Activation, Control, Lost, Replies, Request, Requests};
+use crate::server::{self, Settings, Shutdown};
+use crate::stats::Stats;
+use crate::stomp::frame::Limits;
+use crate::store::{Retry, Store, StoreError};
+use anyhow::{Context, Result};
+use shared_proto::control::{BrokerStats, FromBroker};
+use std::future::Future;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+/// How long clients get to be told goodbye after SIGINT/SIGTERM in standalone mode.
+const STANDALONE_DRAIN: Duration = Duration::from_secs(10);
+
+/// What the broker was started with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory of the sled store.
+    pub data_dir: PathBuf,
+    /// Client listen addresses, `host:port`.
+    pub listen: Vec<String>,
+    /// This node's name, for logs and session ids.
+    pub node: String,
+    /// Bounds on client frames.
+    pub limits: Limits,
+    /// Open client connections beyond which new ones are refused.
+    pub max_connections: u64,
+}
+
+/// How the broker's life ended, for `main` to turn into an exit.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Stopped as asked (or told to stop before it ever served): exit 0.
+    Stopped,
+    /// lockd is gone: exit at once, without flushing or saying goodbye.
+    ControlLost(Lost),
+}
+
+/// Runs under lockd, on the control socket `fd`.
+pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
+    let mut control = Control::adopt(fd).context("taking over lockd's control socket")?;
+    control
+        .handshake()
+        .await
+        .context("control handshake with lockd")?;
+    let epoch = match control
+        .wait_for_activate()
+        .await
+        .context("waiting for lockd to activate this broker")?
+    {
+        Activation::Activate { epoch } => epoch,
+        Activation::Stop { reason } => {
+            info!(%reason, "lockd stopped this broker before activating it");
+            let stopping = FromBroker::Stopping {
+                reason,
+                fatal: false,
+            };
+            control
+                .send(&stopping)
+                .await
+                .context("telling lockd we stop")?;
+            return Ok(Outcome::Stopped);
+        }
+    };
+    tracing::Span::current().record("epoch", epoch);
+    info!(data_dir = ?config.data_dir, "activated by lockd; opening the store");
+    let (mut requests, mut replies) = control.listen();
+
+    let opening = async {
+        let store = Store::open(&config.data_dir, Retry::default()).await?;
+        store.fence(epoch).await?;
+        Ok::<_, StoreError>(store)
+    };
+    let store = match answer_while(opening, &mut requests, &mut replies).await {
+        Phase::Done(Ok(store)) => store,
+        Phase::Done(Err(err)) => {
+            // Only a lock still held may clear up by itself; a restart cannot fix the rest.
+            let fatal = !matches!(err, StoreError::Locked { .. });
+            return Err(refuse(&mut replies, err.into(), fatal).await);
+        }
+        Phase::Stop(reason) => {
+            info!(%reason, "lockd stopped this broker while its store was opening");
+            return Ok(say_stopping(&mut replies, reason).await);
+        }
+        Phase::Lost(lost) => return Ok(Outcome::ControlLost(lost)),
+    };
+    let listeners = match server::bind(&config.listen).await {
+        Ok(listeners) => listeners,
+        Err(err) => return Err(refuse(&mut replies, err.into(), true).await),
+    };
+    let addrs = local_addrs(&listeners)?;
+    let stats = Arc::new(Stats::start());
+    let ready = FromBroker::Ready {
+        epoch,
+        listeners: addrs.clone(),
+    };
+    if let Err(lost) = replies.send(&ready).await {
+        store.abandon();
+        return Ok(Outcome::ControlLost(lost));
+    }
+    info!(listeners = ?addrs, "ready");
+
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let mut stop_tx = Some(stop_tx);
+    let mut stop_reason = None;
+    let serving = server::run(
+        listeners,
+        settings(&config, epoch),
+        Arc::clone(&stats),
+        async move {
+            // The sender lives in this function until the server has returned, so the
+            // fallback only documents intent.
+            stop_rx.await.unwrap_or_else(|_| Shutdown {
+                reason: "the broker is exiting".into(),
+                drain: Duration::ZERO,
+            })
+        },
+    );
+    tokio::pin!(serving);
+    loop {
+        tokio::select! {
+            () = &mut serving => break,
+            request = requests.next() => match request {
+                Ok(Request::Stats) => {
+                    let stats = FromBroker::Stats { stats: stats.snapshot(store.size_on_disk()) };
+                    if let Err(lost) = replies.send(&stats).await {
+                        store.abandon();
+                        return Ok(Outcome::ControlLost(lost));
+                    }
+                }
+                Ok(Request::Stop { deadline, reason }) => {
+                    if let Some(stop) = stop_tx.take() {
+                        info!(%reason, ?deadline, "lockd asked for a graceful stop");
+                        // Half the deadline for clients, the rest for flushing and exiting.
+                        let shutdown = Shutdown { reason: reason.clone(), drain: deadline / 2 };
+                        // The receiver lives inside `serving`, which has not returned yet.
+                        let _ = stop.send(shutdown);
+                        stop_reason = Some(reason);
+                    }
+                }
+                Err(lost) => {
+                    store.abandon();
+                    return Ok(Outcome::ControlLost(lost));
+                }
+            },
+        }
+    }
+    if let Err(err) = store.flush().await {
+        return Err(refuse(&mut replies, err.into(), true).await);
+    }
+    drop(store);
+    let reason = stop_reason.unwrap_or_else(|| "the server stopped".into());
+    info!(%reason, "stopped gracefully");
+    Ok(say_stopping(&mut replies, reason).await)
+}
+
+/// Runs without lockd, for development: the epoch is the stored one plus one, and SIGINT or
+/// SIGTERM stops the broker gracefully.
+pub async fn run_standalone(config: Config) -> Result<Outcome> {
+    let shutdown = on_signal().context("installing signal handlers")?;
+    info!(data_dir = ?config.data_dir, "standalone mode (no lockd); opening the store");
+    let store = Store::open(&config.data_dir, Retry::default()).await?;
+    let epoch = store.claim_next_epoch().await?;
+    tracing::Span::current().record("epoch", epoch);
+    let listeners = server::bind(&config.listen).await?;
+    let addrs = local_addrs(&listeners)?;
+    info!(listeners = ?addrs, "ready");
+    server::run(
+        listeners,
+        settings(&config, epoch),
+        Arc::new(Stats::start()),
+        shutdown,
+    )
+    .await;
+    store.flush().await?;
+    info!("stopped gracefully");
+    Ok(Outcome::Stopped)
+}
+
+/// The end of some work the broker does while lockd may still talk to it.
+enum Phase<T> {
+    /// The work finished.
+    Done(T),
+    /// lockd asked to stop first.
+    Stop(String),
+    /// lockd went away first.
+    Lost(Lost),
+}
+
+/// Runs `work` while answering lockd: `Stats` with zeros (nothing serves yet), and `Stop` or a
+/// lost channel cut the work short.
+async fn answer_while<T>(
+    work: impl Future<Output = T>,
+    requests: &mut Requests,
+    replies: &mut Replies,
+) -> Phase<T> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return Phase::Done(done),
+            request = requests.next() => match request {
+                Ok(Request::Stats) => {
+                    let stats = FromBroker::Stats { stats: BrokerStats::default() };
+                    if let Err(lost) = replies.send(&stats).await {
+                        return Phase::Lost(lost);
+                    }
+                }
+                Ok(Request::Stop { reason, .. }) => return Phase::Stop(reason),
+                Err(lost) => return Phase::Lost(lost),
+            },
+        }
+    }
+}
+
+/// Tells lockd why the broker will not serve, and hands the error back for `main` to report.
+async fn refuse(replies: &mut Replies, err: anyhow::Error, fatal: bool) -> anyhow::Error {
+    let stopping = FromBroker::Stopping {
+        reason: format!("{err:#}"),
+        fatal,
+    };
+    if let Err(lost) = replies.send(&stopping).await {
+        warn!(error = %lost, "could not tell lockd why this broker stops");
+    }
+    err
+}
+
+/// Says the final, non-fatal `Stopping`.
+async fn say_stopping(replies: &mut Replies, reason: String) -> Outcome {
+    let stopping = FromBroker::Stopping {
+        reason,
+        fatal: false,
+    };
+    match replies.send(&stopping).await {
+        Ok(()) => Outcome::Stopped,
+        Err(lost) => Outcome::ControlLost(lost),
+    }
+}
+
+fn settings(config: &Config, epoch: u64) -> Settings {
+    Settings {
+        limits: config.limits,
+        max_connections: config.max_connections,
+        session_prefix: format!("{}-{epoch}", config.node),
+    }
+}
+
+/// The bound addresses, which differ from the configured ones when a port was 0.
+fn local_addrs(listeners: &[TcpListener]) -> Result<Vec<String>> {
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.to_string())
+                .context("reading a listener's bound address")
+        })
+        .collect()
+}
+
+/// A future that resolves with a graceful shutdown on the first SIGINT or SIGTERM.
+fn on_signal() -> std::io::Result<impl Future<Output = Shutdown>> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        Shutdown {
+            reason: format!("received {name}"),
+            drain: STANDALONE_DRAIN,
+        }
+    })
+}

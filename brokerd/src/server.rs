@@ -1,0 +1,194 @@
+//! The client-facing side: binding the listeners, accepting connections within the connection
+//! limit, and ending every session when the node goes passive.
+//!
+//! [`run`] owns the listeners and every session task. Shutdown is a future passed in by the
+//! caller (lockd's Stop, or a signal in standalone mode); when it resolves the listeners are
+//! dropped first, so no new client can connect while the others are told to leave.
+
+use crate::stats::Stats;
+use crate::stomp::connection::Connection;
+use crate::stomp::frame::{Frame, Limits};
+use crate::stomp::session::{self, SessionContext};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+/// Accepted sockets waiting for the run loop; accepting pauses when it is full.
+const ACCEPT_QUEUE: usize = 64;
+
+/// Pause after a failed accept (e.g. out of descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How the server serves clients.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bounds on each client frame.
+    pub limits: Limits,
+    /// Open client connections beyond which new ones are refused.
+    pub max_connections: u64,
+    /// Start of every session id, unique to this node and epoch.
+    pub session_prefix: String,
+}
+
+/// Why and how fast to stop serving.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    /// Sent to every client in the ERROR frame, and logged.
+    pub reason: String,
+    /// How long sessions get to say goodbye before they are cut off.
+    pub drain: Duration,
+}
+
+/// A `--listen` address that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("could not listen on {addr}")]
+pub struct BindError {
+    /// The address as given on the command line.
+    pub addr: String,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Binds every address, all or nothing: a node that serves only some of its addresses would
+/// confuse clients whose failover URL names the others.
+pub async fn bind(addrs: &[String]) -> Result<Vec<TcpListener>, BindError> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let listener = TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|source| BindError {
+                addr: addr.clone(),
+                source,
+            })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Serves clients on `listeners` until `shutdown` resolves, then stops accepting, tells every
+/// client the node is going passive, and returns once their sessions ended or the drain time
+/// passed.
+pub async fn run(
+    listeners: Vec<TcpListener>,
+    settings: Settings,
+    stats: Arc<Stats>,
+    shutdown: impl Future<Output = Shutdown>,
+) {
+    let (accepted_tx, mut accepted) = mpsc::channel(ACCEPT_QUEUE);
+    let mut acceptors = JoinSet::new();
+    for listener in listeners {
+        acceptors.spawn(accept(listener, accepted_tx.clone()).in_current_span());
+    }
+    drop(accepted_tx);
+    let (passive_tx, passive_rx) = watch::channel(None);
+    let mut sessions = JoinSet::new();
+    let mut next_session = 0u64;
+    let mut start = |sessions: &mut JoinSet<()>, stream: TcpStream, peer: SocketAddr| {
+        next_session += 1;
+        let span = info_span!("client", %peer);
+        if stats.connections() >= settings.max_connections {
+            warn!(%peer, limit = settings.max_connections, "refusing a client: connection limit reached");
+            sessions
+                .spawn(refuse(stream, settings.max_connections, settings.limits).instrument(span));
+            return;
+        }
+        let open = stats.open_connection();
+        let ctx = SessionContext {
+            id: format!("{}-{next_session}", settings.session_prefix),
+            stats: Arc::clone(&stats),
+            passive: passive_rx.clone(),
+        };
+        let conn = Connection::new(stream, settings.limits);
+        sessions.spawn(
+            async move {
+                session::run(conn, ctx).await;
+                drop(open);
+            }
+            .instrument(span),
+        );
+    };
+    tokio::pin!(shutdown);
+    let shutdown = loop {
+        tokio::select! {
+            shutdown = &mut shutdown => break shutdown,
+            Some((stream, peer)) = accepted.recv() => start(&mut sessions, stream, peer),
+            Some(ended) = sessions.join_next() => log_session_end(ended),
+        }
+    };
+    info!(reason = %shutdown.reason, "going passive: closing listeners and client connections");
+    // Dropping the acceptors closes the listeners. Sockets they already accepted are still
+    // served, only to be told at once that the node is going passive.
+    acceptors.shutdown().await;
+    while let Ok((stream, peer)) = accepted.try_recv() {
+        start(&mut sessions, stream, peer);
+    }
+    // No session task is gone while we hold `passive_tx`, so every one of them sees this.
+    passive_tx.send_replace(Some(shutdown.reason.as_str().into()));
+    let drained = tokio::time::timeout(shutdown.drain, async {
+        while let Some(ended) = sessions.join_next().await {
+            log_session_end(ended);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            remaining = sessions.len(),
+            drain = ?shutdown.drain,
+            "client connections did not close within the drain time; cutting them off"
+        );
+        sessions.shutdown().await;
+    }
+}
+
+/// Accepts connections on one listener and hands them to the run loop until dropped.
+async fn accept(listener: TcpListener, accepted: mpsc::Sender<(TcpStream, SocketAddr)>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                // STOMP frames are small and latency matters more than packet count.
+                if let Err(err) = stream.set_nodelay(true) {
+                    debug!(%peer, error = %err, "could not set TCP_NODELAY");
+                }
+                if accepted.send((stream, peer)).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => {
+                warn!(error = %err, "accept failed; retrying");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Tells a client over the connection limit why it cannot stay, then closes.
+async fn refuse(stream: TcpStream, limit: u64, limits: Limits) {
+    let mut conn = Connection::new(stream, limits);
+    let frame = Frame::new("ERROR")
+        .with_header("message", format!("connection limit {limit} reached"))
+        .with_header("content-type", "text/plain")
+        .with_body(format!(
+            "This node already serves {limit} connections (--max-connections). Try again later \
+             or another node.\n"
+        ));
+    if let Err(err) = conn.write_frame(&frame).await {
+        debug!(error = %err, "could not tell a refused client why");
+    }
+    conn.close().await;
+}
+
+/// A session task ends by returning; a panic is a bug worth an error line, and must not take the
+/// server down with it.
+fn log_session_end(ended: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = ended {
+        if err.is_panic() {
+            error!(error = %err, "a client session panicked");
+        }
+    }
+}

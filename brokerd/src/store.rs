@@ -1,0 +1,338 @@
+//! The broker's durable store (sled) and the epoch fence kept inside it.
+//!
+//! The store is opened only once lockd has activated this broker. sled holds its own flock on
+//! `<dir>/db`, a second guard behind lockd's lock: a broker that was just SIGKILLed may still
+//! hold it for a moment, so opening retries for a bounded time. The epoch recorded in the store
+//! only ever grows, and it is flushed before any client is served, so a broker started under an
+//! older epoch (a node that lost the lock without noticing) refuses to touch the data.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+/// Tree holding the store's own metadata.
+const META_TREE: &str = "meta";
+
+/// Key of the fencing epoch in [`META_TREE`], a big-endian u64.
+const EPOCH_KEY: &str = "epoch";
+
+/// Why the store could not be used; callers pick the exit code and whether lockd may retry.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds sled's lock even after retrying: the previous broker is still
+    /// alive, or another one runs on this directory.
+    #[error("store {path:?} is still locked by another process after {attempts} attempts over {waited:?}; is another brokerd running on it?")]
+    Locked {
+        path: PathBuf,
+        attempts: u32,
+        waited: Duration,
+    },
+    /// This broker was activated under an older epoch than one that already used the store.
+    #[error("epoch {ours} is older than the store's epoch {stored}; another node took over")]
+    StaleEpoch { ours: u64, stored: u64 },
+    /// The stored epoch is not the 8 bytes we write.
+    #[error("the store's epoch record is {len} bytes instead of 8; refusing to guess it")]
+    CorruptEpoch { len: usize },
+    /// sled failed.
+    #[error("store {path:?}: {action} failed")]
+    Sled {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: sled::Error,
+    },
+    /// A blocking store operation could not run to completion.
+    #[error("store {path:?}: {action} was interrupted")]
+    Interrupted {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// How long and how often to retry opening a store that is locked.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Total time to keep trying.
+    pub total: Duration,
+    /// Wait after the first failed attempt; doubles up to `max_delay`.
+    pub first_delay: Duration,
+    /// Longest wait between attempts.
+    pub max_delay: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            total: Duration::from_secs(10),
+            first_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// An open store.
+#[derive(Debug)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, retrying per `retry` while another process holds
+    /// sled's lock and failing at once on any other error.
+    pub async fn open(dir: &Path, retry: Retry) -> Result<Store, StoreError> {
+        let started = Instant::now();
+        let mut delay = retry.first_delay;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let path = dir.to_path_buf();
+            let opened = tokio::task::spawn_blocking(move || open_blocking(path))
+                .await
+                .map_err(|source| StoreError::Interrupted {
+                    path: dir.to_path_buf(),
+                    action: "opening",
+                    source,
+                })?;
+            match opened {
+                Ok(store) => return Ok(store),
+                Err(StoreError::Locked { .. }) if started.elapsed() + delay <= retry.total => {
+                    debug!(attempt = attempts, ?delay, path = ?dir, "store is locked by another process; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(retry.max_delay);
+                }
+                Err(StoreError::Locked { .. }) => {
+                    return Err(StoreError::Locked {
+                        path: dir.to_path_buf(),
+                        attempts,
+                        waited: started.elapsed(),
+                    })
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Checks `epoch` against the stored one and records it, durably, before the caller serves
+    /// anyone. An equal epoch is accepted: lockd restarts a crashed broker under the same one.
+    pub async fn fence(&self, epoch: u64) -> Result<(), StoreError> {
+        let (meta, db, path) = (self.meta.clone(), self.db.clone(), self.path.clone());
+        self.blocking("recording the epoch", move || {
+            if let Some(stored) = read_epoch(&meta, &path)? {
+                if stored > epoch {
+                    return Err(StoreError::StaleEpoch {
+                        ours: epoch,
+                        stored,
+                    });
+                }
+            }
+            write_epoch(&meta, &db, &path, epoch)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// For standalone mode, where no lockd hands out epochs: claims the stored epoch plus one,
+    /// durably, and returns it.
+    pub async fn claim_next_epoch(&self) -> Result<u64, StoreError> {
+        let (meta, db, path) = (self.meta.clone(), self.db.clone(), self.path.clone());
+        self.blocking("claiming the next epoch", move || {
+            let epoch = read_epoch(&meta, &path)?.unwrap_or(0) + 1;
+            write_epoch(&meta, &db, &path, epoch)?;
+            Ok(epoch)
+        })
+        .await
+    }
+
+    /// Makes everything written so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (db, path) = (self.db.clone(), self.path.clone());
+        self.blocking("flushing", move || {
+            db.flush().map_err(|source| StoreError::Sled {
+                path,
+                action: "flushing",
+                source,
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Bytes the store occupies on disk, for stats; 0 if sled cannot tell.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or_else(|err| {
+            debug!(error = %err, "could not measure the store");
+            0
+        })
+    }
+
+    /// Gives the store up without flushing, for when lockd is gone and the process must exit at
+    /// once: sled would otherwise flush while its handles drop. Exiting releases sled's lock.
+    pub fn abandon(self) {
+        std::mem::forget(self);
+    }
+
+    /// Runs a blocking sled operation off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        action: &'static str,
+        op: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        tokio::task::spawn_blocking(op)
+            .await
+            .map_err(|source| StoreError::Interrupted {
+                path: self.path.clone(),
+                action,
+                source,
+            })?
+    }
+}
+
+/// One attempt at opening the store.
+fn open_blocking(path: PathBuf) -> Result<Store, StoreError> {
+    let db = sled::Config::new()
+        .path(&path)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(|source| {
+            if is_lock_conflict(&source) {
+                StoreError::Locked {
+                    path: path.clone(),
+                    attempts: 1,
+                    waited: Duration::ZERO,
+                }
+            } else {
+                StoreError::Sled {
+                    path: path.clone(),
+                    action: "opening",
+                    source,
+                }
+            }
+        })?;
+    let meta = db.open_tree(META_TREE).map_err(|source| StoreError::Sled {
+        path: path.clone(),
+        action: "opening the meta tree",
+        source,
+    })?;
+    Ok(Store { db, meta, path })
+}
+
+/// sled 0.34 reports a held flock only as an `Io` error of kind `Other` with this text (see
+/// `Config::try_lock`); a unit test below keeps this in step with the sled version in use.
+fn is_lock_conflict(err: &sled::Error) -> bool {
+    matches!(err, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+fn read_epoch(meta: &sled::Tree, path: &Path) -> Result<Option<u64>, StoreError> {
+    let stored = meta.get(EPOCH_KEY).map_err(|source| StoreError::Sled {
+        path: path.to_path_buf(),
+        action: "reading the epoch",
+        source,
+    })?;
+    stored
+        .map(|bytes| {
+            <[u8; 8]>::try_from(bytes.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::CorruptEpoch { len: bytes.len() })
+        })
+        .transpose()
+}
+
+/// Writes the epoch and flushes: the fence only works if a later broker is sure to see it.
+fn write_epoch(
+    meta: &sled::Tree,
+    db: &sled::Db,
+    path: &Path,
+    epoch: u64,
+) -> Result<(), StoreError> {
+    let sled_err = |action| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Sled {
+            path,
+            action,
+            source,
+        }
+    };
+    meta.insert(EPOCH_KEY, &epoch.to_be_bytes())
+        .map_err(sled_err("recording the epoch"))?;
+    db.flush().map_err(sled_err("flushing the epoch"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick_retry() -> Retry {
+        Retry {
+            total: Duration::from_millis(300),
+            first_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        }
+    }
+
+    #[tokio::test]
+    async fn epochs_only_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), quick_retry()).await.unwrap();
+        store.fence(5).await.unwrap();
+        store.fence(5).await.unwrap();
+        let err = store.fence(4).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::StaleEpoch { ours: 4, stored: 5 }),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "epoch 4 is older than the store's epoch 5; another node took over"
+        );
+        store.fence(7).await.unwrap();
+        assert_eq!(store.claim_next_epoch().await.unwrap(), 8);
+    }
+
+    #[tokio::test]
+    async fn the_epoch_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), quick_retry()).await.unwrap();
+        assert_eq!(store.claim_next_epoch().await.unwrap(), 1);
+        store.fence(9).await.unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), quick_retry()).await.unwrap();
+        assert!(matches!(
+            store.fence(8).await,
+            Err(StoreError::StaleEpoch { ours: 8, stored: 9 })
+        ));
+        assert!(store.size_on_disk() > 0);
+    }
+
+    #[tokio::test]
+    async fn a_locked_store_is_retried_then_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let _holder = Store::open(dir.path(), quick_retry()).await.unwrap();
+        let err = Store::open(dir.path(), quick_retry()).await.unwrap_err();
+        match &err {
+            StoreError::Locked { attempts, .. } => assert!(*attempts > 1, "{err}"),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        assert!(err.to_string().contains("still locked"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_locked_store_opens_once_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let holder = Store::open(dir.path(), quick_retry()).await.unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(holder);
+        });
+        let patient = Retry {
+            total: Duration::from_secs(30),
+            ..quick_retry()
+        };
+        Store::open(dir.path(), patient).await.unwrap();
+        release.await.unwrap();
+    }
+}

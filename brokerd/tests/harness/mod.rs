@@ -1,0 +1,291 @@
+//! A small harness for running the real brokerd binary in controlled mode: the test plays lockd
+//! on a socketpair and a STOMP client over TCP. Every wait is bounded by [`PATIENCE`], and a
+//! broker still running when its [`Broker`] is dropped is killed; on failure its log is printed.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use shared_proto::control::{FromBroker, ToBroker, CONTROL_FD_ENV};
+use shared_proto::wire;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The most any single step may take; generous so a loaded machine does not fail tests.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The descriptor number the broker finds its control socket under.
+const CHILD_FD: i32 = 3;
+
+/// A brokerd process and the test's end of its control socket.
+pub struct Broker {
+    child: Child,
+    control: Option<BufReader<UnixStream>>,
+    log: PathBuf,
+}
+
+impl Broker {
+    /// Starts brokerd on `data` with extra arguments, listening on an ephemeral port.
+    pub fn spawn(data: &Path, extra: &[&str]) -> Broker {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        ours.set_read_timeout(Some(PATIENCE)).unwrap();
+        let log = data.with_extension("log");
+        let log_file = std::fs::File::create(&log).expect("broker log file");
+        let fd = theirs.as_raw_fd();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_brokerd"));
+        cmd.arg("--data-dir")
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0", "--node", "test"])
+            .args(extra)
+            .env(CONTROL_FD_ENV, CHILD_FD.to_string())
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        // SAFETY: only async-signal-safe calls (dup2, fcntl) run between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if fd == CHILD_FD {
+                    // Already in place: just let it survive exec.
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, CHILD_FD) < 0 {
+                    // dup2 clears close-on-exec on the new descriptor.
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn brokerd");
+        drop(theirs);
+        Broker {
+            child,
+            control: Some(BufReader::new(ours)),
+            log,
+        }
+    }
+
+    /// Sends a message as lockd would.
+    pub fn send(&mut self, msg: &ToBroker) {
+        self.send_raw(&wire::encode(msg));
+    }
+
+    /// Sends raw bytes on the control socket.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let control = self.control.as_mut().expect("control socket open");
+        // The broker may already have hung up on garbage; the exit status tells the story.
+        let _ = control.get_mut().write_all(bytes);
+    }
+
+    /// The broker's next message; panics on EOF or after [`PATIENCE`].
+    pub fn recv(&mut self) -> FromBroker {
+        let control = self.control.as_mut().expect("control socket open");
+        let mut line = Vec::new();
+        let n = control
+            .read_until(b'\n', &mut line)
+            .expect("read from brokerd within the time limit");
+        assert!(n > 0, "brokerd closed the control socket");
+        wire::decode(&line[..line.len() - 1]).expect("a valid message from brokerd")
+    }
+
+    /// Plays lockd's side of the handshake.
+    pub fn handshake(&mut self) {
+        match self.recv() {
+            FromBroker::Hello { version, pid } => {
+                assert_eq!(version, shared_proto::PROTOCOL_VERSION);
+                assert_eq!(pid, self.child.id());
+            }
+            other => panic!("expected Hello, got {other:?}"),
+        }
+        self.send(&ToBroker::Hello {
+            version: shared_proto::PROTOCOL_VERSION,
+        });
+    }
+
+    /// Handshakes and activates under `epoch`; returns the first listener's address.
+    pub fn activate(&mut self, epoch: u64) -> String {
+        self.handshake();
+        self.send(&ToBroker::Activate { epoch });
+        match self.recv() {
+            FromBroker::Ready {
+                epoch: ready,
+                listeners,
+            } => {
+                assert_eq!(ready, epoch);
+                assert!(!listeners.is_empty());
+                assert!(listeners[0].starts_with("127.0.0.1:"), "{listeners:?}");
+                assert!(!listeners[0].ends_with(":0"), "{listeners:?}");
+                listeners[0].clone()
+            }
+            other => panic!("expected Ready, got {other:?}"),
+        }
+    }
+
+    /// Closes the test's end of the control socket, as a dying lockd would.
+    pub fn close_control(&mut self) {
+        self.control = None;
+    }
+
+    /// Waits for the broker to exit; panics after [`PATIENCE`].
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "brokerd did not exit within {PATIENCE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Asks for a graceful stop and checks the broker says so and exits 0.
+    pub fn stop(&mut self, reason: &str) {
+        self.send(&ToBroker::Stop {
+            deadline_ms: PATIENCE.as_millis() as u64,
+            reason: reason.into(),
+        });
+        assert_eq!(
+            self.recv(),
+            FromBroker::Stopping {
+                reason: reason.into(),
+                fatal: false
+            }
+        );
+        assert_eq!(self.wait_exit().code(), Some(0));
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("---- brokerd log ----\n{log}---- end of brokerd log ----");
+        }
+    }
+}
+
+/// A temporary shared directory with the store path inside it (not created: brokerd must do that
+/// only once activated).
+pub struct Dirs {
+    _tmp: tempfile::TempDir,
+    pub data: PathBuf,
+}
+
+impl Dirs {
+    pub fn new() -> Dirs {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        Dirs { _tmp: tmp, data }
+    }
+
+    /// Whether the broker created its store.
+    pub fn store_exists(&self) -> bool {
+        self.data.join("db").exists()
+    }
+}
+
+/// A received STOMP frame, headers unescaped the 1.2 way.
+#[derive(Debug)]
+pub struct Frame {
+    pub command: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Frame {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `message` header, which every ERROR frame carries.
+    pub fn message(&self) -> &str {
+        self.get("message").expect("ERROR frame with a message")
+    }
+}
+
+/// A minimal STOMP client: raw bytes out, frames in.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: &str) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to brokerd");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Connects and completes a STOMP 1.2 CONNECT.
+    pub fn stomp(addr: &str) -> Client {
+        let mut client = Client::connect(addr);
+        client.send(b"CONNECT\naccept-version:1.2\nhost:test\n\n\0");
+        let connected = client.read_frame();
+        assert_eq!(connected.command, "CONNECTED", "{connected:?}");
+        client
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader
+            .get_mut()
+            .write_all(bytes)
+            .expect("write to brokerd");
+    }
+
+    /// Reads one frame (ours never carry NUL in bodies); panics on EOF or timeout.
+    pub fn read_frame(&mut self) -> Frame {
+        let mut raw = Vec::new();
+        let n = self
+            .reader
+            .read_until(0, &mut raw)
+            .expect("read a frame within the time limit");
+        assert!(n > 0 && raw.last() == Some(&0), "EOF instead of a frame");
+        raw.pop();
+        let text = String::from_utf8(raw).expect("UTF-8 frame");
+        let text = text.trim_start_matches(['\r', '\n']);
+        let (head, body) = text.split_once("\n\n").expect("frame with a blank line");
+        let mut lines = head.lines();
+        let command = lines.next().expect("command line").to_owned();
+        let headers = lines
+            .map(|line| {
+                let (name, value) = line.split_once(':').expect("header with a colon");
+                (unescape(name), unescape(value))
+            })
+            .collect();
+        Frame {
+            command,
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    /// Asserts the broker closes the connection (after any frames already read).
+    pub fn expect_eof(&mut self) {
+        let mut rest = Vec::new();
+        self.reader
+            .read_to_end(&mut rest)
+            .expect("EOF within the time limit");
+        assert!(rest.is_empty(), "unexpected bytes before EOF: {rest:?}");
+    }
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("\\n", "\n")
+        .replace("\\r", "\r")
+        .replace("\\c", ":")
+        .replace("\\\\", "\\")
+}

@@ -1,0 +1,129 @@
+//! brokerd without lockd (development mode): each start claims the next epoch, and SIGTERM stops
+//! it gracefully, telling connected clients to go elsewhere.
+
+mod harness;
+
+use harness::{Client, Dirs, PATIENCE};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+/// A standalone brokerd and its log lines, read by a thread so every wait can be bounded.
+struct Standalone {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Standalone {
+    fn spawn(dirs: &Dirs) -> Standalone {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_brokerd"))
+            .arg("--data-dir")
+            .arg(&dirs.data)
+            .args(["--listen", "127.0.0.1:0", "--node", "dev"])
+            .env_remove(shared_proto::control::CONTROL_FD_ENV)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn brokerd");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Standalone {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first log line containing `needle`.
+    fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line with {needle:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits for "ready" and returns the epoch and the first listener.
+    fn ready(&mut self) -> (String, String) {
+        let line = self.wait_for_line(" ready ");
+        let epoch = line
+            .split("epoch=")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .expect("epoch in the ready line")
+            .to_owned();
+        let addr = line
+            .split("[\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("listeners in the ready line")
+            .to_owned();
+        (epoch, addr)
+    }
+
+    fn terminate(&mut self) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid, which it keeps until we reap it.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "brokerd did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn each_start_claims_the_next_epoch_and_sigterm_stops_gracefully() {
+    let dirs = Dirs::new();
+    let mut first = Standalone::spawn(&dirs);
+    let (epoch, addr) = first.ready();
+    assert_eq!(epoch, "1");
+    let mut client = Client::stomp(&addr);
+    first.terminate();
+    let error = client.read_frame();
+    assert_eq!(
+        error.message(),
+        "node going passive (received SIGTERM); reconnect to another node"
+    );
+    client.expect_eof();
+    assert_eq!(first.wait_exit().code(), Some(0));
+
+    let mut second = Standalone::spawn(&dirs);
+    let (epoch, _) = second.ready();
+    assert_eq!(epoch, "2");
+    second.terminate();
+    assert_eq!(second.wait_exit().code(), Some(0));
+}
