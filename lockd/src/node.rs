@@ -503,3 +503,181 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    struct Harness {
+        keeper: std::sync::mpsc::Receiver<Command>,
+        keeper_events: mpsc::Sender<KeeperEvent>,
+        calls: mpsc::Sender<Call>,
+        _holder: watch::Sender<Option<Holder>>,
+        _shutdown: mpsc::Sender<Shutdown>,
+    }
+
+    impl Harness {
+        async fn status(&self) -> Status {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.calls.send(Call::Status(tx)).await.unwrap();
+            rx.await.unwrap()
+        }
+
+        fn commands(&self) -> Vec<String> {
+            self.keeper.try_iter().map(|c| format!("{c:?}")).collect()
+        }
+
+        /// The status once it satisfies `ready`: events and calls arrive on different channels,
+        /// so a status asked for right after an event may predate it.
+        async fn status_when(&self, ready: impl Fn(&Status) -> bool) -> Status {
+            for _ in 0..10_000 {
+                let status = self.status().await;
+                if ready(&status) {
+                    return status;
+                }
+                tokio::task::yield_now().await;
+            }
+            panic!("status never became as expected: {:?}", self.status().await);
+        }
+
+        /// Waits (in real time: a process exit is not a timer) until the broker is reaped.
+        async fn wait_broker_gone(&self) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while self.status().await.broker_pid.is_some() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "broker not reaped within 30 s"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            node: "n1".into(),
+            shared_dir: PathBuf::from("/nonexistent"),
+            socket: PathBuf::from("/nonexistent.sock"),
+            socket_mode: 0o660,
+            admin_group: None,
+            listen: vec!["127.0.0.1:0".into()],
+            broker_binary: PathBuf::from("/bin/sleep"),
+            broker_credentials: None,
+            lock_poll: Duration::from_millis(20),
+            keepalive: Duration::from_millis(500),
+            fence_timeout: Duration::from_secs(10),
+            failover_hold_off: Duration::from_secs(5),
+            broker_ready_timeout: Duration::from_secs(60),
+            broker_stop_timeout: Duration::from_secs(10),
+            max_restarts: 3,
+            restart_window: Duration::from_secs(60),
+        }
+    }
+
+    /// A node whose "broker" is `sleep 600`: a real process that never reports Ready.
+    fn start() -> Harness {
+        let (keeper_tx, keeper) = std::sync::mpsc::channel();
+        let (keeper_events_tx, keeper_events) = mpsc::channel(8);
+        let (holder_tx, holder) = watch::channel(None);
+        let (calls_tx, calls) = mpsc::channel(8);
+        let (shutdown_tx, shutdown) = mpsc::channel(1);
+        let (broker_tx, broker_rx) = mpsc::channel(8);
+        let command = BrokerCommand {
+            program: PathBuf::from("/bin/sleep"),
+            args: vec!["600".into()],
+            credentials: None,
+        };
+        let node = Node::new(settings(), command, keeper_tx, broker_tx, holder.clone());
+        let inputs = Inputs {
+            keeper_events,
+            holder,
+            calls,
+            shutdown,
+        };
+        tokio::spawn(node.run(inputs, broker_rx));
+        Harness {
+            keeper,
+            keeper_events: keeper_events_tx,
+            calls: calls_tx,
+            _holder: holder_tx,
+            _shutdown: shutdown_tx,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_keepalive_fences_the_broker_exactly_at_fence_timeout() {
+        let node = start();
+        node.keeper_events
+            .send(KeeperEvent::Acquired { epoch: 1 })
+            .await
+            .unwrap();
+        let status = node.status_when(|s| s.broker_pid.is_some()).await;
+        assert_eq!(status.role, Role::Starting);
+        let broker = status.broker_pid.unwrap();
+        // Heartbeats keep the broker alive well past one fence_timeout in total.
+        let mut last_beat = Instant::now();
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            node.keeper_events
+                .send(KeeperEvent::Heartbeat { epoch: 1 })
+                .await
+                .unwrap();
+            last_beat = Instant::now();
+        }
+        assert_eq!(node.status().await.broker_pid, Some(broker));
+        // Then the keeper hangs: no more events at all.
+        let mut status = node.status().await;
+        for _ in 0..20_000 {
+            if status.role == Role::Passive {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            status = node.status().await;
+        }
+        let silent = last_beat.elapsed();
+        assert!(
+            silent >= Duration::from_secs(10) && silent < Duration::from_millis(10_010),
+            "fenced after {silent:?} of silence"
+        );
+        assert!(
+            status.reason.contains("keepalive has not completed"),
+            "{}",
+            status.reason
+        );
+        assert_eq!(status.listeners, Vec::<String>::new());
+        // The broker is killed, the lock released, and the node competes again once the broker
+        // is known dead.
+        node.wait_broker_gone().await;
+        assert_eq!(node.commands(), ["Compete", "Release", "Compete"]);
+        assert!(crate::sys::spawn::tests::process_gone(broker));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_lock_kills_the_broker_at_once() {
+        let node = start();
+        node.keeper_events
+            .send(KeeperEvent::Acquired { epoch: 4 })
+            .await
+            .unwrap();
+        let broker = node
+            .status_when(|s| s.broker_pid.is_some())
+            .await
+            .broker_pid
+            .unwrap();
+        node.keeper_events
+            .send(KeeperEvent::Lost {
+                epoch: 4,
+                reason: "the epoch file says 5, we hold 4".into(),
+            })
+            .await
+            .unwrap();
+        let status = node.status_when(|s| s.role != Role::Starting).await;
+        assert_eq!(status.role, Role::Passive);
+        assert!(status.reason.contains("we hold 4"), "{}", status.reason);
+        node.wait_broker_gone().await;
+        assert!(crate::sys::spawn::tests::process_gone(broker));
+        assert_eq!(node.commands(), ["Compete", "Compete"]);
+    }
+}

@@ -70,6 +70,7 @@ pub fn spawn(command: &BrokerCommand) -> io::Result<Spawned> {
     unsafe {
         cmd.pre_exec(move || {
             move_to_control_fd(their_fd)?;
+            close_other_descriptors_on_exec();
             // After setuid: a change of credentials clears both settings.
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
@@ -108,10 +109,82 @@ fn move_to_control_fd(fd: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Marks every descriptor above the control socket close-on-exec, so nothing lockd itself
+/// inherited without O_CLOEXEC (from systemd, a shell, a test runner) reaches brokerd. Marking
+/// rather than closing keeps std's exec-error pipe working until the exec. Runs in the child.
+fn close_other_descriptors_on_exec() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: raw descriptor syscalls in the forked child; async-signal-safe, no allocation.
+    unsafe {
+        let first = (CHILD_CONTROL_FD + 1) as libc::c_uint;
+        if libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return;
+        }
+        // Kernels before 5.11: walk the descriptor table up to its limit.
+        let limit = libc::sysconf(libc::_SC_OPEN_MAX).clamp(64, 65_536) as i32;
+        for fd in first as i32..limit {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+}
+
 /// Sends SIGKILL to the broker's whole process group, so nothing it started survives a fence.
 pub fn kill_group(pid: u32) {
     // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
     unsafe {
         libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// Whether `pid` is gone: reaped, or a zombie (dead, waiting to be reaped).
+    pub fn process_gone(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    }
+
+    #[tokio::test]
+    async fn the_child_gets_only_its_control_socket_and_its_own_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("report");
+        let script = format!(
+            "(exec ls /proc/self/fd > {0}.fds); ps -o pgid= -p $$ > {0}.pgid; echo $PPID > {0}.ppid; cat /proc/self/status | grep -E '^NoNewPrivs' > {0}.nnp; env > {0}.env",
+            report.display()
+        );
+        let command = BrokerCommand {
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), script],
+            credentials: None,
+        };
+        std::env::set_var("NOTIFY_SOCKET", "/run/systemd/notify");
+        let mut spawned = spawn(&command).unwrap();
+        let pid = spawned.child.id().unwrap();
+        assert!(spawned.child.wait().await.unwrap().success());
+        let read =
+            |ext: &str| std::fs::read_to_string(format!("{}.{ext}", report.display())).unwrap();
+        let mut fds: Vec<u32> = read("fds")
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect();
+        fds.sort();
+        // 0-2 are stdio, 3 the control socket, 4 the directory ls is listing.
+        assert_eq!(fds, [0, 1, 2, 3, 4], "inherited descriptors");
+        assert_eq!(read("pgid").trim(), pid.to_string(), "own process group");
+        assert_eq!(read("ppid").trim(), std::process::id().to_string());
+        assert!(read("nnp").contains('1'), "no_new_privs set");
+        let env = read("env");
+        assert!(env.contains("LOCKD_CONTROL_FD=3"), "{env}");
+        assert!(!env.contains("NOTIFY_SOCKET"), "{env}");
     }
 }
