@@ -87,18 +87,20 @@ pub fn run(
         let wait = next_tick.saturating_duration_since(Instant::now());
         match commands.recv_timeout(wait) {
             Ok(command) => {
+                let before = std::mem::discriminant(&mode);
                 mode = keeper.handle(mode, command);
-                if matches!(mode, Mode::Competing) {
-                    next_tick = next_tick.min(Instant::now());
+                if std::mem::discriminant(&mode) != before {
+                    // A new mode starts its own schedule: a competing or idle keeper acts now,
+                    // not at the tick of the mode it left.
+                    next_tick = match mode {
+                        Mode::Holding(_) => Instant::now() + keeper.config.keepalive,
+                        Mode::Competing | Mode::Idle => Instant::now(),
+                    };
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
                 mode = keeper.tick(mode);
-                let period = match mode {
-                    Mode::Holding(_) => keeper.config.keepalive,
-                    Mode::Competing | Mode::Idle => keeper.config.lock_poll,
-                };
-                next_tick = Instant::now() + period;
+                next_tick = Instant::now() + keeper.period(&mode);
             }
             Err(RecvTimeoutError::Disconnected) => return,
         }
@@ -140,7 +142,10 @@ impl Keeper {
             (Mode::Holding(held), Command::Renew) => {
                 let epoch = held.epoch;
                 match self.claim(held.lock, held.since_unix_ms) {
-                    Ok(mode) => mode,
+                    Ok(held) => {
+                        self.report(Event::Acquired { epoch: held.epoch });
+                        Mode::Holding(held)
+                    }
                     Err(reason) => {
                         self.report(Event::Lost { epoch, reason });
                         Mode::Idle
@@ -212,41 +217,55 @@ impl Keeper {
             return Mode::Competing;
         }
         match self.claim(lock, shared_proto::unix_ms()) {
-            Ok(mode) => {
+            Ok(held) => {
                 self.last_error = None;
-                mode
+                self.report(Event::Acquired { epoch: held.epoch });
+                Mode::Holding(held)
             }
             Err(reason) => {
-                // The lock was dropped with the file: a node with a healthier view may try.
+                // The lock was dropped with the file: a node with a healthier view may try,
+                // and so do we at the next poll.
                 self.competing_error(reason);
                 Mode::Competing
             }
         }
     }
 
-    /// Claims a new epoch under a held lock and announces it. On failure the lock file is
-    /// closed, which releases the lock.
-    fn claim(&mut self, lock: LockFile, since_unix_ms: u64) -> Result<Mode, String> {
-        let epoch = shared_dir::claim_epoch(&self.layout)
+    /// Claims a new epoch under a held lock and checks it with a first keepalive. On failure
+    /// the lock file is closed, which releases the lock.
+    fn claim(&mut self, lock: LockFile, since_unix_ms: u64) -> Result<Held, String> {
+        let epoch = shared_dir::claim_epoch(&self.layout, &self.config.node)
             .map_err(|e| format!("cannot claim an epoch: {e}"))?;
-        let held = Held {
+        let mut held = Held {
             lock,
             epoch,
             since_unix_ms,
             state: HolderState::Starting,
             beats: 0,
         };
-        Ok(match self.keepalive(held) {
-            Mode::Holding(held) => {
-                self.report(Event::Acquired { epoch: held.epoch });
-                Mode::Holding(held)
-            }
-            other => other,
-        })
+        self.beat(&mut held)?;
+        Ok(held)
     }
 
-    /// Checks that we still hold the lock, writes the heartbeats, and reports.
+    /// One keepalive while holding: reports a heartbeat, or the loss (closing the lock file).
     fn keepalive(&mut self, mut held: Held) -> Mode {
+        match self.beat(&mut held) {
+            Ok(()) => {
+                self.report(Event::Heartbeat { epoch: held.epoch });
+                Mode::Holding(held)
+            }
+            Err(reason) => {
+                let epoch = held.epoch;
+                drop(held);
+                self.report(Event::Lost { epoch, reason });
+                Mode::Idle
+            }
+        }
+    }
+
+    /// Checks that we still hold the lock (file identity, a synced write through the locked
+    /// descriptor, no newer epoch) and publishes our heartbeat in `holder.json`.
+    fn beat(&mut self, held: &mut Held) -> Result<(), String> {
         held.beats += 1;
         let now = shared_proto::unix_ms();
         let holder = Holder {
@@ -262,40 +281,31 @@ impl Keeper {
             "{} {} {} {}\n",
             self.config.node, held.epoch, held.beats, now
         );
-        let checked = held
-            .lock
-            .check_identity()
-            .and_then(|()| {
-                held.lock
-                    .heartbeat(&line)
-                    .map_err(|e| format!("heartbeat write to the lock file failed: {e}"))
-            })
-            .and_then(
-                |()| match shared_dir::newer_epoch(&self.layout, held.epoch) {
-                    Ok(None) => Ok(()),
-                    Ok(Some(newer)) => Err(format!(
-                        "the epoch file says {newer}, we hold {}: another node has taken over",
-                        held.epoch
-                    )),
-                    Err(e) => Err(format!("cannot read the epoch file: {e}")),
-                },
-            )
-            .and_then(|()| {
-                shared_dir::write_holder(&self.layout, &holder)
-                    .map_err(|e| format!("cannot write holder.json: {e}"))
-            });
-        match checked {
-            Ok(()) => {
-                self.holder.send_replace(Some(holder));
-                self.report(Event::Heartbeat { epoch: held.epoch });
-                Mode::Holding(held)
+        held.lock.check_identity()?;
+        held.lock
+            .heartbeat(&line)
+            .map_err(|e| format!("heartbeat write to the lock file failed: {e}"))?;
+        match shared_dir::newer_epoch(&self.layout, held.epoch) {
+            Ok(None) => {}
+            Ok(Some(newer)) => {
+                return Err(format!(
+                    "the epoch file says {newer}, we hold {}: another node has taken over",
+                    held.epoch
+                ))
             }
-            Err(reason) => {
-                let epoch = held.epoch;
-                drop(held);
-                self.report(Event::Lost { epoch, reason });
-                Mode::Idle
-            }
+            Err(e) => return Err(format!("cannot read the epoch file: {e}")),
+        }
+        shared_dir::write_holder(&self.layout, &self.config.node, &holder)
+            .map_err(|e| format!("cannot write holder.json: {e}"))?;
+        self.holder.send_replace(Some(holder));
+        Ok(())
+    }
+
+    /// How long until the next tick in `mode`.
+    fn period(&self, mode: &Mode) -> std::time::Duration {
+        match mode {
+            Mode::Holding(_) => self.config.keepalive,
+            Mode::Competing | Mode::Idle => self.config.lock_poll,
         }
     }
 
@@ -393,6 +403,32 @@ mod tests {
         assert_eq!((seen.node.as_str(), seen.epoch), ("b", 2));
         b.commands.send(Command::Renew).unwrap();
         assert_eq!(next(&mut b), Event::Acquired { epoch: 3 });
+    }
+
+    /// Regression: a failing first keepalive used to leave the keeper idle for good.
+    #[test]
+    fn a_failed_first_keepalive_keeps_competing() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("shared"));
+        layout.init(None).unwrap();
+        std::fs::create_dir(layout.holder()).unwrap();
+        let mut a = start(&layout, "a");
+        a.commands.send(Command::Compete).unwrap();
+        // Each attempt claims an epoch, then fails to write holder.json (a directory is there).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while shared_dir::read_epoch(&layout).unwrap() < 3 {
+            assert!(Instant::now() < deadline, "the keeper stopped trying");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            a.events.try_recv().is_err(),
+            "no acquisition while holder.json is unwritable"
+        );
+        std::fs::remove_dir(layout.holder()).unwrap();
+        match next(&mut a) {
+            Event::Acquired { epoch } => assert!(epoch >= 3),
+            other => panic!("expected Acquired, got {other:?}"),
+        }
     }
 
     #[test]

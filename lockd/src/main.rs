@@ -1,5 +1,8 @@
 //! lockd: holds the exclusive lock on the shared directory and runs brokerd while it does.
 //!
+//! Exit codes: 0 after a graceful shutdown (SIGTERM/SIGINT), 1 when it failed while running,
+//! 2 when it refused to start (configuration, shared directory, socket).
+//!
 //! Threads: the main thread runs a current-thread tokio runtime with the state machine, the ctl
 //! socket and brokerd's control channel, and is the only thread that forks brokerd (so
 //! PR_SET_PDEATHSIG, which follows the forking thread, fires exactly when lockd dies). The keeper
@@ -67,7 +70,11 @@ fn main() -> ExitCode {
         .with(filter)
         .init();
     match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(failure)) => {
+            tracing::error!(%failure, "lockd failed");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("lockd: {e:#}");
             ExitCode::from(2)
@@ -75,7 +82,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+/// `Err`: lockd refused to start (exit 2). `Ok(Err)`: it ran and then failed (exit 1).
+fn run(args: Args) -> anyhow::Result<Result<(), String>> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
@@ -151,7 +159,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         broker_events_tx,
         holder.clone(),
     );
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         tokio::spawn(admin::serve(listener, access, calls_tx));
         notify::ready();
         node.run(
@@ -163,11 +171,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             },
             broker_events,
         )
-        .await;
+        .await
     });
     // The keeper may be stuck on a stalled filesystem; exiting closes the lock file regardless.
     runtime.shutdown_background();
-    Ok(())
+    Ok(outcome)
 }
 
 /// Checks the shared directory (or prepares it with --init) and that lockd can write it.

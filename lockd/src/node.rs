@@ -85,6 +85,11 @@ pub struct Node {
     stats: Option<BrokerStats>,
     /// Last reason brokerd gave for stopping.
     broker_reason: Option<String>,
+    /// brokerd said its reason to stop is one a restart cannot cure.
+    broker_fatal: bool,
+    /// Release commands the keeper has not yet confirmed. Until it has, an `Acquired` or
+    /// `Heartbeat` may come from a call that was stuck before the release and is stale.
+    releases_pending: u32,
     restarts: VecDeque<Instant>,
     timer: Option<(Instant, Timer)>,
     exiting: bool,
@@ -118,6 +123,8 @@ impl Node {
             listeners: Vec::new(),
             stats: None,
             broker_reason: None,
+            broker_fatal: false,
+            releases_pending: 0,
             restarts: VecDeque::new(),
             timer: None,
             exiting: false,
@@ -127,12 +134,13 @@ impl Node {
     }
 
     /// Runs the node until it has shut down; returns once the broker is gone and the lock
-    /// released.
+    /// released. An error means the node cannot go on (its keeper thread died): the broker has
+    /// been killed, and lockd should exit non-zero so systemd restarts it.
     pub async fn run(
         mut self,
         mut inputs: Inputs,
         mut broker_events: mpsc::Receiver<(u64, BrokerEvent)>,
-    ) {
+    ) -> Result<(), String> {
         self.keeper_command(Command::Compete);
         let mut watchdog = tokio::time::interval(self.settings.keepalive);
         loop {
@@ -141,7 +149,15 @@ impl Node {
                 .then(|| self.last_keepalive + self.settings.fence_timeout);
             let timer = self.timer;
             tokio::select! {
-                Some(event) = inputs.keeper_events.recv() => self.on_keeper(event),
+                event = inputs.keeper_events.recv() => match event {
+                    Some(event) => self.on_keeper(event),
+                    None => {
+                        if let Some(broker) = &self.broker {
+                            broker.kill();
+                        }
+                        return Err("the keeper thread died; the lock can no longer be watched".into());
+                    }
+                },
                 Some((generation, event)) = broker_events.recv() => self.on_broker(generation, event),
                 Some(call) = inputs.calls.recv() => self.on_call(call),
                 Some(shutdown) = inputs.shutdown.recv() => self.on_shutdown(shutdown),
@@ -166,7 +182,7 @@ impl Node {
             if self.exiting && self.broker.is_none() {
                 self.keeper_command(Command::Release);
                 tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), "lockd stopped");
-                return;
+                return Ok(());
             }
         }
     }
@@ -174,32 +190,46 @@ impl Node {
     fn on_keeper(&mut self, event: KeeperEvent) {
         match event {
             KeeperEvent::Acquired { epoch } => {
-                if self.exiting {
+                if self.releases_pending > 0 {
+                    tracing::warn!(node = %self.settings.node, epoch, "ignoring a lock acquisition reported before a pending release");
+                    return;
+                }
+                // We ask for the lock only while passive (Compete) or restarting (Renew), and
+                // never while a broker runs; anything else is a bug or a stale report. Never
+                // start a second broker: give the lock back.
+                let expected = !self.exiting
+                    && self.broker.is_none()
+                    && (self.role == Role::Passive
+                        || (self.role == Role::Starting && self.holding));
+                if !expected {
+                    tracing::warn!(node = %self.settings.node, epoch, role = %self.role, "unexpected lock acquisition; releasing");
+                    self.holding = false;
                     self.keeper_command(Command::Release);
                     return;
                 }
                 self.holding = true;
                 self.epoch = Some(epoch);
                 self.last_keepalive = Instant::now();
-                if let Some(old) = self.broker.take() {
-                    old.kill();
-                }
                 self.start_broker(epoch);
             }
             KeeperEvent::Heartbeat { epoch } => {
-                if self.holding && self.epoch == Some(epoch) {
+                if self.holding && self.releases_pending == 0 && self.epoch == Some(epoch) {
                     self.last_keepalive = Instant::now();
                     if let Some(broker) = &self.broker {
                         broker.send(ToBroker::Stats);
                     }
                 }
             }
-            KeeperEvent::Lost { reason, .. } => {
-                if self.holding {
+            KeeperEvent::Lost { epoch, reason } => {
+                if self.holding && self.releases_pending == 0 {
                     self.fence(reason);
+                } else {
+                    tracing::debug!(node = %self.settings.node, epoch, %reason, "loss of a lock already given up");
                 }
             }
-            KeeperEvent::Released => {}
+            KeeperEvent::Released => {
+                self.releases_pending = self.releases_pending.saturating_sub(1)
+            }
         }
     }
 
@@ -208,6 +238,7 @@ impl Node {
         self.listeners.clear();
         self.stats = None;
         self.broker_reason = None;
+        self.broker_fatal = false;
         match Broker::start(
             &self.broker_command,
             epoch,
@@ -254,6 +285,7 @@ impl Node {
             BrokerEvent::Message(FromBroker::Stopping { reason, fatal }) => {
                 tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), %reason, fatal, "brokerd stopping");
                 self.broker_reason = Some(reason);
+                self.broker_fatal = fatal;
             }
             BrokerEvent::Message(FromBroker::Hello { .. }) => {
                 broker.kill();
@@ -300,6 +332,11 @@ impl Node {
             AfterExit::Recover if !self.holding => {
                 self.set_role(Role::Passive, why);
                 self.keeper_command(Command::Compete);
+            }
+            AfterExit::Recover if self.broker_fatal => {
+                self.hold_off(format!(
+                    "{why}; a restart cannot cure that, handing the lock to a peer"
+                ));
             }
             AfterExit::Recover => {
                 let now = Instant::now();
@@ -390,12 +427,17 @@ impl Node {
     }
 
     fn on_holder(&mut self, holder: Option<Holder>) {
-        // A hold-off ends early once another node holds a newer epoch: the handover is done.
+        // A hold-off ends early once another node is active under a newer epoch: the handover
+        // is done. (Until then the idle keeper re-reads holder.json every lock_poll, so this
+        // node, and `ctl failover --wait` asking it, see the new holder promptly.)
         if self.role != Role::HoldOff {
             return;
         }
         if let Some(holder) = holder {
-            if holder.node != self.settings.node && Some(holder.epoch) > self.epoch {
+            if holder.node != self.settings.node
+                && Some(holder.epoch) > self.epoch
+                && holder.state == HolderState::Active
+            {
                 self.timer = None;
                 let reason = format!("{} took over with epoch {}", holder.node, holder.epoch);
                 self.set_role(Role::Passive, reason);
@@ -490,8 +532,11 @@ impl Node {
         notify::status(self.role, self.epoch, &self.reason);
     }
 
-    fn keeper_command(&self, command: Command) {
-        // The keeper thread ends only when lockd exits.
+    fn keeper_command(&mut self, command: Command) {
+        if matches!(command, Command::Release) {
+            self.releases_pending += 1;
+        }
+        // A send fails only if the keeper thread died; its event channel closing tells `run`.
         let _ = self.keeper.send(command);
     }
 }
@@ -529,15 +574,16 @@ mod tests {
             self.keeper.try_iter().map(|c| format!("{c:?}")).collect()
         }
 
-        /// The status once it satisfies `ready`: events and calls arrive on different channels,
-        /// so a status asked for right after an event may predate it.
+        /// The status once it satisfies `ready`, within 60 s of virtual time: events and calls
+        /// arrive on different channels, so a status asked for right after an event may predate
+        /// it, and timers fire only as virtual time advances.
         async fn status_when(&self, ready: impl Fn(&Status) -> bool) -> Status {
-            for _ in 0..10_000 {
+            for _ in 0..60_000 {
                 let status = self.status().await;
                 if ready(&status) {
                     return status;
                 }
-                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
             panic!("status never became as expected: {:?}", self.status().await);
         }
@@ -628,14 +674,7 @@ mod tests {
         }
         assert_eq!(node.status().await.broker_pid, Some(broker));
         // Then the keeper hangs: no more events at all.
-        let mut status = node.status().await;
-        for _ in 0..20_000 {
-            if status.role == Role::Passive {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            status = node.status().await;
-        }
+        let status = node.status_when(|s| s.role == Role::Passive).await;
         let silent = last_beat.elapsed();
         assert!(
             silent >= Duration::from_secs(10) && silent < Duration::from_millis(10_010),
@@ -652,6 +691,49 @@ mod tests {
         node.wait_broker_gone().await;
         assert_eq!(node.commands(), ["Compete", "Release", "Compete"]);
         assert!(crate::sys::spawn::tests::process_gone(broker));
+    }
+
+    /// Regression: a claim stuck in the keeper past the fence timeout used to come back as an
+    /// `Acquired` after the node had released the lock, and start a broker without it.
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_acquisition_after_a_fence_starts_no_broker() {
+        let node = start();
+        node.keeper_events
+            .send(KeeperEvent::Acquired { epoch: 1 })
+            .await
+            .unwrap();
+        let broker = node
+            .status_when(|s| s.broker_pid.is_some())
+            .await
+            .broker_pid
+            .unwrap();
+        // SAFETY: kill(2) of the test's own `sleep` child.
+        unsafe { libc::kill(broker as i32, libc::SIGKILL) };
+        node.wait_broker_gone().await;
+        assert_eq!(node.commands(), ["Compete", "Renew"]);
+        // The keeper hangs in the claim; the fence timer gives the lock up.
+        let status = node.status_when(|s| s.role == Role::Passive).await;
+        assert!(
+            status.reason.contains("keepalive has not completed"),
+            "{}",
+            status.reason
+        );
+        assert_eq!(node.commands(), ["Release", "Compete"]);
+        // The stuck claim returns: too late, it must not start a broker.
+        node.keeper_events
+            .send(KeeperEvent::Acquired { epoch: 2 })
+            .await
+            .unwrap();
+        node.keeper_events
+            .send(KeeperEvent::Released)
+            .await
+            .unwrap();
+        node.keeper_events
+            .send(KeeperEvent::Acquired { epoch: 3 })
+            .await
+            .unwrap();
+        let status = node.status_when(|s| s.broker_pid.is_some()).await;
+        assert_eq!((status.role, status.epoch), (Role::Starting, Some(3)));
     }
 
     #[tokio::test(start_paused = true)]

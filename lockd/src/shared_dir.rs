@@ -34,7 +34,8 @@ pub fn read_epoch(layout: &Layout) -> io::Result<u64> {
 
 /// Claims the next epoch: creates `epochs/N` with O_EXCL, which two nodes cannot both do even
 /// where the filesystem's fcntl locks are broken, then records N in `epoch` for quick reading.
-pub fn claim_epoch(layout: &Layout) -> io::Result<u64> {
+/// `node` names our temporary files, so two nodes never write through the same one.
+pub fn claim_epoch(layout: &Layout, node: &str) -> io::Result<u64> {
     let mut candidate = read_epoch(layout)? + 1;
     for _ in 0..CLAIM_ATTEMPTS {
         match OpenOptions::new()
@@ -46,7 +47,7 @@ pub fn claim_epoch(layout: &Layout) -> io::Result<u64> {
             Ok(file) => {
                 file.sync_all()?;
                 sync_dir(&layout.epochs())?;
-                write_atomically(&layout.epoch(), format!("{candidate}\n").as_bytes())?;
+                write_atomically(&layout.epoch(), node, format!("{candidate}\n").as_bytes())?;
                 if let Some(old) = candidate.checked_sub(EPOCHS_KEPT) {
                     let _ = fs::remove_file(layout.epochs().join(old.to_string()));
                 }
@@ -76,10 +77,10 @@ pub fn newer_epoch(layout: &Layout, ours: u64) -> io::Result<Option<u64>> {
 }
 
 /// Writes `holder.json` atomically: a reader sees the old or the new holder, never half of one.
-pub fn write_holder(layout: &Layout, holder: &Holder) -> io::Result<()> {
+pub fn write_holder(layout: &Layout, node: &str, holder: &Holder) -> io::Result<()> {
     let mut text = serde_json::to_vec(holder).expect("holder serialises");
     text.push(b'\n');
-    write_atomically(&layout.holder(), &text)
+    write_atomically(&layout.holder(), node, &text)
 }
 
 /// Reads `holder.json`; `None` if no node ever held the lock.
@@ -94,11 +95,13 @@ pub fn read_holder(layout: &Layout) -> io::Result<Option<Holder>> {
 }
 
 /// temp file, fsync, rename, fsync of the directory: the rename is atomic, the syncs make it
-/// survive a crash of this node. The temp name carries our pid so two writers never share one.
-fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+/// survive a crash of this node. The temp name carries the node's name (unique in the cluster),
+/// so two nodes never write through the same temp file, even when both believe they hold the
+/// lock.
+fn write_atomically(path: &Path, node: &str, contents: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(".{name}.{node}.tmp"));
     let mut file = File::create(&tmp)?;
     file.write_all(contents)?;
     file.sync_all()?;
@@ -125,12 +128,12 @@ mod tests {
     #[test]
     fn claims_are_unique_and_skip_epochs_taken_behind_our_back() {
         let (_dir, layout) = prepared();
-        assert_eq!(claim_epoch(&layout).unwrap(), 1);
-        assert_eq!(claim_epoch(&layout).unwrap(), 2);
+        assert_eq!(claim_epoch(&layout, "n1").unwrap(), 1);
+        assert_eq!(claim_epoch(&layout, "n1").unwrap(), 2);
         // A node whose lock was not really exclusive claimed 3 but has not written `epoch` yet.
         fs::write(layout.epochs().join("3"), "").unwrap();
         assert_eq!(newer_epoch(&layout, 2).unwrap(), Some(3));
-        assert_eq!(claim_epoch(&layout).unwrap(), 4);
+        assert_eq!(claim_epoch(&layout, "n1").unwrap(), 4);
         assert_eq!(read_epoch(&layout).unwrap(), 4);
         assert_eq!(newer_epoch(&layout, 4).unwrap(), None);
         fs::write(layout.epoch(), "2\n").unwrap();
@@ -154,7 +157,7 @@ mod tests {
             since_unix_ms: 3,
             heartbeat_unix_ms: 4,
         };
-        write_holder(&layout, &holder).unwrap();
+        write_holder(&layout, "n1", &holder).unwrap();
         assert_eq!(read_holder(&layout).unwrap(), Some(holder));
     }
 }
