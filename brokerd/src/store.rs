@@ -117,7 +117,8 @@ impl Store {
     }
 
     /// Checks `epoch` against the stored one and records it, durably, before the caller serves
-    /// anyone. An equal epoch is accepted: lockd restarts a crashed broker under the same one.
+    /// anyone. An equal epoch is accepted, so recording is idempotent; lockd claims a fresh
+    /// epoch for every broker it starts, including restarts in place.
     pub async fn fence(&self, epoch: u64) -> Result<(), StoreError> {
         let (meta, db, path) = (self.meta.clone(), self.db.clone(), self.path.clone());
         self.blocking("recording the epoch", move || {

@@ -10,6 +10,7 @@ use shared_proto::PROTOCOL_VERSION;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -17,22 +18,31 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 32;
 
+/// A connection that sends no request for this long is closed, so idle clients cannot take
+/// every slot and lock operators out.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Pause after a failed accept (e.g. out of descriptors), so the loop does not spin on the
+/// thread that also runs the fence timer.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// A request that needs the state machine, with where to send the answer.
 #[derive(Debug)]
 pub enum Call {
     Status(oneshot::Sender<Status>),
     Failover {
-        by: Peer,
+        /// uid of the admin who asked, for the log.
+        by_uid: u32,
         reply: oneshot::Sender<Response>,
     },
 }
 
-/// The kernel's word on who is at the other end of a connection.
-#[derive(Debug, Clone, Copy)]
+/// The kernel's word on who is at the other end of a connection, as of its connect.
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
-    pub pid: Option<i32>,
+    pub groups: Vec<u32>,
 }
 
 /// Who this node is and who may change things through its socket: root, lockd's user, and
@@ -50,7 +60,7 @@ impl Access {
             return Ok(());
         }
         if let Some((_, gid)) = &self.admin_group {
-            if crate::sys::users::process_in_group(peer.pid, peer.gid, *gid) {
+            if peer.gid == *gid || peer.groups.contains(gid) {
                 return Ok(());
             }
         }
@@ -109,6 +119,7 @@ pub async fn serve(listener: UnixListener, access: Access, calls: mpsc::Sender<C
             Ok((stream, _)) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a ctl connection failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -132,14 +143,18 @@ async fn serve_connection(
     let peer = Peer {
         uid: cred.uid(),
         gid: cred.gid(),
-        pid: cred.pid(),
+        groups: crate::sys::users::peer_groups(&stream)?,
     };
     let (read_half, mut writer) = stream.into_split();
     let mut reader = BufReader::new(read_half);
     let mut buf = Vec::new();
     let mut greeted = false;
     loop {
-        let request = match wire::read_message::<Request, _>(&mut reader, &mut buf).await {
+        let read = wire::read_message::<Request, _>(&mut reader, &mut buf);
+        let Ok(read) = tokio::time::timeout(IDLE_TIMEOUT, read).await else {
+            return Ok(());
+        };
+        let request = match read {
             Ok(Some(request)) => request,
             Ok(None) => return Ok(()),
             Err(e @ WireError::Io(_)) => return Err(e),
@@ -183,13 +198,16 @@ async fn serve_connection(
             }
             Request::Failover => match access.check_admin(&peer) {
                 Err(message) => {
-                    tracing::warn!(uid = peer.uid, pid = ?peer.pid, "failover refused: not an admin");
+                    tracing::warn!(uid = peer.uid, "failover refused: not an admin");
                     error(ErrorCode::Denied, message)
                 }
                 Ok(()) => {
                     let (reply, rx) = oneshot::channel();
                     if calls
-                        .send(Call::Failover { by: peer, reply })
+                        .send(Call::Failover {
+                            by_uid: peer.uid,
+                            reply,
+                        })
                         .await
                         .is_err()
                     {

@@ -11,7 +11,7 @@
 //!   once, before anything else happens;
 //! - the lock is competed for again only after the previous broker is known dead.
 
-use crate::admin::{Call, Peer};
+use crate::admin::Call;
 use crate::broker::{Broker, BrokerEvent};
 use crate::config::Settings;
 use crate::keeper::{Command, Event as KeeperEvent};
@@ -451,13 +451,13 @@ impl Node {
             Call::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            Call::Failover { by, reply } => {
-                let _ = reply.send(self.failover(by));
+            Call::Failover { by_uid, reply } => {
+                let _ = reply.send(self.failover(by_uid));
             }
         }
     }
 
-    fn failover(&mut self, by: Peer) -> Response {
+    fn failover(&mut self, by_uid: u32) -> Response {
         let (Role::Active, Some(broker), Some(epoch)) = (self.role, &self.broker, self.epoch)
         else {
             return Response::Error {
@@ -477,7 +477,7 @@ impl Node {
         self.timer = Some((Instant::now() + deadline, Timer::Stop));
         self.set_role(
             Role::Stopping,
-            format!("failover requested by uid {}", by.uid),
+            format!("failover requested by uid {by_uid}"),
         );
         Response::FailoverStarted {
             epoch,

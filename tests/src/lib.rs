@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Generous bound for anything the tests wait for; never a measure of speed.
@@ -59,12 +59,24 @@ pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, for a node's STOMP listener, which must be
+/// known before the node is active (clients list every node's port).
+///
+/// Taken below the kernel's ephemeral range (32768 and up), so no client connection of the
+/// tests can be using it by the time the node binds it, and never handed out twice by this
+/// process, so clusters of tests running in parallel never share one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = std::process::id() as usize * 7919 + given.len() * 104_729;
+    for attempt in 0..10_000 {
+        let port = 20_000 + ((seed + attempt * 7_727) % 12_000) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port found in 20000-31999");
 }
 
 /// Several nodes sharing one temporary shared directory.
@@ -239,6 +251,8 @@ impl Node {
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            // As under systemd: lockd must not hand this to brokerd.
+            .env("NOTIFY_SOCKET", self.log.with_extension("notify"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -370,8 +384,22 @@ pub fn process_gone(pid: u32) -> bool {
     }
 }
 
-/// Runs a command as `uid` (tests that need "somebody else" while running as root).
-pub fn as_user(mut cmd: Command, uid: u32) -> Command {
-    cmd.uid(uid).gid(uid);
+/// Runs a command as `uid` with primary group `gid` and exactly the supplementary `groups`
+/// (tests that need "somebody else" while running as root).
+pub fn as_user(mut cmd: Command, uid: u32, gid: u32, groups: &[u32]) -> Command {
+    let groups: Vec<libc::gid_t> = groups.to_vec();
+    // SAFETY: runs in the forked child before exec; setgroups/setgid/setuid are
+    // async-signal-safe and `groups` was allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     cmd
 }

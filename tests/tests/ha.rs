@@ -23,8 +23,15 @@ fn exactly_one_node_is_active_and_only_it_opens_a_client_port() {
         assert_eq!(holder.node, cluster.nodes[active].name);
         if i == active {
             assert_eq!(status.listeners, vec![node.addr().to_string()]);
-            assert!(status.broker_pid.is_some());
             assert_eq!(status.epoch, Some(holder.epoch));
+            let broker = status.broker_pid.unwrap();
+            let environ = std::fs::read(format!("/proc/{broker}/environ")).unwrap();
+            let environ = String::from_utf8_lossy(&environ);
+            assert!(environ.contains("LOCKD_CONTROL_FD=3"), "{environ}");
+            assert!(
+                !environ.contains("NOTIFY_SOCKET"),
+                "brokerd got lockd's NOTIFY_SOCKET"
+            );
         } else {
             assert_eq!(status.role, Role::Passive);
             assert_eq!(status.broker_pid, None);
@@ -156,14 +163,23 @@ fn sigterm_stops_the_broker_releases_the_lock_and_exits_zero() {
 }
 
 fn fenced_within_keepalive(tamper: impl FnOnce(&Cluster)) {
+    // keepalive_ms is 100 in tests; fence_timeout_ms is its default, 10 s.
     let (cluster, active) = three_nodes("");
     let node = &cluster.nodes[active];
     let before = node.status().unwrap();
+    let tampered = std::time::Instant::now();
     tamper(&cluster);
     let broker = before.broker_pid.unwrap();
     wait_until("the fenced broker to die", || {
         process_gone(broker).then_some(())
     });
+    // Not a speed test: a generous bound that still proves the keepalive caught it, not the
+    // 10 s stall fence.
+    let took = tampered.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "fenced only after {took:?}"
+    );
     let log = std::fs::read_to_string(&node.log).unwrap();
     assert!(log.contains("fencing: killing brokerd"), "{log}");
     // Exactly one node ends up active again, under a newer epoch.
@@ -195,9 +211,10 @@ fn a_non_admin_may_read_status_but_not_fail_over() {
         eprintln!("skipped: needs root to run ctl as another uid");
         return;
     }
-    let (cluster, active) = three_nodes("socket_mode = \"0666\"\n");
+    // Debian's `users` group (gid 100) stands for the admin group.
+    let (cluster, active) = three_nodes("socket_mode = \"0666\"\nadmin_group = \"users\"\n");
     let node = &cluster.nodes[active];
-    let out = as_user(node.ctl_command(&["status", "--json"]), NOBODY)
+    let out = as_user(node.ctl_command(&["status", "--json"]), NOBODY, NOBODY, &[])
         .output()
         .unwrap();
     assert!(
@@ -205,7 +222,7 @@ fn a_non_admin_may_read_status_but_not_fail_over() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = as_user(node.ctl_command(&["failover"]), NOBODY)
+    let out = as_user(node.ctl_command(&["failover"]), NOBODY, NOBODY, &[])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -214,8 +231,27 @@ fn a_non_admin_may_read_status_but_not_fail_over() {
         stderr.contains("failover refused") && stderr.contains("uid 65534"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("\"users\""),
+        "names the admin group: {stderr}"
+    );
     assert_eq!(cluster.wait_for_one_active(), active);
     assert_eq!(node.status().unwrap().role, Role::Active);
+    // The same uid with the admin group as a supplementary group may.
+    let out = as_user(
+        node.ctl_command(&["failover", "--wait"]),
+        NOBODY,
+        NOBODY,
+        &[100],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.wait_for_active_other_than(active);
 }
 
 #[test]

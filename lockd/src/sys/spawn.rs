@@ -61,8 +61,8 @@ pub fn spawn(command: &BrokerCommand) -> io::Result<Spawned> {
         cmd.env_remove(var);
     }
     if let Some((uid, gid)) = command.credentials {
-        // std calls setgroups(0) (no supplementary groups), setgid, then setuid in the child,
-        // before our pre_exec hook runs.
+        // In the child, before our pre_exec hook, std calls setgid, drops all supplementary
+        // groups (setgroups(0), as we run as root), then setuid.
         cmd.uid(uid).gid(gid);
     }
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
@@ -167,7 +167,6 @@ pub mod tests {
             args: vec!["-c".into(), script],
             credentials: None,
         };
-        std::env::set_var("NOTIFY_SOCKET", "/run/systemd/notify");
         let mut spawned = spawn(&command).unwrap();
         let pid = spawned.child.id().unwrap();
         assert!(spawned.child.wait().await.unwrap().success());
@@ -185,6 +184,5 @@ pub mod tests {
         assert!(read("nnp").contains('1'), "no_new_privs set");
         let env = read("env");
         assert!(env.contains("LOCKD_CONTROL_FD=3"), "{env}");
-        assert!(!env.contains("NOTIFY_SOCKET"), "{env}");
     }
 }

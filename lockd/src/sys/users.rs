@@ -25,24 +25,37 @@ pub fn lookup_group(name: &str) -> Result<u32, String> {
     }
 }
 
-/// Whether process `pid` (a ctl peer) has `gid` as primary or supplementary group.
-/// SO_PEERCRED carries only the primary gid; the supplementary ones come from /proc.
-pub fn process_in_group(pid: Option<i32>, primary_gid: u32, gid: u32) -> bool {
-    if primary_gid == gid {
-        return true;
+/// The supplementary groups of a Unix-socket peer, as the kernel recorded them when it
+/// connected (SO_PEERGROUPS): unlike reading /proc/PID later, immune to pid reuse.
+pub fn peer_groups(socket: &impl std::os::fd::AsRawFd) -> std::io::Result<Vec<u32>> {
+    const MAX_GROUPS: usize = 65_536;
+    let width = std::mem::size_of::<libc::gid_t>();
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let mut len = (groups.len() * width) as libc::socklen_t;
+        // SAFETY: the buffer is valid for `len` bytes and outlives the call; the kernel writes
+        // at most `len` bytes and stores the size it used (or needs) back into `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let needed = len as usize / width;
+        if rc == 0 {
+            groups.truncate(needed);
+            return Ok(groups);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ERANGE) || needed > MAX_GROUPS || needed <= groups.len()
+        {
+            return Err(err);
+        }
+        groups.resize(needed, 0);
     }
-    let Some(pid) = pid else { return false };
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Groups:"))
-        .is_some_and(|groups| {
-            groups
-                .split_whitespace()
-                .any(|g| g.parse::<u32>() == Ok(gid))
-        })
 }
 
 /// Changes the group of a path (the ctl socket) to `gid`.
