@@ -11,4 +11,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== build the binaries the cross-process tests start"
 cargo build --workspace --bins
 echo "== cargo test"
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"

@@ -390,3 +390,32 @@ fn broken_settings_are_refused_with_what_to_fix() {
     assert_eq!(code, Some(2));
     assert!(err.contains("already listening"), "{err}");
 }
+
+#[test]
+fn a_read_only_shared_directory_is_refused_with_what_to_fix() {
+    if !is_root() {
+        eprintln!("skipped: needs root for a read-only bind mount");
+        return;
+    }
+    let cluster = Cluster::new(1, "");
+    let ro = cluster.root.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    // A private mount namespace: the read-only mount vanishes with the process.
+    let script = format!(
+        "mount --bind {shared} {ro} && mount -o remount,bind,ro {ro} && exec {lockd} --shared-dir {ro} --node n1 --socket {socket} --broker-user nobody",
+        shared = cluster.shared.display(),
+        ro = ro.display(),
+        lockd = bins().lockd.display(),
+        socket = cluster.root.join("ro.sock").display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("Read-only file system") && stderr.contains("mounted read-only"),
+        "{stderr}"
+    );
+}
