@@ -588,6 +588,18 @@ mod tests {
             panic!("status never became as expected: {:?}", self.status().await);
         }
 
+        /// Reports the lock acquired under `epoch`; returns the pid of the broker started.
+        async fn acquire(&self, epoch: u64) -> u32 {
+            self.keeper_events
+                .send(KeeperEvent::Acquired { epoch })
+                .await
+                .unwrap();
+            self.status_when(|s| s.broker_pid.is_some())
+                .await
+                .broker_pid
+                .unwrap()
+        }
+
         /// Waits (in real time: a process exit is not a timer) until the broker is reaped.
         async fn wait_broker_gone(&self) {
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -655,13 +667,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_keepalive_fences_the_broker_exactly_at_fence_timeout() {
         let node = start();
-        node.keeper_events
-            .send(KeeperEvent::Acquired { epoch: 1 })
-            .await
-            .unwrap();
-        let status = node.status_when(|s| s.broker_pid.is_some()).await;
-        assert_eq!(status.role, Role::Starting);
-        let broker = status.broker_pid.unwrap();
+        let broker = node.acquire(1).await;
+        assert_eq!(node.status().await.role, Role::Starting);
         // Heartbeats keep the broker alive well past one fence_timeout in total.
         let mut last_beat = Instant::now();
         for _ in 0..30 {
@@ -698,15 +705,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stale_acquisition_after_a_fence_starts_no_broker() {
         let node = start();
-        node.keeper_events
-            .send(KeeperEvent::Acquired { epoch: 1 })
-            .await
-            .unwrap();
-        let broker = node
-            .status_when(|s| s.broker_pid.is_some())
-            .await
-            .broker_pid
-            .unwrap();
+        let broker = node.acquire(1).await;
         // SAFETY: kill(2) of the test's own `sleep` child.
         unsafe { libc::kill(broker as i32, libc::SIGKILL) };
         node.wait_broker_gone().await;
@@ -739,15 +738,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lost_lock_kills_the_broker_at_once() {
         let node = start();
-        node.keeper_events
-            .send(KeeperEvent::Acquired { epoch: 4 })
-            .await
-            .unwrap();
-        let broker = node
-            .status_when(|s| s.broker_pid.is_some())
-            .await
-            .broker_pid
-            .unwrap();
+        let broker = node.acquire(4).await;
         node.keeper_events
             .send(KeeperEvent::Lost {
                 epoch: 4,

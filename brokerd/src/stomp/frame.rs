@@ -285,7 +285,7 @@ fn next_line<'a>(
 fn parse_command(line: &[u8]) -> Result<&str, FrameError> {
     if line.is_empty() || !line.iter().all(|b| b.is_ascii_graphic()) {
         return Err(FrameError::InvalidCommand {
-            excerpt: excerpt(line),
+            excerpt: shared_proto::wire::excerpt(line),
         });
     }
     std::str::from_utf8(line).map_err(|_| FrameError::InvalidUtf8 { what: "command" })
@@ -298,14 +298,14 @@ fn parse_header(line: &[u8], escaped: bool) -> Result<(String, String), FrameErr
     })?;
     let Some((name, value)) = text.split_once(':') else {
         return Err(FrameError::MissingColon {
-            excerpt: excerpt(line),
+            excerpt: shared_proto::wire::excerpt(line),
         });
     };
     if !escaped {
         return Ok((name.to_owned(), value.to_owned()));
     }
     let invalid = || FrameError::InvalidEscape {
-        excerpt: excerpt(line),
+        excerpt: shared_proto::wire::excerpt(line),
     };
     Ok((
         unescape(name).ok_or_else(invalid)?,
@@ -359,16 +359,6 @@ fn parse_content_length(value: &str) -> Result<usize, FrameError> {
         return Err(invalid());
     }
     value.parse().map_err(|_| invalid())
-}
-
-/// The start of a bad line, printable, for error messages.
-fn excerpt(line: &[u8]) -> String {
-    let end = line.len().min(60);
-    let mut text = String::from_utf8_lossy(&line[..end]).into_owned();
-    if line.len() > end {
-        text.push('…');
-    }
-    text
 }
 
 #[cfg(test)]
