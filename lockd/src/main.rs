@@ -193,6 +193,9 @@ fn prepare_shared_dir(settings: &Settings, init: bool) -> anyhow::Result<Layout>
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some((uid, gid)) = settings.broker_credentials {
+        check_broker_can_write(&layout.data(), uid, gid)?;
+    }
     sys::lockfile::LockFile::open(&layout.lock()).map_err(|e| {
         anyhow::anyhow!(
             "cannot open {} for writing ({e}): the shared directory must be writable by lockd (uid {}); is it mounted read-only?",
@@ -202,6 +205,29 @@ fn prepare_shared_dir(settings: &Settings, init: bool) -> anyhow::Result<Layout>
     })?;
     tracing::info!(cluster = %marker.cluster_id, "shared directory checked");
     Ok(layout)
+}
+
+/// brokerd runs as (uid, gid) and must be able to write its store; finding out at the first
+/// takeover, on every node in turn, would be too late.
+fn check_broker_can_write(data: &std::path::Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(data)
+        .with_context(|| format!("the broker's store directory {}", data.display()))?;
+    let mode = meta.mode();
+    let writable = (meta.uid() == uid && mode & 0o300 == 0o300)
+        || (meta.gid() == gid && mode & 0o030 == 0o030)
+        || mode & 0o003 == 0o003;
+    if !writable {
+        anyhow::bail!(
+            "{} (owner uid {}, group {}, mode {:o}) is not writable by the broker user (uid {uid}, gid {gid}); \
+             run `ctl init SHARED --broker-user USER` or chown it to the broker user",
+            data.display(),
+            meta.uid(),
+            meta.gid(),
+            mode & 0o7777
+        );
+    }
+    Ok(())
 }
 
 /// brokerd's command line: everything it needs besides the epoch, which comes over the socket.

@@ -371,6 +371,29 @@ fn broken_settings_are_refused_with_what_to_fix() {
     ]);
     assert_eq!(code, Some(2));
     assert!(err.contains("not HOST:PORT"), "{err}");
+    if is_root() {
+        // Prepared without --broker-user: data/ belongs to root, brokerd (nobody) cannot write it.
+        let rootonly = cluster.root.join("rootonly");
+        let out = std::process::Command::new(&bins().ctl)
+            .arg("init")
+            .arg(&rootonly)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let (code, err) = lockd(&[
+            "--shared-dir",
+            rootonly.to_str().unwrap(),
+            "--node",
+            "n",
+            "--socket",
+            socket,
+        ]);
+        assert_eq!(code, Some(2));
+        assert!(
+            err.contains("not writable by the broker user") && err.contains("--broker-user"),
+            "{err}"
+        );
+    }
     let bad = cluster.root.join("bad.toml");
     std::fs::write(&bad, "node = \"n\"\nkeepalive = 3\n").unwrap();
     let (code, err) = lockd(&["--config", bad.to_str().unwrap()]);
