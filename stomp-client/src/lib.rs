@@ -1,0 +1,1 @@
+//! STOMP client with ActiveMQ failover URLs.
