@@ -8,10 +8,13 @@
 //!
 //! Both return an [`Outcome`] (or an error) to `main`, which alone decides how the process exits.
 
+use crate::broker::pending::Gauge;
+use crate::broker::{self, Broker, Counts, Request as BrokerRequest};
 use crate::control::{Activation, Control, Lost, Replies, Request, Requests};
 use crate::server::{self, Settings, Shutdown};
 use crate::stats::Stats;
 use crate::stomp::frame::Limits;
+use crate::stomp::session::Users;
 use crate::store::{Retry, Store, StoreError};
 use anyhow::{Context, Result};
 use shared_proto::control::{BrokerStats, FromBroker};
@@ -22,8 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn, Instrument};
+
+/// Requests from sessions waiting for the broker core; a full inbox slows the sessions down.
+const BROKER_INBOX: usize = 4096;
 
 /// How long clients get to be told goodbye after SIGINT/SIGTERM in standalone mode.
 const STANDALONE_DRAIN: Duration = Duration::from_secs(10);
@@ -41,6 +47,19 @@ pub struct Config {
     pub limits: Limits,
     /// Open client connections beyond which new ones are refused.
     pub max_connections: u64,
+    /// Heart-beat interval offered to and asked of clients.
+    pub heartbeat: Duration,
+    /// Deliveries without an ACK after which a message goes to the dead-letter queue.
+    pub max_redeliveries: u32,
+    pub dead_letter_queue: String,
+    /// Messages a slow non-durable topic subscriber may have waiting.
+    pub topic_backlog: usize,
+    /// Who may connect; empty: anyone.
+    pub users: Arc<Users>,
+    /// Waiting messages' bytes past which SENDs wait, then are refused.
+    pub memory_limit: usize,
+    /// How long a SEND waits for memory.
+    pub send_wait: Duration,
 }
 
 /// How the broker's life ended, for `main` to turn into an exit.
@@ -116,6 +135,7 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
     }
     info!(listeners = ?addrs, "ready");
 
+    let (broker, memory) = start_broker(&config, epoch);
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut stop_tx = Some(stop_tx);
     let mut stop_reason = None;
@@ -123,6 +143,8 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
         listeners,
         settings(&config, epoch),
         Arc::clone(&stats),
+        broker.clone(),
+        memory,
         async move {
             // The sender lives in this function until the server has returned, so the
             // fallback only documents intent.
@@ -138,7 +160,8 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
             () = &mut serving => break,
             request = requests.next() => match request {
                 Ok(Request::Stats) => {
-                    let stats = FromBroker::Stats { stats: stats.snapshot(store.size_on_disk()) };
+                    let counts = broker_counts(&broker).await;
+                    let stats = FromBroker::Stats { stats: stats.snapshot(store.size_on_disk(), counts) };
                     if let Err(lost) = replies.send(&stats).await {
                         store.abandon();
                         return Ok(Outcome::ControlLost(lost));
@@ -181,10 +204,13 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let listeners = server::bind(&config.listen).await?;
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
+    let (broker, memory) = start_broker(&config, epoch);
     server::run(
         listeners,
         settings(&config, epoch),
         Arc::new(Stats::start()),
+        broker,
+        memory,
         shutdown,
     )
     .await;
@@ -257,7 +283,36 @@ fn settings(config: &Config, epoch: u64) -> Settings {
         limits: config.limits,
         max_connections: config.max_connections,
         session_prefix: format!("{}-{epoch}", config.node),
+        heartbeat: config.heartbeat,
+        users: Arc::clone(&config.users),
+        memory_limit: config.memory_limit,
+        send_wait: config.send_wait,
     }
+}
+
+/// Starts the broker core's task; it ends when the server and every session have let go of it.
+fn start_broker(config: &Config, epoch: u64) -> (mpsc::Sender<BrokerRequest>, Gauge) {
+    let settings = broker::Settings {
+        node: config.node.clone(),
+        epoch,
+        max_redeliveries: config.max_redeliveries,
+        dead_letter_queue: config.dead_letter_queue.clone(),
+        topic_backlog: config.topic_backlog,
+    };
+    let (requests, inbox) = mpsc::channel(BROKER_INBOX);
+    let core = Broker::new(settings, Box::new(broker::Volatile));
+    let memory = core.memory();
+    tokio::spawn(core.run(inbox).in_current_span());
+    (requests, memory)
+}
+
+/// The broker core's figures, or zeros if it does not answer (it is stopping).
+async fn broker_counts(broker: &mpsc::Sender<BrokerRequest>) -> Counts {
+    let (tx, rx) = oneshot::channel();
+    if broker.send(BrokerRequest::Stats(tx)).await.is_err() {
+        return Counts::default();
+    }
+    rx.await.unwrap_or_default()
 }
 
 /// The bound addresses, which differ from the configured ones when a port was 0.

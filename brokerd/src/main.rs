@@ -9,7 +9,9 @@
 //! 2 bad command line or a listen address that cannot be bound; 3 refused a stale epoch (another
 //! node took over); 4 the store could not be opened or flushed.
 
+mod broker;
 mod control;
+mod journal;
 mod lifecycle;
 mod server;
 mod stats;
@@ -54,6 +56,52 @@ struct Args {
     /// Most open client connections; more are refused with an ERROR frame.
     #[arg(long, default_value_t = 10_000)]
     max_connections: u64,
+    /// Heart-beat interval offered to and asked of clients, in ms; 0 disables heart-beating.
+    #[arg(long, default_value_t = 10_000)]
+    heartbeat_ms: u64,
+    /// Deliveries without an ACK (NACK, consumer gone) after which a message goes to the
+    /// dead-letter queue (ActiveMQ's default is 6).
+    #[arg(long, default_value_t = 6)]
+    max_redeliveries: u32,
+    /// Where messages that kept failing go.
+    #[arg(long, default_value = "/queue/DLQ")]
+    dead_letter_queue: String,
+    /// Messages a slow non-durable topic subscriber may have waiting before the oldest are
+    /// dropped.
+    #[arg(long, default_value_t = 10_000)]
+    topic_backlog: usize,
+    /// TOML file with a [users] table of login = "passcode"; when given, anonymous clients are
+    /// refused.
+    #[arg(long)]
+    users_file: Option<PathBuf>,
+    /// Memory for waiting messages, in MiB, past which producers are slowed down, then refused.
+    #[arg(long, default_value_t = 1024)]
+    memory_limit_mb: usize,
+    /// How long a SEND waits for memory at the limit before it is refused, in ms.
+    #[arg(long, default_value_t = 30_000)]
+    send_wait_ms: u64,
+}
+
+/// The users file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    users: std::collections::HashMap<String, String>,
+}
+
+/// Reads the users file; a broken one stops the broker at start, naming what is wrong.
+fn load_users(path: &std::path::Path) -> anyhow::Result<stomp::session::Users> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read users file {}: {e}", path.display()))?;
+    let file: UsersFile =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("users file {}: {e}", path.display()))?;
+    if file.users.is_empty() {
+        anyhow::bail!(
+            "users file {} has no users: add `name = \"passcode\"` lines under [users], or drop --users-file to allow anonymous clients",
+            path.display()
+        );
+    }
+    Ok(file.users)
 }
 
 /// Exit codes, as documented at the top of this file.
@@ -74,6 +122,13 @@ fn main() -> ExitCode {
         .init();
     let span = info_span!("brokerd", node = %args.node, epoch = tracing::field::Empty);
     let _entered = span.enter();
+    let users = match args.users_file.as_deref().map(load_users).transpose() {
+        Ok(users) => users.unwrap_or_default(),
+        Err(err) => {
+            error!("{err:#}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
     let config = Config {
         data_dir: args.data_dir,
         listen: args.listen,
@@ -84,6 +139,13 @@ fn main() -> ExitCode {
             max_header_bytes: args.max_header_bytes,
         },
         max_connections: args.max_connections,
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        max_redeliveries: args.max_redeliveries,
+        dead_letter_queue: args.dead_letter_queue,
+        topic_backlog: args.topic_backlog,
+        users: std::sync::Arc::new(users),
+        memory_limit: args.memory_limit_mb << 20,
+        send_wait: Duration::from_millis(args.send_wait_ms),
     };
     let fd = match control::fd_from_env() {
         Ok(fd) => fd,

@@ -5,17 +5,19 @@
 //! caller (lockd's Stop, or a signal in standalone mode); when it resolves the listeners are
 //! dropped first, so no new client can connect while the others are told to leave.
 
+use crate::broker::pending::Gauge;
+use crate::broker::Request;
 use crate::stats::Stats;
 use crate::stomp::connection::Connection;
 use crate::stomp::frame::{Frame, Limits};
-use crate::stomp::session::{self, SessionContext};
+use crate::stomp::session::{self, SessionContext, Users};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
@@ -34,6 +36,13 @@ pub struct Settings {
     pub max_connections: u64,
     /// Start of every session id, unique to this node and epoch.
     pub session_prefix: String,
+    /// Heart-beat interval offered to and asked of clients; zero disables heart-beating.
+    pub heartbeat: Duration,
+    /// Who may connect; empty: anyone.
+    pub users: Arc<Users>,
+    /// Waiting messages' bytes past which SENDs wait, then are refused.
+    pub memory_limit: usize,
+    pub send_wait: Duration,
 }
 
 /// Why and how fast to stop serving.
@@ -78,6 +87,8 @@ pub async fn run(
     listeners: Vec<TcpListener>,
     settings: Settings,
     stats: Arc<Stats>,
+    broker: mpsc::Sender<Request>,
+    memory: Gauge,
     shutdown: impl Future<Output = Shutdown>,
 ) {
     let (accepted_tx, mut accepted) = mpsc::channel(ACCEPT_QUEUE);
@@ -101,8 +112,15 @@ pub async fn run(
         let open = stats.open_connection();
         let ctx = SessionContext {
             id: format!("{}-{next_session}", settings.session_prefix),
+            conn: next_session,
             stats: Arc::clone(&stats),
             passive: passive_rx.clone(),
+            broker: broker.clone(),
+            heartbeat: settings.heartbeat,
+            users: Arc::clone(&settings.users),
+            memory: Arc::clone(&memory),
+            memory_limit: settings.memory_limit,
+            send_wait: settings.send_wait,
         };
         let conn = Connection::new(stream, settings.limits);
         sessions.spawn(
@@ -127,6 +145,18 @@ pub async fn run(
     acceptors.shutdown().await;
     while let Ok((stream, peer)) = accepted.try_recv() {
         start(&mut sessions, stream, peer);
+    }
+    // Before telling clients to leave: refuse further SENDs, let what is in flight land, and
+    // wait until every stored message is durable, so each receipt owed is in its session's
+    // outbox and leaves before the ERROR that says goodbye.
+    let (drained_tx, drained_rx) = oneshot::channel();
+    if broker.send(Request::Drain(drained_tx)).await.is_ok() {
+        if tokio::time::timeout(shutdown.drain / 2, drained_rx)
+            .await
+            .is_err()
+        {
+            warn!("the store did not confirm every write within the drain time");
+        }
     }
     // No session task is gone while we hold `passive_tx`, so every one of them sees this.
     passive_tx.send_replace(Some(shutdown.reason.as_str().into()));

@@ -55,8 +55,12 @@ impl Stats {
     }
 
     /// The counters as the control protocol reports them, with the store's size on disk.
-    pub fn snapshot(&self, store_bytes: u64) -> BrokerStats {
+    pub fn snapshot(&self, store_bytes: u64, counts: crate::broker::Counts) -> BrokerStats {
         BrokerStats {
+            destinations: counts.destinations,
+            messages: counts.messages,
+            consumers: counts.consumers,
+            memory_bytes: counts.memory_bytes,
             connections: self.connections(),
             connections_total: self.connections_total.load(Ordering::Relaxed),
             frames_received: self.frames_received.load(Ordering::Relaxed),
@@ -84,7 +88,7 @@ mod tests {
         stats.frame_received();
         assert_eq!(stats.connections(), 2);
         drop(first);
-        let snapshot = stats.snapshot(42);
+        let snapshot = stats.snapshot(42, Default::default());
         assert_eq!(snapshot.connections, 1);
         assert_eq!(snapshot.connections_total, 2);
         assert_eq!(snapshot.frames_received, 1);

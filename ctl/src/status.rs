@@ -48,6 +48,14 @@ pub fn render(status: &Status, now_unix_ms: u64) -> String {
             format_bytes(stats.store_bytes),
             format_age(stats.uptime_ms)
         );
+        let _ = writeln!(
+            out,
+            "          {} destinations, {} messages held ({} in memory), {} consumers",
+            stats.destinations,
+            stats.messages,
+            format_bytes(stats.memory_bytes),
+            stats.consumers
+        );
     }
     if status.restarts > 0 {
         let _ = writeln!(out, "restarts  {} in the current window", status.restarts);

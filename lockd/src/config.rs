@@ -31,6 +31,8 @@ pub struct Config {
     /// User and group brokerd runs as when lockd runs as root.
     pub broker_user: Option<String>,
     pub broker_group: Option<String>,
+    /// Extra brokerd options (`brokerd --help`), e.g. ["--users-file", "/etc/lockd/users.toml"].
+    pub broker_args: Vec<String>,
     /// How often a passive tries the lock.
     pub lock_poll_ms: u64,
     /// How often the active verifies it still holds the lock.
@@ -64,6 +66,7 @@ impl Default for Config {
             broker_binary: None,
             broker_user: None,
             broker_group: None,
+            broker_args: Vec::new(),
             lock_poll_ms: 20,
             keepalive_ms: 500,
             fence_timeout_ms: 10_000,
@@ -98,6 +101,7 @@ pub struct Settings {
     pub listen: Vec<String>,
     pub broker_binary: PathBuf,
     pub broker_credentials: Option<(u32, u32)>,
+    pub broker_args: Vec<String>,
     pub lock_poll: Duration,
     pub keepalive: Duration,
     pub fence_timeout: Duration,
@@ -238,6 +242,7 @@ impl Config {
             listen: self.listen,
             broker_binary,
             broker_credentials,
+            broker_args: self.broker_args,
             lock_poll: Duration::from_millis(self.lock_poll_ms),
             keepalive: Duration::from_millis(self.keepalive_ms),
             fence_timeout: Duration::from_millis(self.fence_timeout_ms),

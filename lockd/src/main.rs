@@ -242,6 +242,7 @@ fn broker_command(settings: &Settings, layout: &Layout) -> sys::spawn::BrokerCom
         args.push("--listen".into());
         args.push(addr.clone());
     }
+    args.extend(settings.broker_args.iter().cloned());
     sys::spawn::BrokerCommand {
         program: settings.broker_binary.clone(),
         args,

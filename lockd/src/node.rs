@@ -623,6 +623,7 @@ mod tests {
             listen: vec!["127.0.0.1:0".into()],
             broker_binary: PathBuf::from("/bin/sleep"),
             broker_credentials: None,
+            broker_args: Vec::new(),
             lock_poll: Duration::from_millis(20),
             keepalive: Duration::from_millis(500),
             fence_timeout: Duration::from_secs(10),

@@ -55,6 +55,14 @@ pub struct BrokerStats {
     pub store_bytes: u64,
     /// Milliseconds since the broker reported Ready.
     pub uptime_ms: u64,
+    /// Queues and topics the broker knows.
+    pub destinations: u64,
+    /// Messages held: waiting for a consumer, or delivered and not yet acknowledged.
+    pub messages: u64,
+    /// Subscriptions open now.
+    pub consumers: u64,
+    /// Memory held by waiting messages, bytes.
+    pub memory_bytes: u64,
 }
 
 #[cfg(test)]

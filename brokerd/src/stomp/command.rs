@@ -1,46 +1,43 @@
 //! What each STOMP command name means to this broker.
 //!
-//! Classifying a frame's command in one place keeps the session's dispatch a single `match`, so
-//! implementing SEND or SUBSCRIBE later means moving a name from [`Command::Unsupported`] to a
-//! variant of its own and handling it, nothing else.
+//! Classifying a frame's command in one place keeps the session's dispatch a single `match`.
 
 use super::frame::Frame;
 
-/// The client commands of STOMP 1.0-1.2, as the broker currently understands them.
+/// The client commands of STOMP 1.0-1.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command<'a> {
     /// CONNECT or STOMP: opens a session.
     Connect,
+    Send,
+    Subscribe,
+    Unsubscribe,
+    Ack,
+    Nack,
+    Begin,
+    Commit,
+    Abort,
     /// DISCONNECT: ends a session, with a RECEIPT when asked for one.
     Disconnect,
-    /// A valid STOMP client command the broker does not implement yet.
-    Unsupported(&'static str),
     /// Not a STOMP client command at all.
     Unknown(&'a str),
 }
-
-/// Client commands that exist in STOMP but are not implemented yet.
-const NOT_YET: [&str; 8] = [
-    "SEND",
-    "SUBSCRIBE",
-    "UNSUBSCRIBE",
-    "ACK",
-    "NACK",
-    "BEGIN",
-    "COMMIT",
-    "ABORT",
-];
 
 impl<'a> Command<'a> {
     /// Classifies a received frame by its command name (names are case-sensitive in STOMP).
     pub fn of(frame: &'a Frame) -> Self {
         match frame.command.as_str() {
             "CONNECT" | "STOMP" => Command::Connect,
+            "SEND" => Command::Send,
+            "SUBSCRIBE" => Command::Subscribe,
+            "UNSUBSCRIBE" => Command::Unsubscribe,
+            "ACK" => Command::Ack,
+            "NACK" => Command::Nack,
+            "BEGIN" => Command::Begin,
+            "COMMIT" => Command::Commit,
+            "ABORT" => Command::Abort,
             "DISCONNECT" => Command::Disconnect,
-            other => match NOT_YET.iter().find(|name| **name == other) {
-                Some(name) => Command::Unsupported(name),
-                None => Command::Unknown(other),
-            },
+            other => Command::Unknown(other),
         }
     }
 }
@@ -56,10 +53,15 @@ mod tests {
         };
         check("CONNECT", Command::Connect);
         check("STOMP", Command::Connect);
+        check("SEND", Command::Send);
+        check("SUBSCRIBE", Command::Subscribe);
+        check("UNSUBSCRIBE", Command::Unsubscribe);
+        check("ACK", Command::Ack);
+        check("NACK", Command::Nack);
+        check("BEGIN", Command::Begin);
+        check("COMMIT", Command::Commit);
+        check("ABORT", Command::Abort);
         check("DISCONNECT", Command::Disconnect);
-        for name in NOT_YET {
-            check(name, Command::Unsupported(name));
-        }
         check("send", Command::Unknown("send"));
         check("MESSAGE", Command::Unknown("MESSAGE"));
     }

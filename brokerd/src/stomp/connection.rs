@@ -89,13 +89,17 @@ impl Connection {
 
     /// Writes one frame in the negotiated version, within [`WRITE_TIMEOUT`].
     pub async fn write_frame(&mut self, frame: &Frame) -> io::Result<()> {
-        let bytes = frame.encode(self.version);
-        match tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(&bytes)).await {
+        self.write_raw(&frame.encode(self.version)).await
+    }
+
+    /// Writes bytes that are already whole frames (or heart-beats), within [`WRITE_TIMEOUT`].
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(bytes)).await {
             Ok(result) => result,
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
-                    "client did not read a {}-byte frame within {WRITE_TIMEOUT:?}",
+                    "client did not read {} bytes within {WRITE_TIMEOUT:?}",
                     bytes.len()
                 ),
             )),

@@ -334,7 +334,8 @@ fn unescape(text: &str) -> Option<String> {
 }
 
 /// Writes a header name or value, escaped or with unrepresentable line breaks made spaces.
-fn put_header_text(out: &mut BytesMut, text: &str, escaped: bool) {
+/// Writes a header name or value, escaped as the frame's version requires.
+pub fn put_header_text(out: &mut BytesMut, text: &str, escaped: bool) {
     for c in text.chars() {
         match (c, escaped) {
             ('\\', true) => out.put_slice(b"\\\\"),

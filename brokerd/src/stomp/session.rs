@@ -1,21 +1,38 @@
 //! One client's STOMP session, from its CONNECT to the closing of its socket.
 //!
-//! The first frame must be CONNECT (or STOMP); after that each frame is dispatched by its
-//! [`Command`]. Anything the broker cannot accept ends the session with an ERROR frame that
-//! says why, then a close: a bad client only ever affects its own connection. When the node goes
-//! passive, every session sends its client an ERROR saying so and closes.
+//! The first frame must be CONNECT (or STOMP); after that each frame becomes a request to the
+//! broker core, which answers on the session's outbox with MESSAGE, RECEIPT and ERROR frames.
+//! The session writes whatever the outbox holds in one write, and tells the broker how many
+//! auto-acknowledged messages it wrote, which is what bounds a slow consumer's memory. Anything
+//! the broker cannot accept ends the session with an ERROR frame that says why, then a close: a
+//! bad client only ever affects its own connection. When the node goes passive, every session
+//! first writes what it still owes its client (receipts above all), then an ERROR saying so.
 
 use super::command::Command;
 use super::connection::{Connection, ConnectionError};
-use super::frame::Frame;
+use super::frame::{put_header_text, Frame};
 use super::Version;
+use crate::broker::message::Published;
+use crate::broker::{AckMode, AckRef, ConnId, Outbound, Request, SubscribeSpec};
 use crate::stats::Stats;
+use bytes::{BufMut, BytesMut};
+use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::watch;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
 /// The `server` header of CONNECTED frames.
 const SERVER: &str = concat!("brokerd/", env!("CARGO_PKG_VERSION"));
+
+/// How often a producer held back at the memory limit looks again.
+const MEMORY_POLL: Duration = Duration::from_millis(10);
+
+/// Outbound frames written in one go at most.
+const WRITE_BATCH: usize = 256;
+
+/// Prefetch of a subscription without `activemq.prefetchSize` (ActiveMQ's queue default).
+pub const DEFAULT_PREFETCH: u32 = 1000;
 
 /// Why the server ends every session: `Some(reason)` once the node is going passive.
 pub type Passive = watch::Receiver<Option<Arc<str>>>;
@@ -25,19 +42,27 @@ pub type Passive = watch::Receiver<Option<Arc<str>>>;
 pub struct SessionContext {
     /// Unique session id, sent to the client in CONNECTED.
     pub id: String,
+    /// The session's identity in the broker core.
+    pub conn: ConnId,
     /// Broker-wide counters.
     pub stats: Arc<Stats>,
     /// Tells the session the node is going passive.
     pub passive: Passive,
+    /// The broker core.
+    pub broker: mpsc::Sender<Request>,
+    /// Heart-beat interval this broker offers and asks for; zero disables heart-beating.
+    pub heartbeat: Duration,
+    /// Who may connect; empty: anyone, without credentials.
+    pub users: Arc<Users>,
+    /// Bytes held by waiting messages, and the limit past which SENDs wait.
+    pub memory: crate::broker::pending::Gauge,
+    pub memory_limit: usize,
+    /// How long a SEND waits for memory before it is refused.
+    pub send_wait: Duration,
 }
 
-/// What to do after handling a frame.
-enum Flow {
-    /// Read the next frame.
-    Continue,
-    /// The session is over; close the connection.
-    Close,
-}
+/// Logins and passcodes from the users file.
+pub type Users = HashMap<String, String>;
 
 /// An ERROR frame about to end the session.
 struct Refusal {
@@ -83,59 +108,68 @@ pub fn going_passive_frame(reason: &str) -> Frame {
     .into_frame()
 }
 
+/// A connected session's state.
+struct Session {
+    conn: Connection,
+    ctx: SessionContext,
+    version: Version,
+    outbox: mpsc::UnboundedReceiver<Outbound>,
+    /// Heart-beat intervals: how often we must write, how long the client may stay silent.
+    send_every: Option<Duration>,
+    silence_limit: Option<Duration>,
+    /// A DISCONNECT's receipt we wait for before closing.
+    closing: Option<String>,
+}
+
 /// Serves one client until its session ends, then closes the connection.
 pub async fn run(mut conn: Connection, mut ctx: SessionContext) {
-    let mut connected = false;
-    loop {
-        let read = tokio::select! {
-            read = conn.read_frame() => read,
-            reason = passive(&mut ctx.passive) => {
-                debug!(%reason, "closing session: node going passive");
-                send(&mut conn, going_passive_frame(&reason)).await;
-                break;
-            }
-        };
-        let frame = match read {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
-                debug!("client closed the connection");
-                break;
-            }
-            Err(ConnectionError::Frame(err)) => {
-                debug!(error = %err, "refusing a malformed frame");
-                let refusal = Refusal {
-                    message: format!("malformed frame: {err}"),
-                    detail: "The frame could not be read, so the connection is out of step \
-                             and is closed."
-                        .into(),
-                    receipt: err.receipt,
-                };
-                send(&mut conn, refusal.into_frame()).await;
-                break;
-            }
-            Err(err) => {
-                debug!(error = %err, "client connection ended");
-                break;
-            }
-        };
-        ctx.stats.frame_received();
-        let handled = if connected {
-            handle(&mut conn, &frame).await
-        } else {
-            connect(&mut conn, &ctx.id, &frame).await
-        };
-        match handled {
-            // Only an accepted CONNECT gets here before the session is connected.
-            Ok(Flow::Continue) => connected = true,
-            Ok(Flow::Close) => break,
-            Err(refusal) => {
-                debug!(message = %refusal.message, "refusing a frame");
-                send(&mut conn, refusal.into_frame()).await;
-                break;
-            }
+    let first = tokio::select! {
+        read = conn.read_frame() => read,
+        reason = passive(&mut ctx.passive) => {
+            send(&mut conn, going_passive_frame(&reason)).await;
+            conn.close().await;
+            return;
         }
+    };
+    let frame = match first {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return conn.close().await,
+        Err(err) => {
+            refuse_read(&mut conn, err).await;
+            return conn.close().await;
+        }
+    };
+    ctx.stats.frame_received();
+    let Some(mut session) = connect(conn, ctx, &frame).await else {
+        return;
+    };
+    session.serve().await;
+    let _ = session
+        .ctx
+        .broker
+        .send(Request::Close {
+            conn: session.ctx.conn,
+        })
+        .await;
+    session.conn.close().await;
+}
+
+/// Tells the client why its frame could not be read, if it is still there to hear it.
+async fn refuse_read(conn: &mut Connection, err: ConnectionError) {
+    match err {
+        ConnectionError::Frame(err) => {
+            debug!(error = %err, "refusing a malformed frame");
+            let refusal = Refusal {
+                message: format!("malformed frame: {err}"),
+                detail: "The frame could not be read, so the connection is out of step \
+                         and is closed."
+                    .into(),
+                receipt: err.receipt,
+            };
+            send(conn, refusal.into_frame()).await;
+        }
+        err => debug!(error = %err, "client connection ended"),
     }
-    conn.close().await;
 }
 
 /// Resolves with the reason once the node goes passive; never resolves otherwise.
@@ -161,17 +195,21 @@ async fn send(conn: &mut Connection, frame: Frame) {
     }
 }
 
-/// Handles the first frame: it must be CONNECT or STOMP, and the versions must meet.
-async fn connect(conn: &mut Connection, id: &str, frame: &Frame) -> Result<Flow, Refusal> {
+/// Handles the first frame: it must be CONNECT or STOMP, and the versions must meet. Returns the
+/// connected session, or `None` after refusing (and closing).
+async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Option<Session> {
     if Command::of(frame) != Command::Connect {
-        return Err(Refusal::new(
+        let refusal = Refusal::new(
             format!(
                 "expected CONNECT or STOMP as the first frame, got {}",
                 frame.command
             ),
             "A STOMP session starts with a CONNECT (or STOMP) frame.",
         )
-        .answering(frame));
+        .answering(frame);
+        send(&mut conn, refusal.into_frame()).await;
+        conn.close().await;
+        return None;
     }
     let offered = frame.get("accept-version");
     let Some(version) = Version::negotiate(offered) else {
@@ -191,56 +229,453 @@ async fn connect(conn: &mut Connection, id: &str, frame: &Frame) -> Result<Flow,
         refusal
             .headers
             .push(("version".into(), Version::supported_list()));
-        send(conn, refusal).await;
-        return Ok(Flow::Close);
+        send(&mut conn, refusal).await;
+        conn.close().await;
+        return None;
     };
+    let (client_send, client_wants) = match frame.get("heart-beat").map(parse_heartbeat) {
+        None => (0, 0),
+        Some(Some(pair)) => pair,
+        Some(None) => {
+            let refusal = Refusal::new(
+                format!(
+                    "heart-beat {:?} is not two comma-separated millisecond counts",
+                    frame.get("heart-beat").unwrap_or_default()
+                ),
+                "Send heart-beat:cx,cy as STOMP 1.1 describes, e.g. heart-beat:10000,10000.",
+            );
+            send(&mut conn, refusal.into_frame()).await;
+            conn.close().await;
+            return None;
+        }
+    };
+    if !ctx.users.is_empty() {
+        let login = frame.get("login").unwrap_or_default();
+        let passcode = frame.get("passcode").unwrap_or_default();
+        if ctx.users.get(login).is_none_or(|p| p != passcode) {
+            debug!(login, "refusing a client: authentication failed");
+            let refusal = Refusal::new(
+                "authentication failed: unknown login or wrong passcode",
+                "This broker only accepts the users of its users file; send login and passcode \
+                 headers on CONNECT.",
+            );
+            send(&mut conn, refusal.into_frame()).await;
+            conn.close().await;
+            return None;
+        }
+    }
+    let ours = ctx.heartbeat.as_millis() as u64;
+    let negotiate = |a: u64, b: u64| (a > 0 && b > 0).then(|| Duration::from_millis(a.max(b)));
+    let send_every = negotiate(ours, client_wants);
+    // Twice the agreed interval before giving up on a silent client, as network delays vary.
+    let silence_limit = negotiate(client_send, ours).map(|d| d * 2);
     conn.set_version(version);
     let connected = Frame::new("CONNECTED")
         .with_header("version", version.as_str())
         .with_header("server", SERVER)
-        .with_header("session", id)
-        .with_header("heart-beat", "0,0");
-    debug!(session = id, %version, "client connected");
-    match conn.write_frame(&connected).await {
-        Ok(()) => Ok(Flow::Continue),
-        Err(err) => {
-            debug!(error = %err, "could not send CONNECTED");
-            Ok(Flow::Close)
+        .with_header("session", ctx.id.as_str())
+        .with_header("heart-beat", format!("{ours},{ours}"));
+    debug!(session = %ctx.id, %version, "client connected");
+    if let Err(err) = conn.write_frame(&connected).await {
+        debug!(error = %err, "could not send CONNECTED");
+        return None;
+    }
+    let (outbox_tx, outbox) = mpsc::unbounded_channel();
+    let open = Request::Open {
+        conn: ctx.conn,
+        client_id: frame.get("client-id").map(str::to_owned),
+        outbox: outbox_tx,
+    };
+    if ctx.broker.send(open).await.is_err() {
+        return None;
+    }
+    Some(Session {
+        conn,
+        ctx,
+        version,
+        outbox,
+        send_every,
+        silence_limit,
+        closing: None,
+    })
+}
+
+/// `cx,cy` in milliseconds.
+fn parse_heartbeat(value: &str) -> Option<(u64, u64)> {
+    let (x, y) = value.split_once(',')?;
+    Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
+}
+
+impl Session {
+    /// The connected session's loop: frames in, outbox out, heart-beats both ways.
+    async fn serve(&mut self) {
+        let mut last_read = tokio::time::Instant::now();
+        let mut last_write = tokio::time::Instant::now();
+        loop {
+            let beat_at = self.send_every.map(|d| last_write + d);
+            let silent_at = self.silence_limit.map(|d| last_read + d);
+            tokio::select! {
+                read = self.conn.read_frame() => {
+                    last_read = tokio::time::Instant::now();
+                    match read {
+                        Ok(Some(frame)) => {
+                            self.ctx.stats.frame_received();
+                            match self.handle(frame).await {
+                                Ok(true) => {}
+                                Ok(false) => return,
+                                Err(refusal) => {
+                                    debug!(message = %refusal.message, "refusing a frame");
+                                    send(&mut self.conn, refusal.into_frame()).await;
+                                    return;
+                                }
+                            }
+                        }
+                        Ok(None) => {
+                            debug!("client closed the connection");
+                            return;
+                        }
+                        Err(err) => {
+                            refuse_read(&mut self.conn, err).await;
+                            return;
+                        }
+                    }
+                }
+                Some(first) = self.outbox.recv() => {
+                    last_write = tokio::time::Instant::now();
+                    if !self.write_outbox(first).await {
+                        return;
+                    }
+                }
+                reason = passive(&mut self.ctx.passive) => {
+                    debug!(%reason, "closing session: node going passive");
+                    // Everything the broker owes this client (receipts above all) is in the
+                    // outbox by now: the server drained the broker before saying passive.
+                    while let Ok(out) = self.outbox.try_recv() {
+                        if !self.write_outbox(out).await {
+                            return;
+                        }
+                    }
+                    send(&mut self.conn, going_passive_frame(&reason)).await;
+                    return;
+                }
+                () = sleep_until(beat_at) => {
+                    last_write = tokio::time::Instant::now();
+                    if self.conn.write_raw(b"\n").await.is_err() {
+                        return;
+                    }
+                }
+                () = sleep_until(silent_at) => {
+                    debug!(limit = ?self.silence_limit, "client stopped heart-beating; closing");
+                    let refusal = Refusal::new(
+                        "no frame or heart-beat from the client within twice the agreed heart-beat interval",
+                        "The connection is considered dead and is closed.",
+                    );
+                    send(&mut self.conn, refusal.into_frame()).await;
+                    return;
+                }
+            }
         }
+    }
+
+    /// Writes `first` and whatever else the outbox holds, in one write. Returns false when the
+    /// session must end (an ERROR was written, the DISCONNECT receipt went out, or the client is
+    /// gone).
+    async fn write_outbox(&mut self, first: Outbound) -> bool {
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut written: HashMap<Arc<str>, u32> = HashMap::new();
+        let mut keep_going = true;
+        let mut next = Some(first);
+        let mut count = 0;
+        while let Some(out) = next.take() {
+            count += 1;
+            match out {
+                Outbound::Message {
+                    subscription,
+                    ack,
+                    msg,
+                } => {
+                    encode_message(&mut buf, self.version, &subscription, ack.as_deref(), &msg);
+                    if ack.is_none() {
+                        *written.entry(subscription).or_default() += 1;
+                    }
+                }
+                Outbound::Receipt(receipt) => {
+                    let done = self.closing.as_deref() == Some(receipt.as_str());
+                    buf.put_slice(
+                        &Frame::new("RECEIPT")
+                            .with_header("receipt-id", receipt)
+                            .encode(self.version),
+                    );
+                    if done {
+                        keep_going = false;
+                        break;
+                    }
+                }
+                Outbound::Error { message, receipt } => {
+                    let refusal = Refusal {
+                        detail: message.clone(),
+                        message,
+                        receipt,
+                    };
+                    buf.put_slice(&refusal.into_frame().encode(self.version));
+                    keep_going = false;
+                    break;
+                }
+            }
+            if count < WRITE_BATCH {
+                next = self.outbox.try_recv().ok();
+            }
+        }
+        if let Err(err) = self.conn.write_raw(&buf).await {
+            debug!(error = %err, "could not write to client");
+            return false;
+        }
+        for (id, count) in written {
+            let written = Request::Written {
+                conn: self.ctx.conn,
+                id,
+                count,
+            };
+            if self.ctx.broker.send(written).await.is_err() {
+                return false;
+            }
+        }
+        keep_going
+    }
+
+    /// Whether memory is below the limit, waiting up to `send_wait` for it to get there. While
+    /// it waits, the session reads nothing more from its client: TCP slows the producer down.
+    async fn memory_available(&self) -> bool {
+        let over =
+            || self.ctx.memory.load(std::sync::atomic::Ordering::Relaxed) > self.ctx.memory_limit;
+        if !over() {
+            return true;
+        }
+        debug!(
+            limit = self.ctx.memory_limit,
+            "memory limit reached: slowing a producer down"
+        );
+        let deadline = tokio::time::Instant::now() + self.ctx.send_wait;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(MEMORY_POLL).await;
+            if !over() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Turns one client frame into a request to the broker core. `Ok(false)`: the client
+    /// disconnected and expects no receipt.
+    async fn handle(&mut self, frame: Frame) -> Result<bool, Refusal> {
+        let conn = self.ctx.conn;
+        let receipt = frame.get("receipt").map(str::to_owned);
+        let transaction = frame.get("transaction").map(str::to_owned);
+        let refuse =
+            |message: String, detail: &str| Err(Refusal::new(message, detail).answering(&frame));
+        let request = match Command::of(&frame) {
+            Command::Send if !self.memory_available().await => {
+                return refuse(
+                    format!(
+                        "memory limit of {} MiB reached: consumers are not keeping up",
+                        self.ctx.memory_limit >> 20
+                    ),
+                    "The broker waited for memory to free up and gave up; the SEND was not \
+                     accepted. Consume from the destination, or raise --memory-limit-mb.",
+                )
+            }
+            Command::Send => match Published::from_headers(&frame.headers) {
+                Ok(published) => Request::Send {
+                    conn,
+                    published,
+                    body: frame.body.clone(),
+                    transaction,
+                    receipt,
+                },
+                Err(err) => return refuse(err.to_string(), "The SEND was not accepted."),
+            },
+            Command::Subscribe => {
+                let Some(destination) = frame.get("destination") else {
+                    return refuse("SUBSCRIBE needs a destination header".into(), "");
+                };
+                let id = match (frame.get("id"), self.version) {
+                    (Some(id), _) => id.to_owned(),
+                    (None, Version::V1_0) => destination.to_owned(),
+                    (None, _) => return refuse("SUBSCRIBE needs an id header".into(), ""),
+                };
+                let ack = match frame.get("ack").unwrap_or("auto") {
+                    "auto" => AckMode::Auto,
+                    "client" => AckMode::Client,
+                    "client-individual" => AckMode::ClientIndividual,
+                    other => {
+                        return refuse(
+                            format!("ack mode {other:?} is not auto, client or client-individual"),
+                            "",
+                        )
+                    }
+                };
+                let prefetch = match frame.get("activemq.prefetchSize") {
+                    None => DEFAULT_PREFETCH,
+                    Some(p) => match p.parse::<u32>() {
+                        Ok(p) if p > 0 => p,
+                        _ => {
+                            return refuse(
+                                format!("activemq.prefetchSize {p:?} is not a positive number"),
+                                "",
+                            )
+                        }
+                    },
+                };
+                Request::Subscribe {
+                    conn,
+                    spec: SubscribeSpec {
+                        id,
+                        destination: destination.to_owned(),
+                        ack,
+                        prefetch,
+                        durable_name: frame.get("activemq.subscriptionName").map(str::to_owned),
+                    },
+                    receipt,
+                }
+            }
+            Command::Unsubscribe => {
+                let Some(id) = frame.get("id").or(frame.get("destination")) else {
+                    return refuse("UNSUBSCRIBE needs an id header".into(), "");
+                };
+                Request::Unsubscribe {
+                    conn,
+                    id: id.to_owned(),
+                    durable_name: frame.get("activemq.subscriptionName").map(str::to_owned),
+                    receipt,
+                }
+            }
+            command @ (Command::Ack | Command::Nack) => {
+                let nack = command == Command::Nack;
+                if nack && self.version == Version::V1_0 {
+                    return refuse("NACK does not exist in STOMP 1.0".into(), "");
+                }
+                let which = match (self.version, frame.get("id"), frame.get("message-id")) {
+                    (Version::V1_2, Some(id), _) => AckRef::Ack(id.to_owned()),
+                    (_, _, Some(message_id)) => AckRef::MessageId {
+                        message_id: message_id.to_owned(),
+                        subscription: frame.get("subscription").map(str::to_owned),
+                    },
+                    (Version::V1_2, None, None) => {
+                        return refuse(
+                            format!(
+                                "{} needs an id header (the MESSAGE's ack header)",
+                                frame.command
+                            ),
+                            "",
+                        )
+                    }
+                    _ => return refuse(format!("{} needs a message-id header", frame.command), ""),
+                };
+                Request::Ack {
+                    conn,
+                    which,
+                    nack,
+                    transaction,
+                    receipt,
+                }
+            }
+            command @ (Command::Begin | Command::Commit | Command::Abort) => {
+                let Some(transaction) = transaction else {
+                    return refuse(format!("{} needs a transaction header", frame.command), "");
+                };
+                match command {
+                    Command::Begin => Request::Begin {
+                        conn,
+                        transaction,
+                        receipt,
+                    },
+                    Command::Commit => Request::Commit {
+                        conn,
+                        transaction,
+                        receipt,
+                    },
+                    _ => Request::Abort {
+                        conn,
+                        transaction,
+                        receipt,
+                    },
+                }
+            }
+            Command::Disconnect => match receipt {
+                // The receipt comes back once everything before it is processed and durable;
+                // the session closes when it has written it.
+                Some(receipt) => {
+                    self.closing = Some(receipt.clone());
+                    Request::Receipt { conn, receipt }
+                }
+                None => return Ok(false),
+            },
+            Command::Connect => {
+                return refuse(
+                    format!(
+                        "unexpected {}: the session is already connected",
+                        frame.command
+                    ),
+                    "CONNECT is only valid as the first frame of a connection.",
+                )
+            }
+            Command::Unknown(name) => {
+                return refuse(
+                    format!("unknown command {name}"),
+                    "Client frames are CONNECT, STOMP, SEND, SUBSCRIBE, UNSUBSCRIBE, ACK, NACK, \
+                     BEGIN, COMMIT, ABORT and DISCONNECT.",
+                )
+            }
+        };
+        if self.ctx.broker.send(request).await.is_err() {
+            return refuse("the broker is stopping".into(), "");
+        }
+        Ok(true)
     }
 }
 
-/// Handles a frame of a connected session.
-async fn handle(conn: &mut Connection, frame: &Frame) -> Result<Flow, Refusal> {
-    match Command::of(frame) {
-        Command::Disconnect => {
-            if let Some(receipt) = frame.get("receipt") {
-                send(
-                    conn,
-                    Frame::new("RECEIPT").with_header("receipt-id", receipt),
-                )
-                .await;
-            }
-            Ok(Flow::Close)
-        }
-        Command::Connect => Err(Refusal::new(
-            format!(
-                "unexpected {}: the session is already connected",
-                frame.command
-            ),
-            "CONNECT is only valid as the first frame of a connection.",
-        )
-        .answering(frame)),
-        Command::Unsupported(name) => Err(Refusal::new(
-            format!("command {name} is not supported by this broker yet"),
-            "This broker currently accepts CONNECT, STOMP and DISCONNECT only.",
-        )
-        .answering(frame)),
-        Command::Unknown(name) => Err(Refusal::new(
-            format!("unknown command {name}"),
-            "Client frames are CONNECT, STOMP, SEND, SUBSCRIBE, UNSUBSCRIBE, ACK, NACK, BEGIN, \
-             COMMIT, ABORT and DISCONNECT.",
-        )
-        .answering(frame)),
+/// Writes a MESSAGE frame straight into `buf`, without building a [`Frame`] first: this is the
+/// broker's hottest path.
+fn encode_message(
+    buf: &mut BytesMut,
+    version: Version,
+    subscription: &str,
+    ack: Option<&str>,
+    msg: &crate::broker::message::Message,
+) {
+    let escaped = version.escapes_headers("MESSAGE");
+    buf.put_slice(b"MESSAGE\n");
+    let mut header = |name: &str, value: &str| {
+        put_header_text(buf, name, escaped);
+        buf.put_u8(b':');
+        put_header_text(buf, value, escaped);
+        buf.put_u8(b'\n');
+    };
+    header("subscription", subscription);
+    header("message-id", &msg.id);
+    header("destination", &msg.destination);
+    if let Some(ack) = ack {
+        header("ack", ack);
+    }
+    if msg.redeliveries > 0 {
+        header("redelivered", "true");
+    }
+    if msg.persistent {
+        header("persistent", "true");
+    }
+    for (name, value) in &msg.headers {
+        header(name, value);
+    }
+    header("content-length", &msg.body.len().to_string());
+    buf.put_u8(b'\n');
+    buf.put_slice(&msg.body);
+    buf.put_u8(0);
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,306 @@
+//! A message as the broker holds it, and its encoding in the store.
+//!
+//! Headers the broker interprets (`destination`, `persistent`, `priority`, `expires`, ...) are
+//! fields; every other header a producer sent is passed through to consumers untouched, in order.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::sync::Arc;
+
+/// Headers that belong to one hop of the protocol, never passed from a SEND to a MESSAGE.
+const HOP_HEADERS: [&str; 9] = [
+    "destination",
+    "receipt",
+    "transaction",
+    "content-length",
+    "message-id",
+    "subscription",
+    "ack",
+    "redelivered",
+    "persistent",
+];
+
+/// Default priority of a message without a `priority` header (JMS's default).
+pub const DEFAULT_PRIORITY: u8 = 4;
+
+/// One message. Shared (`Arc`) between a topic's subscribers and the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The `message-id` header: node, epoch and sequence, unique across failovers.
+    pub id: Arc<str>,
+    /// Store key and FIFO order: `(epoch << 40) | counter`, so it grows across failovers too.
+    pub seq: u64,
+    pub destination: Arc<str>,
+    /// Headers passed through to consumers, in the producer's order.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub persistent: bool,
+    /// 0-9, higher first (queues only).
+    pub priority: u8,
+    /// Unix milliseconds after which the message is not delivered; 0 = never.
+    pub expires: u64,
+    /// Times it was delivered and not acknowledged (NACK, consumer gone, failover).
+    pub redeliveries: u32,
+}
+
+/// Why a SEND's headers are unacceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("SEND needs a destination header")]
+    NoDestination,
+    #[error("destination {0:?} is neither /queue/NAME nor /topic/NAME")]
+    BadDestination(String),
+    #[error("priority {0:?} is not a number from 0 to 9")]
+    BadPriority(String),
+    #[error("expires {0:?} is not a time in milliseconds since the Unix epoch")]
+    BadExpires(String),
+    #[error("persistent {0:?} is neither true nor false")]
+    BadPersistent(String),
+}
+
+/// What a destination name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Queue,
+    Topic,
+}
+
+/// Checks a destination name and says what it is.
+pub fn kind_of(destination: &str) -> Result<Kind, HeaderError> {
+    let (kind, name) = if let Some(name) = destination.strip_prefix("/queue/") {
+        (Kind::Queue, name)
+    } else if let Some(name) = destination.strip_prefix("/topic/") {
+        (Kind::Topic, name)
+    } else {
+        return Err(HeaderError::BadDestination(destination.into()));
+    };
+    if name.is_empty() || name.contains('\0') {
+        return Err(HeaderError::BadDestination(destination.into()));
+    }
+    Ok(kind)
+}
+
+/// The parts of a SEND frame the broker interprets, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub destination: String,
+    pub headers: Vec<(String, String)>,
+    pub persistent: bool,
+    pub priority: u8,
+    pub expires: u64,
+}
+
+impl Published {
+    /// Reads a SEND frame's headers (first occurrence wins, as STOMP says).
+    pub fn from_headers(headers: &[(String, String)]) -> Result<Published, HeaderError> {
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let destination = get("destination").ok_or(HeaderError::NoDestination)?;
+        kind_of(destination)?;
+        let persistent = match get("persistent") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(HeaderError::BadPersistent(other.into())),
+        };
+        let priority = match get("priority") {
+            None => DEFAULT_PRIORITY,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 9)
+                .ok_or_else(|| HeaderError::BadPriority(p.into()))?,
+        };
+        let expires = match get("expires") {
+            None => 0,
+            Some(e) => e
+                .parse::<u64>()
+                .map_err(|_| HeaderError::BadExpires(e.into()))?,
+        };
+        let mut passed: Vec<(String, String)> = Vec::new();
+        for (name, value) in headers {
+            if HOP_HEADERS.contains(&name.as_str()) || passed.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            passed.push((name.clone(), value.clone()));
+        }
+        Ok(Published {
+            destination: destination.into(),
+            headers: passed,
+            persistent,
+            priority,
+            expires,
+        })
+    }
+}
+
+impl Message {
+    /// Whether the message has expired at `now_unix_ms`.
+    pub fn expired(&self, now_unix_ms: u64) -> bool {
+        self.expires != 0 && self.expires <= now_unix_ms
+    }
+
+    /// Bytes the message occupies in memory, roughly, for the memory limit.
+    pub fn footprint(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 48)
+            .sum();
+        self.body.len() + headers + self.destination.len() + self.id.len() + 128
+    }
+
+    /// The store's encoding: a version byte, then the fields, length-prefixed.
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.footprint());
+        out.put_u8(1);
+        out.put_u64(self.seq);
+        put_str(&mut out, &self.id);
+        put_str(&mut out, &self.destination);
+        out.put_u8(u8::from(self.persistent));
+        out.put_u8(self.priority);
+        out.put_u64(self.expires);
+        out.put_u32(self.redeliveries);
+        out.put_u32(self.headers.len() as u32);
+        for (name, value) in &self.headers {
+            put_str(&mut out, name);
+            put_str(&mut out, value);
+        }
+        out.put_u32(self.body.len() as u32);
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    /// Reads [`Message::encode`]'s output; `None` if it is not a message of this version.
+    pub fn decode(mut buf: &[u8]) -> Option<Message> {
+        if buf.remaining() < 1 || buf.get_u8() != 1 || buf.remaining() < 8 {
+            return None;
+        }
+        let seq = buf.get_u64();
+        let id = get_str(&mut buf)?;
+        let destination = get_str(&mut buf)?;
+        if buf.remaining() < 1 + 1 + 8 + 4 + 4 {
+            return None;
+        }
+        let persistent = buf.get_u8() != 0;
+        let priority = buf.get_u8();
+        let expires = buf.get_u64();
+        let redeliveries = buf.get_u32();
+        let count = buf.get_u32() as usize;
+        let mut headers = Vec::with_capacity(count.min(1024));
+        for _ in 0..count {
+            let name = get_str(&mut buf)?;
+            let value = get_str(&mut buf)?;
+            headers.push((name, value));
+        }
+        if buf.remaining() < 4 {
+            return None;
+        }
+        let len = buf.get_u32() as usize;
+        if buf.remaining() != len {
+            return None;
+        }
+        Some(Message {
+            id: id.into(),
+            seq,
+            destination: destination.into(),
+            headers,
+            body: Bytes::copy_from_slice(buf),
+            persistent,
+            priority,
+            expires,
+            redeliveries,
+        })
+    }
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    out.put_u32(s.len() as u32);
+    out.put_slice(s.as_bytes());
+}
+
+fn get_str(buf: &mut &[u8]) -> Option<String> {
+    if buf.remaining() < 4 {
+        return None;
+    }
+    let len = buf.get_u32() as usize;
+    if buf.remaining() < len {
+        return None;
+    }
+    let s = std::str::from_utf8(&buf[..len]).ok()?.to_owned();
+    buf.advance(len);
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn send_headers_are_checked_and_custom_ones_passed_through_first_wins() {
+        let p = Published::from_headers(&headers(&[
+            ("destination", "/queue/a"),
+            ("receipt", "r1"),
+            ("persistent", "true"),
+            ("priority", "7"),
+            ("reply-to", "/queue/b"),
+            ("x", "1"),
+            ("x", "2"),
+            ("content-length", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(p.destination, "/queue/a");
+        assert!(p.persistent);
+        assert_eq!(p.priority, 7);
+        assert_eq!(
+            p.headers,
+            headers(&[("priority", "7"), ("reply-to", "/queue/b"), ("x", "1")])
+        );
+        for (name, value, expected) in [
+            ("priority", "10", "priority \"10\""),
+            ("expires", "soon", "expires \"soon\""),
+            ("persistent", "yes", "persistent \"yes\""),
+        ] {
+            let err =
+                Published::from_headers(&headers(&[("destination", "/topic/t"), (name, value)]))
+                    .unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+        let err =
+            Published::from_headers(&headers(&[("destination", "/elsewhere/x")])).unwrap_err();
+        assert_eq!(err, HeaderError::BadDestination("/elsewhere/x".into()));
+        assert_eq!(
+            Published::from_headers(&[]).unwrap_err(),
+            HeaderError::NoDestination
+        );
+        assert!(kind_of("/queue/").is_err());
+    }
+
+    #[test]
+    fn messages_round_trip_through_the_store_encoding() {
+        let msg = Message {
+            id: "ID:n1-3-42".into(),
+            seq: (3 << 40) | 42,
+            destination: "/queue/a".into(),
+            headers: headers(&[("k", "v\nw"), ("empty", "")]),
+            body: Bytes::from_static(b"body\0with nul"),
+            persistent: true,
+            priority: 9,
+            expires: 123,
+            redeliveries: 2,
+        };
+        let encoded = msg.encode();
+        assert_eq!(Message::decode(&encoded), Some(msg));
+        assert_eq!(Message::decode(&encoded[..encoded.len() - 1]), None);
+        assert_eq!(Message::decode(b"\x02"), None);
+    }
+}

@@ -1,0 +1,1165 @@
+//! The broker core: one task owns every destination, subscription, unacknowledged delivery and
+//! open transaction. Sessions send it [`Request`]s over a bounded channel and receive
+//! [`Outbound`] frames on their own channel; nothing here is shared behind a lock.
+//!
+//! Invariants kept here:
+//! - a RECEIPT for a persistent SEND (or a COMMIT containing one) leaves only once the message is
+//!   durable, or was consumed and acknowledged before it had to be: [`Durability`] runs the
+//!   receipt when it may;
+//! - a message is removed from the store only when it is acknowledged (or delivered in auto
+//!   mode), expired, or moved to the dead-letter queue;
+//! - every delivered, unacknowledged message returns to its destination, flagged redelivered,
+//!   when its subscription or connection ends.
+
+pub mod message;
+pub mod pending;
+
+use bytes::Bytes;
+use message::{Kind, Message, Published};
+use pending::Pending;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+/// A session's identity within the broker.
+pub type ConnId = u64;
+
+/// Runs once its write is durable (or cancelled because the message was consumed first).
+pub type OnDurable = Box<dyn FnOnce() + Send + 'static>;
+
+/// Where the broker keeps persistent messages. The store's journal implements it; tests use
+/// [`Volatile`].
+pub trait Durability: Send {
+    /// Stores `value` under `key` in `space`; `on_durable` runs once it is durable.
+    fn put(&self, space: Arc<str>, key: Bytes, value: Bytes, on_durable: Option<OnDurable>);
+    /// Removes `key`; a put still waiting to be written is cancelled, and its `on_durable` runs.
+    fn remove(&self, space: Arc<str>, key: Bytes);
+    /// Runs `on_durable` once everything submitted before is durable.
+    fn barrier(&self, on_durable: OnDurable);
+}
+
+/// No store at all: every write is "durable" at once. For unit tests of the broker's logic.
+#[derive(Debug, Default)]
+pub struct Volatile;
+
+impl Durability for Volatile {
+    fn put(&self, _: Arc<str>, _: Bytes, _: Bytes, on_durable: Option<OnDurable>) {
+        if let Some(done) = on_durable {
+            done();
+        }
+    }
+    fn remove(&self, _: Arc<str>, _: Bytes) {}
+    fn barrier(&self, on_durable: OnDurable) {
+        on_durable();
+    }
+}
+
+/// How a subscription acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// Delivered = acknowledged.
+    Auto,
+    /// An ACK acknowledges that message and every earlier one of the subscription.
+    Client,
+    /// An ACK acknowledges exactly one message.
+    ClientIndividual,
+}
+
+/// What a SUBSCRIBE asked for.
+#[derive(Debug, Clone)]
+pub struct SubscribeSpec {
+    /// The client's subscription id (the `subscription` header of every MESSAGE).
+    pub id: String,
+    pub destination: String,
+    pub ack: AckMode,
+    /// Unacknowledged (or, in auto mode, unwritten) deliveries at most.
+    pub prefetch: u32,
+    /// `activemq.subscriptionName` on a topic: a durable subscription of the connection's
+    /// client-id.
+    pub durable_name: Option<String>,
+}
+
+/// How an ACK or NACK names its message.
+#[derive(Debug, Clone)]
+pub enum AckRef {
+    /// STOMP 1.2: the MESSAGE's `ack` header.
+    Ack(String),
+    /// STOMP 1.0/1.1: `message-id`, and `subscription` when given.
+    MessageId {
+        message_id: String,
+        subscription: Option<String>,
+    },
+}
+
+/// What a session asks of the broker.
+pub enum Request {
+    /// A session connected; frames for it go to `outbox`.
+    Open {
+        conn: ConnId,
+        client_id: Option<String>,
+        outbox: mpsc::UnboundedSender<Outbound>,
+    },
+    Send {
+        conn: ConnId,
+        published: Published,
+        body: Bytes,
+        transaction: Option<String>,
+        receipt: Option<String>,
+    },
+    Subscribe {
+        conn: ConnId,
+        spec: SubscribeSpec,
+        receipt: Option<String>,
+    },
+    Unsubscribe {
+        conn: ConnId,
+        id: String,
+        /// `activemq.subscriptionName` on UNSUBSCRIBE: delete the durable subscription.
+        durable_name: Option<String>,
+        receipt: Option<String>,
+    },
+    Ack {
+        conn: ConnId,
+        which: AckRef,
+        nack: bool,
+        transaction: Option<String>,
+        receipt: Option<String>,
+    },
+    Begin {
+        conn: ConnId,
+        transaction: String,
+        receipt: Option<String>,
+    },
+    Commit {
+        conn: ConnId,
+        transaction: String,
+        receipt: Option<String>,
+    },
+    Abort {
+        conn: ConnId,
+        transaction: String,
+        receipt: Option<String>,
+    },
+    /// The session wrote `count` auto-acknowledged messages of subscription `id` to its socket.
+    Written {
+        conn: ConnId,
+        id: Arc<str>,
+        count: u32,
+    },
+    /// A receipt once everything before it is processed and durable (DISCONNECT, or any other
+    /// frame the session handles itself).
+    Receipt { conn: ConnId, receipt: String },
+    /// The session ended: its subscriptions end, its deliveries return, its transactions abort.
+    Close { conn: ConnId },
+    /// Figures for `ctl status`.
+    Stats(oneshot::Sender<Counts>),
+    /// The node goes passive: refuse further SENDs, and answer once every stored message and
+    /// every receipt already owed is durable.
+    Drain(oneshot::Sender<()>),
+}
+
+/// What the broker sends a session.
+#[derive(Debug)]
+pub enum Outbound {
+    Message {
+        subscription: Arc<str>,
+        /// The `ack` header, in client modes.
+        ack: Option<Arc<str>>,
+        msg: Arc<Message>,
+    },
+    Receipt(String),
+    /// An ERROR frame, after which the session closes.
+    Error {
+        message: String,
+        receipt: Option<String>,
+    },
+}
+
+/// Broker figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub destinations: u64,
+    pub messages: u64,
+    pub consumers: u64,
+    pub memory_bytes: u64,
+}
+
+/// Settings the broker core needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node: String,
+    pub epoch: u64,
+    /// Deliveries without an ACK (NACK, consumer gone) after which a message goes to the DLQ.
+    pub max_redeliveries: u32,
+    pub dead_letter_queue: String,
+    /// Messages a slow non-durable topic subscriber may have waiting before the oldest are
+    /// dropped.
+    pub topic_backlog: usize,
+}
+
+/// Unix milliseconds now.
+fn now_ms() -> u64 {
+    shared_proto::unix_ms()
+}
+
+/// One delivery awaiting its ACK.
+#[derive(Debug)]
+struct InFlight {
+    tag: u64,
+    ack: Arc<str>,
+    msg: Arc<Message>,
+}
+
+/// Where a subscription's messages come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Queue(Arc<str>),
+    Topic(Arc<str>),
+    Durable(DurableKey),
+}
+
+type DurableKey = (String, String);
+type SubKey = u64;
+
+#[derive(Debug)]
+struct Subscription {
+    conn: ConnId,
+    id: Arc<str>,
+    source: Source,
+    ack: AckMode,
+    prefetch: u32,
+    next_tag: u64,
+    in_flight: VecDeque<InFlight>,
+    /// Auto mode: delivered but not yet written by the session.
+    unwritten: u32,
+    /// Non-durable topic subscriptions: messages waiting for credit.
+    backlog: VecDeque<Arc<Message>>,
+}
+
+impl Subscription {
+    fn has_credit(&self) -> bool {
+        let used = match self.ack {
+            AckMode::Auto => self.unwritten as usize,
+            _ => self.in_flight.len(),
+        };
+        used < self.prefetch as usize
+    }
+}
+
+#[derive(Debug)]
+struct Queue {
+    pending: Pending,
+    consumers: Vec<SubKey>,
+    next: usize,
+}
+
+#[derive(Debug)]
+struct Durable {
+    topic: Arc<str>,
+    space: Arc<str>,
+    pending: Pending,
+    active: Option<SubKey>,
+}
+
+enum TxOp {
+    Send(Message),
+    Ack { which: AckRef, nack: bool },
+}
+
+struct Connection {
+    outbox: mpsc::UnboundedSender<Outbound>,
+    client_id: Option<String>,
+    subscriptions: HashMap<String, SubKey>,
+    transactions: HashMap<String, Vec<TxOp>>,
+}
+
+/// The broker's state; owned by the task running [`Broker::run`].
+pub struct Broker {
+    settings: Settings,
+    store: Box<dyn Durability>,
+    counter: u64,
+    connections: HashMap<ConnId, Connection>,
+    subscriptions: HashMap<SubKey, Subscription>,
+    next_sub: SubKey,
+    queues: HashMap<Arc<str>, Queue>,
+    topics: HashMap<Arc<str>, Vec<SubKey>>,
+    durables: HashMap<DurableKey, Durable>,
+    draining: bool,
+    /// Bytes of every waiting message, shared with the sessions for flow control.
+    memory: pending::Gauge,
+}
+
+/// A request refused with an ERROR that closes the session.
+struct Refused(String);
+
+/// Space (sled tree) names: one per queue, one per durable subscription, one registry.
+const DURABLE_REGISTRY: &str = "subs";
+fn queue_space(destination: &str) -> Arc<str> {
+    format!("q/{destination}").into()
+}
+fn durable_space(key: &DurableKey) -> Arc<str> {
+    format!("d/{}\u{1}{}", key.0, key.1).into()
+}
+fn registry_key(key: &DurableKey) -> Bytes {
+    Bytes::from(format!("{}\u{1}{}", key.0, key.1))
+}
+
+impl Broker {
+    /// A broker with nothing in it.
+    pub fn new(settings: Settings, store: Box<dyn Durability>) -> Broker {
+        Broker {
+            settings,
+            store,
+            counter: 0,
+            connections: HashMap::new(),
+            subscriptions: HashMap::new(),
+            next_sub: 1,
+            queues: HashMap::new(),
+            topics: HashMap::new(),
+            durables: HashMap::new(),
+            draining: false,
+            memory: pending::Gauge::default(),
+        }
+    }
+
+    /// Bytes held by waiting messages, updated as they come and go: sessions slow their
+    /// producers down when it is over the memory limit.
+    pub fn memory(&self) -> pending::Gauge {
+        Arc::clone(&self.memory)
+    }
+
+    fn queue(&mut self, destination: &Arc<str>) -> &mut Queue {
+        let memory = &self.memory;
+        self.queues
+            .entry(Arc::clone(destination))
+            .or_insert_with(|| Queue {
+                pending: Pending::new(memory),
+                consumers: Vec::new(),
+                next: 0,
+            })
+    }
+
+    /// Restores what the store held: queues' messages, durable subscriptions and their messages.
+    /// Everything recovered may have been delivered before the takeover, so it is flagged
+    /// redelivered when delivered again (the JMS reading of the flag: "possibly delivered").
+    pub fn recover(&mut self, spaces: impl IntoIterator<Item = (String, Vec<(Bytes, Bytes)>)>) {
+        let mut durable_messages: HashMap<String, Vec<Message>> = HashMap::new();
+        let mut registry = Vec::new();
+        for (space, entries) in spaces {
+            if space == DURABLE_REGISTRY {
+                registry = entries;
+                continue;
+            }
+            let messages = entries.into_iter().filter_map(|(_, value)| {
+                let mut msg = Message::decode(&value)?;
+                msg.redeliveries = msg.redeliveries.max(1);
+                Some(msg)
+            });
+            if let Some(destination) = space.strip_prefix("q/") {
+                let queue = self.queue(&destination.into());
+                for msg in messages {
+                    queue.pending.push(Arc::new(msg));
+                }
+            } else if space.starts_with("d/") {
+                durable_messages.entry(space).or_default().extend(messages);
+            }
+        }
+        for (key, topic) in registry {
+            let text = String::from_utf8_lossy(&key).into_owned();
+            let Some((client_id, name)) = text.split_once('\u{1}') else {
+                continue;
+            };
+            let key: DurableKey = (client_id.into(), name.into());
+            let space = durable_space(&key);
+            let mut pending = Pending::new(&self.memory);
+            for msg in durable_messages.remove(&*space).unwrap_or_default() {
+                pending.push(Arc::new(msg));
+            }
+            let topic: Arc<str> = String::from_utf8_lossy(&topic).into_owned().into();
+            self.durables.insert(
+                key,
+                Durable {
+                    topic,
+                    space,
+                    pending,
+                    active: None,
+                },
+            );
+        }
+    }
+
+    /// Serves requests until every sender is gone.
+    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        while let Some(request) = requests.recv().await {
+            self.handle(request);
+        }
+    }
+
+    fn handle(&mut self, request: Request) {
+        let conn = match &request {
+            Request::Send { conn, .. }
+            | Request::Subscribe { conn, .. }
+            | Request::Unsubscribe { conn, .. }
+            | Request::Ack { conn, .. }
+            | Request::Begin { conn, .. }
+            | Request::Commit { conn, .. }
+            | Request::Abort { conn, .. } => Some(*conn),
+            _ => None,
+        };
+        let receipt = match &request {
+            Request::Send { receipt, .. }
+            | Request::Subscribe { receipt, .. }
+            | Request::Unsubscribe { receipt, .. }
+            | Request::Ack { receipt, .. }
+            | Request::Begin { receipt, .. }
+            | Request::Commit { receipt, .. }
+            | Request::Abort { receipt, .. } => receipt.clone(),
+            _ => None,
+        };
+        if let Err(Refused(message)) = self.apply(request) {
+            if let Some(conn) = conn.and_then(|c| self.connections.get(&c)) {
+                let _ = conn.outbox.send(Outbound::Error { message, receipt });
+            }
+        }
+    }
+
+    fn apply(&mut self, request: Request) -> Result<(), Refused> {
+        match request {
+            Request::Open {
+                conn,
+                client_id,
+                outbox,
+            } => {
+                self.connections.insert(
+                    conn,
+                    Connection {
+                        outbox,
+                        client_id,
+                        subscriptions: HashMap::new(),
+                        transactions: HashMap::new(),
+                    },
+                );
+                Ok(())
+            }
+            Request::Send {
+                conn,
+                published,
+                body,
+                transaction,
+                receipt,
+            } => {
+                if self.draining {
+                    // The client gets no receipt and resends to the node that takes over.
+                    return Ok(());
+                }
+                let msg = self.new_message(published, body);
+                match transaction {
+                    Some(tx) => {
+                        self.transaction(conn, &tx)?.push(TxOp::Send(msg));
+                        self.receipt_now(conn, receipt);
+                    }
+                    None => {
+                        let on_durable = self.receipt_later(conn, receipt);
+                        self.publish(msg, on_durable);
+                    }
+                }
+                Ok(())
+            }
+            Request::Subscribe {
+                conn,
+                spec,
+                receipt,
+            } => {
+                self.subscribe(conn, spec)?;
+                self.receipt_now(conn, receipt);
+                Ok(())
+            }
+            Request::Unsubscribe {
+                conn,
+                id,
+                durable_name,
+                receipt,
+            } => {
+                let key = self
+                    .connections
+                    .get_mut(&conn)
+                    .and_then(|c| c.subscriptions.remove(&id));
+                match (key, &durable_name) {
+                    (Some(key), _) => self.end_subscription(key),
+                    (None, None) => {
+                        return Err(Refused(format!(
+                            "UNSUBSCRIBE of unknown subscription id {id:?}"
+                        )))
+                    }
+                    (None, Some(_)) => {}
+                }
+                if let Some(name) = durable_name {
+                    self.delete_durable(conn, name)?;
+                }
+                self.receipt_now(conn, receipt);
+                Ok(())
+            }
+            Request::Ack {
+                conn,
+                which,
+                nack,
+                transaction,
+                receipt,
+            } => {
+                // Resolve now, so an unknown id is refused at once, even inside a transaction.
+                self.find_delivery(conn, &which)?;
+                match transaction {
+                    Some(tx) => self.transaction(conn, &tx)?.push(TxOp::Ack { which, nack }),
+                    None => self.acknowledge(conn, &which, nack)?,
+                }
+                self.receipt_now(conn, receipt);
+                Ok(())
+            }
+            Request::Begin {
+                conn,
+                transaction,
+                receipt,
+            } => {
+                let c = self.connection(conn)?;
+                if c.transactions.contains_key(&transaction) {
+                    return Err(Refused(format!(
+                        "transaction {transaction:?} is already open"
+                    )));
+                }
+                c.transactions.insert(transaction, Vec::new());
+                self.receipt_now(conn, receipt);
+                Ok(())
+            }
+            Request::Commit {
+                conn,
+                transaction,
+                receipt,
+            } => {
+                // One task applies every operation before it looks at anything else, so other
+                // clients see all of the transaction or none of it; the receipt waits for the
+                // last write, which the journal makes durable after every earlier one.
+                for op in self.end_transaction(conn, &transaction)? {
+                    match op {
+                        TxOp::Send(msg) => self.publish(msg, None),
+                        TxOp::Ack { which, nack } => {
+                            // A message acknowledged twice in one transaction is simply gone.
+                            let _ = self.acknowledge(conn, &which, nack);
+                        }
+                    }
+                }
+                self.receipt_after_barrier(conn, receipt);
+                Ok(())
+            }
+            Request::Abort {
+                conn,
+                transaction,
+                receipt,
+            } => {
+                self.end_transaction(conn, &transaction)?;
+                self.receipt_now(conn, receipt);
+                Ok(())
+            }
+            Request::Written { conn, id, count } => {
+                let key = self
+                    .connections
+                    .get(&conn)
+                    .and_then(|c| c.subscriptions.get(&*id).copied());
+                if let Some(sub) = key.and_then(|k| self.subscriptions.get_mut(&k)) {
+                    sub.unwritten = sub.unwritten.saturating_sub(count);
+                    let source = sub.source.clone();
+                    self.dispatch(&source);
+                }
+                Ok(())
+            }
+            Request::Receipt { conn, receipt } => {
+                self.receipt_after_barrier(conn, Some(receipt));
+                Ok(())
+            }
+            Request::Close { conn } => {
+                if let Some(c) = self.connections.remove(&conn) {
+                    for key in c.subscriptions.into_values() {
+                        self.end_subscription(key);
+                    }
+                }
+                Ok(())
+            }
+            Request::Stats(reply) => {
+                let _ = reply.send(self.counts());
+                Ok(())
+            }
+            Request::Drain(reply) => {
+                self.draining = true;
+                self.store.barrier(Box::new(move || {
+                    let _ = reply.send(());
+                }));
+                Ok(())
+            }
+        }
+    }
+
+    fn connection(&mut self, conn: ConnId) -> Result<&mut Connection, Refused> {
+        self.connections
+            .get_mut(&conn)
+            .ok_or_else(|| Refused("session is not connected".into()))
+    }
+
+    fn transaction(&mut self, conn: ConnId, tx: &str) -> Result<&mut Vec<TxOp>, Refused> {
+        self.connection(conn)?
+            .transactions
+            .get_mut(tx)
+            .ok_or_else(|| Refused(format!("transaction {tx:?} is not open (BEGIN it first)")))
+    }
+
+    fn end_transaction(&mut self, conn: ConnId, tx: &str) -> Result<Vec<TxOp>, Refused> {
+        self.connection(conn)?
+            .transactions
+            .remove(tx)
+            .ok_or_else(|| Refused(format!("transaction {tx:?} is not open (BEGIN it first)")))
+    }
+
+    fn receipt_now(&self, conn: ConnId, receipt: Option<String>) {
+        if let (Some(receipt), Some(c)) = (receipt, self.connections.get(&conn)) {
+            let _ = c.outbox.send(Outbound::Receipt(receipt));
+        }
+    }
+
+    fn receipt_later(&self, conn: ConnId, receipt: Option<String>) -> Option<OnDurable> {
+        let receipt = receipt?;
+        let outbox = self.connections.get(&conn)?.outbox.clone();
+        Some(Box::new(move || {
+            let _ = outbox.send(Outbound::Receipt(receipt));
+        }))
+    }
+
+    fn receipt_after_barrier(&self, conn: ConnId, receipt: Option<String>) {
+        if let Some(done) = self.receipt_later(conn, receipt) {
+            self.store.barrier(done);
+        }
+    }
+
+    fn new_message(&mut self, published: Published, body: Bytes) -> Message {
+        self.counter += 1;
+        Message {
+            id: format!(
+                "ID:{}-{}-{}",
+                self.settings.node, self.settings.epoch, self.counter
+            )
+            .into(),
+            seq: (self.settings.epoch << 40) | self.counter,
+            destination: published.destination.into(),
+            headers: published.headers,
+            body,
+            persistent: published.persistent,
+            priority: published.priority,
+            expires: published.expires,
+            redeliveries: 0,
+        }
+    }
+
+    /// Routes a new message to its destination; `on_durable` runs once it is safe to receipt.
+    fn publish(&mut self, msg: Message, on_durable: Option<OnDurable>) {
+        let msg = Arc::new(msg);
+        match message::kind_of(&msg.destination) {
+            Ok(Kind::Queue) => {
+                if msg.persistent {
+                    self.store.put(
+                        queue_space(&msg.destination),
+                        key_of(&msg),
+                        msg.encode(),
+                        on_durable,
+                    );
+                } else if let Some(done) = on_durable {
+                    done();
+                }
+                let destination = Arc::clone(&msg.destination);
+                self.queue(&destination).pending.push(msg);
+                self.dispatch(&Source::Queue(destination));
+            }
+            Ok(Kind::Topic) => {
+                let mut on_durable = on_durable;
+                let durables: Vec<DurableKey> = self
+                    .durables
+                    .iter()
+                    .filter(|(_, d)| d.topic == msg.destination)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in durables {
+                    let durable = self.durables.get_mut(&key).expect("key just listed");
+                    if msg.persistent {
+                        // Each durable subscription keeps its own copy; the last write carries
+                        // the receipt, since the journal writes in order.
+                        self.store.put(
+                            Arc::clone(&durable.space),
+                            key_of(&msg),
+                            msg.encode(),
+                            None,
+                        );
+                    }
+                    durable.pending.push(Arc::clone(&msg));
+                    self.dispatch(&Source::Durable(key));
+                }
+                match on_durable.take() {
+                    Some(done) if msg.persistent => self.store.barrier(done),
+                    Some(done) => done(),
+                    None => {}
+                }
+                let subscribers = self
+                    .topics
+                    .get(&msg.destination)
+                    .cloned()
+                    .unwrap_or_default();
+                for key in subscribers {
+                    let limit = self.settings.topic_backlog;
+                    if let Some(sub) = self.subscriptions.get_mut(&key) {
+                        sub.backlog.push_back(Arc::clone(&msg));
+                        if sub.backlog.len() > limit {
+                            sub.backlog.pop_front();
+                            debug!(subscription = %sub.id, limit, "slow topic subscriber: dropped its oldest message");
+                        }
+                    }
+                    self.dispatch_backlog(key);
+                }
+            }
+            Err(err) => warn!(error = %err, "unroutable message dropped"),
+        }
+    }
+
+    fn subscribe(&mut self, conn: ConnId, spec: SubscribeSpec) -> Result<(), Refused> {
+        let kind = message::kind_of(&spec.destination).map_err(|e| Refused(e.to_string()))?;
+        let c = self.connection(conn)?;
+        if c.subscriptions.contains_key(&spec.id) {
+            return Err(Refused(format!(
+                "subscription id {:?} is already in use on this connection",
+                spec.id
+            )));
+        }
+        let client_id = c.client_id.clone();
+        let destination: Arc<str> = spec.destination.as_str().into();
+        let source = match (kind, &spec.durable_name) {
+            (Kind::Queue, _) => Source::Queue(Arc::clone(&destination)),
+            (Kind::Topic, None) => Source::Topic(Arc::clone(&destination)),
+            (Kind::Topic, Some(name)) => {
+                let Some(client_id) = client_id else {
+                    return Err(Refused(
+                        "a durable subscription (activemq.subscriptionName) needs a client-id header on CONNECT"
+                            .into(),
+                    ));
+                };
+                Source::Durable((client_id, name.clone()))
+            }
+        };
+        let key = self.next_sub;
+        self.next_sub += 1;
+        self.connection(conn)?
+            .subscriptions
+            .insert(spec.id.clone(), key);
+        match &source {
+            Source::Queue(q) => self.queue(q).consumers.push(key),
+            Source::Topic(t) => self.topics.entry(Arc::clone(t)).or_default().push(key),
+            Source::Durable(durable_key) => {
+                let durable = match self.durables.entry(durable_key.clone()) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        let space = durable_space(durable_key);
+                        self.store.put(
+                            DURABLE_REGISTRY.into(),
+                            registry_key(durable_key),
+                            Bytes::from(destination.to_string()),
+                            None,
+                        );
+                        entry.insert(Durable {
+                            topic: Arc::clone(&destination),
+                            space,
+                            pending: Pending::new(&self.memory),
+                            active: None,
+                        })
+                    }
+                };
+                if durable.topic != destination {
+                    // ActiveMQ re-creates a durable subscription moved to another topic.
+                    let old = durable.pending.drain();
+                    for msg in old {
+                        self.store.remove(Arc::clone(&durable.space), key_of(&msg));
+                    }
+                    durable.topic = Arc::clone(&destination);
+                    self.store.put(
+                        DURABLE_REGISTRY.into(),
+                        registry_key(durable_key),
+                        Bytes::from(destination.to_string()),
+                        None,
+                    );
+                }
+                if let Some(active) = durable.active {
+                    self.connection(conn)?.subscriptions.remove(&spec.id);
+                    return Err(Refused(format!(
+                        "durable subscription {:?} of client-id {:?} is already active (subscription {active})",
+                        durable_key.1, durable_key.0
+                    )));
+                }
+                durable.active = Some(key);
+            }
+        }
+        self.subscriptions.insert(
+            key,
+            Subscription {
+                conn,
+                id: spec.id.into(),
+                source: source.clone(),
+                ack: spec.ack,
+                prefetch: spec.prefetch.max(1),
+                next_tag: 0,
+                in_flight: VecDeque::new(),
+                unwritten: 0,
+                backlog: VecDeque::new(),
+            },
+        );
+        self.dispatch(&source);
+        Ok(())
+    }
+
+    /// Ends a subscription: its unacknowledged deliveries go back, flagged redelivered.
+    fn end_subscription(&mut self, key: SubKey) {
+        let Some(sub) = self.subscriptions.remove(&key) else {
+            return;
+        };
+        match &sub.source {
+            Source::Queue(q) => {
+                if let Some(queue) = self.queues.get_mut(q) {
+                    queue.consumers.retain(|k| *k != key);
+                }
+            }
+            Source::Topic(t) => {
+                if let Some(subs) = self.topics.get_mut(t) {
+                    subs.retain(|k| *k != key);
+                    if subs.is_empty() {
+                        self.topics.remove(t);
+                    }
+                }
+            }
+            Source::Durable(d) => {
+                if let Some(durable) = self.durables.get_mut(d) {
+                    durable.active = None;
+                }
+            }
+        }
+        for delivery in sub.in_flight {
+            self.redeliver(&sub.source, delivery.msg, false);
+        }
+        self.dispatch(&sub.source);
+    }
+
+    fn delete_durable(&mut self, conn: ConnId, name: String) -> Result<(), Refused> {
+        let client_id = self.connection(conn)?.client_id.clone().ok_or_else(|| {
+            Refused("deleting a durable subscription needs a client-id header on CONNECT".into())
+        })?;
+        let key = (client_id, name);
+        if let Some(mut durable) = self.durables.remove(&key) {
+            if let Some(active) = durable.active {
+                self.durables.insert(key.clone(), durable);
+                return Err(Refused(format!(
+                    "durable subscription {:?} is still active (subscription {active}); UNSUBSCRIBE it first",
+                    key.1
+                )));
+            }
+            for msg in durable.pending.drain() {
+                self.store.remove(Arc::clone(&durable.space), key_of(&msg));
+            }
+            self.store
+                .remove(DURABLE_REGISTRY.into(), registry_key(&key));
+        }
+        Ok(())
+    }
+
+    /// Returns a message to where it came from for another delivery, or to the dead-letter
+    /// queue once it has been redelivered too often.
+    fn redeliver(&mut self, source: &Source, msg: Arc<Message>, nacked: bool) {
+        let mut msg = Arc::unwrap_or_clone(msg);
+        msg.redeliveries += 1;
+        let space = match source {
+            Source::Queue(q) => Some(queue_space(q)),
+            Source::Durable(d) => self.durables.get(d).map(|d| Arc::clone(&d.space)),
+            // A non-durable topic subscriber that leaves loses its messages, as in ActiveMQ.
+            Source::Topic(_) => return,
+        };
+        if nacked && msg.redeliveries > self.settings.max_redeliveries {
+            if let (Some(space), true) = (&space, msg.persistent) {
+                self.store.remove(Arc::clone(space), key_of(&msg));
+            }
+            self.dead_letter(msg);
+            return;
+        }
+        let msg = Arc::new(msg);
+        match source {
+            Source::Queue(q) => self.queue(q).pending.put_back(msg),
+            Source::Durable(d) => {
+                if let Some(durable) = self.durables.get_mut(d) {
+                    durable.pending.put_back(msg);
+                }
+            }
+            Source::Topic(_) => {}
+        }
+    }
+
+    /// Moves a message that kept failing to the dead-letter queue, naming where it came from.
+    fn dead_letter(&mut self, mut msg: Message) {
+        warn!(message_id = %msg.id, destination = %msg.destination, redeliveries = msg.redeliveries, dlq = %self.settings.dead_letter_queue, "moving a message to the dead-letter queue");
+        msg.headers
+            .retain(|(name, _)| name != "original-destination");
+        msg.headers
+            .push(("original-destination".into(), msg.destination.to_string()));
+        msg.destination = self.settings.dead_letter_queue.as_str().into();
+        msg.redeliveries = 0;
+        self.publish(msg, None);
+    }
+
+    /// Which subscription and delivery an ACK/NACK names.
+    fn find_delivery(&self, conn: ConnId, which: &AckRef) -> Result<(SubKey, u64), Refused> {
+        let c = self
+            .connections
+            .get(&conn)
+            .ok_or_else(|| Refused("session is not connected".into()))?;
+        let found = match which {
+            AckRef::Ack(ack) => c.subscriptions.values().find_map(|key| {
+                let sub = self.subscriptions.get(key)?;
+                sub.in_flight
+                    .iter()
+                    .find(|d| *d.ack == **ack)
+                    .map(|d| (*key, d.tag))
+            }),
+            AckRef::MessageId {
+                message_id,
+                subscription,
+            } => c
+                .subscriptions
+                .iter()
+                .filter(|(id, _)| subscription.as_ref().is_none_or(|s| s == *id))
+                .find_map(|(_, key)| {
+                    let sub = self.subscriptions.get(key)?;
+                    sub.in_flight
+                        .iter()
+                        .find(|d| *d.msg.id == **message_id)
+                        .map(|d| (*key, d.tag))
+                }),
+        };
+        found.ok_or_else(|| {
+            Refused(match which {
+                AckRef::Ack(ack) => format!("no unacknowledged message has ack id {ack:?}"),
+                AckRef::MessageId { message_id, .. } => {
+                    format!("no unacknowledged message has message-id {message_id:?}")
+                }
+            })
+        })
+    }
+
+    /// Applies an ACK or NACK: cumulative in client mode, one message otherwise.
+    fn acknowledge(&mut self, conn: ConnId, which: &AckRef, nack: bool) -> Result<(), Refused> {
+        let (key, tag) = self.find_delivery(conn, which)?;
+        let sub = self.subscriptions.get_mut(&key).expect("found above");
+        let taken: Vec<InFlight> = if sub.ack == AckMode::Client {
+            let upto = sub
+                .in_flight
+                .iter()
+                .position(|d| d.tag == tag)
+                .map_or(0, |i| i + 1);
+            sub.in_flight.drain(..upto).collect()
+        } else {
+            let at = sub
+                .in_flight
+                .iter()
+                .position(|d| d.tag == tag)
+                .expect("found above");
+            sub.in_flight.remove(at).into_iter().collect()
+        };
+        let source = sub.source.clone();
+        for delivery in taken {
+            if nack {
+                self.redeliver(&source, delivery.msg, true);
+            } else {
+                self.forget(&source, &delivery.msg);
+            }
+        }
+        self.dispatch(&source);
+        Ok(())
+    }
+
+    /// A message is done with: remove it from the store.
+    fn forget(&self, source: &Source, msg: &Message) {
+        if !msg.persistent {
+            return;
+        }
+        let space = match source {
+            Source::Queue(q) => queue_space(q),
+            Source::Durable(d) => match self.durables.get(d) {
+                Some(d) => Arc::clone(&d.space),
+                None => return,
+            },
+            Source::Topic(_) => return,
+        };
+        self.store.remove(space, key_of(msg));
+    }
+
+    /// Delivers what is waiting at `source` to subscribers with credit.
+    fn dispatch(&mut self, source: &Source) {
+        match source {
+            Source::Queue(q) => self.dispatch_queue(q),
+            Source::Durable(d) => self.dispatch_durable(d),
+            Source::Topic(t) => {
+                let subscribers = self.topics.get(t).cloned().unwrap_or_default();
+                for key in subscribers {
+                    self.dispatch_backlog(key);
+                }
+            }
+        }
+    }
+
+    fn dispatch_queue(&mut self, destination: &Arc<str>) {
+        let now = now_ms();
+        loop {
+            let Some(queue) = self.queues.get_mut(destination) else {
+                return;
+            };
+            if queue.pending.is_empty() || queue.consumers.is_empty() {
+                return;
+            }
+            let n = queue.consumers.len();
+            let chosen = (0..n).find_map(|i| {
+                let key = queue.consumers[(queue.next + i) % n];
+                self.subscriptions
+                    .get(&key)
+                    .filter(|s| s.has_credit())
+                    .map(|_| (i, key))
+            });
+            let Some((i, key)) = chosen else {
+                return;
+            };
+            queue.next = (queue.next + i + 1) % n;
+            let msg = queue.pending.pop().expect("checked non-empty");
+            let source = Source::Queue(Arc::clone(destination));
+            if msg.expired(now) {
+                self.forget(&source, &msg);
+                continue;
+            }
+            self.deliver(key, &source, msg);
+        }
+    }
+
+    fn dispatch_durable(&mut self, key: &DurableKey) {
+        let now = now_ms();
+        loop {
+            let Some(durable) = self.durables.get_mut(key) else {
+                return;
+            };
+            let Some(sub_key) = durable.active else {
+                return;
+            };
+            if !self
+                .subscriptions
+                .get(&sub_key)
+                .is_some_and(Subscription::has_credit)
+            {
+                return;
+            }
+            let Some(msg) = durable.pending.pop() else {
+                return;
+            };
+            let source = Source::Durable(key.clone());
+            if msg.expired(now) {
+                self.forget(&source, &msg);
+                continue;
+            }
+            self.deliver(sub_key, &source, msg);
+        }
+    }
+
+    fn dispatch_backlog(&mut self, key: SubKey) {
+        let now = now_ms();
+        loop {
+            let Some(sub) = self.subscriptions.get_mut(&key) else {
+                return;
+            };
+            if !sub.has_credit() {
+                return;
+            }
+            let Some(msg) = sub.backlog.pop_front() else {
+                return;
+            };
+            if msg.expired(now) {
+                continue;
+            }
+            let source = sub.source.clone();
+            self.deliver(key, &source, msg);
+        }
+    }
+
+    /// Sends one message to a subscription's session.
+    fn deliver(&mut self, key: SubKey, source: &Source, msg: Arc<Message>) {
+        let sub = self
+            .subscriptions
+            .get_mut(&key)
+            .expect("deliver to a live subscription");
+        let ack = match sub.ack {
+            AckMode::Auto => {
+                sub.unwritten += 1;
+                None
+            }
+            AckMode::Client | AckMode::ClientIndividual => {
+                sub.next_tag += 1;
+                let ack: Arc<str> = format!("{key}-{}", sub.next_tag).into();
+                sub.in_flight.push_back(InFlight {
+                    tag: sub.next_tag,
+                    ack: Arc::clone(&ack),
+                    msg: Arc::clone(&msg),
+                });
+                Some(ack)
+            }
+        };
+        let subscription = Arc::clone(&sub.id);
+        let auto = ack.is_none();
+        if let Some(c) = self.connections.get(&sub.conn) {
+            let _ = c.outbox.send(Outbound::Message {
+                subscription,
+                ack,
+                msg: Arc::clone(&msg),
+            });
+        }
+        if auto {
+            // Auto mode: delivered is acknowledged.
+            self.forget(source, &msg);
+        }
+    }
+
+    fn counts(&self) -> Counts {
+        let pending: usize = self.queues.values().map(|q| q.pending.len()).sum::<usize>()
+            + self
+                .durables
+                .values()
+                .map(|d| d.pending.len())
+                .sum::<usize>();
+        let in_flight: usize = self.subscriptions.values().map(|s| s.in_flight.len()).sum();
+        let memory: usize = self
+            .queues
+            .values()
+            .map(|q| q.pending.bytes())
+            .sum::<usize>()
+            + self
+                .durables
+                .values()
+                .map(|d| d.pending.bytes())
+                .sum::<usize>();
+        Counts {
+            destinations: (self.queues.len() + self.topics.len()) as u64,
+            messages: (pending + in_flight) as u64,
+            consumers: self.subscriptions.len() as u64,
+            memory_bytes: memory as u64,
+        }
+    }
+}
+
+/// A message's key in its space: its sequence, big-endian, so keys sort in FIFO order.
+fn key_of(msg: &Message) -> Bytes {
+    Bytes::copy_from_slice(&msg.seq.to_be_bytes())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+//! Messages waiting for a consumer, highest priority first, FIFO (by sequence) within a priority.
+
+use super::message::Message;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Bytes held by every [`Pending`] of a broker together: what sessions look at to slow
+/// producers down at the memory limit, without asking the broker task.
+pub type Gauge = Arc<AtomicUsize>;
+
+/// Priorities are 0-9.
+const LEVELS: usize = 10;
+
+/// A destination's (or a durable subscription's) undelivered messages.
+#[derive(Debug, Default)]
+pub struct Pending {
+    levels: [VecDeque<Arc<Message>>; LEVELS],
+    len: usize,
+    bytes: usize,
+    gauge: Gauge,
+}
+
+impl Pending {
+    /// An empty list whose bytes count towards `gauge`.
+    pub fn new(gauge: &Gauge) -> Pending {
+        Pending {
+            gauge: Arc::clone(gauge),
+            ..Pending::default()
+        }
+    }
+
+    fn grow(&mut self, bytes: usize) {
+        self.bytes += bytes;
+        self.gauge.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn shrink(&mut self, bytes: usize) {
+        self.bytes -= bytes;
+        self.gauge.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Adds a new message behind the others of its priority.
+    pub fn push(&mut self, msg: Arc<Message>) {
+        self.grow(msg.footprint());
+        self.len += 1;
+        self.levels[level(&msg)].push_back(msg);
+    }
+
+    /// Puts a message back for redelivery: before every newer message of its priority, so a
+    /// redelivered message keeps its place in the order.
+    pub fn put_back(&mut self, msg: Arc<Message>) {
+        self.grow(msg.footprint());
+        self.len += 1;
+        let queue = &mut self.levels[level(&msg)];
+        let at = queue.partition_point(|m| m.seq < msg.seq);
+        queue.insert(at, msg);
+    }
+
+    /// Takes the next message to deliver.
+    pub fn pop(&mut self) -> Option<Arc<Message>> {
+        let msg = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        self.len -= 1;
+        self.shrink(msg.footprint());
+        Some(msg)
+    }
+
+    /// Whether a message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Memory held, for the broker's memory limit.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Takes every message out (a durable subscription being deleted).
+    pub fn drain(&mut self) -> Vec<Arc<Message>> {
+        self.len = 0;
+        self.shrink(self.bytes);
+        self.levels.iter_mut().flat_map(|q| q.drain(..)).collect()
+    }
+}
+
+fn level(msg: &Message) -> usize {
+    usize::from(msg.priority).min(LEVELS - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64, priority: u8) -> Arc<Message> {
+        Arc::new(Message {
+            id: format!("ID:{seq}").into(),
+            seq,
+            destination: "/queue/q".into(),
+            headers: Vec::new(),
+            body: bytes::Bytes::new(),
+            persistent: false,
+            priority,
+            expires: 0,
+            redeliveries: 0,
+        })
+    }
+
+    #[test]
+    fn higher_priority_first_then_fifo_and_put_back_keeps_order() {
+        let gauge = Gauge::default();
+        let mut pending = Pending::new(&gauge);
+        for (seq, priority) in [(1, 4), (2, 9), (3, 4), (4, 0), (5, 9)] {
+            pending.push(msg(seq, priority));
+        }
+        let order = |p: &mut Pending| {
+            std::iter::from_fn(|| p.pop())
+                .map(|m| m.seq)
+                .collect::<Vec<_>>()
+        };
+        let first = pending.pop().unwrap();
+        assert_eq!(first.seq, 2);
+        let second = pending.pop().unwrap();
+        pending.put_back(first);
+        assert_eq!(second.seq, 5);
+        assert_eq!(order(&mut pending), [2, 1, 3, 4]);
+        assert_eq!((pending.len(), pending.bytes()), (0, 0));
+        pending.push(msg(6, 4));
+        assert_eq!(gauge.load(Ordering::Relaxed), pending.bytes());
+        pending.drain();
+        assert_eq!(gauge.load(Ordering::Relaxed), 0);
+    }
+}

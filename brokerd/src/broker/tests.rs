@@ -1,0 +1,392 @@
+//! The broker core's rules, driven request by request without sockets or a store.
+
+use super::*;
+use message::Published;
+
+struct Client {
+    conn: ConnId,
+    outbox: mpsc::UnboundedReceiver<Outbound>,
+}
+
+fn broker() -> Broker {
+    Broker::new(
+        Settings {
+            node: "n1".into(),
+            epoch: 7,
+            max_redeliveries: 2,
+            dead_letter_queue: "/queue/DLQ".into(),
+            topic_backlog: 3,
+        },
+        Box::new(Volatile),
+    )
+}
+
+fn open(broker: &mut Broker, conn: ConnId, client_id: Option<&str>) -> Client {
+    let (outbox, rx) = mpsc::unbounded_channel();
+    broker.handle(Request::Open {
+        conn,
+        client_id: client_id.map(str::to_owned),
+        outbox,
+    });
+    Client { conn, outbox: rx }
+}
+
+fn send(
+    broker: &mut Broker,
+    client: &Client,
+    destination: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) {
+    let mut headers = vec![("destination".to_string(), destination.to_string())];
+    headers.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+    let transaction = extra
+        .iter()
+        .find(|(n, _)| *n == "transaction")
+        .map(|(_, v)| v.to_string());
+    broker.handle(Request::Send {
+        conn: client.conn,
+        published: Published::from_headers(&headers).unwrap(),
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        transaction,
+        receipt: None,
+    });
+}
+
+fn subscribe(
+    broker: &mut Broker,
+    client: &Client,
+    id: &str,
+    destination: &str,
+    ack: AckMode,
+    prefetch: u32,
+) {
+    broker.handle(Request::Subscribe {
+        conn: client.conn,
+        spec: SubscribeSpec {
+            id: id.into(),
+            destination: destination.into(),
+            ack,
+            prefetch,
+            durable_name: None,
+        },
+        receipt: None,
+    });
+}
+
+/// (body, ack, redelivered) of every MESSAGE waiting in the outbox; panics on an ERROR.
+fn received(client: &mut Client) -> Vec<(String, Option<String>, bool)> {
+    let mut out = Vec::new();
+    while let Ok(frame) = client.outbox.try_recv() {
+        match frame {
+            Outbound::Message { ack, msg, .. } => out.push((
+                String::from_utf8_lossy(&msg.body).into_owned(),
+                ack.map(|a| a.to_string()),
+                msg.redeliveries > 0,
+            )),
+            Outbound::Receipt(_) => {}
+            Outbound::Error { message, .. } => panic!("unexpected ERROR: {message}"),
+        }
+    }
+    out
+}
+
+fn bodies(client: &mut Client) -> Vec<String> {
+    received(client).into_iter().map(|(b, _, _)| b).collect()
+}
+
+fn ack(broker: &mut Broker, client: &Client, id: &str, nack: bool) {
+    broker.handle(Request::Ack {
+        conn: client.conn,
+        which: AckRef::Ack(id.into()),
+        nack,
+        transaction: None,
+        receipt: None,
+    });
+}
+
+#[test]
+fn a_queue_round_robins_between_consumers_within_their_prefetch() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    let mut c1 = open(&mut b, 2, None);
+    let mut c2 = open(&mut b, 3, None);
+    subscribe(&mut b, &c1, "s", "/queue/q", AckMode::ClientIndividual, 2);
+    subscribe(&mut b, &c2, "s", "/queue/q", AckMode::ClientIndividual, 2);
+    for i in 0..6 {
+        send(&mut b, &producer, "/queue/q", &i.to_string(), &[]);
+    }
+    assert_eq!(bodies(&mut c1), ["0", "2"]);
+    assert_eq!(bodies(&mut c2), ["1", "3"]);
+    assert_eq!(b.counts().messages, 6);
+}
+
+#[test]
+fn client_acks_are_cumulative_and_individual_acks_are_not() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    let mut cumulative = open(&mut b, 2, None);
+    subscribe(&mut b, &cumulative, "c", "/queue/a", AckMode::Client, 10);
+    for i in 0..3 {
+        send(&mut b, &producer, "/queue/a", &i.to_string(), &[]);
+    }
+    let got = received(&mut cumulative);
+    ack(&mut b, &cumulative, got[1].1.as_deref().unwrap(), false);
+    assert_eq!(
+        b.counts().messages,
+        1,
+        "acking the second acks the first too"
+    );
+
+    let mut individual = open(&mut b, 3, None);
+    subscribe(
+        &mut b,
+        &individual,
+        "i",
+        "/queue/b",
+        AckMode::ClientIndividual,
+        10,
+    );
+    for i in 0..3 {
+        send(&mut b, &producer, "/queue/b", &i.to_string(), &[]);
+    }
+    let got = received(&mut individual);
+    ack(&mut b, &individual, got[1].1.as_deref().unwrap(), false);
+    assert_eq!(b.counts().messages, 1 + 2);
+}
+
+#[test]
+fn unacked_messages_of_a_closed_consumer_go_to_another_flagged_redelivered() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    let mut first = open(&mut b, 2, None);
+    subscribe(&mut b, &first, "s", "/queue/q", AckMode::Client, 10);
+    send(&mut b, &producer, "/queue/q", "m1", &[]);
+    send(&mut b, &producer, "/queue/q", "m2", &[]);
+    assert_eq!(received(&mut first).len(), 2);
+    let mut second = open(&mut b, 3, None);
+    subscribe(&mut b, &second, "s", "/queue/q", AckMode::Auto, 10);
+    b.handle(Request::Close { conn: first.conn });
+    let again = received(&mut second);
+    assert_eq!(
+        again
+            .iter()
+            .map(|(body, _, redelivered)| (body.as_str(), *redelivered))
+            .collect::<Vec<_>>(),
+        [("m1", true), ("m2", true)],
+        "in their original order, flagged"
+    );
+}
+
+#[test]
+fn nacked_messages_are_redelivered_then_dead_lettered_with_their_origin() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    let mut consumer = open(&mut b, 2, None);
+    subscribe(
+        &mut b,
+        &consumer,
+        "s",
+        "/queue/work",
+        AckMode::ClientIndividual,
+        10,
+    );
+    let mut dlq = open(&mut b, 3, None);
+    send(&mut b, &producer, "/queue/work", "poison", &[]);
+    // max_redeliveries is 2: delivered, nacked, redelivered twice, then the DLQ.
+    for attempt in 0..3 {
+        let got = received(&mut consumer);
+        assert_eq!(got.len(), 1, "attempt {attempt}");
+        assert_eq!(
+            got[0].2,
+            attempt > 0,
+            "redelivered flag on attempt {attempt}"
+        );
+        ack(&mut b, &consumer, got[0].1.as_deref().unwrap(), true);
+    }
+    assert!(received(&mut consumer).is_empty());
+    subscribe(&mut b, &dlq, "d", "/queue/DLQ", AckMode::Auto, 10);
+    match dlq.outbox.try_recv().unwrap() {
+        Outbound::Message { msg, .. } => {
+            assert_eq!(&*msg.body, b"poison");
+            assert!(msg
+                .headers
+                .contains(&("original-destination".into(), "/queue/work".into())));
+        }
+        other => panic!("expected the dead letter, got {other:?}"),
+    }
+}
+
+#[test]
+fn higher_priority_goes_first_and_expired_messages_are_never_delivered() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    send(&mut b, &producer, "/queue/p", "low", &[("priority", "1")]);
+    send(
+        &mut b,
+        &producer,
+        "/queue/p",
+        "expired",
+        &[("expires", "1")],
+    );
+    send(&mut b, &producer, "/queue/p", "high", &[("priority", "9")]);
+    let mut consumer = open(&mut b, 2, None);
+    subscribe(&mut b, &consumer, "s", "/queue/p", AckMode::Auto, 10);
+    assert_eq!(bodies(&mut consumer), ["high", "low"]);
+    assert_eq!(b.counts().messages, 0);
+}
+
+#[test]
+fn a_transaction_takes_effect_at_commit_and_not_at_all_on_abort() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    let mut consumer = open(&mut b, 2, None);
+    subscribe(
+        &mut b,
+        &consumer,
+        "s",
+        "/queue/t",
+        AckMode::ClientIndividual,
+        10,
+    );
+    for tx in ["t1", "t2"] {
+        b.handle(Request::Begin {
+            conn: producer.conn,
+            transaction: tx.into(),
+            receipt: None,
+        });
+    }
+    send(
+        &mut b,
+        &producer,
+        "/queue/t",
+        "committed",
+        &[("transaction", "t1")],
+    );
+    send(
+        &mut b,
+        &producer,
+        "/queue/t",
+        "aborted",
+        &[("transaction", "t2")],
+    );
+    assert!(received(&mut consumer).is_empty(), "nothing before COMMIT");
+    b.handle(Request::Abort {
+        conn: producer.conn,
+        transaction: "t2".into(),
+        receipt: None,
+    });
+    b.handle(Request::Commit {
+        conn: producer.conn,
+        transaction: "t1".into(),
+        receipt: None,
+    });
+    let got = received(&mut consumer);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, "committed");
+    // An ACK in a transaction that is aborted leaves the message unacknowledged.
+    b.handle(Request::Begin {
+        conn: consumer.conn,
+        transaction: "c".into(),
+        receipt: None,
+    });
+    b.handle(Request::Ack {
+        conn: consumer.conn,
+        which: AckRef::Ack(got[0].1.clone().unwrap()),
+        nack: false,
+        transaction: Some("c".into()),
+        receipt: None,
+    });
+    b.handle(Request::Abort {
+        conn: consumer.conn,
+        transaction: "c".into(),
+        receipt: None,
+    });
+    assert_eq!(b.counts().messages, 1);
+}
+
+#[test]
+fn a_durable_subscription_keeps_messages_while_offline() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    let mut sub = open(&mut b, 2, Some("client-a"));
+    let durable = |id: &str| SubscribeSpec {
+        id: id.into(),
+        destination: "/topic/news".into(),
+        ack: AckMode::ClientIndividual,
+        prefetch: 10,
+        durable_name: Some("daily".into()),
+    };
+    b.handle(Request::Subscribe {
+        conn: sub.conn,
+        spec: durable("s1"),
+        receipt: None,
+    });
+    send(&mut b, &producer, "/topic/news", "one", &[]);
+    let got = received(&mut sub);
+    assert_eq!(got.len(), 1);
+    b.handle(Request::Close { conn: sub.conn });
+    send(&mut b, &producer, "/topic/news", "two", &[]);
+    let mut back = open(&mut b, 3, Some("client-a"));
+    b.handle(Request::Subscribe {
+        conn: back.conn,
+        spec: durable("s2"),
+        receipt: None,
+    });
+    let got = received(&mut back);
+    assert_eq!(
+        got.iter()
+            .map(|(b, _, r)| (b.as_str(), *r))
+            .collect::<Vec<_>>(),
+        [("one", true), ("two", false)]
+    );
+}
+
+#[test]
+fn a_slow_non_durable_topic_subscriber_loses_its_oldest_messages_not_memory() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    let mut slow = open(&mut b, 2, None);
+    subscribe(&mut b, &slow, "s", "/topic/t", AckMode::ClientIndividual, 1);
+    for i in 0..10 {
+        send(&mut b, &producer, "/topic/t", &i.to_string(), &[]);
+    }
+    // One in flight (prefetch 1), at most topic_backlog (3) waiting.
+    let got = received(&mut slow);
+    assert_eq!(got.len(), 1);
+    ack(&mut b, &slow, got[0].1.as_deref().unwrap(), false);
+    assert_eq!(bodies(&mut slow), ["7"]);
+}
+
+#[test]
+fn bad_requests_are_refused_with_an_error_naming_the_problem() {
+    let mut b = broker();
+    let mut client = open(&mut b, 1, None);
+    let refused = |client: &mut Client| match client.outbox.try_recv() {
+        Ok(Outbound::Error { message, .. }) => message,
+        other => panic!("expected an ERROR, got {other:?}"),
+    };
+    ack(&mut b, &client, "nope", false);
+    assert!(refused(&mut client).contains("no unacknowledged message has ack id \"nope\""));
+    b.handle(Request::Commit {
+        conn: 1,
+        transaction: "t".into(),
+        receipt: None,
+    });
+    assert!(refused(&mut client).contains("transaction \"t\" is not open"));
+    subscribe(&mut b, &client, "s", "/queue/q", AckMode::Auto, 1);
+    subscribe(&mut b, &client, "s", "/queue/q", AckMode::Auto, 1);
+    assert!(refused(&mut client).contains("already in use"));
+    b.handle(Request::Subscribe {
+        conn: 1,
+        spec: SubscribeSpec {
+            id: "d".into(),
+            destination: "/topic/x".into(),
+            ack: AckMode::Auto,
+            prefetch: 1,
+            durable_name: Some("n".into()),
+        },
+        receipt: None,
+    });
+    assert!(refused(&mut client).contains("needs a client-id"));
+}

@@ -1,0 +1,1 @@
+//! Durable writes with group commit (being written).
