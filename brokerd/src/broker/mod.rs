@@ -844,7 +844,7 @@ impl Broker {
             }
         }
         for delivery in sub.in_flight {
-            self.redeliver(&sub.source, delivery.msg, false);
+            self.redeliver(&sub.source, delivery.msg);
         }
         self.dispatch(&sub.source);
     }
@@ -872,8 +872,9 @@ impl Broker {
     }
 
     /// Returns a message to where it came from for another delivery, or to the dead-letter
-    /// queue once it has been redelivered too often.
-    fn redeliver(&mut self, source: &Source, msg: Arc<Message>, nacked: bool) {
+    /// queue once it has been redelivered too often: NACKed, or its consumer gone without an
+    /// ACK (a message that crashes every consumer must not loop forever).
+    fn redeliver(&mut self, source: &Source, msg: Arc<Message>) {
         let mut msg = Arc::unwrap_or_clone(msg);
         msg.redeliveries += 1;
         let space = match source {
@@ -882,7 +883,7 @@ impl Broker {
             // A non-durable topic subscriber that leaves loses its messages, as in ActiveMQ.
             Source::Topic(_) => return,
         };
-        if nacked && msg.redeliveries > self.settings.max_redeliveries {
+        if msg.redeliveries > self.settings.max_redeliveries {
             if let (Some(space), true) = (&space, msg.persistent) {
                 self.store.remove(Arc::clone(space), key_of(&msg));
             }
@@ -974,7 +975,7 @@ impl Broker {
         let source = sub.source.clone();
         for delivery in taken {
             if nack {
-                self.redeliver(&source, delivery.msg, true);
+                self.redeliver(&source, delivery.msg);
             } else {
                 self.forget(&source, &delivery.msg);
             }

@@ -44,6 +44,8 @@ pub struct Connection {
     buffer: BytesMut,
     limits: Limits,
     version: Version,
+    /// When the client last sent anything, heart-beat EOLs included.
+    last_read: tokio::time::Instant,
 }
 
 impl Connection {
@@ -55,7 +57,14 @@ impl Connection {
             buffer: BytesMut::with_capacity(READ_CHUNK),
             limits,
             version: Version::V1_0,
+            last_read: tokio::time::Instant::now(),
         }
+    }
+
+    /// When the client last sent anything, heart-beat EOLs included: what a heart-beat
+    /// deadline is measured from.
+    pub fn last_read(&self) -> tokio::time::Instant {
+        self.last_read
     }
 
     /// The version negotiated by CONNECT, which decides header escaping from now on.
@@ -76,6 +85,7 @@ impl Connection {
                 return Ok(Some(frame));
             }
             let n = self.stream.read(&mut chunk).await?;
+            self.last_read = tokio::time::Instant::now();
             if n == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)

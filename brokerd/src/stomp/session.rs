@@ -309,14 +309,12 @@ fn parse_heartbeat(value: &str) -> Option<(u64, u64)> {
 impl Session {
     /// The connected session's loop: frames in, outbox out, heart-beats both ways.
     async fn serve(&mut self) {
-        let mut last_read = tokio::time::Instant::now();
         let mut last_write = tokio::time::Instant::now();
         loop {
             let beat_at = self.send_every.map(|d| last_write + d);
-            let silent_at = self.silence_limit.map(|d| last_read + d);
+            let silent_at = self.silence_limit.map(|d| self.conn.last_read() + d);
             tokio::select! {
                 read = self.conn.read_frame() => {
-                    last_read = tokio::time::Instant::now();
                     match read {
                         Ok(Some(frame)) => {
                             self.ctx.stats.frame_received();
@@ -365,6 +363,11 @@ impl Session {
                     }
                 }
                 () = sleep_until(silent_at) => {
+                    // Heart-beat EOLs are read inside read_frame without ending it: look at when
+                    // the client last sent anything before calling it silent.
+                    if self.silence_limit.is_some_and(|d| self.conn.last_read().elapsed() < d) {
+                        continue;
+                    }
                     debug!(limit = ?self.silence_limit, "client stopped heart-beating; closing");
                     let refusal = Refusal::new(
                         "no frame or heart-beat from the client within twice the agreed heart-beat interval",

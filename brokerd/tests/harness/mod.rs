@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
-use shared_proto::control::{FromBroker, ToBroker, CONTROL_FD_ENV};
+use shared_proto::control::{BrokerStats, FromBroker, ToBroker, CONTROL_FD_ENV};
 use shared_proto::wire;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -146,6 +146,20 @@ impl Broker {
         }
     }
 
+    /// The broker's figures, as `ctl status` would get them.
+    pub fn stats(&mut self) -> BrokerStats {
+        self.send(&ToBroker::Stats);
+        match self.recv() {
+            FromBroker::Stats { stats } => stats,
+            other => panic!("expected Stats, got {other:?}"),
+        }
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Asks for a graceful stop and checks the broker says so and exits 0.
     pub fn stop(&mut self, reason: &str) {
         self.send(&ToBroker::Stop {
@@ -281,6 +295,190 @@ impl Client {
             .expect("EOF within the time limit");
         assert!(rest.is_empty(), "unexpected bytes before EOF: {rest:?}");
     }
+}
+
+/// A received STOMP frame exactly as sent: header names and values not unescaped (the test decides
+/// how, by the version it speaks), the body as bytes, read by its `content-length` so it may hold
+/// NUL octets.
+#[derive(Debug)]
+pub struct RawFrame {
+    pub command: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawFrame {
+    /// The first header called `name` (STOMP: the first of repeated headers wins), as sent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first header called `name`; panics, showing the frame, if there is none.
+    pub fn header(&self, name: &str) -> &str {
+        self.get(name)
+            .unwrap_or_else(|| panic!("no {name} header in {self:?}"))
+    }
+
+    /// The first header called `name`, unescaped as STOMP 1.1 and 1.2 frames (other than
+    /// CONNECT and CONNECTED) require; panics on an undefined escape.
+    pub fn unescaped(&self, name: &str) -> Option<String> {
+        self.get(name).map(unescape_strictly)
+    }
+
+    /// The `message` header of an ERROR frame, as sent (STOMP 1.0 or a refused CONNECT).
+    pub fn message(&self) -> &str {
+        assert_eq!(self.command, "ERROR", "{self:?}");
+        self.header("message")
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("UTF-8 body")
+    }
+}
+
+impl Client {
+    /// Writes one frame: `headers` are `name:value` lines as they go on the wire (escaped by the
+    /// caller), and a non-empty body gets no `content-length` unless the caller adds one.
+    pub fn send_frame(&mut self, command: &str, headers: &[&str], body: &[u8]) {
+        let mut bytes = format!("{command}\n").into_bytes();
+        for header in headers {
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.push(b'\n');
+        }
+        bytes.push(b'\n');
+        bytes.extend_from_slice(body);
+        bytes.push(0);
+        self.send(&bytes);
+    }
+
+    /// Writes raw bytes, returning the error when the broker has closed the connection.
+    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.reader.get_mut().write_all(bytes)
+    }
+
+    /// Reads one frame, skipping heart-beat EOLs before it; the body is read by `content-length`
+    /// when there is one. Panics on EOF or after [`PATIENCE`].
+    pub fn read_raw(&mut self) -> RawFrame {
+        let command = loop {
+            let line = self.read_line();
+            if !line.is_empty() {
+                break line;
+            }
+        };
+        let mut headers = Vec::new();
+        loop {
+            let line = self.read_line();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("header line without a colon: {line:?}"));
+            headers.push((name.to_owned(), value.to_owned()));
+        }
+        let length = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map(|(_, v)| v.parse::<usize>().expect("numeric content-length"));
+        let body = match length {
+            Some(length) => {
+                let mut body = vec![0; length + 1];
+                self.reader
+                    .read_exact(&mut body)
+                    .expect("a whole body within the time limit");
+                assert_eq!(body.pop(), Some(0), "body not followed by NUL");
+                body
+            }
+            None => {
+                let mut body = Vec::new();
+                self.reader
+                    .read_until(0, &mut body)
+                    .expect("a body within the time limit");
+                assert_eq!(body.pop(), Some(0), "EOF in the middle of a body");
+                body
+            }
+        };
+        RawFrame {
+            command,
+            headers,
+            body,
+        }
+    }
+
+    /// One line without its EOL; panics on EOF.
+    fn read_line(&mut self) -> String {
+        let mut line = Vec::new();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut line)
+            .expect("read a line within the time limit");
+        assert!(n > 0, "EOF instead of a frame");
+        if line.ends_with(b"\n") {
+            line.pop();
+        }
+        if line.ends_with(b"\r") {
+            line.pop();
+        }
+        String::from_utf8(line).expect("UTF-8 frame head")
+    }
+
+    /// The next byte from the broker, `None` at EOF; panics after [`PATIENCE`] of silence.
+    pub fn read_byte(&mut self) -> Option<u8> {
+        let mut byte = [0u8];
+        match self.reader.read(&mut byte) {
+            Ok(0) => None,
+            Ok(_) => Some(byte[0]),
+            Err(err) => panic!("no byte from brokerd within {PATIENCE:?}: {err}"),
+        }
+    }
+
+    /// Reads the next frame and checks it is the RECEIPT for `id`.
+    pub fn expect_receipt(&mut self, id: &str) {
+        let frame = self.read_raw();
+        assert_eq!(
+            (frame.command.as_str(), frame.get("receipt-id")),
+            ("RECEIPT", Some(id)),
+            "expected the RECEIPT for {id:?}, got {frame:?}"
+        );
+    }
+
+    /// Reads the next frame, checks it is an ERROR whose `message` contains `needle`, and that
+    /// the broker then closes the connection; returns the ERROR.
+    pub fn expect_refusal(&mut self, needle: &str) -> RawFrame {
+        let error = self.read_raw();
+        assert_eq!(error.command, "ERROR", "{error:?}");
+        assert!(
+            error.message().contains(needle),
+            "ERROR message {:?} does not mention {needle:?}",
+            error.message()
+        );
+        self.expect_eof();
+        error
+    }
+}
+
+/// Undoes STOMP 1.1/1.2 header escaping; panics on an undefined or unfinished escape.
+pub fn unescape_strictly(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next() {
+            Some('n') => '\n',
+            Some('r') => '\r',
+            Some('c') => ':',
+            Some('\\') => '\\',
+            other => panic!("undefined escape \\{other:?} in {text:?}"),
+        });
+    }
+    out
 }
 
 fn unescape(text: &str) -> String {
