@@ -10,6 +10,9 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== build the binaries the cross-process tests start"
 cargo build --workspace --bins
+# The real-client tests (tests/tests/real_clients.rs) drive stomp.py, from PyPI.
+echo "== stomp.py for the real-client tests"
+python3 -c 'import stomp' 2>/dev/null || python3 -m pip install --quiet 'stomp.py>=8'
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -403,3 +403,125 @@ pub fn as_user(mut cmd: Command, uid: u32, gid: u32, groups: &[u32]) -> Command 
     }
     cmd
 }
+
+// ---- Client programs run beside a cluster (e.g. the stomp.py scenarios in tests/python) ----
+
+/// A client program a test runs against a cluster. Its stdout arrives line by line, so the
+/// test can act on what it prints (kill a node when it prints `KILL`), and everything it wrote
+/// to stdout and stderr is kept for a failing test's message. Killed when dropped.
+pub struct ClientProcess {
+    what: String,
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    transcript: std::sync::Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ClientProcess {
+    /// Starts `cmd` with stdin closed and stdout and stderr captured; `what` names it in
+    /// failures.
+    pub fn spawn(what: &str, mut cmd: Command) -> ClientProcess {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what} ({cmd:?}): {e}"));
+        let transcript = std::sync::Arc::new(Mutex::new(String::new()));
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let out_transcript = std::sync::Arc::clone(&transcript);
+        let err_transcript = std::sync::Arc::clone(&transcript);
+        let readers = vec![
+            std::thread::spawn(move || {
+                for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                    let Ok(line) = line else { break };
+                    lock_text(&out_transcript).push_str(&format!("{line}\n"));
+                    // The receiver may be gone (the test stopped listening); keep reading so
+                    // the client never blocks on a full pipe.
+                    let _ = tx.send(line);
+                }
+            }),
+            std::thread::spawn(move || {
+                for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                    let Ok(line) = line else { break };
+                    lock_text(&err_transcript).push_str(&format!("{line}\n"));
+                }
+            }),
+        ];
+        ClientProcess {
+            what: what.to_string(),
+            child,
+            lines,
+            transcript,
+            readers,
+        }
+    }
+
+    /// Waits at most [`WAIT`] for the client to print `line` (surrounding blanks ignored);
+    /// panics with its output if it does not, or exits first.
+    pub fn wait_for_line(&mut self, line: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(got) if got.trim() == line => return,
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "{} did not print {line:?} within {WAIT:?}; its output:\n{}",
+                    self.what,
+                    self.transcript()
+                ),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    panic!(
+                        "{} ended ({status:?}) without printing {line:?}; its output:\n{}",
+                        self.what,
+                        self.transcript()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Waits at most `timeout` for the client to exit (SIGKILLs it after that) and returns its
+    /// exit status, or None if it had to be killed.
+    pub fn finish(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.child.try_wait().expect("wait for a client process") {
+                Some(status) => break Some(status),
+                None if Instant::now() > deadline => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break None;
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        // The pipes close with the process: the readers have the whole output once joined.
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        status
+    }
+
+    /// Everything the client printed so far, stdout and stderr interleaved by line.
+    pub fn transcript(&self) -> String {
+        lock_text(&self.transcript).clone()
+    }
+}
+
+impl Drop for ClientProcess {
+    fn drop(&mut self) {
+        // Already reaped after `finish`; then both calls fail harmlessly.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Locks a transcript even if a reader thread panicked while holding it.
+fn lock_text(text: &Mutex<String>) -> std::sync::MutexGuard<'_, String> {
+    text.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,124 @@
+//! Real STOMP clients nobody on this project wrote, against real nodes: the stomp.py scenarios
+//! in `tests/python`, each run as a subprocess with the nodes' addresses as arguments.
+//!
+//! Needs python3 with stomp.py 8 or later (`tests/run-all.sh` installs it when missing). A
+//! scenario exits 0 when every check held; otherwise the test fails with everything it printed,
+//! and the cluster's logs.
+
+use ha_tests::*;
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Bound on one whole scenario; each of its own waits is bounded more tightly.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Panics with how to install stomp.py if python3 cannot import it.
+fn require_stomp_py() {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let checked = CHECKED.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import stomp"])
+            .output()
+            .map_err(|e| format!("cannot run python3: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    if let Err(e) = checked {
+        panic!(
+            "these tests need stomp.py: python3 -m pip install 'stomp.py>=8' (tests/run-all.sh \
+             does it)\n{e}"
+        );
+    }
+}
+
+/// `python3 -u tests/python/SCRIPT ARGS... HOST:PORT...` for every node of `cluster`.
+fn scenario(script: &str, args: &[&str], cluster: &Cluster) -> ClientProcess {
+    require_stomp_py();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let mut cmd = Command::new("python3");
+    // No __pycache__ left in the source tree.
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd.arg("-u").arg(path).args(args);
+    cmd.args(cluster.nodes.iter().map(|n| n.addr().to_string()));
+    ClientProcess::spawn(script, cmd)
+}
+
+/// Waits for a scenario to end and asserts it passed, with its output if it did not.
+fn assert_passes(mut client: ClientProcess, script: &str) {
+    let status = client.finish(SCENARIO_TIMEOUT);
+    let transcript = client.transcript();
+    match status {
+        Some(status) if status.success() => print!("{transcript}"),
+        Some(status) => panic!("{script} failed ({status}); its output:\n{transcript}"),
+        None => {
+            panic!("{script} still running after {SCENARIO_TIMEOUT:?}; its output:\n{transcript}")
+        }
+    }
+}
+
+/// One node, active, with `extra` config lines.
+fn one_node(extra: &str) -> Cluster {
+    let mut cluster = Cluster::new(1, extra);
+    cluster.start_all();
+    cluster.wait_for_one_active();
+    cluster
+}
+
+/// Runs `script` against a fresh single node to the end.
+fn run_on_one_node(script: &str, args: &[&str], extra: &str) {
+    let cluster = one_node(extra);
+    assert_passes(scenario(script, args, &cluster), script);
+}
+
+#[test]
+fn stomp_py_sends_and_receives_with_receipts_over_stomp_1_2_1_1_and_1_0() {
+    run_on_one_node("send_receive.py", &[], "");
+}
+
+#[test]
+fn stomp_py_client_individual_and_client_acks_and_nack_to_the_dead_letter_queue() {
+    // Fewer redeliveries than the default 6 keep the NACK loop short; the script checks the
+    // count it is given.
+    run_on_one_node(
+        "acks.py",
+        &["--max-redeliveries", "2"],
+        "broker_args = [\"--max-redeliveries\", \"2\"]\n",
+    );
+}
+
+#[test]
+fn stomp_py_transactions_commit_abort_and_ack() {
+    run_on_one_node("transactions.py", &[], "");
+}
+
+#[test]
+fn stomp_py_durable_subscription_keeps_messages_published_while_away() {
+    run_on_one_node("durable.py", &[], "");
+}
+
+// Fails today only because persistent messages are not yet written to the store before their
+// RECEIPT: every message receipted before the kill is lost. Remove the ignore with the journal.
+#[test]
+#[ignore = "needs the journal"]
+fn stomp_py_host_list_fails_over_across_a_sigkill_without_losing_receipted_messages() {
+    let mut cluster = Cluster::new(3, "");
+    cluster.start_all();
+    let active = cluster.wait_for_one_active();
+    let mut client = scenario("failover.py", &[], &cluster);
+    // The producer is mid-stream, with receipts outstanding, when it prints KILL.
+    client.wait_for_line("KILL");
+    cluster.nodes[active].kill(libc::SIGKILL);
+    let next = cluster.wait_for_active_other_than(active);
+    eprintln!(
+        "killed {}; {} took over",
+        cluster.nodes[active].name, cluster.nodes[next].name
+    );
+    assert_passes(client, "failover.py");
+}
