@@ -11,6 +11,7 @@
 use crate::broker::pending::Gauge;
 use crate::broker::{self, Broker, Counts, Request as BrokerRequest};
 use crate::control::{Activation, Control, Lost, Replies, Request, Requests};
+use crate::journal::{self, Journal, JournalConfig};
 use crate::server::{self, Settings, Shutdown};
 use crate::stats::Stats;
 use crate::stomp::frame::Limits;
@@ -26,7 +27,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 /// Requests from sessions waiting for the broker core; a full inbox slows the sessions down.
 const BROKER_INBOX: usize = 4096;
@@ -104,10 +105,11 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
     let opening = async {
         let store = Store::open(&config.data_dir, Retry::default()).await?;
         store.fence(epoch).await?;
-        Ok::<_, StoreError>(store)
+        let (journal, core) = open_broker(&config, epoch, &store).await?;
+        Ok::<_, StoreError>((store, journal, core))
     };
-    let store = match answer_while(opening, &mut requests, &mut replies).await {
-        Phase::Done(Ok(store)) => store,
+    let (store, journal, core) = match answer_while(opening, &mut requests, &mut replies).await {
+        Phase::Done(Ok(opened)) => opened,
         Phase::Done(Err(err)) => {
             // Only a lock still held may clear up by itself; a restart cannot fix the rest.
             let fatal = !matches!(err, StoreError::Locked { .. });
@@ -135,7 +137,7 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
     }
     info!(listeners = ?addrs, "ready");
 
-    let (broker, memory) = start_broker(&config, epoch);
+    let (broker, memory) = start_broker(core);
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut stop_tx = Some(stop_tx);
     let mut stop_reason = None;
@@ -155,9 +157,20 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
         },
     );
     tokio::pin!(serving);
+    let failed = journal.clone();
+    let failed = failed.failed();
+    tokio::pin!(failed);
     loop {
         tokio::select! {
             () = &mut serving => break,
+            err = &mut failed => {
+                // Nothing more can be made durable: stop serving at once. lockd restarts the
+                // broker (or hands over); what was receipted is on disk.
+                error!(error = %err, "the store failed; stopping");
+                store.abandon();
+                let err = anyhow::anyhow!("the store failed: {err}");
+                return Err(refuse(&mut replies, err, false).await);
+            }
             request = requests.next() => match request {
                 Ok(Request::Stats) => {
                     let counts = broker_counts(&broker).await;
@@ -184,10 +197,9 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
             },
         }
     }
-    if let Err(err) = store.flush().await {
+    if let Err(err) = close(journal, store).await {
         return Err(refuse(&mut replies, err.into(), true).await);
     }
-    drop(store);
     let reason = stop_reason.unwrap_or_else(|| "the server stopped".into());
     info!(%reason, "stopped gracefully");
     Ok(say_stopping(&mut replies, reason).await)
@@ -201,10 +213,11 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let store = Store::open(&config.data_dir, Retry::default()).await?;
     let epoch = store.claim_next_epoch().await?;
     tracing::Span::current().record("epoch", epoch);
+    let (journal, core) = open_broker(&config, epoch, &store).await?;
     let listeners = server::bind(&config.listen).await?;
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
-    let (broker, memory) = start_broker(&config, epoch);
+    let (broker, memory) = start_broker(core);
     server::run(
         listeners,
         settings(&config, epoch),
@@ -214,7 +227,7 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
         shutdown,
     )
     .await;
-    store.flush().await?;
+    close(journal, store).await?;
     info!("stopped gracefully");
     Ok(Outcome::Stopped)
 }
@@ -290,8 +303,15 @@ fn settings(config: &Config, epoch: u64) -> Settings {
     }
 }
 
-/// Starts the broker core's task; it ends when the server and every session have let go of it.
-fn start_broker(config: &Config, epoch: u64) -> (mpsc::Sender<BrokerRequest>, Gauge) {
+/// Starts the journal on the open store and rebuilds the broker core from what it holds, before
+/// any listener opens: recovery is part of the takeover.
+async fn open_broker(
+    config: &Config,
+    epoch: u64,
+    store: &Store,
+) -> Result<(Journal, Broker), StoreError> {
+    let journal = Journal::start(store, JournalConfig::default())?;
+    let recovered = journal::recover(store)?;
     let settings = broker::Settings {
         node: config.node.clone(),
         epoch,
@@ -299,11 +319,54 @@ fn start_broker(config: &Config, epoch: u64) -> (mpsc::Sender<BrokerRequest>, Ga
         dead_letter_queue: config.dead_letter_queue.clone(),
         topic_backlog: config.topic_backlog,
     };
+    let mut core = Broker::new(settings, Box::new(journal.clone()));
+    let started = std::time::Instant::now();
+    // Reading the store back is blocking sled I/O, seconds for a million messages.
+    let recovery = tokio::task::spawn_blocking(move || {
+        let mut failure = None;
+        let entries = recovered.iter().map_while(|entry| match entry {
+            Ok(entry) => Some((entry.space, entry.key, entry.value)),
+            Err(err) => {
+                failure = Some(err);
+                None
+            }
+        });
+        let restored = core.recover(entries);
+        match failure {
+            Some(err) => Err(err),
+            None => Ok((core, restored)),
+        }
+    })
+    .await;
+    let (core, restored) = match recovery {
+        Ok(result) => result?,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    };
+    info!(
+        restored,
+        ms = started.elapsed().as_millis() as u64,
+        "recovered the broker's state from the store"
+    );
+    Ok((journal, core))
+}
+
+/// Starts the broker core's task; it ends when the server and every session have let go of it.
+fn start_broker(core: Broker) -> (mpsc::Sender<BrokerRequest>, Gauge) {
     let (requests, inbox) = mpsc::channel(BROKER_INBOX);
-    let core = Broker::new(settings, Box::new(broker::Volatile));
     let memory = core.memory();
     tokio::spawn(core.run(inbox).in_current_span());
     (requests, memory)
+}
+
+/// Writes and flushes everything the journal still holds, then flushes the store: the end of a
+/// graceful stop.
+async fn close(journal: Journal, store: Store) -> Result<(), StoreError> {
+    let closing = tokio::task::spawn_blocking(move || journal.close()).await;
+    match closing {
+        Ok(result) => result?,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+    store.flush().await
 }
 
 /// The broker core's figures, or zeros if it does not answer (it is stopping).

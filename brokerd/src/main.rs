@@ -9,17 +9,9 @@
 //! 2 bad command line or a listen address that cannot be bound; 3 refused a stale epoch (another
 //! node took over); 4 the store could not be opened or flushed.
 
-mod broker;
-mod control;
-mod journal;
-mod lifecycle;
-mod server;
-mod stats;
-mod stomp;
-mod store;
-
+use brokerd::lifecycle::{self, Config, Outcome};
+use brokerd::{control, server, stomp, store};
 use clap::Parser;
-use lifecycle::{Config, Outcome};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -150,13 +150,12 @@ pub async fn run(
     // wait until every stored message is durable, so each receipt owed is in its session's
     // outbox and leaves before the ERROR that says goodbye.
     let (drained_tx, drained_rx) = oneshot::channel();
-    if broker.send(Request::Drain(drained_tx)).await.is_ok() {
-        if tokio::time::timeout(shutdown.drain / 2, drained_rx)
+    if broker.send(Request::Drain(drained_tx)).await.is_ok()
+        && tokio::time::timeout(shutdown.drain / 2, drained_rx)
             .await
             .is_err()
-        {
-            warn!("the store did not confirm every write within the drain time");
-        }
+    {
+        warn!("the store did not confirm every write within the drain time");
     }
     // No session task is gone while we hold `passive_tx`, so every one of them sees this.
     passive_tx.send_replace(Some(shutdown.reason.as_str().into()));

@@ -1251,7 +1251,6 @@ fn a_producer_without_consumers_is_refused_at_the_memory_limit() {
 // ---- Persistence across a restart ----
 
 #[test]
-#[ignore = "needs the journal: lifecycle.rs still starts the broker core on broker::Volatile"]
 fn a_receipted_persistent_message_survives_a_graceful_restart() {
     let dirs = Dirs::new();
     let mut first = Broker::spawn(&dirs.data, &[]);

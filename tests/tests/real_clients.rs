@@ -106,7 +106,6 @@ fn stomp_py_durable_subscription_keeps_messages_published_while_away() {
 // Fails today only because persistent messages are not yet written to the store before their
 // RECEIPT: every message receipted before the kill is lost. Remove the ignore with the journal.
 #[test]
-#[ignore = "needs the journal"]
 fn stomp_py_host_list_fails_over_across_a_sigkill_without_losing_receipted_messages() {
     let mut cluster = Cluster::new(3, "");
     cluster.start_all();

@@ -14,9 +14,11 @@
 pub mod message;
 pub mod pending;
 
+use crate::journal::Op;
 use bytes::Bytes;
 use message::{Kind, Message, Published};
 use pending::Pending;
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -37,6 +39,23 @@ pub trait Durability: Send {
     fn remove(&self, space: Arc<str>, key: Bytes);
     /// Runs `on_durable` once everything submitted before is durable.
     fn barrier(&self, on_durable: OnDurable);
+    /// Applies several writes atomically (a COMMIT): after a crash, all or none of them.
+    fn apply(&self, ops: Vec<Op>, on_durable: Option<OnDurable>);
+}
+
+impl Durability for crate::journal::Journal {
+    fn put(&self, space: Arc<str>, key: Bytes, value: Bytes, on_durable: Option<OnDurable>) {
+        crate::journal::Journal::put(self, space, key, value, on_durable);
+    }
+    fn remove(&self, space: Arc<str>, key: Bytes) {
+        crate::journal::Journal::remove(self, space, key, None);
+    }
+    fn barrier(&self, on_durable: OnDurable) {
+        crate::journal::Journal::barrier(self, on_durable);
+    }
+    fn apply(&self, ops: Vec<Op>, on_durable: Option<OnDurable>) {
+        crate::journal::Journal::apply(self, ops, on_durable);
+    }
 }
 
 /// No store at all: every write is "durable" at once. For unit tests of the broker's logic.
@@ -52,6 +71,11 @@ impl Durability for Volatile {
     fn remove(&self, _: Arc<str>, _: Bytes) {}
     fn barrier(&self, on_durable: OnDurable) {
         on_durable();
+    }
+    fn apply(&self, _: Vec<Op>, on_durable: Option<OnDurable>) {
+        if let Some(done) = on_durable {
+            done();
+        }
     }
 }
 
@@ -277,7 +301,7 @@ struct Connection {
 /// The broker's state; owned by the task running [`Broker::run`].
 pub struct Broker {
     settings: Settings,
-    store: Box<dyn Durability>,
+    store: Persist,
     counter: u64,
     connections: HashMap<ConnId, Connection>,
     subscriptions: HashMap<SubKey, Subscription>,
@@ -288,6 +312,48 @@ pub struct Broker {
     draining: bool,
     /// Bytes of every waiting message, shared with the sessions for flow control.
     memory: pending::Gauge,
+}
+
+/// The store as the broker writes it: straight through, or, while a COMMIT is being applied,
+/// collected into one atomic group.
+struct Persist {
+    store: Box<dyn Durability>,
+    batch: RefCell<Option<Vec<Op>>>,
+}
+
+impl Persist {
+    fn put(&self, space: Arc<str>, key: Bytes, value: Bytes, on_durable: Option<OnDurable>) {
+        match self.batch.borrow_mut().as_mut() {
+            Some(ops) => ops.push(Op::Put { space, key, value }),
+            None => self.store.put(space, key, value, on_durable),
+        }
+    }
+
+    fn remove(&self, space: Arc<str>, key: Bytes) {
+        match self.batch.borrow_mut().as_mut() {
+            Some(ops) => ops.push(Op::Remove { space, key }),
+            None => self.store.remove(space, key),
+        }
+    }
+
+    fn barrier(&self, on_durable: OnDurable) {
+        self.store.barrier(on_durable);
+    }
+
+    /// From now on, collect writes instead of submitting them.
+    fn begin_group(&self) {
+        *self.batch.borrow_mut() = Some(Vec::new());
+    }
+
+    /// Submits the collected writes as one atomic group; `on_durable` runs once it is durable.
+    fn commit_group(&self, on_durable: Option<OnDurable>) {
+        let writes = self.batch.borrow_mut().take().unwrap_or_default();
+        match (writes.is_empty(), on_durable) {
+            (false, done) => self.store.apply(writes, done),
+            (true, Some(done)) => self.store.barrier(done),
+            (true, None) => {}
+        }
+    }
 }
 
 /// A request refused with an ERROR that closes the session.
@@ -310,7 +376,10 @@ impl Broker {
     pub fn new(settings: Settings, store: Box<dyn Durability>) -> Broker {
         Broker {
             settings,
-            store,
+            store: Persist {
+                store,
+                batch: RefCell::new(None),
+            },
             counter: 0,
             connections: HashMap::new(),
             subscriptions: HashMap::new(),
@@ -340,53 +409,59 @@ impl Broker {
             })
     }
 
-    /// Restores what the store held: queues' messages, durable subscriptions and their messages.
+    /// Restores what the store held, entry by entry (space, key, value): queues' messages,
+    /// durable subscriptions and their messages. Returns how many messages it restored.
     /// Everything recovered may have been delivered before the takeover, so it is flagged
     /// redelivered when delivered again (the JMS reading of the flag: "possibly delivered").
-    pub fn recover(&mut self, spaces: impl IntoIterator<Item = (String, Vec<(Bytes, Bytes)>)>) {
-        let mut durable_messages: HashMap<String, Vec<Message>> = HashMap::new();
+    pub fn recover<K, V>(&mut self, entries: impl IntoIterator<Item = (Arc<str>, K, V)>) -> usize
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let mut durable_messages: HashMap<Arc<str>, Vec<Message>> = HashMap::new();
         let mut registry = Vec::new();
-        for (space, entries) in spaces {
-            if space == DURABLE_REGISTRY {
-                registry = entries;
+        let mut restored = 0;
+        for (space, key, value) in entries {
+            if &*space == DURABLE_REGISTRY {
+                registry.push((
+                    String::from_utf8_lossy(key.as_ref()).into_owned(),
+                    String::from_utf8_lossy(value.as_ref()).into_owned(),
+                ));
                 continue;
             }
-            let messages = entries.into_iter().filter_map(|(_, value)| {
-                let mut msg = Message::decode(&value)?;
-                msg.redeliveries = msg.redeliveries.max(1);
-                Some(msg)
-            });
+            let Some(mut msg) = Message::decode(value.as_ref()) else {
+                warn!(%space, "skipping a stored entry that is not a message of this version");
+                continue;
+            };
+            msg.redeliveries = msg.redeliveries.max(1);
+            restored += 1;
             if let Some(destination) = space.strip_prefix("q/") {
-                let queue = self.queue(&destination.into());
-                for msg in messages {
-                    queue.pending.push(Arc::new(msg));
-                }
-            } else if space.starts_with("d/") {
-                durable_messages.entry(space).or_default().extend(messages);
+                self.queue(&destination.into()).pending.push(Arc::new(msg));
+            } else {
+                durable_messages.entry(space).or_default().push(msg);
             }
         }
         for (key, topic) in registry {
-            let text = String::from_utf8_lossy(&key).into_owned();
-            let Some((client_id, name)) = text.split_once('\u{1}') else {
+            let Some((client_id, name)) = key.split_once('\u{1}') else {
                 continue;
             };
             let key: DurableKey = (client_id.into(), name.into());
             let space = durable_space(&key);
             let mut pending = Pending::new(&self.memory);
-            for msg in durable_messages.remove(&*space).unwrap_or_default() {
+            for msg in durable_messages.remove(&space).unwrap_or_default() {
                 pending.push(Arc::new(msg));
             }
-            let topic: Arc<str> = String::from_utf8_lossy(&topic).into_owned().into();
             self.durables.insert(
                 key,
                 Durable {
-                    topic,
+                    topic: topic.into(),
                     space,
                     pending,
                     active: None,
                 },
             );
         }
+        restored
     }
 
     /// Serves requests until every sender is gone.
@@ -537,9 +612,11 @@ impl Broker {
                 receipt,
             } => {
                 // One task applies every operation before it looks at anything else, so other
-                // clients see all of the transaction or none of it; the receipt waits for the
-                // last write, which the journal makes durable after every earlier one.
-                for op in self.end_transaction(conn, &transaction)? {
+                // clients see all of the transaction or none of it; its writes go to the store
+                // as one atomic group, and the receipt waits for it.
+                let ops = self.end_transaction(conn, &transaction)?;
+                self.store.begin_group();
+                for op in ops {
                     match op {
                         TxOp::Send(msg) => self.publish(msg, None),
                         TxOp::Ack { which, nack } => {
@@ -548,7 +625,8 @@ impl Broker {
                         }
                     }
                 }
-                self.receipt_after_barrier(conn, receipt);
+                let done = self.receipt_later(conn, receipt);
+                self.store.commit_group(done);
                 Ok(())
             }
             Request::Abort {

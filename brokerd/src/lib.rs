@@ -1,0 +1,18 @@
+//! brokerd's parts, as a library: the binary (`main.rs`) runs them, and the recovery benchmark
+//! (`examples/recovery_bench.rs`) measures the store through the same code.
+//!
+//! - [`lifecycle`]: a broker's life under lockd or standalone: activate, serve, stop.
+//! - [`control`]: the control channel to lockd.
+//! - [`store`] and [`journal`]: the sled store, the epoch fence, durable writes with group commit.
+//! - [`broker`]: the broker core, one task owning every destination and subscription.
+//! - [`server`] and [`stomp`]: listeners, sessions and the STOMP codec.
+//! - [`stats`]: counters for `ctl status`.
+
+pub mod broker;
+pub mod control;
+pub mod journal;
+pub mod lifecycle;
+pub mod server;
+pub mod stats;
+pub mod stomp;
+pub mod store;
