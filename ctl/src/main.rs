@@ -1,9 +1,13 @@
-//! ctl: the operator's tool. Prepares shared directories, shows a node's status, and asks the
-//! active node for a controlled failover.
+//! ctl: the operator's tool. Prepares shared directories, shows a node's status, asks the
+//! active node for a controlled failover, and talks STOMP through a failover URL (send,
+//! receive, bench) with the project's failover client.
 //!
 //! Exit codes: 0 success, 1 the request failed or timed out, 2 usage or connection errors.
 
+mod bench;
 mod client;
+mod receive;
+mod send;
 mod status;
 
 use anyhow::{bail, Context};
@@ -51,6 +55,49 @@ enum Cmd {
         #[arg(long, default_value_t = 30_000)]
         timeout_ms: u64,
     },
+    /// Send messages through a failover URL (like ActiveMQ's producer command).
+    Send(send::Args),
+    /// Receive messages through a failover URL (like ActiveMQ's consumer command).
+    Receive(receive::Args),
+    /// Measure throughput and latency: producers and consumers, each on its own connection.
+    Bench(bench::Args),
+}
+
+/// Where and as whom to connect, for the STOMP subcommands.
+#[derive(Debug, Clone, clap::Args)]
+struct StompArgs {
+    /// Broker: failover:(tcp://h1:61613,tcp://h2:61613)?options (ActiveMQ's syntax and
+    /// defaults, so randomize=true unless given), tcp://host:port, host:port or a comma list.
+    #[arg(
+        long,
+        env = "STOMP_URL",
+        default_value = "failover:(tcp://127.0.0.1:61613)"
+    )]
+    url: String,
+    #[arg(long, env = "STOMP_LOGIN")]
+    login: Option<String>,
+    #[arg(long, env = "STOMP_PASSCODE", hide_env_values = true)]
+    passcode: Option<String>,
+}
+
+impl StompArgs {
+    fn options(&self) -> stomp_client::Options {
+        stomp_client::Options {
+            login: self.login.clone(),
+            passcode: self.passcode.clone(),
+            ..stomp_client::Options::default()
+        }
+    }
+
+    /// Connects, with the URL in the error.
+    async fn connect(
+        &self,
+        options: stomp_client::Options,
+    ) -> anyhow::Result<stomp_client::Client> {
+        stomp_client::Client::connect(&self.url, options)
+            .await
+            .with_context(|| format!("cannot connect to {}", self.url))
+    }
 }
 
 /// A failure with its own exit code.
@@ -100,6 +147,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let socket = client::socket_path(args.socket)?;
             failover(&socket, wait, Duration::from_millis(timeout_ms)).await
         }
+        Cmd::Send(args) => send::run(args).await,
+        Cmd::Receive(args) => receive::run(args).await,
+        Cmd::Bench(args) => bench::run(args).await,
     }
 }
 

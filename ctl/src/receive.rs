@@ -1,0 +1,107 @@
+//! `ctl receive`: take messages off a destination through a failover URL, like ActiveMQ's
+//! consumer command. In client ack modes every message is acked after it is counted (and
+//! printed), and DISCONNECT waits for its receipt, so acked means processed by the broker.
+
+use crate::{Refused, StompArgs};
+use anyhow::Context;
+use std::io::Write;
+use std::time::{Duration, Instant};
+use stomp_client::AckMode;
+
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    stomp: StompArgs,
+    /// Destination, e.g. /queue/orders or /topic/prices.
+    #[arg(long)]
+    dest: String,
+    /// Messages to receive; 0 = until --timeout-ms passes without a message.
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    /// auto, client or client-individual.
+    #[arg(long, default_value = "auto")]
+    ack: AckMode,
+    /// Give up when no message arrived for this long.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Print each message (headers, blank line, body) on stdout; the summary goes to stderr.
+    #[arg(long)]
+    print: bool,
+    /// `activemq.prefetchSize` for the subscription (broker default when absent).
+    #[arg(long)]
+    prefetch: Option<u32>,
+    /// Extra SUBSCRIBE header `name:value` (repeatable), e.g. `selector:...`.
+    #[arg(long = "header", value_name = "NAME:VALUE", value_parser = crate::send::parse_header)]
+    headers: Vec<(String, String)>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = args.stomp.connect(args.stomp.options()).await?;
+    let prefetch = args.prefetch.map(|p| p.to_string());
+    let mut headers: Vec<(&str, &str)> = args
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Some(p) = &prefetch {
+        headers.push(("activemq.prefetchSize", p));
+    }
+    let mut sub = client
+        .subscribe(&args.dest, args.ack, &headers)
+        .await
+        .with_context(|| format!("subscribing to {}", args.dest))?;
+    let idle = Duration::from_millis(args.timeout_ms);
+    let started = Instant::now();
+    let mut received = 0u64;
+    let mut redelivered = 0u64;
+    let stdout = std::io::stdout();
+    while args.count == 0 || received < args.count {
+        let message = match tokio::time::timeout(idle, sub.next()).await {
+            Ok(Some(message)) => message,
+            Ok(None) => anyhow::bail!("the client closed: {:?}", client.stats()),
+            Err(_) => break,
+        };
+        received += 1;
+        redelivered += u64::from(message.redelivered());
+        if args.print {
+            let mut out = stdout.lock();
+            for (k, v) in &message.headers {
+                writeln!(out, "{k}:{v}")?;
+            }
+            writeln!(out)?;
+            out.write_all(&message.body)?;
+            writeln!(out)?;
+            writeln!(out)?;
+        }
+        client.ack(&message).await.context("acking")?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let stats = client.stats();
+    drop(sub);
+    tokio::time::timeout(CLOSE_TIMEOUT, client.disconnect())
+        .await
+        .map_err(|_| anyhow::anyhow!("no DISCONNECT receipt within {CLOSE_TIMEOUT:?}"))?
+        .context("disconnecting")?;
+    let summary = format!(
+        "received {received} messages from {} in {secs:.3} s ({:.0} msg/s), {redelivered} redelivered; broker {}, {} reconnects",
+        args.dest,
+        received as f64 / secs.max(1e-9),
+        stats.address.as_deref().unwrap_or("-"),
+        stats.reconnects
+    );
+    if args.print {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
+    if args.count > 0 && received < args.count {
+        return Err(Refused(format!(
+            "only {received} of {} messages arrived (nothing for {} ms)",
+            args.count, args.timeout_ms
+        ))
+        .into());
+    }
+    Ok(())
+}

@@ -1,0 +1,919 @@
+//! The session task: the one owner of the socket and of everything that must survive a
+//! reconnect (subscriptions, unreceipted SENDs, open transactions).
+//!
+//! [`crate::Client`] handles talk to it over a bounded command channel. Invariants:
+//! - A SEND that asked for a receipt stays in `sends` until its RECEIPT (or an ERROR naming its
+//!   receipt) arrives; after every reconnect all of them are written again, in their original
+//!   order, before any new command. So a receipted send is never lost by the client, and an
+//!   unreceipted one may reach the broker twice (at-least-once).
+//! - Every subscription is written again after a reconnect with the same id, destination, ack
+//!   mode and headers, before any resent SEND, so a consumer and a producer sharing a client see
+//!   their own messages.
+//! - Acks carry the connection generation of their message; an ack for a message delivered on an
+//!   earlier connection is dropped, since the broker has already put that message back.
+//! - Transactions die with their connection (the broker rolls them back); their COMMIT fails
+//!   with [`Error::TransactionLost`] so the caller can run them again.
+//! - A full subscription buffer stops reading the socket (TCP back-pressure to the broker)
+//!   instead of buffering without bound; heart-beat silence is not counted while stalled.
+
+use crate::backoff::Backoff;
+use crate::client::{AckMode, Error, Event, Message, Options, Shared};
+use crate::frame::{encode, read_frame, Frame, FrameError};
+use crate::url::{Address, ReconnectPolicy};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+/// Stop taking commands while this much is waiting to be written (back-pressure to callers).
+const HIGH_WATER: usize = 256 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub(crate) type Done = oneshot::Sender<Result<(), Error>>;
+
+/// What a client handle asks of the session.
+pub(crate) enum Command {
+    Send {
+        headers: Vec<(String, String)>,
+        body: Bytes,
+        /// Present when the SEND asks for a receipt: resolved at RECEIPT, and the permit holds
+        /// the caller's place in the receipt window until then.
+        receipt: Option<(Done, OwnedSemaphorePermit)>,
+        transaction: Option<String>,
+    },
+    Subscribe {
+        id: String,
+        destination: String,
+        ack: AckMode,
+        headers: Vec<(String, String)>,
+        deliver: mpsc::Sender<Message>,
+        done: Done,
+    },
+    Unsubscribe {
+        id: String,
+    },
+    Ack {
+        token: AckToken,
+        nack: bool,
+        transaction: Option<String>,
+    },
+    Begin {
+        transaction: String,
+    },
+    End {
+        transaction: String,
+        commit: bool,
+        done: Done,
+    },
+}
+
+/// What acking a message needs, and which connection delivered it.
+#[derive(Debug, Clone)]
+pub(crate) struct AckToken {
+    pub ack: String,
+    pub message_id: String,
+    pub subscription: String,
+    pub generation: u64,
+}
+
+struct Sub {
+    destination: String,
+    ack: AckMode,
+    headers: Vec<(String, String)>,
+    deliver: mpsc::Sender<Message>,
+    /// Receipt id and caller of a SUBSCRIBE not yet confirmed.
+    confirm: Option<(u64, Done)>,
+}
+
+struct PendingSend {
+    headers: Vec<(String, String)>,
+    body: Bytes,
+    done: Done,
+    _permit: OwnedSemaphorePermit,
+}
+
+enum Control {
+    Subscribed(String),
+    TxEnd(String, Done),
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Lost {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed by the broker")]
+    Eof,
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("ERROR frame: {0}")]
+    ServerError(String),
+    #[error("no data from the broker for {0:?} (twice the negotiated heart-beat)")]
+    Silent(Duration),
+}
+
+/// One established STOMP connection.
+pub(crate) struct Conn {
+    pub address: Address,
+    /// Negotiated version: 10, 11 or 12.
+    pub version: u8,
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    send_every: Option<Duration>,
+    expect_every: Option<Duration>,
+}
+
+impl Conn {
+    fn escape(&self) -> bool {
+        self.version >= 11
+    }
+
+    fn put<K: AsRef<str>, V: AsRef<str>>(
+        &mut self,
+        command: &str,
+        headers: impl IntoIterator<Item = (K, V)>,
+        body: &[u8],
+    ) {
+        let escape = self.escape();
+        encode(&mut self.wbuf, command, headers, body, escape);
+    }
+}
+
+/// Why one connection attempt failed.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    /// Nothing answered CONNECT (refused, reset, timeout, garbage).
+    Unreachable(String),
+    /// A broker answered CONNECT with ERROR (bad credentials, ...).
+    Refused(String),
+}
+
+/// TCP connect, CONNECT, wait for CONNECTED; all within `options.connect_timeout`.
+pub(crate) async fn connect_once(
+    address: &Address,
+    options: &Options,
+) -> Result<Conn, ConnectError> {
+    let attempt = async {
+        let target = address.to_string();
+        let stream = TcpStream::connect(&target)
+            .await
+            .map_err(|e| ConnectError::Unreachable(format!("TCP connect: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let mut conn = Conn {
+            address: address.clone(),
+            version: 10,
+            read,
+            write,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            send_every: None,
+            expect_every: None,
+        };
+        let hb = &options.heart_beat;
+        let heart_beat = format!("{},{}", hb.send.as_millis(), hb.receive.as_millis());
+        let host = options.virtual_host.as_deref().unwrap_or(&address.host);
+        let mut headers = vec![
+            ("accept-version", "1.0,1.1,1.2"),
+            ("host", host),
+            ("heart-beat", heart_beat.as_str()),
+        ];
+        if let Some(login) = &options.login {
+            headers.push(("login", login));
+        }
+        if let Some(passcode) = &options.passcode {
+            headers.push(("passcode", passcode));
+        }
+        headers.extend(options.connect_headers.iter().map(pair));
+        conn.put("CONNECT", headers, b"");
+        let io = |e: std::io::Error| ConnectError::Unreachable(e.to_string());
+        conn.write.write_all(&conn.wbuf).await.map_err(io)?;
+        conn.wbuf.clear();
+        let reply = loop {
+            match read_frame(&mut conn.rbuf, &options.limits, true) {
+                Ok(Some(frame)) => break frame,
+                Ok(None) => {}
+                Err(e) => return Err(ConnectError::Unreachable(e.to_string())),
+            }
+            conn.rbuf.reserve(READ_CHUNK);
+            if conn.read.read_buf(&mut conn.rbuf).await.map_err(io)? == 0 {
+                return Err(ConnectError::Unreachable(
+                    "connection closed before CONNECTED".into(),
+                ));
+            }
+        };
+        match reply.command.as_str() {
+            "CONNECTED" => {
+                conn.version = match reply.header("version") {
+                    Some("1.2") => 12,
+                    Some("1.1") => 11,
+                    _ => 10,
+                };
+                let (sx, sy) = parse_heart_beat(reply.header("heart-beat"));
+                let (cx, cy) = (hb.send, hb.receive);
+                // STOMP 1.1+: each side's period is the larger of what one offers and the
+                // other wants, and zero on either side switches that direction off.
+                if conn.version >= 11 {
+                    if !cx.is_zero() && !sy.is_zero() {
+                        conn.send_every = Some(cx.max(sy));
+                    }
+                    if !cy.is_zero() && !sx.is_zero() {
+                        conn.expect_every = Some(cy.max(sx));
+                    }
+                }
+                Ok(conn)
+            }
+            "ERROR" => Err(ConnectError::Refused(reply.error_text())),
+            other => Err(ConnectError::Unreachable(format!(
+                "expected CONNECTED, got {other}"
+            ))),
+        }
+    };
+    match tokio::time::timeout(options.connect_timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Unreachable(format!(
+            "no CONNECTED within {:?}",
+            options.connect_timeout
+        ))),
+    }
+}
+
+fn parse_heart_beat(value: Option<&str>) -> (Duration, Duration) {
+    let mut parts = value
+        .unwrap_or("0,0")
+        .split(',')
+        .map(|p| Duration::from_millis(p.trim().parse::<u64>().unwrap_or(0)));
+    let sx = parts.next().unwrap_or_default();
+    let sy = parts.next().unwrap_or_default();
+    (sx, sy)
+}
+
+/// Address order for one pass: shuffled when `randomize`, with the address that failed last
+/// moved to the end (ActiveMQ does the same).
+pub(crate) fn pass_order(
+    addresses: &[Address],
+    randomize: bool,
+    rng: &mut u64,
+    last_failed: Option<&Address>,
+) -> Vec<Address> {
+    let mut order = addresses.to_vec();
+    if randomize {
+        for i in (1..order.len()).rev() {
+            // xorshift64: good enough to spread clients over brokers.
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            order.swap(i, (*rng % (i as u64 + 1)) as usize);
+        }
+    }
+    if let Some(failed) = last_failed {
+        if let Some(pos) = order.iter().position(|a| a == failed) {
+            let a = order.remove(pos);
+            order.push(a);
+        }
+    }
+    order
+}
+
+/// Passes over the address list until one accepts CONNECT, pausing between passes as the
+/// policy says. At startup, a broker that answers CONNECT with ERROR ends the attempt at once:
+/// it is up and refuses us, and retrying will not change its mind.
+pub(crate) async fn establish(
+    addresses: &[Address],
+    policy: &ReconnectPolicy,
+    options: &Options,
+    backoff: &mut Backoff,
+    rng: &mut u64,
+    last_failed: &mut Option<Address>,
+    startup: bool,
+) -> Result<Conn, Error> {
+    loop {
+        let order = pass_order(addresses, policy.randomize, rng, last_failed.as_ref());
+        let mut last_error = String::new();
+        for address in &order {
+            match connect_once(address, options).await {
+                Ok(conn) => return Ok(conn),
+                Err(ConnectError::Refused(message)) if startup => {
+                    return Err(Error::Refused {
+                        address: address.to_string(),
+                        message,
+                    })
+                }
+                Err(ConnectError::Refused(e)) | Err(ConnectError::Unreachable(e)) => {
+                    tracing::debug!(%address, error = %e, "connect attempt failed");
+                    last_error = format!("{address}: {e}");
+                    *last_failed = Some(address.clone());
+                }
+            }
+        }
+        let Some(pause) = backoff.failed() else {
+            return Err(Error::GaveUp {
+                passes: backoff.failures(),
+                last: last_error,
+            });
+        };
+        let failures = backoff.failures();
+        if policy.warn_after_attempts > 0 && failures.is_multiple_of(policy.warn_after_attempts) {
+            tracing::warn!(failures, next_in = ?pause, error = %last_error, "still no broker");
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The session task's state.
+pub(crate) struct Session {
+    pub addresses: Vec<Address>,
+    pub policy: ReconnectPolicy,
+    pub options: Options,
+    pub commands: mpsc::Receiver<Command>,
+    pub close_requests: mpsc::Receiver<Done>,
+    pub shared: Arc<Shared>,
+    pub rng: u64,
+    pub last_failed: Option<Address>,
+    subs: BTreeMap<String, Sub>,
+    sends: BTreeMap<u64, PendingSend>,
+    controls: HashMap<u64, Control>,
+    open_txs: HashSet<String>,
+    lost_txs: HashSet<String>,
+    generation: u64,
+    next_id: u64,
+    stalled: Option<(mpsc::Sender<Message>, Message)>,
+    closing: bool,
+    disconnect_sent: bool,
+    close_waiters: Vec<Done>,
+}
+
+/// How the serve loop ended.
+enum Ended {
+    /// DISCONNECT receipted, or nothing left to do after every handle was dropped.
+    Closed,
+    Lost(Lost),
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        addresses: Vec<Address>,
+        policy: ReconnectPolicy,
+        options: Options,
+        commands: mpsc::Receiver<Command>,
+        close_requests: mpsc::Receiver<Done>,
+        shared: Arc<Shared>,
+        rng: u64,
+    ) -> Session {
+        Session {
+            addresses,
+            policy,
+            options,
+            commands,
+            close_requests,
+            shared,
+            rng: rng | 1,
+            last_failed: None,
+            subs: BTreeMap::new(),
+            sends: BTreeMap::new(),
+            controls: HashMap::new(),
+            open_txs: HashSet::new(),
+            lost_txs: HashSet::new(),
+            generation: 0,
+            next_id: 0,
+            stalled: None,
+            closing: false,
+            disconnect_sent: false,
+            close_waiters: Vec::new(),
+        }
+    }
+
+    /// Runs until DISCONNECT or until reconnecting is given up; `conn` is the first connection.
+    pub(crate) async fn run(mut self, mut conn: Conn) {
+        let mut reconnect = false;
+        let reason = loop {
+            self.connected(&mut conn, reconnect);
+            let lost = match self.serve(&mut conn).await {
+                Ended::Closed => break None,
+                Ended::Lost(lost) => lost,
+            };
+            let address = conn.address.to_string();
+            tracing::info!(%address, error = %lost, "connection lost; reconnecting");
+            *self.shared.address.lock().unwrap() = None;
+            self.shared.emit(Event::Lost {
+                address,
+                error: lost.to_string(),
+            });
+            self.last_failed = Some(conn.address.clone());
+            if self.disconnect_sent {
+                // Everything was receipted before DISCONNECT went out: nothing to save.
+                break None;
+            }
+            drop(conn);
+            match self.reestablish().await {
+                Ok(Some(next)) => conn = next,
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+            reconnect = true;
+        };
+        let reason = match reason {
+            Some(e) => {
+                tracing::error!(error = %e, "giving up");
+                self.shared.emit(Event::GaveUp {
+                    error: e.to_string(),
+                });
+                e
+            }
+            None => Error::Closed("disconnected".into()),
+        };
+        *self.shared.closed.lock().unwrap() = Some(reason.clone());
+        *self.shared.address.lock().unwrap() = None;
+        for (_, send) in std::mem::take(&mut self.sends) {
+            let _ = send.done.send(Err(reason.clone()));
+        }
+        for (_, control) in self.controls.drain() {
+            if let Control::TxEnd(_, done) = control {
+                let _ = done.send(Err(reason.clone()));
+            }
+        }
+        for waiter in self.close_waiters.drain(..) {
+            let _ = waiter.send(Ok(()));
+        }
+    }
+
+    /// Reconnects after a loss. `Ok(None)`: a DISCONNECT arrived during the outage with nothing
+    /// left unreceipted, so there is no reason to come back.
+    async fn reestablish(&mut self) -> Result<Option<Conn>, Error> {
+        let mut backoff = Backoff::new(&self.policy, false);
+        loop {
+            let attempt = establish(
+                &self.addresses,
+                &self.policy,
+                &self.options,
+                &mut backoff,
+                &mut self.rng,
+                &mut self.last_failed,
+                false,
+            );
+            tokio::select! {
+                result = attempt => return result.map(Some),
+                request = self.close_requests.recv(), if !self.closing => {
+                    if let Some(done) = request {
+                        self.close_waiters.push(done);
+                    }
+                    self.closing = true;
+                    if self.sends.is_empty() {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a new connection: bumps the generation and writes every subscription and
+    /// unreceipted SEND again.
+    fn connected(&mut self, conn: &mut Conn, reconnect: bool) {
+        self.generation += 1;
+        self.stalled = None;
+        let address = conn.address.to_string();
+        if reconnect {
+            self.shared.reconnects.fetch_add(1, Relaxed);
+        }
+        *self.shared.address.lock().unwrap() = Some(address.clone());
+        for (id, sub) in &self.subs {
+            put_subscribe(conn, id, sub);
+        }
+        let resent = self.sends.len();
+        for (seq, send) in &self.sends {
+            put_send(conn, *seq, &send.headers, &send.body);
+        }
+        self.shared.resent.fetch_add(resent as u64, Relaxed);
+        // The broker rolled back every transaction of the old connection.
+        self.lost_txs.extend(self.open_txs.drain());
+        let ended: Vec<u64> = self
+            .controls
+            .iter()
+            .filter(|(_, control)| matches!(control, Control::TxEnd(..)))
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in ended {
+            if let Some(Control::TxEnd(tx, done)) = self.controls.remove(&seq) {
+                self.lost_txs.remove(&tx);
+                let _ = done.send(Err(Error::TransactionLost(tx)));
+            }
+        }
+        tracing::info!(%address, version = conn.version, reconnect, resent, subscriptions = self.subs.len(), "connected");
+        self.shared.emit(Event::Connected {
+            address,
+            version: format!("1.{}", conn.version - 10),
+            reconnect,
+            resent,
+        });
+    }
+
+    async fn serve(&mut self, conn: &mut Conn) -> Ended {
+        let period = match (conn.send_every, conn.expect_every) {
+            (Some(s), Some(e)) => Some(s.min(e)),
+            (s, e) => s.or(e),
+        };
+        let mut tick = period.map(|p| {
+            let mut tick = tokio::time::interval(p / 2);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            tick
+        });
+        let mut last_read = Instant::now();
+        let mut last_write = Instant::now();
+        loop {
+            let escape = conn.escape();
+            while self.stalled.is_none() {
+                match read_frame(&mut conn.rbuf, &self.options.limits, escape) {
+                    Ok(Some(frame)) => match self.on_frame(frame, conn) {
+                        Ok(true) => {}
+                        Ok(false) => return Ended::Closed,
+                        Err(lost) => return Ended::Lost(lost),
+                    },
+                    Ok(None) => break,
+                    Err(e) => return Ended::Lost(e.into()),
+                }
+            }
+            if self.closing && !self.disconnect_sent && self.sends.is_empty() {
+                conn.put("DISCONNECT", [("receipt", "bye")], b"");
+                self.disconnect_sent = true;
+            }
+            let stall_tx = self.stalled.as_ref().map(|(tx, _)| tx.clone());
+            let take_commands = !self.closing && conn.wbuf.len() < HIGH_WATER;
+            if conn.rbuf.capacity() - conn.rbuf.len() < 4096 {
+                conn.rbuf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                n = conn.read.read_buf(&mut conn.rbuf), if stall_tx.is_none() => match n {
+                    Ok(0) => return Ended::Lost(Lost::Eof),
+                    Ok(_) => last_read = Instant::now(),
+                    Err(e) => return Ended::Lost(e.into()),
+                },
+                n = conn.write.write(&conn.wbuf), if !conn.wbuf.is_empty() => match n {
+                    Ok(0) => return Ended::Lost(Lost::Eof),
+                    Ok(n) => {
+                        conn.wbuf.advance(n);
+                        last_write = Instant::now();
+                    }
+                    Err(e) => return Ended::Lost(e.into()),
+                },
+                permit = reserve(stall_tx.as_ref()), if stall_tx.is_some() => {
+                    let (_, message) = self.stalled.take().expect("stalled");
+                    match permit {
+                        Some(permit) => permit.send(message),
+                        None => self.drop_subscription(conn, &message.subscription),
+                    }
+                    // The broker was not read while stalled; do not count that as silence.
+                    last_read = Instant::now();
+                },
+                command = self.commands.recv(), if take_commands => match command {
+                    Some(command) => {
+                        self.on_command(command, conn);
+                        while conn.wbuf.len() < HIGH_WATER {
+                            match self.commands.try_recv() {
+                                Ok(command) => self.on_command(command, conn),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // Every handle is gone: finish the unreceipted sends, then disconnect.
+                    None => self.closing = true,
+                },
+                request = self.close_requests.recv(), if !self.closing => {
+                    if let Some(done) = request {
+                        self.close_waiters.push(done);
+                    }
+                    // Commands queued before the DISCONNECT (acks above all) still go out
+                    // first, whatever the write buffer holds.
+                    while let Ok(command) = self.commands.try_recv() {
+                        self.on_command(command, conn);
+                    }
+                    self.closing = true;
+                },
+                _ = tick_opt(&mut tick) => {
+                    if let Some(every) = conn.send_every {
+                        if conn.wbuf.is_empty() && last_write.elapsed() >= every / 2 {
+                            conn.wbuf.put_u8(b'\n');
+                        }
+                    }
+                    if let Some(every) = conn.expect_every {
+                        if self.stalled.is_none() && last_read.elapsed() > every * 2 {
+                            return Ended::Lost(Lost::Silent(every * 2));
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Handles one frame from the broker; `Ok(false)` ends the session (DISCONNECT receipted).
+    fn on_frame(&mut self, frame: Frame, conn: &mut Conn) -> Result<bool, Lost> {
+        match frame.command.as_str() {
+            "MESSAGE" => self.on_message(frame, conn),
+            "RECEIPT" => {
+                let id = frame.header("receipt-id").unwrap_or("");
+                if id == "bye" {
+                    return Ok(false);
+                }
+                self.on_receipt(id);
+            }
+            "ERROR" => {
+                let text = frame.error_text();
+                // An ERROR naming a SEND's receipt rejects that SEND: resending it would only
+                // be rejected again.
+                if let Some(seq) = frame.header("receipt-id").and_then(|r| parse_id(r, 's')) {
+                    if let Some(send) = self.sends.remove(&seq) {
+                        let _ = send.done.send(Err(Error::Rejected(text.clone())));
+                    }
+                }
+                return Err(Lost::ServerError(text));
+            }
+            other => tracing::debug!(command = other, "ignoring frame"),
+        }
+        Ok(true)
+    }
+
+    fn on_receipt(&mut self, id: &str) {
+        if let Some(seq) = parse_id(id, 's') {
+            if let Some(send) = self.sends.remove(&seq) {
+                let _ = send.done.send(Ok(()));
+            }
+        } else if let Some(seq) = parse_id(id, 'c') {
+            match self.controls.remove(&seq) {
+                Some(Control::Subscribed(sub)) => {
+                    if let Some((_, done)) = self.subs.get_mut(&sub).and_then(|s| s.confirm.take())
+                    {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+                Some(Control::TxEnd(tx, done)) => {
+                    self.open_txs.remove(&tx);
+                    let _ = done.send(Ok(()));
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn on_message(&mut self, frame: Frame, conn: &mut Conn) {
+        let subscription = frame.header("subscription").unwrap_or("").to_string();
+        let Some(sub) = self.subs.get_mut(&subscription) else {
+            tracing::debug!(%subscription, "MESSAGE for an unknown subscription");
+            return;
+        };
+        let token = (sub.ack != AckMode::Auto).then(|| {
+            let message_id = frame.header("message-id").unwrap_or("").to_string();
+            AckToken {
+                ack: frame
+                    .header("ack")
+                    .map_or_else(|| message_id.clone(), str::to_string),
+                message_id,
+                subscription: subscription.clone(),
+                generation: self.generation,
+            }
+        });
+        // A MESSAGE proves the subscription exists; a broker may send a backlog before the
+        // RECEIPT, and the caller cannot drain it until `subscribe` returns.
+        if let Some((_, done)) = sub.confirm.take() {
+            let _ = done.send(Ok(()));
+        }
+        let message = Message {
+            headers: frame.headers,
+            body: frame.body,
+            subscription,
+            token,
+        };
+        match sub.deliver.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                self.stalled = Some((sub.deliver.clone(), message));
+            }
+            Err(mpsc::error::TrySendError::Closed(message)) => {
+                self.drop_subscription(conn, &message.subscription);
+            }
+        }
+    }
+
+    fn drop_subscription(&mut self, conn: &mut Conn, id: &str) {
+        if self.subs.remove(id).is_some() {
+            conn.put("UNSUBSCRIBE", [("id", id)], b"");
+        }
+    }
+
+    fn on_command(&mut self, command: Command, conn: &mut Conn) {
+        match command {
+            Command::Send {
+                mut headers,
+                body,
+                receipt,
+                transaction,
+            } => {
+                if let Some(tx) = transaction {
+                    if self.lost_txs.contains(&tx) {
+                        return;
+                    }
+                    headers.push(("transaction".into(), tx));
+                    conn.put("SEND", headers.iter().map(pair), &body);
+                    return;
+                }
+                match receipt {
+                    Some((done, permit)) => {
+                        let seq = self.next_id();
+                        put_send(conn, seq, &headers, &body);
+                        self.sends.insert(
+                            seq,
+                            PendingSend {
+                                headers,
+                                body,
+                                done,
+                                _permit: permit,
+                            },
+                        );
+                    }
+                    None => conn.put("SEND", headers.iter().map(pair), &body),
+                }
+            }
+            Command::Subscribe {
+                id,
+                destination,
+                ack,
+                headers,
+                deliver,
+                done,
+            } => {
+                let seq = self.next_id();
+                self.controls.insert(seq, Control::Subscribed(id.clone()));
+                let sub = Sub {
+                    destination,
+                    ack,
+                    headers,
+                    deliver,
+                    confirm: Some((seq, done)),
+                };
+                put_subscribe(conn, &id, &sub);
+                self.subs.insert(id, sub);
+            }
+            Command::Unsubscribe { id } => self.drop_subscription(conn, &id),
+            Command::Ack {
+                token,
+                nack,
+                transaction,
+            } => {
+                if token.generation != self.generation {
+                    tracing::debug!(message_id = %token.message_id, "ack for a message of an earlier connection dropped; the broker redelivers it");
+                    return;
+                }
+                if transaction
+                    .as_ref()
+                    .is_some_and(|tx| self.lost_txs.contains(tx))
+                {
+                    return;
+                }
+                let command = if nack { "NACK" } else { "ACK" };
+                if nack && conn.version == 10 {
+                    tracing::warn!("NACK is not part of STOMP 1.0; not sent");
+                    return;
+                }
+                let mut headers: Vec<(&str, &str)> = match conn.version {
+                    12 => vec![("id", &token.ack)],
+                    _ => vec![
+                        ("message-id", &token.message_id),
+                        ("subscription", &token.subscription),
+                    ],
+                };
+                if let Some(tx) = &transaction {
+                    headers.push(("transaction", tx));
+                }
+                conn.put(command, headers, b"");
+            }
+            Command::Begin { transaction } => {
+                conn.put("BEGIN", [("transaction", transaction.as_str())], b"");
+                self.open_txs.insert(transaction);
+            }
+            Command::End {
+                transaction,
+                commit,
+                done,
+            } => {
+                if self.lost_txs.remove(&transaction) {
+                    let _ = done.send(Err(Error::TransactionLost(transaction)));
+                    return;
+                }
+                let seq = self.next_id();
+                let receipt = format!("c-{seq}");
+                let command = if commit { "COMMIT" } else { "ABORT" };
+                conn.put(
+                    command,
+                    [("transaction", transaction.as_str()), ("receipt", &receipt)],
+                    b"",
+                );
+                self.controls.insert(seq, Control::TxEnd(transaction, done));
+            }
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+fn pair((k, v): &(String, String)) -> (&str, &str) {
+    (k, v)
+}
+
+fn put_send(conn: &mut Conn, seq: u64, headers: &[(String, String)], body: &[u8]) {
+    let receipt = format!("s-{seq}");
+    let headers = headers
+        .iter()
+        .map(pair)
+        .chain(std::iter::once(("receipt", receipt.as_str())));
+    conn.put("SEND", headers, body);
+}
+
+fn put_subscribe(conn: &mut Conn, id: &str, sub: &Sub) {
+    let receipt = sub.confirm.as_ref().map(|(seq, _)| format!("c-{seq}"));
+    let mut headers = vec![
+        ("destination", sub.destination.as_str()),
+        ("id", id),
+        ("ack", sub.ack.as_str()),
+    ];
+    headers.extend(sub.headers.iter().map(pair));
+    if let Some(receipt) = &receipt {
+        headers.push(("receipt", receipt));
+    }
+    conn.put("SUBSCRIBE", headers, b"");
+}
+
+fn parse_id(receipt: &str, kind: char) -> Option<u64> {
+    receipt.strip_prefix(kind)?.strip_prefix('-')?.parse().ok()
+}
+
+async fn reserve(tx: Option<&mpsc::Sender<Message>>) -> Option<mpsc::Permit<'_, Message>> {
+    match tx {
+        Some(tx) => tx.reserve().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick_opt(tick: &mut Option<Interval>) {
+    match tick {
+        Some(tick) => {
+            tick.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Address {
+        let (host, port) = s.split_once(':').unwrap();
+        Address {
+            host: host.into(),
+            port: port.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn pass_order_keeps_the_written_order_and_tries_the_failed_address_last() {
+        let list = [a("a:1"), a("b:2"), a("c:3")];
+        let mut rng = 1;
+        assert_eq!(pass_order(&list, false, &mut rng, None), list);
+        assert_eq!(
+            pass_order(&list, false, &mut rng, Some(&a("a:1"))),
+            [a("b:2"), a("c:3"), a("a:1")]
+        );
+        let mut seen = HashSet::new();
+        for _ in 0..50 {
+            let order = pass_order(&list, true, &mut rng, None);
+            assert_eq!(order.len(), 3);
+            seen.insert(order[0].clone());
+        }
+        assert_eq!(seen.len(), 3, "randomize spreads the first choice");
+    }
+
+    #[test]
+    fn heart_beat_header_parses_leniently() {
+        assert_eq!(
+            parse_heart_beat(Some("100,200")),
+            (Duration::from_millis(100), Duration::from_millis(200))
+        );
+        assert_eq!(parse_heart_beat(None), (Duration::ZERO, Duration::ZERO));
+        assert_eq!(
+            parse_heart_beat(Some("x")),
+            (Duration::ZERO, Duration::ZERO)
+        );
+    }
+}
