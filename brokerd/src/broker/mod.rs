@@ -312,6 +312,8 @@ pub struct Broker {
     draining: bool,
     /// Bytes of every waiting message, shared with the sessions for flow control.
     memory: pending::Gauge,
+    /// While a queue message is being published: its sequence, until it is consumed.
+    unstored: std::cell::Cell<Option<u64>>,
 }
 
 /// The store as the broker writes it: straight through, or, while a COMMIT is being applied,
@@ -389,6 +391,7 @@ impl Broker {
             durables: HashMap::new(),
             draining: false,
             memory: pending::Gauge::default(),
+            unstored: std::cell::Cell::new(None),
         }
     }
 
@@ -740,9 +743,17 @@ impl Broker {
         let msg = Arc::new(msg);
         match message::kind_of(&msg.destination) {
             Ok(Kind::Queue) => {
-                if msg.persistent {
+                // Dispatch before storing: a consumer online gets the message now, not after
+                // the disk, and one that takes it in auto mode right here has consumed and
+                // acknowledged it before it ever needed storing.
+                let destination = Arc::clone(&msg.destination);
+                self.unstored.set(Some(msg.seq));
+                self.queue(&destination).pending.push(Arc::clone(&msg));
+                self.dispatch(&Source::Queue(Arc::clone(&destination)));
+                let consumed = self.unstored.take().is_none();
+                if msg.persistent && !consumed {
                     self.store.put(
-                        queue_space(&msg.destination),
+                        queue_space(&destination),
                         key_of(&msg),
                         msg.encode(),
                         on_durable,
@@ -750,9 +761,6 @@ impl Broker {
                 } else if let Some(done) = on_durable {
                     done();
                 }
-                let destination = Arc::clone(&msg.destination);
-                self.queue(&destination).pending.push(msg);
-                self.dispatch(&Source::Queue(destination));
             }
             Ok(Kind::Topic) => {
                 let mut on_durable = on_durable;
@@ -1064,6 +1072,11 @@ impl Broker {
 
     /// A message is done with: remove it from the store.
     fn forget(&self, source: &Source, msg: &Message) {
+        if self.unstored.get() == Some(msg.seq) {
+            // Consumed while being published: it was never stored, nothing to remove.
+            self.unstored.set(None);
+            return;
+        }
         if !msg.persistent {
             return;
         }
