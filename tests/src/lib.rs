@@ -525,3 +525,33 @@ impl Drop for ClientProcess {
 fn lock_text(text: &Mutex<String>) -> std::sync::MutexGuard<'_, String> {
     text.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+// ---- Failover clients (the no-loss tests) ----
+
+/// A failover URL listing every node of `cluster` in order, reconnecting quickly and forever:
+/// `failover:(tcp://127.0.0.1:P1,...)?initialReconnectDelay=5&maxReconnectDelay=100&...`.
+pub fn failover_url(cluster: &Cluster) -> String {
+    let addresses: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("tcp://{}", n.addr()))
+        .collect();
+    format!(
+        "failover:({})?initialReconnectDelay=5&maxReconnectDelay=100&randomize=false&maxReconnectAttempts=-1",
+        addresses.join(",")
+    )
+}
+
+/// SIGKILLs the active node `active`'s lockd, waits for another node to take over, restarts
+/// the killed node and waits until it is passive again. Returns the new active node's index.
+pub fn kill_active_and_restart(cluster: &mut Cluster, active: usize) -> usize {
+    cluster.nodes[active].kill(libc::SIGKILL);
+    let next = cluster.wait_for_active_other_than(active);
+    cluster.nodes[active].start();
+    let settled = cluster.wait_for_one_active();
+    assert_eq!(
+        settled, next,
+        "the active node changed again after a restart"
+    );
+    next
+}

@@ -312,6 +312,8 @@ pub struct Broker {
     draining: bool,
     /// Bytes of every waiting message, shared with the sessions for flow control.
     memory: pending::Gauge,
+    /// The answer to a Drain, owed once every delivered message is acknowledged.
+    drained: Option<oneshot::Sender<()>>,
     /// While a queue message is being published: its sequence, until it is consumed.
     unstored: std::cell::Cell<Option<u64>>,
 }
@@ -391,6 +393,7 @@ impl Broker {
             durables: HashMap::new(),
             draining: false,
             memory: pending::Gauge::default(),
+            drained: None,
             unstored: std::cell::Cell::new(None),
         }
     }
@@ -475,6 +478,17 @@ impl Broker {
     }
 
     fn handle(&mut self, request: Request) {
+        self.apply_request(request);
+        if self.drained.is_some() && self.subscriptions.values().all(|s| s.in_flight.is_empty()) {
+            if let Some(reply) = self.drained.take() {
+                self.store.barrier(Box::new(move || {
+                    let _ = reply.send(());
+                }));
+            }
+        }
+    }
+
+    fn apply_request(&mut self, request: Request) {
         let conn = match &request {
             Request::Send { conn, .. }
             | Request::Subscribe { conn, .. }
@@ -670,10 +684,11 @@ impl Broker {
                 Ok(())
             }
             Request::Drain(reply) => {
+                // From now on nothing new is dispatched, and the answer waits until every
+                // delivered message is acknowledged: an ACK that arrived after the goodbye
+                // would be lost, and the next node would deliver the message again.
                 self.draining = true;
-                self.store.barrier(Box::new(move || {
-                    let _ = reply.send(());
-                }));
+                self.drained = Some(reply);
                 Ok(())
             }
         }
@@ -1106,6 +1121,10 @@ impl Broker {
     }
 
     fn dispatch_queue(&mut self, destination: &Arc<str>) {
+        if self.draining {
+            // Going passive: what is not delivered yet stays for the next node.
+            return;
+        }
         let now = now_ms();
         loop {
             let Some(queue) = self.queues.get_mut(destination) else {
@@ -1137,6 +1156,10 @@ impl Broker {
     }
 
     fn dispatch_durable(&mut self, key: &DurableKey) {
+        if self.draining {
+            // Going passive: what is not delivered yet stays for the next node.
+            return;
+        }
         let now = now_ms();
         loop {
             let Some(durable) = self.durables.get_mut(key) else {
@@ -1165,6 +1188,10 @@ impl Broker {
     }
 
     fn dispatch_backlog(&mut self, key: SubKey) {
+        if self.draining {
+            // Going passive: what is not delivered yet stays for the next node.
+            return;
+        }
         let now = now_ms();
         loop {
             let Some(sub) = self.subscriptions.get_mut(&key) else {

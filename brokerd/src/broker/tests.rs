@@ -390,3 +390,40 @@ fn bad_requests_are_refused_with_an_error_naming_the_problem() {
     });
     assert!(refused(&mut client).contains("needs a client-id"));
 }
+
+#[test]
+fn a_drain_stops_dispatching_and_waits_for_every_delivery_to_be_acknowledged() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    let mut consumer = open(&mut b, 2, None);
+    subscribe(
+        &mut b,
+        &consumer,
+        "s",
+        "/queue/q",
+        AckMode::ClientIndividual,
+        1,
+    );
+    send(&mut b, &producer, "/queue/q", "delivered", &[]);
+    send(&mut b, &producer, "/queue/q", "waiting", &[]);
+    let got = received(&mut consumer);
+    assert_eq!(got.len(), 1);
+    let (tx, mut drained) = oneshot::channel();
+    b.handle(Request::Drain(tx));
+    assert!(
+        drained.try_recv().is_err(),
+        "not drained while a delivery awaits its ACK"
+    );
+    send(&mut b, &producer, "/queue/q", "refused while draining", &[]);
+    ack(&mut b, &consumer, got[0].1.as_deref().unwrap(), false);
+    assert!(drained.try_recv().is_ok(), "drained once the ACK landed");
+    assert!(
+        received(&mut consumer).is_empty(),
+        "nothing more is dispatched"
+    );
+    assert_eq!(
+        b.counts().messages,
+        1,
+        "the waiting message stays for the next node"
+    );
+}
