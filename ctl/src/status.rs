@@ -79,6 +79,26 @@ pub fn render(status: &Status, now_unix_ms: u64) -> String {
         }
     }
     let _ = writeln!(out, "shared    {}", status.shared_dir);
+    if !status.nodes.is_empty() {
+        let _ = writeln!(out, "nodes");
+        for n in &status.nodes {
+            let epoch = n.epoch.map(|e| format!("epoch {e}")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<9} {:<10} on {} (lockd pid {}), heartbeat {} ago: {}",
+                n.node,
+                n.role.to_string(),
+                epoch,
+                n.host,
+                n.lockd_pid,
+                format_age(n.heartbeat_age_ms),
+                n.reason
+            );
+        }
+    }
+    for warning in &status.warnings {
+        let _ = writeln!(out, "WARNING   {warning}");
+    }
     out
 }
 

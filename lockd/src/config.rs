@@ -52,6 +52,10 @@ pub struct Config {
     /// node releases the lock so a peer can try.
     pub max_restarts: u32,
     pub restart_window_ms: u64,
+    /// A holder whose heartbeat is older than this is reported as stale by `ctl status` and in
+    /// the log: its lockd may be dead while its lock lingers (NFSv3), or its host stalled.
+    /// Longer than fence_timeout_ms, after which a healthy holder has fenced itself.
+    pub stale_holder_ms: u64,
 }
 
 impl Default for Config {
@@ -75,6 +79,7 @@ impl Default for Config {
             broker_stop_timeout_ms: 10_000,
             max_restarts: 3,
             restart_window_ms: 60_000,
+            stale_holder_ms: 15_000,
         }
     }
 }
@@ -110,6 +115,7 @@ pub struct Settings {
     pub broker_stop_timeout: Duration,
     pub max_restarts: u32,
     pub restart_window: Duration,
+    pub stale_holder: Duration,
 }
 
 impl Config {
@@ -222,6 +228,7 @@ impl Config {
             ("broker_ready_timeout_ms", self.broker_ready_timeout_ms),
             ("broker_stop_timeout_ms", self.broker_stop_timeout_ms),
             ("restart_window_ms", self.restart_window_ms),
+            ("stale_holder_ms", self.stale_holder_ms),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
@@ -251,6 +258,7 @@ impl Config {
             broker_stop_timeout: Duration::from_millis(self.broker_stop_timeout_ms),
             max_restarts: self.max_restarts,
             restart_window: Duration::from_millis(self.restart_window_ms),
+            stale_holder: Duration::from_millis(self.stale_holder_ms),
         })
     }
 }

@@ -8,8 +8,10 @@
 
 use crate::shared_dir;
 use crate::sys::lockfile::LockFile;
+use shared_proto::admin::Role;
 use shared_proto::holder::{Holder, HolderState};
 use shared_proto::layout::Layout;
+use shared_proto::nodes::NodeRecord;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -25,6 +27,13 @@ pub enum Command {
     SetState(HolderState),
     /// Close the lock file (releasing the lock) and stop competing.
     Release,
+    /// The node's role changed: rewrite `nodes/NODE.json` now (and at every keepalive period).
+    Record {
+        role: Role,
+        epoch: Option<u64>,
+        since_unix_ms: u64,
+        reason: String,
+    },
 }
 
 /// What the keeper reports. Each carries the epoch it concerns, so the state machine can drop
@@ -70,8 +79,12 @@ pub fn run(
     commands: Receiver<Command>,
     events: mpsc::Sender<Event>,
     holder: watch::Sender<Option<Holder>>,
+    nodes: watch::Sender<Vec<NodeRecord>>,
 ) {
     let mut keeper = Keeper {
+        nodes,
+        me: None,
+        next_record: Instant::now(),
         layout,
         host: hostname(),
         config,
@@ -120,11 +133,39 @@ struct Keeper {
     last_error: Option<String>,
     /// When a non-holding keeper next re-reads `holder.json` and re-checks its open lock file.
     next_keepalive: Instant,
+    /// Every node's record, as last read from `nodes/`.
+    nodes: watch::Sender<Vec<NodeRecord>>,
+    /// This node's record, rewritten every keepalive period with a fresh heartbeat.
+    me: Option<NodeRecord>,
+    next_record: Instant,
 }
 
 impl Keeper {
     fn handle(&mut self, mode: Mode, command: Command) -> Mode {
         match (mode, command) {
+            (
+                mode,
+                Command::Record {
+                    role,
+                    epoch,
+                    since_unix_ms,
+                    reason,
+                },
+            ) => {
+                self.me = Some(NodeRecord {
+                    node: self.config.node.clone(),
+                    host: self.host.clone(),
+                    lockd_pid: std::process::id(),
+                    role,
+                    epoch,
+                    since_unix_ms,
+                    reason,
+                    heartbeat_unix_ms: 0,
+                });
+                self.next_record = Instant::now();
+                self.record();
+                mode
+            }
             (Mode::Holding(held), Command::Release) => {
                 let epoch = held.epoch;
                 drop(held);
@@ -164,6 +205,7 @@ impl Keeper {
     }
 
     fn tick(&mut self, mode: Mode) -> Mode {
+        self.record();
         match mode {
             Mode::Holding(held) => self.keepalive(held),
             Mode::Competing => self.poll(),
@@ -309,6 +351,27 @@ impl Keeper {
         }
     }
 
+    /// Rewrites this node's record with a fresh heartbeat and re-reads everyone's, at most once
+    /// per keepalive period (or at once after a role change).
+    fn record(&mut self) {
+        if Instant::now() < self.next_record {
+            return;
+        }
+        self.next_record = Instant::now() + self.config.keepalive;
+        if let Some(me) = self.me.as_mut() {
+            me.heartbeat_unix_ms = shared_proto::unix_ms();
+            if let Err(e) = shared_dir::write_node(&self.layout, me) {
+                tracing::debug!(error = %e, "cannot write this node's record in nodes/");
+            }
+        }
+        match shared_dir::read_nodes(&self.layout) {
+            Ok(records) => {
+                self.nodes.send_replace(records);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read nodes/"),
+        }
+    }
+
     /// Re-reads `holder.json` for status and hold-off, at most once per keepalive period.
     fn refresh_view(&mut self) {
         if Instant::now() < self.next_keepalive {
@@ -360,13 +423,14 @@ mod tests {
         let (commands, command_rx) = std::sync::mpsc::channel();
         let (event_tx, events) = mpsc::channel(64);
         let (holder_tx, holder) = watch::channel(None);
+        let (nodes_tx, _) = watch::channel(Vec::new());
         let config = KeeperConfig {
             node: node.into(),
             lock_poll: Duration::from_millis(5),
             keepalive: Duration::from_millis(20),
         };
         let layout = layout.clone();
-        std::thread::spawn(move || run(layout, config, command_rx, event_tx, holder_tx));
+        std::thread::spawn(move || run(layout, config, command_rx, event_tx, holder_tx, nodes_tx));
         Running {
             commands,
             events,

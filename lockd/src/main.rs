@@ -103,6 +103,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
     let (keeper_tx, keeper_rx) = std::sync::mpsc::channel();
     let (keeper_events_tx, keeper_events) = mpsc::channel(64);
     let (holder_tx, holder) = watch::channel(None);
+    let (nodes_tx, nodes) = watch::channel(Vec::new());
     let (shutdown_tx, shutdown) = mpsc::channel(4);
     let (calls_tx, calls) = mpsc::channel(32);
     let (broker_events_tx, broker_events) = mpsc::channel(64);
@@ -135,6 +136,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
                 keeper_rx,
                 keeper_events_tx,
                 holder_tx,
+                nodes_tx,
             )
         })
         .context("cannot start the keeper thread")?;
@@ -158,6 +160,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
         keeper_tx,
         broker_events_tx,
         holder.clone(),
+        nodes,
     );
     let outcome = runtime.block_on(async move {
         tokio::spawn(admin::serve(listener, access, calls_tx));

@@ -20,6 +20,7 @@ use crate::sys::spawn::BrokerCommand;
 use shared_proto::admin::{ErrorCode, Response, Role, Status};
 use shared_proto::control::{BrokerStats, FromBroker, ToBroker};
 use shared_proto::holder::{Holder, HolderState};
+use shared_proto::nodes::NodeRecord;
 use std::collections::VecDeque;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -96,6 +97,10 @@ pub struct Node {
     broker_events: mpsc::Sender<(u64, BrokerEvent)>,
     /// The lock holder as the keeper last read or wrote it.
     holder: watch::Receiver<Option<Holder>>,
+    /// Every node's record, as the keeper last read `nodes/`.
+    nodes: watch::Receiver<Vec<NodeRecord>>,
+    /// The stale holder last warned about, so the log says it once per holder and epoch.
+    stale_warned: Option<(String, u64)>,
 }
 
 impl Node {
@@ -106,6 +111,7 @@ impl Node {
         keeper: std::sync::mpsc::Sender<Command>,
         broker_events: mpsc::Sender<(u64, BrokerEvent)>,
         holder: watch::Receiver<Option<Holder>>,
+        nodes: watch::Receiver<Vec<NodeRecord>>,
     ) -> Node {
         Node {
             settings,
@@ -130,6 +136,8 @@ impl Node {
             exiting: false,
             broker_events,
             holder,
+            nodes,
+            stale_warned: None,
         }
     }
 
@@ -141,6 +149,12 @@ impl Node {
         mut inputs: Inputs,
         mut broker_events: mpsc::Receiver<(u64, BrokerEvent)>,
     ) -> Result<(), String> {
+        self.keeper_command(Command::Record {
+            role: self.role,
+            epoch: self.epoch,
+            since_unix_ms: self.since_unix_ms,
+            reason: self.reason.clone(),
+        });
         self.keeper_command(Command::Compete);
         let mut watchdog = tokio::time::interval(self.settings.keepalive);
         loop {
@@ -177,7 +191,10 @@ impl Node {
                     ));
                 }
                 () = sleep_until(timer.map(|(at, _)| at)) => self.on_timer(),
-                _ = watchdog.tick() => notify::watchdog(),
+                _ = watchdog.tick() => {
+                    notify::watchdog();
+                    self.log_stale_holder();
+                }
             }
             if self.exiting && self.broker.is_none() {
                 self.keeper_command(Command::Release);
@@ -505,8 +522,51 @@ impl Node {
         self.set_role(Role::Stopping, "lockd is shutting down".into());
     }
 
-    /// This node's status, with the holder as the keeper last read it.
+    /// Why the holder looks dead, if it does: its heartbeat is older than `stale_holder` (by our
+    /// clock; clocks only decide what is reported, never what is fenced).
+    fn stale_holder(&self) -> Option<String> {
+        let holder = self.holder.borrow();
+        let holder = holder.as_ref()?;
+        let age = shared_proto::unix_ms().saturating_sub(holder.heartbeat_unix_ms);
+        (age > self.settings.stale_holder.as_millis() as u64).then(|| {
+            format!(
+                "the lock holder {node} (host {host}, lockd pid {pid}, epoch {epoch}) has not heartbeaten for {age} s \
+                 (threshold {limit} s): its lockd may be stopped or dead while its lock lingers, as with NFSv3 \
+                 locks of a crashed client. Check {node}: is lockd running (`ctl status` there)? If that node is \
+                 gone for good and no node takes over, release its lock on the file server (NFSv3: restart the \
+                 lock manager or reboot the dead client) rather than deleting SHARED/lock",
+                node = holder.node,
+                host = holder.host,
+                pid = holder.pid,
+                epoch = holder.epoch,
+                age = age / 1000,
+                limit = self.settings.stale_holder.as_secs(),
+            )
+        })
+    }
+
+    /// Logs a stale holder once, when it becomes stale.
+    fn log_stale_holder(&mut self) {
+        let key = self
+            .holder
+            .borrow()
+            .as_ref()
+            .map(|h| (h.node.clone(), h.epoch));
+        match self.stale_holder() {
+            Some(warning) if self.stale_warned != key => {
+                tracing::warn!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), reason = %warning, "stale lock holder");
+                self.stale_warned = key;
+            }
+            Some(_) => {}
+            None => self.stale_warned = None,
+        }
+    }
+
+    /// This node's status, with the holder and the other nodes as the keeper last read them.
     pub fn status(&self) -> Status {
+        let now = shared_proto::unix_ms();
+        let nodes = self.nodes.borrow().iter().map(|r| r.view(now)).collect();
+        let warnings = self.stale_holder().into_iter().collect();
         let holder = self.holder.borrow();
         Status {
             node: self.settings.node.clone(),
@@ -519,8 +579,10 @@ impl Node {
             listeners: self.listeners.clone(),
             restarts: self.restarts.len() as u32,
             shared_dir: self.settings.shared_dir.display().to_string(),
-            holder: holder.as_ref().map(|h| h.view(shared_proto::unix_ms())),
+            holder: holder.as_ref().map(|h| h.view(now)),
             broker: self.stats.clone(),
+            nodes,
+            warnings,
         }
     }
 
@@ -530,6 +592,12 @@ impl Node {
         self.reason = reason;
         self.since_unix_ms = shared_proto::unix_ms();
         notify::status(self.role, self.epoch, &self.reason);
+        self.keeper_command(Command::Record {
+            role,
+            epoch: self.epoch,
+            since_unix_ms: self.since_unix_ms,
+            reason: self.reason.clone(),
+        });
     }
 
     fn keeper_command(&mut self, command: Command) {
@@ -570,8 +638,13 @@ mod tests {
             rx.await.unwrap()
         }
 
+        /// Lock commands sent to the keeper so far (not the node-record updates).
         fn commands(&self) -> Vec<String> {
-            self.keeper.try_iter().map(|c| format!("{c:?}")).collect()
+            self.keeper
+                .try_iter()
+                .filter(|c| !matches!(c, Command::Record { .. }))
+                .map(|c| format!("{c:?}"))
+                .collect()
         }
 
         /// The status once it satisfies `ready`, within 60 s of virtual time: events and calls
@@ -632,6 +705,7 @@ mod tests {
             broker_stop_timeout: Duration::from_secs(10),
             max_restarts: 3,
             restart_window: Duration::from_secs(60),
+            stale_holder: Duration::from_secs(15),
         }
     }
 
@@ -648,7 +722,15 @@ mod tests {
             args: vec!["600".into()],
             credentials: None,
         };
-        let node = Node::new(settings(), command, keeper_tx, broker_tx, holder.clone());
+        let (_, nodes) = watch::channel(Vec::new());
+        let node = Node::new(
+            settings(),
+            command,
+            keeper_tx,
+            broker_tx,
+            holder.clone(),
+            nodes,
+        );
         let inputs = Inputs {
             keeper_events,
             holder,

@@ -5,6 +5,7 @@
 
 use shared_proto::holder::Holder;
 use shared_proto::layout::Layout;
+use shared_proto::nodes::NodeRecord;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -92,6 +93,41 @@ pub fn read_holder(layout: &Layout) -> io::Result<Option<Holder>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Writes this node's `nodes/NODE.json` atomically.
+pub fn write_node(layout: &Layout, record: &NodeRecord) -> io::Result<()> {
+    let mut text = serde_json::to_vec(record).expect("node record serialises");
+    text.push(b'\n');
+    let path = layout.nodes().join(format!("{}.json", record.node));
+    write_atomically(&path, &record.node, &text)
+}
+
+/// Reads every node's file, sorted by node name. A file that does not parse (a node of another
+/// release, a stray file) is skipped: one bad file must not hide the rest of the cluster.
+pub fn read_nodes(layout: &Layout) -> io::Result<Vec<NodeRecord>> {
+    let mut records = Vec::new();
+    for entry in fs::read_dir(layout.nodes())? {
+        let path = entry?.path();
+        let is_record = path.extension().is_some_and(|e| e == "json")
+            && !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if !is_record {
+            continue;
+        }
+        match fs::read(&path).map(|text| serde_json::from_slice::<NodeRecord>(&text)) {
+            Ok(Ok(record)) => records.push(record),
+            Ok(Err(e)) => {
+                tracing::debug!(path = %path.display(), error = %e, "skipping a node file")
+            }
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "cannot read a node file")
+            }
+        }
+    }
+    records.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(records)
 }
 
 /// temp file, fsync, rename, fsync of the directory: the rename is atomic, the syncs make it

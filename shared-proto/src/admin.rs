@@ -102,6 +102,13 @@ pub struct Status {
     pub holder: Option<HolderView>,
     /// What the broker holds; present when active.
     pub broker: Option<BrokerStats>,
+    /// Every node's own account, from `nodes/`, this one included.
+    #[serde(default)]
+    pub nodes: Vec<crate::nodes::NodeView>,
+    /// Problems an operator should act on, each saying what to do (e.g. a holder whose
+    /// heartbeat stopped while its lock lingers).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// The lock holder as another node sees it.

@@ -3,6 +3,7 @@
 //! - [`control`]: lockd <-> brokerd over the inherited socketpair.
 //! - [`admin`]: ctl <-> lockd over the control Unix socket.
 //! - [`holder`]: the `holder.json` file the active lockd keeps in the shared directory.
+//! - [`nodes`]: `nodes/NODE.json`, each node's own account of itself.
 //! - [`layout`]: the shared directory's paths, marker and one-time preparation.
 //! - [`wire`]: the newline-delimited JSON framing both protocols use, bounded in length so a
 //!   peer that sends garbage gets a clear error instead of growing our memory.
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod control;
 pub mod holder;
 pub mod layout;
+pub mod nodes;
 pub mod wire;
 
 /// Version of both control protocols; bumped on any incompatible change so mixed binaries after a

@@ -442,3 +442,63 @@ fn a_read_only_shared_directory_is_refused_with_what_to_fix() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_node_lists_the_whole_cluster() {
+    let (cluster, active) = three_nodes("");
+    let expected: Vec<(String, Role)> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let role = if i == active {
+                Role::Active
+            } else {
+                Role::Passive
+            };
+            (n.name.clone(), role)
+        })
+        .collect();
+    for node in &cluster.nodes {
+        // Records are rewritten and re-read every keepalive period: wait for them to settle.
+        let status = wait_until(&format!("{} to see every node's role", node.name), || {
+            node.status().ok().filter(|s| {
+                s.nodes
+                    .iter()
+                    .map(|n| (n.node.clone(), n.role))
+                    .collect::<Vec<_>>()
+                    == expected
+            })
+        });
+        assert!(status.warnings.is_empty(), "{:?}", status.warnings);
+        assert!(status.nodes.iter().all(|n| n.heartbeat_age_ms < 30_000));
+    }
+    let text = String::from_utf8(cluster.nodes[active].ctl(&["status"]).stdout).unwrap();
+    assert!(text.contains("nodes\n") && text.contains("node2"), "{text}");
+}
+
+#[test]
+fn a_passive_reports_a_holder_whose_heartbeat_stopped() {
+    // SIGSTOP freezes the active lockd: its lock stays held (as an NFSv3 lock of a dead client
+    // would), its heartbeat stops, and its brokerd keeps running.
+    let (mut cluster, active) = three_nodes("stale_holder_ms = 1000\n");
+    cluster.nodes[active].kill(libc::SIGSTOP);
+    let passive = &cluster.nodes[(active + 1) % 3];
+    let status = wait_until("the passive to call the holder stale", || {
+        passive.status().ok().filter(|s| !s.warnings.is_empty())
+    });
+    let warning = &status.warnings[0];
+    assert!(warning.contains(&cluster.nodes[active].name), "{warning}");
+    assert!(
+        warning.contains("has not heartbeaten") && warning.contains("NFSv3"),
+        "{warning}"
+    );
+    let text = String::from_utf8(passive.ctl(&["status"]).stdout).unwrap();
+    assert!(text.contains("WARNING"), "{text}");
+    assert_eq!(
+        status.role,
+        Role::Passive,
+        "a stale holder is reported, never overruled"
+    );
+    cluster.nodes[active].kill(libc::SIGCONT);
+}
