@@ -12,8 +12,15 @@
 //! parent then times opening the store (sled replays its log) and reading every message back,
 //! and a second open (sled wrote a snapshot during the first). Figures go to stdout as text and
 //! as one JSON line. Data lives under `--dir` (default: a temp dir under /tmp), deleted at the end.
+//!
+//! The stored values are broker messages (`Message::encode`, 10 queues), so a real brokerd can
+//! take the store over: with `--brokerd PATH` (repeatable, e.g. a build before and after a
+//! change), each binary is started standalone on its own copy of the crashed store and timed
+//! from spawn to its "ready" log line (open + recovery + listeners), and its resident memory is
+//! read from /proc right then.
 
 use anyhow::{bail, Context, Result};
+use brokerd::broker::message::Message;
 use brokerd::journal::{self, Journal, JournalConfig};
 use brokerd::store;
 use bytes::Bytes;
@@ -51,6 +58,9 @@ struct Args {
     /// Parent directory for the test stores.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// brokerd binaries whose takeover of the crashed store is timed.
+    #[arg(long)]
+    brokerd: Vec<PathBuf>,
     /// Internal: fill the store in this directory, report, and wait to be killed.
     #[arg(long, hide = true)]
     fill: Option<PathBuf>,
@@ -151,6 +161,24 @@ fn main() -> Result<()> {
             ms(run.reopen),
             run.peak_rss_kib / 1024
         ));
+        let mut takeovers = Vec::new();
+        for takeover in &run.brokerd {
+            println!(
+                "brokerd takeover: {:?}: spawn to ready {:.0} ms, RSS {} MiB (peak {} MiB)",
+                takeover.binary,
+                ms(takeover.ready),
+                takeover.rss_kib / 1024,
+                takeover.peak_rss_kib / 1024,
+            );
+            takeovers.push(format!(
+                "{{\"binary\":{:?},\"ready_ms\":{:.0},\"rss_mib\":{},\"peak_rss_mib\":{}}}",
+                takeover.binary.display().to_string(),
+                ms(takeover.ready),
+                takeover.rss_kib / 1024,
+                takeover.peak_rss_kib / 1024
+            ));
+        }
+        json.push(format!("\"brokerd_takeover\":[{}]", takeovers.join(",")));
     }
     if args.seconds > 0 {
         for producers in [1usize, 100] {
@@ -258,6 +286,16 @@ struct Recovery {
     head: Duration,
     head_rss_kib: u64,
     peak_rss_kib: u64,
+    brokerd: Vec<Takeover>,
+}
+
+/// One brokerd's takeover of the crashed store.
+struct Takeover {
+    binary: PathBuf,
+    /// From spawn to the "ready" log line.
+    ready: Duration,
+    rss_kib: u64,
+    peak_rss_kib: u64,
 }
 
 /// Entries of each space read by the "takeover" measurement, like a broker's first page.
@@ -292,6 +330,10 @@ fn recovery(
         bail!("the child did not fill the store (it said {line:?})");
     }
     let disk_bytes = disk_use(dir)?;
+    let mut brokerd = Vec::new();
+    for binary in &args.brokerd {
+        brokerd.push(takeover(binary, dir)?);
+    }
 
     let began = Instant::now();
     let store = runtime.block_on(Store::open_tuned(dir, Retry::default(), tuning))?;
@@ -314,8 +356,9 @@ fn recovery(
     for space in &spaces {
         for entry in view.scan(space) {
             let entry = entry?;
-            if entry.value.len() != args.size {
-                bail!("a recovered message has {} bytes", entry.value.len());
+            let body = Message::decode(&entry.value).map(|m| m.body.len());
+            if body != Some(args.size) {
+                bail!("a recovered message has a body of {body:?} bytes");
             }
             count += 1;
         }
@@ -343,6 +386,72 @@ fn recovery(
         head,
         head_rss_kib,
         peak_rss_kib: peak_rss_kib(),
+        brokerd,
+    })
+}
+
+/// Starts `binary` standalone on a copy of the crashed store in `dir` (so every binary takes
+/// over the same state), times it to "ready", reads its memory, and kills it.
+fn takeover(binary: &Path, dir: &Path) -> Result<Takeover> {
+    let copy = dir.with_extension("takeover");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(dir)
+        .arg(&copy)
+        .status()
+        .context("copying the store")?;
+    if !status.success() {
+        bail!("copying {dir:?} failed: {status}");
+    }
+    // Write the copy out first: brokerd's first flush (the epoch claim) would otherwise wait
+    // for gigabytes of dirty pages, which a real takeover on a store at rest does not.
+    let status = Command::new("sync").status().context("syncing the copy")?;
+    if !status.success() {
+        bail!("sync failed: {status}");
+    }
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .arg("--data-dir")
+        .arg(&copy)
+        .args(["--listen", "127.0.0.1:0", "--node", "bench"])
+        .env_remove(shared_proto::control::CONTROL_FD_ENV)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {binary:?}"))?;
+    let stderr = child.stderr.take().context("brokerd's stderr")?;
+    let mut ready = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.context("reading brokerd's log")?;
+        if line.contains("recovered") {
+            println!("brokerd: {line}");
+        }
+        if line.contains(" ready ") {
+            ready = Some(started.elapsed());
+            break;
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .context("reading brokerd's memory")?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (rss_kib, peak_rss_kib) = (field("VmRSS:"), field("VmHWM:"));
+    child.kill().context("killing brokerd")?;
+    child.wait().context("reaping brokerd")?;
+    std::fs::remove_dir_all(&copy).with_context(|| format!("deleting {copy:?}"))?;
+    let ready = ready.with_context(|| format!("{binary:?} never said ready"))?;
+    Ok(Takeover {
+        binary: binary.to_path_buf(),
+        ready,
+        rss_kib,
+        peak_rss_kib,
     })
 }
 
@@ -350,17 +459,32 @@ fn recovery(
 /// "filled", and waits to be killed.
 async fn fill(dir: &Path, messages: u64, size: usize, tuning: Tuning) -> Result<()> {
     let store = Store::open_tuned(dir, Retry::default(), tuning).await?;
+    // Fenced like a broker of epoch 1, so a brokerd taking over claims a later epoch.
+    store.fence(1).await?;
     let journal = Journal::start(&store, JournalConfig::default())?;
     let body = Bytes::from(vec![b'm'; size]);
-    let spaces: Vec<Arc<str>> = (0..10)
-        .map(|q| Arc::from(format!("q/backlog-{q}")))
+    let destinations: Vec<Arc<str>> = (0..10)
+        .map(|q| Arc::from(format!("/queue/backlog-{q}")))
         .collect();
     for n in 0..messages {
-        let space = Arc::clone(&spaces[(n % 10) as usize]);
+        let destination = Arc::clone(&destinations[(n % 10) as usize]);
+        // As a broker of epoch 1 would store it.
+        let seq = (1 << 40) | (n + 1);
+        let message = Message {
+            id: format!("ID:fill-1-{}", n + 1).into(),
+            seq,
+            destination: Arc::clone(&destination),
+            headers: Vec::new(),
+            body: body.clone(),
+            persistent: true,
+            priority: 4,
+            expires: 0,
+            redeliveries: 0,
+        };
         journal.put(
-            space,
-            Bytes::copy_from_slice(&n.to_be_bytes()),
-            body.clone(),
+            Arc::from(format!("q/{destination}")),
+            Bytes::copy_from_slice(&seq.to_be_bytes()),
+            message.encode(),
             None,
         );
         // Bound what is queued, as the broker's flow control would.

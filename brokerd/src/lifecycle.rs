@@ -8,7 +8,8 @@
 //!
 //! Both return an [`Outcome`] (or an error) to `main`, which alone decides how the process exits.
 
-use crate::broker::pending::Gauge;
+use crate::broker::paging::Pager;
+use crate::broker::pending::Usage;
 use crate::broker::{self, Broker, Counts, Request as BrokerRequest};
 use crate::control::{Activation, Control, Lost, Replies, Request, Requests};
 use crate::journal::{self, Journal, JournalConfig};
@@ -61,6 +62,9 @@ pub struct Config {
     pub memory_limit: usize,
     /// How long a SEND waits for memory.
     pub send_wait: Duration,
+    /// Waiting messages per queue (or durable subscription) kept in memory; persistent ones
+    /// beyond it are paged out to the store.
+    pub page_size: usize,
 }
 
 /// How the broker's life ended, for `main` to turn into an exit.
@@ -105,22 +109,23 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
     let opening = async {
         let store = Store::open(&config.data_dir, Retry::default()).await?;
         store.fence(epoch).await?;
-        let (journal, core) = open_broker(&config, epoch, &store).await?;
-        Ok::<_, StoreError>((store, journal, core))
+        let opened = open_broker(&config, epoch, &store).await?;
+        Ok::<_, StoreError>((store, opened))
     };
-    let (store, journal, core) = match answer_while(opening, &mut requests, &mut replies).await {
-        Phase::Done(Ok(opened)) => opened,
-        Phase::Done(Err(err)) => {
-            // Only a lock still held may clear up by itself; a restart cannot fix the rest.
-            let fatal = !matches!(err, StoreError::Locked { .. });
-            return Err(refuse(&mut replies, err.into(), fatal).await);
-        }
-        Phase::Stop(reason) => {
-            info!(%reason, "lockd stopped this broker while its store was opening");
-            return Ok(say_stopping(&mut replies, reason).await);
-        }
-        Phase::Lost(lost) => return Ok(Outcome::ControlLost(lost)),
-    };
+    let (store, (journal, core, pager)) =
+        match answer_while(opening, &mut requests, &mut replies).await {
+            Phase::Done(Ok(opened)) => opened,
+            Phase::Done(Err(err)) => {
+                // Only a lock still held may clear up by itself; a restart cannot fix the rest.
+                let fatal = !matches!(err, StoreError::Locked { .. });
+                return Err(refuse(&mut replies, err.into(), fatal).await);
+            }
+            Phase::Stop(reason) => {
+                info!(%reason, "lockd stopped this broker while its store was opening");
+                return Ok(say_stopping(&mut replies, reason).await);
+            }
+            Phase::Lost(lost) => return Ok(Outcome::ControlLost(lost)),
+        };
     let listeners = match server::bind(&config.listen).await {
         Ok(listeners) => listeners,
         Err(err) => return Err(refuse(&mut replies, err.into(), true).await),
@@ -137,7 +142,10 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
     }
     info!(listeners = ?addrs, "ready");
 
-    let (broker, memory) = start_broker(core);
+    let (broker, memory) = match start_broker(core, pager, &journal) {
+        Ok(started) => started,
+        Err(err) => return Err(refuse(&mut replies, err, true).await),
+    };
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut stop_tx = Some(stop_tx);
     let mut stop_reason = None;
@@ -213,11 +221,11 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let store = Store::open(&config.data_dir, Retry::default()).await?;
     let epoch = store.claim_next_epoch().await?;
     tracing::Span::current().record("epoch", epoch);
-    let (journal, core) = open_broker(&config, epoch, &store).await?;
+    let (journal, core, pager) = open_broker(&config, epoch, &store).await?;
     let listeners = server::bind(&config.listen).await?;
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
-    let (broker, memory) = start_broker(core);
+    let (broker, memory) = start_broker(core, pager, &journal)?;
     server::run(
         listeners,
         settings(&config, epoch),
@@ -304,14 +312,16 @@ fn settings(config: &Config, epoch: u64) -> Settings {
 }
 
 /// Starts the journal on the open store and rebuilds the broker core from what it holds, before
-/// any listener opens: recovery is part of the takeover.
+/// any listener opens: recovery is part of the takeover. Only the first page of each queue is
+/// read now (paging brings in the rest as it drains), so this costs about the same with a
+/// backlog of a million messages as with none.
 async fn open_broker(
     config: &Config,
     epoch: u64,
     store: &Store,
-) -> Result<(Journal, Broker), StoreError> {
+) -> Result<(Journal, Broker, Pager), StoreError> {
     let journal = Journal::start(store, JournalConfig::default())?;
-    let recovered = journal::recover(store)?;
+    let view: Arc<dyn broker::paging::PageStore> = Arc::new(journal::recover(store)?);
     let settings = broker::Settings {
         node: config.node.clone(),
         epoch,
@@ -320,22 +330,13 @@ async fn open_broker(
         topic_backlog: config.topic_backlog,
     };
     let mut core = Broker::new(settings, Box::new(journal.clone()));
+    let reads = core.page_out(config.page_size);
     let started = std::time::Instant::now();
-    // Reading the store back is blocking sled I/O, seconds for a million messages.
+    // Reading the store is blocking sled I/O: keep it off the async threads.
+    let reader = Arc::clone(&view);
     let recovery = tokio::task::spawn_blocking(move || {
-        let mut failure = None;
-        let entries = recovered.iter().map_while(|entry| match entry {
-            Ok(entry) => Some((entry.space, entry.key, entry.value)),
-            Err(err) => {
-                failure = Some(err);
-                None
-            }
-        });
-        let restored = core.recover(entries);
-        match failure {
-            Some(err) => Err(err),
-            None => Ok((core, restored)),
-        }
+        let restored = core.recover(&*reader)?;
+        Ok::<_, StoreError>((core, restored))
     })
     .await;
     let (core, restored) = match recovery {
@@ -344,18 +345,30 @@ async fn open_broker(
     };
     info!(
         restored,
+        page = config.page_size,
         ms = started.elapsed().as_millis() as u64,
-        "recovered the broker's state from the store"
+        "recovered the broker's state from the store (the first page of each queue)"
     );
-    Ok((journal, core))
+    Ok((journal, core, Pager { store: view, reads }))
 }
 
-/// Starts the broker core's task; it ends when the server and every session have let go of it.
-fn start_broker(core: Broker) -> (mpsc::Sender<BrokerRequest>, Gauge) {
+/// Starts the broker core's task and its page reader; the core ends when the server and every
+/// session have let go of it, and the reader with it.
+fn start_broker(
+    core: Broker,
+    pager: Pager,
+    journal: &Journal,
+) -> Result<(mpsc::Sender<BrokerRequest>, Usage)> {
     let (requests, inbox) = mpsc::channel(BROKER_INBOX);
-    let memory = core.memory();
+    pager
+        .start(requests.downgrade())
+        .context("starting the page reader thread")?;
+    let memory = Usage {
+        waiting: core.memory(),
+        queued: Some(journal.clone()),
+    };
     tokio::spawn(core.run(inbox).in_current_span());
-    (requests, memory)
+    Ok((requests, memory))
 }
 
 /// Writes and flushes everything the journal still holds, then flushes the store: the end of a

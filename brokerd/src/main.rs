@@ -72,6 +72,11 @@ struct Args {
     /// How long a SEND waits for memory at the limit before it is refused, in ms.
     #[arg(long, default_value_t = 30_000)]
     send_wait_ms: u64,
+    /// Waiting messages per queue or durable subscription kept in memory; persistent ones
+    /// beyond it stay only in the store until consumers make room (non-persistent ones cannot
+    /// be paged and count towards --memory-limit-mb instead).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(2..))]
+    page_size: u64,
 }
 
 /// The users file.
@@ -138,6 +143,7 @@ fn main() -> ExitCode {
         users: std::sync::Arc::new(users),
         memory_limit: args.memory_limit_mb << 20,
         send_wait: Duration::from_millis(args.send_wait_ms),
+        page_size: usize::try_from(args.page_size).unwrap_or(usize::MAX),
     };
     let fd = match control::fd_from_env() {
         Ok(fd) => fd,

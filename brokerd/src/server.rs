@@ -5,7 +5,7 @@
 //! caller (lockd's Stop, or a signal in standalone mode); when it resolves the listeners are
 //! dropped first, so no new client can connect while the others are told to leave.
 
-use crate::broker::pending::Gauge;
+use crate::broker::pending::Usage;
 use crate::broker::Request;
 use crate::stats::Stats;
 use crate::stomp::connection::Connection;
@@ -88,7 +88,7 @@ pub async fn run(
     settings: Settings,
     stats: Arc<Stats>,
     broker: mpsc::Sender<Request>,
-    memory: Gauge,
+    memory: Usage,
     shutdown: impl Future<Output = Shutdown>,
 ) {
     let (accepted_tx, mut accepted) = mpsc::channel(ACCEPT_QUEUE);
@@ -118,7 +118,7 @@ pub async fn run(
             broker: broker.clone(),
             heartbeat: settings.heartbeat,
             users: Arc::clone(&settings.users),
-            memory: Arc::clone(&memory),
+            memory: memory.clone(),
             memory_limit: settings.memory_limit,
             send_wait: settings.send_wait,
         };

@@ -9,14 +9,21 @@
 //! - a message is removed from the store only when it is acknowledged (or delivered in auto
 //!   mode), expired, or moved to the dead-letter queue;
 //! - every delivered, unacknowledged message returns to its destination, flagged redelivered,
-//!   when its subscription or connection ends.
+//!   when its subscription or connection ends;
+//! - with paging on, a space holds at most about a page of persistent messages in memory; the
+//!   rest are only in the store and come back in key (FIFO) order, each at most once per broker
+//!   (see [`paging`]). Priority orders what is in memory: a paged-out message waits for its
+//!   page even if its priority is higher than that of messages already in memory.
 
 pub mod message;
+pub mod paging;
 pub mod pending;
 
 use crate::journal::Op;
+use crate::store::StoreError;
 use bytes::Bytes;
 use message::{Kind, Message, Published};
+use paging::{PageRead, PageStore, Paged, Paging};
 use pending::Pending;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -181,6 +188,12 @@ pub enum Request {
     /// The node goes passive: refuse further SENDs, and answer once every stored message and
     /// every receipt already owed is durable.
     Drain(oneshot::Sender<()>),
+    /// The answer to a [`PageRead`]: paged-out messages read back from the store, off the
+    /// router task.
+    Page {
+        ticket: u64,
+        result: Result<paging::Entries, Arc<StoreError>>,
+    },
 }
 
 /// What the broker sends a session.
@@ -274,6 +287,7 @@ impl Subscription {
 #[derive(Debug)]
 struct Queue {
     pending: Pending,
+    paged: Paged,
     consumers: Vec<SubKey>,
     next: usize,
 }
@@ -283,7 +297,21 @@ struct Durable {
     topic: Arc<str>,
     space: Arc<str>,
     pending: Pending,
+    paged: Paged,
     active: Option<SubKey>,
+}
+
+/// What an outstanding [`PageRead`] is for.
+enum Ticket {
+    /// Refilling a space's memory from its cursor.
+    Refill { source: Source, limit: usize },
+    /// Removing a deleted durable subscription's paged-out messages, those up to `upto`
+    /// (a subscription re-created under the same name only has newer ones).
+    Purge {
+        space: Arc<str>,
+        upto: u64,
+        limit: usize,
+    },
 }
 
 enum TxOp {
@@ -316,6 +344,11 @@ pub struct Broker {
     drained: Option<oneshot::Sender<()>>,
     /// While a queue message is being published: its sequence, until it is consumed.
     unstored: std::cell::Cell<Option<u64>>,
+    /// Paging persistent messages out to the store; `None`: every message stays in memory.
+    paging: Option<Paging>,
+    next_ticket: u64,
+    /// Page reads asked for and not answered yet.
+    tickets: HashMap<u64, Ticket>,
 }
 
 /// The store as the broker writes it: straight through, or, while a COMMIT is being applied,
@@ -395,79 +428,107 @@ impl Broker {
             memory: pending::Gauge::default(),
             drained: None,
             unstored: std::cell::Cell::new(None),
+            paging: None,
+            next_ticket: 1,
+            tickets: HashMap::new(),
         }
     }
 
-    /// Bytes held by waiting messages, updated as they come and go: sessions slow their
-    /// producers down when it is over the memory limit.
+    /// Turns paging on, before anything is published or recovered: each space keeps at most
+    /// `page` waiting messages in memory, and persistent ones beyond that only in the store.
+    /// The broker asks for pages on the returned channel; whoever reads it serves each
+    /// [`PageRead`] off the router (it blocks on disk) and answers with [`Request::Page`].
+    pub fn page_out(&mut self, page: usize) -> mpsc::UnboundedReceiver<PageRead> {
+        let (reads, rx) = mpsc::unbounded_channel();
+        self.paging = Some(Paging {
+            page: page.max(2),
+            reads,
+        });
+        rx
+    }
+
+    /// A new list of waiting messages; with paging on its persistent messages stay out of the
+    /// producers' memory gauge.
+    fn new_pending(&self) -> Pending {
+        Pending::new(&self.memory, self.paging.is_some())
+    }
+
+    /// Bytes held by waiting messages that cannot be paged out (non-persistent ones, or all of
+    /// them with paging off), updated as they come and go: sessions slow their producers down
+    /// when it is over the memory limit. Persistent messages are bounded by paging instead.
     pub fn memory(&self) -> pending::Gauge {
         Arc::clone(&self.memory)
     }
 
     fn queue(&mut self, destination: &Arc<str>) -> &mut Queue {
-        let memory = &self.memory;
-        self.queues
-            .entry(Arc::clone(destination))
-            .or_insert_with(|| Queue {
-                pending: Pending::new(memory),
-                consumers: Vec::new(),
-                next: 0,
-            })
+        if !self.queues.contains_key(destination) {
+            let pending = self.new_pending();
+            self.queues.insert(
+                Arc::clone(destination),
+                Queue {
+                    pending,
+                    paged: Paged::default(),
+                    consumers: Vec::new(),
+                    next: 0,
+                },
+            );
+        }
+        self.queues.get_mut(destination).expect("inserted above")
     }
 
-    /// Restores what the store held, entry by entry (space, key, value): queues' messages,
-    /// durable subscriptions and their messages. Returns how many messages it restored.
+    /// Restores what the store holds: durable subscriptions, and the first page of every
+    /// queue's and durable subscription's messages (all of them with paging off). The rest
+    /// stays in the store until consumers make room, so a takeover costs about the store's open
+    /// time whatever the backlog. Blocking reads: run it before the router task starts, off
+    /// the async threads. Returns how many messages it brought into memory.
+    ///
     /// Everything recovered may have been delivered before the takeover, so it is flagged
     /// redelivered when delivered again (the JMS reading of the flag: "possibly delivered").
-    pub fn recover<K, V>(&mut self, entries: impl IntoIterator<Item = (Arc<str>, K, V)>) -> usize
-    where
-        K: AsRef<[u8]>,
-        V: AsRef<[u8]>,
-    {
-        let mut durable_messages: HashMap<Arc<str>, Vec<Message>> = HashMap::new();
-        let mut registry = Vec::new();
+    pub fn recover(&mut self, store: &dyn PageStore) -> Result<usize, StoreError> {
+        let page = self.paging.as_ref().map_or(usize::MAX, |p| p.page);
         let mut restored = 0;
-        for (space, key, value) in entries {
-            if &*space == DURABLE_REGISTRY {
-                registry.push((
-                    String::from_utf8_lossy(key.as_ref()).into_owned(),
-                    String::from_utf8_lossy(value.as_ref()).into_owned(),
-                ));
-                continue;
-            }
-            let Some(mut msg) = Message::decode(value.as_ref()) else {
-                warn!(%space, "skipping a stored entry that is not a message of this version");
+        let spaces = store.spaces()?;
+        let mut registry = Vec::new();
+        if spaces.iter().any(|s| &**s == DURABLE_REGISTRY) {
+            registry = store.read(DURABLE_REGISTRY, &[], usize::MAX)?;
+        }
+        for space in &spaces {
+            let Some(destination) = space.strip_prefix("q/") else {
                 continue;
             };
-            msg.redeliveries = msg.redeliveries.max(1);
-            restored += 1;
-            if let Some(destination) = space.strip_prefix("q/") {
-                self.queue(&destination.into()).pending.push(Arc::new(msg));
-            } else {
-                durable_messages.entry(space).or_default().push(msg);
-            }
+            let entries = store.read(space, &[], page)?;
+            let epoch = self.settings.epoch;
+            let queue = self.queue(&destination.into());
+            queue.paged.cursor = Some(0);
+            restored += queue.paged.load(&mut queue.pending, entries, page, epoch);
         }
         for (key, topic) in registry {
+            let key = String::from_utf8_lossy(&key).into_owned();
             let Some((client_id, name)) = key.split_once('\u{1}') else {
                 continue;
             };
             let key: DurableKey = (client_id.into(), name.into());
             let space = durable_space(&key);
-            let mut pending = Pending::new(&self.memory);
-            for msg in durable_messages.remove(&space).unwrap_or_default() {
-                pending.push(Arc::new(msg));
-            }
-            self.durables.insert(
-                key,
-                Durable {
-                    topic: topic.into(),
-                    space,
-                    pending,
-                    active: None,
+            let mut durable = Durable {
+                topic: String::from_utf8_lossy(&topic).into(),
+                pending: self.new_pending(),
+                paged: Paged {
+                    cursor: Some(0),
+                    ..Paged::default()
                 },
-            );
+                active: None,
+                space,
+            };
+            if spaces.contains(&durable.space) {
+                let entries = store.read(&durable.space, &[], page)?;
+                let (paged, pending) = (&mut durable.paged, &mut durable.pending);
+                restored += paged.load(pending, entries, page, self.settings.epoch);
+            } else {
+                durable.paged.cursor = None;
+            }
+            self.durables.insert(key, durable);
         }
-        restored
+        Ok(restored)
     }
 
     /// Serves requests until every sender is gone.
@@ -691,6 +752,174 @@ impl Broker {
                 self.drained = Some(reply);
                 Ok(())
             }
+            Request::Page { ticket, result } => {
+                self.paged_in(ticket, result);
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks for the next page of `source` if it has paged-out messages, has drained to its
+    /// low-water mark, and has no read in flight.
+    fn refill(&mut self, source: &Source) {
+        let Some(paging) = &self.paging else {
+            return;
+        };
+        if self.draining {
+            // Going passive: nothing more is delivered here, so nothing needs reading.
+            return;
+        }
+        let (space, pending, paged) = match source {
+            Source::Queue(q) => match self.queues.get_mut(q) {
+                Some(queue) => (queue_space(q), &queue.pending, &mut queue.paged),
+                None => return,
+            },
+            Source::Durable(d) => match self.durables.get_mut(d) {
+                Some(d) => (Arc::clone(&d.space), &d.pending, &mut d.paged),
+                None => return,
+            },
+            Source::Topic(_) => return,
+        };
+        let Some(cursor) = paged.cursor else {
+            return;
+        };
+        if paged.reading.is_some() || pending.len() > paging.low_water() {
+            return;
+        }
+        let limit = paging.page - pending.len();
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        paged.reading = Some(ticket);
+        self.tickets.insert(
+            ticket,
+            Ticket::Refill {
+                source: source.clone(),
+                limit,
+            },
+        );
+        let read = PageRead {
+            ticket,
+            space,
+            from: Bytes::copy_from_slice(&cursor.to_be_bytes()),
+            limit,
+        };
+        self.read_after_barrier(read);
+    }
+
+    /// Sends `read` once every write submitted so far is applied (a barrier), so the read
+    /// sees every message paged out before it was asked for.
+    fn read_after_barrier(&self, read: PageRead) {
+        let Some(paging) = &self.paging else {
+            return;
+        };
+        let reads = paging.reads.clone();
+        self.store.barrier(Box::new(move || {
+            // A closed channel means the broker is gone; nobody waits for the answer.
+            let _ = reads.send(read);
+        }));
+    }
+
+    /// Removes a deleted durable subscription's paged-out messages from the store, a page at a
+    /// time, off the router.
+    fn purge(&mut self, space: Arc<str>, paged: &Paged) {
+        if let Some(cursor) = paged.cursor {
+            // Every message of the deleted subscription is older than the next one published.
+            let upto = (self.settings.epoch << 40) | self.counter;
+            self.purge_from(space, cursor, upto);
+        }
+    }
+
+    /// Asks for the next page of a purge: keys from `from`, removing those up to `upto`.
+    fn purge_from(&mut self, space: Arc<str>, from: u64, upto: u64) {
+        let Some(page) = self.paging.as_ref().map(|p| p.page) else {
+            return;
+        };
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.tickets.insert(
+            ticket,
+            Ticket::Purge {
+                space: Arc::clone(&space),
+                upto,
+                limit: page,
+            },
+        );
+        self.read_after_barrier(PageRead {
+            ticket,
+            space,
+            from: Bytes::copy_from_slice(&from.to_be_bytes()),
+            limit: page,
+        });
+    }
+
+    /// Handles the answer to a page read.
+    fn paged_in(&mut self, ticket: u64, result: Result<paging::Entries, Arc<StoreError>>) {
+        let Some(purpose) = self.tickets.remove(&ticket) else {
+            return;
+        };
+        let entries = match result {
+            Ok(entries) => entries,
+            Err(err) => {
+                // The space keeps its cursor: the next dispatch asks again.
+                warn!(error = %err, "reading paged-out messages failed");
+                if let Ticket::Refill { source, .. } = &purpose {
+                    if let Some(paged) = self.paged_mut(source) {
+                        if paged.reading == Some(ticket) {
+                            paged.reading = None;
+                        }
+                    }
+                }
+                return;
+            }
+        };
+        match purpose {
+            Ticket::Refill { source, limit } => {
+                let epoch = self.settings.epoch;
+                let (pending, paged) = match &source {
+                    Source::Queue(q) => match self.queues.get_mut(q) {
+                        Some(queue) => (&mut queue.pending, &mut queue.paged),
+                        None => return,
+                    },
+                    Source::Durable(d) => match self.durables.get_mut(d) {
+                        Some(d) => (&mut d.pending, &mut d.paged),
+                        None => return,
+                    },
+                    Source::Topic(_) => return,
+                };
+                if paged.reading != Some(ticket) {
+                    // The durable subscription was deleted (and maybe re-created) meanwhile.
+                    return;
+                }
+                paged.reading = None;
+                let loaded = paged.load(pending, entries, limit, epoch);
+                debug!(loaded, cursor = ?paged.cursor, "paged messages in");
+                self.dispatch(&source);
+            }
+            Ticket::Purge { space, upto, limit } => {
+                let full = entries.len() >= limit;
+                let mut last = None;
+                for (key, _) in entries {
+                    last = Some(key.clone());
+                    if key.as_ref() <= upto.to_be_bytes().as_slice() {
+                        self.store.remove(Arc::clone(&space), key);
+                    }
+                }
+                let next = last
+                    .and_then(|k| <[u8; 8]>::try_from(k.as_ref()).ok())
+                    .map(u64::from_be_bytes)
+                    .filter(|last| full && *last < upto);
+                if let Some(last) = next {
+                    self.purge_from(space, last + 1, upto);
+                }
+            }
+        }
+    }
+
+    fn paged_mut(&mut self, source: &Source) -> Option<&mut Paged> {
+        match source {
+            Source::Queue(q) => self.queues.get_mut(q).map(|q| &mut q.paged),
+            Source::Durable(d) => self.durables.get_mut(d).map(|d| &mut d.paged),
+            Source::Topic(_) => None,
         }
     }
 
@@ -758,12 +987,28 @@ impl Broker {
         let msg = Arc::new(msg);
         match message::kind_of(&msg.destination) {
             Ok(Kind::Queue) => {
+                let destination = Arc::clone(&msg.destination);
+                self.queue(&destination);
+                let paging = self.paging.as_ref();
+                let queue = self.queues.get_mut(&destination).expect("created above");
+                if msg.persistent && queue.paged.pages_out(paging, &queue.pending, msg.seq) {
+                    // Paged out: behind the queue's other paged-out messages, in the store only.
+                    self.store.put(
+                        queue_space(&destination),
+                        key_of(&msg),
+                        msg.encode(),
+                        on_durable,
+                    );
+                    return;
+                }
+                if msg.persistent {
+                    queue.paged.loaded(msg.seq);
+                }
                 // Dispatch before storing: a consumer online gets the message now, not after
                 // the disk, and one that takes it in auto mode right here has consumed and
                 // acknowledged it before it ever needed storing.
-                let destination = Arc::clone(&msg.destination);
                 self.unstored.set(Some(msg.seq));
-                self.queue(&destination).pending.push(Arc::clone(&msg));
+                queue.pending.push(Arc::clone(&msg));
                 self.dispatch(&Source::Queue(Arc::clone(&destination)));
                 let consumed = self.unstored.take().is_none();
                 if msg.persistent && !consumed {
@@ -786,8 +1031,21 @@ impl Broker {
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in durables {
+                    let paging = self.paging.as_ref();
                     let durable = self.durables.get_mut(&key).expect("key just listed");
+                    if msg.persistent && durable.paged.pages_out(paging, &durable.pending, msg.seq)
+                    {
+                        // Paged out: in the store only, behind the subscription's others.
+                        self.store.put(
+                            Arc::clone(&durable.space),
+                            key_of(&msg),
+                            msg.encode(),
+                            None,
+                        );
+                        continue;
+                    }
                     if msg.persistent {
+                        durable.paged.loaded(msg.seq);
                         // Each durable subscription keeps its own copy; the last write carries
                         // the receipt, since the journal writes in order.
                         self.store.put(
@@ -855,10 +1113,12 @@ impl Broker {
         self.connection(conn)?
             .subscriptions
             .insert(spec.id.clone(), key);
+        let fresh = self.new_pending();
         match &source {
             Source::Queue(q) => self.queue(q).consumers.push(key),
             Source::Topic(t) => self.topics.entry(Arc::clone(t)).or_default().push(key),
             Source::Durable(durable_key) => {
+                let mut purge = None;
                 let durable = match self.durables.entry(durable_key.clone()) {
                     std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                     std::collections::hash_map::Entry::Vacant(entry) => {
@@ -872,7 +1132,8 @@ impl Broker {
                         entry.insert(Durable {
                             topic: Arc::clone(&destination),
                             space,
-                            pending: Pending::new(&self.memory),
+                            pending: fresh,
+                            paged: Paged::default(),
                             active: None,
                         })
                     }
@@ -883,6 +1144,10 @@ impl Broker {
                     for msg in old {
                         self.store.remove(Arc::clone(&durable.space), key_of(&msg));
                     }
+                    purge = Some((
+                        Arc::clone(&durable.space),
+                        std::mem::take(&mut durable.paged),
+                    ));
                     durable.topic = Arc::clone(&destination);
                     self.store.put(
                         DURABLE_REGISTRY.into(),
@@ -891,14 +1156,20 @@ impl Broker {
                         None,
                     );
                 }
-                if let Some(active) = durable.active {
+                let active = durable.active;
+                if active.is_none() {
+                    durable.active = Some(key);
+                }
+                if let Some((space, paged)) = purge {
+                    self.purge(space, &paged);
+                }
+                if let Some(active) = active {
                     self.connection(conn)?.subscriptions.remove(&spec.id);
                     return Err(Refused(format!(
                         "durable subscription {:?} of client-id {:?} is already active (subscription {active})",
                         durable_key.1, durable_key.0
                     )));
                 }
-                durable.active = Some(key);
             }
         }
         self.subscriptions.insert(
@@ -966,6 +1237,7 @@ impl Broker {
             for msg in durable.pending.drain() {
                 self.store.remove(Arc::clone(&durable.space), key_of(&msg));
             }
+            self.purge(Arc::clone(&durable.space), &durable.paged);
             self.store
                 .remove(DURABLE_REGISTRY.into(), registry_key(&key));
         }
@@ -1109,8 +1381,14 @@ impl Broker {
     /// Delivers what is waiting at `source` to subscribers with credit.
     fn dispatch(&mut self, source: &Source) {
         match source {
-            Source::Queue(q) => self.dispatch_queue(q),
-            Source::Durable(d) => self.dispatch_durable(d),
+            Source::Queue(q) => {
+                self.dispatch_queue(q);
+                self.refill(source);
+            }
+            Source::Durable(d) => {
+                self.dispatch_durable(d);
+                self.refill(source);
+            }
             Source::Topic(t) => {
                 let subscribers = self.topics.get(t).cloned().unwrap_or_default();
                 for key in subscribers {

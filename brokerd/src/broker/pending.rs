@@ -1,4 +1,8 @@
 //! Messages waiting for a consumer, highest priority first, FIFO (by sequence) within a priority.
+//!
+//! Invariant: the shared [`Gauge`] holds exactly the bytes of the messages that cannot be paged
+//! out (non-persistent ones, or every one when the broker does not page), so the producers' memory
+//! limit counts only what paging cannot bound.
 
 use super::message::Message;
 use std::collections::VecDeque;
@@ -8,6 +12,35 @@ use std::sync::Arc;
 /// Bytes held by every [`Pending`] of a broker together: what sessions look at to slow
 /// producers down at the memory limit, without asking the broker task.
 pub type Gauge = Arc<AtomicUsize>;
+
+/// What the producers' memory limit looks at: waiting messages that cannot be paged out, plus
+/// the store writes queued and not yet written. Paged-out messages wait in that queue until the
+/// journal writes them, so without it a producer faster than the disk would still grow memory.
+#[derive(Clone, Default)]
+pub struct Usage {
+    /// The broker's [`Gauge`].
+    pub waiting: Gauge,
+    /// The journal whose queued bytes count too.
+    pub queued: Option<crate::journal::Journal>,
+}
+
+impl std::fmt::Debug for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Usage")
+            .field("bytes", &self.bytes())
+            .finish()
+    }
+}
+
+impl Usage {
+    /// Bytes counted against the limit now.
+    pub fn bytes(&self) -> usize {
+        let queued = self.queued.as_ref().map_or(0, |j| j.pending_bytes());
+        self.waiting
+            .load(Ordering::Relaxed)
+            .saturating_add(usize::try_from(queued).unwrap_or(usize::MAX))
+    }
+}
 
 /// Priorities are 0-9.
 const LEVELS: usize = 10;
@@ -19,38 +52,53 @@ pub struct Pending {
     len: usize,
     bytes: usize,
     gauge: Gauge,
+    /// The part of `bytes` counted in the gauge.
+    unpageable: usize,
+    /// Whether persistent messages can be paged out to the store: then they stay out of the
+    /// gauge, since the broker bounds how many of them it holds per space.
+    pageable: bool,
 }
 
 impl Pending {
-    /// An empty list whose bytes count towards `gauge`.
-    pub fn new(gauge: &Gauge) -> Pending {
+    /// An empty list whose bytes count towards `gauge`; with `pageable`, only its
+    /// non-persistent messages do.
+    pub fn new(gauge: &Gauge, pageable: bool) -> Pending {
         Pending {
             gauge: Arc::clone(gauge),
+            pageable,
             ..Pending::default()
         }
     }
 
-    fn grow(&mut self, bytes: usize) {
+    fn grow(&mut self, msg: &Message) {
+        let bytes = msg.footprint();
         self.bytes += bytes;
-        self.gauge.fetch_add(bytes, Ordering::Relaxed);
+        if !(self.pageable && msg.persistent) {
+            self.unpageable += bytes;
+            self.gauge.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 
-    fn shrink(&mut self, bytes: usize) {
+    fn shrink(&mut self, msg: &Message) {
+        let bytes = msg.footprint();
         self.bytes -= bytes;
-        self.gauge.fetch_sub(bytes, Ordering::Relaxed);
+        if !(self.pageable && msg.persistent) {
+            self.unpageable -= bytes;
+            self.gauge.fetch_sub(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Adds a new message behind the others of its priority.
     pub fn push(&mut self, msg: Arc<Message>) {
-        self.grow(msg.footprint());
+        self.grow(&msg);
         self.len += 1;
         self.levels[level(&msg)].push_back(msg);
     }
 
-    /// Puts a message back for redelivery: before every newer message of its priority, so a
-    /// redelivered message keeps its place in the order.
+    /// Puts a message back for redelivery (or brings a paged-out one in): before every newer
+    /// message of its priority, so a message keeps its place in the order.
     pub fn put_back(&mut self, msg: Arc<Message>) {
-        self.grow(msg.footprint());
+        self.grow(&msg);
         self.len += 1;
         let queue = &mut self.levels[level(&msg)];
         let at = queue.partition_point(|m| m.seq < msg.seq);
@@ -61,7 +109,7 @@ impl Pending {
     pub fn pop(&mut self) -> Option<Arc<Message>> {
         let msg = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
         self.len -= 1;
-        self.shrink(msg.footprint());
+        self.shrink(&msg);
         Some(msg)
     }
 
@@ -82,7 +130,9 @@ impl Pending {
     /// Takes every message out (a durable subscription being deleted).
     pub fn drain(&mut self) -> Vec<Arc<Message>> {
         self.len = 0;
-        self.shrink(self.bytes);
+        self.bytes = 0;
+        self.gauge.fetch_sub(self.unpageable, Ordering::Relaxed);
+        self.unpageable = 0;
         self.levels.iter_mut().flat_map(|q| q.drain(..)).collect()
     }
 }
@@ -112,7 +162,7 @@ mod tests {
     #[test]
     fn higher_priority_first_then_fifo_and_put_back_keeps_order() {
         let gauge = Gauge::default();
-        let mut pending = Pending::new(&gauge);
+        let mut pending = Pending::new(&gauge, false);
         for (seq, priority) in [(1, 4), (2, 9), (3, 4), (4, 0), (5, 9)] {
             pending.push(msg(seq, priority));
         }
@@ -132,5 +182,20 @@ mod tests {
         assert_eq!(gauge.load(Ordering::Relaxed), pending.bytes());
         pending.drain();
         assert_eq!(gauge.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn only_unpageable_messages_count_towards_the_gauge() {
+        let gauge = Gauge::default();
+        let mut pending = Pending::new(&gauge, true);
+        let mut stored = Arc::unwrap_or_clone(msg(1, 4));
+        stored.persistent = true;
+        pending.push(Arc::new(stored));
+        pending.push(msg(2, 4));
+        assert_eq!(gauge.load(Ordering::Relaxed), msg(2, 4).footprint());
+        assert_eq!(pending.pop().unwrap().seq, 1);
+        assert_eq!(gauge.load(Ordering::Relaxed), msg(2, 4).footprint());
+        pending.drain();
+        assert_eq!((gauge.load(Ordering::Relaxed), pending.bytes()), (0, 0));
     }
 }

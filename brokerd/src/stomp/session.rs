@@ -55,7 +55,7 @@ pub struct SessionContext {
     /// Who may connect; empty: anyone, without credentials.
     pub users: Arc<Users>,
     /// Bytes held by waiting messages, and the limit past which SENDs wait.
-    pub memory: crate::broker::pending::Gauge,
+    pub memory: crate::broker::pending::Usage,
     pub memory_limit: usize,
     /// How long a SEND waits for memory before it is refused.
     pub send_wait: Duration,
@@ -448,9 +448,10 @@ impl Session {
 
     /// Whether memory is below the limit, waiting up to `send_wait` for it to get there. While
     /// it waits, the session reads nothing more from its client: TCP slows the producer down.
+    /// It counts messages that cannot be paged out to the store (non-persistent ones) and store
+    /// writes not yet done: persistent messages beyond a queue's page wait on disk instead.
     async fn memory_available(&self) -> bool {
-        let over =
-            || self.ctx.memory.load(std::sync::atomic::Ordering::Relaxed) > self.ctx.memory_limit;
+        let over = || self.ctx.memory.bytes() > self.ctx.memory_limit;
         if !over() {
             return true;
         }

@@ -1,0 +1,219 @@
+//! Paging: a queue's (or durable subscription's) persistent messages beyond an in-memory
+//! budget live only in the store, and come back a page at a time as consumers drain the rest.
+//!
+//! The router never touches the disk for this. It asks for a page with a [`PageRead`] on an
+//! unbounded channel; a reader (the [`Pager`] thread in the daemon, the test itself in unit
+//! tests) reads the store and answers with [`super::Request::Page`], which the router handles
+//! like any other request.
+//!
+//! Per space the router keeps a [`Paged`] record. Invariants:
+//! - every persistent message of the space with `seq >= cursor` is in the store and has never
+//!   been in memory; every one with `seq <= high` has been (it is waiting, in flight, or gone),
+//!   and `high < cursor`. So a page read from `cursor` holds no message already delivered, and
+//!   a refill skips any entry at or below `high`: nothing is delivered twice;
+//! - at most one read is in flight per space (`reading` holds its ticket); an answer whose
+//!   ticket is not the space's current one (the durable subscription was deleted meanwhile) is
+//!   dropped;
+//! - a read is issued behind a journal barrier, so it sees every message paged out before it
+//!   was asked for. One paged out after the barrier has a higher seq than anything the read
+//!   returns, and `stored` (the highest seq paged out) keeps the cursor when a read comes back
+//!   short while such messages exist.
+//!
+//! Order: a space's paged-out messages come back in seq order, which is FIFO. Priority orders
+//! only what is in memory: once a space pages out, a new high-priority persistent message waits
+//! behind the paged-out ones. Non-persistent messages
+//! cannot be paged: they always stay in memory, bounded by the producers' memory limit, and a
+//! page brought in takes its place among them by seq.
+
+use super::message::Message;
+use super::pending::Pending;
+use super::Request;
+use crate::journal::Recovered;
+use crate::store::StoreError;
+use bytes::Bytes;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+/// Stored entries as (key, value), in key order.
+pub type Entries = Vec<(Bytes, Bytes)>;
+
+/// The read side of the store that paging needs. Reads block: call them off the router.
+pub trait PageStore: Send + Sync + 'static {
+    /// Every space that holds at least one entry.
+    fn spaces(&self) -> Result<Vec<Arc<str>>, StoreError>;
+    /// Up to `limit` entries of `space` whose keys are `from` or after, in key order.
+    fn read(&self, space: &str, from: &[u8], limit: usize) -> Result<Entries, StoreError>;
+}
+
+impl PageStore for Recovered {
+    fn spaces(&self) -> Result<Vec<Arc<str>>, StoreError> {
+        Recovered::spaces(self)
+    }
+    fn read(&self, space: &str, from: &[u8], limit: usize) -> Result<Entries, StoreError> {
+        self.read_page(space, from, limit)
+    }
+}
+
+/// A read the router asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRead {
+    /// Names the answer ([`super::Request::Page`]).
+    pub ticket: u64,
+    pub space: Arc<str>,
+    /// The first key to read.
+    pub from: Bytes,
+    pub limit: usize,
+}
+
+impl PageRead {
+    /// Serves the read from `store` (blocking).
+    pub fn serve(self, store: &dyn PageStore) -> Request {
+        let result = store
+            .read(&self.space, &self.from, self.limit)
+            .map_err(Arc::new);
+        Request::Page {
+            ticket: self.ticket,
+            result,
+        }
+    }
+}
+
+/// The daemon's reader: one thread serving the router's reads in order, so disk reads never
+/// run on the router task and never more than one at a time.
+pub struct Pager {
+    pub store: Arc<dyn PageStore>,
+    pub reads: mpsc::UnboundedReceiver<PageRead>,
+}
+
+impl Pager {
+    /// Starts the reader thread. It holds the router's inbox only weakly, so the router still
+    /// ends once every session has let go of it; the thread ends with the router (whose
+    /// dropping closes `reads`).
+    pub fn start(self, inbox: mpsc::WeakSender<Request>) -> std::io::Result<()> {
+        let Pager { store, mut reads } = self;
+        std::thread::Builder::new()
+            .name("pager".into())
+            .spawn(move || {
+                // A plain thread, not a runtime worker, so blocking here is fine.
+                while let Some(read) = reads.blocking_recv() {
+                    let answer = read.serve(&*store);
+                    let Some(inbox) = inbox.upgrade() else {
+                        return;
+                    };
+                    if inbox.blocking_send(answer).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map(drop)
+    }
+}
+
+/// Paging settings of a broker.
+#[derive(Debug)]
+pub(super) struct Paging {
+    /// Messages of one space kept in memory at most before new persistent ones go to the store
+    /// only; also the size of a read.
+    pub page: usize,
+    pub reads: mpsc::UnboundedSender<PageRead>,
+}
+
+impl Paging {
+    /// At or below this many waiting messages, a space with paged-out messages is refilled.
+    pub fn low_water(&self) -> usize {
+        self.page / 2
+    }
+}
+
+/// One space's paging state (see the module's invariants).
+#[derive(Debug, Default)]
+pub(super) struct Paged {
+    /// The seq of the first stored message not in memory; `None`: all of them are in memory.
+    pub cursor: Option<u64>,
+    /// The highest seq of a persistent message ever brought into memory.
+    pub high: u64,
+    /// The highest seq paged out (written to the store only) since the broker started.
+    pub stored: u64,
+    /// The ticket of the read in flight.
+    pub reading: Option<u64>,
+}
+
+impl Paged {
+    /// Whether a new persistent message `seq` goes to the store only: the space already has
+    /// paged-out messages (FIFO: it goes behind them), or its memory budget is used up. A
+    /// message older than what memory has held (one moved to the dead-letter queue keeps its
+    /// seq) stays in memory, so the cursor never moves back over a delivered message.
+    pub fn pages_out(&mut self, paging: Option<&Paging>, pending: &Pending, seq: u64) -> bool {
+        let Some(paging) = paging else {
+            return false;
+        };
+        match self.cursor {
+            Some(cursor) if seq >= cursor => {}
+            Some(_) => return false,
+            None if pending.len() >= paging.page && seq > self.high => self.cursor = Some(seq),
+            None => return false,
+        }
+        self.stored = self.stored.max(seq);
+        true
+    }
+
+    /// Notes a persistent message brought into memory.
+    pub fn loaded(&mut self, seq: u64) {
+        self.high = self.high.max(seq);
+    }
+
+    /// Brings a page into `pending`, skipping anything memory has held, and moves the cursor:
+    /// past the page, or to `None` once the store has nothing more. A message stored before
+    /// `epoch` may have been delivered by an earlier broker, so it is flagged redelivered.
+    /// Returns how many messages came in.
+    pub fn load(
+        &mut self,
+        pending: &mut Pending,
+        entries: Entries,
+        limit: usize,
+        epoch: u64,
+    ) -> usize {
+        let Some(cursor) = self.cursor else {
+            return 0;
+        };
+        let full = entries.len() >= limit;
+        let mut last = None;
+        let mut loaded = 0;
+        for (key, value) in entries {
+            let Some(seq) = seq_of(&key) else {
+                warn!("skipping a stored entry whose key is not a message sequence");
+                continue;
+            };
+            last = Some(seq);
+            if seq < cursor || seq <= self.high {
+                continue;
+            }
+            let Some(mut msg) = Message::decode(&value) else {
+                warn!(
+                    seq,
+                    "skipping a stored entry that is not a message of this version"
+                );
+                continue;
+            };
+            if seq >> 40 < epoch {
+                msg.redeliveries = msg.redeliveries.max(1);
+            }
+            self.high = seq;
+            pending.put_back(Arc::new(msg));
+            loaded += 1;
+        }
+        self.cursor = match last {
+            Some(last) if full || self.stored > last => Some(last + 1),
+            Some(_) => None,
+            None if self.stored != 0 && self.stored >= cursor => Some(cursor),
+            None => None,
+        };
+        loaded
+    }
+}
+
+/// A store key's message sequence (big-endian, see `key_of`).
+fn seq_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
