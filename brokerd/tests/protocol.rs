@@ -1368,7 +1368,11 @@ fn a_backlog_beyond_the_page_survives_a_restart_and_drains_in_order_exactly_once
     consumer.expect_receipt("gone");
     // Within its prefetch it may have been sent up to two more (how many depends on whether the
     // next page was in memory yet); they went back unacknowledged.
-    assert!(consumer.early.len() <= 2, "prefetch 2 exceeded: {:?}", consumer.early.len());
+    assert!(
+        consumer.early.len() <= 2,
+        "prefetch 2 exceeded: {:?}",
+        consumer.early.len()
+    );
     consumer.early.clear();
     disconnect(&mut consumer);
     first.stop("restart");
