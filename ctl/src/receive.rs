@@ -20,8 +20,9 @@ pub struct Args {
     /// Messages to receive; 0 = until --timeout-ms passes without a message.
     #[arg(long, default_value_t = 1)]
     count: u64,
-    /// auto, client or client-individual.
-    #[arg(long, default_value = "auto")]
+    /// auto, client or client-individual. The default acknowledges each message only once it is
+    /// counted, so receiving a few messages takes exactly those off the queue, no more.
+    #[arg(long, default_value = "client-individual")]
     ack: AckMode,
     /// Give up when no message arrived for this long.
     #[arg(long, default_value_t = 10_000)]
@@ -29,7 +30,8 @@ pub struct Args {
     /// Print each message (headers, blank line, body) on stdout; the summary goes to stderr.
     #[arg(long)]
     print: bool,
-    /// `activemq.prefetchSize` for the subscription (broker default when absent).
+    /// `activemq.prefetchSize` for the subscription (default: --count, at most 1000; 1000 when
+    /// --count is 0).
     #[arg(long)]
     prefetch: Option<u32>,
     /// Extra SUBSCRIBE header `name:value` (repeatable), e.g. `selector:...`.
@@ -39,15 +41,21 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = args.stomp.connect(args.stomp.options()).await?;
-    let prefetch = args.prefetch.map(|p| p.to_string());
+    // Never ask for more than will be taken: what is prefetched and not acked goes back to the
+    // queue flagged redelivered when we leave.
+    let prefetch = args
+        .prefetch
+        .unwrap_or(match args.count {
+            0 => 1000,
+            n => n.min(1000) as u32,
+        })
+        .to_string();
     let mut headers: Vec<(&str, &str)> = args
         .headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    if let Some(p) = &prefetch {
-        headers.push(("activemq.prefetchSize", p));
-    }
+    headers.push(("activemq.prefetchSize", &prefetch));
     let mut sub = client
         .subscribe(&args.dest, args.ack, &headers)
         .await

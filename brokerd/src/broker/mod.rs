@@ -268,8 +268,10 @@ struct Subscription {
     prefetch: u32,
     next_tag: u64,
     in_flight: VecDeque<InFlight>,
-    /// Auto mode: delivered but not yet written by the session.
-    unwritten: u32,
+    /// Auto mode: handed to the session but not yet written to its socket. Auto mode counts a
+    /// message as acknowledged once it is *sent*, so these are still the broker's to keep: if
+    /// the connection ends first, they go back to the destination.
+    unwritten: VecDeque<Unwritten>,
     /// Non-durable topic subscriptions: messages waiting for credit.
     backlog: VecDeque<Arc<Message>>,
 }
@@ -277,10 +279,28 @@ struct Subscription {
 impl Subscription {
     fn has_credit(&self) -> bool {
         let used = match self.ack {
-            AckMode::Auto => self.unwritten as usize,
+            AckMode::Auto => self.unwritten.len(),
             _ => self.in_flight.len(),
         };
         used < self.prefetch as usize
+    }
+}
+
+/// An auto-mode delivery not yet written to the client's socket.
+struct Unwritten {
+    msg: Arc<Message>,
+    /// Set when the message was taken the moment it was published, before it was ever stored:
+    /// the producer's receipt, owed once the message is written (consumed), or once it is
+    /// stored if the connection ends first.
+    unstored_receipt: Option<OnDurable>,
+}
+
+impl std::fmt::Debug for Unwritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unwritten")
+            .field("msg", &self.msg.id)
+            .field("unstored", &self.unstored_receipt.is_some())
+            .finish()
     }
 }
 
@@ -344,6 +364,8 @@ pub struct Broker {
     drained: Option<oneshot::Sender<()>>,
     /// While a queue message is being published: its sequence, until it is consumed.
     unstored: std::cell::Cell<Option<u64>>,
+    /// The auto-mode subscription that took the message being published, if one did.
+    taken_unstored: std::cell::Cell<Option<SubKey>>,
     /// Paging persistent messages out to the store; `None`: every message stays in memory.
     paging: Option<Paging>,
     next_ticket: u64,
@@ -428,6 +450,7 @@ impl Broker {
             memory: pending::Gauge::default(),
             drained: None,
             unstored: std::cell::Cell::new(None),
+            taken_unstored: std::cell::Cell::new(None),
             paging: None,
             next_ticket: 1,
             tickets: HashMap::new(),
@@ -540,7 +563,8 @@ impl Broker {
 
     fn handle(&mut self, request: Request) {
         self.apply_request(request);
-        if self.drained.is_some() && self.subscriptions.values().all(|s| s.in_flight.is_empty()) {
+        let settled = |s: &Subscription| s.in_flight.is_empty() && s.unwritten.is_empty();
+        if self.drained.is_some() && self.subscriptions.values().all(settled) {
             if let Some(reply) = self.drained.take() {
                 self.store.barrier(Box::new(move || {
                     let _ = reply.send(());
@@ -603,7 +627,11 @@ impl Broker {
                 receipt,
             } => {
                 if self.draining {
-                    // The client gets no receipt and resends to the node that takes over.
+                    // Going passive: not taken, and no receipt, so a failover client resends it
+                    // to the next node (a SEND without a receipt was best effort anyway). Not an
+                    // ERROR now: it would close the session before the receipts still owed for
+                    // the SENDs stored just before it, and those would be resent: duplicates.
+                    // The goodbye ERROR follows once every owed receipt is written.
                     return Ok(());
                 }
                 let msg = self.new_message(published, body);
@@ -660,13 +688,23 @@ impl Broker {
                 transaction,
                 receipt,
             } => {
-                // Resolve now, so an unknown id is refused at once, even inside a transaction.
-                self.find_delivery(conn, &which)?;
-                match transaction {
-                    Some(tx) => self.transaction(conn, &tx)?.push(TxOp::Ack { which, nack }),
-                    None => self.acknowledge(conn, &which, nack)?,
+                // An ack id from an earlier epoch names a delivery by the broker this one took
+                // over from: that delivery comes again (flagged) under a new id, so the late ACK
+                // is answered, and changes nothing.
+                let stale = matches!(&which, AckRef::Ack(id)
+                    if !id.starts_with(&format!("{}-", self.settings.epoch)));
+                if !stale {
+                    // Resolve now, so an unknown id is refused at once, even inside a
+                    // transaction.
+                    self.find_delivery(conn, &which)?;
+                    match transaction {
+                        Some(tx) => self.transaction(conn, &tx)?.push(TxOp::Ack { which, nack }),
+                        None => self.acknowledge(conn, &which, nack)?,
+                    }
                 }
-                self.receipt_now(conn, receipt);
+                // The receipt waits until the removal is durable: an acknowledged message must
+                // not come back after a crash.
+                self.receipt_after_barrier(conn, receipt);
                 Ok(())
             }
             Request::Begin {
@@ -722,8 +760,16 @@ impl Broker {
                     .get(&conn)
                     .and_then(|c| c.subscriptions.get(&*id).copied());
                 if let Some(sub) = key.and_then(|k| self.subscriptions.get_mut(&k)) {
-                    sub.unwritten = sub.unwritten.saturating_sub(count);
+                    let n = (count as usize).min(sub.unwritten.len());
+                    let written: Vec<Unwritten> = sub.unwritten.drain(..n).collect();
                     let source = sub.source.clone();
+                    // Sent is acknowledged, in auto mode.
+                    for delivery in written {
+                        match delivery.unstored_receipt {
+                            Some(receipt) => receipt(),
+                            None => self.forget(&source, &delivery.msg),
+                        }
+                    }
                     self.dispatch(&source);
                 }
                 Ok(())
@@ -1010,16 +1056,31 @@ impl Broker {
                 self.unstored.set(Some(msg.seq));
                 queue.pending.push(Arc::clone(&msg));
                 self.dispatch(&Source::Queue(Arc::clone(&destination)));
-                let consumed = self.unstored.take().is_none();
-                if msg.persistent && !consumed {
+                let expired = self.unstored.take().is_none();
+                let taken = self.taken_unstored.take();
+                if !msg.persistent || expired {
+                    if let Some(done) = on_durable {
+                        done();
+                    }
+                } else if let Some(sub) = taken.and_then(|k| self.subscriptions.get_mut(&k)) {
+                    // Taken in auto mode on the spot: no need to store it at all. The receipt
+                    // waits until it is written to the consumer (or stored, if that fails).
+                    if let Some(delivery) = sub
+                        .unwritten
+                        .iter_mut()
+                        .rev()
+                        .find(|d| d.msg.seq == msg.seq)
+                    {
+                        delivery.unstored_receipt =
+                            Some(on_durable.unwrap_or_else(|| Box::new(|| {})));
+                    }
+                } else {
                     self.store.put(
                         queue_space(&destination),
                         key_of(&msg),
                         msg.encode(),
                         on_durable,
                     );
-                } else if let Some(done) = on_durable {
-                    done();
                 }
             }
             Ok(Kind::Topic) => {
@@ -1182,7 +1243,7 @@ impl Broker {
                 prefetch: spec.prefetch.max(1),
                 next_tag: 0,
                 in_flight: VecDeque::new(),
-                unwritten: 0,
+                unwritten: VecDeque::new(),
                 backlog: VecDeque::new(),
             },
         );
@@ -1214,6 +1275,22 @@ impl Broker {
                     durable.active = None;
                 }
             }
+        }
+        // Auto-mode messages the session never wrote were never acknowledged: they go back
+        // (flagged, as some may have reached the socket). One taken before it was stored is
+        // stored now, and its producer's receipt waits for that.
+        for delivery in sub.unwritten {
+            if let Some(receipt) = delivery.unstored_receipt {
+                let msg = &delivery.msg;
+                match &sub.source {
+                    Source::Queue(q) => {
+                        self.store
+                            .put(queue_space(q), key_of(msg), msg.encode(), Some(receipt))
+                    }
+                    _ => receipt(),
+                }
+            }
+            self.redeliver(&sub.source, delivery.msg);
         }
         for delivery in sub.in_flight {
             self.redeliver(&sub.source, delivery.msg);
@@ -1257,10 +1334,14 @@ impl Broker {
             Source::Topic(_) => return,
         };
         if msg.redeliveries > self.settings.max_redeliveries {
-            if let (Some(space), true) = (&space, msg.persistent) {
-                self.store.remove(Arc::clone(space), key_of(&msg));
-            }
+            // The dead-letter copy is written before the original is removed: the journal
+            // writes in order, so a crash in between leaves a duplicate, never a loss.
+            let key = key_of(&msg);
+            let persistent = msg.persistent;
             self.dead_letter(msg);
+            if let (Some(space), true) = (&space, persistent) {
+                self.store.remove(Arc::clone(space), key);
+            }
             return;
         }
         let msg = Arc::new(msg);
@@ -1360,7 +1441,7 @@ impl Broker {
     /// A message is done with: remove it from the store.
     fn forget(&self, source: &Source, msg: &Message) {
         if self.unstored.get() == Some(msg.seq) {
-            // Consumed while being published: it was never stored, nothing to remove.
+            // Dropped (expired) while being published: it was never stored, nothing to remove.
             self.unstored.set(None);
             return;
         }
@@ -1429,7 +1510,7 @@ impl Broker {
                 self.forget(&source, &msg);
                 continue;
             }
-            self.deliver(key, &source, msg);
+            self.deliver(key, msg);
         }
     }
 
@@ -1461,7 +1542,7 @@ impl Broker {
                 self.forget(&source, &msg);
                 continue;
             }
-            self.deliver(sub_key, &source, msg);
+            self.deliver(sub_key, msg);
         }
     }
 
@@ -1484,25 +1565,33 @@ impl Broker {
             if msg.expired(now) {
                 continue;
             }
-            let source = sub.source.clone();
-            self.deliver(key, &source, msg);
+            self.deliver(key, msg);
         }
     }
 
     /// Sends one message to a subscription's session.
-    fn deliver(&mut self, key: SubKey, source: &Source, msg: Arc<Message>) {
+    fn deliver(&mut self, key: SubKey, msg: Arc<Message>) {
         let sub = self
             .subscriptions
             .get_mut(&key)
             .expect("deliver to a live subscription");
         let ack = match sub.ack {
             AckMode::Auto => {
-                sub.unwritten += 1;
+                sub.unwritten.push_back(Unwritten {
+                    msg: Arc::clone(&msg),
+                    unstored_receipt: None,
+                });
+                if self.unstored.get() == Some(msg.seq) {
+                    self.taken_unstored.set(Some(key));
+                }
                 None
             }
             AckMode::Client | AckMode::ClientIndividual => {
                 sub.next_tag += 1;
-                let ack: Arc<str> = format!("{key}-{}", sub.next_tag).into();
+                // The epoch makes ack ids unique across failovers: a late ACK of a delivery by
+                // the previous broker can never acknowledge a different message here.
+                let ack: Arc<str> =
+                    format!("{}-{key}-{}", self.settings.epoch, sub.next_tag).into();
                 sub.in_flight.push_back(InFlight {
                     tag: sub.next_tag,
                     ack: Arc::clone(&ack),
@@ -1512,17 +1601,12 @@ impl Broker {
             }
         };
         let subscription = Arc::clone(&sub.id);
-        let auto = ack.is_none();
         if let Some(c) = self.connections.get(&sub.conn) {
             let _ = c.outbox.send(Outbound::Message {
                 subscription,
                 ack,
                 msg: Arc::clone(&msg),
             });
-        }
-        if auto {
-            // Auto mode: delivered is acknowledged.
-            self.forget(source, &msg);
         }
     }
 
@@ -1533,7 +1617,11 @@ impl Broker {
                 .values()
                 .map(|d| d.pending.len())
                 .sum::<usize>();
-        let in_flight: usize = self.subscriptions.values().map(|s| s.in_flight.len()).sum();
+        let in_flight: usize = self
+            .subscriptions
+            .values()
+            .map(|s| s.in_flight.len() + s.unwritten.len())
+            .sum();
         let memory: usize = self
             .queues
             .values()

@@ -96,6 +96,15 @@ fn bodies(client: &mut Client) -> Vec<String> {
     received(client).into_iter().map(|(b, _, _)| b).collect()
 }
 
+/// The session reports `count` auto-mode messages of subscription `id` written to its socket.
+fn written(broker: &mut Broker, client: &Client, id: &str, count: u32) {
+    broker.handle(Request::Written {
+        conn: client.conn,
+        id: id.into(),
+        count,
+    });
+}
+
 fn ack(broker: &mut Broker, client: &Client, id: &str, nack: bool) {
     broker.handle(Request::Ack {
         conn: client.conn,
@@ -234,6 +243,7 @@ fn higher_priority_goes_first_and_expired_messages_are_never_delivered() {
     let mut consumer = open(&mut b, 2, None);
     subscribe(&mut b, &consumer, "s", "/queue/p", AckMode::Auto, 10);
     assert_eq!(bodies(&mut consumer), ["high", "low"]);
+    written(&mut b, &consumer, "s", 2);
     assert_eq!(b.counts().messages, 0);
 }
 
@@ -367,8 +377,9 @@ fn bad_requests_are_refused_with_an_error_naming_the_problem() {
         Ok(Outbound::Error { message, .. }) => message,
         other => panic!("expected an ERROR, got {other:?}"),
     };
-    ack(&mut b, &client, "nope", false);
-    assert!(refused(&mut client).contains("no unacknowledged message has ack id \"nope\""));
+    // Epoch 7 is this broker's: an id of its own that names nothing is refused.
+    ack(&mut b, &client, "7-99-1", false);
+    assert!(refused(&mut client).contains("no unacknowledged message has ack id \"7-99-1\""));
     b.handle(Request::Commit {
         conn: 1,
         transaction: "t".into(),
@@ -785,4 +796,73 @@ fn a_durable_subscription_pages_out_and_its_deletion_purges_the_store() {
     serve(&mut b, &mut reads, &store);
     assert_eq!(store.count(space), 0);
     assert_eq!(store.count("subs"), 0);
+}
+
+#[test]
+fn auto_mode_messages_the_session_never_wrote_go_back_to_the_queue() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    let mut lost = open(&mut b, 2, None);
+    subscribe(&mut b, &lost, "s", "/queue/q", AckMode::Auto, 10);
+    for i in 0..3 {
+        send(
+            &mut b,
+            &producer,
+            "/queue/q",
+            &i.to_string(),
+            &[("persistent", "true")],
+        );
+    }
+    assert_eq!(bodies(&mut lost), ["0", "1", "2"]);
+    // Only the first reached the socket before the connection died.
+    written(&mut b, &lost, "s", 1);
+    b.handle(Request::Close { conn: lost.conn });
+    let mut next = open(&mut b, 3, None);
+    subscribe(&mut b, &next, "s", "/queue/q", AckMode::Auto, 10);
+    let again = received(&mut next);
+    assert_eq!(
+        again
+            .iter()
+            .map(|(b, _, r)| (b.as_str(), *r))
+            .collect::<Vec<_>>(),
+        [("1", true), ("2", true)],
+        "the unwritten ones come again, flagged: some bytes may have reached the socket"
+    );
+}
+
+#[test]
+fn a_late_ack_from_an_earlier_epoch_is_answered_and_changes_nothing() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    let mut consumer = open(&mut b, 2, None);
+    subscribe(
+        &mut b,
+        &consumer,
+        "s",
+        "/queue/q",
+        AckMode::ClientIndividual,
+        10,
+    );
+    send(&mut b, &producer, "/queue/q", "m", &[]);
+    let got = received(&mut consumer);
+    assert!(
+        got[0].1.as_deref().unwrap().starts_with("7-"),
+        "ack ids carry the epoch"
+    );
+    b.handle(Request::Ack {
+        conn: consumer.conn,
+        which: AckRef::Ack("6-1-1".into()),
+        nack: false,
+        transaction: None,
+        receipt: Some("late".into()),
+    });
+    match consumer.outbox.try_recv() {
+        Ok(Outbound::Receipt(r)) => assert_eq!(r, "late"),
+        other => panic!("expected the receipt, got {other:?}"),
+    }
+    assert_eq!(
+        b.counts().messages,
+        1,
+        "the delivery of this epoch is still unacknowledged"
+    );
 }

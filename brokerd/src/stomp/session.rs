@@ -34,6 +34,10 @@ const WRITE_BATCH: usize = 256;
 /// Prefetch of a subscription without `activemq.prefetchSize` (ActiveMQ's queue default).
 pub const DEFAULT_PREFETCH: u32 = 1000;
 
+/// Largest prefetch a subscription may ask for: deliveries in flight are held in memory, per
+/// subscription, outside the memory limit.
+pub const MAX_PREFETCH: u32 = 65_536;
+
 /// Why the server ends every session: `Some(reason)` once the node is going passive.
 pub type Passive = watch::Receiver<Option<Arc<str>>>;
 
@@ -264,7 +268,12 @@ async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Op
             return None;
         }
     }
-    let ours = ctx.heartbeat.as_millis() as u64;
+    // STOMP 1.0 has no heart-beating.
+    let ours = if version == Version::V1_0 {
+        0
+    } else {
+        ctx.heartbeat.as_millis() as u64
+    };
     let negotiate = |a: u64, b: u64| (a > 0 && b > 0).then(|| Duration::from_millis(a.max(b)));
     let send_every = negotiate(ours, client_wants);
     // Twice the agreed interval before giving up on a silent client, as network delays vary.
@@ -521,10 +530,12 @@ impl Session {
                 let prefetch = match frame.get("activemq.prefetchSize") {
                     None => DEFAULT_PREFETCH,
                     Some(p) => match p.parse::<u32>() {
-                        Ok(p) if p > 0 => p,
+                        Ok(p) if p > 0 && p <= MAX_PREFETCH => p,
                         _ => {
                             return refuse(
-                                format!("activemq.prefetchSize {p:?} is not a positive number"),
+                                format!(
+                                    "activemq.prefetchSize {p:?} is not a number from 1 to {MAX_PREFETCH}"
+                                ),
                                 "",
                             )
                         }
@@ -632,7 +643,11 @@ impl Session {
             }
         };
         if self.ctx.broker.send(request).await.is_err() {
-            return refuse("the broker is stopping".into(), "");
+            // Without receipt-id: a passing condition, the client should fail over and resend.
+            return Err(Refusal::new(
+                "the broker is stopping; reconnect to another node",
+                "",
+            ));
         }
         Ok(true)
     }
