@@ -418,6 +418,12 @@ impl Persist {
 /// A request refused with an ERROR that closes the session.
 struct Refused(String);
 
+/// Open transactions per connection at most: each holds its operations in memory until COMMIT.
+const MAX_TRANSACTIONS: usize = 64;
+
+/// Operations (SENDs and ACKs) in one transaction at most.
+const MAX_TRANSACTION_OPS: usize = 10_000;
+
 /// Space (sled tree) names: one per queue, one per durable subscription, one registry.
 const DURABLE_REGISTRY: &str = "subs";
 fn queue_space(destination: &str) -> Arc<str> {
@@ -718,6 +724,11 @@ impl Broker {
                         "transaction {transaction:?} is already open"
                     )));
                 }
+                if c.transactions.len() >= MAX_TRANSACTIONS {
+                    return Err(Refused(format!(
+                        "a connection may have at most {MAX_TRANSACTIONS} open transactions; COMMIT or ABORT one first"
+                    )));
+                }
                 c.transactions.insert(transaction, Vec::new());
                 self.receipt_now(conn, receipt);
                 Ok(())
@@ -975,11 +986,19 @@ impl Broker {
             .ok_or_else(|| Refused("session is not connected".into()))
     }
 
+    /// The open transaction `tx`, with room for one more operation.
     fn transaction(&mut self, conn: ConnId, tx: &str) -> Result<&mut Vec<TxOp>, Refused> {
-        self.connection(conn)?
+        let ops = self
+            .connection(conn)?
             .transactions
             .get_mut(tx)
-            .ok_or_else(|| Refused(format!("transaction {tx:?} is not open (BEGIN it first)")))
+            .ok_or_else(|| Refused(format!("transaction {tx:?} is not open (BEGIN it first)")))?;
+        if ops.len() >= MAX_TRANSACTION_OPS {
+            return Err(Refused(format!(
+                "transaction {tx:?} reached the limit of {MAX_TRANSACTION_OPS} SENDs and ACKs; COMMIT it in smaller parts"
+            )));
+        }
+        Ok(ops)
     }
 
     fn end_transaction(&mut self, conn: ConnId, tx: &str) -> Result<Vec<TxOp>, Refused> {

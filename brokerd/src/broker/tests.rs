@@ -866,3 +866,39 @@ fn a_late_ack_from_an_earlier_epoch_is_answered_and_changes_nothing() {
         "the delivery of this epoch is still unacknowledged"
     );
 }
+
+#[test]
+fn transactions_are_bounded_in_number_and_size() {
+    let mut b = broker();
+    let mut client = open(&mut b, 1, None);
+    let begin = |b: &mut Broker, tx: String| {
+        b.handle(Request::Begin {
+            conn: 1,
+            transaction: tx,
+            receipt: None,
+        })
+    };
+    for i in 0..MAX_TRANSACTIONS {
+        begin(&mut b, i.to_string());
+    }
+    assert!(client.outbox.try_recv().is_err(), "up to the limit is fine");
+    begin(&mut b, "one too many".into());
+    match client.outbox.try_recv() {
+        Ok(Outbound::Error { message, .. }) => assert!(
+            message.contains("at most 64 open transactions"),
+            "{message}"
+        ),
+        other => panic!("expected an ERROR, got {other:?}"),
+    }
+    for _ in 0..MAX_TRANSACTION_OPS {
+        send(&mut b, &client, "/queue/t", "x", &[("transaction", "0")]);
+    }
+    assert!(client.outbox.try_recv().is_err());
+    send(&mut b, &client, "/queue/t", "x", &[("transaction", "0")]);
+    match client.outbox.try_recv() {
+        Ok(Outbound::Error { message, .. }) => {
+            assert!(message.contains("limit of 10000"), "{message}")
+        }
+        other => panic!("expected an ERROR, got {other:?}"),
+    }
+}

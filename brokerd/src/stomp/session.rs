@@ -25,6 +25,10 @@ use tracing::debug;
 /// The `server` header of CONNECTED frames.
 const SERVER: &str = concat!("brokerd/", env!("CARGO_PKG_VERSION"));
 
+/// A connection that sends no CONNECT within this long is closed, so idle sockets cannot hold
+/// connection slots (ActiveMQ's default is the same).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How often a producer held back at the memory limit looks again.
 const MEMORY_POLL: Duration = Duration::from_millis(10);
 
@@ -129,6 +133,16 @@ struct Session {
 pub async fn run(mut conn: Connection, mut ctx: SessionContext) {
     let first = tokio::select! {
         read = conn.read_frame() => read,
+        () = tokio::time::sleep(CONNECT_TIMEOUT) => {
+            debug!("no CONNECT within {CONNECT_TIMEOUT:?}; closing");
+            let refusal = Refusal::new(
+                format!("no CONNECT frame within {} s", CONNECT_TIMEOUT.as_secs()),
+                "A STOMP session starts with a CONNECT (or STOMP) frame.",
+            );
+            send(&mut conn, refusal.into_frame()).await;
+            conn.close().await;
+            return;
+        }
         reason = passive(&mut ctx.passive) => {
             send(&mut conn, going_passive_frame(&reason)).await;
             conn.close().await;
