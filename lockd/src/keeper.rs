@@ -306,7 +306,8 @@ impl Keeper {
     }
 
     /// Checks that we still hold the lock (file identity, a synced write through the locked
-    /// descriptor, no newer epoch) and publishes our heartbeat in `holder.json`.
+    /// descriptor, no newer epoch, no other holder in `holder.json`) and publishes our heartbeat
+    /// in `holder.json`.
     fn beat(&mut self, held: &mut Held) -> Result<(), String> {
         held.beats += 1;
         let now = shared_proto::unix_ms();
@@ -336,6 +337,19 @@ impl Keeper {
                 ))
             }
             Err(e) => return Err(format!("cannot read the epoch file: {e}")),
+        }
+        // Another node naming itself holder under our epoch or a newer one believes it holds the
+        // lock too (broken cluster locks): the newer epoch wins, so we step down. One with an
+        // older epoch is the previous holder (on our claim) or a stale node that fences itself.
+        match shared_dir::read_holder(&self.layout) {
+            Ok(Some(other)) if other.node != self.config.node && other.epoch >= held.epoch => {
+                return Err(format!(
+                    "holder.json names {} with epoch {}, we hold {}: another node believes it holds the lock",
+                    other.node, other.epoch, held.epoch
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("cannot read holder.json: {e}")),
         }
         shared_dir::write_holder(&self.layout, &self.config.node, &holder)
             .map_err(|e| format!("cannot write holder.json: {e}"))?;

@@ -162,7 +162,9 @@ fn sigterm_stops_the_broker_releases_the_lock_and_exits_zero() {
     assert!(answers_stomp(cluster.nodes[next].addr()));
 }
 
-fn fenced_within_keepalive(tamper: impl FnOnce(&Cluster)) {
+/// Tampers with the shared directory and checks that the active's keepalive fences its broker
+/// for that `reason` (a fragment of the logged reason).
+fn fenced_within_keepalive(reason: &str, tamper: impl FnOnce(&Cluster)) {
     // keepalive_ms is 100 in tests; fence_timeout_ms is its default, 10 s.
     let (cluster, active) = three_nodes("");
     let node = &cluster.nodes[active];
@@ -181,7 +183,11 @@ fn fenced_within_keepalive(tamper: impl FnOnce(&Cluster)) {
         "fenced only after {took:?}"
     );
     let log = std::fs::read_to_string(&node.log).unwrap();
-    assert!(log.contains("fencing: killing brokerd"), "{log}");
+    let fence = log
+        .lines()
+        .find(|l| l.contains("fencing: killing brokerd"))
+        .unwrap_or_else(|| panic!("no fence in the log:\n{log}"));
+    assert!(fence.contains(reason), "fenced for another reason: {fence}");
     // Exactly one node ends up active again, under a newer epoch.
     let now = cluster.wait_for_one_active();
     let status = cluster.nodes[now].status().unwrap();
@@ -191,17 +197,39 @@ fn fenced_within_keepalive(tamper: impl FnOnce(&Cluster)) {
 
 #[test]
 fn a_deleted_lock_file_fences_the_active() {
-    fenced_within_keepalive(|cluster| {
+    fenced_within_keepalive("lock file", |cluster| {
         std::fs::remove_file(cluster.shared.join("lock")).unwrap();
     });
 }
 
 #[test]
 fn a_replaced_lock_file_fences_the_active() {
-    fenced_within_keepalive(|cluster| {
+    fenced_within_keepalive("lock file", |cluster| {
         let tmp = cluster.shared.join("lock.new");
         std::fs::write(&tmp, "").unwrap();
         std::fs::rename(&tmp, cluster.shared.join("lock")).unwrap();
+    });
+}
+
+#[test]
+fn an_epoch_file_moved_backwards_fences_the_active() {
+    fenced_within_keepalive("the epoch file says 0", |cluster| {
+        std::fs::write(cluster.shared.join("epoch"), "0\n").unwrap();
+    });
+}
+
+#[test]
+fn a_holder_json_naming_another_node_fences_the_active() {
+    fenced_within_keepalive("holder.json names intruder", |cluster| {
+        let path = cluster.shared.join("holder.json");
+        let mut holder: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let epoch = holder["epoch"].as_u64().unwrap();
+        holder["node"] = "intruder".into();
+        holder["epoch"] = epoch.into();
+        let tmp = cluster.shared.join("holder.json.intruder");
+        std::fs::write(&tmp, serde_json::to_vec(&holder).unwrap()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
     });
 }
 
