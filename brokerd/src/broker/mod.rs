@@ -362,6 +362,8 @@ pub struct Broker {
     memory: pending::Gauge,
     /// The answer to a Drain, owed once every delivered message is acknowledged.
     drained: Option<oneshot::Sender<()>>,
+    /// `EPOCH-`, the start of every ack id this broker hands out.
+    ack_prefix: Box<str>,
     /// While a queue message is being published: its sequence, until it is consumed.
     unstored: std::cell::Cell<Option<u64>>,
     /// The auto-mode subscription that took the message being published, if one did.
@@ -439,6 +441,7 @@ fn registry_key(key: &DurableKey) -> Bytes {
 impl Broker {
     /// A broker with nothing in it.
     pub fn new(settings: Settings, store: Box<dyn Durability>) -> Broker {
+        let ack_prefix = format!("{}-", settings.epoch).into();
         Broker {
             settings,
             store: Persist {
@@ -455,6 +458,7 @@ impl Broker {
             draining: false,
             memory: pending::Gauge::default(),
             drained: None,
+            ack_prefix,
             unstored: std::cell::Cell::new(None),
             taken_unstored: std::cell::Cell::new(None),
             paging: None,
@@ -698,7 +702,7 @@ impl Broker {
                 // over from: that delivery comes again (flagged) under a new id, so the late ACK
                 // is answered, and changes nothing.
                 let stale = matches!(&which, AckRef::Ack(id)
-                    if !id.starts_with(&format!("{}-", self.settings.epoch)));
+                    if !id.starts_with(&*self.ack_prefix));
                 if !stale {
                     // Resolve now, so an unknown id is refused at once, even inside a
                     // transaction.
@@ -1609,8 +1613,7 @@ impl Broker {
                 sub.next_tag += 1;
                 // The epoch makes ack ids unique across failovers: a late ACK of a delivery by
                 // the previous broker can never acknowledge a different message here.
-                let ack: Arc<str> =
-                    format!("{}-{key}-{}", self.settings.epoch, sub.next_tag).into();
+                let ack: Arc<str> = format!("{}{key}-{}", self.ack_prefix, sub.next_tag).into();
                 sub.in_flight.push_back(InFlight {
                     tag: sub.next_tag,
                     ack: Arc::clone(&ack),
