@@ -2,7 +2,10 @@
 //! active node for a controlled failover, and talks STOMP through a failover URL (send,
 //! receive, bench) with the project's failover client.
 //!
-//! Exit codes: 0 success, 1 the request failed or timed out, 2 usage or connection errors.
+//! Tests a shared directory's locks (`check-lock`).
+//!
+//! Exit codes: 0 success, 1 the request failed or timed out (or the lock check failed), 2 usage
+//! or connection errors.
 
 mod bench;
 mod client;
@@ -16,7 +19,7 @@ use client::Client;
 use shared_proto::admin::{ErrorCode, Request, Response, Role};
 use shared_proto::holder::HolderState;
 use shared_proto::layout::Layout;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -61,6 +64,18 @@ enum Cmd {
     Receive(receive::Args),
     /// Measure throughput and latency: producers and consumers, each on its own connection.
     Bench(bench::Args),
+    /// Self-test of a shared directory's locks: can two processes hold lockd's lock at once?
+    /// Exits 1 when the lock is not exclusive (or a known trap makes it unsafe).
+    CheckLock {
+        dir: PathBuf,
+        /// A second mount path of the same directory (as another node mounts it), to test the
+        /// lock, the epoch claim and the data across the two.
+        #[arg(long)]
+        other_path: Option<PathBuf>,
+        /// The full report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where and as whom to connect, for the STOMP subcommands.
@@ -150,6 +165,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Send(args) => send::run(args).await,
         Cmd::Receive(args) => receive::run(args).await,
         Cmd::Bench(args) => bench::run(args).await,
+        Cmd::CheckLock {
+            dir,
+            other_path,
+            json,
+        } => check_lock(&dir, other_path.as_deref(), json),
+    }
+}
+
+fn check_lock(dir: &Path, other_path: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let report = shared_proto::lock_check::run(dir, other_path)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    if report.passed() {
+        Ok(())
+    } else {
+        Err(Refused(format!(
+            "the lock on {} is not safe: {}",
+            dir.display(),
+            report.failures.join("; ")
+        ))
+        .into())
     }
 }
 

@@ -56,6 +56,18 @@ pub struct Config {
     /// the log: its lockd may be dead while its lock lingers (NFSv3), or its host stalled.
     /// Longer than fence_timeout_ms, after which a healthy holder has fenced itself.
     pub stale_holder_ms: u64,
+    /// What to do when the lock self-test (`ctl check-lock`) fails at start.
+    pub lock_check: LockCheck,
+}
+
+/// lockd's answer to a shared directory whose lock failed the self-test at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockCheck {
+    /// Refuse to start: two nodes could both run a broker.
+    Refuse,
+    /// Log the failure as an error and start anyway, for an operator who has another fence.
+    Warn,
 }
 
 impl Default for Config {
@@ -80,6 +92,7 @@ impl Default for Config {
             max_restarts: 3,
             restart_window_ms: 60_000,
             stale_holder_ms: 15_000,
+            lock_check: LockCheck::Refuse,
         }
     }
 }
@@ -116,6 +129,7 @@ pub struct Settings {
     pub max_restarts: u32,
     pub restart_window: Duration,
     pub stale_holder: Duration,
+    pub lock_check: LockCheck,
 }
 
 impl Config {
@@ -259,6 +273,7 @@ impl Config {
             max_restarts: self.max_restarts,
             restart_window: Duration::from_millis(self.restart_window_ms),
             stale_holder: Duration::from_millis(self.stale_holder_ms),
+            lock_check: self.lock_check,
         })
     }
 }

@@ -7,10 +7,10 @@
 //! without doing any I/O itself, so a hung keeper cannot delay the fence.
 
 use crate::shared_dir;
-use crate::sys::lockfile::LockFile;
 use shared_proto::admin::Role;
 use shared_proto::holder::{Holder, HolderState};
 use shared_proto::layout::Layout;
+use shared_proto::lockfile::LockFile;
 use shared_proto::nodes::NodeRecord;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};

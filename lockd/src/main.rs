@@ -199,15 +199,56 @@ fn prepare_shared_dir(settings: &Settings, init: bool) -> anyhow::Result<Layout>
     if let Some((uid, gid)) = settings.broker_credentials {
         check_broker_can_write(&layout.data(), uid, gid)?;
     }
-    sys::lockfile::LockFile::open(&layout.lock()).map_err(|e| {
+    shared_proto::lockfile::LockFile::open(&layout.lock()).map_err(|e| {
         anyhow::anyhow!(
             "cannot open {} for writing ({e}): the shared directory must be writable by lockd (uid {}); is it mounted read-only?",
             layout.lock().display(),
             sys::users::effective_uid()
         )
     })?;
+    check_lock(settings)?;
     tracing::info!(cluster = %marker.cluster_id, "shared directory checked");
     Ok(layout)
+}
+
+/// The self-test of `ctl check-lock` on the shared directory, before any thread starts (it
+/// forks). A lock that two processes can hold at once would let two nodes run a broker, so it
+/// refuses to start unless `lock_check = "warn"`.
+fn check_lock(settings: &Settings) -> anyhow::Result<()> {
+    let node = &settings.node;
+    let report = shared_proto::lock_check::run(&settings.shared_dir, None)?;
+    for fs in &report.filesystems {
+        tracing::info!(%node, filesystem = %fs.describe(), "shared filesystem");
+    }
+    for (_, trap) in &report.traps {
+        match trap.severity {
+            shared_proto::mounts::Severity::Note => {
+                tracing::info!(%node, note = %trap.message, "lock check")
+            }
+            shared_proto::mounts::Severity::Warning => {
+                tracing::warn!(%node, warning = %trap.message, "lock check")
+            }
+            shared_proto::mounts::Severity::Fail => {}
+        }
+    }
+    for warning in &report.warnings {
+        tracing::warn!(%node, %warning, "lock check");
+    }
+    if report.passed() {
+        return Ok(());
+    }
+    let failures = report.failures.join("; ");
+    match settings.lock_check {
+        config::LockCheck::Refuse => anyhow::bail!(
+            "the lock on {dir} is not exclusive: {failures}. Fix the mount (`ctl check-lock {dir}` \
+             prints the whole report), or set lock_check = \"warn\" to start anyway",
+            dir = settings.shared_dir.display()
+        ),
+        config::LockCheck::Warn => {
+            tracing::error!(%node, %failures, "lock check failed; starting anyway because lock_check = \"warn\"");
+            Ok(())
+        }
+    }
 }
 
 /// brokerd runs as (uid, gid) and must be able to write its store; finding out at the first

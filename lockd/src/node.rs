@@ -706,6 +706,7 @@ mod tests {
             max_restarts: 3,
             restart_window: Duration::from_secs(60),
             stale_holder: Duration::from_secs(15),
+            lock_check: crate::config::LockCheck::Refuse,
         }
     }
 

@@ -5,6 +5,8 @@
 //! - [`holder`]: the `holder.json` file the active lockd keeps in the shared directory.
 //! - [`nodes`]: `nodes/NODE.json`, each node's own account of itself.
 //! - [`layout`]: the shared directory's paths, marker and one-time preparation.
+//! - [`lockfile`]: the lock every node takes on `SHARED/lock`, and [`lock_check`], the self-test
+//!   that it is exclusive on a given filesystem, with [`mounts`] naming the filesystem's traps.
 //! - [`wire`]: the newline-delimited JSON framing both protocols use, bounded in length so a
 //!   peer that sends garbage gets a clear error instead of growing our memory.
 //!
@@ -15,6 +17,9 @@ pub mod admin;
 pub mod control;
 pub mod holder;
 pub mod layout;
+pub mod lock_check;
+pub mod lockfile;
+pub mod mounts;
 pub mod nodes;
 pub mod wire;
 

@@ -3,6 +3,5 @@
 //! The state machine above this module never touches libc directly, so it can be read (and
 //! tested) without root.
 
-pub mod lockfile;
 pub mod spawn;
 pub mod users;

@@ -1,14 +1,21 @@
-//! The OFD (open file description) lock on `SHARED/lock`.
+//! The lock on `SHARED/lock`: an OFD fcntl lock and a flock(2) lock, both on one descriptor.
 //!
-//! OFD locks belong to the open file description, not the process: they are not dropped when an
+//! Both kinds belong to the open file description, not the process: they are not dropped when an
 //! unrelated descriptor of the same file is closed (the POSIX-lock trap), and are released when
 //! our one descriptor closes, including when lockd dies. The file is opened with O_CLOEXEC and
 //! never handed to brokerd: a child holding a duplicate would keep the lock alive after lockd.
+//!
+//! Why two kinds: cluster filesystems share them differently. OCFS2 with the o2cb stack shares
+//! flock but not fcntl locks between nodes; FUSE daemons such as bindfs with lock forwarding
+//! share both between mounts but fcntl locks not between two processes of one mount. Requiring
+//! both makes the lock exclusive wherever either kind is. They are always taken in the same
+//! order (fcntl, then flock) and a half-taken pair is dropped at once, so two nodes can never each
+//! hold one half and wait for the other. `ctl check-lock` tests each kind on its own.
 
 use nix::errno::Errno;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -49,21 +56,21 @@ impl LockFile {
         })
     }
 
-    /// Tries to take the exclusive lock without waiting. `Ok(false)`: another holder has it.
+    /// Tries to take both locks without waiting. `Ok(false)`: another holder has one of them
+    /// (and we hold neither).
     ///
     /// Non-blocking on purpose: on NFSv4 the kernel polls a blocking wait with a backoff of up to
     /// 30 s, so a passive that blocked would notice a free lock late.
     pub fn try_lock(&self) -> io::Result<bool> {
-        let mut flock = whole_file(libc::F_WRLCK);
-        // SAFETY: fd is a valid open descriptor owned by self.file; flock is a fully initialised
-        // libc::flock that outlives the call; F_OFD_SETLK only reads it.
-        let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_SETLK, &mut flock) };
-        if rc == 0 {
-            return Ok(true);
+        if !try_lock_kind(&self.file, LockKind::Fcntl)? {
+            return Ok(false);
         }
-        match Errno::last() {
-            Errno::EAGAIN | Errno::EACCES => Ok(false),
-            errno => Err(errno.into()),
+        match try_lock_kind(&self.file, LockKind::Flock) {
+            Ok(true) => Ok(true),
+            held_elsewhere_or_failed => {
+                unlock_kind(&self.file, LockKind::Fcntl)?;
+                held_elsewhere_or_failed
+            }
         }
     }
 
@@ -94,6 +101,73 @@ impl LockFile {
         self.file.write_all_at(line.as_bytes(), 0)?;
         self.file.set_len(line.len() as u64)?;
         self.file.sync_data()
+    }
+}
+
+/// One of the two kinds of lock that make up the lock on `SHARED/lock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// An exclusive OFD fcntl lock on the whole file (F_OFD_SETLK).
+    Fcntl,
+    /// An exclusive flock(2) lock.
+    Flock,
+}
+
+impl LockKind {
+    pub const ALL: [LockKind; 2] = [LockKind::Fcntl, LockKind::Flock];
+
+    /// How the operator knows it, e.g. in `ctl check-lock`'s report.
+    pub fn name(self) -> &'static str {
+        match self {
+            LockKind::Fcntl => "fcntl (OFD)",
+            LockKind::Flock => "flock",
+        }
+    }
+}
+
+/// Tries to take an exclusive lock of one kind on `file` without waiting; `Ok(false)` when
+/// another open file description holds it.
+pub fn try_lock_kind(file: &File, kind: LockKind) -> io::Result<bool> {
+    Ok(try_lock_raw(file.as_raw_fd(), kind)?)
+}
+
+/// [`try_lock_kind`] on a raw descriptor, without allocating: the lock self-test calls it in a
+/// forked child, where only async-signal-safe work is allowed.
+pub fn try_lock_raw(fd: RawFd, kind: LockKind) -> Result<bool, Errno> {
+    let rc = match kind {
+        LockKind::Fcntl => {
+            let mut flock = whole_file(libc::F_WRLCK);
+            // SAFETY: the caller passes an open descriptor; flock is a fully initialised
+            // libc::flock that outlives the call; F_OFD_SETLK only reads it.
+            unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &mut flock) }
+        }
+        // SAFETY: flock(2) on a descriptor has no memory-safety preconditions.
+        LockKind::Flock => unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) },
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    match Errno::last() {
+        Errno::EAGAIN | Errno::EACCES => Ok(false),
+        errno => Err(errno),
+    }
+}
+
+/// Drops a lock of one kind taken through `file`.
+fn unlock_kind(file: &File, kind: LockKind) -> io::Result<()> {
+    let rc = match kind {
+        LockKind::Fcntl => {
+            let mut flock = whole_file(libc::F_UNLCK);
+            // SAFETY: as in try_lock_kind.
+            unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut flock) }
+        }
+        // SAFETY: fd is a valid open descriptor owned by `file`.
+        LockKind::Flock => unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) },
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -133,6 +207,34 @@ mod tests {
             b.try_lock().unwrap(),
             "closing the holder releases the lock"
         );
+    }
+
+    #[test]
+    fn either_kind_held_elsewhere_refuses_and_leaves_nothing_half_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        for kind in LockKind::ALL {
+            let other = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap();
+            assert!(try_lock_kind(&other, kind).unwrap());
+            let ours = LockFile::open(&path).unwrap();
+            assert!(!ours.try_lock().unwrap(), "{} held elsewhere", kind.name());
+            // The refused attempt must not keep the other kind: a third description gets both
+            // kinds once `other` is closed.
+            drop(other);
+            let third = LockFile::open(&path).unwrap();
+            assert!(
+                third.try_lock().unwrap(),
+                "after {} was released",
+                kind.name()
+            );
+            assert!(!ours.try_lock().unwrap());
+        }
     }
 
     #[test]
