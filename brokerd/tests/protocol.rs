@@ -386,6 +386,46 @@ fn stomp_1_2_header_escapes_round_trip() {
 }
 
 #[test]
+fn a_cr_in_a_header_goes_raw_in_1_1_and_escaped_in_1_2() {
+    let node = Node::start(&[]);
+    // STOMP 1.1 has no \r escape: a 1.1 producer sends CR as it is, inside the value.
+    let mut producer = node.client("1.1");
+    producer.send_frame(
+        "SEND",
+        &["destination:/topic/cr", "receipt:r-1", "x-cr:a\rb"],
+        b"x",
+    );
+    producer.expect_receipt("r-1");
+    let mut v11 = node.client("1.1");
+    let mut v12 = node.client("1.2");
+    subscribe(&mut v11, "s", "/topic/cr", "auto");
+    subscribe(&mut v12, "s", "/topic/cr", "auto");
+    send_with(&mut producer, "/topic/cr", &["x-cr:a\rb"], "m");
+    assert_eq!(next_message(&mut v11).get("x-cr"), Some("a\rb"));
+    let message = next_message(&mut v12);
+    assert_eq!(message.get("x-cr"), Some(r"a\rb"));
+    assert_eq!(message.unescaped("x-cr").as_deref(), Some("a\rb"));
+}
+
+#[test]
+fn a_cr_escape_from_a_1_1_client_is_refused_as_undefined() {
+    let node = Node::start(&[]);
+    let mut client = node.client("1.1");
+    client.send_frame(
+        "SEND",
+        &["receipt:r-1", "destination:/queue/a", r"x-cr:a\rb"],
+        b"x",
+    );
+    let error = client.expect_refusal("undefined escape");
+    assert_eq!(error.get("receipt-id"), Some("r-1"));
+    assert!(
+        error.unescaped("message").unwrap().contains("STOMP 1.1"),
+        "{error:?}"
+    );
+    node.assert_still_serving();
+}
+
+#[test]
 fn an_undefined_escape_is_refused() {
     let node = Node::start(&[]);
     let mut client = node.client("1.2");

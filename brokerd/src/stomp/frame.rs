@@ -6,7 +6,7 @@
 //! Header escaping follows the negotiated [`Version`]; repeated headers are all kept in order, and
 //! lookups return the first, as the specification requires.
 
-use super::Version;
+use super::{Escaping, Version};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Bounds on what a client may send in one frame; each error names the bound it hit so an
@@ -56,8 +56,8 @@ pub enum FrameError {
     InvalidCommand { excerpt: String },
     #[error("header line {excerpt:?} has no ':' between name and value")]
     MissingColon { excerpt: String },
-    #[error("header line {excerpt:?} uses an undefined escape sequence (only \\r, \\n, \\c and \\\\ exist)")]
-    InvalidEscape { excerpt: String },
+    #[error("header line {excerpt:?} uses an undefined escape sequence (defined: {})", escaping.defined())]
+    InvalidEscape { excerpt: String, escaping: Escaping },
     #[error("the {what} is not valid UTF-8")]
     InvalidUtf8 { what: &'static str },
     #[error("content-length {value:?} is not a byte count")]
@@ -114,7 +114,7 @@ impl Frame {
     /// version has no escaping (1.0, CONNECTED), CR and LF in headers cannot be represented and
     /// are sent as spaces rather than breaking the frame.
     pub fn encode(&self, version: Version) -> Bytes {
-        let escaped = version.escapes_headers(&self.command);
+        let escaped = version.escaping(&self.command);
         let mut out = BytesMut::with_capacity(64 + self.body.len());
         out.put_slice(self.command.as_bytes());
         out.put_u8(b'\n');
@@ -187,7 +187,7 @@ fn parse_frame(
         return incomplete();
     };
     let command = parse_command(line)?;
-    let escaped = version.escapes_headers(command);
+    let escaped = version.escaping(command);
     let mut headers: Vec<(String, String)> = Vec::new();
     loop {
         let Some((line, next)) = next_line(input, pos, limits)? else {
@@ -291,8 +291,8 @@ fn parse_command(line: &[u8]) -> Result<&str, FrameError> {
     std::str::from_utf8(line).map_err(|_| FrameError::InvalidUtf8 { what: "command" })
 }
 
-/// Splits a header line at its first `:` and unescapes both halves when `escaped`.
-fn parse_header(line: &[u8], escaped: bool) -> Result<(String, String), FrameError> {
+/// Splits a header line at its first `:` and unescapes both halves as `escaping` says.
+fn parse_header(line: &[u8], escaping: Escaping) -> Result<(String, String), FrameError> {
     let text = std::str::from_utf8(line).map_err(|_| FrameError::InvalidUtf8 {
         what: "header line",
     })?;
@@ -301,20 +301,25 @@ fn parse_header(line: &[u8], escaped: bool) -> Result<(String, String), FrameErr
             excerpt: shared_proto::wire::excerpt(line),
         });
     };
-    if !escaped {
+    if escaping == Escaping::None {
         return Ok((name.to_owned(), value.to_owned()));
     }
     let invalid = || FrameError::InvalidEscape {
         excerpt: shared_proto::wire::excerpt(line),
+        escaping,
     };
     Ok((
-        unescape(name).ok_or_else(invalid)?,
-        unescape(value).ok_or_else(invalid)?,
+        unescape(name, escaping).ok_or_else(invalid)?,
+        unescape(value, escaping).ok_or_else(invalid)?,
     ))
 }
 
-/// Undoes STOMP 1.1/1.2 header escaping; `None` on an undefined or unfinished escape.
-fn unescape(text: &str) -> Option<String> {
+/// Undoes STOMP 1.1/1.2 header escaping; `None` on an escape the version does not define
+/// (`\r` in 1.1) or an unfinished one.
+fn unescape(text: &str, escaping: Escaping) -> Option<String> {
+    if !text.contains('\\') {
+        return Some(text.to_owned());
+    }
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
@@ -323,7 +328,7 @@ fn unescape(text: &str) -> Option<String> {
             continue;
         }
         out.push(match chars.next()? {
-            'r' => '\r',
+            'r' if escaping == Escaping::V1_2 => '\r',
             'n' => '\n',
             'c' => ':',
             '\\' => '\\',
@@ -333,20 +338,27 @@ fn unescape(text: &str) -> Option<String> {
     Some(out)
 }
 
-/// Writes a header name or value, escaped or with unrepresentable line breaks made spaces.
-/// Writes a header name or value, escaped as the frame's version requires.
-pub fn put_header_text(out: &mut BytesMut, text: &str, escaped: bool) {
-    for c in text.chars() {
-        match (c, escaped) {
-            ('\\', true) => out.put_slice(b"\\\\"),
-            ('\r', true) => out.put_slice(b"\\r"),
-            ('\n', true) => out.put_slice(b"\\n"),
-            (':', true) => out.put_slice(b"\\c"),
-            ('\r' | '\n', false) => out.put_u8(b' '),
-            _ => {
-                let mut utf8 = [0; 4];
-                out.put_slice(c.encode_utf8(&mut utf8).as_bytes());
-            }
+/// Writes a header name or value, escaped as the frame's version requires. STOMP 1.1 has no
+/// escape for CR, and needs none: its lines end with LF only, so CR goes as it is. Where there
+/// is no escaping (1.0, CONNECTED), CR and LF cannot be represented and are sent as spaces
+/// rather than breaking the frame.
+pub fn put_header_text(out: &mut BytesMut, text: &str, escaping: Escaping) {
+    let special = |b: u8| matches!(b, b'\\' | b'\r' | b'\n' | b':');
+    if !text.bytes().any(special) {
+        // The common case: nothing to escape, one copy.
+        out.put_slice(text.as_bytes());
+        return;
+    }
+    for &b in text.as_bytes() {
+        // Only ASCII bytes are rewritten, so multi-byte UTF-8 sequences pass through whole.
+        match (b, escaping) {
+            (b'\r' | b'\n', Escaping::None) => out.put_u8(b' '),
+            (_, Escaping::None) => out.put_u8(b),
+            (b'\\', _) => out.put_slice(b"\\\\"),
+            (b'\n', _) => out.put_slice(b"\\n"),
+            (b':', _) => out.put_slice(b"\\c"),
+            (b'\r', Escaping::V1_2) => out.put_slice(b"\\r"),
+            _ => out.put_u8(b),
         }
     }
 }
@@ -502,11 +514,34 @@ mod tests {
 
     #[test]
     fn headers_are_unescaped_in_1_1_and_1_2() {
-        let input = b"SEND\nna\\cme:a\\nb\\rc\\\\d\\ce\n\n\0";
+        let input = b"SEND\nna\\cme:a\\nb\\\\d\\ce\n\n\0";
         for version in [Version::V1_1, Version::V1_2] {
             let (frame, _) = parse_one(input, version);
-            assert_eq!(frame.get("na:me"), Some("a\nb\rc\\d:e"));
+            assert_eq!(frame.get("na:me"), Some("a\nb\\d:e"));
         }
+        let (frame, _) = parse_one(b"SEND\nk:a\\rb\n\n\0", Version::V1_2);
+        assert_eq!(frame.get("k"), Some("a\rb"));
+    }
+
+    #[test]
+    fn stomp_1_1_defines_no_cr_escape_and_takes_a_raw_cr_as_text() {
+        // STOMP 1.1 defines only \n, \c and \\; any other escape is a fatal error.
+        let err = parse_err(b"SEND\nreceipt:r1\nk:a\\rb\n\n\0", &limits(), Version::V1_1);
+        assert!(
+            matches!(
+                err.error,
+                FrameError::InvalidEscape {
+                    escaping: Escaping::V1_1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.receipt.as_deref(), Some("r1"));
+        assert!(err.to_string().contains("(STOMP 1.1)"), "{err}");
+        // A CR inside a 1.1 header is plain text.
+        let (frame, _) = parse_one(b"SEND\nk:a\rb\n\n\0", Version::V1_1);
+        assert_eq!(frame.get("k"), Some("a\rb"));
     }
 
     #[test]
@@ -673,6 +708,15 @@ mod tests {
             &frame.encode(Version::V1_2)[..],
             &b"ERROR\nmessage:bad\\c a\\nb\\\\c\\r\ncontent-length:6\n\ndetail\0"[..]
         );
+        // 1.1 has no \r: a CR is sent as it is (1.1 lines end with LF only).
+        let frame = Frame::new("ERROR").with_header("message", "a\rb: c\nd\\");
+        assert_eq!(
+            &frame.encode(Version::V1_1)[..],
+            &b"ERROR\nmessage:a\rb\\c c\\nd\\\\\n\n\0"[..]
+        );
+        let frame = Frame::new("ERROR")
+            .with_header("message", "bad: a\nb\\c\r")
+            .with_body("detail");
         assert_eq!(
             &frame.encode(Version::V1_0)[..],
             &b"ERROR\nmessage:bad: a b\\c \ncontent-length:6\n\ndetail\0"[..]
@@ -699,7 +743,7 @@ mod tests {
     fn encoded_frames_parse_back_to_themselves() {
         let frame = Frame::new("MESSAGE")
             .with_header("destination", "/queue/a:b")
-            .with_header("weird", "line\nbreak\\and\rcr")
+            .with_header("weird", "line\nbreak\\and\rcr, ünïcødé")
             .with_body(&b"with\0nul"[..]);
         for version in [Version::V1_1, Version::V1_2] {
             let wire = frame.encode(version);
@@ -707,7 +751,7 @@ mod tests {
             assert_eq!(used, wire.len());
             assert_eq!(parsed.command, frame.command);
             assert_eq!(parsed.get("destination"), Some("/queue/a:b"));
-            assert_eq!(parsed.get("weird"), Some("line\nbreak\\and\rcr"));
+            assert_eq!(parsed.get("weird"), Some("line\nbreak\\and\rcr, ünïcødé"));
             assert_eq!(parsed.body, frame.body);
         }
     }

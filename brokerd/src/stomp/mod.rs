@@ -61,11 +61,44 @@ impl Version {
             .join(",")
     }
 
-    /// Whether header names and values are escaped in frames with this command. Version 1.0 has
+    /// How header names and values are escaped in frames with this command. Version 1.0 has
     /// no escaping, and CONNECT/CONNECTED never escape so that a client can connect before it
     /// knows the version (STOMP is CONNECT's other name and is treated the same).
-    pub fn escapes_headers(self, command: &str) -> bool {
-        self != Version::V1_0 && !matches!(command, "CONNECT" | "CONNECTED" | "STOMP")
+    pub fn escaping(self, command: &str) -> Escaping {
+        match self {
+            _ if matches!(command, "CONNECT" | "CONNECTED" | "STOMP") => Escaping::None,
+            Version::V1_0 => Escaping::None,
+            Version::V1_1 => Escaping::V1_1,
+            Version::V1_2 => Escaping::V1_2,
+        }
+    }
+}
+
+/// The header escapes of one frame, as its version and command decide.
+///
+/// STOMP 1.1 defines `\n`, `\c` and `\\` only: its lines end with LF alone, so a CR is
+/// ordinary header text, sent and received as it is, and `\r` is an undefined escape (a fatal
+/// protocol error, as for any other). STOMP 1.2 lets lines end with CRLF and adds `\r`.
+/// The broker reads CRLF line ends from clients of every version, as many 1.0 and 1.1 clients
+/// send them, so a CR that ends a 1.1 header line is taken as part of the line end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escaping {
+    /// STOMP 1.0, CONNECT and CONNECTED: nothing is escaped.
+    None,
+    /// `\n`, `\c`, `\\`.
+    V1_1,
+    /// `\r`, `\n`, `\c`, `\\`.
+    V1_2,
+}
+
+impl Escaping {
+    /// The escape sequences defined, for error messages.
+    pub fn defined(self) -> &'static str {
+        match self {
+            Escaping::None => "none",
+            Escaping::V1_1 => r"\n, \c and \\ (STOMP 1.1)",
+            Escaping::V1_2 => r"\r, \n, \c and \\ (STOMP 1.2)",
+        }
     }
 }
 
@@ -91,12 +124,12 @@ mod tests {
 
     #[test]
     fn escaping_depends_on_version_and_command() {
-        assert!(!Version::V1_0.escapes_headers("SEND"));
-        assert!(Version::V1_1.escapes_headers("SEND"));
-        assert!(Version::V1_2.escapes_headers("ERROR"));
-        assert!(!Version::V1_2.escapes_headers("CONNECT"));
-        assert!(!Version::V1_2.escapes_headers("CONNECTED"));
-        assert!(!Version::V1_2.escapes_headers("STOMP"));
+        assert_eq!(Version::V1_0.escaping("SEND"), Escaping::None);
+        assert_eq!(Version::V1_1.escaping("SEND"), Escaping::V1_1);
+        assert_eq!(Version::V1_2.escaping("ERROR"), Escaping::V1_2);
+        assert_eq!(Version::V1_2.escaping("CONNECT"), Escaping::None);
+        assert_eq!(Version::V1_1.escaping("CONNECTED"), Escaping::None);
+        assert_eq!(Version::V1_2.escaping("STOMP"), Escaping::None);
     }
 
     #[test]

@@ -676,7 +676,7 @@ fn encode_message(
     ack: Option<&str>,
     msg: &crate::broker::message::Message,
 ) {
-    let escaped = version.escapes_headers("MESSAGE");
+    let escaped = version.escaping("MESSAGE");
     buf.put_slice(b"MESSAGE\n");
     let mut header = |name: &str, value: &str| {
         put_header_text(buf, name, escaped);
