@@ -7,8 +7,10 @@
 //! that grows past [`Limits::max_frame_bytes`] without holding a whole frame is an error, so a
 //! misbehaving peer cannot make the reader buffer without bound.
 //!
-//! Header escaping follows STOMP 1.2 (`\\`, `\c`, `\n`, `\r`) and is applied to every frame
-//! except CONNECT and CONNECTED, and not at all when the session speaks STOMP 1.0.
+//! Header escaping follows the session's version (1.2: `\\`, `\c`, `\n`, `\r`; 1.1 the same
+//! without `\r`, a CR going as it is) and is applied to every frame except CONNECT and
+//! CONNECTED, and not at all when the session speaks STOMP 1.0. Reading is lenient: `\r` is
+//! accepted from a 1.1 broker too.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::fmt::Write;
@@ -86,9 +88,20 @@ fn escapes(command: &str, escape: bool) -> bool {
     escape && command != "CONNECT" && command != "CONNECTED" && command != "STOMP"
 }
 
-/// Appends one encoded frame to `out`. A `content-length` header is added for a non-empty body
-/// (and any `content-length` in `headers` is dropped), so bodies may contain NUL bytes.
-/// `escape` is false only on a STOMP 1.0 session.
+/// The header escapes a session writes, by its negotiated version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escapes {
+    /// STOMP 1.0: none.
+    None,
+    /// STOMP 1.1: `\\`, `\c` and `\n`. 1.1 has no `\r`: its lines end with LF alone, so a CR
+    /// is sent as it is.
+    V1_1,
+    /// STOMP 1.2: 1.1's and `\r`.
+    V1_2,
+}
+
+/// Appends one encoded frame to `out` with STOMP 1.2 escaping (`escape`), or none (`!escape`,
+/// STOMP 1.0); see [`encode_with`].
 pub fn encode<K, V>(
     out: &mut BytesMut,
     command: &str,
@@ -99,7 +112,28 @@ pub fn encode<K, V>(
     K: AsRef<str>,
     V: AsRef<str>,
 {
-    let escape = escapes(command, escape);
+    let escapes = if escape { Escapes::V1_2 } else { Escapes::None };
+    encode_with(out, command, headers, body, escapes);
+}
+
+/// Appends one encoded frame to `out`. A `content-length` header is added for a non-empty body
+/// (and any `content-length` in `headers` is dropped), so bodies may contain NUL bytes.
+/// Headers are escaped as `escapes` says, except in CONNECT and CONNECTED.
+pub fn encode_with<K, V>(
+    out: &mut BytesMut,
+    command: &str,
+    headers: impl IntoIterator<Item = (K, V)>,
+    body: &[u8],
+    escapes: Escapes,
+) where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let escape = match escapes {
+        Escapes::None => None,
+        _ if !self::escapes(command, true) => None,
+        other => Some(other),
+    };
     out.reserve(command.len() + body.len() + 128);
     out.put_slice(command.as_bytes());
     out.put_u8(b'\n');
@@ -122,8 +156,12 @@ pub fn encode<K, V>(
     out.put_u8(0);
 }
 
-fn put_escaped(out: &mut BytesMut, s: &str, escape: bool) {
-    if !escape || !s.bytes().any(|b| matches!(b, b'\\' | b':' | b'\n' | b'\r')) {
+fn put_escaped(out: &mut BytesMut, s: &str, escape: Option<Escapes>) {
+    let Some(escapes) = escape else {
+        out.put_slice(s.as_bytes());
+        return;
+    };
+    if !s.bytes().any(|b| matches!(b, b'\\' | b':' | b'\n' | b'\r')) {
         out.put_slice(s.as_bytes());
         return;
     }
@@ -132,7 +170,7 @@ fn put_escaped(out: &mut BytesMut, s: &str, escape: bool) {
             b'\\' => out.put_slice(b"\\\\"),
             b':' => out.put_slice(b"\\c"),
             b'\n' => out.put_slice(b"\\n"),
-            b'\r' => out.put_slice(b"\\r"),
+            b'\r' if escapes == Escapes::V1_2 => out.put_slice(b"\\r"),
             _ => out.put_u8(b),
         }
     }
@@ -340,6 +378,20 @@ mod tests {
         assert_eq!(f.header("odd:name"), Some("line\nbreak\\ and\rcr"));
         assert_eq!(f.header("content-length"), Some("3"));
         assert_eq!(&f.body[..], b"a\0b");
+    }
+
+    #[test]
+    fn stomp_1_1_sends_cr_as_it_is_and_1_2_escapes_it() {
+        let headers = [("x", "a\rb:c")];
+        let mut v11 = BytesMut::new();
+        encode_with(&mut v11, "SEND", headers, b"", Escapes::V1_1);
+        assert_eq!(&v11[..], b"SEND\nx:a\rb\\cc\n\n\0");
+        let mut v12 = BytesMut::new();
+        encode_with(&mut v12, "SEND", headers, b"", Escapes::V1_2);
+        assert_eq!(&v12[..], b"SEND\nx:a\\rb\\cc\n\n\0");
+        let mut v10 = BytesMut::new();
+        encode_with(&mut v10, "SEND", headers, b"", Escapes::None);
+        assert_eq!(&v10[..], b"SEND\nx:a\rb:c\n\n\0");
     }
 
     #[test]

@@ -18,7 +18,7 @@
 
 use crate::backoff::Backoff;
 use crate::client::{AckMode, Error, Event, Message, Options, Shared};
-use crate::frame::{encode, read_frame, Frame, FrameError};
+use crate::frame::{encode_with, read_frame, Escapes, Frame, FrameError};
 use crate::url::{Address, ReconnectPolicy};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -143,8 +143,12 @@ impl Conn {
         headers: impl IntoIterator<Item = (K, V)>,
         body: &[u8],
     ) {
-        let escape = self.escape();
-        encode(&mut self.wbuf, command, headers, body, escape);
+        let escapes = match self.version {
+            10 => Escapes::None,
+            11 => Escapes::V1_1,
+            _ => Escapes::V1_2,
+        };
+        encode_with(&mut self.wbuf, command, headers, body, escapes);
     }
 }
 
