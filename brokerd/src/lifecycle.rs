@@ -49,6 +49,8 @@ pub struct Config {
     pub limits: Limits,
     /// Open client connections beyond which new ones are refused.
     pub max_connections: u64,
+    /// How long a new connection may take to send CONNECT.
+    pub connect_timeout: Duration,
     /// Heart-beat interval offered to and asked of clients.
     pub heartbeat: Duration,
     /// Deliveries without an ACK after which a message goes to the dead-letter queue.
@@ -304,6 +306,7 @@ fn settings(config: &Config, epoch: u64) -> Settings {
         limits: config.limits,
         max_connections: config.max_connections,
         session_prefix: format!("{}-{epoch}", config.node),
+        connect_timeout: config.connect_timeout,
         heartbeat: config.heartbeat,
         users: Arc::clone(&config.users),
         memory_limit: config.memory_limit,

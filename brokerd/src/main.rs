@@ -48,6 +48,10 @@ struct Args {
     /// Most open client connections; more are refused with an ERROR frame.
     #[arg(long, default_value_t = 10_000)]
     max_connections: u64,
+    /// How long a new connection may take to send its CONNECT frame before it is closed with
+    /// an ERROR, in ms (ActiveMQ's default is the same 30 s).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    connect_timeout_ms: u64,
     /// Heart-beat interval offered to and asked of clients, in ms; 0 disables heart-beating.
     #[arg(long, default_value_t = 10_000)]
     heartbeat_ms: u64,
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
             max_header_bytes: args.max_header_bytes,
         },
         max_connections: args.max_connections,
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         max_redeliveries: args.max_redeliveries,
         dead_letter_queue: args.dead_letter_queue,

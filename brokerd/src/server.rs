@@ -36,6 +36,8 @@ pub struct Settings {
     pub max_connections: u64,
     /// Start of every session id, unique to this node and epoch.
     pub session_prefix: String,
+    /// How long a new connection may take to send CONNECT before it is closed.
+    pub connect_timeout: Duration,
     /// Heart-beat interval offered to and asked of clients; zero disables heart-beating.
     pub heartbeat: Duration,
     /// Who may connect; empty: anyone.
@@ -116,6 +118,7 @@ pub async fn run(
             stats: Arc::clone(&stats),
             passive: passive_rx.clone(),
             broker: broker.clone(),
+            connect_timeout: settings.connect_timeout,
             heartbeat: settings.heartbeat,
             users: Arc::clone(&settings.users),
             memory: memory.clone(),

@@ -1120,6 +1120,43 @@ fn users_node() -> Node {
     }
 }
 
+// ---- Connection timeout ----
+
+#[test]
+fn a_connection_that_sends_nothing_is_closed_after_the_connect_timeout() {
+    let mut node = Node::start(&["--connect-timeout-ms", "200"]);
+    let started = Instant::now();
+    let mut silent = Client::connect(&node.addr);
+    // Half a CONNECT does not count: the whole frame must arrive in time.
+    let mut partial = Client::connect(&node.addr);
+    partial.send(b"CONNECT\naccept-version:1.2\n");
+    let error = silent.expect_refusal("no CONNECT frame within 200 ms");
+    assert_eq!(error.get("content-type"), Some("text/plain"));
+    partial.expect_refusal("no CONNECT frame within 200 ms");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < PATIENCE,
+        "closed after {waited:?}"
+    );
+    wait_for_connections(&mut node, 0);
+    // A client that connects in time is served as usual.
+    node.assert_still_serving();
+}
+
+#[test]
+fn the_connect_timeout_must_be_a_positive_number_of_milliseconds() {
+    for bad in ["0", "-5", "soon", "3600001"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_brokerd"))
+            .args(["--data-dir", "/nonexistent", "--listen", "127.0.0.1:0"])
+            .arg(format!("--connect-timeout-ms={bad}"))
+            .output()
+            .expect("run brokerd");
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--connect-timeout-ms"), "{bad}: {stderr}");
+    }
+}
+
 #[test]
 fn with_a_users_file_a_client_without_login_is_refused() {
     let node = users_node();

@@ -25,10 +25,6 @@ use tracing::debug;
 /// The `server` header of CONNECTED frames.
 const SERVER: &str = concat!("brokerd/", env!("CARGO_PKG_VERSION"));
 
-/// A connection that sends no CONNECT within this long is closed, so idle sockets cannot hold
-/// connection slots (ActiveMQ's default is the same).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How often a producer held back at the memory limit looks again.
 const MEMORY_POLL: Duration = Duration::from_millis(10);
 
@@ -58,6 +54,9 @@ pub struct SessionContext {
     pub passive: Passive,
     /// The broker core.
     pub broker: mpsc::Sender<Request>,
+    /// A connection that sends no whole CONNECT within this long is closed with an ERROR, so
+    /// idle sockets cannot hold connection slots (`--connect-timeout-ms`).
+    pub connect_timeout: Duration,
     /// Heart-beat interval this broker offers and asks for; zero disables heart-beating.
     pub heartbeat: Duration,
     /// Who may connect; empty: anyone, without credentials.
@@ -133,11 +132,12 @@ struct Session {
 pub async fn run(mut conn: Connection, mut ctx: SessionContext) {
     let first = tokio::select! {
         read = conn.read_frame() => read,
-        () = tokio::time::sleep(CONNECT_TIMEOUT) => {
-            debug!("no CONNECT within {CONNECT_TIMEOUT:?}; closing");
+        () = tokio::time::sleep(ctx.connect_timeout) => {
+            debug!(timeout = ?ctx.connect_timeout, "no CONNECT in time; closing");
             let refusal = Refusal::new(
-                format!("no CONNECT frame within {} s", CONNECT_TIMEOUT.as_secs()),
-                "A STOMP session starts with a CONNECT (or STOMP) frame.",
+                format!("no CONNECT frame within {} ms", ctx.connect_timeout.as_millis()),
+                "A STOMP session starts with a CONNECT (or STOMP) frame (see \
+                 --connect-timeout-ms).",
             );
             send(&mut conn, refusal.into_frame()).await;
             conn.close().await;
