@@ -32,12 +32,13 @@
 //! a put followed by a remove of its key (the message was consumed before it was written)
 //! writes nothing and still runs the put's callback.
 
+use crate::memory::Room;
 use crate::store::{Store, StoreError};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -132,7 +133,10 @@ pub struct Journal {
 /// What every handle and the writer thread share.
 struct Shared {
     tx: mpsc::UnboundedSender<Command>,
+    /// `SeqCst` throughout: producers waiting for memory read it (see [`crate::memory`]).
     pending: AtomicU64,
+    /// Told each time `pending` goes down.
+    room: OnceLock<Arc<Room>>,
     counters: Counters,
     failure: watch::Sender<Option<Arc<StoreError>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -172,6 +176,7 @@ impl Journal {
         let shared = Arc::new(Shared {
             tx,
             pending: AtomicU64::new(0),
+            room: OnceLock::new(),
             counters: Counters::default(),
             failure,
             writer: Mutex::new(None),
@@ -225,7 +230,14 @@ impl Journal {
     /// Bytes queued but not yet durable (space, key and value lengths): the broker's flow
     /// control slows producers when this grows.
     pub fn pending_bytes(&self) -> u64 {
-        self.shared.pending.load(Ordering::Relaxed)
+        self.shared.pending.load(Ordering::SeqCst)
+    }
+
+    /// From now on, wake producers waiting in `room` whenever queued bytes are written (the
+    /// broker's memory limit counts them). Only the first room given is kept.
+    pub fn wake_on_release(&self, room: Arc<Room>) {
+        // A second room would be a wiring mistake; the first keeps working either way.
+        let _ = self.shared.room.set(room);
     }
 
     /// Counters since the journal started.
@@ -291,11 +303,14 @@ impl Journal {
     fn submit(&self, command: Command, weight: u64) {
         // SAFETY (ordering): the counter goes up before the writer can see the command, so the
         // writer's subtraction after the flush can never underflow it.
-        self.shared.pending.fetch_add(weight, Ordering::Relaxed);
+        self.shared.pending.fetch_add(weight, Ordering::SeqCst);
         if self.shared.tx.send(command).is_err() {
             // The writer has stopped (closed or failed; a failure is published): the command
             // and its callback are dropped, so no receipt claims durability.
-            self.shared.pending.fetch_sub(weight, Ordering::Relaxed);
+            self.shared.pending.fetch_sub(weight, Ordering::SeqCst);
+            if let Some(room) = self.shared.room.get() {
+                room.released();
+            }
             debug!("journal is closed; dropping a submission");
         }
     }
@@ -468,7 +483,10 @@ impl Writer {
             c.flush_nanos.fetch_add(nanos(flushed), Ordering::Relaxed);
             // SAFETY (ordering): the counter drops before the callbacks run, so a caller woken
             // by its callback sees its bytes gone.
-            shared.pending.fetch_sub(batch.weight, Ordering::Relaxed);
+            shared.pending.fetch_sub(batch.weight, Ordering::SeqCst);
+            if let Some(room) = shared.room.get() {
+                room.released();
+            }
         }
         for on_durable in batch.callbacks {
             on_durable();

@@ -6,12 +6,14 @@
 //! - [`store`] and [`journal`]: the sled store, the epoch fence, durable writes with group commit.
 //! - [`broker`]: the broker core, one task owning every destination and subscription.
 //! - [`server`] and [`stomp`]: listeners, sessions and the STOMP codec.
+//! - [`memory`]: the producers' memory limit, and producers waiting at it.
 //! - [`stats`]: counters for `ctl status`.
 
 pub mod broker;
 pub mod control;
 pub mod journal;
 pub mod lifecycle;
+pub mod memory;
 pub mod server;
 pub mod stats;
 pub mod stomp;

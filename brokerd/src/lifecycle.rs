@@ -9,10 +9,10 @@
 //! Both return an [`Outcome`] (or an error) to `main`, which alone decides how the process exits.
 
 use crate::broker::paging::Pager;
-use crate::broker::pending::Usage;
 use crate::broker::{self, Broker, Counts, Request as BrokerRequest};
 use crate::control::{Activation, Control, Lost, Replies, Request, Requests};
 use crate::journal::{self, Journal, JournalConfig};
+use crate::memory::Usage;
 use crate::server::{self, Settings, Shutdown};
 use crate::stats::Stats;
 use crate::stomp::frame::Limits;
@@ -370,6 +370,8 @@ fn start_broker(
         waiting: core.memory(),
         queued: Some(journal.clone()),
     };
+    // The journal's flushes release memory too: producers waiting for it must hear of them.
+    journal.wake_on_release(Arc::clone(memory.waiting.room()));
     tokio::spawn(core.run(inbox).in_current_span());
     Ok((requests, memory))
 }

@@ -5,8 +5,8 @@
 //! caller (lockd's Stop, or a signal in standalone mode); when it resolves the listeners are
 //! dropped first, so no new client can connect while the others are told to leave.
 
-use crate::broker::pending::Usage;
 use crate::broker::Request;
+use crate::memory::Usage;
 use crate::stats::Stats;
 use crate::stomp::connection::Connection;
 use crate::stomp::frame::{Frame, Limits};

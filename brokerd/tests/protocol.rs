@@ -1370,6 +1370,45 @@ fn a_producer_without_consumers_is_refused_at_the_memory_limit() {
     node.assert_still_serving();
 }
 
+#[test]
+fn a_producer_held_at_the_memory_limit_resumes_as_soon_as_a_consumer_makes_room() {
+    // The SEND wait is long: the held SEND must be let through by the release, not time out.
+    let mut node = Node::start(&["--memory-limit-mb", "1", "--send-wait-ms", "60000"]);
+    let mut producer = node.client("1.2");
+    let body = vec![b'h'; 64 * 1024];
+    let length = format!("content-length:{}", body.len());
+    let mut sent = 0;
+    while node.broker.stats().memory_bytes <= 1 << 20 {
+        assert!(sent < 100, "memory never went over the limit");
+        let receipt = format!("receipt:h-{sent}");
+        producer.send_frame(
+            "SEND",
+            &["destination:/queue/held", &receipt, &length],
+            &body,
+        );
+        producer.expect_receipt(&format!("h-{sent}"));
+        sent += 1;
+    }
+    // Over the limit: this one waits.
+    producer.send_frame(
+        "SEND",
+        &["destination:/queue/held", "receipt:held", &length],
+        &body,
+    );
+    let mut consumer = node.client("1.2");
+    let started = Instant::now();
+    subscribe(&mut consumer, "s", "/queue/held", "auto");
+    for _ in 0..=sent {
+        assert_eq!(next_message(&mut consumer).body.len(), body.len());
+    }
+    producer.expect_receipt("held");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the held SEND took {:?}",
+        started.elapsed()
+    );
+}
+
 // ---- Persistence across a restart ----
 
 #[test]

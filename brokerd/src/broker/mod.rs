@@ -20,6 +20,7 @@ pub mod paging;
 pub mod pending;
 
 use crate::journal::Op;
+use crate::memory::Gauge;
 use crate::store::StoreError;
 use bytes::Bytes;
 use message::{Kind, Message, Published};
@@ -359,7 +360,7 @@ pub struct Broker {
     durables: HashMap<DurableKey, Durable>,
     draining: bool,
     /// Bytes of every waiting message, shared with the sessions for flow control.
-    memory: pending::Gauge,
+    memory: Gauge,
     /// The answer to a Drain, owed once every delivered message is acknowledged.
     drained: Option<oneshot::Sender<()>>,
     /// `EPOCH-`, the start of every ack id this broker hands out.
@@ -456,7 +457,7 @@ impl Broker {
             topics: HashMap::new(),
             durables: HashMap::new(),
             draining: false,
-            memory: pending::Gauge::default(),
+            memory: Gauge::default(),
             drained: None,
             ack_prefix,
             unstored: std::cell::Cell::new(None),
@@ -489,7 +490,7 @@ impl Broker {
     /// Bytes held by waiting messages that cannot be paged out (non-persistent ones, or all of
     /// them with paging off), updated as they come and go: sessions slow their producers down
     /// when it is over the memory limit. Persistent messages are bounded by paging instead.
-    pub fn memory(&self) -> pending::Gauge {
+    pub fn memory(&self) -> Gauge {
         Arc::clone(&self.memory)
     }
 

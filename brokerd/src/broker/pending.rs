@@ -2,45 +2,12 @@
 //!
 //! Invariant: the shared [`Gauge`] holds exactly the bytes of the messages that cannot be paged
 //! out (non-persistent ones, or every one when the broker does not page), so the producers' memory
-//! limit counts only what paging cannot bound.
+//! limit counts only what paging cannot bound (see [`crate::memory`]).
 
 use super::message::Message;
+use crate::memory::Gauge;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-/// Bytes held by every [`Pending`] of a broker together: what sessions look at to slow
-/// producers down at the memory limit, without asking the broker task.
-pub type Gauge = Arc<AtomicUsize>;
-
-/// What the producers' memory limit looks at: waiting messages that cannot be paged out, plus
-/// the store writes queued and not yet written. Paged-out messages wait in that queue until the
-/// journal writes them, so without it a producer faster than the disk would still grow memory.
-#[derive(Clone, Default)]
-pub struct Usage {
-    /// The broker's [`Gauge`].
-    pub waiting: Gauge,
-    /// The journal whose queued bytes count too.
-    pub queued: Option<crate::journal::Journal>,
-}
-
-impl std::fmt::Debug for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Usage")
-            .field("bytes", &self.bytes())
-            .finish()
-    }
-}
-
-impl Usage {
-    /// Bytes counted against the limit now.
-    pub fn bytes(&self) -> usize {
-        let queued = self.queued.as_ref().map_or(0, |j| j.pending_bytes());
-        self.waiting
-            .load(Ordering::Relaxed)
-            .saturating_add(usize::try_from(queued).unwrap_or(usize::MAX))
-    }
-}
 
 /// Priorities are 0-9.
 const LEVELS: usize = 10;
@@ -75,7 +42,7 @@ impl Pending {
         self.bytes += bytes;
         if !(self.pageable && msg.persistent) {
             self.unpageable += bytes;
-            self.gauge.fetch_add(bytes, Ordering::Relaxed);
+            self.gauge.add(bytes);
         }
     }
 
@@ -84,7 +51,7 @@ impl Pending {
         self.bytes -= bytes;
         if !(self.pageable && msg.persistent) {
             self.unpageable -= bytes;
-            self.gauge.fetch_sub(bytes, Ordering::Relaxed);
+            self.gauge.sub(bytes);
         }
     }
 
@@ -131,7 +98,7 @@ impl Pending {
     pub fn drain(&mut self) -> Vec<Arc<Message>> {
         self.len = 0;
         self.bytes = 0;
-        self.gauge.fetch_sub(self.unpageable, Ordering::Relaxed);
+        self.gauge.sub(self.unpageable);
         self.unpageable = 0;
         self.levels.iter_mut().flat_map(|q| q.drain(..)).collect()
     }
@@ -179,9 +146,9 @@ mod tests {
         assert_eq!(order(&mut pending), [2, 1, 3, 4]);
         assert_eq!((pending.len(), pending.bytes()), (0, 0));
         pending.push(msg(6, 4));
-        assert_eq!(gauge.load(Ordering::Relaxed), pending.bytes());
+        assert_eq!(gauge.bytes(), pending.bytes());
         pending.drain();
-        assert_eq!(gauge.load(Ordering::Relaxed), 0);
+        assert_eq!(gauge.bytes(), 0);
     }
 
     #[test]
@@ -192,10 +159,10 @@ mod tests {
         stored.persistent = true;
         pending.push(Arc::new(stored));
         pending.push(msg(2, 4));
-        assert_eq!(gauge.load(Ordering::Relaxed), msg(2, 4).footprint());
+        assert_eq!(gauge.bytes(), msg(2, 4).footprint());
         assert_eq!(pending.pop().unwrap().seq, 1);
-        assert_eq!(gauge.load(Ordering::Relaxed), msg(2, 4).footprint());
+        assert_eq!(gauge.bytes(), msg(2, 4).footprint());
         pending.drain();
-        assert_eq!((gauge.load(Ordering::Relaxed), pending.bytes()), (0, 0));
+        assert_eq!((gauge.bytes(), pending.bytes()), (0, 0));
     }
 }

@@ -25,9 +25,6 @@ use tracing::debug;
 /// The `server` header of CONNECTED frames.
 const SERVER: &str = concat!("brokerd/", env!("CARGO_PKG_VERSION"));
 
-/// How often a producer held back at the memory limit looks again.
-const MEMORY_POLL: Duration = Duration::from_millis(10);
-
 /// Outbound frames written in one go at most.
 const WRITE_BATCH: usize = 256;
 
@@ -62,7 +59,7 @@ pub struct SessionContext {
     /// Who may connect; empty: anyone, without credentials.
     pub users: Arc<Users>,
     /// Bytes held by waiting messages, and the limit past which SENDs wait.
-    pub memory: crate::broker::pending::Usage,
+    pub memory: crate::memory::Usage,
     pub memory_limit: usize,
     /// How long a SEND waits for memory before it is refused.
     pub send_wait: Duration,
@@ -469,27 +466,19 @@ impl Session {
         keep_going
     }
 
-    /// Whether memory is below the limit, waiting up to `send_wait` for it to get there. While
-    /// it waits, the session reads nothing more from its client: TCP slows the producer down.
-    /// It counts messages that cannot be paged out to the store (non-persistent ones) and store
-    /// writes not yet done: persistent messages beyond a queue's page wait on disk instead.
+    /// Whether memory is below the limit, waiting up to `send_wait` for it to get there (woken
+    /// as memory is released, see [`crate::memory`]). While it waits, the session reads nothing
+    /// more from its client: TCP slows the producer down. It counts messages that cannot be
+    /// paged out to the store (non-persistent ones, topic backlogs) and store writes not yet
+    /// done: persistent messages beyond a queue's page wait on disk instead.
     async fn memory_available(&self) -> bool {
-        let over = || self.ctx.memory.bytes() > self.ctx.memory_limit;
-        if !over() {
+        let limit = self.ctx.memory_limit;
+        if self.ctx.memory.bytes() <= limit {
             return true;
         }
-        debug!(
-            limit = self.ctx.memory_limit,
-            "memory limit reached: slowing a producer down"
-        );
+        debug!(limit, "memory limit reached: slowing a producer down");
         let deadline = tokio::time::Instant::now() + self.ctx.send_wait;
-        while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(MEMORY_POLL).await;
-            if !over() {
-                return true;
-            }
-        }
-        false
+        self.ctx.memory.wait_for_room(limit, deadline).await
     }
 
     /// Turns one client frame into a request to the broker core. `Ok(false)`: the client
