@@ -56,7 +56,17 @@ pub struct KeeperConfig {
     pub node: String,
     pub lock_poll: Duration,
     pub keepalive: Duration,
+    /// Once this node has seen that the filesystem's locks are not exclusive, it takes the lock
+    /// only from a holder whose heartbeat has been still this long: by then that holder has
+    /// fenced its own broker, even if its filesystem hung.
+    pub fence_timeout: Duration,
 }
+
+/// After claiming an epoch from another node's hands, how long to wait before the new broker
+/// may open the store. On broken locks the previous holder may still run; its brokerd checks
+/// for a newer epoch every few milliseconds (brokerd's fence poll, 5 ms) and stops writing and
+/// exits when it sees ours, so this covers several of its polls.
+const TAKEOVER_GRACE: Duration = Duration::from_millis(20);
 
 enum Mode {
     Idle,
@@ -93,6 +103,8 @@ pub fn run(
         candidate: None,
         last_error: None,
         next_keepalive: Instant::now(),
+        broken_locks: None,
+        holder_seen: None,
     };
     let mut mode = Mode::Idle;
     let mut next_tick = Instant::now();
@@ -138,6 +150,19 @@ struct Keeper {
     /// This node's record, rewritten every keepalive period with a fresh heartbeat.
     me: Option<NodeRecord>,
     next_record: Instant,
+    /// Why we believe the filesystem's locks are not exclusive between nodes (another node
+    /// claimed an epoch while our lock still looked held), once we have seen it.
+    broken_locks: Option<String>,
+    /// The holder's heartbeat as last read, and when (our monotonic clock) it last changed.
+    holder_seen: Option<(HolderBeat, Instant)>,
+}
+
+/// What identifies one heartbeat of one holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HolderBeat {
+    node: String,
+    epoch: u64,
+    heartbeat_unix_ms: u64,
 }
 
 impl Keeper {
@@ -258,6 +283,18 @@ impl Keeper {
             tracing::warn!(node = %self.config.node, %reason, "locked a stale lock file; reopening");
             return Mode::Competing;
         }
+        if let Some(evidence) = self.broken_locks.clone() {
+            if let Some(live) = self.live_holder() {
+                // Dropping `lock` gives the (meaningless) lock back; try again at the next poll.
+                self.competing_error(format!(
+                    "the lock was free, but {live}'s heartbeat in holder.json is live: this \
+                     filesystem's locks are not exclusive ({evidence}); waiting until it has been \
+                     still for {} ms",
+                    self.config.fence_timeout.as_millis()
+                ));
+                return Mode::Competing;
+            }
+        }
         match self.claim(lock, shared_proto::unix_ms()) {
             Ok(held) => {
                 self.last_error = None;
@@ -276,6 +313,10 @@ impl Keeper {
     /// Claims a new epoch under a held lock and checks it with a first keepalive. On failure
     /// the lock file is closed, which releases the lock.
     fn claim(&mut self, lock: LockFile, since_unix_ms: u64) -> Result<Held, String> {
+        let previous = shared_dir::read_holder(&self.layout)
+            .ok()
+            .flatten()
+            .filter(|h| h.node != self.config.node);
         let epoch = shared_dir::claim_epoch(&self.layout, &self.config.node)
             .map_err(|e| format!("cannot claim an epoch: {e}"))?;
         let mut held = Held {
@@ -286,7 +327,33 @@ impl Keeper {
             beats: 0,
         };
         self.beat(&mut held)?;
+        if let Some(previous) = previous {
+            tracing::debug!(node = %self.config.node, epoch, previous = %previous.node, "takeover grace before the broker starts");
+            std::thread::sleep(TAKEOVER_GRACE);
+        }
         Ok(held)
+    }
+
+    /// Another node named in `holder.json` whose heartbeat changed less than fence_timeout ago,
+    /// by our own clock (never by comparing clocks between nodes).
+    fn live_holder(&mut self) -> Option<String> {
+        self.next_keepalive = Instant::now();
+        self.refresh_view();
+        let (beat, changed) = self.holder_seen.as_ref()?;
+        (beat.node != self.config.node && changed.elapsed() < self.config.fence_timeout)
+            .then(|| beat.node.clone())
+    }
+
+    /// Records that another node claimed the lock while ours still looked held.
+    fn saw_broken_locks(&mut self, evidence: &str) {
+        if self.broken_locks.is_none() {
+            tracing::error!(
+                node = %self.config.node,
+                %evidence,
+                "the shared filesystem's locks are not exclusive between nodes: from now on this node takes the lock only from a holder whose heartbeat has stopped; run `ctl check-lock` on every node's mount"
+            );
+            self.broken_locks = Some(evidence.to_owned());
+        }
     }
 
     /// One keepalive while holding: reports a heartbeat, or the loss (closing the lock file).
@@ -331,10 +398,15 @@ impl Keeper {
         match shared_dir::newer_epoch(&self.layout, held.epoch) {
             Ok(None) => {}
             Ok(Some(newer)) => {
-                return Err(format!(
+                let reason = format!(
                     "the epoch file says {newer}, we hold {}: another node has taken over",
                     held.epoch
-                ))
+                );
+                if newer > held.epoch {
+                    // Claimed while our lock, just written through, still looked held.
+                    self.saw_broken_locks(&reason);
+                }
+                return Err(reason);
             }
             Err(e) => return Err(format!("cannot read the epoch file: {e}")),
         }
@@ -343,10 +415,12 @@ impl Keeper {
         // older epoch is the previous holder (on our claim) or a stale node that fences itself.
         match shared_dir::read_holder(&self.layout) {
             Ok(Some(other)) if other.node != self.config.node && other.epoch >= held.epoch => {
-                return Err(format!(
+                let reason = format!(
                     "holder.json names {} with epoch {}, we hold {}: another node believes it holds the lock",
                     other.node, other.epoch, held.epoch
-                ))
+                );
+                self.saw_broken_locks(&reason);
+                return Err(reason);
             }
             Ok(_) => {}
             Err(e) => return Err(format!("cannot read holder.json: {e}")),
@@ -394,6 +468,16 @@ impl Keeper {
         self.next_keepalive = Instant::now() + self.config.keepalive;
         match shared_dir::read_holder(&self.layout) {
             Ok(holder) => {
+                let beat = holder.as_ref().map(|h| HolderBeat {
+                    node: h.node.clone(),
+                    epoch: h.epoch,
+                    heartbeat_unix_ms: h.heartbeat_unix_ms,
+                });
+                match (&beat, &self.holder_seen) {
+                    (Some(beat), Some((seen, _))) if beat == seen => {}
+                    (Some(beat), _) => self.holder_seen = Some((beat.clone(), Instant::now())),
+                    (None, _) => self.holder_seen = None,
+                }
                 self.holder.send_if_modified(|current| {
                     let changed = *current != holder;
                     *current = holder;
@@ -442,6 +526,7 @@ mod tests {
             node: node.into(),
             lock_poll: Duration::from_millis(5),
             keepalive: Duration::from_millis(20),
+            fence_timeout: Duration::from_millis(200),
         };
         let layout = layout.clone();
         std::thread::spawn(move || run(layout, config, command_rx, event_tx, holder_tx, nodes_tx));

@@ -125,6 +125,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
         node: settings.node.clone(),
         lock_poll: settings.lock_poll,
         keepalive: settings.keepalive,
+        fence_timeout: settings.fence_timeout,
     };
     let keeper_layout = layout.clone();
     std::thread::Builder::new()

@@ -5,6 +5,8 @@
 //! they are found beside the running test binary's target directory. Every process a [`Cluster`]
 //! starts is SIGKILLed when it is dropped, and a failing test prints every node's log.
 
+pub mod bindfs;
+
 use anyhow::{bail, Context};
 use shared_proto::admin::{Role, Status};
 use std::fs;
@@ -265,6 +267,23 @@ impl Node {
         });
     }
 
+    /// Points this (stopped) node at another path to the shared directory, e.g. its own mount
+    /// of it.
+    pub fn set_shared_dir(&mut self, path: &std::path::Path) {
+        let text = fs::read_to_string(&self.config).unwrap();
+        let text: String = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("shared_dir = ") {
+                    format!("shared_dir = \"{}\"\n", path.display())
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        fs::write(&self.config, text).unwrap();
+    }
+
     /// Sends `signal` to lockd and, for SIGKILL, reaps it.
     pub fn kill(&mut self, signal: i32) {
         if let Some(child) = &mut self.child {
@@ -382,6 +401,22 @@ pub fn process_gone(pid: u32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
+}
+
+/// Whether process `pid` is gone or can never run again: SIGKILL is pending (a process blocked
+/// in an uninterruptible filesystem call, e.g. a FUSE request its stopped daemon already read,
+/// dies the moment the call returns, without running another instruction of its own).
+pub fn process_gone_or_killed(pid: u32) -> bool {
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    process_gone(pid)
+        || fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+            status.lines().any(|line| {
+                line.strip_prefix("ShdPnd:")
+                    .or_else(|| line.strip_prefix("SigPnd:"))
+                    .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                    .is_some_and(|mask| mask & SIGKILL_BIT != 0)
+            })
+        })
 }
 
 /// Runs a command as `uid` with primary group `gid` and exactly the supplementary `groups`

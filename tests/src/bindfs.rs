@@ -1,0 +1,105 @@
+//! bindfs mounts for the hostile-storage tests and the fencing benchmark: two mount paths of
+//! one directory that share its data but, without `--enable-lock-forwarding`, not its locks
+//! (the OCFS2 trap, on one host), and a FUSE daemon that can be SIGSTOPped to hang every
+//! syscall on its mount (a stalled cluster filesystem).
+//!
+//! FUSE needs root here (/dev/fuse is root-only); `tests/run-all.sh` installs Debian's bindfs.
+
+use crate::{is_root, wait_until};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Whether these tests can run: root (for /dev/fuse) and bindfs installed. Without root they
+/// cannot, and say so; as root a missing bindfs is an error with what to do.
+pub fn available() -> bool {
+    if !is_root() {
+        eprintln!("skipped: bindfs mounts need root (/dev/fuse)");
+        return false;
+    }
+    let found = Command::new("bindfs")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "bindfs is not installed: apt-get install bindfs (tests/run-all.sh does it)"
+    );
+    true
+}
+
+/// A bindfs mount of `source` on `target`, run in the foreground so its daemon's pid is known;
+/// unmounted (and resumed first, if stopped) when dropped.
+pub struct BindMount {
+    pub path: PathBuf,
+    daemon: Child,
+}
+
+impl BindMount {
+    /// Mounts `source` on `target` (created if missing). With `forward_locks`, bindfs passes
+    /// fcntl and flock locks to the underlying directory, so they are shared with every other
+    /// path to it; without, each mount keeps its own.
+    pub fn new(source: &Path, target: &Path, forward_locks: bool) -> BindMount {
+        std::fs::create_dir_all(target).unwrap();
+        let mut cmd = Command::new("bindfs");
+        cmd.arg("-f");
+        if forward_locks {
+            // Lock forwarding needs the multithreaded daemon.
+            cmd.args(["--multithreaded", "--enable-lock-forwarding"]);
+        }
+        let daemon = cmd
+            .arg(source)
+            .arg(target)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("run bindfs");
+        let mount = BindMount {
+            path: target.to_owned(),
+            daemon,
+        };
+        wait_until(&format!("bindfs to mount {}", target.display()), || {
+            is_mounted(target).then_some(())
+        });
+        mount
+    }
+
+    /// The bindfs daemon's pid: SIGSTOP it and every syscall on the mount hangs.
+    pub fn daemon_pid(&self) -> i32 {
+        self.daemon.id() as i32
+    }
+
+    /// Stops (`true`) or resumes the daemon.
+    pub fn stall(&self, stalled: bool) {
+        let signal = if stalled {
+            libc::SIGSTOP
+        } else {
+            libc::SIGCONT
+        };
+        // SAFETY: kill(2) on our own child's pid; no memory involved.
+        unsafe { libc::kill(self.daemon_pid(), signal) };
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        self.stall(false);
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// Whether `path` is a mount point, by /proc/self/mountinfo.
+fn is_mounted(path: &Path) -> bool {
+    let path = path.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|info| {
+        info.lines()
+            .any(|line| line.split(' ').nth(4) == Some(path.as_str()))
+    })
+}
