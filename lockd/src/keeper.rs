@@ -205,8 +205,16 @@ impl Keeper {
             }
             (Mode::Holding(held), Command::Compete) => Mode::Holding(held),
             (_, Command::Compete) => Mode::Competing,
-            (Mode::Holding(held), Command::Renew) => {
+            (Mode::Holding(mut held), Command::Renew) => {
                 let epoch = held.epoch;
+                // A broker that exited on its own may have seen a newer epoch before our
+                // keepalive did (its fence poll is faster): check before claiming another, or a
+                // superseded node on broken locks would take the lock back.
+                if let Err(reason) = self.beat(&mut held) {
+                    drop(held);
+                    self.report(Event::Lost { epoch, reason });
+                    return Mode::Idle;
+                }
                 match self.claim(held.lock, held.since_unix_ms) {
                     Ok(held) => {
                         self.report(Event::Acquired { epoch: held.epoch });
@@ -395,7 +403,7 @@ impl Keeper {
         held.lock
             .heartbeat(&line)
             .map_err(|e| format!("heartbeat write to the lock file failed: {e}"))?;
-        match shared_dir::newer_epoch(&self.layout, held.epoch) {
+        match self.layout.newer_epoch(held.epoch) {
             Ok(None) => {}
             Ok(Some(newer)) => {
                 let reason = format!(
@@ -579,7 +587,7 @@ mod tests {
         a.commands.send(Command::Compete).unwrap();
         // Each attempt claims an epoch, then fails to write holder.json (a directory is there).
         let deadline = Instant::now() + Duration::from_secs(30);
-        while shared_dir::read_epoch(&layout).unwrap() < 3 {
+        while layout.read_epoch().unwrap() < 3 {
             assert!(Instant::now() < deadline, "the keeper stopped trying");
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -18,26 +18,11 @@ const CLAIM_ATTEMPTS: u64 = 1000;
 /// small without ever listing it.
 const EPOCHS_KEPT: u64 = 64;
 
-/// Reads the latest claimed epoch from `SHARED/epoch`.
-pub fn read_epoch(layout: &Layout) -> io::Result<u64> {
-    let text = fs::read_to_string(layout.epoch())?;
-    text.trim().parse().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{} holds {:?}, not a number",
-                layout.epoch().display(),
-                text.trim()
-            ),
-        )
-    })
-}
-
 /// Claims the next epoch: creates `epochs/N` with O_EXCL, which two nodes cannot both do even
 /// where the filesystem's fcntl locks are broken, then records N in `epoch` for quick reading.
 /// `node` names our temporary files, so two nodes never write through the same one.
 pub fn claim_epoch(layout: &Layout, node: &str) -> io::Result<u64> {
-    let mut candidate = read_epoch(layout)? + 1;
+    let mut candidate = layout.read_epoch()? + 1;
     for _ in 0..CLAIM_ATTEMPTS {
         match OpenOptions::new()
             .write(true)
@@ -62,19 +47,6 @@ pub fn claim_epoch(layout: &Layout, node: &str) -> io::Result<u64> {
         "could not claim an epoch after {CLAIM_ATTEMPTS} attempts in {}",
         layout.epochs().display()
     )))
-}
-
-/// Whether an epoch newer than `ours` has been claimed: by the `epoch` file, or by the next
-/// claim file existing (a node that claimed but has not yet updated `epoch`).
-pub fn newer_epoch(layout: &Layout, ours: u64) -> io::Result<Option<u64>> {
-    let recorded = read_epoch(layout)?;
-    if recorded != ours {
-        return Ok(Some(recorded));
-    }
-    if layout.epochs().join((ours + 1).to_string()).exists() {
-        return Ok(Some(ours + 1));
-    }
-    Ok(None)
 }
 
 /// Writes `holder.json` atomically: a reader sees the old or the new holder, never half of one.
@@ -168,13 +140,13 @@ mod tests {
         assert_eq!(claim_epoch(&layout, "n1").unwrap(), 2);
         // A node whose lock was not really exclusive claimed 3 but has not written `epoch` yet.
         fs::write(layout.epochs().join("3"), "").unwrap();
-        assert_eq!(newer_epoch(&layout, 2).unwrap(), Some(3));
+        assert_eq!(layout.newer_epoch(2).unwrap(), Some(3));
         assert_eq!(claim_epoch(&layout, "n1").unwrap(), 4);
-        assert_eq!(read_epoch(&layout).unwrap(), 4);
-        assert_eq!(newer_epoch(&layout, 4).unwrap(), None);
+        assert_eq!(layout.read_epoch().unwrap(), 4);
+        assert_eq!(layout.newer_epoch(4).unwrap(), None);
         fs::write(layout.epoch(), "2\n").unwrap();
         assert_eq!(
-            newer_epoch(&layout, 4).unwrap(),
+            layout.newer_epoch(4).unwrap(),
             Some(2),
             "a rewound epoch is noticed too"
         );

@@ -77,6 +77,36 @@ impl Layout {
     pub fn epochs(&self) -> PathBuf {
         self.root.join("epochs")
     }
+
+    /// Reads the latest claimed epoch from `SHARED/epoch`.
+    pub fn read_epoch(&self) -> io::Result<u64> {
+        let text = fs::read_to_string(self.epoch())?;
+        text.trim().parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} holds {:?}, not a number",
+                    self.epoch().display(),
+                    text.trim()
+                ),
+            )
+        })
+    }
+
+    /// Whether an epoch other than `ours` has been claimed since we claimed ours: the `epoch`
+    /// file names another (a newer one, or an older one if someone rewound it, which is just
+    /// as fatal), or the next claim file exists (a node that claimed but has not yet updated
+    /// `epoch`). lockd's keepalive and brokerd's fence poll both ask this.
+    pub fn newer_epoch(&self, ours: u64) -> io::Result<Option<u64>> {
+        let recorded = self.read_epoch()?;
+        if recorded != ours {
+            return Ok(Some(recorded));
+        }
+        if self.epochs().join((ours + 1).to_string()).exists() {
+            return Ok(Some(ours + 1));
+        }
+        Ok(None)
+    }
     pub fn nodes(&self) -> PathBuf {
         self.root.join("nodes")
     }
