@@ -63,7 +63,7 @@ struct Args {
     #[arg(long, default_value = "/queue/DLQ")]
     dead_letter_queue: String,
     /// Messages a slow non-durable topic subscriber may have waiting before the oldest are
-    /// dropped.
+    /// dropped; their bytes count towards --memory-limit-mb.
     #[arg(long, default_value_t = 10_000)]
     topic_backlog: usize,
     /// TOML file with a [users] table of login = "passcode"; when given, anonymous clients are

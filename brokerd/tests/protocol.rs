@@ -1371,6 +1371,64 @@ fn a_producer_without_consumers_is_refused_at_the_memory_limit() {
 }
 
 #[test]
+fn a_slow_topic_subscriber_holds_producers_at_the_memory_limit_like_a_queue() {
+    let mut node = Node::start(&["--memory-limit-mb", "1", "--send-wait-ms", "200"]);
+    let mut slow = node.client("1.2");
+    subscribe_with(
+        &mut slow,
+        "s",
+        "/topic/slow",
+        "client-individual",
+        &["activemq.prefetchSize:1"],
+    );
+    let mut producer = node.client("1.2");
+    let body = vec![b't'; 64 * 1024];
+    let length = format!("content-length:{}", body.len());
+    let mut accepted = 0;
+    let error = loop {
+        assert!(
+            accepted < 200,
+            "no refusal after {accepted} 64 KiB messages"
+        );
+        let receipt = format!("receipt:t-{accepted}");
+        producer.send_frame(
+            "SEND",
+            &["destination:/topic/slow", &receipt, &length],
+            &body,
+        );
+        let answer = producer.read_raw();
+        match answer.command.as_str() {
+            "RECEIPT" => accepted += 1,
+            _ => break answer,
+        }
+    };
+    assert_eq!(error.command, "ERROR", "{error:?}");
+    assert!(
+        error
+            .unescaped("message")
+            .is_some_and(|m| m.contains("memory limit of 1 MiB reached")),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.get("receipt-id"),
+        Some(format!("t-{accepted}").as_str())
+    );
+    producer.expect_eof();
+    assert!(accepted >= 8, "refused after only {accepted} messages");
+    let stats = node.broker.stats();
+    assert!(
+        stats.memory_bytes <= (1 << 20) + 2 * body.len() as u64,
+        "{stats:?}"
+    );
+    assert_eq!(stats.messages, accepted as u64, "{stats:?}");
+    // The subscriber catches up, which releases the memory: producing works again.
+    let got = take_acking(&mut slow, accepted);
+    assert!(got.iter().all(|(text, _)| text.len() == body.len()));
+    send(&mut slow, "/queue/after", "room-again");
+    node.assert_still_serving();
+}
+
+#[test]
 fn a_producer_held_at_the_memory_limit_resumes_as_soon_as_a_consumer_makes_room() {
     // The SEND wait is long: the held SEND must be let through by the release, not time out.
     let mut node = Node::start(&["--memory-limit-mb", "1", "--send-wait-ms", "60000"]);

@@ -25,7 +25,7 @@ use crate::store::StoreError;
 use bytes::Bytes;
 use message::{Kind, Message, Published};
 use paging::{PageRead, PageStore, Paged, Paging};
-use pending::Pending;
+use pending::{Backlogged, Pending};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -218,8 +218,12 @@ pub enum Outbound {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub destinations: u64,
+    /// Messages held for consumers: waiting (queues, durable subscriptions, topic backlogs, a
+    /// topic subscriber's copy each), delivered and not yet acknowledged (or, in auto mode, not
+    /// yet written).
     pub messages: u64,
     pub consumers: u64,
+    /// Bytes of the waiting messages in memory.
     pub memory_bytes: u64,
 }
 
@@ -239,6 +243,11 @@ pub struct Settings {
 /// Unix milliseconds now.
 fn now_ms() -> u64 {
     shared_proto::unix_ms()
+}
+
+/// Whether `msg` has expired, reading the clock only for messages that can expire.
+fn expired_now(msg: &Message) -> bool {
+    msg.expires != 0 && msg.expired(now_ms())
 }
 
 /// One delivery awaiting its ACK.
@@ -273,8 +282,9 @@ struct Subscription {
     /// message as acknowledged once it is *sent*, so these are still the broker's to keep: if
     /// the connection ends first, they go back to the destination.
     unwritten: VecDeque<Unwritten>,
-    /// Non-durable topic subscriptions: messages waiting for credit.
-    backlog: VecDeque<Arc<Message>>,
+    /// Non-durable topic subscriptions: messages waiting for credit, counted in the memory
+    /// gauge (once each, however many backlogs share them).
+    backlog: VecDeque<Arc<Backlogged>>,
 }
 
 impl Subscription {
@@ -1153,14 +1163,26 @@ impl Broker {
                     .get(&msg.destination)
                     .cloned()
                     .unwrap_or_default();
+                // Counted once, when the first slow subscriber has to keep it.
+                let mut held: Option<Arc<Backlogged>> = None;
+                let limit = self.settings.topic_backlog;
                 for key in subscribers {
-                    let limit = self.settings.topic_backlog;
-                    if let Some(sub) = self.subscriptions.get_mut(&key) {
-                        sub.backlog.push_back(Arc::clone(&msg));
-                        if sub.backlog.len() > limit {
-                            sub.backlog.pop_front();
-                            debug!(subscription = %sub.id, limit, "slow topic subscriber: dropped its oldest message");
+                    let Some(sub) = self.subscriptions.get_mut(&key) else {
+                        continue;
+                    };
+                    if sub.backlog.is_empty() && sub.has_credit() && !self.draining {
+                        // A subscriber keeping up gets it at once; nothing waits.
+                        if !expired_now(&msg) {
+                            self.deliver(key, Arc::clone(&msg));
                         }
+                        continue;
+                    }
+                    let entry =
+                        held.get_or_insert_with(|| Backlogged::new(Arc::clone(&msg), &self.memory));
+                    sub.backlog.push_back(Arc::clone(entry));
+                    if sub.backlog.len() > limit {
+                        sub.backlog.pop_front();
+                        debug!(subscription = %sub.id, limit, "slow topic subscriber: dropped its oldest message");
                     }
                     self.dispatch_backlog(key);
                 }
@@ -1583,9 +1605,13 @@ impl Broker {
             if !sub.has_credit() {
                 return;
             }
-            let Some(msg) = sub.backlog.pop_front() else {
+            let Some(entry) = sub.backlog.pop_front() else {
                 return;
             };
+            // Dropping the entry uncounts the message once no other backlog holds it; from now
+            // on it is a delivery, bounded by the prefetch.
+            let msg = Arc::clone(entry.message());
+            drop(entry);
             if msg.expired(now) {
                 continue;
             }
@@ -1643,7 +1669,16 @@ impl Broker {
         let in_flight: usize = self
             .subscriptions
             .values()
-            .map(|s| s.in_flight.len() + s.unwritten.len())
+            .map(|s| s.in_flight.len() + s.unwritten.len() + s.backlog.len())
+            .sum();
+        // A topic message in several backlogs is held (and counted) once.
+        let mut backlogged = std::collections::HashSet::new();
+        let backlog_bytes: usize = self
+            .subscriptions
+            .values()
+            .flat_map(|s| &s.backlog)
+            .filter(|entry| backlogged.insert(Arc::as_ptr(entry)))
+            .map(|entry| entry.bytes())
             .sum();
         let memory: usize = self
             .queues
@@ -1654,7 +1689,8 @@ impl Broker {
                 .durables
                 .values()
                 .map(|d| d.pending.bytes())
-                .sum::<usize>();
+                .sum::<usize>()
+            + backlog_bytes;
         Counts {
             destinations: (self.queues.len() + self.topics.len()) as u64,
             messages: (pending + in_flight) as u64,

@@ -104,6 +104,45 @@ impl Pending {
     }
 }
 
+/// A topic message waiting in slow non-durable subscribers' backlogs. It is counted in the
+/// gauge once, however many backlogs hold it (they share the message), from when the first
+/// backlog takes it until the last one lets go; topic messages cannot be paged out, so this is
+/// what keeps a slow topic consumer within the producers' memory limit.
+#[derive(Debug)]
+pub struct Backlogged {
+    msg: Arc<Message>,
+    bytes: usize,
+    gauge: Gauge,
+}
+
+impl Backlogged {
+    /// Counts `msg` in `gauge` until the returned value (and every clone of it) is dropped.
+    pub fn new(msg: Arc<Message>, gauge: &Gauge) -> Arc<Backlogged> {
+        let bytes = msg.footprint();
+        gauge.add(bytes);
+        Arc::new(Backlogged {
+            msg,
+            bytes,
+            gauge: Arc::clone(gauge),
+        })
+    }
+
+    pub fn message(&self) -> &Arc<Message> {
+        &self.msg
+    }
+
+    /// The bytes counted for it.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Backlogged {
+    fn drop(&mut self) {
+        self.gauge.sub(self.bytes);
+    }
+}
+
 fn level(msg: &Message) -> usize {
     usize::from(msg.priority).min(LEVELS - 1)
 }

@@ -370,6 +370,79 @@ fn a_slow_non_durable_topic_subscriber_loses_its_oldest_messages_not_memory() {
 }
 
 #[test]
+fn slow_topic_subscribers_backlogs_count_against_the_memory_limit_once_per_message() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    let mut fast = open(&mut b, 2, None);
+    let mut slow = open(&mut b, 3, None);
+    let mut slower = open(&mut b, 4, None);
+    subscribe(&mut b, &fast, "f", "/topic/t", AckMode::Auto, 100);
+    subscribe(&mut b, &slow, "s", "/topic/t", AckMode::ClientIndividual, 1);
+    subscribe(
+        &mut b,
+        &slower,
+        "s",
+        "/topic/t",
+        AckMode::ClientIndividual,
+        1,
+    );
+    send(&mut b, &producer, "/topic/t", "0", &[]);
+    // Delivered to all three at once: nothing waits.
+    assert_eq!(b.memory().bytes(), 0);
+    for i in 1..3 {
+        send(&mut b, &producer, "/topic/t", &i.to_string(), &[]);
+    }
+    assert_eq!(bodies(&mut fast), ["0", "1", "2"]);
+    written(&mut b, &fast, "f", 3);
+    // Message i is the broker's (i + 1)th: its id ends in i + 1.
+    let footprint = |i: usize| {
+        Message {
+            id: format!("ID:n1-7-{}", i + 1).into(),
+            seq: 0,
+            destination: "/topic/t".into(),
+            headers: Vec::new(),
+            body: Bytes::from(i.to_string()),
+            persistent: false,
+            priority: 4,
+            expires: 0,
+            redeliveries: 0,
+        }
+        .footprint()
+    };
+    let (one, two) = (footprint(1), footprint(2));
+    // "1" and "2" wait for both slow subscribers, and are counted once each.
+    assert_eq!(b.memory().bytes(), one + two);
+    assert_eq!(b.counts().memory_bytes, (one + two) as u64);
+    assert_eq!(
+        b.counts().messages,
+        2 + 2 * 2,
+        "two in flight, two waiting twice"
+    );
+    // One slow subscriber takes "1": the other still holds it.
+    let got = received(&mut slow);
+    ack(&mut b, &slow, got[0].1.as_deref().unwrap(), false);
+    assert_eq!(b.memory().bytes(), one + two);
+    // The other leaves: "1" is held by nobody now.
+    b.handle(Request::Close { conn: slower.conn });
+    assert_eq!(b.memory().bytes(), two);
+    let got = received(&mut slow);
+    assert_eq!(got[0].0, "1");
+    ack(&mut b, &slow, got[0].1.as_deref().unwrap(), false);
+    assert_eq!(b.memory().bytes(), 0);
+    // Past --topic-backlog (3 here) the oldest go, and are uncounted.
+    for i in 3..10 {
+        send(&mut b, &producer, "/topic/t", &i.to_string(), &[]);
+    }
+    assert_eq!(
+        b.memory().bytes(),
+        footprint(7) + footprint(8) + footprint(9)
+    );
+    b.handle(Request::Close { conn: slow.conn });
+    assert_eq!(b.memory().bytes(), 0);
+    let _ = received(&mut slower);
+}
+
+#[test]
 fn bad_requests_are_refused_with_an_error_naming_the_problem() {
     let mut b = broker();
     let mut client = open(&mut b, 1, None);
