@@ -346,6 +346,18 @@ impl Node {
     }
 }
 
+/// (min, median, max) of a benchmark's samples; sorts them. Panics on none.
+pub fn min_median_max(samples: &mut [f64]) -> (f64, f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    let median = if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    };
+    (samples[0], median, samples[n - 1])
+}
+
 /// Polls `probe` until it returns something, for at most [`WAIT`].
 pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;

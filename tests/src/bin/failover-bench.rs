@@ -7,7 +7,7 @@
 //! Prints each round, then min/median/max in ms per mode, and one JSON line. Also prints the
 //! active lockd's resident memory. Build first: `cargo build --release --workspace --bins`.
 
-use ha_tests::{answers_stomp, Cluster};
+use ha_tests::{answers_stomp, min_median_max, Cluster};
 use shared_proto::admin::Role;
 use std::time::{Duration, Instant};
 
@@ -74,17 +74,6 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-fn summary(samples: &mut [f64]) -> (f64, f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let n = samples.len();
-    let median = if n % 2 == 1 {
-        samples[n / 2]
-    } else {
-        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
-    };
-    (samples[0], median, samples[n - 1])
-}
-
 fn main() {
     let options = match parse_args() {
         Ok(options) => options,
@@ -128,7 +117,7 @@ fn main() {
             }
             cluster.nodes[active].wait_for_role(Role::Passive);
         }
-        let (min, median, max) = summary(&mut samples);
+        let (min, median, max) = min_median_max(&mut samples);
         println!(
             "{mode:8} {} rounds: min {min:.1} ms, median {median:.1} ms, max {max:.1} ms",
             samples.len()

@@ -1,0 +1,182 @@
+//! Fencing benchmark, on real bindfs mounts (needs root and bindfs):
+//!
+//! - `broken`: two nodes, each on its own bindfs mount of one shared directory, which share its
+//!   data but not its locks. The first is active; the second starts, "gets the lock" too and
+//!   claims a newer epoch. Measured: from the newer epoch's claim file appearing to the older
+//!   broker's death. Target: at most one keepalive period plus 50 ms.
+//! - `stall`: two nodes on lock-forwarding mounts; the active node's bindfs daemon is
+//!   SIGSTOPped, so every syscall on its shared directory hangs. Measured: from the stop to its
+//!   broker being SIGKILLed (dead, or with SIGKILL pending while the kernel finishes a FUSE
+//!   call). Target: fence_timeout_ms plus 100 ms.
+//!
+//! Observation polls every 0.2 ms. Prints each round, min/median/max, and one JSON line.
+//! Build first: `cargo build --release --workspace --bins`.
+
+use ha_tests::bindfs::{self, BindMount};
+use ha_tests::{min_median_max, process_gone, process_gone_or_killed, Cluster, WAIT};
+use shared_proto::admin::Role;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// keepalive_ms in every cluster the harness makes.
+const KEEPALIVE_MS: u64 = 100;
+/// fence_timeout_ms for the stall rounds: short, so rounds are quick; the target is relative.
+const FENCE_TIMEOUT_MS: u64 = 2000;
+const OBSERVE_EVERY: Duration = Duration::from_micros(200);
+
+struct Options {
+    rounds: usize,
+    modes: Vec<&'static str>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut options = Options {
+        rounds: 5,
+        modes: vec!["broken", "stall"],
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--rounds" => {
+                options.rounds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("--rounds needs a positive number")?;
+            }
+            "--mode" => {
+                options.modes = match args.next().as_deref() {
+                    Some("broken") => vec!["broken"],
+                    Some("stall") => vec!["stall"],
+                    Some("both") => vec!["broken", "stall"],
+                    _ => return Err("--mode is broken, stall or both".into()),
+                }
+            }
+            "-h" | "--help" => {
+                return Err("usage: fencing-bench [--rounds N] [--mode broken|stall|both]".into())
+            }
+            other => return Err(format!("unknown argument {other:?}; see --help")),
+        }
+    }
+    Ok(options)
+}
+
+/// Two nodes, each on its own bindfs mount; the mounts live as long as the cluster.
+fn two_nodes(forward_locks: bool, extra: &str) -> (Cluster, [BindMount; 2]) {
+    let mut cluster = Cluster::new(2, extra);
+    let mounts = [1, 2].map(|i| {
+        BindMount::new(
+            &cluster.shared,
+            &cluster.root.join(format!("mount{i}")),
+            forward_locks,
+        )
+    });
+    for (node, mount) in cluster.nodes.iter_mut().zip(&mounts) {
+        node.set_shared_dir(&mount.path);
+    }
+    (cluster, mounts)
+}
+
+/// Polls until `done` holds, for at most [`WAIT`]; when it first held.
+fn observe(what: &str, mut done: impl FnMut() -> bool) -> Instant {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if done() {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "no {what} within {WAIT:?}");
+        std::thread::sleep(OBSERVE_EVERY);
+    }
+}
+
+/// One broken-locks round: ms from the newer epoch's claim to the older broker's death.
+fn broken_round() -> f64 {
+    let (mut cluster, _mounts) = two_nodes(false, "");
+    cluster.nodes[0].start();
+    let first = cluster.nodes[0].wait_for_role(Role::Active);
+    let broker = first.broker_pid.expect("active node has a broker");
+    let claim: PathBuf = cluster
+        .shared
+        .join("epochs")
+        .join((first.epoch.expect("active node has an epoch") + 1).to_string());
+    let (tx, rx) = mpsc::channel();
+    let watcher = std::thread::spawn(move || {
+        let claimed = observe("newer epoch claim", || claim.exists());
+        let dead = observe("death of the older broker", || process_gone(broker));
+        tx.send(dead.saturating_duration_since(claimed)).unwrap();
+    });
+    cluster.nodes[1].start();
+    let took = rx
+        .recv_timeout(WAIT * 2)
+        .expect("broken-locks round finished");
+    watcher.join().unwrap();
+    cluster.nodes[1].wait_for_role(Role::Active);
+    took.as_secs_f64() * 1000.0
+}
+
+/// One stall round: ms from SIGSTOP of the active node's bindfs daemon to its broker's fence.
+fn stall_round() -> f64 {
+    let (mut cluster, mounts) =
+        two_nodes(true, &format!("fence_timeout_ms = {FENCE_TIMEOUT_MS}\n"));
+    cluster.nodes[0].start();
+    let first = cluster.nodes[0].wait_for_role(Role::Active);
+    let broker = first.broker_pid.expect("active node has a broker");
+    cluster.nodes[1].start();
+    cluster.nodes[1].wait_for_role(Role::Passive);
+    mounts[0].stall(true);
+    let stalled = Instant::now();
+    let fenced = observe("fence of the stalled broker", || {
+        process_gone_or_killed(broker)
+    });
+    mounts[0].stall(false);
+    cluster.wait_for_one_active();
+    fenced.duration_since(stalled).as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let options = match parse_args() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("fencing-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    if !bindfs::available() {
+        eprintln!("fencing-bench: needs root and bindfs");
+        std::process::exit(2);
+    }
+    let mut results = serde_json::Map::new();
+    for mode in &options.modes {
+        let (label, target_ms) = match *mode {
+            "broken" => (
+                "newer epoch claimed -> older broker dead",
+                KEEPALIVE_MS + 50,
+            ),
+            _ => (
+                "filesystem stalled -> broker fenced",
+                FENCE_TIMEOUT_MS + 100,
+            ),
+        };
+        let mut samples = Vec::new();
+        for round in 1..=options.rounds {
+            let ms = if *mode == "broken" {
+                broken_round()
+            } else {
+                stall_round()
+            };
+            println!("{mode:6} round {round:3}: {label}: {ms:8.1} ms");
+            samples.push(ms);
+        }
+        let (min, median, max) = min_median_max(&mut samples);
+        println!(
+            "{mode:6} {} rounds: min {min:.1} ms, median {median:.1} ms, max {max:.1} ms (target at most {target_ms} ms)",
+            samples.len()
+        );
+        results.insert(
+            mode.to_string(),
+            serde_json::json!({"rounds": samples.len(), "min_ms": min, "median_ms": median, "max_ms": max, "target_ms": target_ms}),
+        );
+    }
+    println!("{}", serde_json::Value::Object(results));
+}
