@@ -1069,6 +1069,35 @@ fn a_frame_over_max_frame_bytes_is_refused_naming_the_limit() {
 }
 
 #[test]
+fn a_multi_megabyte_frame_arriving_in_many_small_writes_is_received_whole() {
+    let node = Node::start(&["--max-frame-bytes", &(16 << 20).to_string()]);
+    let mut producer = node.client("1.2");
+    let size = 6 << 20;
+    let body: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    let length = format!("content-length:{size}");
+    // Without content-length (the body ends at the NUL), then with it.
+    for (receipt, extra) in [("big-nul", None), ("big-length", Some(length.as_str()))] {
+        let mut wire = format!("SEND\ndestination:/queue/big\nreceipt:{receipt}\n").into_bytes();
+        if let Some(header) = extra {
+            wire.extend_from_slice(header.as_bytes());
+            wire.push(b'\n');
+        }
+        wire.push(b'\n');
+        wire.extend_from_slice(&body);
+        wire.push(0);
+        producer.client.send_in_pieces(&wire, 1024);
+        producer.expect_receipt(receipt);
+    }
+    let mut consumer = node.client("1.2");
+    subscribe(&mut consumer, "s", "/queue/big", "auto");
+    for _ in 0..2 {
+        let message = next_message(&mut consumer);
+        assert_eq!(message.body.len(), size);
+        assert!(message.body == body, "the body changed on the way");
+    }
+}
+
+#[test]
 fn a_frame_over_max_headers_is_refused_naming_the_limit() {
     let node = Node::start(&["--max-headers", "4"]);
     let error = refused(

@@ -1,10 +1,12 @@
 //! One client's TCP socket and its read buffer: whole frames in, whole frames out.
 //!
-//! The buffer never holds more than one frame's limit plus one read, because [`frame::parse`]
-//! refuses an incomplete frame as soon as it is over the limit. Closing lingers briefly so the
-//! client receives our last frame (an ERROR) instead of a connection reset.
+//! The buffer never holds more than one frame's limit plus one read, because the
+//! [`frame::Decoder`] refuses an incomplete frame as soon as it is over the limit; the decoder
+//! keeps its place in a frame between reads, so a large frame costs time in proportion to its
+//! size however small the reads. Closing lingers briefly so the client receives our last frame
+//! (an ERROR) instead of a connection reset.
 
-use super::frame::{self, Frame, Limits, ParseError};
+use super::frame::{self, Decoder, Frame, Limits, ParseError};
 use super::Version;
 use bytes::{Buf, BytesMut};
 use std::io;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Bytes read from the socket at a time.
+/// Room made in the read buffer before each read, at least.
 const READ_CHUNK: usize = 8 * 1024;
 
 /// How long one frame may take to write: a client that stops reading must not hold its
@@ -42,6 +44,8 @@ pub enum ConnectionError {
 pub struct Connection {
     stream: TcpStream,
     buffer: BytesMut,
+    /// The frame at the front of `buffer`, parsed as far as it has arrived.
+    decoder: Decoder,
     limits: Limits,
     version: Version,
     /// When the client last sent anything, heart-beat EOLs included.
@@ -55,6 +59,7 @@ impl Connection {
         Connection {
             stream,
             buffer: BytesMut::with_capacity(READ_CHUNK),
+            decoder: Decoder::default(),
             limits,
             version: Version::V1_0,
             last_read: tokio::time::Instant::now(),
@@ -73,18 +78,27 @@ impl Connection {
     }
 
     /// Reads the next frame; `Ok(None)` when the client closed the connection between frames.
-    /// Cancel-safe: bytes already read stay in the buffer for the next call.
+    /// Cancel-safe: bytes already read stay in the buffer, and the decoder's progress through
+    /// them stays valid, for the next call (the buffer is only appended to until a frame is
+    /// taken off it).
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, ConnectionError> {
-        let mut chunk = [0u8; READ_CHUNK];
         loop {
-            // Heart-beat EOLs are dropped here so they never count against the frame limit.
-            let beats = frame::heartbeat_len(&self.buffer);
-            self.buffer.advance(beats);
-            if let Some((frame, used)) = frame::parse(&self.buffer, &self.limits, self.version)? {
+            if self.decoder.is_idle() {
+                // Heart-beat EOLs are dropped here so they never count against the frame limit.
+                let beats = frame::heartbeat_len(&self.buffer);
+                self.buffer.advance(beats);
+            }
+            let decoded = self
+                .decoder
+                .decode(&self.buffer, &self.limits, self.version)?;
+            if let Some((frame, used)) = decoded {
                 self.buffer.advance(used);
                 return Ok(Some(frame));
             }
-            let n = self.stream.read(&mut chunk).await?;
+            // Reads straight into the buffer; reserving reuses the space of frames already
+            // taken off its front when it can.
+            self.buffer.reserve(READ_CHUNK);
+            let n = self.stream.read_buf(&mut self.buffer).await?;
             self.last_read = tokio::time::Instant::now();
             if n == 0 {
                 return if self.buffer.is_empty() {
@@ -93,7 +107,6 @@ impl Connection {
                     Err(ConnectionError::Truncated)
                 };
             }
-            self.buffer.extend_from_slice(&chunk[..n]);
         }
     }
 

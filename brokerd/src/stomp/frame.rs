@@ -1,8 +1,10 @@
 //! The STOMP frame codec: pure functions between bytes and [`Frame`]s, with no I/O.
 //!
-//! [`parse`] reads at most one frame from the front of a buffer and says how many bytes it used,
-//! or that the frame is still incomplete. It keeps every [`Limits`] bound even on incomplete
-//! input, so a client can never make the broker buffer more than `max_frame_bytes` for one frame.
+//! [`Decoder::decode`] reads at most one frame from the front of a buffer and says how many bytes
+//! it used, or that the frame is still incomplete; called again with more bytes, it goes on from
+//! where it stopped ([`parse`] is the same, starting over each time). It keeps every [`Limits`]
+//! bound even on incomplete input, so a client can never make the broker buffer more than
+//! `max_frame_bytes` for one frame.
 //! Header escaping follows the negotiated [`Version`]; repeated headers are all kept in order, and
 //! lookups return the first, as the specification requires.
 
@@ -149,107 +151,209 @@ pub fn heartbeat_len(buf: &[u8]) -> usize {
 
 /// Parses the frame at the front of `buf` (after any heart-beat EOLs), as sent by a client
 /// speaking `version`. Returns the frame and the bytes it used, `Ok(None)` when more bytes are
-/// needed, or the reason the input can never become a valid frame.
+/// needed, or the reason the input can never become a valid frame. Each call starts over; a
+/// reader that feeds a frame in pieces keeps a [`Decoder`] instead.
 pub fn parse(
     buf: &[u8],
     limits: &Limits,
     version: Version,
 ) -> Result<Option<(Frame, usize)>, ParseError> {
     let start = heartbeat_len(buf);
-    let mut receipt = None;
-    match parse_frame(&buf[start..], limits, version, &mut receipt) {
-        Ok(Some((frame, used))) => Ok(Some((frame, start + used))),
-        Ok(None) => Ok(None),
-        Err(error) => Err(ParseError { error, receipt }),
+    let parsed = Decoder::default().decode(&buf[start..], limits, version)?;
+    Ok(parsed.map(|(frame, used)| (frame, start + used)))
+}
+
+/// A frame being received, parsed as far as its bytes have arrived, so that more bytes resume
+/// the parse instead of starting it over: header lines already read are not read again, and the
+/// search for the NUL that ends a body without `content-length` goes on from where it stopped.
+/// Every byte is examined once (a header line still incomplete is looked at again, but lines
+/// are bounded by `max_header_bytes`), so a large frame arriving in many small reads costs time
+/// in proportion to its size, not to its size squared.
+///
+/// Contract: between two calls of [`Decoder::decode`] the caller only appends to its buffer;
+/// the buffer starts where the frame starts (heart-beat EOLs already dropped, see
+/// [`Decoder::is_idle`]). Once `decode` returns a frame or an error, the decoder is idle again.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    /// Set once the command line is complete.
+    head: Option<Head>,
+}
+
+/// What a frame in progress has shown of itself.
+#[derive(Debug)]
+struct Head {
+    command: String,
+    escaping: Escaping,
+    headers: Vec<(String, String)>,
+    /// The `receipt` header, as soon as it is read, so that a later error can still answer it.
+    receipt: Option<String>,
+    /// Where the next header line starts; the body's start once `body` is set.
+    pos: usize,
+    /// Set once the blank line that ends the headers is read.
+    body: Option<Body>,
+}
+
+/// Where a frame's body is, as far as is known.
+#[derive(Debug, Clone, Copy)]
+enum Body {
+    /// `content-length` said how long it is; a NUL must follow it.
+    Length { start: usize, length: usize },
+    /// No `content-length`: the body ends at the first NUL, and there is none before `scanned`.
+    Scan { start: usize, scanned: usize },
+}
+
+impl Decoder {
+    /// Whether no frame is in progress: the next byte starts a frame (or a heart-beat EOL).
+    pub fn is_idle(&self) -> bool {
+        self.head.is_none()
+    }
+
+    /// Goes on parsing the frame at the front of `input`: the frame and the bytes it used,
+    /// `Ok(None)` when more bytes are needed, or why the input can never become a valid frame.
+    /// Every [`Limits`] bound holds on incomplete input too.
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        limits: &Limits,
+        version: Version,
+    ) -> Result<Option<(Frame, usize)>, ParseError> {
+        let result = match self.advance(input, limits, version) {
+            // Everything in `input` belongs to this frame while it is incomplete, so this check
+            // bounds what a client can make us buffer.
+            Ok(None) if input.len() > limits.max_frame_bytes => Err(FrameError::TooLarge {
+                limit: limits.max_frame_bytes,
+            }),
+            other => other,
+        };
+        result.map_err(|error| ParseError {
+            error,
+            receipt: self.head.take().and_then(|head| head.receipt),
+        })
+    }
+
+    /// [`Decoder::decode`] without the size check of incomplete input.
+    fn advance(
+        &mut self,
+        input: &[u8],
+        limits: &Limits,
+        version: Version,
+    ) -> Result<Option<(Frame, usize)>, FrameError> {
+        let head = match &mut self.head {
+            Some(head) => head,
+            None => {
+                let Some((line, pos)) = next_line(input, 0, limits)? else {
+                    return Ok(None);
+                };
+                let command = parse_command(line)?;
+                self.head.insert(Head {
+                    command: command.to_owned(),
+                    escaping: version.escaping(command),
+                    headers: Vec::new(),
+                    receipt: None,
+                    pos,
+                    body: None,
+                })
+            }
+        };
+        let body = match head.body {
+            Some(body) => body,
+            None => {
+                head.read_headers(input, limits)?;
+                match head.body {
+                    Some(body) => body,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let (start, end) = match body {
+            Body::Length { start, length } => {
+                // start + length + 1 was checked against the frame limit when it was read.
+                if input.len() <= start + length {
+                    return Ok(None);
+                }
+                if input[start + length] != 0 {
+                    return Err(FrameError::MissingNul { length });
+                }
+                (start, start + length)
+            }
+            Body::Scan { start, scanned } => match input[scanned..].iter().position(|&b| b == 0) {
+                Some(nul) => (start, scanned + nul),
+                None => {
+                    head.body = Some(Body::Scan {
+                        start,
+                        scanned: input.len(),
+                    });
+                    return Ok(None);
+                }
+            },
+        };
+        let frame_end = end + 1;
+        if frame_end > limits.max_frame_bytes {
+            return Err(FrameError::TooLarge {
+                limit: limits.max_frame_bytes,
+            });
+        }
+        let head = self.head.take().expect("a frame in progress");
+        let frame = Frame {
+            command: head.command,
+            headers: head.headers,
+            body: Bytes::copy_from_slice(&input[start..end]),
+        };
+        Ok(Some((frame, frame_end)))
     }
 }
 
-/// [`parse`] for a buffer that starts at the command line; records the `receipt` header as soon
-/// as it is read so that later errors can still be answered with `receipt-id`.
-fn parse_frame(
-    input: &[u8],
-    limits: &Limits,
-    version: Version,
-    receipt: &mut Option<String>,
-) -> Result<Option<(Frame, usize)>, FrameError> {
-    // Everything in `input` belongs to this frame while it is incomplete, so this check bounds
-    // what a client can make us buffer.
-    let incomplete = || {
-        if input.len() > limits.max_frame_bytes {
-            Err(FrameError::TooLarge {
-                limit: limits.max_frame_bytes,
-            })
-        } else {
-            Ok(None)
-        }
-    };
-    let Some((line, mut pos)) = next_line(input, 0, limits)? else {
-        return incomplete();
-    };
-    let command = parse_command(line)?;
-    let escaped = version.escaping(command);
-    let mut headers: Vec<(String, String)> = Vec::new();
-    loop {
-        let Some((line, next)) = next_line(input, pos, limits)? else {
-            return incomplete();
-        };
-        pos = next;
-        if line.is_empty() {
-            break;
-        }
-        if headers.len() == limits.max_headers {
-            return Err(FrameError::TooManyHeaders {
-                limit: limits.max_headers,
-            });
-        }
-        let (name, value) = parse_header(line, escaped)?;
-        if name == "receipt" && receipt.is_none() {
-            *receipt = Some(value.clone());
-        }
-        headers.push((name, value));
-    }
-    let body_start = pos;
-    let content_length = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .map(|(_, v)| v.as_str());
-    let (body_end, frame_end) = match content_length {
-        Some(value) => {
-            let length = parse_content_length(value)?;
-            let too_large = FrameError::TooLarge {
-                limit: limits.max_frame_bytes,
+impl Head {
+    /// Reads the header lines that have arrived; sets `body` once the blank line after them
+    /// is read.
+    fn read_headers(&mut self, input: &[u8], limits: &Limits) -> Result<(), FrameError> {
+        loop {
+            let Some((line, next)) = next_line(input, self.pos, limits)? else {
+                return Ok(());
             };
-            let frame_end = body_start
-                .checked_add(length)
-                .and_then(|end| end.checked_add(1))
-                .ok_or(too_large.clone())?;
-            if frame_end > limits.max_frame_bytes {
-                return Err(too_large);
+            self.pos = next;
+            if line.is_empty() {
+                break;
             }
-            if input.len() < frame_end {
-                return incomplete();
+            if self.headers.len() == limits.max_headers {
+                return Err(FrameError::TooManyHeaders {
+                    limit: limits.max_headers,
+                });
             }
-            if input[body_start + length] != 0 {
-                return Err(FrameError::MissingNul { length });
+            let (name, value) = parse_header(line, self.escaping)?;
+            if name == "receipt" && self.receipt.is_none() {
+                self.receipt = Some(value.clone());
             }
-            (body_start + length, frame_end)
+            self.headers.push((name, value));
         }
-        None => match input[body_start..].iter().position(|&b| b == 0) {
-            Some(nul) => (body_start + nul, body_start + nul + 1),
-            None => return incomplete(),
-        },
-    };
-    if frame_end > limits.max_frame_bytes {
-        return Err(FrameError::TooLarge {
-            limit: limits.max_frame_bytes,
+        let start = self.pos;
+        let content_length = self
+            .headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map(|(_, v)| v.as_str());
+        self.body = Some(match content_length {
+            Some(value) => {
+                let length = parse_content_length(value)?;
+                // The declared size is refused before the body arrives.
+                let fits = start
+                    .checked_add(length)
+                    .and_then(|end| end.checked_add(1))
+                    .is_some_and(|end| end <= limits.max_frame_bytes);
+                if !fits {
+                    return Err(FrameError::TooLarge {
+                        limit: limits.max_frame_bytes,
+                    });
+                }
+                Body::Length { start, length }
+            }
+            None => Body::Scan {
+                start,
+                scanned: start,
+            },
         });
+        Ok(())
     }
-    let frame = Frame {
-        command: command.to_owned(),
-        headers,
-        body: Bytes::copy_from_slice(&input[body_start..body_end]),
-    };
-    Ok(Some((frame, frame_end)))
 }
 
 /// The line starting at `start` without its `\n` or `\r\n`, and where the next line starts;
@@ -697,6 +801,126 @@ mod tests {
         assert!(parse_err(b"SEND\nabc:12345\n", &small, Version::V1_2)
             .to_string()
             .contains("max-header-bytes limit of 8"));
+    }
+
+    /// Feeds `input` to one decoder `piece` bytes at a time, as a socket might deliver it,
+    /// dropping heart-beat EOLs while it is idle as the connection does; returns each result
+    /// with the bytes fed so far.
+    fn decode_in_pieces(
+        input: &[u8],
+        piece: usize,
+        limits: &Limits,
+        version: Version,
+    ) -> Vec<(Result<Frame, ParseError>, usize)> {
+        let mut decoder = Decoder::default();
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut fed = 0;
+        let mut out = Vec::new();
+        while fed < input.len() {
+            let n = piece.min(input.len() - fed);
+            buffer.extend_from_slice(&input[fed..fed + n]);
+            fed += n;
+            loop {
+                if decoder.is_idle() {
+                    buffer.drain(..heartbeat_len(&buffer));
+                }
+                match decoder.decode(&buffer, limits, version) {
+                    Ok(Some((frame, used))) => {
+                        buffer.drain(..used);
+                        out.push((Ok(frame), fed));
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        out.push((Err(err), fed));
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_decoder_fed_in_pieces_gives_what_a_whole_parse_gives() {
+        let stream: &[u8] = b"\nSEND\r\ndestination:/q\r\nreceipt:r1\r\n\r\nab\0\n\
+            SEND\ncontent-length:3\nk:a\\cb\n\nx\0y\0\r\n\
+            DISCONNECT\n\n\0";
+        let mut whole = Vec::new();
+        let mut rest = stream;
+        while let Some((frame, used)) = parse(rest, &limits(), Version::V1_2).unwrap() {
+            whole.push(frame);
+            rest = &rest[used..];
+        }
+        assert_eq!(whole.len(), 3);
+        for piece in [1, 2, 3, 7, 64] {
+            let frames: Vec<Frame> = decode_in_pieces(stream, piece, &limits(), Version::V1_2)
+                .into_iter()
+                .map(|(frame, _)| frame.unwrap())
+                .collect();
+            assert_eq!(frames, whole, "pieces of {piece}");
+        }
+        // An error surfaces as soon as its bytes arrive, with the receipt read before it.
+        let bad = b"SEND\nreceipt:r9\nk:a\\tb\nmore:headers\n\n\0";
+        let results = decode_in_pieces(bad, 1, &limits(), Version::V1_2);
+        let (error, fed) = results.last().unwrap();
+        let error = error.as_ref().unwrap_err();
+        assert!(matches!(error.error, FrameError::InvalidEscape { .. }));
+        assert_eq!(error.receipt.as_deref(), Some("r9"));
+        assert_eq!(*fed, b"SEND\nreceipt:r9\nk:a\\tb\n".len());
+        // So does the frame limit, on a body still without its NUL.
+        let small = Limits {
+            max_frame_bytes: 64,
+            ..Limits::default()
+        };
+        let results = decode_in_pieces(&[b'x'; 100], 5, &small, Version::V1_2);
+        assert_eq!(results.len(), 1);
+        let results = decode_in_pieces(
+            &[&b"SEND\nreceipt:big\n\n"[..], &[b'x'; 100]].concat(),
+            5,
+            &small,
+            Version::V1_2,
+        );
+        let (error, fed) = results.last().unwrap();
+        let error = error.as_ref().unwrap_err();
+        assert_eq!(error.error, FrameError::TooLarge { limit: 64 });
+        assert_eq!(error.receipt.as_deref(), Some("big"));
+        assert_eq!(*fed, 65);
+    }
+
+    #[test]
+    fn a_multi_megabyte_frame_in_many_small_pieces_parses_in_linear_time() {
+        // 8 MiB in 512-byte pieces: 16,384 calls. Re-scanning the body from its start on every
+        // call, as the codec once did, would examine some 70 GB here.
+        let size = 8 << 20;
+        let limits = Limits {
+            max_frame_bytes: 16 << 20,
+            ..Limits::default()
+        };
+        let body: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+        let length = format!("content-length:{size}");
+        for headers in [vec!["destination:/queue/big"], vec![length.as_str()]] {
+            let mut wire = b"SEND\n".to_vec();
+            for header in &headers {
+                wire.extend_from_slice(header.as_bytes());
+                wire.push(b'\n');
+            }
+            wire.push(b'\n');
+            wire.extend_from_slice(&body);
+            wire.push(0);
+            let started = std::time::Instant::now();
+            let results = decode_in_pieces(&wire, 512, &limits, Version::V1_2);
+            let elapsed = started.elapsed();
+            assert_eq!(results.len(), 1, "{headers:?}");
+            let (frame, fed) = &results[0];
+            let frame = frame.as_ref().unwrap();
+            assert_eq!(*fed, wire.len());
+            assert_eq!(frame.body.len(), size);
+            assert!(frame.body[..] == body[..], "{headers:?}: body differs");
+            assert!(
+                elapsed < std::time::Duration::from_secs(5),
+                "{headers:?}: took {elapsed:?}"
+            );
+        }
     }
 
     #[test]

@@ -355,6 +355,16 @@ impl Client {
         self.send(&bytes);
     }
 
+    /// Writes `bytes` in writes of `piece` bytes each, with Nagle off so that they leave as
+    /// separate segments rather than being merged by our side.
+    pub fn send_in_pieces(&mut self, bytes: &[u8], piece: usize) {
+        let stream = self.reader.get_mut();
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        for chunk in bytes.chunks(piece) {
+            stream.write_all(chunk).expect("write to brokerd");
+        }
+    }
+
     /// Writes raw bytes, returning the error when the broker has closed the connection.
     pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.reader.get_mut().write_all(bytes)
