@@ -4,6 +4,8 @@
 //! - [`lifecycle`]: a broker's life under lockd or standalone: activate, serve, stop.
 //! - [`control`]: the control channel to lockd.
 //! - [`store`] and [`journal`]: the sled store, the epoch fence, durable writes with group commit.
+//! - [`fence`]: under lockd, a fast poll of the shared directory's epoch that ends a broker
+//!   superseded on broken cluster locks.
 //! - [`broker`]: the broker core, one task owning every destination and subscription.
 //! - [`server`] and [`stomp`]: listeners, sessions and the STOMP codec.
 //! - [`memory`]: the producers' memory limit, and producers waiting at it.
@@ -11,6 +13,7 @@
 
 pub mod broker;
 pub mod control;
+pub mod fence;
 pub mod journal;
 pub mod lifecycle;
 pub mod memory;

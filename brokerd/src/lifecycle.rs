@@ -11,6 +11,7 @@
 use crate::broker::paging::Pager;
 use crate::broker::{self, Broker, Counts, Request as BrokerRequest};
 use crate::control::{Activation, Control, Lost, Replies, Request, Requests};
+use crate::fence;
 use crate::journal::{self, Journal, JournalConfig};
 use crate::memory::Usage;
 use crate::server::{self, Settings, Shutdown};
@@ -20,6 +21,7 @@ use crate::stomp::session::Users;
 use crate::store::{Retry, Store, StoreError};
 use anyhow::{Context, Result};
 use shared_proto::control::{BrokerStats, FromBroker};
+use shared_proto::layout::Layout;
 use std::future::Future;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -41,6 +43,8 @@ const STANDALONE_DRAIN: Duration = Duration::from_secs(10);
 pub struct Config {
     /// Directory of the sled store.
     pub data_dir: PathBuf,
+    /// Under lockd, the shared directory whose epoch the fence polls ([`crate::fence`]).
+    pub shared_dir: Option<PathBuf>,
     /// Client listen addresses, `host:port`.
     pub listen: Vec<String>,
     /// This node's name, for logs and session ids.
@@ -109,6 +113,9 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
     let (mut requests, mut replies) = control.listen();
 
     let opening = async {
+        if let Some(shared) = &config.shared_dir {
+            fence::watch(Layout::new(shared), epoch)?;
+        }
         let store = Store::open(&config.data_dir, Retry::default()).await?;
         store.fence(epoch).await?;
         let opened = open_broker(&config, epoch, &store).await?;
@@ -118,8 +125,13 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
         match answer_while(opening, &mut requests, &mut replies).await {
             Phase::Done(Ok(opened)) => opened,
             Phase::Done(Err(err)) => {
-                // Only a lock still held may clear up by itself; a restart cannot fix the rest.
-                let fatal = !matches!(err, StoreError::Locked { .. });
+                // A lock still held may clear up by itself, and on a stale epoch lockd's renewal
+                // finds the newer claim and fences (a hold-off would forget that the cluster's
+                // locks are broken); a restart cannot fix the rest.
+                let fatal = !matches!(
+                    err,
+                    StoreError::Locked { .. } | StoreError::StaleEpoch { .. }
+                );
                 return Err(refuse(&mut replies, err.into(), fatal).await);
             }
             Phase::Stop(reason) => {

@@ -30,6 +30,11 @@ struct Args {
     /// Directory of the message store (sled).
     #[arg(long)]
     data_dir: PathBuf,
+    /// The shared directory (lockd passes it): while active, its epoch is polled every 5 ms and
+    /// brokerd exits at once (status 3) when another node claims a newer one, which only
+    /// happens on cluster filesystems whose locks are broken.
+    #[arg(long)]
+    shared_dir: Option<PathBuf>,
     /// Client listen address, HOST:PORT; repeat for several. Port 0 picks a free port.
     #[arg(long = "listen", required = true)]
     listen: Vec<String>,
@@ -109,7 +114,7 @@ fn load_users(path: &std::path::Path) -> anyhow::Result<stomp::session::Users> {
 mod exit {
     pub const FAILURE: u8 = 1;
     pub const CONFIG: u8 = 2;
-    pub const STALE_EPOCH: u8 = 3;
+    pub const STALE_EPOCH: u8 = brokerd::fence::STALE_EPOCH_EXIT;
     pub const STORE: u8 = 4;
 }
 
@@ -132,6 +137,7 @@ fn main() -> ExitCode {
     };
     let config = Config {
         data_dir: args.data_dir,
+        shared_dir: args.shared_dir,
         listen: args.listen,
         node: args.node,
         limits: Limits {

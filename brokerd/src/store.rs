@@ -44,8 +44,8 @@ pub enum StoreError {
     /// The stored journal holds a key that is not in the journal's layout.
     #[error("store {path:?}: a journal key of {len} bytes does not start with a space name; refusing to guess its space")]
     CorruptKey { path: PathBuf, len: usize },
-    /// The journal's writer thread could not be started.
-    #[error("store {path:?}: cannot start the journal's writer thread")]
+    /// The journal's writer thread (or the epoch fence's thread) could not be started.
+    #[error("store {path:?}: cannot start a thread")]
     Spawn {
         path: PathBuf,
         #[source]

@@ -172,6 +172,23 @@ fn graceful_stop_tells_clients_to_reconnect_elsewhere() {
 }
 
 #[test]
+fn a_newer_epoch_claimed_in_the_shared_directory_ends_the_broker_at_once() {
+    let dirs = Dirs::new();
+    let shared = dirs.data.parent().unwrap().to_owned();
+    let layout = shared_proto::layout::Layout::new(&shared);
+    layout.init(None).unwrap();
+    std::fs::write(layout.epoch(), "5\n").unwrap();
+    let mut broker = Broker::spawn(&dirs.data, &["--shared-dir", shared.to_str().unwrap()]);
+    let addr = broker.activate(5);
+    let mut client = Client::stomp(&addr);
+    // Another node claims epoch 6, as it can where the cluster's locks are broken: this broker
+    // must stop serving and writing before lockd's next keepalive would notice.
+    std::fs::write(layout.epochs().join("6"), "").unwrap();
+    assert_eq!(broker.wait_exit().code(), Some(3));
+    client.expect_eof();
+}
+
+#[test]
 fn a_stale_epoch_is_refused_before_any_listener_opens() {
     let dirs = Dirs::new();
     let mut first = Broker::spawn(&dirs.data, &[]);
@@ -183,9 +200,10 @@ fn a_stale_epoch_is_refused_before_any_listener_opens() {
     stale.send(&ToBroker::Activate { epoch: 4 });
     assert_eq!(
         stale.recv(),
+        // Not fatal: lockd renews, finds the newer claim in the shared directory and fences.
         FromBroker::Stopping {
             reason: "epoch 4 is older than the store's epoch 5; another node took over".into(),
-            fatal: true,
+            fatal: false,
         }
     );
     assert_eq!(stale.wait_exit().code(), Some(3));

@@ -282,6 +282,8 @@ fn broker_command(settings: &Settings, layout: &Layout) -> sys::spawn::BrokerCom
         settings.node.clone(),
         "--data-dir".to_string(),
         layout.data().display().to_string(),
+        "--shared-dir".to_string(),
+        layout.root().display().to_string(),
     ];
     for addr in &settings.listen {
         args.push("--listen".into());

@@ -1,0 +1,91 @@
+//! brokerd's own fence against a newer epoch, for shared filesystems whose locks are broken.
+//!
+//! lockd's keepalive notices another node's epoch claim within its period (500 ms by
+//! default). Where the filesystem's locks are not exclusive between nodes, the other node's
+//! broker starts meanwhile, and two brokers writing one store lose messages. So brokerd watches
+//! as well, much faster: a thread asks the shared directory every [`POLL`] whether another
+//! epoch was claimed and ends the process the moment one was, without flushing or saying
+//! goodbye (to the store, a crash, which it survives). The new holder's lockd waits several of
+//! these polls after its claim before its broker opens the store, so the stale broker has
+//! stopped writing by then.
+
+use crate::store::StoreError;
+use shared_proto::layout::Layout;
+use std::time::Duration;
+
+/// How often the epoch is checked: a read of `SHARED/epoch` and a stat of the next claim file,
+/// a few microseconds each on a local filesystem, one metadata round trip on NFS.
+pub const POLL: Duration = Duration::from_millis(5);
+
+/// brokerd's exit status when its epoch is stale (found at start or by the fence poll).
+pub const STALE_EPOCH_EXIT: u8 = 3;
+
+/// Checks at once, then starts the fence thread. `Err(StaleEpoch)`: another epoch was claimed
+/// after ours, and the caller must not open the store.
+pub fn watch(shared: Layout, epoch: u64) -> Result<(), StoreError> {
+    if let Ok(Some(other)) = shared.newer_epoch(epoch) {
+        return Err(StoreError::StaleEpoch {
+            ours: epoch,
+            stored: other,
+        });
+    }
+    let path = shared.root().to_owned();
+    std::thread::Builder::new()
+        .name("fence".into())
+        .spawn(move || poll(&shared, epoch))
+        .map_err(|source| StoreError::Spawn { path, source })?;
+    Ok(())
+}
+
+fn poll(shared: &Layout, epoch: u64) -> ! {
+    let mut failing = false;
+    loop {
+        std::thread::sleep(POLL);
+        match shared.newer_epoch(epoch) {
+            Ok(Some(other)) => superseded(epoch, other),
+            Ok(None) => failing = false,
+            // lockd's keepalive fences on an unreadable shared directory; here it is only noted.
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(epoch, error = %e, "fence poll cannot read the epoch");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn superseded(ours: u64, other: u64) -> ! {
+    tracing::error!(
+        epoch = ours,
+        claimed = other,
+        "another epoch was claimed: this broker is stale (broken cluster locks?); exiting at once"
+    );
+    // SAFETY: _exit(2) ends every thread of the process at once, which is the point: no thread
+    // may write to the store or answer a client after this.
+    unsafe { libc::_exit(i32::from(STALE_EPOCH_EXIT)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epoch_claimed_after_ours_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.init(None).unwrap();
+        std::fs::write(layout.epoch(), "7\n").unwrap();
+        let err = watch(layout.clone(), 6).unwrap_err();
+        assert!(
+            matches!(err, StoreError::StaleEpoch { ours: 6, stored: 7 }),
+            "{err}"
+        );
+        std::fs::create_dir_all(layout.epochs()).unwrap();
+        std::fs::write(layout.epochs().join("8"), "").unwrap();
+        let err = watch(layout, 7).unwrap_err();
+        assert!(
+            matches!(err, StoreError::StaleEpoch { ours: 7, stored: 8 }),
+            "{err}"
+        );
+    }
+}
