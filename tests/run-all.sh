@@ -13,6 +13,11 @@ cargo build --workspace --bins
 # The real-client tests (tests/tests/real_clients.rs) drive stomp.py, from PyPI.
 echo "== stomp.py for the real-client tests"
 python3 -c 'import stomp' 2>/dev/null || python3 -m pip install --quiet 'stomp.py>=8'
+# The hostile-storage tests (tests/tests/hostile.rs) mount bindfs (FUSE), which needs root.
+if [ "$(id -u)" = 0 ] && ! command -v bindfs >/dev/null; then
+    echo "== bindfs for the hostile-storage tests"
+    apt-get update -qq && apt-get install -y -qq bindfs >/dev/null
+fi
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
