@@ -48,6 +48,9 @@ pub enum Event {
     Lost { epoch: u64, reason: String },
     /// The lock was released on request.
     Released,
+    /// Another node claimed the lock while ours still looked held: the shared filesystem's
+    /// locks are not exclusive between nodes. Reported once.
+    BrokenLocks { evidence: String },
 }
 
 /// Timing and identity the keeper needs.
@@ -361,6 +364,9 @@ impl Keeper {
                 "the shared filesystem's locks are not exclusive between nodes: from now on this node takes the lock only from a holder whose heartbeat has stopped; run `ctl check-lock` on every node's mount"
             );
             self.broken_locks = Some(evidence.to_owned());
+            self.report(Event::BrokenLocks {
+                evidence: evidence.to_owned(),
+            });
         }
     }
 

@@ -84,6 +84,8 @@ pub struct Node {
     generation: u64,
     listeners: Vec<String>,
     stats: Option<BrokerStats>,
+    /// Why this node believes the shared filesystem's locks are broken, once the keeper saw it.
+    broken_locks: Option<String>,
     /// Last reason brokerd gave for stopping.
     broker_reason: Option<String>,
     /// brokerd said its reason to stop is one a restart cannot cure.
@@ -128,6 +130,7 @@ impl Node {
             generation: 0,
             listeners: Vec::new(),
             stats: None,
+            broken_locks: None,
             broker_reason: None,
             broker_fatal: false,
             releases_pending: 0,
@@ -247,6 +250,7 @@ impl Node {
             KeeperEvent::Released => {
                 self.releases_pending = self.releases_pending.saturating_sub(1)
             }
+            KeeperEvent::BrokenLocks { evidence } => self.broken_locks = Some(evidence),
         }
     }
 
@@ -566,7 +570,15 @@ impl Node {
     pub fn status(&self) -> Status {
         let now = shared_proto::unix_ms();
         let nodes = self.nodes.borrow().iter().map(|r| r.view(now)).collect();
-        let warnings = self.stale_holder().into_iter().collect();
+        let mut warnings: Vec<String> = self.stale_holder().into_iter().collect();
+        if let Some(evidence) = &self.broken_locks {
+            warnings.push(format!(
+                "the shared filesystem's locks did not keep another node out ({evidence}); this \
+                 node now takes the lock only from a holder whose heartbeat has stopped for \
+                 fence_timeout_ms. Run `ctl check-lock` on every node's mount, fix the \
+                 filesystem, then restart lockd"
+            ));
+        }
         let holder = self.holder.borrow();
         Status {
             node: self.settings.node.clone(),

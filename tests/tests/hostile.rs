@@ -176,6 +176,13 @@ fn on_broken_locks_the_stale_broker_dies_stops_writing_and_only_one_node_serves(
     wait_until("the first node to report broken locks", || {
         log().contains("locks are not exclusive").then_some(())
     });
+    let warnings = cluster.nodes[0].status().unwrap().warnings;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("did not keep another node out")),
+        "{warnings:?}"
+    );
     let watch_until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < watch_until {
         let status = cluster.nodes[0].status().unwrap();
