@@ -173,6 +173,8 @@ fn on_broken_locks_the_stale_broker_dies_stops_writing_and_only_one_node_serves(
     // The first node saw the newer epoch, says the locks are broken, and does not come back
     // while the second node's heartbeat is live: one broker serves, on the second node.
     let log = || std::fs::read_to_string(&cluster.nodes[0].log).unwrap();
+    // lockd's start-up lock check passed on its own path and named the FUSE trap.
+    assert!(log().contains("locks reach other mounts only if"), "{}", log());
     wait_until("the first node to report broken locks", || {
         log().contains("locks are not exclusive").then_some(())
     });
@@ -246,6 +248,7 @@ fn a_stalled_filesystem_fences_the_broker_and_the_node_comes_back_passive() {
     // The fence comes from the timer (no filesystem I/O), not from a keepalive, which hangs.
     let status = cluster.nodes[0].status().unwrap();
     assert_eq!(status.role, Role::Passive, "{status:?}");
+    assert!(status.reason.contains("may be stalled"), "{status:?}");
     let log = std::fs::read_to_string(&cluster.nodes[0].log).unwrap();
     assert!(log.contains("keepalive has not completed"), "{log}");
     // Not a speed test: evidence that the 2 s fence timer fired, printed for the record.
