@@ -696,6 +696,33 @@ impl Recovered {
             .collect()
     }
 
+    /// How many keys of `space` are `from` or after and before `below`, counting at most
+    /// `limit`, and the last one counted: the paged-out messages a takeover found, counted a
+    /// chunk at a time. Reads keys in a range, like [`Recovered::read_page`], copying nothing.
+    pub fn count_keys(
+        &self,
+        space: &str,
+        from: &[u8],
+        below: &[u8],
+        limit: usize,
+    ) -> Result<(usize, Option<Bytes>), StoreError> {
+        let skip = space_prefix(space).len();
+        let range = self
+            .tree
+            .range(encode_key(space, from)..encode_key(space, below));
+        let mut counted = 0;
+        let mut last = None;
+        for item in range.take(limit) {
+            let (key, _) = item.map_err(|source| self.sled_error("counting a space", source))?;
+            counted += 1;
+            last = Some(key);
+        }
+        Ok((
+            counted,
+            last.map(|key| Bytes::copy_from_slice(&key[skip..])),
+        ))
+    }
+
     /// The value of `key` in `space`, if stored.
     pub fn get(&self, space: &str, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
         self.tree
@@ -1230,6 +1257,20 @@ mod tests {
         assert_eq!(keys(2, 2), [(2, 2), (3, 3)]);
         assert_eq!(keys(4, 10), [(4, 4), (5, 5)]);
         assert!(keys(6, 10).is_empty());
+        // Counting keys of one space in a range, a chunk at a time.
+        let count = |from: u32, below: u32, limit| {
+            let (n, last) = view
+                .count_keys("q/a", &key(from), &key(below), limit)
+                .unwrap();
+            (
+                n,
+                last.map(|k| u32::from_be_bytes(k[..].try_into().unwrap())),
+            )
+        };
+        assert_eq!(count(0, 100, 10), (5, Some(5)));
+        assert_eq!(count(2, 5, 10), (3, Some(4)));
+        assert_eq!(count(1, 100, 2), (2, Some(2)));
+        assert_eq!(count(6, 100, 10), (0, None));
     }
 
     #[test]

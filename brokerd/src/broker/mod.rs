@@ -195,6 +195,11 @@ pub enum Request {
         ticket: u64,
         result: Result<paging::Entries, Arc<StoreError>>,
     },
+    /// The answer to a counting [`PageRead`].
+    Counted {
+        ticket: u64,
+        result: Result<paging::Counted, Arc<StoreError>>,
+    },
 }
 
 /// What the broker sends a session.
@@ -219,8 +224,9 @@ pub enum Outbound {
 pub struct Counts {
     pub destinations: u64,
     /// Messages held for consumers: waiting (queues, durable subscriptions, topic backlogs, a
-    /// topic subscriber's copy each), delivered and not yet acknowledged (or, in auto mode, not
-    /// yet written).
+    /// topic subscriber's copy each) in memory or paged out to the store, delivered and not yet
+    /// acknowledged (or, in auto mode, not yet written). Right after a takeover, messages stored
+    /// beyond the first page of each queue are added as a background count reaches them.
     pub messages: u64,
     pub consumers: u64,
     /// Bytes of the waiting messages in memory.
@@ -336,6 +342,8 @@ struct Durable {
 enum Ticket {
     /// Refilling a space's memory from its cursor.
     Refill { source: Source, limit: usize },
+    /// Counting what a takeover found stored in a space (see [`paging`]'s "Counting").
+    Count { source: Source },
     /// Removing a deleted durable subscription's paged-out messages, those up to `upto`
     /// (a subscription re-created under the same name only has newer ones).
     Purge {
@@ -544,6 +552,8 @@ impl Broker {
             let epoch = self.settings.epoch;
             let queue = self.queue(&destination.into());
             queue.paged.cursor = Some(0);
+            // Everything stored so far is to be counted: the first page comes in uncounted.
+            queue.paged.count_from_cursor(epoch << 40);
             restored += queue.paged.load(&mut queue.pending, entries, page, epoch);
         }
         for (key, topic) in registry {
@@ -566,11 +576,20 @@ impl Broker {
             if spaces.contains(&durable.space) {
                 let entries = store.read(&durable.space, &[], page)?;
                 let (paged, pending) = (&mut durable.paged, &mut durable.pending);
+                paged.count_from_cursor(self.settings.epoch << 40);
                 restored += paged.load(pending, entries, page, self.settings.epoch);
             } else {
                 durable.paged.cursor = None;
             }
             self.durables.insert(key, durable);
+        }
+        // Count what stays stored beyond the first pages, in the background: the requests
+        // queue up for the page reader, which starts with the router.
+        let sources: Vec<Source> = (self.queues.keys().cloned().map(Source::Queue))
+            .chain(self.durables.keys().cloned().map(Source::Durable))
+            .collect();
+        for source in sources {
+            self.refill(&source);
         }
         Ok(restored)
     }
@@ -828,11 +847,58 @@ impl Broker {
                 self.paged_in(ticket, result);
                 Ok(())
             }
+            Request::Counted { ticket, result } => {
+                self.counted(ticket, result);
+                Ok(())
+            }
         }
     }
 
+    /// Handles the answer to a count of what a takeover found stored, and asks for the next.
+    fn counted(&mut self, ticket: u64, result: Result<paging::Counted, Arc<StoreError>>) {
+        if !matches!(self.tickets.get(&ticket), Some(Ticket::Count { .. })) {
+            return;
+        }
+        let Some(Ticket::Count { source }) = self.tickets.remove(&ticket) else {
+            return;
+        };
+        let Some(paged) = self.paged_mut(&source) else {
+            return;
+        };
+        if paged.reading != Some(ticket) {
+            // The durable subscription was deleted (and maybe re-created) meanwhile.
+            return;
+        }
+        paged.reading = None;
+        let Some(counting) = &mut paged.counting else {
+            return;
+        };
+        counting.in_flight = false;
+        match result {
+            Err(err) => {
+                // Counting is only for `ctl status`: give up rather than retry in a loop.
+                warn!(error = %err, "counting stored messages failed; status counts will be low");
+                paged.counting = None;
+            }
+            Ok(_) if std::mem::take(&mut counting.dirty) => {
+                // A message was paged out into the range while it was counted: count again.
+            }
+            Ok((n, last)) => {
+                paged.out += n as u64;
+                let last = last.and_then(|k| <[u8; 8]>::try_from(k.as_ref()).ok());
+                match last.map(u64::from_be_bytes) {
+                    Some(last) if n >= paging::COUNT_CHUNK => counting.next = last + 1,
+                    _ => paged.counting = None,
+                }
+            }
+        }
+        // The next count, or a page if one is due meanwhile.
+        self.refill(&source);
+    }
+
     /// Asks for the next page of `source` if it has paged-out messages, has drained to its
-    /// low-water mark, and has no read in flight.
+    /// low-water mark, and has no read in flight; otherwise, if what a takeover found stored is
+    /// still being counted, for the next count (pages first: consumers may be waiting).
     fn refill(&mut self, source: &Source) {
         let Some(paging) = &self.paging else {
             return;
@@ -841,41 +907,71 @@ impl Broker {
             // Going passive: nothing more is delivered here, so nothing needs reading.
             return;
         }
-        let (space, pending, paged) = match source {
+        // Called on every dispatch: nothing is allocated unless a read is asked for.
+        let (pending, paged, durable_space) = match source {
             Source::Queue(q) => match self.queues.get_mut(q) {
-                Some(queue) => (queue_space(q), &queue.pending, &mut queue.paged),
+                Some(queue) => (&queue.pending, &mut queue.paged, None),
                 None => return,
             },
             Source::Durable(d) => match self.durables.get_mut(d) {
-                Some(d) => (Arc::clone(&d.space), &d.pending, &mut d.paged),
+                Some(d) => (&d.pending, &mut d.paged, Some(&d.space)),
                 None => return,
             },
             Source::Topic(_) => return,
         };
+        if paged.reading.is_some() {
+            return;
+        }
         let Some(cursor) = paged.cursor else {
             return;
         };
-        if paged.reading.is_some() || pending.len() > paging.low_water() {
-            return;
+        if paged
+            .counting
+            .is_some_and(|c| c.next.max(cursor) >= c.below)
+        {
+            // The cursor has passed everything there was to count.
+            paged.counting = None;
         }
-        let limit = paging.page - pending.len();
+        let page_due = pending.len() <= paging.low_water();
+        let count_turn = paged.counting.is_some_and(|c| !page_due || c.paged_last);
+        let (purpose, from, limit, count_below) = if page_due && !count_turn {
+            if let Some(counting) = &mut paged.counting {
+                counting.paged_last = true;
+            }
+            let limit = paging.page - pending.len();
+            let purpose = Ticket::Refill {
+                source: source.clone(),
+                limit,
+            };
+            (purpose, cursor, limit, None)
+        } else if let Some(counting) = &mut paged.counting {
+            counting.paged_last = false;
+            let from = counting.next.max(cursor);
+            counting.in_flight = true;
+            counting.dirty = false;
+            let purpose = Ticket::Count {
+                source: source.clone(),
+            };
+            (purpose, from, paging::COUNT_CHUNK, Some(counting.below))
+        } else {
+            return;
+        };
+        let space = match (durable_space, source) {
+            (Some(space), _) => Arc::clone(space),
+            (None, Source::Queue(q)) => queue_space(q),
+            (None, _) => return,
+        };
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         paged.reading = Some(ticket);
-        self.tickets.insert(
-            ticket,
-            Ticket::Refill {
-                source: source.clone(),
-                limit,
-            },
-        );
-        let read = PageRead {
+        self.tickets.insert(ticket, purpose);
+        self.read_after_barrier(PageRead {
             ticket,
             space,
-            from: Bytes::copy_from_slice(&cursor.to_be_bytes()),
+            from: Bytes::copy_from_slice(&from.to_be_bytes()),
             limit,
-        };
-        self.read_after_barrier(read);
+            count_below: count_below.map(|below: u64| Bytes::copy_from_slice(&below.to_be_bytes())),
+        });
     }
 
     /// Sends `read` once every write submitted so far is applied (a barrier), so the read
@@ -921,6 +1017,7 @@ impl Broker {
             space,
             from: Bytes::copy_from_slice(&from.to_be_bytes()),
             limit: page,
+            count_below: None,
         });
     }
 
@@ -984,6 +1081,8 @@ impl Broker {
                     self.purge_from(space, last + 1, upto);
                 }
             }
+            // Counts are answered with Request::Counted.
+            Ticket::Count { .. } => {}
         }
     }
 
@@ -1691,9 +1790,12 @@ impl Broker {
                 .map(|d| d.pending.bytes())
                 .sum::<usize>()
             + backlog_bytes;
+        // Paged out: in the store only.
+        let stored: u64 = self.queues.values().map(|q| q.paged.out).sum::<u64>()
+            + self.durables.values().map(|d| d.paged.out).sum::<u64>();
         Counts {
             destinations: (self.queues.len() + self.topics.len()) as u64,
-            messages: (pending + in_flight) as u64,
+            messages: (pending + in_flight) as u64 + stored,
             consumers: self.subscriptions.len() as u64,
             memory_bytes: memory as u64,
         }

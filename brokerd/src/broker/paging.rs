@@ -19,6 +19,19 @@
 //!   returns, and `stored` (the highest seq paged out) keeps the cursor when a read comes back
 //!   short while such messages exist.
 //!
+//! Counting: `ctl status` counts paged-out messages without reading the store. Each space keeps
+//! `out`, the number of its messages in the store only: one more for each message paged out,
+//! fewer by each one a page brings in. What a takeover found stored beyond its first page is
+//! counted once, in the background: the router asks for counts of [`COUNT_CHUNK`] keys at a time
+//! through the same reader and the same one-read-in-flight slot as pages, so a count never
+//! overlaps a read of its space, runs behind a journal barrier, and starts at the cursor, where
+//! the keys are exactly the stored, never-loaded messages. Pages go first, but while both are due
+//! pages and counts take turns. Until the count is done the region
+//! `[max(counting.next, cursor), counting.below)` is not in `out`: a page that brings messages
+//! in from there does not subtract them, and a message paged out into it (one moved to the
+//! dead-letter queue keeps its old seq) is left for the count to find, or, if a count of it may
+//! already be under way, makes that count be done again.
+//!
 //! Order: a space's paged-out messages come back in seq order, which is FIFO. Priority orders
 //! only what is in memory: once a space pages out, a new high-priority persistent message waits
 //! behind the paged-out ones. Non-persistent messages
@@ -38,12 +51,40 @@ use tracing::warn;
 /// Stored entries as (key, value), in key order.
 pub type Entries = Vec<(Bytes, Bytes)>;
 
+/// Keys counted per count request: small enough that a consumer waiting for a page behind it
+/// waits milliseconds, large enough that a million stored messages take a few hundred requests.
+pub const COUNT_CHUNK: usize = 8192;
+
+/// The answer to a count: how many keys, and the last one (to go on from when the count
+/// reached its limit).
+pub type Counted = (usize, Option<Bytes>);
+
 /// The read side of the store that paging needs. Reads block: call them off the router.
 pub trait PageStore: Send + Sync + 'static {
     /// Every space that holds at least one entry.
     fn spaces(&self) -> Result<Vec<Arc<str>>, StoreError>;
     /// Up to `limit` entries of `space` whose keys are `from` or after, in key order.
     fn read(&self, space: &str, from: &[u8], limit: usize) -> Result<Entries, StoreError>;
+    /// How many keys of `space` are `from` or after and before `below`, counting at most
+    /// `limit`, and the last one counted.
+    fn count(
+        &self,
+        space: &str,
+        from: &[u8],
+        below: &[u8],
+        limit: usize,
+    ) -> Result<Counted, StoreError> {
+        let entries = self.read(space, from, limit)?;
+        let mut keys = entries
+            .into_iter()
+            .map(|(k, _)| k)
+            .take_while(|k| &k[..] < below);
+        let mut counted = (0, None);
+        for key in keys.by_ref() {
+            counted = (counted.0 + 1, Some(key));
+        }
+        Ok(counted)
+    }
 }
 
 impl PageStore for Recovered {
@@ -53,28 +94,47 @@ impl PageStore for Recovered {
     fn read(&self, space: &str, from: &[u8], limit: usize) -> Result<Entries, StoreError> {
         self.read_page(space, from, limit)
     }
+    fn count(
+        &self,
+        space: &str,
+        from: &[u8],
+        below: &[u8],
+        limit: usize,
+    ) -> Result<Counted, StoreError> {
+        self.count_keys(space, from, below, limit)
+    }
 }
 
 /// A read the router asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRead {
-    /// Names the answer ([`super::Request::Page`]).
+    /// Names the answer ([`super::Request::Page`] or [`super::Request::Counted`]).
     pub ticket: u64,
     pub space: Arc<str>,
     /// The first key to read.
     pub from: Bytes,
     pub limit: usize,
+    /// Count the keys from `from` up to this one (excluded) instead of reading entries.
+    pub count_below: Option<Bytes>,
 }
 
 impl PageRead {
     /// Serves the read from `store` (blocking).
     pub fn serve(self, store: &dyn PageStore) -> Request {
-        let result = store
-            .read(&self.space, &self.from, self.limit)
-            .map_err(Arc::new);
-        Request::Page {
-            ticket: self.ticket,
-            result,
+        let ticket = self.ticket;
+        match &self.count_below {
+            None => Request::Page {
+                ticket,
+                result: store
+                    .read(&self.space, &self.from, self.limit)
+                    .map_err(Arc::new),
+            },
+            Some(below) => Request::Counted {
+                ticket,
+                result: store
+                    .count(&self.space, &self.from, below, self.limit)
+                    .map_err(Arc::new),
+            },
         }
     }
 }
@@ -135,8 +195,31 @@ pub(super) struct Paged {
     pub high: u64,
     /// The highest seq paged out (written to the store only) since the broker started.
     pub stored: u64,
-    /// The ticket of the read in flight.
+    /// The ticket of the read (or count) in flight.
     pub reading: Option<u64>,
+    /// Messages of the space in the store only, as far as counted (see the module's
+    /// "Counting").
+    pub out: u64,
+    /// Set while what a takeover found stored beyond its first page is being counted.
+    pub counting: Option<Counting>,
+}
+
+/// The background count of the messages a takeover found stored beyond its first page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Counting {
+    /// The first key not counted yet (the count also starts no lower than the cursor).
+    pub next: u64,
+    /// The first seq of this broker's epoch: keys from here on were all paged out by this
+    /// broker, so `out` has them already.
+    pub below: u64,
+    /// A count request is in flight.
+    pub in_flight: bool,
+    /// A message was paged out into the uncounted region while a count was in flight, which
+    /// may or may not have seen it: that count's answer is dropped and the count asked again.
+    pub dirty: bool,
+    /// The last request for the space was a page: if a page is due again, a count goes first,
+    /// so that a consumer that keeps up does not hold the count off for its whole backlog.
+    pub paged_last: bool,
 }
 
 impl Paged {
@@ -155,7 +238,41 @@ impl Paged {
             None => return false,
         }
         self.stored = self.stored.max(seq);
+        if self.uncounted(seq) {
+            // The count will find it (it runs behind a barrier, after this write); one already
+            // under way may have missed it.
+            if let Some(counting) = &mut self.counting {
+                counting.dirty |= counting.in_flight;
+            }
+        } else {
+            self.out += 1;
+        }
         true
+    }
+
+    /// Whether a stored message `seq` lies where the background count has yet to go.
+    pub fn uncounted(&self, seq: u64) -> bool {
+        match (self.counting, self.cursor) {
+            (Some(counting), Some(cursor)) => {
+                seq >= counting.next.max(cursor) && seq < counting.below
+            }
+            _ => false,
+        }
+    }
+
+    /// Starts counting what is stored from the cursor on, below `below` (a takeover's first
+    /// seq), if anything is.
+    pub fn count_from_cursor(&mut self, below: u64) {
+        self.counting = self
+            .cursor
+            .filter(|cursor| *cursor < below)
+            .map(|next| Counting {
+                next,
+                below,
+                in_flight: false,
+                dirty: false,
+                paged_last: false,
+            });
     }
 
     /// Notes a persistent message brought into memory.
@@ -166,7 +283,7 @@ impl Paged {
     /// Brings a page into `pending`, skipping anything memory has held, and moves the cursor:
     /// past the page, or to `None` once the store has nothing more. A message stored before
     /// `epoch` may have been delivered by an earlier broker, so it is flagged redelivered.
-    /// Returns how many messages came in.
+    /// Returns how many messages came in; `out` loses those it had counted.
     pub fn load(
         &mut self,
         pending: &mut Pending,
@@ -199,6 +316,10 @@ impl Paged {
             if seq >> 40 < epoch {
                 msg.redeliveries = msg.redeliveries.max(1);
             }
+            if !self.uncounted(seq) {
+                debug_assert!(self.out > 0, "paged-out count out of step");
+                self.out = self.out.saturating_sub(1);
+            }
             self.high = seq;
             pending.put_back(Arc::new(msg));
             loaded += 1;
@@ -209,6 +330,12 @@ impl Paged {
             None if self.stored != 0 && self.stored >= cursor => Some(cursor),
             None => None,
         };
+        if self.cursor.is_none() {
+            // Everything stored has been in memory: nothing is left to count.
+            debug_assert_eq!(self.out, 0, "paged-out count out of step");
+            self.out = 0;
+            self.counting = None;
+        }
         loaded
     }
 }
