@@ -5,7 +5,7 @@
 //!
 //! FUSE needs root here (/dev/fuse is root-only); `tests/run-all.sh` installs Debian's bindfs.
 
-use crate::{is_root, wait_until};
+use crate::{is_root, wait_until, Cluster};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -102,4 +102,22 @@ fn is_mounted(path: &Path) -> bool {
         info.lines()
             .any(|line| line.split(' ').nth(4) == Some(path.as_str()))
     })
+}
+
+/// Two nodes (not started), each on its own bindfs mount of the cluster's shared directory. The
+/// mounts may be dropped before the cluster: lazily unmounted, the nodes' I/O on them fails
+/// until the cluster kills the nodes.
+pub fn two_nodes_on_two_mounts(forward_locks: bool, extra: &str) -> (Cluster, [BindMount; 2]) {
+    let mut cluster = Cluster::new(2, extra);
+    let mounts = [1, 2].map(|i| {
+        BindMount::new(
+            &cluster.shared,
+            &cluster.root.join(format!("mount{i}")),
+            forward_locks,
+        )
+    });
+    for (node, mount) in cluster.nodes.iter_mut().zip(&mounts) {
+        node.set_shared_dir(&mount.path);
+    }
+    (cluster, mounts)
 }

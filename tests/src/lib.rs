@@ -346,6 +346,50 @@ impl Node {
     }
 }
 
+/// What a benchmark runs: `--rounds N` of each `--mode` (one of `modes`, or `both`).
+pub struct BenchOptions {
+    pub rounds: usize,
+    pub modes: Vec<&'static str>,
+}
+
+impl BenchOptions {
+    /// Parses the command line of benchmark `name`; `Err` is the message to print.
+    pub fn parse(name: &str, rounds: usize, modes: [&'static str; 2]) -> Result<Self, String> {
+        let mut options = BenchOptions {
+            rounds,
+            modes: modes.to_vec(),
+        };
+        let usage = format!(
+            "usage: {name} [--rounds N] [--mode {}|{}|both]",
+            modes[0], modes[1]
+        );
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--rounds" => {
+                    options.rounds = args
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or("--rounds needs a positive number")?;
+                }
+                "--mode" => {
+                    options.modes = match args.next().as_deref() {
+                        Some("both") => modes.to_vec(),
+                        Some(mode) if modes.contains(&mode) => {
+                            modes.into_iter().filter(|m| *m == mode).collect()
+                        }
+                        _ => return Err(usage),
+                    }
+                }
+                "-h" | "--help" => return Err(usage),
+                other => return Err(format!("unknown argument {other:?}; {usage}")),
+            }
+        }
+        Ok(options)
+    }
+}
+
 /// (min, median, max) of a benchmark's samples; sorts them. Panics on none.
 pub fn min_median_max(samples: &mut [f64]) -> (f64, f64, f64) {
     samples.sort_by(f64::total_cmp);

@@ -6,7 +6,7 @@
 //! Needs root and bindfs (tests/run-all.sh installs it). Nothing here measures speed: the
 //! fencing benchmark (`fencing-bench`) prints the figures.
 
-use ha_tests::bindfs::{self, BindMount};
+use ha_tests::bindfs::{self, two_nodes_on_two_mounts, BindMount};
 use ha_tests::*;
 use shared_proto::admin::Role;
 use std::collections::BTreeSet;
@@ -14,22 +14,6 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Two nodes, each on its own bindfs mount of the cluster's shared directory.
-fn two_nodes_on_two_mounts(forward_locks: bool, extra: &str) -> (Cluster, [BindMount; 2]) {
-    let mut cluster = Cluster::new(2, extra);
-    let mounts = [1, 2].map(|i| {
-        BindMount::new(
-            &cluster.shared,
-            &cluster.root.join(format!("mount{i}")),
-            forward_locks,
-        )
-    });
-    for (node, mount) in cluster.nodes.iter_mut().zip(&mounts) {
-        node.set_shared_dir(&mount.path);
-    }
-    (cluster, mounts)
-}
 
 /// `ctl check-lock A --other-path B`: exit code and everything it printed.
 fn check_lock(a: &BindMount, b: &BindMount) -> (Option<i32>, String) {
@@ -174,7 +158,11 @@ fn on_broken_locks_the_stale_broker_dies_stops_writing_and_only_one_node_serves(
     // while the second node's heartbeat is live: one broker serves, on the second node.
     let log = || std::fs::read_to_string(&cluster.nodes[0].log).unwrap();
     // lockd's start-up lock check passed on its own path and named the FUSE trap.
-    assert!(log().contains("locks reach other mounts only if"), "{}", log());
+    assert!(
+        log().contains("locks reach other mounts only if"),
+        "{}",
+        log()
+    );
     wait_until("the first node to report broken locks", || {
         log().contains("locks are not exclusive").then_some(())
     });

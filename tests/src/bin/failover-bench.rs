@@ -7,46 +7,9 @@
 //! Prints each round, then min/median/max in ms per mode, and one JSON line. Also prints the
 //! active lockd's resident memory. Build first: `cargo build --release --workspace --bins`.
 
-use ha_tests::{answers_stomp, min_median_max, Cluster};
+use ha_tests::{answers_stomp, min_median_max, BenchOptions, Cluster};
 use shared_proto::admin::Role;
 use std::time::{Duration, Instant};
-
-struct Options {
-    rounds: usize,
-    modes: Vec<&'static str>,
-}
-
-fn parse_args() -> Result<Options, String> {
-    let mut options = Options {
-        rounds: 10,
-        modes: vec!["kill", "failover"],
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--rounds" => {
-                options.rounds = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|n| *n > 0)
-                    .ok_or("--rounds needs a positive number")?;
-            }
-            "--mode" => {
-                options.modes = match args.next().as_deref() {
-                    Some("kill") => vec!["kill"],
-                    Some("failover") => vec!["failover"],
-                    Some("both") => vec!["kill", "failover"],
-                    _ => return Err("--mode is kill, failover or both".into()),
-                }
-            }
-            "-h" | "--help" => {
-                return Err("usage: failover-bench [--rounds N] [--mode kill|failover|both]".into())
-            }
-            other => return Err(format!("unknown argument {other:?}; see --help")),
-        }
-    }
-    Ok(options)
-}
 
 /// Polls every node but `down` until one answers CONNECT; returns the time since `t0`.
 fn time_to_connect(cluster: &Cluster, down: usize, t0: Instant) -> Duration {
@@ -75,7 +38,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn main() {
-    let options = match parse_args() {
+    let options = match BenchOptions::parse("failover-bench", 10, ["kill", "failover"]) {
         Ok(options) => options,
         Err(e) => {
             eprintln!("failover-bench: {e}");

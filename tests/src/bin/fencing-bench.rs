@@ -12,8 +12,8 @@
 //! Observation polls every 0.2 ms. Prints each round, min/median/max, and one JSON line.
 //! Build first: `cargo build --release --workspace --bins`.
 
-use ha_tests::bindfs::{self, BindMount};
-use ha_tests::{min_median_max, process_gone, process_gone_or_killed, Cluster, WAIT};
+use ha_tests::bindfs::{self, two_nodes_on_two_mounts};
+use ha_tests::{min_median_max, process_gone, process_gone_or_killed, BenchOptions, WAIT};
 use shared_proto::admin::Role;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -24,59 +24,6 @@ const KEEPALIVE_MS: u64 = 100;
 /// fence_timeout_ms for the stall rounds: short, so rounds are quick; the target is relative.
 const FENCE_TIMEOUT_MS: u64 = 2000;
 const OBSERVE_EVERY: Duration = Duration::from_micros(200);
-
-struct Options {
-    rounds: usize,
-    modes: Vec<&'static str>,
-}
-
-fn parse_args() -> Result<Options, String> {
-    let mut options = Options {
-        rounds: 5,
-        modes: vec!["broken", "stall"],
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--rounds" => {
-                options.rounds = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|n| *n > 0)
-                    .ok_or("--rounds needs a positive number")?;
-            }
-            "--mode" => {
-                options.modes = match args.next().as_deref() {
-                    Some("broken") => vec!["broken"],
-                    Some("stall") => vec!["stall"],
-                    Some("both") => vec!["broken", "stall"],
-                    _ => return Err("--mode is broken, stall or both".into()),
-                }
-            }
-            "-h" | "--help" => {
-                return Err("usage: fencing-bench [--rounds N] [--mode broken|stall|both]".into())
-            }
-            other => return Err(format!("unknown argument {other:?}; see --help")),
-        }
-    }
-    Ok(options)
-}
-
-/// Two nodes, each on its own bindfs mount; the mounts live as long as the cluster.
-fn two_nodes(forward_locks: bool, extra: &str) -> (Cluster, [BindMount; 2]) {
-    let mut cluster = Cluster::new(2, extra);
-    let mounts = [1, 2].map(|i| {
-        BindMount::new(
-            &cluster.shared,
-            &cluster.root.join(format!("mount{i}")),
-            forward_locks,
-        )
-    });
-    for (node, mount) in cluster.nodes.iter_mut().zip(&mounts) {
-        node.set_shared_dir(&mount.path);
-    }
-    (cluster, mounts)
-}
 
 /// Polls until `done` holds, for at most [`WAIT`]; when it first held.
 fn observe(what: &str, mut done: impl FnMut() -> bool) -> Instant {
@@ -92,7 +39,7 @@ fn observe(what: &str, mut done: impl FnMut() -> bool) -> Instant {
 
 /// One broken-locks round: ms from the newer epoch's claim to the older broker's death.
 fn broken_round() -> f64 {
-    let (mut cluster, _mounts) = two_nodes(false, "");
+    let (mut cluster, _mounts) = two_nodes_on_two_mounts(false, "");
     cluster.nodes[0].start();
     let first = cluster.nodes[0].wait_for_role(Role::Active);
     let broker = first.broker_pid.expect("active node has a broker");
@@ -118,7 +65,7 @@ fn broken_round() -> f64 {
 /// One stall round: ms from SIGSTOP of the active node's bindfs daemon to its broker's fence.
 fn stall_round() -> f64 {
     let (mut cluster, mounts) =
-        two_nodes(true, &format!("fence_timeout_ms = {FENCE_TIMEOUT_MS}\n"));
+        two_nodes_on_two_mounts(true, &format!("fence_timeout_ms = {FENCE_TIMEOUT_MS}\n"));
     cluster.nodes[0].start();
     let first = cluster.nodes[0].wait_for_role(Role::Active);
     let broker = first.broker_pid.expect("active node has a broker");
@@ -135,7 +82,7 @@ fn stall_round() -> f64 {
 }
 
 fn main() {
-    let options = match parse_args() {
+    let options = match BenchOptions::parse("fencing-bench", 5, ["broken", "stall"]) {
         Ok(options) => options,
         Err(e) => {
             eprintln!("fencing-bench: {e}");
