@@ -12,8 +12,11 @@
 //! What a failover does not carry over, by design: a transaction open when the connection
 //! dropped was rolled back by the broker, so its commit fails with
 //! [`Error::TransactionLost`]; an ack for a message delivered on an earlier connection is
-//! dropped (the broker redelivers that message, flagged `redelivered`); a SEND without a
-//! receipt ([`Client::send_unreceipted`]) may be lost. A broker that answers the *first*
+//! dropped (the broker redelivers that message, flagged `redelivered`), and so is a client-ack
+//! message received on that connection but not yet taken by the application (the broker
+//! delivers it again); a SEND without a receipt ([`Client::send_unreceipted`]) may be lost. An
+//! auto-ack message, which the broker counts as consumed once written, is never dropped by the
+//! client once received: those still unread when a connection dies are delivered first. A broker that answers the *first*
 //! CONNECT with ERROR (bad credentials) fails [`Client::connect`] at once instead of being
 //! retried. STOMP 1.0, 1.1 and 1.2 are negotiated; acks take the negotiated version's form.
 //!

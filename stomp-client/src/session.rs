@@ -15,13 +15,23 @@
 //!   with [`Error::TransactionLost`] so the caller can run them again.
 //! - A full subscription buffer stops reading the socket (TCP back-pressure to the broker)
 //!   instead of buffering without bound; heart-beat silence is not counted while stalled.
+//! - A message an auto-ack subscription received is handed to the application even if the
+//!   connection is lost first: the broker counts it as consumed once written to the socket, so
+//!   it will not come again. When a connection ends, the frames already received (in the read
+//!   buffer, and whatever the socket still holds, up to [`SALVAGE_LIMIT`]) are read as usual;
+//!   the auto-mode messages among them, and one stalled on a full buffer, are delivered, in
+//!   order, before anything from the next connection is read. Messages of client-ack
+//!   subscriptions the application has not received yet are dropped instead: they are still the
+//!   broker's, which delivers them again (flagged `redelivered`), and their acks could not be
+//!   sent anyway. A message cut off by the connection's end is lost in auto mode (the broker
+//!   wrote it); that is what auto mode means.
 
 use crate::backoff::Backoff;
 use crate::client::{AckMode, Error, Event, Message, Options, Shared};
 use crate::frame::{encode_with, read_frame, Escapes, Frame, FrameError};
 use crate::url::{Address, ReconnectPolicy};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +45,9 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 const HIGH_WATER: usize = 256 * 1024;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
+/// What is read from a lost connection's socket at most, after the loss, to find the messages
+/// it still held (its receive buffer; a broker still sending cannot keep us there).
+pub(crate) const SALVAGE_LIMIT: usize = 16 * 1024 * 1024;
 
 pub(crate) type Done = oneshot::Sender<Result<(), Error>>;
 
@@ -350,7 +363,10 @@ pub(crate) struct Session {
     lost_txs: HashSet<String>,
     generation: u64,
     next_id: u64,
-    stalled: Option<(mpsc::Sender<Message>, Message)>,
+    /// Messages received and not yet handed to the application, oldest first: one that met a
+    /// full subscription buffer, and those salvaged from a lost connection. While there are any,
+    /// nothing more is read from the broker.
+    held: VecDeque<(mpsc::Sender<Message>, Message)>,
     closing: bool,
     disconnect_sent: bool,
     close_waiters: Vec<Done>,
@@ -390,7 +406,7 @@ impl Session {
             lost_txs: HashSet::new(),
             generation: 0,
             next_id: 0,
-            stalled: None,
+            held: VecDeque::new(),
             closing: false,
             disconnect_sent: false,
             close_waiters: Vec::new(),
@@ -418,6 +434,7 @@ impl Session {
                 // Everything was receipted before DISCONNECT went out: nothing to save.
                 break None;
             }
+            self.salvage(&mut conn);
             drop(conn);
             match self.reestablish().await {
                 Ok(Some(next)) => conn = next,
@@ -436,6 +453,13 @@ impl Session {
             }
             None => Error::Closed("disconnected".into()),
         };
+        let held = self.held.iter().filter(|(tx, _)| !tx.is_closed()).count();
+        if held > 0 {
+            tracing::warn!(
+                held,
+                "the client closed with received messages the application had not taken"
+            );
+        }
         *self.shared.closed.lock().unwrap() = Some(reason.clone());
         *self.shared.address.lock().unwrap() = None;
         for (_, send) in std::mem::take(&mut self.sends) {
@@ -453,20 +477,23 @@ impl Session {
 
     /// Reconnects after a loss. `Ok(None)`: a DISCONNECT arrived during the outage with nothing
     /// left unreceipted, so there is no reason to come back.
+    /// Auto-ack messages held from the lost connection keep going to the application meanwhile.
     async fn reestablish(&mut self) -> Result<Option<Conn>, Error> {
         let mut backoff = Backoff::new(&self.policy, false);
+        let attempt = establish(
+            &self.addresses,
+            &self.policy,
+            &self.options,
+            &mut backoff,
+            &mut self.rng,
+            &mut self.last_failed,
+            false,
+        );
+        tokio::pin!(attempt);
         loop {
-            let attempt = establish(
-                &self.addresses,
-                &self.policy,
-                &self.options,
-                &mut backoff,
-                &mut self.rng,
-                &mut self.last_failed,
-                false,
-            );
+            let front = self.held.front().map(|(tx, _)| tx.clone());
             tokio::select! {
-                result = attempt => return result.map(Some),
+                result = &mut attempt => return result.map(Some),
                 request = self.close_requests.recv(), if !self.closing => {
                     if let Some(done) = request {
                         self.close_waiters.push(done);
@@ -474,6 +501,16 @@ impl Session {
                     self.closing = true;
                     if self.sends.is_empty() {
                         return Ok(None);
+                    }
+                }
+                permit = reserve(front.as_ref()), if front.is_some() => {
+                    let (_, message) = self.held.pop_front().expect("held");
+                    match permit {
+                        Some(permit) => permit.send(message),
+                        // The application dropped the subscription: not renewed on reconnect.
+                        None => {
+                            self.subs.remove(&message.subscription);
+                        }
                     }
                 }
             }
@@ -484,7 +521,16 @@ impl Session {
     /// unreceipted SEND again.
     fn connected(&mut self, conn: &mut Conn, reconnect: bool) {
         self.generation += 1;
-        self.stalled = None;
+        // Held client-ack messages are the broker's again: it delivers them again, flagged, on
+        // this connection. Auto-ack ones are the application's: they stay, and go first.
+        let held = self.held.len();
+        self.held.retain(|(_, message)| message.token.is_none());
+        if self.held.len() < held {
+            tracing::debug!(
+                dropped = held - self.held.len(),
+                "client-ack messages not yet taken are left to the broker to deliver again"
+            );
+        }
         let address = conn.address.to_string();
         if reconnect {
             self.shared.reconnects.fetch_add(1, Relaxed);
@@ -535,7 +581,7 @@ impl Session {
         let mut last_write = Instant::now();
         loop {
             let escape = conn.escape();
-            while self.stalled.is_none() {
+            while self.held.is_empty() {
                 match read_frame(&mut conn.rbuf, &self.options.limits, escape) {
                     Ok(Some(frame)) => match self.on_frame(frame, conn) {
                         Ok(true) => {}
@@ -550,7 +596,7 @@ impl Session {
                 conn.put("DISCONNECT", [("receipt", "bye")], b"");
                 self.disconnect_sent = true;
             }
-            let stall_tx = self.stalled.as_ref().map(|(tx, _)| tx.clone());
+            let stall_tx = self.held.front().map(|(tx, _)| tx.clone());
             let take_commands = !self.closing && conn.wbuf.len() < HIGH_WATER;
             if conn.rbuf.capacity() - conn.rbuf.len() < 4096 {
                 conn.rbuf.reserve(READ_CHUNK);
@@ -571,7 +617,7 @@ impl Session {
                     Err(e) => return Ended::Lost(e.into()),
                 },
                 permit = reserve(stall_tx.as_ref()), if stall_tx.is_some() => {
-                    let (_, message) = self.stalled.take().expect("stalled");
+                    let (_, message) = self.held.pop_front().expect("held");
                     match permit {
                         Some(permit) => permit.send(message),
                         None => self.drop_subscription(conn, &message.subscription),
@@ -610,7 +656,7 @@ impl Session {
                         }
                     }
                     if let Some(every) = conn.expect_every {
-                        if self.stalled.is_none() && last_read.elapsed() > every * 2 {
+                        if self.held.is_empty() && last_read.elapsed() > every * 2 {
                             return Ended::Lost(Lost::Silent(every * 2));
                         }
                     }
@@ -696,15 +742,68 @@ impl Session {
             subscription,
             token,
         };
+        if !self.held.is_empty() {
+            // Behind the messages still waiting for the application (salvaging a connection).
+            self.held.push_back((sub.deliver.clone(), message));
+            return;
+        }
         match sub.deliver.try_send(message) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(message)) => {
-                self.stalled = Some((sub.deliver.clone(), message));
+                self.held.push_back((sub.deliver.clone(), message));
             }
             Err(mpsc::error::TrySendError::Closed(message)) => {
                 self.drop_subscription(conn, &message.subscription);
             }
         }
+    }
+
+    /// Reads what a lost connection had already received, before it is dropped: the frames in
+    /// its read buffer, then whatever its socket still holds, without waiting for more (see the
+    /// module's invariants). Auto-ack messages go to `held` (or straight to the application);
+    /// receipts and errors count as usual; client-ack messages are left to the broker.
+    fn salvage(&mut self, conn: &mut Conn) {
+        let escape = conn.escape();
+        let mut read = 0;
+        loop {
+            loop {
+                match read_frame(&mut conn.rbuf, &self.options.limits, escape) {
+                    Ok(Some(frame)) => self.on_salvaged(frame, conn),
+                    Ok(None) => break,
+                    // Garbage (maybe why the connection was dropped): nothing more to read.
+                    Err(_) => return,
+                }
+            }
+            if read >= SALVAGE_LIMIT {
+                return;
+            }
+            if conn.rbuf.capacity() - conn.rbuf.len() < 4096 {
+                conn.rbuf.reserve(READ_CHUNK);
+            }
+            match conn.read.try_read_buf(&mut conn.rbuf) {
+                Ok(n) if n > 0 => read += n,
+                // EOF, nothing more for now, or the socket is gone.
+                _ => return,
+            }
+        }
+    }
+
+    /// One frame read from a connection already lost.
+    fn on_salvaged(&mut self, frame: Frame, conn: &mut Conn) {
+        if frame.command == "MESSAGE" {
+            let subscription = frame.header("subscription").unwrap_or("");
+            if self
+                .subs
+                .get(subscription)
+                .is_some_and(|sub| sub.ack != AckMode::Auto)
+            {
+                tracing::debug!(%subscription, "client-ack message of a lost connection left to the broker");
+                return;
+            }
+        }
+        // The connection's end is already decided: an ERROR or the DISCONNECT's receipt among
+        // these frames changes nothing more.
+        let _ = self.on_frame(frame, conn);
     }
 
     fn drop_subscription(&mut self, conn: &mut Conn, id: &str) {

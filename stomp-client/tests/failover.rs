@@ -575,3 +575,106 @@ async fn acks_queued_before_disconnect_reach_the_broker_before_it() {
     })
     .await;
 }
+
+/// The first connection of the salvage tests: subscribes with a one-message buffer, sends
+/// messages 0-4 (the application takes none of them yet, so 1 stalls and 2-4 stay unread), then
+/// closes the connection, which the client only notices when a heart-beat write fails (it reads
+/// nothing while a message is stalled). Returns the client and the subscription.
+async fn deliver_then_vanish(mock: &Mock, ack: AckMode) -> (Client, stomp_client::Subscription) {
+    let options = Options {
+        subscription_buffer: 1,
+        heart_beat: HeartBeat {
+            send: Duration::from_millis(20),
+            receive: Duration::ZERO,
+        },
+        ..quiet()
+    };
+    let (client, mut peer) = tokio::join!(connect(url(&[&mock.addr], ""), options), async {
+        let mut peer = mock.accept().await;
+        // The broker wants a heart-beat every 20 ms and sends none.
+        peer.handshake("0,20").await;
+        peer
+    });
+    let client = client.unwrap();
+    let (sub, frame) = tokio::join!(client.subscribe("/queue/q", ack, &[]), peer.subscribed());
+    let sub = sub.unwrap();
+    for i in 0..5 {
+        peer.message(&frame, &i.to_string(), b"first connection")
+            .await;
+    }
+    // FIN after the messages; then, once a heart-beat shows the client is still writing, the
+    // socket goes away for good, and the client's next heart-beat fails.
+    peer.stream.shutdown().await.unwrap();
+    let mut beat = [0u8; 1];
+    bounded("a heart-beat", peer.stream.read_exact(&mut beat))
+        .await
+        .unwrap();
+    drop(peer);
+    (client, sub)
+}
+
+#[tokio::test]
+async fn auto_ack_messages_received_before_a_connection_is_lost_still_reach_the_application() {
+    // In auto mode the broker counts a message as consumed once it wrote it: dropping the
+    // stalled one and the unread ones on reconnect would lose them for good.
+    let mock = Mock::bind().await;
+    let (client, mut sub) = deliver_then_vanish(&mock, AckMode::Auto).await;
+    let mut peer = mock.accept_connected().await;
+    // Renewed without a receipt: it was confirmed the first time.
+    let frame = peer.expect("SUBSCRIBE").await;
+    peer.message(&frame, "5", b"second connection").await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let message = bounded("a message", sub.next()).await.unwrap();
+        ids.push(message.message_id().unwrap().to_string());
+    }
+    assert_eq!(ids, ["0", "1", "2", "3", "4", "5"]);
+    assert_eq!(client.stats().reconnects, 1);
+}
+
+#[tokio::test]
+async fn client_ack_messages_not_yet_taken_are_left_to_the_broker_to_deliver_again() {
+    // The broker still owns them and delivers them again on the next connection; handing over
+    // the first connection's copies too would duplicate them (and their acks could not be sent).
+    let mock = Mock::bind().await;
+    let (client, mut sub) = deliver_then_vanish(&mock, AckMode::ClientIndividual).await;
+    let mut peer = mock.accept_connected().await;
+    // Renewed without a receipt: it was confirmed the first time.
+    let frame = peer.expect("SUBSCRIBE").await;
+    for i in 1..6 {
+        let id = i.to_string();
+        let ack = format!("again-{i}");
+        peer.put(
+            "MESSAGE",
+            &[
+                ("subscription", frame.header("id").unwrap()),
+                ("message-id", &id),
+                ("ack", &ack),
+                ("destination", "/queue/q"),
+                ("redelivered", if i < 5 { "true" } else { "false" }),
+            ],
+            b"second connection",
+        )
+        .await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let message = bounded("a message", sub.next()).await.unwrap();
+        got.push((
+            message.message_id().unwrap().to_string(),
+            String::from_utf8_lossy(&message.body).into_owned(),
+        ));
+        client.ack(&message).await.unwrap();
+    }
+    let first = "first connection".to_string();
+    let second = "second connection".to_string();
+    assert_eq!(got[0], ("0".to_string(), first));
+    for (i, message) in got[1..].iter().enumerate() {
+        assert_eq!(message, &((i + 1).to_string(), second.clone()));
+    }
+    // Only the second connection's messages are acked on it; the first one's ack is dropped.
+    for i in 1..6 {
+        let ack = peer.expect("ACK").await;
+        assert_eq!(ack.header("id"), Some(format!("again-{i}").as_str()));
+    }
+}
