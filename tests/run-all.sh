@@ -10,9 +10,11 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== build the binaries the cross-process tests start"
 cargo build --workspace --bins
-# The real-client tests (tests/tests/real_clients.rs) drive stomp.py, from PyPI.
+# The real-client tests (tests/tests/real_clients.rs) drive stomp.py, from PyPI. The client-suite
+# test (tests/tests/client_suites.rs) fetches stomp.py 4.1.24's sdist itself (pip download, into
+# the target directory) and needs docopt for that release's command-line client.
 echo "== stomp.py for the real-client tests"
-python3 -c 'import stomp' 2>/dev/null || python3 -m pip install --quiet 'stomp.py>=8'
+python3 -c 'import stomp, docopt' 2>/dev/null || python3 -m pip install --quiet 'stomp.py>=8' docopt-ng
 # The hostile-storage tests (tests/tests/hostile.rs) mount bindfs (FUSE), which needs root.
 if [ "$(id -u)" = 0 ] && ! command -v bindfs >/dev/null; then
     echo "== bindfs for the hostile-storage tests"

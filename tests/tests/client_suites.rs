@@ -1,0 +1,186 @@
+//! Real STOMP client test suites written elsewhere, against a real node: issue 3's "real STOMP
+//! client test suites pass at least as well as they do against ActiveMQ Classic".
+//!
+//! stomp.py 4.1.24 is the last stomp.py release whose sdist ships its own tests. Its authors ran
+//! them against ActiveMQ Classic; `tests/clients/activemq-baseline.sh` runs them against
+//! ActiveMQ 5.17.2 from Debian and writes `tests/clients/stomppy-4.1.24-activemq-baseline.txt`,
+//! the tests that passed there in every run. This test runs those tests against one brokerd
+//! node and asserts that each passes. `tests/clients/stomppy_suite.py` does the running: it
+//! fetches the sdist from PyPI with pip into the target directory (once), points the suite's
+//! setup.ini at the node, and runs each test in its own process with a time limit.
+//!
+//! Needs python3 with pip, network access to PyPI the first time, and docopt (stomp.py's
+//! command-line client imports it; the stomp.py that `tests/run-all.sh` installs pulls it in).
+
+use ha_tests::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Bound on the whole suite run (about 70 s here); each test is bounded by `TEST_TIMEOUT_S`.
+const SUITE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Bound on one test of the suite, in seconds (the longest, threading_test, runs for 20 s).
+const TEST_TIMEOUT_S: &str = "60";
+
+/// The suite's user: its setup.ini logs in as admin/password, and basic_test's
+/// TestConnectionErrors logs in as someone else and expects to be refused, as ActiveMQ does in
+/// the baseline run (it lets in only this user there too).
+const USERS_FILE: &str = "[users]\nadmin = \"password\"\n";
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
+}
+
+/// `python3 tests/clients/stomppy_suite.py ARGS...`, writing no bytecode into the source tree.
+fn suite_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new("python3");
+    // STOMPPY_SUITE_LOG: a failing test's output shows the frames it sent and received.
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("STOMPPY_SUITE_LOG", "1")
+        .arg(clients_dir().join("stomppy_suite.py"))
+        .args(args);
+    cmd
+}
+
+/// The unpacked stomp.py 4.1.24 sdist, downloaded with pip into the target directory the
+/// first time.
+fn stomppy_source() -> PathBuf {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("stomppy-suite");
+    let out = suite_command(&["fetch", cache.to_str().expect("UTF-8 target directory")])
+        .output()
+        .expect("run python3 (the stomp.py suite needs python3 with pip)");
+    assert!(
+        out.status.success(),
+        "could not fetch stomp.py 4.1.24's sdist from PyPI with pip:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// The tests the baseline file lists as passing against ActiveMQ, in its order.
+fn baseline_passes(baseline: &Path) -> Vec<String> {
+    let text =
+        fs::read_to_string(baseline).unwrap_or_else(|e| panic!("read {}: {e}", baseline.display()));
+    text.lines()
+        .filter_map(|line| line.split('#').next())
+        .filter_map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                ["pass", test] => Some(test.to_string()),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// One node, active, whose brokerd lets in only the suite's user and listens on ::1 too (for
+/// local_test, the suite's IPv6 test) on the same port.
+fn suite_node() -> Cluster {
+    assert!(
+        std::net::TcpListener::bind("[::1]:0").is_ok(),
+        "the stomp.py suite's IPv6 test needs the ::1 loopback address"
+    );
+    let mut cluster = Cluster::new(1, "");
+    let users = cluster.root.join("users.toml");
+    fs::write(&users, USERS_FILE).unwrap();
+    // brokerd runs as nobody under root and must read it.
+    fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let node = &cluster.nodes[0];
+    let config = fs::read_to_string(&node.config).unwrap();
+    let listen = format!("listen = [\"127.0.0.1:{}\"]", node.port);
+    assert!(
+        config.contains(&listen),
+        "unexpected node config:\n{config}"
+    );
+    let config = config.replace(
+        &listen,
+        &format!("listen = [\"127.0.0.1:{0}\", \"[::1]:{0}\"]", node.port),
+    ) + &format!(
+        "broker_args = [\"--users-file\", \"{}\"]\n",
+        users.display()
+    );
+    fs::write(&node.config, config).unwrap();
+    cluster.start_all();
+    cluster.wait_for_one_active();
+    cluster
+}
+
+/// Every test the baseline file says passes on ActiveMQ 5.17.2 passes on brokerd.
+#[test]
+fn stomp_py_4_1_24_own_suite_passes_every_test_that_passes_against_activemq() {
+    let baseline = clients_dir().join("stomppy-4.1.24-activemq-baseline.txt");
+    let expected = baseline_passes(&baseline);
+    assert!(
+        expected.len() >= 40,
+        "{} lists only {} passing tests",
+        baseline.display(),
+        expected.len()
+    );
+    let src = stomppy_source();
+    let cluster = suite_node();
+    let node = &cluster.nodes[0];
+    let results = cluster.root.join("stomppy-results.json");
+    let port = node.port.to_string();
+    let fake_server_port = free_port().to_string();
+    let cmd = suite_command(&[
+        "run",
+        src.to_str().unwrap(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--ipv6-port",
+        &port,
+        "--only",
+        baseline.to_str().unwrap(),
+        "--out",
+        results.to_str().unwrap(),
+        "--timeout",
+        TEST_TIMEOUT_S,
+        "--jobs",
+        "3",
+        "--fake-server-port",
+        &fake_server_port,
+    ]);
+    let started = Instant::now();
+    let mut client = ClientProcess::spawn("stomp.py 4.1.24's test suite", cmd);
+    let status = client.finish(SUITE_TIMEOUT);
+    let transcript = client.transcript();
+    print!("{transcript}");
+    eprintln!("the suite took {:.0?}", started.elapsed());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the suite runner failed ({status:?}); its output:\n{transcript}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&results).expect("the runner's results"))
+            .expect("parse the runner's results");
+    let tests: BTreeMap<String, serde_json::Value> =
+        serde_json::from_value(json["tests"].clone()).expect("results.tests");
+    let mut failures = Vec::new();
+    for test in &expected {
+        let Some(result) = tests.get(test) else {
+            failures.push(format!("{test}: not run"));
+            continue;
+        };
+        let outcome = result["outcome"].as_str().unwrap_or("?");
+        if outcome != "pass" {
+            failures.push(format!(
+                "{test}: {outcome} against brokerd, passes against ActiveMQ 5.17.2\n{}\n\
+                 --- what it printed (end):\n{}",
+                result["detail"].as_str().unwrap_or_default(),
+                result["output"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} stomp.py 4.1.24 tests that pass against ActiveMQ fail against brokerd:\n\n{}",
+        failures.len(),
+        expected.len(),
+        failures.join("\n\n")
+    );
+}
