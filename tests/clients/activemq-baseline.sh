@@ -1,35 +1,41 @@
 #!/usr/bin/env bash
-# Regenerates tests/clients/stomppy-4.1.24-activemq-baseline.txt: runs stomp.py 4.1.24's own
-# test suite against ActiveMQ Classic 5.17.2 from Debian's `activemq` package, a fresh broker
-# for each of RUNS runs (default 3), started here on 127.0.0.1 and [::1] on a port the kernel
-# picked, in a temporary directory, and writes which tests passed in every run.
+# Regenerates the ActiveMQ baselines of the client test suites (tests/clients/client_suite.py):
+# tests/clients/stomppy-4.1.24-activemq-baseline.txt and stompest-2.3.0-activemq-baseline.txt.
+# Runs each suite against ActiveMQ Classic 5.17.2 from Debian's `activemq` package, a fresh
+# broker for each of RUNS runs (default 3), started here on 127.0.0.1 and [::1] on a port the
+# kernel picked, in a temporary directory, and writes which tests passed in every run.
 # tests/tests/client_suites.rs then asserts that each of them passes against brokerd. CI does
 # not run this (no ActiveMQ there); run it by hand after changing the suite runner, and commit
-# the baseline it writes.
+# the baselines it writes.
 #
-#   tests/clients/activemq-baseline.sh [--keep DIR]  # DIR keeps each run's results (JSON,
-#                                                    # with every test's output)
-#   tests/clients/activemq-baseline.sh --serve       # only start ActiveMQ and wait, to run
-#                                                    # tests by hand with stomppy_suite.py run
+#   tests/clients/activemq-baseline.sh [--keep DIR] [SUITE...]  # DIR keeps each run's results
+#                                              # (JSON, with every test's output); default:
+#                                              # both suites, stomppy and stompest
+#   tests/clients/activemq-baseline.sh --serve  # only start ActiveMQ and wait, to run tests
+#                                              # by hand with client_suite.py run
 #
-# Environment: RUNS (3), JOBS (3), STOMPPY_SUITE_LOG (1: log every frame into the results);
-# the defaults are how client_suites.rs runs the suite against brokerd. Needs Debian's activemq package (installed with apt-get when
-# missing, as root), Java, python3 with pip (the sdist comes from PyPI) and docopt (stomp.py's
-# command-line client imports it; stomp.py 8 and later pull it in).
+# Environment: RUNS (3), JOBS (3), CLIENT_SUITE_LOG (1: log every frame into the results);
+# the defaults are how client_suites.rs runs the suites against brokerd. Needs Debian's
+# activemq package (installed with apt-get when missing, as root), Java, python3 with pip (the
+# sdists come from PyPI) and docopt (stomp.py's command-line client imports it; stomp.py 8 and
+# later pull it in).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 keep=""
 serve=""
 case ${1:-} in
-    --keep) keep=$2 ;;
-    --serve) serve=1 ;;
-    "") ;;
-    *) echo "usage: $0 [--keep DIR | --serve]" >&2; exit 2 ;;
+    --keep) keep=$2; shift 2 ;;
+    --serve) serve=1; shift ;;
+    -*) echo "usage: $0 [--keep DIR] [SUITE...] | --serve" >&2; exit 2 ;;
 esac
+suites=("$@")
+[[ ${#suites[@]} -gt 0 ]] || suites=(stomppy stompest)
 runs=${RUNS:-3}
 jobs=${JOBS:-3}
-export STOMPPY_SUITE_LOG=${STOMPPY_SUITE_LOG-1}
+export CLIENT_SUITE_LOG=${CLIENT_SUITE_LOG-1}
+# No __pycache__ in the source tree.
+export PYTHONDONTWRITEBYTECODE=1
 
 if ! dpkg -s activemq >/dev/null 2>&1; then
     [[ $(id -u) == 0 ]] || { echo "install ActiveMQ first: apt-get install -y activemq" >&2; exit 1; }
@@ -38,8 +44,7 @@ fi
 version=$(dpkg-query -W -f '${Version}' activemq)
 echo "== ActiveMQ $version"
 
-cache=${STOMPPY_CACHE:-${CARGO_TARGET_DIR:-$PWD/target}/stomppy-suite}
-src=$(python3 tests/clients/stomppy_suite.py fetch "$cache")
+cache=${CLIENT_SUITE_CACHE:-${CARGO_TARGET_DIR:-$PWD/target}/client-suites}
 
 work=$(mktemp -d /tmp/activemq-baseline.XXXXXX)
 java_pid=""
@@ -55,20 +60,28 @@ trap 'stop_activemq; rm -rf "$work"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Starts a fresh ActiveMQ in directory $1; sets java_pid and port.
-start_activemq() {
-    local dir=$1
-    # A port that was free a moment ago on both 127.0.0.1 and ::1.
-    port=$(python3 -c 'import socket
-for _ in range(100):
+# Ports that were free a moment ago on both 127.0.0.1 and ::1, $1 of them.
+free_ports() {
+    python3 -c 'import socket, sys
+ports = []
+while len(ports) < int(sys.argv[1]):
     a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
     b = socket.socket(socket.AF_INET6)
     try:
-        b.bind(("::1", p)); print(p); break
+        b.bind(("::1", p))
+        if p not in ports:
+            ports.append(p)
     except OSError:
         pass
     finally:
-        a.close(); b.close()')
+        a.close(); b.close()
+print(" ".join(map(str, ports)))' "$1"
+}
+
+# Starts a fresh ActiveMQ in directory $1; sets java_pid and port.
+start_activemq() {
+    local dir=$1
+    port=$(free_ports 1)
     mkdir -p "$dir/conf" "$dir/data" "$dir/tmp"
     # As the suite's authors ran it (their Docker image: Debian's activemq, its `main` instance
     # with a plain stomp:// connector), on loopback only, plus the suite's user (admin,
@@ -141,15 +154,22 @@ fi
 
 results_dir=${keep:-$work/results}
 mkdir -p "$results_dir"
-results=()
-for run in $(seq "$runs"); do
-    start_activemq "$work/run$run"
-    echo "== run $run of $runs"
-    python3 tests/clients/stomppy_suite.py run "$src" --host 127.0.0.1 --port "$port" \
-        --ipv6-port "$port" --jobs "$jobs" --out "$results_dir/run$run.json"
-    results+=("$results_dir/run$run.json")
-    stop_activemq
+for suite in "${suites[@]}"; do
+    src=$(python3 tests/clients/client_suite.py fetch "$suite" "$cache")
+    results=()
+    for run in $(seq "$runs"); do
+        start_activemq "$work/$suite-run$run"
+        echo "== $suite: run $run of $runs"
+        read -r spare1 spare2 < <(free_ports 2)
+        python3 tests/clients/client_suite.py run "$suite" "$src" --host 127.0.0.1 \
+            --port "$port" --ipv6-port "$port" --spare-ports "$spare1,$spare2" --jobs "$jobs" \
+            --out "$results_dir/$suite-run$run.json"
+        results+=("$results_dir/$suite-run$run.json")
+        stop_activemq
+    done
+    name=$(python3 -c 'import sys; sys.path.insert(0, "tests/clients"); import client_suite as c
+s = c.SUITES[sys.argv[1]]; print("%s-%s" % (s.name, s.version))' "$suite")
+    python3 tests/clients/client_suite.py baseline "$suite" --activemq "$version" "${results[@]}" \
+        >"tests/clients/$name-activemq-baseline.txt"
+    echo "== wrote tests/clients/$name-activemq-baseline.txt"
 done
-python3 tests/clients/stomppy_suite.py baseline --activemq "$version" "${results[@]}" \
-    >tests/clients/stomppy-4.1.24-activemq-baseline.txt
-echo "== wrote tests/clients/stomppy-4.1.24-activemq-baseline.txt"
