@@ -9,11 +9,15 @@ use crate::{is_root, wait_until, Cluster};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// Whether these tests can run: root (for /dev/fuse) and bindfs installed. Without root they
-/// cannot, and say so; as root a missing bindfs is an error with what to do.
+/// Whether these tests can run: root, /dev/fuse and bindfs. Without root or FUSE they cannot,
+/// and say so; as root a missing bindfs is an error with what to do.
 pub fn available() -> bool {
     if !is_root() {
         eprintln!("skipped: bindfs mounts need root (/dev/fuse)");
+        return false;
+    }
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: this machine has no /dev/fuse (no FUSE in its kernel)");
         return false;
     }
     let found = Command::new("bindfs")
