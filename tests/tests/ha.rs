@@ -182,11 +182,15 @@ fn fenced_within_keepalive(reason: &str, tamper: impl FnOnce(&Cluster)) {
         took < std::time::Duration::from_secs(5),
         "fenced only after {took:?}"
     );
-    let log = std::fs::read_to_string(&node.log).unwrap();
-    let fence = log
-        .lines()
-        .find(|l| l.contains("fencing: killing brokerd"))
-        .unwrap_or_else(|| panic!("no fence in the log:\n{log}"));
+    // When another node claimed an epoch, brokerd's own 5 ms epoch poll may end the broker
+    // before lockd's keepalive runs; lockd logs its fence (with the reason) right after.
+    let fence = wait_until("lockd to log the fence", || {
+        std::fs::read_to_string(&node.log)
+            .unwrap()
+            .lines()
+            .find(|l| l.contains("fencing: killing brokerd"))
+            .map(str::to_owned)
+    });
     assert!(fence.contains(reason), "fenced for another reason: {fence}");
     // Exactly one node ends up active again, under a newer epoch.
     let now = cluster.wait_for_one_active();
