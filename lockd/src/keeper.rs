@@ -166,6 +166,7 @@ struct HolderBeat {
     node: String,
     epoch: u64,
     heartbeat_unix_ms: u64,
+    released: bool,
 }
 
 impl Keeper {
@@ -196,6 +197,7 @@ impl Keeper {
             }
             (Mode::Holding(held), Command::Release) => {
                 let epoch = held.epoch;
+                self.release(&held);
                 drop(held);
                 tracing::info!(node = %self.config.node, epoch, "lock released");
                 self.report(Event::Released);
@@ -294,14 +296,16 @@ impl Keeper {
             tracing::warn!(node = %self.config.node, %reason, "locked a stale lock file; reopening");
             return Mode::Competing;
         }
+        self.learn_broken_locks();
         if let Some(evidence) = self.broken_locks.clone() {
             if let Some(live) = self.live_holder() {
                 // Dropping `lock` gives the (meaningless) lock back; try again at the next poll.
                 self.competing_error(format!(
                     "the lock was free, but {live}'s heartbeat in holder.json is live: this \
                      filesystem's locks are not exclusive ({evidence}); waiting until it has been \
-                     still for {} ms",
-                    self.config.fence_timeout.as_millis()
+                     still for {} ms or released",
+                    (self.config.fence_timeout + self.config.keepalive + TAKEOVER_GRACE)
+                        .as_millis()
                 ));
                 return Mode::Competing;
             }
@@ -324,12 +328,16 @@ impl Keeper {
     /// Claims a new epoch under a held lock and checks it with a first keepalive. On failure
     /// the lock file is closed, which releases the lock.
     fn claim(&mut self, lock: LockFile, since_unix_ms: u64) -> Result<Held, String> {
-        let previous = shared_dir::read_holder(&self.layout)
-            .ok()
-            .flatten()
-            .filter(|h| h.node != self.config.node);
+        let previous = shared_dir::read_holder(&self.layout);
         let epoch = shared_dir::claim_epoch(&self.layout, &self.config.node)
             .map_err(|e| format!("cannot claim an epoch: {e}"))?;
+        // No grace only when we are certain no other broker can be running: we held the epoch
+        // just before ours. Anything else (another holder, none yet, an unreadable file, an
+        // epoch claimed between) may be a stale broker on broken locks.
+        let successor_of_ours = matches!(
+            &previous,
+            Ok(Some(h)) if h.node == self.config.node && h.epoch + 1 == epoch
+        );
         let mut held = Held {
             lock,
             epoch,
@@ -338,21 +346,78 @@ impl Keeper {
             beats: 0,
         };
         self.beat(&mut held)?;
-        if let Some(previous) = previous {
-            tracing::debug!(node = %self.config.node, epoch, previous = %previous.node, "takeover grace before the broker starts");
+        if !successor_of_ours {
+            tracing::debug!(node = %self.config.node, epoch, "takeover grace before the broker starts");
             std::thread::sleep(TAKEOVER_GRACE);
         }
         Ok(held)
     }
 
-    /// Another node named in `holder.json` whose heartbeat changed less than fence_timeout ago,
-    /// by our own clock (never by comparing clocks between nodes).
+    /// Before giving the lock back on purpose: if another node claimed an epoch while our lock
+    /// still took a heartbeat write, the locks are broken, which must be recorded before we
+    /// forget it (a broker that exited on a newer epoch leads here when its restarts are used
+    /// up). Otherwise marks `holder.json` released, so a node that distrusts the locks need not
+    /// wait for our heartbeat to go still.
+    fn release(&mut self, held: &Held) {
+        let line = format!("{} {} released\n", self.config.node, held.epoch);
+        if held.lock.check_identity().is_err() || held.lock.heartbeat(&line).is_err() {
+            return;
+        }
+        if let Ok(Some(newer)) = self.layout.newer_epoch(held.epoch) {
+            if newer > held.epoch {
+                self.saw_broken_locks(&format!(
+                    "epoch {newer} was claimed while we held {}",
+                    held.epoch
+                ));
+            }
+            return;
+        }
+        match shared_dir::read_holder(&self.layout) {
+            Ok(Some(mut holder))
+                if holder.node == self.config.node && holder.epoch == held.epoch =>
+            {
+                holder.state = HolderState::Released;
+                holder.heartbeat_unix_ms = shared_proto::unix_ms();
+                if let Err(e) = shared_dir::write_holder(&self.layout, &self.config.node, &holder) {
+                    tracing::debug!(error = %e, "cannot mark holder.json released");
+                }
+                self.holder.send_replace(Some(holder));
+            }
+            _ => {}
+        }
+    }
+
+    /// Another node named in `holder.json`, not released, whose heartbeat changed (or could not
+    /// be read) less than fence_timeout + keepalive + the takeover grace ago, by our own clock
+    /// (never by comparing clocks between nodes): by then a live holder whose filesystem hung
+    /// has fenced its own broker, counting from its last keepalive, which precedes our reading.
     fn live_holder(&mut self) -> Option<String> {
         self.next_keepalive = Instant::now();
         self.refresh_view();
+        let quiet = self.config.fence_timeout + self.config.keepalive + TAKEOVER_GRACE;
         let (beat, changed) = self.holder_seen.as_ref()?;
-        (beat.node != self.config.node && changed.elapsed() < self.config.fence_timeout)
+        (beat.node != self.config.node && !beat.released && changed.elapsed() < quiet)
             .then(|| beat.node.clone())
+    }
+
+    /// Takes in another node's record of broken locks (`SHARED/broken-locks`), once.
+    fn learn_broken_locks(&mut self) {
+        if self.broken_locks.is_some() {
+            return;
+        }
+        if let Ok(Some(record)) = shared_dir::read_broken_locks(&self.layout) {
+            let evidence = format!(
+                "recorded in {}: {record}",
+                self.layout.broken_locks().display()
+            );
+            tracing::error!(
+                node = %self.config.node,
+                %evidence,
+                "the shared filesystem's locks are not exclusive between nodes: this node takes the lock only from a holder whose heartbeat has stopped"
+            );
+            self.broken_locks = Some(evidence.clone());
+            self.report(Event::BrokenLocks { evidence });
+        }
     }
 
     /// Records that another node claimed the lock while ours still looked held.
@@ -364,6 +429,13 @@ impl Keeper {
                 "the shared filesystem's locks are not exclusive between nodes: from now on this node takes the lock only from a holder whose heartbeat has stopped; run `ctl check-lock` on every node's mount"
             );
             self.broken_locks = Some(evidence.to_owned());
+            // Every node must distrust the locks, not only the one pushed out: the node that
+            // took over never sees a conflict itself.
+            if let Err(e) =
+                shared_dir::record_broken_locks(&self.layout, &self.config.node, evidence)
+            {
+                tracing::warn!(node = %self.config.node, error = %e, "cannot record the broken locks in the shared directory");
+            }
             self.report(Event::BrokenLocks {
                 evidence: evidence.to_owned(),
             });
@@ -486,6 +558,7 @@ impl Keeper {
                     node: h.node.clone(),
                     epoch: h.epoch,
                     heartbeat_unix_ms: h.heartbeat_unix_ms,
+                    released: h.state == HolderState::Released,
                 });
                 match (&beat, &self.holder_seen) {
                     (Some(beat), Some((seen, _))) if beat == seen => {}
@@ -498,8 +571,25 @@ impl Keeper {
                     changed
                 });
             }
-            Err(e) => tracing::debug!(error = %e, "cannot read holder.json"),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read holder.json");
+                // Unreadable is not still: a holder may be beating behind the error.
+                let now = Instant::now();
+                match self.holder_seen.as_mut() {
+                    Some((_, changed)) => *changed = now,
+                    None => {
+                        let unknown = HolderBeat {
+                            node: "(holder.json unreadable)".into(),
+                            epoch: 0,
+                            heartbeat_unix_ms: 0,
+                            released: false,
+                        };
+                        self.holder_seen = Some((unknown, now));
+                    }
+                }
+            }
         }
+        self.learn_broken_locks();
     }
 
     fn competing_error(&mut self, message: String) {
@@ -532,6 +622,10 @@ mod tests {
     }
 
     fn start(layout: &Layout, node: &str) -> Running {
+        start_with(layout, node, Duration::from_millis(200))
+    }
+
+    fn start_with(layout: &Layout, node: &str, fence_timeout: Duration) -> Running {
         let (commands, command_rx) = std::sync::mpsc::channel();
         let (event_tx, events) = mpsc::channel(64);
         let (holder_tx, holder) = watch::channel(None);
@@ -540,7 +634,7 @@ mod tests {
             node: node.into(),
             lock_poll: Duration::from_millis(5),
             keepalive: Duration::from_millis(20),
-            fence_timeout: Duration::from_millis(200),
+            fence_timeout,
         };
         let layout = layout.clone();
         std::thread::spawn(move || run(layout, config, command_rx, event_tx, holder_tx, nodes_tx));
@@ -622,5 +716,80 @@ mod tests {
             Event::Lost { epoch: 1, reason } => assert!(reason.contains("deleted"), "{reason}"),
             other => panic!("expected Lost, got {other:?}"),
         }
+    }
+
+    fn holder(node: &str, epoch: u64, state: HolderState) -> Holder {
+        Holder {
+            node: node.into(),
+            host: "elsewhere".into(),
+            pid: 1,
+            epoch,
+            state,
+            since_unix_ms: 0,
+            heartbeat_unix_ms: shared_proto::unix_ms(),
+        }
+    }
+
+    /// Broken locks, simulated on a local directory: node b claims an epoch and names itself
+    /// holder while a holds the lock.
+    #[test]
+    fn a_claim_under_our_lock_is_recorded_for_all_and_then_only_a_released_holder_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("shared"));
+        layout.init(None).unwrap();
+        // A long fence timeout: a live-looking holder is waited for far beyond this test.
+        let mut a = start_with(&layout, "a", Duration::from_secs(60));
+        a.commands.send(Command::Compete).unwrap();
+        assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+        assert_eq!(shared_dir::claim_epoch(&layout, "b").unwrap(), 2);
+        shared_dir::write_holder(&layout, "b", &holder("b", 2, HolderState::Active)).unwrap();
+        match next(&mut a) {
+            Event::BrokenLocks { evidence } => assert!(evidence.contains("says 2"), "{evidence}"),
+            other => panic!("expected BrokenLocks, got {other:?}"),
+        }
+        assert!(matches!(next(&mut a), Event::Lost { epoch: 1, .. }));
+        let record = shared_dir::read_broken_locks(&layout).unwrap().unwrap();
+        assert!(record.starts_with("a: "), "{record}");
+
+        // The lock is free again (a closed it), but b is a holder a has just seen: a must not
+        // take over, however often it polls.
+        a.commands.send(Command::Compete).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            a.events.try_recv().is_err(),
+            "took the lock from a live-looking holder"
+        );
+        // A node that starts later learns it from the shared record.
+        let mut c = start(&layout, "c");
+        c.commands.send(Command::Compete).unwrap();
+        match next(&mut c) {
+            Event::BrokenLocks { evidence } => {
+                assert!(evidence.contains("broken-locks"), "{evidence}")
+            }
+            other => panic!("expected BrokenLocks, got {other:?}"),
+        }
+        c.commands.send(Command::Release).unwrap();
+        assert_eq!(next(&mut c), Event::Released);
+        // b gives the lock back on purpose: a takes over at once, under a newer epoch.
+        shared_dir::write_holder(&layout, "b", &holder("b", 2, HolderState::Released)).unwrap();
+        assert_eq!(next(&mut a), Event::Acquired { epoch: 3 });
+    }
+
+    #[test]
+    fn a_release_marks_holder_json_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("shared"));
+        layout.init(None).unwrap();
+        let mut a = start(&layout, "a");
+        a.commands.send(Command::Compete).unwrap();
+        assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+        a.commands.send(Command::Release).unwrap();
+        assert_eq!(next(&mut a), Event::Released);
+        let seen = shared_dir::read_holder(&layout).unwrap().unwrap();
+        assert_eq!(
+            (seen.node.as_str(), seen.epoch, seen.state),
+            ("a", 1, HolderState::Released)
+        );
+        assert!(shared_dir::read_broken_locks(&layout).unwrap().is_none());
     }
 }

@@ -67,6 +67,21 @@ pub fn read_holder(layout: &Layout) -> io::Result<Option<Holder>> {
     }
 }
 
+/// Records, for every node, that the filesystem's locks let another node in (`evidence`).
+pub fn record_broken_locks(layout: &Layout, node: &str, evidence: &str) -> io::Result<()> {
+    let text = format!("{node}: {evidence}\n");
+    write_atomically(&layout.broken_locks(), node, text.as_bytes())
+}
+
+/// What `SHARED/broken-locks` says, if any node recorded broken locks.
+pub fn read_broken_locks(layout: &Layout) -> io::Result<Option<String>> {
+    match fs::read_to_string(layout.broken_locks()) {
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes this node's `nodes/NODE.json` atomically.
 pub fn write_node(layout: &Layout, record: &NodeRecord) -> io::Result<()> {
     let mut text = serde_json::to_vec(record).expect("node record serialises");
@@ -110,7 +125,13 @@ fn write_atomically(path: &Path, node: &str, contents: &[u8]) -> io::Result<()> 
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{node}.tmp"));
-    let mut file = File::create(&tmp)?;
+    // An explicit mode, whatever lockd's umask: brokerd (another user) reads the epoch file.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)?;
     file.write_all(contents)?;
     file.sync_all()?;
     fs::rename(&tmp, path)?;

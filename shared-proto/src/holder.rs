@@ -14,6 +14,9 @@ pub const FILE: &str = "holder.json";
 pub enum HolderState {
     Starting,
     Active,
+    /// The holder gave the lock back on purpose (failover, shutdown): not a live holder, even
+    /// though its heartbeat has stopped only just now.
+    Released,
 }
 
 impl std::fmt::Display for HolderState {
@@ -21,6 +24,7 @@ impl std::fmt::Display for HolderState {
         f.write_str(match self {
             HolderState::Starting => "starting",
             HolderState::Active => "active",
+            HolderState::Released => "released",
         })
     }
 }

@@ -78,6 +78,12 @@ impl Layout {
         self.root.join("epochs")
     }
 
+    /// Present once any node has seen another claim the lock while its own still looked held:
+    /// every node then distrusts the filesystem's locks until an operator removes it.
+    pub fn broken_locks(&self) -> PathBuf {
+        self.root.join("broken-locks")
+    }
+
     /// Reads the latest claimed epoch from `SHARED/epoch`.
     pub fn read_epoch(&self) -> io::Result<u64> {
         let text = fs::read_to_string(self.epoch())?;

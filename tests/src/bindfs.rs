@@ -9,16 +9,25 @@ use crate::{is_root, wait_until, Cluster};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// Set (by `tests/run-all.sh` when it runs as root) to make a missing root or FUSE an error
+/// instead of a skip, so the suite cannot pass without running these tests.
+pub const REQUIRE_ENV: &str = "HA_TESTS_REQUIRE_BINDFS";
+
 /// Whether these tests can run: root, /dev/fuse and bindfs. Without root or FUSE they cannot,
-/// and say so; as root a missing bindfs is an error with what to do.
+/// and say so (or fail, under [`REQUIRE_ENV`]); as root a missing bindfs is an error with what to
+/// do.
 pub fn available() -> bool {
+    let required = std::env::var_os(REQUIRE_ENV).is_some();
+    let skip = |why: &str| {
+        assert!(!required, "{why}, and {REQUIRE_ENV} is set");
+        eprintln!("skipped: {why}");
+        false
+    };
     if !is_root() {
-        eprintln!("skipped: bindfs mounts need root (/dev/fuse)");
-        return false;
+        return skip("bindfs mounts need root (/dev/fuse)");
     }
     if !Path::new("/dev/fuse").exists() {
-        eprintln!("skipped: this machine has no /dev/fuse (no FUSE in its kernel)");
-        return false;
+        return skip("this machine has no /dev/fuse (no FUSE in its kernel)");
     }
     let found = Command::new("bindfs")
         .arg("--version")
@@ -59,11 +68,17 @@ impl BindMount {
             .stdout(Stdio::null())
             .spawn()
             .expect("run bindfs");
-        let mount = BindMount {
+        let mut mount = BindMount {
             path: target.to_owned(),
             daemon,
         };
         wait_until(&format!("bindfs to mount {}", target.display()), || {
+            if let Ok(Some(status)) = mount.daemon.try_wait() {
+                panic!(
+                    "bindfs exited ({status}) instead of mounting {}",
+                    target.display()
+                );
+            }
             is_mounted(target).then_some(())
         });
         mount
