@@ -6,7 +6,8 @@
 //! client port opens before the epoch is durably fenced. Standalone (development): the same
 //! without lockd, with a signal as the stop request.
 //!
-//! Both return an [`Outcome`] (or an error) to `main`, which alone decides how the process exits.
+//! Both return an [`Outcome`] (or an error) to `main`, which decides how the process exits, with
+//! one exception: the epoch fence ([`crate::fence`]) ends a superseded broker on the spot.
 
 use crate::broker::paging::Pager;
 use crate::broker::{self, Broker, Counts, Request as BrokerRequest};

@@ -44,6 +44,13 @@ pub enum StoreError {
     /// The stored journal holds a key that is not in the journal's layout.
     #[error("store {path:?}: a journal key of {len} bytes does not start with a space name; refusing to guess its space")]
     CorruptKey { path: PathBuf, len: usize },
+    /// The epoch fence cannot read the shared directory's epoch (see `crate::fence`).
+    #[error("the epoch fence cannot read {path:?}: {source}; brokerd's user needs read access to SHARED/epoch and SHARED/epochs/ (check their modes, and the directory's)")]
+    FenceUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The journal's writer thread (or the epoch fence's thread) could not be started.
     #[error("store {path:?}: cannot start a thread")]
     Spawn {
