@@ -22,10 +22,27 @@ pub const POLL: Duration = Duration::from_millis(5);
 /// brokerd's exit status when its epoch is stale (found at start or by the fence poll).
 pub const STALE_EPOCH_EXIT: u8 = 3;
 
+/// The question the fence asks, for the journal's writer to ask before each write too.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    shared: Layout,
+    epoch: u64,
+}
+
+impl Fence {
+    /// Ends the process at once if another epoch has been claimed. A failed read passes: the
+    /// fence thread reports it, and lockd's keepalive fences on a filesystem that fails.
+    pub fn check(&self) {
+        if let Ok(Some(other)) = self.shared.newer_epoch(self.epoch) {
+            superseded(self.epoch, other);
+        }
+    }
+}
+
 /// Checks at once, then starts the fence thread. `Err(StaleEpoch)`: another epoch was claimed
 /// after ours, and the caller must not open the store. `Err(FenceUnreadable)`: the fence could
 /// not work, and the broker must not run without it.
-pub fn watch(shared: Layout, epoch: u64) -> Result<(), StoreError> {
+pub fn watch(shared: Layout, epoch: u64) -> Result<Fence, StoreError> {
     match shared.newer_epoch(epoch) {
         Ok(None) => {}
         Ok(Some(other)) => {
@@ -41,15 +58,20 @@ pub fn watch(shared: Layout, epoch: u64) -> Result<(), StoreError> {
             })
         }
     }
-    let path = shared.root().to_owned();
+    let fence = Fence { shared, epoch };
+    let polled = fence.clone();
     std::thread::Builder::new()
         .name("fence".into())
-        .spawn(move || poll(&shared, epoch))
-        .map_err(|source| StoreError::Spawn { path, source })?;
-    Ok(())
+        .spawn(move || poll(&polled))
+        .map_err(|source| StoreError::Spawn {
+            path: fence.shared.root().to_owned(),
+            source,
+        })?;
+    Ok(fence)
 }
 
-fn poll(shared: &Layout, epoch: u64) -> ! {
+fn poll(fence: &Fence) -> ! {
+    let (shared, epoch) = (&fence.shared, fence.epoch);
     let mut failing = false;
     loop {
         std::thread::sleep(POLL);

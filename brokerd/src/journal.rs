@@ -32,6 +32,7 @@
 //! a put followed by a remove of its key (the message was consumed before it was written)
 //! writes nothing and still runs the put's callback.
 
+use crate::fence::Fence;
 use crate::memory::Room;
 use crate::store::{Store, StoreError};
 use bytes::Bytes;
@@ -84,9 +85,12 @@ impl Op {
     }
 }
 
-/// Limits on one group-commit batch.
-#[derive(Debug, Clone, Copy)]
+/// Limits on one group-commit batch, and the epoch fence every batch passes.
+#[derive(Debug, Clone)]
 pub struct JournalConfig {
+    /// Under lockd: checked before every batch that writes, so that even if the fence thread
+    /// is starved, this thread writes nothing once it can see a newer epoch.
+    pub fence: Option<Fence>,
     /// The writer stops draining the queue once a batch holds this many bytes (one submission
     /// may exceed it: groups are never split).
     pub max_batch_bytes: u64,
@@ -100,6 +104,7 @@ impl Default for JournalConfig {
         // (about 50k msgs/s with ~2 ms flushes), small enough that one apply_batch (which
         // holds sled's global write lock, stalling reads) stays in the low milliseconds.
         JournalConfig {
+            fence: None,
             max_batch_bytes: 8 * 1024 * 1024,
             max_batch_ops: 8192,
         }
@@ -457,6 +462,9 @@ impl Writer {
         let written = live.len() as u64;
         let (mut applied, mut flushed) = (Duration::ZERO, Duration::ZERO);
         if written > 0 {
+            if let Some(fence) = &self.config.fence {
+                fence.check();
+            }
             for unit in live.chunk_by(|a, b| a.command == b.command) {
                 self.write_unit(unit)?;
             }

@@ -114,12 +114,13 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
     let (mut requests, mut replies) = control.listen();
 
     let opening = async {
-        if let Some(shared) = &config.shared_dir {
-            fence::watch(Layout::new(shared), epoch)?;
-        }
+        let fence = match &config.shared_dir {
+            Some(shared) => Some(fence::watch(Layout::new(shared), epoch)?),
+            None => None,
+        };
         let store = Store::open(&config.data_dir, Retry::default()).await?;
         store.fence(epoch).await?;
-        let opened = open_broker(&config, epoch, &store).await?;
+        let opened = open_broker(&config, epoch, &store, fence).await?;
         Ok::<_, StoreError>((store, opened))
     };
     let (store, (journal, core, pager)) =
@@ -236,7 +237,7 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let store = Store::open(&config.data_dir, Retry::default()).await?;
     let epoch = store.claim_next_epoch().await?;
     tracing::Span::current().record("epoch", epoch);
-    let (journal, core, pager) = open_broker(&config, epoch, &store).await?;
+    let (journal, core, pager) = open_broker(&config, epoch, &store, None).await?;
     let listeners = server::bind(&config.listen).await?;
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
@@ -335,8 +336,15 @@ async fn open_broker(
     config: &Config,
     epoch: u64,
     store: &Store,
+    fence: Option<fence::Fence>,
 ) -> Result<(Journal, Broker, Pager), StoreError> {
-    let journal = Journal::start(store, JournalConfig::default())?;
+    let journal = Journal::start(
+        store,
+        JournalConfig {
+            fence,
+            ..JournalConfig::default()
+        },
+    )?;
     let view: Arc<dyn broker::paging::PageStore> = Arc::new(journal::recover(store)?);
     let settings = broker::Settings {
         node: config.node.clone(),
