@@ -35,3 +35,12 @@ pub fn unix_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// This host's name as the kernel knows it (`/proc/sys/kernel/hostname`, trimmed), or `unknown`
+/// when it cannot be read. It names this host in what nodes leave in the shared directory (lockd's
+/// records, the lock self-test's probe files), so an operator can tell which host left what.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}

@@ -10,7 +10,8 @@
 //! share both between mounts but fcntl locks not between two processes of one mount. Requiring
 //! both makes the lock exclusive wherever either kind is. They are always taken in the same
 //! order (fcntl, then flock) and a half-taken pair is dropped at once, so two nodes can never each
-//! hold one half and wait for the other. `ctl check-lock` tests each kind on its own.
+//! hold one half and wait for the other. `ctl check-lock` tests the pair as lockd takes it
+//! ([`try_lock_both_raw`]) and each kind on its own.
 
 use nix::errno::Errno;
 use std::fs::{File, OpenOptions};
@@ -62,16 +63,7 @@ impl LockFile {
     /// Non-blocking on purpose: on NFSv4 the kernel polls a blocking wait with a backoff of up to
     /// 30 s, so a passive that blocked would notice a free lock late.
     pub fn try_lock(&self) -> io::Result<bool> {
-        if !try_lock_kind(&self.file, LockKind::Fcntl)? {
-            return Ok(false);
-        }
-        match try_lock_kind(&self.file, LockKind::Flock) {
-            Ok(true) => Ok(true),
-            held_elsewhere_or_failed => {
-                unlock_kind(&self.file, LockKind::Fcntl)?;
-                held_elsewhere_or_failed
-            }
-        }
+        Ok(try_lock_both_raw(self.file.as_raw_fd())?)
     }
 
     /// Checks that `path` still names the file we hold open: a deleted or replaced lock file
@@ -114,12 +106,22 @@ pub enum LockKind {
 }
 
 impl LockKind {
+    /// Both kinds, in the order lockd takes them (fcntl first): the self-test reports them in
+    /// this order too.
     pub const ALL: [LockKind; 2] = [LockKind::Fcntl, LockKind::Flock];
 
     /// How the operator knows it, e.g. in `ctl check-lock`'s report.
     pub fn name(self) -> &'static str {
         match self {
             LockKind::Fcntl => "fcntl (OFD)",
+            LockKind::Flock => "flock",
+        }
+    }
+
+    /// A stable name for scripts (`ctl check-lock --json`): `fcntl` or `flock`.
+    pub fn key(self) -> &'static str {
+        match self {
+            LockKind::Fcntl => "fcntl",
             LockKind::Flock => "flock",
         }
     }
@@ -153,21 +155,39 @@ pub fn try_lock_raw(fd: RawFd, kind: LockKind) -> Result<bool, Errno> {
     }
 }
 
-/// Drops a lock of one kind taken through `file`.
-fn unlock_kind(file: &File, kind: LockKind) -> io::Result<()> {
+/// Both kinds on one descriptor, exactly as [`LockFile::try_lock`] takes them: fcntl first,
+/// then flock, and a half-taken pair is dropped before returning, so `Ok(false)` or an error
+/// leaves this descriptor holding neither. Raw and allocation-free because the lock self-test's
+/// forked contender calls it too: the test must try the very lock lockd takes.
+pub fn try_lock_both_raw(fd: RawFd) -> Result<bool, Errno> {
+    if !try_lock_raw(fd, LockKind::Fcntl)? {
+        return Ok(false);
+    }
+    match try_lock_raw(fd, LockKind::Flock) {
+        Ok(true) => Ok(true),
+        held_elsewhere_or_failed => {
+            unlock_raw(fd, LockKind::Fcntl)?;
+            held_elsewhere_or_failed
+        }
+    }
+}
+
+/// Drops a lock of one kind taken through `fd`; async-signal-safe, like [`try_lock_raw`].
+fn unlock_raw(fd: RawFd, kind: LockKind) -> Result<(), Errno> {
     let rc = match kind {
         LockKind::Fcntl => {
             let mut flock = whole_file(libc::F_UNLCK);
-            // SAFETY: as in try_lock_kind.
-            unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut flock) }
+            // SAFETY: the caller passes an open descriptor; flock is a fully initialised
+            // libc::flock that outlives the call; F_OFD_SETLK only reads it.
+            unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &mut flock) }
         }
-        // SAFETY: fd is a valid open descriptor owned by `file`.
-        LockKind::Flock => unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) },
+        // SAFETY: flock(2) on a descriptor has no memory-safety preconditions.
+        LockKind::Flock => unsafe { libc::flock(fd, libc::LOCK_UN) },
     };
     if rc == 0 {
         Ok(())
     } else {
-        Err(io::Error::last_os_error())
+        Err(Errno::last())
     }
 }
 
@@ -183,12 +203,22 @@ fn whole_file(kind: libc::c_int) -> libc::flock {
     flock
 }
 
+/// Tests that take locks and tests that fork take turns: a forked child holds every descriptor
+/// open in the test process until it exits, so a child that outlived another test's close would
+/// keep that test's lock held.
+#[cfg(test)]
+pub(crate) fn test_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn two_descriptions_exclude_each_other_and_closing_releases() {
+        let _turn = test_turn();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
         let a = LockFile::open(&path).unwrap();
@@ -211,6 +241,7 @@ mod tests {
 
     #[test]
     fn either_kind_held_elsewhere_refuses_and_leaves_nothing_half_taken() {
+        let _turn = test_turn();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
         for kind in LockKind::ALL {
@@ -235,6 +266,30 @@ mod tests {
             );
             assert!(!ours.try_lock().unwrap());
         }
+    }
+
+    #[test]
+    fn the_raw_pair_is_refused_beside_lockds_lock_and_never_left_half_taken() {
+        let _turn = test_turn();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = LockFile::open(&path).unwrap();
+        assert!(held.try_lock().unwrap());
+        let other = LockFile::open(&path).unwrap();
+        assert_eq!(try_lock_both_raw(other.file.as_raw_fd()), Ok(false));
+        drop(held);
+        // Only flock held elsewhere: the pair is refused and the fcntl half it took is dropped,
+        // so a third description can take fcntl.
+        let flock_holder = LockFile::open(&path).unwrap();
+        assert!(try_lock_kind(&flock_holder.file, LockKind::Flock).unwrap());
+        assert_eq!(try_lock_both_raw(other.file.as_raw_fd()), Ok(false));
+        let third = LockFile::open(&path).unwrap();
+        assert!(try_lock_kind(&third.file, LockKind::Fcntl).unwrap());
+        assert_eq!(
+            LockKind::ALL.map(LockKind::key),
+            ["fcntl", "flock"],
+            "stable keys for scripts"
+        );
     }
 
     #[test]
