@@ -14,13 +14,18 @@ use std::path::{Path, PathBuf};
 /// The filesystem under one path: the statfs type and the `/proc/self/mountinfo` entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct Filesystem {
+    /// The path as the caller gave it (not canonicalised), so the report names what the
+    /// operator typed.
     pub path: PathBuf,
     /// statfs(2) `f_type`, the kernel's own word on the filesystem.
     pub magic: u64,
     /// The type mountinfo names (`nfs4`, `fuse.bindfs`, ...), or the magic's name when no
     /// mountinfo entry was found.
     pub fs_type: String,
+    /// Where the filesystem is mounted; `None` when mountinfo had no entry containing the path.
     pub mount_point: Option<PathBuf>,
+    /// What is mounted there (`server:/export`, a device, a FUSE daemon's source directory):
+    /// which server or device the nodes must agree on. `None` as for `mount_point`.
     pub source: Option<String>,
     /// Per-mount and superblock options, in mountinfo's order.
     pub options: Vec<String>,
@@ -41,12 +46,15 @@ pub enum Severity {
 /// One known trap that applies to a filesystem, with what to do about it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trap {
+    /// Whether the trap fails the check, warns, or is only worth knowing.
     pub severity: Severity,
+    /// What goes wrong and what to do about it, as one sentence for the operator.
     pub message: String,
 }
 
 impl Filesystem {
-    /// Reads statfs and mountinfo for `path`.
+    /// Reads statfs and mountinfo for `path`. Blocks as long as the filesystem does: statfs on
+    /// a hung network or FUSE mount waits for it.
     pub fn probe(path: &Path) -> io::Result<Filesystem> {
         let stat = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
         let magic = stat.filesystem_type().0 as u64;
@@ -79,10 +87,6 @@ impl Filesystem {
         traps(&self.fs_type, &self.options)
     }
 
-    fn has(&self, option: &str) -> bool {
-        self.options.iter().any(|o| o == option)
-    }
-
     /// A one-line description for reports.
     pub fn describe(&self) -> String {
         let mut text = format!("{} (statfs magic {:#x})", self.fs_type, self.magic);
@@ -96,11 +100,6 @@ impl Filesystem {
             text.push_str(&format!(", options {}", self.options.join(",")));
         }
         text
-    }
-
-    /// Whether this is a filesystem only one host can mount (locks shared on this host only).
-    pub fn is_local(&self) -> bool {
-        is_local_type(&self.fs_type) && !self.has("_netdev")
     }
 }
 
@@ -210,6 +209,8 @@ fn magic_name(magic: u64) -> Option<&'static str> {
     })
 }
 
+/// Filesystems one host mounts on its own: their locks are shared between this host's processes
+/// only (unless marked `_netdev`, which says someone set them up as network storage).
 fn is_local_type(fs_type: &str) -> bool {
     matches!(
         fs_type,
@@ -293,7 +294,10 @@ fn traps(fs_type: &str, options: &[String]) -> Vec<Trap> {
         found.push(trap(
             Severity::Warning,
             "FUSE filesystem: locks reach other mounts only if the daemon forwards them (bindfs \
-             needs --enable-lock-forwarding). Test each node's mount path with --other-path",
+             needs --enable-lock-forwarding). Test each node's mount path with --other-path. \
+             bindfs forwards fcntl locks as its own POSIX locks, so any close of the lock file \
+             through the same mount (a process reading it, a child's exec) drops them; lockd's \
+             flock still holds",
         ));
     }
     if is_local_type(fs_type) && !has("_netdev") {
@@ -375,6 +379,7 @@ mod tests {
         assert_eq!(severities("cifs", "rw,nobrl"), vec![Severity::Fail]);
         assert_eq!(severities("fuse.bindfs", "rw"), vec![Severity::Warning]);
         assert_eq!(severities("ext4", "rw"), vec![Severity::Note]);
+        assert_eq!(severities("ext4", "rw,_netdev"), vec![]);
     }
 
     #[test]
