@@ -173,6 +173,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// `ctl check-lock`: the report on stdout, then, if the check failed, one line on stderr and
+/// exit 1 (the report already lists every failure). A check that cannot run at all exits 2.
 fn check_lock(dir: &Path, other_path: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let report = shared_proto::lock_check::run(dir, other_path)?;
     if json {
@@ -181,15 +183,19 @@ fn check_lock(dir: &Path, other_path: Option<&Path>, json: bool) -> anyhow::Resu
         print!("{}", report.render());
     }
     if report.passed() {
-        Ok(())
-    } else {
-        Err(Refused(format!(
-            "the lock on {} is not safe: {}",
-            dir.display(),
-            report.failures.join("; ")
-        ))
-        .into())
+        return Ok(());
     }
+    Err(Refused(format!(
+        "the lock check failed (the lock on {} {}): see {} above",
+        dir.display(),
+        report.verdict(),
+        if json {
+            "\"failures\" in the report"
+        } else {
+            "the FAIL lines"
+        }
+    ))
+    .into())
 }
 
 fn init(dir: PathBuf, broker_user: Option<String>) -> anyhow::Result<()> {
