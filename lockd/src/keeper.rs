@@ -68,8 +68,9 @@ pub struct KeeperConfig {
 /// After claiming an epoch from another node's hands, how long to wait before the new broker
 /// may open the store. On broken locks the previous holder may still run; its brokerd checks
 /// for a newer epoch every few milliseconds (brokerd's fence poll, 5 ms) and stops writing and
-/// exits when it sees ours, so this covers several of its polls.
-const TAKEOVER_GRACE: Duration = Duration::from_millis(20);
+/// exits when it sees ours, so this covers several of its polls. It is the lag past which
+/// `ctl check-lock` warns that another path shows a write late (20 ms).
+const TAKEOVER_GRACE: Duration = shared_proto::lock_check::LAG_WARNING;
 
 enum Mode {
     Idle,
@@ -99,7 +100,7 @@ pub fn run(
         me: None,
         next_record: Instant::now(),
         layout,
-        host: hostname(),
+        host: shared_proto::hostname(),
         config,
         events,
         holder,
@@ -603,12 +604,6 @@ impl Keeper {
         // The receiver is gone only while lockd exits; nothing is left to tell then.
         let _ = self.events.blocking_send(event);
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 #[cfg(test)]

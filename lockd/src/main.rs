@@ -241,9 +241,10 @@ fn check_lock(settings: &Settings) -> anyhow::Result<()> {
     let failures = report.failures.join("; ");
     match settings.lock_check {
         config::LockCheck::Refuse => anyhow::bail!(
-            "the lock on {dir} is not exclusive: {failures}. Fix the mount (`ctl check-lock {dir}` \
+            "the lock on {dir} {verdict}: {failures}. Fix the mount (`ctl check-lock {dir}` \
              prints the whole report), or set lock_check = \"warn\" to start anyway",
-            dir = settings.shared_dir.display()
+            dir = settings.shared_dir.display(),
+            verdict = report.verdict()
         ),
         config::LockCheck::Warn => {
             tracing::error!(%node, %failures, "lock check failed; starting anyway because lock_check = \"warn\"");

@@ -530,7 +530,9 @@ impl Node {
     /// clock; clocks only decide what is reported, never what is fenced).
     fn stale_holder(&self) -> Option<String> {
         let holder = self.holder.borrow();
-        let holder = holder.as_ref().filter(|h| h.state != HolderState::Released)?;
+        let holder = holder
+            .as_ref()
+            .filter(|h| h.state != HolderState::Released)?;
         let age = shared_proto::unix_ms().saturating_sub(holder.heartbeat_unix_ms);
         (age > self.settings.stale_holder.as_millis() as u64).then(|| {
             format!(
