@@ -616,6 +616,14 @@ mod tests {
         holder: watch::Receiver<Option<Holder>>,
     }
 
+    /// A prepared shared directory, removed when the first value is dropped.
+    fn prepared() -> (tempfile::TempDir, Layout) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("shared"));
+        layout.init(None).unwrap();
+        (dir, layout)
+    }
+
     fn start(layout: &Layout, node: &str) -> Running {
         start_with(layout, node, Duration::from_millis(200))
     }
@@ -651,9 +659,7 @@ mod tests {
 
     #[test]
     fn one_of_two_keepers_holds_and_the_other_takes_over_on_release() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path().join("shared"));
-        layout.init(None).unwrap();
+        let (_dir, layout) = prepared();
         let mut a = start(&layout, "a");
         a.commands.send(Command::Compete).unwrap();
         assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
@@ -674,9 +680,7 @@ mod tests {
     /// Regression: a failing first keepalive used to leave the keeper idle for good.
     #[test]
     fn a_failed_first_keepalive_keeps_competing() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path().join("shared"));
-        layout.init(None).unwrap();
+        let (_dir, layout) = prepared();
         std::fs::create_dir(layout.holder()).unwrap();
         let mut a = start(&layout, "a");
         a.commands.send(Command::Compete).unwrap();
@@ -699,9 +703,7 @@ mod tests {
 
     #[test]
     fn a_replaced_lock_file_is_noticed_by_the_keepalive() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path().join("shared"));
-        layout.init(None).unwrap();
+        let (_dir, layout) = prepared();
         let mut a = start(&layout, "a");
         a.commands.send(Command::Compete).unwrap();
         assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
@@ -729,9 +731,7 @@ mod tests {
     /// holder while a holds the lock.
     #[test]
     fn a_claim_under_our_lock_is_recorded_for_all_and_then_only_a_released_holder_is_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path().join("shared"));
-        layout.init(None).unwrap();
+        let (_dir, layout) = prepared();
         // A long fence timeout: a live-looking holder is waited for far beyond this test.
         let mut a = start_with(&layout, "a", Duration::from_secs(60));
         a.commands.send(Command::Compete).unwrap();
@@ -772,9 +772,7 @@ mod tests {
 
     #[test]
     fn a_release_marks_holder_json_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path().join("shared"));
-        layout.init(None).unwrap();
+        let (_dir, layout) = prepared();
         let mut a = start(&layout, "a");
         a.commands.send(Command::Compete).unwrap();
         assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
