@@ -25,8 +25,6 @@ use stomp_client::{AckMode, Bytes, Client, Receipt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
-
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -497,9 +495,7 @@ async fn produce(
     drop(receipts);
     collector.await.context("receipt collector")??;
     // The DISCONNECT receipt proves the broker processed every SEND before it.
-    tokio::time::timeout(CLOSE_TIMEOUT, client.disconnect())
-        .await
-        .map_err(|_| anyhow!("no DISCONNECT receipt within {CLOSE_TIMEOUT:?}"))??;
+    crate::close(client).await?;
     if window == 0 {
         shared.last_sent_us.fetch_max(shared.now_us(), Relaxed);
     }
@@ -543,9 +539,7 @@ async fn consume(
     shared.latencies_us.lock().unwrap().append(&mut lat);
     result?;
     drop(sub);
-    tokio::time::timeout(CLOSE_TIMEOUT, client.disconnect())
-        .await
-        .map_err(|_| anyhow!("no DISCONNECT receipt within {CLOSE_TIMEOUT:?}"))??;
+    crate::close(client).await?;
     Ok(())
 }
 

@@ -115,6 +115,26 @@ impl StompArgs {
     }
 }
 
+/// How long a STOMP subcommand's final DISCONNECT may wait for its receipt.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Disconnects and waits (at most [`CLOSE_TIMEOUT`]) for the DISCONNECT receipt, which proves
+/// the broker processed every frame sent before it.
+async fn close(client: stomp_client::Client) -> anyhow::Result<()> {
+    tokio::time::timeout(CLOSE_TIMEOUT, client.disconnect())
+        .await
+        .map_err(|_| anyhow::anyhow!("no DISCONNECT receipt within {CLOSE_TIMEOUT:?}"))?
+        .context("disconnecting")
+}
+
+/// `--header NAME:VALUE` pairs as the client takes headers.
+fn header_refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
 /// A failure with its own exit code.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

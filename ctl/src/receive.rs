@@ -8,8 +8,6 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 use stomp_client::AckMode;
 
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
-
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -50,11 +48,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             n => n.min(1000) as u32,
         })
         .to_string();
-    let mut headers: Vec<(&str, &str)> = args
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let mut headers = crate::header_refs(&args.headers);
     headers.push(("activemq.prefetchSize", &prefetch));
     let mut sub = client
         .subscribe(&args.dest, args.ack, &headers)
@@ -88,10 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     let stats = client.stats();
     drop(sub);
-    tokio::time::timeout(CLOSE_TIMEOUT, client.disconnect())
-        .await
-        .map_err(|_| anyhow::anyhow!("no DISCONNECT receipt within {CLOSE_TIMEOUT:?}"))?
-        .context("disconnecting")?;
+    crate::close(client).await?;
     let summary = format!(
         "received {received} messages from {} in {secs:.3} s ({:.0} msg/s), {redelivered} redelivered; broker {}, {} reconnects",
         args.dest,

@@ -5,12 +5,9 @@
 
 use crate::{Refused, StompArgs};
 use anyhow::{bail, Context};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use stomp_client::{Bytes, Receipt};
 use tokio::sync::mpsc;
-
-/// How long the final DISCONNECT (after every receipt) may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -60,11 +57,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut options = args.stomp.options();
     options.receipt_window = args.receipt_window.max(1);
     let client = args.stomp.connect(options).await?;
-    let mut headers: Vec<(&str, &str)> = args
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let mut headers = crate::header_refs(&args.headers);
     if args.persistent {
         headers.push(("persistent", "true"));
     }
@@ -114,10 +107,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     drop(receipts);
     let mut tally = collector.await.context("receipt collector")?;
     let stats = client.stats();
-    tokio::time::timeout(CLOSE_TIMEOUT, client.disconnect())
-        .await
-        .map_err(|_| anyhow::anyhow!("no DISCONNECT receipt within {CLOSE_TIMEOUT:?}"))?
-        .context("disconnecting")?;
+    crate::close(client).await?;
     if args.receipt_window == 0 {
         // The DISCONNECT receipt covers every SEND before it.
         tally.receipted = written;
