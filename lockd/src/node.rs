@@ -79,7 +79,8 @@ pub struct Node {
     holding: bool,
     last_keepalive: Instant,
     broker: Option<Broker>,
-    /// What to do when the broker exits; also set while no broker runs.
+    /// What to do when the broker exits; also set while no broker runs. `Exit` once lockd is
+    /// exiting: nothing sets it back (a broker starts, a fence or failover applies, only before).
     after_exit: AfterExit,
     generation: u64,
     listeners: Vec<String>,
@@ -95,7 +96,6 @@ pub struct Node {
     releases_pending: u32,
     restarts: VecDeque<Instant>,
     timer: Option<(Instant, Timer)>,
-    exiting: bool,
     broker_events: mpsc::Sender<(u64, BrokerEvent)>,
     /// The lock holder as the keeper last read or wrote it.
     holder: watch::Receiver<Option<Holder>>,
@@ -136,7 +136,6 @@ impl Node {
             releases_pending: 0,
             restarts: VecDeque::new(),
             timer: None,
-            exiting: false,
             broker_events,
             holder,
             nodes,
@@ -199,12 +198,17 @@ impl Node {
                     self.log_stale_holder();
                 }
             }
-            if self.exiting && self.broker.is_none() {
+            if self.exiting() && self.broker.is_none() {
                 self.keeper_command(Command::Release);
                 tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), "lockd stopped");
                 return Ok(());
             }
         }
+    }
+
+    /// lockd is shutting down (a signal came).
+    fn exiting(&self) -> bool {
+        self.after_exit == AfterExit::Exit
     }
 
     fn on_keeper(&mut self, event: KeeperEvent) {
@@ -217,7 +221,7 @@ impl Node {
                 // We ask for the lock only while passive (Compete) or restarting (Renew), and
                 // never while a broker runs; anything else is a bug or a stale report. Never
                 // start a second broker: give the lock back.
-                let expected = !self.exiting
+                let expected = !self.exiting()
                     && self.broker.is_none()
                     && (self.role == Role::Passive
                         || (self.role == Role::Starting && self.holding));
@@ -410,7 +414,7 @@ impl Node {
         match &self.broker {
             Some(broker) => {
                 broker.kill();
-                if !self.exiting {
+                if !self.exiting() {
                     self.after_exit = AfterExit::Compete;
                 }
             }
@@ -507,8 +511,7 @@ impl Node {
     }
 
     fn on_shutdown(&mut self, shutdown: Shutdown) {
-        let immediate = shutdown == Shutdown::Immediate || self.exiting;
-        self.exiting = true;
+        let immediate = shutdown == Shutdown::Immediate || self.exiting();
         self.after_exit = AfterExit::Exit;
         let Some(broker) = &self.broker else {
             return;
