@@ -1325,11 +1325,17 @@ fn persistent_messages_past_the_memory_limit_page_out_instead_of_being_refused()
     assert_nothing_delivered(&mut consumer, "drained");
 }
 
-#[test]
-fn a_producer_without_consumers_is_refused_at_the_memory_limit() {
-    let mut node = Node::start(&["--memory-limit-mb", "1", "--send-wait-ms", "200"]);
-    let mut producer = node.client("1.2");
-    let body = vec![b'm'; 64 * 1024];
+/// Sends 64 KiB receipted messages (receipt ids `tag-0`, `tag-1`, ...; headers `before`, the
+/// receipt and content-length, then `after`) until a node with `--memory-limit-mb 1` refuses
+/// one, and checks the refusal: an ERROR naming the limit and the refused SEND's receipt, then
+/// EOF, after at least 8 accepted messages. Returns how many were accepted.
+fn send_until_refused(
+    producer: &mut Session,
+    tag: &str,
+    before: &[&str],
+    after: &[&str],
+    body: &[u8],
+) -> usize {
     let length = format!("content-length:{}", body.len());
     let mut accepted = 0;
     let error = loop {
@@ -1337,17 +1343,11 @@ fn a_producer_without_consumers_is_refused_at_the_memory_limit() {
             accepted < 200,
             "no refusal after {accepted} 64 KiB messages"
         );
-        let receipt = format!("receipt:m-{accepted}");
-        producer.send_frame(
-            "SEND",
-            &[
-                "destination:/queue/memory",
-                &receipt,
-                &length,
-                "persistent:false",
-            ],
-            &body,
-        );
+        let receipt = format!("receipt:{tag}-{accepted}");
+        let mut headers = before.to_vec();
+        headers.extend([receipt.as_str(), length.as_str()]);
+        headers.extend_from_slice(after);
+        producer.send_frame("SEND", &headers, body);
         let answer = producer.read_raw();
         match answer.command.as_str() {
             "RECEIPT" => accepted += 1,
@@ -1363,10 +1363,25 @@ fn a_producer_without_consumers_is_refused_at_the_memory_limit() {
     );
     assert_eq!(
         error.get("receipt-id"),
-        Some(format!("m-{accepted}").as_str())
+        Some(format!("{tag}-{accepted}").as_str())
     );
     producer.expect_eof();
     assert!(accepted >= 8, "refused after only {accepted} messages");
+    accepted
+}
+
+#[test]
+fn a_producer_without_consumers_is_refused_at_the_memory_limit() {
+    let mut node = Node::start(&["--memory-limit-mb", "1", "--send-wait-ms", "200"]);
+    let mut producer = node.client("1.2");
+    let body = vec![b'm'; 64 * 1024];
+    let accepted = send_until_refused(
+        &mut producer,
+        "m",
+        &["destination:/queue/memory"],
+        &["persistent:false"],
+        &body,
+    );
 
     // Memory stays bounded: the limit plus at most the message that crossed it.
     let stats = node.broker.stats();
@@ -1412,38 +1427,7 @@ fn a_slow_topic_subscriber_holds_producers_at_the_memory_limit_like_a_queue() {
     );
     let mut producer = node.client("1.2");
     let body = vec![b't'; 64 * 1024];
-    let length = format!("content-length:{}", body.len());
-    let mut accepted = 0;
-    let error = loop {
-        assert!(
-            accepted < 200,
-            "no refusal after {accepted} 64 KiB messages"
-        );
-        let receipt = format!("receipt:t-{accepted}");
-        producer.send_frame(
-            "SEND",
-            &["destination:/topic/slow", &receipt, &length],
-            &body,
-        );
-        let answer = producer.read_raw();
-        match answer.command.as_str() {
-            "RECEIPT" => accepted += 1,
-            _ => break answer,
-        }
-    };
-    assert_eq!(error.command, "ERROR", "{error:?}");
-    assert!(
-        error
-            .unescaped("message")
-            .is_some_and(|m| m.contains("memory limit of 1 MiB reached")),
-        "{error:?}"
-    );
-    assert_eq!(
-        error.get("receipt-id"),
-        Some(format!("t-{accepted}").as_str())
-    );
-    producer.expect_eof();
-    assert!(accepted >= 8, "refused after only {accepted} messages");
+    let accepted = send_until_refused(&mut producer, "t", &["destination:/topic/slow"], &[], &body);
     let stats = node.broker.stats();
     assert!(
         stats.memory_bytes <= (1 << 20) + 2 * body.len() as u64,
