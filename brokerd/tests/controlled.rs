@@ -5,7 +5,24 @@ mod harness;
 
 use harness::{Broker, Client, Dirs};
 use shared_proto::control::{BrokerStats, FromBroker, ToBroker};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
+
+/// A local address nothing listens on now, for a broker to bind later.
+fn free_addr() -> String {
+    let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().to_string()
+}
+
+/// Asserts nothing accepts connections on `addr` (invariant 5: a broker lockd has not activated,
+/// or has refused, opens no client port).
+fn assert_not_listening(addr: &str, when: &str) {
+    let err = TcpStream::connect(addr).expect_err(when);
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{when}: {err}"
+    );
+}
 
 #[test]
 fn activates_serves_stomp_reports_stats_and_stops() {
@@ -195,7 +212,8 @@ fn a_stale_epoch_is_refused_before_any_listener_opens() {
     first.activate(5);
     first.stop("handing over");
 
-    let mut stale = Broker::spawn(&dirs.data, &[]);
+    let addr = free_addr();
+    let mut stale = Broker::spawn(&dirs.data, &["--listen", &addr]);
     stale.handshake();
     stale.send(&ToBroker::Activate { epoch: 4 });
     assert_eq!(
@@ -206,6 +224,7 @@ fn a_stale_epoch_is_refused_before_any_listener_opens() {
             fatal: false,
         }
     );
+    assert_not_listening(&addr, "a broker that refused a stale epoch");
     assert_eq!(stale.wait_exit().code(), Some(3));
 
     // The same epoch again is fine: lockd restarts a broker in place under its epoch.
@@ -231,6 +250,35 @@ fn an_unbindable_address_is_reported_to_lockd() {
         other => panic!("expected Stopping, got {other:?}"),
     }
     assert_eq!(broker.wait_exit().code(), Some(2));
+}
+
+#[test]
+fn a_broker_opens_its_client_port_only_once_activated() {
+    let dirs = Dirs::new();
+    let addr = free_addr();
+    let mut broker = Broker::spawn(&dirs.data, &["--listen", &addr]);
+    broker.handshake();
+    // Answering Stats proves the broker is past start-up and waiting for Activate.
+    broker.send(&ToBroker::Stats);
+    assert_eq!(
+        broker.recv(),
+        FromBroker::Stats {
+            stats: BrokerStats::default()
+        }
+    );
+    assert_not_listening(&addr, "a broker waiting for Activate");
+    assert!(!dirs.store_exists());
+    broker.send(&ToBroker::Activate { epoch: 1 });
+    match broker.recv() {
+        FromBroker::Ready { epoch, listeners } => {
+            assert_eq!(epoch, 1);
+            assert!(listeners.contains(&addr), "{listeners:?}");
+        }
+        other => panic!("expected Ready, got {other:?}"),
+    }
+    assert!(dirs.store_exists());
+    let _client = Client::stomp(&addr);
+    broker.stop("done");
 }
 
 #[test]
