@@ -362,45 +362,28 @@ fn broken_settings_are_refused_with_what_to_fix() {
         )
     };
     let socket = cluster.root.join("x.sock");
-    let socket = socket.to_str().unwrap();
+    // lockd as node `node` on `shared` with control socket `socket`, then `extra`.
+    let lockd_on =
+        |shared: &std::path::Path, node: &str, socket: &std::path::Path, extra: &[&str]| {
+            let (shared, socket) = (shared.to_str().unwrap(), socket.to_str().unwrap());
+            let mut args = vec!["--shared-dir", shared, "--node", node, "--socket", socket];
+            args.extend_from_slice(extra);
+            lockd(&args)
+        };
     let missing = cluster.root.join("missing");
-    let (code, err) = lockd(&[
-        "--shared-dir",
-        missing.to_str().unwrap(),
-        "--node",
-        "n",
-        "--socket",
-        socket,
-    ]);
+    let (code, err) = lockd_on(&missing, "n", &socket, &[]);
     assert_eq!(code, Some(2));
     assert!(err.contains("does not exist"), "{err}");
     let unmarked = cluster.root.join("unmarked");
     std::fs::create_dir(&unmarked).unwrap();
-    let (code, err) = lockd(&[
-        "--shared-dir",
-        unmarked.to_str().unwrap(),
-        "--node",
-        "n",
-        "--socket",
-        socket,
-    ]);
+    let (code, err) = lockd_on(&unmarked, "n", &socket, &[]);
     assert_eq!(code, Some(2));
     assert!(err.contains("is the shared filesystem mounted"), "{err}");
     assert!(
         !unmarked.join("lock").exists(),
         "an unmarked directory is never locked"
     );
-    let shared = cluster.shared.to_str().unwrap();
-    let (code, err) = lockd(&[
-        "--shared-dir",
-        shared,
-        "--node",
-        "n",
-        "--socket",
-        socket,
-        "--listen",
-        "nowhere",
-    ]);
+    let (code, err) = lockd_on(&cluster.shared, "n", &socket, &["--listen", "nowhere"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("not HOST:PORT"), "{err}");
     if is_root() {
@@ -412,14 +395,7 @@ fn broken_settings_are_refused_with_what_to_fix() {
             .output()
             .unwrap();
         assert!(out.status.success());
-        let (code, err) = lockd(&[
-            "--shared-dir",
-            rootonly.to_str().unwrap(),
-            "--node",
-            "n",
-            "--socket",
-            socket,
-        ]);
+        let (code, err) = lockd_on(&rootonly, "n", &socket, &[]);
         assert_eq!(code, Some(2));
         assert!(
             err.contains("not writable by the broker user") && err.contains("--broker-user"),
@@ -433,15 +409,7 @@ fn broken_settings_are_refused_with_what_to_fix() {
     assert!(err.contains("unknown field `keepalive`"), "{err}");
     // A second lockd on a running node's socket is refused, not allowed to steal it.
     cluster.nodes[0].start();
-    let node_socket = cluster.nodes[0].socket.to_str().unwrap().to_owned();
-    let (code, err) = lockd(&[
-        "--shared-dir",
-        shared,
-        "--node",
-        "n2",
-        "--socket",
-        &node_socket,
-    ]);
+    let (code, err) = lockd_on(&cluster.shared, "n2", &cluster.nodes[0].socket, &[]);
     assert_eq!(code, Some(2));
     assert!(err.contains("already listening"), "{err}");
 }
