@@ -50,6 +50,17 @@ def commit_and_abort(hosts):
     log("ABORT: transacted SENDs never delivered")
 
 
+def ack_in_transaction(conn, recorder, messages, tag, end, end_receipt):
+    """ACKs each of `messages` in one new transaction, each receipted as TAG-i, then ends it
+    with `end` (conn.commit or conn.abort), receipted as `end_receipt`."""
+    tx = conn.begin()
+    for i, m in enumerate(messages):
+        conn.ack(m.headers["ack"], transaction=tx, receipt=f"{tag}-{i}")
+        recorder.wait_for_receipt(f"{tag}-{i}")
+    end(tx, headers={"receipt": end_receipt})
+    recorder.wait_for_receipt(end_receipt)
+
+
 def acks_in_transactions(hosts):
     destination = "/queue/tx-ack"
     producer, precorder = connect(hosts, "ack-producer")
@@ -63,12 +74,7 @@ def acks_in_transactions(hosts):
     subscribe(first, frecorder, destination, "a", ack="client-individual")
     got = frecorder.wait_for_messages(2)
     check([m.body for m in got] == bodies, f"first consumer got {[m.body for m in got]}")
-    tx = first.begin()
-    for i, m in enumerate(got):
-        first.ack(m.headers["ack"], transaction=tx, receipt=f"tx-ack-{i}")
-        frecorder.wait_for_receipt(f"tx-ack-{i}")
-    first.abort(tx, headers={"receipt": "ack-abort"})
-    frecorder.wait_for_receipt("ack-abort")
+    ack_in_transaction(first, frecorder, got, "tx-ack", first.abort, "ack-abort")
     disconnect(first, frecorder)
 
     # The messages come back; ACK them inside a transaction and COMMIT.
@@ -78,12 +84,7 @@ def acks_in_transactions(hosts):
     check([m.body for m in got] == bodies,
           f"after the aborted ACKs the next consumer got {[m.body for m in got]}")
     check(all(redelivered(m) for m in got), f"not flagged redelivered: {[m.headers for m in got]}")
-    tx = second.begin()
-    for i, m in enumerate(got):
-        second.ack(m.headers["ack"], transaction=tx, receipt=f"tx-ack2-{i}")
-        srecorder.wait_for_receipt(f"tx-ack2-{i}")
-    second.commit(tx, headers={"receipt": "ack-commit"})
-    srecorder.wait_for_receipt("ack-commit")
+    ack_in_transaction(second, srecorder, got, "tx-ack2", second.commit, "ack-commit")
     disconnect(second, srecorder)
 
     # Committed ACKs took effect: nothing comes back before a fresh marker message.
