@@ -388,6 +388,30 @@ impl BenchOptions {
         }
         Ok(options)
     }
+
+    /// [`BenchOptions::parse`], or the message on stderr and exit code 2.
+    pub fn parse_or_exit(name: &str, rounds: usize, modes: [&'static str; 2]) -> Self {
+        BenchOptions::parse(name, rounds, modes).unwrap_or_else(|e| {
+            eprintln!("{name}: {e}");
+            std::process::exit(2);
+        })
+    }
+}
+
+/// Prints one mode's min/median/max line (with its target, if it has one) and returns them
+/// as the JSON object the benchmarks print at the end. Sorts the samples.
+pub fn summarize(mode: &str, samples: &mut [f64], target_ms: Option<u64>) -> serde_json::Value {
+    let (min, median, max) = min_median_max(samples);
+    let target = target_ms.map_or(String::new(), |t| format!(" (target at most {t} ms)"));
+    println!(
+        "{mode:8} {} rounds: min {min:.1} ms, median {median:.1} ms, max {max:.1} ms{target}",
+        samples.len()
+    );
+    let mut json = serde_json::json!({"rounds": samples.len(), "min_ms": min, "median_ms": median, "max_ms": max});
+    if let Some(target_ms) = target_ms {
+        json["target_ms"] = target_ms.into();
+    }
+    json
 }
 
 /// (min, median, max) of a benchmark's samples; sorts them. Panics on none.
@@ -403,7 +427,12 @@ pub fn min_median_max(samples: &mut [f64]) -> (f64, f64, f64) {
 }
 
 /// Polls `probe` until it returns something, for at most [`WAIT`].
-pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    wait_until_every(what, Duration::from_millis(10), probe)
+}
+
+/// [`wait_until`], polling every `every` (benchmarks that time what they observe poll fast).
+pub fn wait_until_every<T>(what: &str, every: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(value) = probe() {
@@ -412,7 +441,17 @@ pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
         if Instant::now() > deadline {
             panic!("timed out after {WAIT:?} waiting for {what}");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(every);
+    }
+}
+
+/// Runs `check` (which asserts) every 50 ms for `span`: for a state that must hold throughout,
+/// not only once.
+pub fn throughout(span: Duration, mut check: impl FnMut()) {
+    let end = Instant::now() + span;
+    while Instant::now() < end {
+        check();
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

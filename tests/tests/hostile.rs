@@ -15,6 +15,14 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The node's status carries lockd's broken-locks warning.
+fn warns_of_broken_locks(status: &shared_proto::admin::Status) -> bool {
+    status
+        .warnings
+        .iter()
+        .any(|w| w.contains("did not keep another node out"))
+}
+
 /// `ctl check-lock A --other-path B`: exit code and everything it printed.
 fn check_lock(a: &BindMount, b: &BindMount) -> (Option<i32>, String) {
     let out = std::process::Command::new(&bins().ctl)
@@ -166,20 +174,13 @@ fn on_broken_locks_the_stale_broker_dies_stops_writing_and_only_one_node_serves(
     wait_until("the first node to report broken locks", || {
         log().contains("not exclusive between nodes").then_some(())
     });
-    let warnings = cluster.nodes[0].status().unwrap().warnings;
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("did not keep another node out")),
-        "{warnings:?}"
-    );
-    let watch_until = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < watch_until {
+    let status = cluster.nodes[0].status().unwrap();
+    assert!(warns_of_broken_locks(&status), "{:?}", status.warnings);
+    throughout(Duration::from_secs(1), || {
         let status = cluster.nodes[0].status().unwrap();
         assert_ne!(status.role, Role::Active, "both nodes active:\n{}", log());
         assert_eq!(cluster.nodes[1].status().unwrap().role, Role::Active);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
     assert!(!answers_stomp(cluster.nodes[0].addr()));
 
     // Every message the stale broker receipted is in the store the new broker opened (had it
@@ -199,18 +200,12 @@ fn on_broken_locks_the_stale_broker_dies_stops_writing_and_only_one_node_serves(
     // directory makes it wait for the first node's heartbeat instead of taking the broker back.
     cluster.nodes[1].start();
     wait_until("the restarted node to learn of the broken locks", || {
-        cluster.nodes[1].status().ok().filter(|s| {
-            s.warnings
-                .iter()
-                .any(|w| w.contains("did not keep another node out"))
-        })
+        cluster.nodes[1].status().ok().filter(warns_of_broken_locks)
     });
-    let watch_until = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < watch_until {
+    throughout(Duration::from_secs(1), || {
         assert_ne!(cluster.nodes[1].status().unwrap().role, Role::Active);
         assert_eq!(cluster.nodes[0].status().unwrap().role, Role::Active);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
 }
 
 #[test]
@@ -222,11 +217,9 @@ fn with_lock_forwarding_two_mounts_have_exactly_one_active() {
     cluster.start_all();
     let active = cluster.wait_for_one_active();
     let epoch = cluster.nodes[active].status().unwrap().epoch;
-    let watch_until = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < watch_until {
+    throughout(Duration::from_secs(1), || {
         assert_eq!(cluster.wait_for_one_active(), active);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
     assert_eq!(cluster.nodes[active].status().unwrap().epoch, epoch);
 }
 

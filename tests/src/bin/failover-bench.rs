@@ -7,26 +7,17 @@
 //! Prints each round, then min/median/max in ms per mode, and one JSON line. Also prints the
 //! active lockd's resident memory. Build first: `cargo build --release --workspace --bins`.
 
-use ha_tests::{answers_stomp, min_median_max, BenchOptions, Cluster};
+use ha_tests::{answers_stomp, summarize, wait_until_every, BenchOptions, Cluster};
 use shared_proto::admin::Role;
 use std::time::{Duration, Instant};
 
 /// Polls every node but `down` until one answers CONNECT; returns the time since `t0`.
 fn time_to_connect(cluster: &Cluster, down: usize, t0: Instant) -> Duration {
-    let deadline = t0 + ha_tests::WAIT;
-    loop {
-        for (i, node) in cluster.nodes.iter().enumerate() {
-            if i != down && answers_stomp(node.addr()) {
-                return t0.elapsed();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no node answered within {:?}",
-            ha_tests::WAIT
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_every("another node to answer", Duration::from_millis(1), || {
+        let up = (cluster.nodes.iter().enumerate())
+            .any(|(i, node)| i != down && answers_stomp(node.addr()));
+        up.then(|| t0.elapsed())
+    })
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -38,13 +29,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn main() {
-    let options = match BenchOptions::parse("failover-bench", 10, ["kill", "failover"]) {
-        Ok(options) => options,
-        Err(e) => {
-            eprintln!("failover-bench: {e}");
-            std::process::exit(2);
-        }
-    };
+    let options = BenchOptions::parse_or_exit("failover-bench", 10, ["kill", "failover"]);
     let mut cluster = Cluster::new(3, "");
     cluster.start_all();
     let mut results = serde_json::Map::new();
@@ -80,15 +65,7 @@ fn main() {
             }
             cluster.nodes[active].wait_for_role(Role::Passive);
         }
-        let (min, median, max) = min_median_max(&mut samples);
-        println!(
-            "{mode:8} {} rounds: min {min:.1} ms, median {median:.1} ms, max {max:.1} ms",
-            samples.len()
-        );
-        results.insert(
-            mode.to_string(),
-            serde_json::json!({"rounds": samples.len(), "min_ms": min, "median_ms": median, "max_ms": max}),
-        );
+        results.insert(mode.to_string(), summarize(mode, &mut samples, None));
     }
     if let Some(max) = rss.iter().max() {
         println!(

@@ -13,7 +13,9 @@
 //! Build first: `cargo build --release --workspace --bins`.
 
 use ha_tests::bindfs::{self, two_nodes_on_two_mounts};
-use ha_tests::{min_median_max, process_gone, process_gone_or_killed, BenchOptions, WAIT};
+use ha_tests::{
+    process_gone, process_gone_or_killed, summarize, wait_until_every, BenchOptions, WAIT,
+};
 use shared_proto::admin::Role;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -25,16 +27,9 @@ const KEEPALIVE_MS: u64 = 100;
 const FENCE_TIMEOUT_MS: u64 = 2000;
 const OBSERVE_EVERY: Duration = Duration::from_micros(200);
 
-/// Polls until `done` holds, for at most [`WAIT`]; when it first held.
+/// Polls until `done` holds, for at most [`ha_tests::WAIT`]; when it first held.
 fn observe(what: &str, mut done: impl FnMut() -> bool) -> Instant {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if done() {
-            return Instant::now();
-        }
-        assert!(Instant::now() < deadline, "no {what} within {WAIT:?}");
-        std::thread::sleep(OBSERVE_EVERY);
-    }
+    wait_until_every(what, OBSERVE_EVERY, || done().then(Instant::now))
 }
 
 /// One broken-locks round: ms from the newer epoch's claim to the older broker's death.
@@ -82,13 +77,7 @@ fn stall_round() -> f64 {
 }
 
 fn main() {
-    let options = match BenchOptions::parse("fencing-bench", 5, ["broken", "stall"]) {
-        Ok(options) => options,
-        Err(e) => {
-            eprintln!("fencing-bench: {e}");
-            std::process::exit(2);
-        }
-    };
+    let options = BenchOptions::parse_or_exit("fencing-bench", 5, ["broken", "stall"]);
     if !bindfs::available() {
         eprintln!("fencing-bench: needs root and bindfs");
         std::process::exit(2);
@@ -112,17 +101,12 @@ fn main() {
             } else {
                 stall_round()
             };
-            println!("{mode:6} round {round:3}: {label}: {ms:8.1} ms");
+            println!("{mode:8} round {round:3}: {label}: {ms:8.1} ms");
             samples.push(ms);
         }
-        let (min, median, max) = min_median_max(&mut samples);
-        println!(
-            "{mode:6} {} rounds: min {min:.1} ms, median {median:.1} ms, max {max:.1} ms (target at most {target_ms} ms)",
-            samples.len()
-        );
         results.insert(
             mode.to_string(),
-            serde_json::json!({"rounds": samples.len(), "min_ms": min, "median_ms": median, "max_ms": max, "target_ms": target_ms}),
+            summarize(mode, &mut samples, Some(target_ms)),
         );
     }
     println!("{}", serde_json::Value::Object(results));
