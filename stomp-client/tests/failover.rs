@@ -46,6 +46,31 @@ impl Mock {
         peer.handshake("0,0").await;
         peer
     }
+
+    /// A client connected to this broker alone (`query` appended to the failover URL), and the
+    /// broker's end of that connection, handshake done.
+    async fn connected(&self, query: &str, options: Options) -> (Client, Peer) {
+        let (client, peer) = tokio::join!(
+            connect(url(&[&self.addr], query), options),
+            self.accept_connected()
+        );
+        (client.unwrap(), peer)
+    }
+}
+
+/// Subscribes while the broker's end confirms the SUBSCRIBE; returns both.
+async fn subscribed(
+    client: &Client,
+    peer: &mut Peer,
+    destination: &str,
+    ack: AckMode,
+    headers: &[(&str, &str)],
+) -> (stomp_client::Subscription, Frame) {
+    let (sub, frame) = tokio::join!(
+        client.subscribe(destination, ack, headers),
+        peer.subscribed()
+    );
+    (sub.unwrap(), frame)
 }
 
 /// An address nothing listens on.
@@ -203,19 +228,18 @@ async fn startup_gives_up_after_startup_max_reconnect_attempts() {
 #[tokio::test]
 async fn resubscribes_and_resends_unreceipted_sends_after_a_dropped_connection() {
     let mock = Mock::bind().await;
-    let (client, mut peer) = tokio::join!(
-        connect(url(&[&mock.addr], ""), quiet()),
-        mock.accept_connected()
-    );
-    let client = client.unwrap();
+    let (client, mut peer) = mock.connected("", quiet()).await;
     let mut events = client.events();
 
     let headers = [("activemq.prefetchSize", "10")];
-    let (sub, first) = tokio::join!(
-        client.subscribe("/queue/a", AckMode::ClientIndividual, &headers),
-        peer.subscribed()
-    );
-    let mut sub = sub.unwrap();
+    let (mut sub, first) = subscribed(
+        &client,
+        &mut peer,
+        "/queue/a",
+        AckMode::ClientIndividual,
+        &headers,
+    )
+    .await;
     assert_eq!(first.header("ack"), Some("client-individual"));
 
     let mut receipts = Vec::new();
@@ -316,11 +340,7 @@ async fn an_error_frame_fails_over_to_the_next_broker() {
 #[tokio::test]
 async fn an_error_naming_a_send_rejects_it_instead_of_resending() {
     let mock = Mock::bind().await;
-    let (client, mut peer) = tokio::join!(
-        connect(url(&[&mock.addr], ""), quiet()),
-        mock.accept_connected()
-    );
-    let client = client.unwrap();
+    let (client, mut peer) = mock.connected("", quiet()).await;
     let rejected = client.send("/queue/forbidden", &[], "x").await.unwrap();
     let send = peer.expect("SEND").await;
     let id = send.header("receipt").unwrap().to_string();
@@ -349,11 +369,7 @@ async fn an_error_naming_a_send_rejects_it_instead_of_resending() {
 #[tokio::test]
 async fn gives_up_after_max_reconnect_attempts_and_fails_pending_sends() {
     let mock = Mock::bind().await;
-    let (client, mut peer) = tokio::join!(
-        connect(url(&[&mock.addr], "&maxReconnectAttempts=2"), quiet()),
-        mock.accept_connected()
-    );
-    let client = client.unwrap();
+    let (client, mut peer) = mock.connected("&maxReconnectAttempts=2", quiet()).await;
     let mut events = client.events();
     let receipt = client.send("/queue/a", &[], "z").await.unwrap();
     peer.expect("SEND").await;
@@ -415,11 +431,7 @@ async fn a_silent_broker_is_dropped_after_missed_heart_beats() {
 #[tokio::test]
 async fn a_transaction_cut_by_a_reconnect_fails_its_commit() {
     let mock = Mock::bind().await;
-    let (client, mut peer) = tokio::join!(
-        connect(url(&[&mock.addr], ""), quiet()),
-        mock.accept_connected()
-    );
-    let client = client.unwrap();
+    let (client, mut peer) = mock.connected("", quiet()).await;
     let tx = client.begin().await.unwrap();
     tx.send("/queue/t", &[], "in tx").await.unwrap();
     let begin = peer.expect("BEGIN").await;
@@ -442,11 +454,7 @@ async fn a_transaction_cut_by_a_reconnect_fails_its_commit() {
 #[tokio::test]
 async fn commit_and_disconnect_wait_for_their_receipts() {
     let mock = Mock::bind().await;
-    let (client, mut peer) = tokio::join!(
-        connect(url(&[&mock.addr], ""), quiet()),
-        mock.accept_connected()
-    );
-    let client = client.unwrap();
+    let (client, mut peer) = mock.connected("", quiet()).await;
     let broker = async move {
         peer.expect("BEGIN").await;
         peer.expect("SEND").await;
@@ -475,16 +483,8 @@ async fn commit_and_disconnect_wait_for_their_receipts() {
 #[tokio::test]
 async fn bodies_with_nul_bytes_and_escaped_headers_reach_the_subscriber() {
     let mock = Mock::bind().await;
-    let (client, mut peer) = tokio::join!(
-        connect(url(&[&mock.addr], ""), quiet()),
-        mock.accept_connected()
-    );
-    let client = client.unwrap();
-    let (sub, frame) = tokio::join!(
-        client.subscribe("/topic/t", AckMode::Auto, &[]),
-        peer.subscribed()
-    );
-    let mut sub = sub.unwrap();
+    let (client, mut peer) = mock.connected("", quiet()).await;
+    let (mut sub, frame) = subscribed(&client, &mut peer, "/topic/t", AckMode::Auto, &[]).await;
     let subscription = frame.header("id").unwrap().to_string();
     peer.put(
         "MESSAGE",
@@ -513,11 +513,7 @@ async fn a_backlog_delivered_before_the_subscribe_receipt_does_not_deadlock() {
         subscription_buffer: 2,
         ..quiet()
     };
-    let (client, mut peer) = tokio::join!(
-        connect(url(&[&mock.addr], ""), options),
-        mock.accept_connected()
-    );
-    let client = client.unwrap();
+    let (client, mut peer) = mock.connected("", options).await;
     let broker = async {
         let sub = peer.expect("SUBSCRIBE").await;
         for i in 0..20 {
@@ -542,16 +538,15 @@ async fn a_backlog_delivered_before_the_subscribe_receipt_does_not_deadlock() {
 #[tokio::test]
 async fn acks_queued_before_disconnect_reach_the_broker_before_it() {
     let mock = Mock::bind().await;
-    let (client, mut peer) = tokio::join!(
-        connect(url(&[&mock.addr], ""), quiet()),
-        mock.accept_connected()
-    );
-    let client = client.unwrap();
-    let (sub, frame) = tokio::join!(
-        client.subscribe("/queue/q", AckMode::ClientIndividual, &[]),
-        peer.subscribed()
-    );
-    let mut sub = sub.unwrap();
+    let (client, mut peer) = mock.connected("", quiet()).await;
+    let (mut sub, frame) = subscribed(
+        &client,
+        &mut peer,
+        "/queue/q",
+        AckMode::ClientIndividual,
+        &[],
+    )
+    .await;
     for i in 0..3 {
         peer.message(&frame, &i.to_string(), b"m").await;
     }
@@ -596,8 +591,7 @@ async fn deliver_then_vanish(mock: &Mock, ack: AckMode) -> (Client, stomp_client
         peer
     });
     let client = client.unwrap();
-    let (sub, frame) = tokio::join!(client.subscribe("/queue/q", ack, &[]), peer.subscribed());
-    let sub = sub.unwrap();
+    let (sub, frame) = subscribed(&client, &mut peer, "/queue/q", ack, &[]).await;
     for i in 0..5 {
         peer.message(&frame, &i.to_string(), b"first connection")
             .await;
