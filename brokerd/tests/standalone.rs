@@ -87,14 +87,7 @@ impl Standalone {
     }
 
     fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "brokerd did not exit");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        harness::wait_exit(&mut self.child)
     }
 }
 

@@ -133,17 +133,7 @@ impl Broker {
 
     /// Waits for the broker to exit; panics after [`PATIENCE`].
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "brokerd did not exit within {PATIENCE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_exit(&mut self.child)
     }
 
     /// The broker's figures, as `ctl status` would get them.
@@ -185,6 +175,21 @@ impl Drop for Broker {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             eprintln!("---- brokerd log ----\n{log}---- end of brokerd log ----");
         }
+    }
+}
+
+/// Waits for a brokerd process to exit; panics after [`PATIENCE`].
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "brokerd did not exit within {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
