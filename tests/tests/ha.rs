@@ -61,6 +61,32 @@ fn sigkill_of_the_active_lockd_leaves_no_broker_and_a_passive_takes_over() {
     assert!(std::net::TcpStream::connect(cluster.nodes[active].addr()).is_err());
 }
 
+/// Regression guard for invariant 2's note: PDEATHSIG follows the *thread* that forked, and
+/// tokio's blocking pool lets an idle thread go after 10 s, so a broker forked from one would be
+/// killed (and restarted, under a new pid) while its lockd runs on.
+#[test]
+fn the_broker_outlives_lockds_short_lived_threads() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start_all();
+    let before = cluster.nodes[0].wait_for_role(Role::Active);
+    let broker = before.broker_pid.unwrap();
+    let ppid = std::fs::read_to_string(format!("/proc/{broker}/status")).unwrap();
+    assert!(
+        ppid.lines()
+            .any(|l| l == format!("PPid:\t{}", before.lockd_pid)),
+        "brokerd is not lockd's child:\n{ppid}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    let after = cluster.nodes[0].status().unwrap();
+    assert_eq!(
+        (after.role, after.broker_pid, after.restarts, after.epoch),
+        (Role::Active, Some(broker), 0, before.epoch),
+        "{}",
+        cluster.logs()
+    );
+    assert!(!process_gone(broker));
+}
+
 #[test]
 fn sigkill_of_lockd_and_brokerd_together_hands_over() {
     let (mut cluster, active) = three_nodes("");
