@@ -682,7 +682,7 @@ impl Broker {
                     }
                     None => {
                         let on_durable = self.receipt_later(conn, receipt);
-                        self.publish(msg, on_durable);
+                        self.publish(msg, on_durable, true);
                     }
                 }
                 Ok(())
@@ -779,7 +779,7 @@ impl Broker {
                 self.store.begin_group();
                 for op in ops {
                     match op {
-                        TxOp::Send(msg) => self.publish(msg, None),
+                        TxOp::Send(msg) => self.publish(msg, None, false),
                         TxOp::Ack { which, nack } => {
                             // A message acknowledged twice in one transaction is simply gone.
                             let _ = self.acknowledge(conn, &which, nack);
@@ -1162,7 +1162,12 @@ impl Broker {
     }
 
     /// Routes a new message to its destination; `on_durable` runs once it is safe to receipt.
-    fn publish(&mut self, msg: Message, on_durable: Option<OnDurable>) {
+    /// With `held_receipt`, `on_durable` is the only promise made about the message (a SEND
+    /// outside a transaction), so one an auto-mode consumer takes on the spot need not be
+    /// stored: the receipt waits for it to be written. Without it, a promise already made or
+    /// made for a whole group (a COMMIT's receipt, a dead-letter copy whose original is removed)
+    /// rests on the store, so the message is always stored.
+    fn publish(&mut self, msg: Message, on_durable: Option<OnDurable>, held_receipt: bool) {
         let msg = Arc::new(msg);
         match message::kind_of(&msg.destination) {
             Ok(Kind::Queue) => {
@@ -1185,12 +1190,12 @@ impl Broker {
                 }
                 // Dispatch before storing: a consumer online gets the message now, not after
                 // the disk, and one that takes it in auto mode right here has consumed and
-                // acknowledged it before it ever needed storing.
+                // acknowledged it before it ever needed storing (if only its receipt waits).
                 self.unstored.set(Some(msg.seq));
                 queue.pending.push(Arc::clone(&msg));
                 self.dispatch(&Source::Queue(Arc::clone(&destination)));
                 let expired = self.unstored.take().is_none();
-                let taken = self.taken_unstored.take();
+                let taken = self.taken_unstored.take().filter(|_| held_receipt);
                 if !msg.persistent || expired {
                     if let Some(done) = on_durable {
                         done();
@@ -1510,7 +1515,7 @@ impl Broker {
             .push(("original-destination".into(), msg.destination.to_string()));
         msg.destination = self.settings.dead_letter_queue.as_str().into();
         msg.redeliveries = 0;
-        self.publish(msg, None);
+        self.publish(msg, None, false);
     }
 
     /// Which subscription and delivery an ACK/NACK names.

@@ -1071,3 +1071,90 @@ fn transactions_are_bounded_in_number_and_size() {
         other => panic!("expected an ERROR, got {other:?}"),
     }
 }
+
+/// A broker without paging on `store`, with [`broker`]'s settings.
+fn stored_broker(store: &MapStore) -> Broker {
+    let mut b = broker();
+    b.store.store = Box::new(store.clone());
+    b
+}
+
+/// Whether `client` got the receipt `id` (skipping messages).
+fn got_receipt(client: &mut Client, id: &str) -> bool {
+    std::iter::from_fn(|| client.outbox.try_recv().ok())
+        .any(|frame| matches!(frame, Outbound::Receipt(r) if r == id))
+}
+
+#[test]
+fn a_committed_message_an_auto_consumer_took_on_the_spot_is_stored_before_the_receipt() {
+    let store = MapStore::default();
+    let mut b = stored_broker(&store);
+    let mut producer = open(&mut b, 1, None);
+    let mut consumer = open(&mut b, 2, None);
+    subscribe(&mut b, &consumer, "s", "/queue/q", AckMode::Auto, 10);
+    b.handle(Request::Begin {
+        conn: producer.conn,
+        transaction: "t".into(),
+        receipt: None,
+    });
+    send(
+        &mut b,
+        &producer,
+        "/queue/q",
+        "m",
+        &[("persistent", "true"), ("transaction", "t")],
+    );
+    b.handle(Request::Commit {
+        conn: producer.conn,
+        transaction: "t".into(),
+        receipt: Some("c".into()),
+    });
+    assert_eq!(bodies(&mut consumer), ["m"]);
+    assert!(got_receipt(&mut producer, "c"));
+    // The COMMIT is receipted while the message is not yet written to its consumer: a crash
+    // now must not lose it.
+    assert_eq!(store.count("q//queue/q"), 1);
+    written(&mut b, &consumer, "s", 1);
+    assert_eq!(store.count("q//queue/q"), 0);
+}
+
+#[test]
+fn a_dead_letter_an_auto_consumer_took_on_the_spot_is_stored_before_the_original_goes() {
+    let store = MapStore::default();
+    let mut b = stored_broker(&store);
+    let mut producer = open(&mut b, 1, None);
+    let mut consumer = open(&mut b, 2, None);
+    let mut dlq = open(&mut b, 3, None);
+    subscribe(
+        &mut b,
+        &consumer,
+        "s",
+        "/queue/work",
+        AckMode::ClientIndividual,
+        10,
+    );
+    subscribe(&mut b, &dlq, "d", "/queue/DLQ", AckMode::Auto, 10);
+    b.handle(Request::Send {
+        conn: producer.conn,
+        published: Published::from_headers(&[
+            ("destination".into(), "/queue/work".into()),
+            ("persistent".into(), "true".into()),
+        ])
+        .unwrap(),
+        body: Bytes::from_static(b"poison"),
+        transaction: None,
+        receipt: Some("r".into()),
+    });
+    assert!(got_receipt(&mut producer, "r"));
+    // max_redeliveries is 2: the third NACK moves it to the DLQ, where a consumer is waiting.
+    for _ in 0..3 {
+        let got = received(&mut consumer);
+        ack(&mut b, &consumer, got[0].1.as_deref().unwrap(), true);
+    }
+    assert_eq!(bodies(&mut dlq), ["poison"]);
+    // The receipted message is in the store somewhere until the DLQ's consumer has it.
+    assert_eq!(store.count("q//queue/work"), 0);
+    assert_eq!(store.count("q//queue/DLQ"), 1);
+    written(&mut b, &dlq, "d", 1);
+    assert_eq!(store.count("q//queue/DLQ"), 0);
+}
