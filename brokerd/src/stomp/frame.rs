@@ -116,14 +116,21 @@ impl Frame {
     /// version has no escaping (1.0, CONNECTED), CR and LF in headers cannot be represented and
     /// are sent as spaces rather than breaking the frame.
     pub fn encode(&self, version: Version) -> Bytes {
-        let escaped = version.escaping(&self.command);
         let mut out = BytesMut::with_capacity(64 + self.body.len());
+        self.encode_into(&mut out, version);
+        out.freeze()
+    }
+
+    /// [`Frame::encode`], appending to `out`: a session batching several frames into one write
+    /// encodes each in place instead of copying it from a buffer of its own.
+    pub fn encode_into(&self, out: &mut BytesMut, version: Version) {
+        let escaped = version.escaping(&self.command);
         out.put_slice(self.command.as_bytes());
         out.put_u8(b'\n');
         for (name, value) in &self.headers {
-            put_header_text(&mut out, name, escaped);
+            put_header_text(out, name, escaped);
             out.put_u8(b':');
-            put_header_text(&mut out, value, escaped);
+            put_header_text(out, value, escaped);
             out.put_u8(b'\n');
         }
         if !self.body.is_empty() && self.get("content-length").is_none() {
@@ -132,7 +139,6 @@ impl Frame {
         out.put_u8(b'\n');
         out.put_slice(&self.body);
         out.put_u8(0);
-        out.freeze()
     }
 }
 
