@@ -323,6 +323,8 @@ impl std::fmt::Debug for Unwritten {
 
 #[derive(Debug)]
 struct Queue {
+    /// Its store space, made once: every store write and removal of the queue names it.
+    space: Arc<str>,
     pending: Pending,
     paged: Paged,
     consumers: Vec<SubKey>,
@@ -518,6 +520,7 @@ impl Broker {
             self.queues.insert(
                 Arc::clone(destination),
                 Queue {
+                    space: queue_space(destination),
                     pending,
                     paged: Paged::default(),
                     consumers: Vec::new(),
@@ -908,13 +911,13 @@ impl Broker {
             return;
         }
         // Called on every dispatch: nothing is allocated unless a read is asked for.
-        let (pending, paged, durable_space) = match source {
+        let (pending, paged, space) = match source {
             Source::Queue(q) => match self.queues.get_mut(q) {
-                Some(queue) => (&queue.pending, &mut queue.paged, None),
+                Some(queue) => (&queue.pending, &mut queue.paged, &queue.space),
                 None => return,
             },
             Source::Durable(d) => match self.durables.get_mut(d) {
-                Some(d) => (&d.pending, &mut d.paged, Some(&d.space)),
+                Some(d) => (&d.pending, &mut d.paged, &d.space),
                 None => return,
             },
             Source::Topic(_) => return,
@@ -956,11 +959,7 @@ impl Broker {
         } else {
             return;
         };
-        let space = match (durable_space, source) {
-            (Some(space), _) => Arc::clone(space),
-            (None, Source::Queue(q)) => queue_space(q),
-            (None, _) => return,
-        };
+        let space = Arc::clone(space);
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         paged.reading = Some(ticket);
@@ -1175,14 +1174,11 @@ impl Broker {
                 self.queue(&destination);
                 let paging = self.paging.as_ref();
                 let queue = self.queues.get_mut(&destination).expect("created above");
+                let space = Arc::clone(&queue.space);
                 if msg.persistent && queue.paged.pages_out(paging, &queue.pending, msg.seq) {
                     // Paged out: behind the queue's other paged-out messages, in the store only.
-                    self.store.put(
-                        queue_space(&destination),
-                        key_of(&msg),
-                        msg.encode(),
-                        on_durable,
-                    );
+                    self.store
+                        .put(space, key_of(&msg), msg.encode(), on_durable);
                     return;
                 }
                 if msg.persistent {
@@ -1213,12 +1209,8 @@ impl Broker {
                             Some(on_durable.unwrap_or_else(|| Box::new(|| {})));
                     }
                 } else {
-                    self.store.put(
-                        queue_space(&destination),
-                        key_of(&msg),
-                        msg.encode(),
-                        on_durable,
-                    );
+                    self.store
+                        .put(space, key_of(&msg), msg.encode(), on_durable);
                 }
             }
             Ok(Kind::Topic) => {
@@ -1432,12 +1424,11 @@ impl Broker {
         for delivery in sub.unwritten {
             if let Some(receipt) = delivery.unstored_receipt {
                 let msg = &delivery.msg;
-                match &sub.source {
-                    Source::Queue(q) => {
-                        self.store
-                            .put(queue_space(q), key_of(msg), msg.encode(), Some(receipt))
-                    }
-                    _ => receipt(),
+                match self.space_of(&sub.source) {
+                    Some(space) => self
+                        .store
+                        .put(space, key_of(msg), msg.encode(), Some(receipt)),
+                    None => receipt(),
                 }
             }
             self.redeliver(&sub.source, delivery.msg);
@@ -1475,22 +1466,21 @@ impl Broker {
     /// queue once it has been redelivered too often: NACKed, or its consumer gone without an
     /// ACK (a message that crashes every consumer must not loop forever).
     fn redeliver(&mut self, source: &Source, msg: Arc<Message>) {
+        if let Source::Topic(_) = source {
+            // A non-durable topic subscriber that leaves loses its messages, as in ActiveMQ.
+            return;
+        }
         let mut msg = Arc::unwrap_or_clone(msg);
         msg.redeliveries += 1;
-        let space = match source {
-            Source::Queue(q) => Some(queue_space(q)),
-            Source::Durable(d) => self.durables.get(d).map(|d| Arc::clone(&d.space)),
-            // A non-durable topic subscriber that leaves loses its messages, as in ActiveMQ.
-            Source::Topic(_) => return,
-        };
         if msg.redeliveries > self.settings.max_redeliveries {
+            let space = self.space_of(source);
             // The dead-letter copy is written before the original is removed: the journal
             // writes in order, so a crash in between leaves a duplicate, never a loss.
             let key = key_of(&msg);
             let persistent = msg.persistent;
             self.dead_letter(msg);
-            if let (Some(space), true) = (&space, persistent) {
-                self.store.remove(Arc::clone(space), key);
+            if let (Some(space), true) = (space, persistent) {
+                self.store.remove(space, key);
             }
             return;
         }
@@ -1598,15 +1588,19 @@ impl Broker {
         if !msg.persistent {
             return;
         }
+        if let Some(space) = self.space_of(source) {
+            self.store.remove(space, key_of(msg));
+        }
+    }
+
+    /// The store space of a queue or durable subscription that exists; `None` for a topic.
+    fn space_of(&self, source: &Source) -> Option<Arc<str>> {
         let space = match source {
-            Source::Queue(q) => queue_space(q),
-            Source::Durable(d) => match self.durables.get(d) {
-                Some(d) => Arc::clone(&d.space),
-                None => return,
-            },
-            Source::Topic(_) => return,
+            Source::Queue(q) => &self.queues.get(q)?.space,
+            Source::Durable(d) => &self.durables.get(d)?.space,
+            Source::Topic(_) => return None,
         };
-        self.store.remove(space, key_of(msg));
+        Some(Arc::clone(space))
     }
 
     /// Delivers what is waiting at `source` to subscribers with credit.
