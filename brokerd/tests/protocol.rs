@@ -36,7 +36,7 @@ impl Node {
 
     /// A client connected with `accept-version:version`.
     fn client(&self, version: &str) -> Session {
-        self.client_with(&[&format!("accept-version:{version}")], version)
+        Session::connect(&self.addr, version)
     }
 
     /// A client connected with the given CONNECT headers, checking the negotiated version.
@@ -75,6 +75,11 @@ impl Session {
             client,
             early: VecDeque::new(),
         }
+    }
+
+    /// Connects with `accept-version:version`, checking that version is negotiated.
+    fn connect(addr: &str, version: &str) -> Session {
+        Session::open(addr, &[&format!("accept-version:{version}")], version)
     }
 
     fn send(&mut self, bytes: &[u8]) {
@@ -1487,7 +1492,7 @@ fn a_receipted_persistent_message_survives_a_graceful_restart() {
     let dirs = Dirs::new();
     let mut first = Broker::spawn(&dirs.data, &[]);
     let addr = first.activate(1);
-    let mut producer = Session::open(&addr, &["accept-version:1.2"], "1.2");
+    let mut producer = Session::connect(&addr, "1.2");
     send_with(
         &mut producer,
         "/queue/durable",
@@ -1499,7 +1504,7 @@ fn a_receipted_persistent_message_survives_a_graceful_restart() {
 
     let mut second = Broker::spawn(&dirs.data, &[]);
     let addr = second.activate(2);
-    let mut consumer = Session::open(&addr, &["accept-version:1.2"], "1.2");
+    let mut consumer = Session::connect(&addr, "1.2");
     subscribe(&mut consumer, "s", "/queue/durable", "client-individual");
     let message = next_message(&mut consumer);
     assert_eq!(message.text(), "kept");
@@ -1514,7 +1519,7 @@ fn status_counts_paged_out_messages_before_and_after_a_restart() {
     let dirs = Dirs::new();
     let mut first = Broker::spawn(&dirs.data, &page);
     let addr = first.activate(1);
-    let mut producer = Session::open(&addr, &["accept-version:1.2"], "1.2");
+    let mut producer = Session::connect(&addr, "1.2");
     for i in 0..50 {
         send_with(
             &mut producer,
@@ -1536,7 +1541,7 @@ fn status_counts_paged_out_messages_before_and_after_a_restart() {
         assert!(Instant::now() < deadline, "{:?}", second.stats());
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut consumer = Session::open(&addr, &["accept-version:1.2"], "1.2");
+    let mut consumer = Session::connect(&addr, "1.2");
     subscribe_with(
         &mut consumer,
         "s",
@@ -1579,7 +1584,7 @@ fn a_backlog_beyond_the_page_survives_a_restart_and_drains_in_order_exactly_once
     let dirs = Dirs::new();
     let mut first = Broker::spawn(&dirs.data, &page);
     let addr = first.activate(1);
-    let mut producer = Session::open(&addr, &["accept-version:1.2"], "1.2");
+    let mut producer = Session::connect(&addr, "1.2");
     let name = |i: usize| format!("m{i:03}");
     for i in 0..60 {
         send_with(
@@ -1590,7 +1595,7 @@ fn a_backlog_beyond_the_page_survives_a_restart_and_drains_in_order_exactly_once
         );
     }
     // Some are consumed across several refills before the restart.
-    let mut consumer = Session::open(&addr, &["accept-version:1.2"], "1.2");
+    let mut consumer = Session::connect(&addr, "1.2");
     subscribe_with(
         &mut consumer,
         "s",
@@ -1617,7 +1622,7 @@ fn a_backlog_beyond_the_page_survives_a_restart_and_drains_in_order_exactly_once
 
     let mut second = Broker::spawn(&dirs.data, &page);
     let addr = second.activate(2);
-    let mut producer = Session::open(&addr, &["accept-version:1.2"], "1.2");
+    let mut producer = Session::connect(&addr, "1.2");
     // New messages go behind the backlog.
     for i in 60..70 {
         send_with(
@@ -1627,7 +1632,7 @@ fn a_backlog_beyond_the_page_survives_a_restart_and_drains_in_order_exactly_once
             &name(i),
         );
     }
-    let mut consumer = Session::open(&addr, &["accept-version:1.2"], "1.2");
+    let mut consumer = Session::connect(&addr, "1.2");
     subscribe_with(
         &mut consumer,
         "s",
