@@ -153,14 +153,19 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// What the limit looks at with `gauge` and no journal.
+    fn usage(gauge: &Gauge) -> Usage {
+        Usage {
+            waiting: Arc::clone(gauge),
+            queued: None,
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_release_wakes_a_waiting_producer_at_once() {
         let gauge = Gauge::default();
         gauge.add(100);
-        let usage = Usage {
-            waiting: Arc::clone(&gauge),
-            queued: None,
-        };
+        let usage = usage(&gauge);
         let started = Instant::now();
         let waiter = tokio::spawn(async move {
             usage
@@ -182,10 +187,7 @@ mod tests {
     async fn the_wait_is_bounded_and_small_releases_do_not_end_it() {
         let gauge = Gauge::default();
         gauge.add(100);
-        let usage = Usage {
-            waiting: Arc::clone(&gauge),
-            queued: None,
-        };
+        let usage = usage(&gauge);
         let started = Instant::now();
         let deadline = started + Duration::from_millis(200);
         let waiter = tokio::spawn(async move { usage.wait_for_room(50, deadline).await });
@@ -205,10 +207,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(30);
         let waiters: Vec<_> = (0..5)
             .map(|_| {
-                let usage = Usage {
-                    waiting: Arc::clone(&gauge),
-                    queued: None,
-                };
+                let usage = usage(&gauge);
                 tokio::spawn(async move { usage.wait_for_room(50, deadline).await })
             })
             .collect();
@@ -236,10 +235,7 @@ mod tests {
             for _ in 0..2000 {
                 let gauge = Gauge::default();
                 gauge.add(10);
-                let usage = Usage {
-                    waiting: Arc::clone(&gauge),
-                    queued: None,
-                };
+                let usage = usage(&gauge);
                 let started = std::time::Instant::now();
                 let deadline = Instant::now() + Duration::from_secs(10);
                 let waiter = tokio::spawn(async move { usage.wait_for_room(5, deadline).await });

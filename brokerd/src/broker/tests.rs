@@ -9,17 +9,19 @@ struct Client {
     outbox: mpsc::UnboundedReceiver<Outbound>,
 }
 
+/// Node n1 of `epoch`, with a topic backlog of 3.
+fn settings(epoch: u64, max_redeliveries: u32) -> Settings {
+    Settings {
+        node: "n1".into(),
+        epoch,
+        max_redeliveries,
+        dead_letter_queue: "/queue/DLQ".into(),
+        topic_backlog: 3,
+    }
+}
+
 fn broker() -> Broker {
-    Broker::new(
-        Settings {
-            node: "n1".into(),
-            epoch: 7,
-            max_redeliveries: 2,
-            dead_letter_queue: "/queue/DLQ".into(),
-            topic_backlog: 3,
-        },
-        Box::new(Volatile),
-    )
+    Broker::new(settings(7, 2), Box::new(Volatile))
 }
 
 fn open(broker: &mut Broker, conn: ConnId, client_id: Option<&str>) -> Client {
@@ -94,6 +96,19 @@ fn received(client: &mut Client) -> Vec<(String, Option<String>, bool)> {
 
 fn bodies(client: &mut Client) -> Vec<String> {
     received(client).into_iter().map(|(b, _, _)| b).collect()
+}
+
+/// (body, redelivered) of every MESSAGE waiting in the outbox; panics on an ERROR.
+fn flags(client: &mut Client) -> Vec<(String, bool)> {
+    received(client)
+        .into_iter()
+        .map(|(b, _, r)| (b, r))
+        .collect()
+}
+
+/// `expected` as [`flags`] returns it.
+fn flagged(expected: &[(&str, bool)]) -> Vec<(String, bool)> {
+    expected.iter().map(|(b, r)| (b.to_string(), *r)).collect()
 }
 
 /// The session reports `count` auto-mode messages of subscription `id` written to its socket.
@@ -177,13 +192,9 @@ fn unacked_messages_of_a_closed_consumer_go_to_another_flagged_redelivered() {
     let mut second = open(&mut b, 3, None);
     subscribe(&mut b, &second, "s", "/queue/q", AckMode::Auto, 10);
     b.handle(Request::Close { conn: first.conn });
-    let again = received(&mut second);
     assert_eq!(
-        again
-            .iter()
-            .map(|(body, _, redelivered)| (body.as_str(), *redelivered))
-            .collect::<Vec<_>>(),
-        [("m1", true), ("m2", true)],
+        flags(&mut second),
+        flagged(&[("m1", true), ("m2", true)]),
         "in their original order, flagged"
     );
 }
@@ -344,13 +355,7 @@ fn a_durable_subscription_keeps_messages_while_offline() {
         spec: durable("s2"),
         receipt: None,
     });
-    let got = received(&mut back);
-    assert_eq!(
-        got.iter()
-            .map(|(b, _, r)| (b.as_str(), *r))
-            .collect::<Vec<_>>(),
-        [("one", true), ("two", false)]
-    );
+    assert_eq!(flags(&mut back), flagged(&[("one", true), ("two", false)]));
 }
 
 #[test]
@@ -581,16 +586,7 @@ fn paged_broker(
     epoch: u64,
     page: usize,
 ) -> (Broker, mpsc::UnboundedReceiver<PageRead>) {
-    let mut b = Broker::new(
-        Settings {
-            node: "n1".into(),
-            epoch,
-            max_redeliveries: 5,
-            dead_letter_queue: "/queue/DLQ".into(),
-            topic_backlog: 3,
-        },
-        Box::new(store.clone()),
-    );
+    let mut b = Broker::new(settings(epoch, 5), Box::new(store.clone()));
     let reads = b.page_out(page);
     (b, reads)
 }
@@ -988,13 +984,9 @@ fn auto_mode_messages_the_session_never_wrote_go_back_to_the_queue() {
     b.handle(Request::Close { conn: lost.conn });
     let mut next = open(&mut b, 3, None);
     subscribe(&mut b, &next, "s", "/queue/q", AckMode::Auto, 10);
-    let again = received(&mut next);
     assert_eq!(
-        again
-            .iter()
-            .map(|(b, _, r)| (b.as_str(), *r))
-            .collect::<Vec<_>>(),
-        [("1", true), ("2", true)],
+        flags(&mut next),
+        flagged(&[("1", true), ("2", true)]),
         "the unwritten ones come again, flagged: some bytes may have reached the socket"
     );
 }
@@ -1074,9 +1066,7 @@ fn transactions_are_bounded_in_number_and_size() {
 
 /// A broker without paging on `store`, with [`broker`]'s settings.
 fn stored_broker(store: &MapStore) -> Broker {
-    let mut b = broker();
-    b.store.store = Box::new(store.clone());
-    b
+    Broker::new(settings(7, 2), Box::new(store.clone()))
 }
 
 /// Whether `client` got the receipt `id` (skipping messages).
