@@ -789,6 +789,25 @@ mod tests {
         Arc::from(name)
     }
 
+    /// A journal on a fresh store in a temporary directory.
+    fn started() -> (tempfile::TempDir, Store, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let journal = Journal::start(&store, JournalConfig::default()).unwrap();
+        (dir, store, journal)
+    }
+
+    /// Queues a put of a static value under `key(n)` in `name`.
+    fn put_static(
+        journal: &Journal,
+        name: &str,
+        n: u32,
+        value: &'static [u8],
+        on_durable: Option<Durable>,
+    ) {
+        journal.put(space(name), key(n), Bytes::from_static(value), on_durable);
+    }
+
     fn key(n: u32) -> Bytes {
         Bytes::copy_from_slice(&n.to_be_bytes())
     }
@@ -847,9 +866,7 @@ mod tests {
 
     #[test]
     fn callbacks_run_in_order_after_their_writes_and_pending_returns_to_zero() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let journal = Journal::start(&store, JournalConfig::default()).unwrap();
+        let (_dir, store, journal) = started();
         let (tx, rx) = channel();
         let release = hold(&journal);
         for n in 0..1000 {
@@ -874,23 +891,11 @@ mod tests {
 
     #[test]
     fn a_remove_cancels_a_queued_put_and_both_callbacks_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let journal = Journal::start(&store, JournalConfig::default()).unwrap();
+        let (_dir, store, journal) = started();
         let (tx, rx) = channel();
         let release = hold(&journal);
-        journal.put(
-            space("q/a"),
-            key(1),
-            Bytes::from_static(b"one"),
-            report(&tx, 1),
-        );
-        journal.put(
-            space("q/a"),
-            key(2),
-            Bytes::from_static(b"two"),
-            report(&tx, 2),
-        );
+        put_static(&journal, "q/a", 1, b"one", report(&tx, 1));
+        put_static(&journal, "q/a", 2, b"two", report(&tx, 2));
         journal.remove(space("q/a"), key(1), report(&tx, 3));
         drop(release);
         assert_eq!(wait_for(&rx, 3), vec![1, 2, 3]);
@@ -910,24 +915,12 @@ mod tests {
 
     #[test]
     fn cancelling_a_rewrite_still_removes_the_stored_value() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let journal = Journal::start(&store, JournalConfig::default()).unwrap();
+        let (_dir, store, journal) = started();
         let (tx, rx) = channel();
-        journal.put(
-            space("subs"),
-            key(1),
-            Bytes::from_static(b"old"),
-            report(&tx, 1),
-        );
+        put_static(&journal, "subs", 1, b"old", report(&tx, 1));
         wait_for(&rx, 1);
         let release = hold(&journal);
-        journal.put(
-            space("subs"),
-            key(1),
-            Bytes::from_static(b"new"),
-            report(&tx, 2),
-        );
+        put_static(&journal, "subs", 1, b"new", report(&tx, 2));
         journal.remove(space("subs"), key(1), report(&tx, 3));
         drop(release);
         assert_eq!(wait_for(&rx, 2), vec![2, 3]);
@@ -943,16 +936,9 @@ mod tests {
 
     #[test]
     fn a_remove_after_the_put_was_written_is_written_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let journal = Journal::start(&store, JournalConfig::default()).unwrap();
+        let (_dir, store, journal) = started();
         let (tx, rx) = channel();
-        journal.put(
-            space("q/a"),
-            key(1),
-            Bytes::from_static(b"one"),
-            report(&tx, 1),
-        );
+        put_static(&journal, "q/a", 1, b"one", report(&tx, 1));
         wait_for(&rx, 1);
         journal.remove(space("q/a"), key(1), report(&tx, 2));
         wait_for(&rx, 1);
@@ -968,9 +954,7 @@ mod tests {
 
     #[test]
     fn a_barrier_runs_after_everything_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let journal = Journal::start(&store, JournalConfig::default()).unwrap();
+        let (_dir, store, journal) = started();
         let (tx, rx) = channel();
         journal.barrier(Box::new({
             let tx = tx.clone();
@@ -980,12 +964,7 @@ mod tests {
         }));
         assert_eq!(wait_for(&rx, 1), vec![0]);
         for n in 1..=50 {
-            journal.put(
-                space("q/b"),
-                key(n),
-                Bytes::from_static(b"x"),
-                report(&tx, n),
-            );
+            put_static(&journal, "q/b", n, b"x", report(&tx, n));
         }
         let view = recover(&store).unwrap();
         journal.barrier(Box::new({
@@ -1003,16 +982,9 @@ mod tests {
 
     #[test]
     fn an_applied_group_lands_whole_across_spaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let journal = Journal::start(&store, JournalConfig::default()).unwrap();
+        let (dir, store, journal) = started();
         let (tx, rx) = channel();
-        journal.put(
-            space("q/in"),
-            key(1),
-            Bytes::from_static(b"acked"),
-            report(&tx, 1),
-        );
+        put_static(&journal, "q/in", 1, b"acked", report(&tx, 1));
         wait_for(&rx, 1);
         journal.apply(
             vec![
@@ -1069,17 +1041,10 @@ mod tests {
 
     #[test]
     fn a_remove_does_not_split_an_applied_group_but_cancels_a_lone_put() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let journal = Journal::start(&store, JournalConfig::default()).unwrap();
+        let (_dir, store, journal) = started();
         let (tx, rx) = channel();
         let release = hold(&journal);
-        journal.put(
-            space("q/in"),
-            key(1),
-            Bytes::from_static(b"lone"),
-            report(&tx, 1),
-        );
+        put_static(&journal, "q/in", 1, b"lone", report(&tx, 1));
         let put = |name: &str, n, value: &'static [u8]| Op::Put {
             space: space(name),
             key: key(n),
@@ -1119,9 +1084,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_put_after_a_group_write_of_its_key_still_removes_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let journal = Journal::start(&store, JournalConfig::default()).unwrap();
+        let (_dir, store, journal) = started();
         let (tx, rx) = channel();
         let release = hold(&journal);
         let put = |n, value: &'static [u8]| Op::Put {
@@ -1130,12 +1093,7 @@ mod tests {
             value: Bytes::from_static(value),
         };
         journal.apply(vec![put(1, b"group"), put(2, b"other")], report(&tx, 1));
-        journal.put(
-            space("subs"),
-            key(1),
-            Bytes::from_static(b"lone"),
-            report(&tx, 2),
-        );
+        put_static(&journal, "subs", 1, b"lone", report(&tx, 2));
         journal.remove(space("subs"), key(1), report(&tx, 3));
         drop(release);
         assert_eq!(wait_for(&rx, 3), vec![1, 2, 3]);
@@ -1187,18 +1145,11 @@ mod tests {
 
     #[test]
     fn close_writes_what_was_queued_and_later_submissions_are_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let journal = Journal::start(&store, JournalConfig::default()).unwrap();
+        let (_dir, store, journal) = started();
         let other = journal.clone();
         let (tx, rx) = channel();
         for n in 0..10 {
-            journal.put(
-                space("q/d"),
-                key(n),
-                Bytes::from_static(b"v"),
-                report(&tx, n),
-            );
+            put_static(&journal, "q/d", n, b"v", report(&tx, n));
         }
         journal.close().unwrap();
         assert_eq!(rx.try_iter().count(), 10);
@@ -1245,9 +1196,7 @@ mod tests {
 
     #[test]
     fn a_page_reads_one_space_from_a_key_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let journal = Journal::start(&store, JournalConfig::default()).unwrap();
+        let (_dir, store, journal) = started();
         for n in [3, 1, 2, 5, 4] {
             journal.put(space("q/a"), key(n), Bytes::from(vec![n as u8]), None);
         }
