@@ -392,9 +392,23 @@ impl Keeper {
     /// be read) less than fence_timeout + keepalive + the takeover grace ago, by our own clock
     /// (never by comparing clocks between nodes): by then a live holder whose filesystem hung
     /// has fenced its own broker, counting from its last keepalive, which precedes our reading.
+    /// A claim newer than the epoch `holder.json` names counts as live too: its node has
+    /// claimed and not yet published itself there (in that window `holder.json` may still name
+    /// us, the node it just superseded).
     fn live_holder(&mut self) -> Option<String> {
         self.next_keepalive = Instant::now();
         self.refresh_view();
+        let published = self.holder_seen.as_ref().map_or(0, |(beat, _)| beat.epoch);
+        match self.layout.read_epoch() {
+            Ok(claimed) if claimed <= published => {}
+            Ok(claimed) => {
+                if let Some((_, changed)) = self.holder_seen.as_mut() {
+                    *changed = Instant::now();
+                }
+                return Some(format!("the node that claimed epoch {claimed}"));
+            }
+            Err(_) => return Some("the epoch file's owner (unreadable)".into()),
+        }
         let quiet = self.config.fence_timeout + self.config.keepalive + TAKEOVER_GRACE;
         let (beat, changed) = self.holder_seen.as_ref()?;
         (beat.node != self.config.node && !beat.released && changed.elapsed() < quiet)
@@ -784,5 +798,26 @@ mod tests {
             ("a", 1, HolderState::Released)
         );
         assert!(shared_dir::read_broken_locks(&layout).unwrap().is_none());
+    }
+
+    /// Regression: between another node's claim and its `holder.json`, the file still names
+    /// the node it superseded; a distrusting node that reads it then must not take the lock.
+    #[test]
+    fn a_claim_not_yet_in_holder_json_counts_as_a_live_holder() {
+        let (_dir, layout) = prepared();
+        shared_dir::record_broken_locks(&layout, "a", "seen earlier").unwrap();
+        shared_dir::write_holder(&layout, "a", &holder("a", 1, HolderState::Active)).unwrap();
+        assert_eq!(shared_dir::claim_epoch(&layout, "b").unwrap(), 1);
+        assert_eq!(shared_dir::claim_epoch(&layout, "b").unwrap(), 2);
+        let mut a = start_with(&layout, "a", Duration::from_secs(60));
+        a.commands.send(Command::Compete).unwrap();
+        assert!(matches!(next(&mut a), Event::BrokenLocks { .. }));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            a.events.try_recv().is_err(),
+            "took the lock while epoch 2's claimer had not yet published itself"
+        );
+        shared_dir::write_holder(&layout, "b", &holder("b", 2, HolderState::Released)).unwrap();
+        assert_eq!(next(&mut a), Event::Acquired { epoch: 3 });
     }
 }
