@@ -28,7 +28,7 @@ pub struct Config {
     pub listen: Vec<String>,
     /// The brokerd binary; default: `brokerd` beside lockd's own executable.
     pub broker_binary: Option<PathBuf>,
-    /// User and group brokerd runs as when lockd runs as root.
+    /// User and group brokerd runs as when lockd runs as root (default: `nobody`).
     pub broker_user: Option<String>,
     pub broker_group: Option<String>,
     /// Extra brokerd options (`brokerd --help`), e.g. ["--users-file", "/etc/lockd/users.toml"].
@@ -295,6 +295,10 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Who brokerd runs as when lockd is root and the config names nobody: an unprivileged user
+/// every Debian system has, so the README's first command works as root too.
+const DEFAULT_BROKER_USER: &str = "nobody";
+
 /// As root, brokerd must run as someone else: a broker that could write the shared directory's
 /// root could delete `lock` and hand a second node the lock while it still runs.
 fn broker_credentials(
@@ -312,7 +316,14 @@ fn broker_credentials(
         (false, Some(user)) => Err(format!(
             "broker_user = {user:?} needs lockd to run as root (or with CAP_SETUID/CAP_SETGID); remove it to run brokerd as lockd's own user"
         )),
-        (true, None) => Err("lockd runs as root, so broker_user must name the unprivileged user brokerd runs as (e.g. broker_user = \"broker\")".into()),
+        (true, None) => {
+            tracing::warn!(
+                broker_user = DEFAULT_BROKER_USER,
+                "lockd runs as root and broker_user is not set: brokerd runs as {DEFAULT_BROKER_USER}; \
+                 set broker_user to a dedicated unprivileged user in production"
+            );
+            broker_credentials(Some(DEFAULT_BROKER_USER.into()), group)
+        }
         (true, Some(user)) => {
             let (uid, primary) = users::lookup_user(&user).map_err(|e| format!("broker_user: {e}"))?;
             if uid == 0 {
@@ -337,6 +348,12 @@ mod tests {
         let config = Config::from_toml(text).unwrap();
         assert_eq!(config.node, "node1");
         assert_eq!(config.keepalive_ms, 500);
+    }
+
+    #[test]
+    fn without_broker_user_a_root_lockd_runs_brokerd_as_nobody() {
+        let expected = (users::effective_uid() == 0).then(|| users::lookup_user("nobody").unwrap());
+        assert_eq!(broker_credentials(None, None).unwrap(), expected);
     }
 
     #[test]

@@ -47,7 +47,7 @@ struct Args {
     /// Unix socket for ctl.
     #[arg(long, env = shared_proto::admin::SOCKET_ENV)]
     socket: Option<PathBuf>,
-    /// User brokerd runs as (required when lockd runs as root).
+    /// User brokerd runs as when lockd runs as root (default: nobody).
     #[arg(long)]
     broker_user: Option<String>,
     /// Prepare the shared directory first if it has no marker (as `ctl init` does).
