@@ -1,0 +1,228 @@
+//! No loss across a power cut: a node's store (SHARED/data) on the power-cut filesystem
+//! (`ha_tests::powercut`), where every write not yet fsynced is lost when the power goes. A
+//! producer sends persistent messages with receipts, many awaiting their receipt at once (so the
+//! broker's group commit is under way at the cut); the power is cut mid-stream, the node killed,
+//! the filesystem mounted again from what reached its disk, and the node restarted: every
+//! receipted message must be there. Several cuts in a row, each on its own queue, so the later
+//! rounds also recover what earlier cuts left.
+//!
+//! Only the store is on the power-cut filesystem; lockd's files (lock, epochs, holder.json) are
+//! on the ordinary one, whose writes a SIGKILL keeps.
+//!
+//! Needs root, /dev/fuse and fusermount3: ignored otherwise (see the attribute), and it fails,
+//! rather than passes, when run without them.
+
+use ha_tests::powercut::{self, Mount};
+use ha_tests::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stomp_client::{AckMode, Client, Options};
+
+/// Power cuts, one queue each.
+const ROUNDS: usize = 3;
+/// Receipts the producer must have had in a round before the power is cut (round `r` waits for
+/// `r + 1` times this, so the cuts fall at different points of the store's life).
+const BEFORE_CUT: usize = 150;
+/// SENDs awaiting their receipt at once: the cut finds a group commit under way.
+const WINDOW: usize = 64;
+/// Body size: about a kilobyte, as in the benchmarks.
+const BODY: usize = 1000;
+
+/// A producer running on its own thread until told to stop; what it got receipts for.
+struct Producer {
+    receipted: Arc<Mutex<BTreeSet<u64>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Producer {
+    /// Sends numbered persistent messages to `queue` with receipts, [`WINDOW`] at a time, until
+    /// stopped or the connection is gone.
+    fn start(url: String, queue: String) -> Producer {
+        let receipted = Arc::new(Mutex::new(BTreeSet::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sink, stopped) = (Arc::clone(&receipted), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            runtime.block_on(async move {
+                let options = Options {
+                    receipt_window: WINDOW,
+                    ..Options::default()
+                };
+                let client = Client::connect(&url, options)
+                    .await
+                    .expect("the producer connects");
+                let body = "x".repeat(BODY);
+                let run = async {
+                    for seq in 0u64.. {
+                        let number = seq.to_string();
+                        let Ok(receipt) = client
+                            .send(
+                                &queue,
+                                &[("persistent", "true"), ("seq", &number)],
+                                body.clone(),
+                            )
+                            .await
+                        else {
+                            return;
+                        };
+                        let sink = Arc::clone(&sink);
+                        tokio::spawn(async move {
+                            match receipt.await {
+                                Ok(()) => {
+                                    sink.lock().unwrap().insert(seq);
+                                }
+                                // The broker said no: the test's setup is wrong.
+                                Err(stomp_client::Error::Rejected(why)) => {
+                                    panic!("the broker refused SEND {seq}: {why}")
+                                }
+                                // The connection went with the power.
+                                Err(_) => {}
+                            }
+                        });
+                    }
+                };
+                let stop = async {
+                    while !stopped.load(SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                };
+                tokio::select! {
+                    () = run => {}
+                    () = stop => {}
+                }
+                // Dropping the runtime ends the receipt tasks still waiting: the node is dead
+                // by now, so none of them can be confirmed any more.
+            });
+        });
+        Producer {
+            receipted,
+            stop,
+            thread,
+        }
+    }
+
+    fn receipted(&self) -> usize {
+        self.receipted.lock().unwrap().len()
+    }
+
+    /// Stops the producer and returns the numbers it got a receipt for.
+    fn finish(self) -> BTreeSet<u64> {
+        self.stop.store(true, SeqCst);
+        self.thread.join().expect("the producer thread");
+        std::mem::take(&mut *self.receipted.lock().unwrap())
+    }
+}
+
+/// Reads `queue` until every number in `expected` arrived, or nothing came for a while; the
+/// numbers that never came.
+fn missing_after_consuming(url: &str, queue: &str, expected: &BTreeSet<u64>) -> BTreeSet<u64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let client = Client::connect(url, Options::default())
+            .await
+            .expect("the consumer connects");
+        let mut sub = client
+            .subscribe(queue, AckMode::Auto, &[])
+            .await
+            .expect("the consumer subscribes");
+        let mut missing = expected.clone();
+        while !missing.is_empty() {
+            match tokio::time::timeout(WAIT, sub.next()).await {
+                Ok(Some(message)) => {
+                    let seq = message.header("seq").and_then(|s| s.parse().ok());
+                    missing.remove(&seq.expect("a message with a seq header"));
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        drop(sub);
+        let _ = tokio::time::timeout(WAIT, client.disconnect()).await;
+        missing
+    })
+}
+
+/// Compact ranges of numbers, for a readable failure.
+fn ranges(numbers: &BTreeSet<u64>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut iter = numbers.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end = iter.next().unwrap();
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    out.join(",")
+}
+
+#[test]
+#[ignore = "needs root, /dev/fuse and fusermount3 (Debian fuse3); tests/run-all.sh runs it as root"]
+fn receipted_messages_survive_power_cuts() {
+    if let Some(why) = powercut::unavailable() {
+        panic!("the power-cut test cannot run here: {why}");
+    }
+    let mut cluster = Cluster::new(1, "");
+    // The store's directory becomes the disk; an empty directory in its place is the mount
+    // point, with the same owner and mode seen through the mount.
+    let data = cluster.shared.join("data");
+    let disk = cluster.root.join("disk");
+    std::fs::rename(&data, &disk).unwrap();
+    std::fs::create_dir(&data).unwrap();
+    let mut mount = Mount::new(&disk, &data);
+    let url = failover_url(&cluster);
+    let mut receipted: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        cluster.nodes[0].start();
+        cluster.wait_for_one_active();
+        let queue = format!("/queue/power-{round}");
+        let producer = Producer::start(url.clone(), queue.clone());
+        let target = BEFORE_CUT * (round + 1);
+        let deadline = Instant::now() + WAIT;
+        while producer.receipted() < target {
+            assert!(
+                Instant::now() < deadline,
+                "only {} receipts within {WAIT:?}",
+                producer.receipted()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let lost = mount.cut();
+        cluster.nodes[0].kill(libc::SIGKILL);
+        let got = producer.finish();
+        eprintln!(
+            "round {round}: {} receipted on {queue}; power {lost}",
+            got.len()
+        );
+        receipted.insert(queue, got);
+        mount = mount.power_on();
+    }
+    cluster.nodes[0].start();
+    cluster.wait_for_one_active();
+    let mut lost = BTreeMap::new();
+    for (queue, expected) in &receipted {
+        let missing = missing_after_consuming(&url, queue, expected);
+        if !missing.is_empty() {
+            lost.insert(queue.clone(), ranges(&missing));
+        }
+    }
+    let total: usize = receipted.values().map(BTreeSet::len).sum();
+    assert!(
+        lost.is_empty(),
+        "receipted messages lost across {ROUNDS} power cuts (of {total} receipted): {lost:?}\n{}",
+        cluster.logs()
+    );
+    eprintln!("{total} receipted messages over {ROUNDS} power cuts: none lost");
+}
