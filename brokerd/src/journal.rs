@@ -2,8 +2,8 @@
 //!
 //! The module owns one writer thread per store. Every put, remove, atomic group and barrier goes
 //! to it through an unbounded channel, so submitting never blocks an async task; the writer
-//! drains whatever has queued (up to [`JournalConfig`]'s caps), writes it to sled, calls
-//! `db.flush()` once, and only then runs the batch's `on_durable` callbacks in submission
+//! drains whatever has queued (up to [`JournalConfig`]'s caps), writes it to sled, flushes
+//! once through the store's [`Flusher`] (sled's flush plus the fsyncs it leaves out), and only then runs the batch's `on_durable` callbacks in submission
 //! order. While it flushes, new submissions queue up and form the next batch, so one
 //! flush covers every frame that arrived during the previous one.
 //!
@@ -34,7 +34,7 @@
 
 use crate::fence::Fence;
 use crate::memory::Room;
-use crate::store::{Store, StoreError};
+use crate::store::{Flusher, Store, StoreError};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -174,8 +174,7 @@ impl Journal {
     /// Starts the single writer thread on an open store.
     pub fn start(store: &Store, config: JournalConfig) -> Result<Journal, StoreError> {
         let path = store.path().to_path_buf();
-        let db = store.db().clone();
-        let tree = open_tree(&db, &path)?;
+        let tree = open_tree(store.db(), &path)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (failure, _) = watch::channel(None);
         let shared = Arc::new(Shared {
@@ -188,7 +187,7 @@ impl Journal {
             path: path.clone(),
         });
         let writer = Writer {
-            db,
+            flusher: store.flusher(),
             tree,
             rx,
             config,
@@ -323,7 +322,7 @@ impl Journal {
 
 /// The writer thread's state.
 struct Writer {
-    db: sled::Db,
+    flusher: Arc<Flusher>,
     tree: sled::Tree,
     rx: mpsc::UnboundedReceiver<Command>,
     config: JournalConfig,
@@ -473,10 +472,9 @@ impl Writer {
             // returned Ok, and it started after every write of the batch was applied. sled's
             // background flush is off (see store.rs), so this thread is the only one flushing
             // journal writes. A batch with nothing to write needs no flush: every earlier
-            // batch was flushed before its callbacks ran.
-            self.db
-                .flush()
-                .map_err(|source| self.sled_error("flushing", source))?;
+            // batch was flushed before its callbacks ran. The flusher syncs what sled's own
+            // flush does not (see store.rs): without it a power cut loses receipted messages.
+            self.flusher.flush()?;
             flushed = started.elapsed() - applied;
         }
         if let Some(shared) = self.shared.upgrade() {
