@@ -462,7 +462,9 @@ impl Writer {
         let (mut applied, mut flushed) = (Duration::ZERO, Duration::ZERO);
         if written > 0 {
             if let Some(fence) = &self.config.fence {
-                fence.check();
+                // Nothing of the batch is written, and none of its callbacks runs, unless the
+                // fence could tell that no other epoch was claimed.
+                fence.check()?;
             }
             for unit in live.chunk_by(|a, b| a.command == b.command) {
                 self.write_unit(unit)?;
@@ -1226,6 +1228,48 @@ mod tests {
         assert_eq!(count(2, 5, 10), (3, Some(4)));
         assert_eq!(count(1, 100, 2), (2, Some(2)));
         assert_eq!(count(6, 100, 10), (0, None));
+    }
+
+    #[test]
+    fn a_batch_the_epoch_fence_cannot_verify_is_not_written_and_stops_the_writer() {
+        let shared = tempfile::tempdir().unwrap();
+        let layout = shared_proto::layout::Layout::new(shared.path());
+        layout.init(None).unwrap();
+        std::fs::write(layout.epoch(), "2\n").unwrap();
+        let fence = crate::fence::watch(layout.clone(), 2).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let config = JournalConfig {
+            fence: Some(fence),
+            ..JournalConfig::default()
+        };
+        let journal = Journal::start(&store, config).unwrap();
+        let (tx, rx) = channel();
+        put_static(&journal, "q/a", 1, b"verified", report(&tx, 1));
+        assert_eq!(wait_for(&rx, 1), [1]);
+        // The epoch can no longer be read: the fence cannot tell whether another node took over.
+        std::fs::remove_file(layout.epoch()).unwrap();
+        std::fs::create_dir(layout.epoch()).unwrap();
+        put_static(&journal, "q/a", 2, b"unverified", report(&tx, 2));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let failure = runtime
+            .block_on(async { tokio::time::timeout(WAIT, journal.failed()).await })
+            .expect("the writer stops");
+        assert!(
+            matches!(*failure, StoreError::FenceUncertain { .. }),
+            "{failure}"
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "no callback (no receipt) for a write the fence could not verify"
+        );
+        assert_eq!(
+            entries(&store, "q/a"),
+            [(key(1).to_vec(), b"verified".to_vec())]
+        );
     }
 
     #[test]

@@ -71,6 +71,15 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Before a write, the epoch fence could not read the shared directory's epoch, so it cannot
+    /// tell whether another node took over: nothing more is written.
+    #[error("the epoch fence could not read {path:?} in {attempts} attempts, so it cannot tell whether another node took over; the store takes no more writes and the broker stops (check the shared filesystem; lockd restarts or fences this broker)")]
+    FenceUncertain {
+        path: PathBuf,
+        attempts: u32,
+        #[source]
+        source: std::io::Error,
+    },
     /// The journal's writer thread (or the epoch fence's thread) could not be started.
     #[error("store {path:?}: cannot start a thread")]
     Spawn {
