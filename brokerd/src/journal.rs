@@ -262,6 +262,20 @@ impl Journal {
         self.shared.failure.borrow().clone()
     }
 
+    /// Stops the journal because another part of the store failed (the pager could not read):
+    /// from the next batch on nothing is written and no callback runs, and [`Journal::failed`]
+    /// resolves with `err`, so the broker stops saying why. The first failure is kept.
+    pub fn fail(&self, err: StoreError) {
+        let err = Arc::new(err);
+        self.shared.failure.send_if_modified(|failure| {
+            let first = failure.is_none();
+            if first {
+                *failure = Some(err);
+            }
+            first
+        });
+    }
+
     /// Resolves once the writer has failed (never, if it does not): the broker selects on this
     /// and stops, since no receipt can be sent any more.
     pub async fn failed(&self) -> Arc<StoreError> {
@@ -382,6 +396,15 @@ impl Writer {
                 next = self.rx.try_recv().ok();
             }
             let close = batch.close;
+            if self
+                .shared
+                .upgrade()
+                .is_some_and(|shared| shared.failure.borrow().is_some())
+            {
+                // The store failed elsewhere (`Journal::fail`): nothing more is receipted.
+                error!(path = ?self.path, "the store failed; the journal writes nothing more");
+                return;
+            }
             if let Err(err) = self.commit(batch) {
                 return self.fail(err);
             }
@@ -1269,6 +1292,34 @@ mod tests {
         assert_eq!(
             entries(&store, "q/a"),
             [(key(1).to_vec(), b"verified".to_vec())]
+        );
+    }
+
+    #[test]
+    fn a_failure_elsewhere_in_the_store_stops_the_writer_and_every_later_receipt() {
+        let (_dir, store, journal) = started();
+        let (tx, rx) = channel();
+        put_static(&journal, "q/a", 1, b"before", report(&tx, 1));
+        assert_eq!(wait_for(&rx, 1), [1]);
+        journal.fail(StoreError::CorruptKey {
+            path: store.path().to_path_buf(),
+            len: 1,
+        });
+        put_static(&journal, "q/a", 2, b"after", report(&tx, 2));
+        journal.barrier(Box::new(move || {
+            let _ = tx.send(3);
+        }));
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "no callback after the failure"
+        );
+        assert!(matches!(
+            journal.failure().as_deref(),
+            Some(StoreError::CorruptKey { .. })
+        ));
+        assert_eq!(
+            entries(&store, "q/a"),
+            [(key(1).to_vec(), b"before".to_vec())]
         );
     }
 

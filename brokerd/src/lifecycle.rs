@@ -373,7 +373,14 @@ async fn open_broker(
         ms = started.elapsed().as_millis() as u64,
         "recovered the broker's state from the store (the first page of each queue)"
     );
-    Ok((journal, core, Pager { store: view, reads }))
+    // A store that cannot be read fails like one that cannot be written: the broker stops.
+    let failing = journal.clone();
+    let pager = Pager {
+        store: view,
+        reads,
+        fail: Box::new(move |err| failing.fail(err)),
+    };
+    Ok((journal, core, pager))
 }
 
 /// Starts the broker core's task and its page reader; the core ends when the server and every

@@ -80,6 +80,15 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Reading a space's stored messages failed again and again: they cannot be delivered from
+    /// this store.
+    #[error("reading the stored messages of {space:?} failed {attempts} times, so they cannot be delivered; the broker stops (lockd restarts it or hands over; check the disk and the store)")]
+    PageRead {
+        space: String,
+        attempts: u32,
+        #[source]
+        cause: std::sync::Arc<StoreError>,
+    },
     /// The journal's writer thread (or the epoch fence's thread) could not be started.
     #[error("store {path:?}: cannot start a thread")]
     Spawn {
