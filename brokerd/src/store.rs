@@ -64,6 +64,9 @@ pub enum StoreError {
     /// The stored journal holds a key that is not in the journal's layout.
     #[error("store {path:?}: a journal key of {len} bytes does not start with a space name; refusing to guess its space")]
     CorruptKey { path: PathBuf, len: usize },
+    /// A durable-subscription registry entry is not in the registry's layout.
+    #[error("the store's durable-subscription registry holds an entry (key {key:?}) not in its layout; refusing to guess which subscription it is (restore the store from a backup, or start an empty one)")]
+    CorruptRegistry { key: String },
     /// The epoch fence cannot read the shared directory's epoch (see `crate::fence`).
     #[error("the epoch fence cannot read {path:?}: {source}; brokerd's user needs read access to SHARED/epoch and SHARED/epochs/ (check their modes, and the directory's)")]
     FenceUnreadable {
