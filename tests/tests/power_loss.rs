@@ -1,4 +1,4 @@
-//! No loss across a power cut: a node's store (SHARED/data) on the power-cut filesystem
+//! No loss across a power cut: a node's shared directory (with its store) on the power-cut filesystem
 //! (`ha_tests::powercut`), where every write not yet fsynced is lost when the power goes. A
 //! producer sends persistent messages with receipts, many awaiting their receipt at once (so the
 //! broker's group commit is under way at the cut); the power is cut mid-stream, the node killed,
@@ -6,8 +6,9 @@
 //! receipted message must be there. Several cuts in a row, each on its own queue, so the later
 //! rounds also recover what earlier cuts left.
 //!
-//! Only the store is on the power-cut filesystem; lockd's files (lock, epochs, holder.json) are
-//! on the ordinary one, whose writes a SIGKILL keeps.
+//! The whole shared directory is on the power-cut filesystem: the store, and lockd's files
+//! (lock, epoch, epochs/, holder.json), so a cut also checks that a node finds a usable epoch
+//! and lock afterwards. Locks on it are the kernel's local ones, which is all one node needs.
 //!
 //! Needs root, /dev/fuse and fusermount3: ignored otherwise (see the attribute), and it fails,
 //! rather than passes, when run without them.
@@ -173,13 +174,13 @@ fn receipted_messages_survive_power_cuts() {
         panic!("the power-cut test cannot run here: {why}");
     }
     let mut cluster = Cluster::new(1, "");
-    // The store's directory becomes the disk; an empty directory in its place is the mount
-    // point, with the same owner and mode seen through the mount.
-    let data = cluster.shared.join("data");
+    // The shared directory becomes the disk; an empty directory in its place is the mount
+    // point, and the mount shows the disk's owners and modes.
+    let shared = cluster.shared.clone();
     let disk = cluster.root.join("disk");
-    std::fs::rename(&data, &disk).unwrap();
-    std::fs::create_dir(&data).unwrap();
-    let mut mount = Mount::new(&disk, &data);
+    std::fs::rename(&shared, &disk).unwrap();
+    std::fs::create_dir(&shared).unwrap();
+    let mut mount = Mount::new(&disk, &shared);
     let url = failover_url(&cluster);
     let mut receipted: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     for (round, (body, target)) in ROUNDS.into_iter().enumerate() {
