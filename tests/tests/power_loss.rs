@@ -228,3 +228,49 @@ fn receipted_messages_survive_power_cuts() {
         ROUNDS.len()
     );
 }
+
+#[test]
+#[ignore = "needs root, /dev/fuse and fusermount3 (Debian fuse3); tests/run-all.sh runs it as root"]
+fn the_power_cut_filesystem_keeps_exactly_what_was_fsynced() {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    if let Some(why) = powercut::unavailable() {
+        panic!("the power-cut test cannot run here: {why}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, target) = (dir.path().join("disk"), dir.path().join("mnt"));
+    std::fs::create_dir(&disk).unwrap();
+    std::fs::create_dir(&target).unwrap();
+    let mut mount = Mount::new(&disk, &target);
+    let path = |name: &str| target.join(name);
+    // Written and fsynced, then overwritten in part and extended without a sync.
+    let mut kept = std::fs::File::create(path("kept")).unwrap();
+    kept.write_all(b"synced data").unwrap();
+    kept.sync_data().unwrap();
+    kept.write_all_at(b"SYNCED", 0).unwrap();
+    kept.write_all(b" and more").unwrap();
+    // The processes see their unsynced writes.
+    assert_eq!(
+        std::fs::read(path("kept")).unwrap(),
+        b"SYNCED data and more"
+    );
+    // Truncated and synced: the truncation is durable.
+    let mut cut = std::fs::File::create(path("truncated")).unwrap();
+    cut.write_all(b"0123456789").unwrap();
+    cut.set_len(4).unwrap();
+    cut.sync_all().unwrap();
+    // Never synced: the name survives (metadata is synchronous), the data does not.
+    std::fs::write(path("unsynced"), b"gone").unwrap();
+    std::fs::create_dir(path("dir")).unwrap();
+    let lost = mount.cut();
+    assert!(lost.contains("of 2 files"), "{lost}");
+    let err = std::fs::read(path("kept")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(kept);
+    drop(cut);
+    let _mount = mount.power_on();
+    assert_eq!(std::fs::read(path("kept")).unwrap(), b"synced data");
+    assert_eq!(std::fs::read(path("truncated")).unwrap(), b"0123");
+    assert_eq!(std::fs::read(path("unsynced")).unwrap(), b"");
+    assert!(path("dir").is_dir());
+}
