@@ -53,8 +53,9 @@ impl Producer {
                     receipt_window: WINDOW,
                     ..Options::default()
                 };
-                let client = Client::connect(&url, options)
+                let client = tokio::time::timeout(WAIT, Client::connect(&url, options))
                     .await
+                    .expect("the producer connects within WAIT")
                     .expect("the producer connects");
                 let body = "x".repeat(body);
                 let run = async {
@@ -126,12 +127,13 @@ fn missing_after_consuming(url: &str, queue: &str, expected: &BTreeSet<u64>) -> 
         .build()
         .expect("a tokio runtime");
     runtime.block_on(async {
-        let client = Client::connect(url, Options::default())
+        let client = tokio::time::timeout(WAIT, Client::connect(url, Options::default()))
             .await
+            .expect("the consumer connects within WAIT")
             .expect("the consumer connects");
-        let mut sub = client
-            .subscribe(queue, AckMode::Auto, &[])
+        let mut sub = tokio::time::timeout(WAIT, client.subscribe(queue, AckMode::Auto, &[]))
             .await
+            .expect("the consumer subscribes within WAIT")
             .expect("the consumer subscribes");
         let mut missing = expected.clone();
         while !missing.is_empty() {

@@ -11,10 +11,11 @@
 
 pub mod fs;
 
-use crate::{bins, is_root};
+use crate::{bins, is_root, WAIT};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
 
 /// Why the power-cut tests cannot run here, if they cannot: they need root, /dev/fuse and
 /// fusermount3.
@@ -40,7 +41,8 @@ pub struct Mount {
     pub path: PathBuf,
     disk: PathBuf,
     daemon: Child,
-    lines: BufReader<ChildStdout>,
+    /// The daemon's stdout, line by line, from a thread (so that every wait is bounded).
+    lines: Receiver<String>,
 }
 
 impl Mount {
@@ -54,7 +56,15 @@ impl Mount {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()));
-        let lines = BufReader::new(daemon.stdout.take().expect("piped stdout"));
+        let stdout = BufReader::new(daemon.stdout.take().expect("piped stdout"));
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         let mut mount = Mount {
             path: target.to_owned(),
             disk: disk.to_owned(),
@@ -81,16 +91,15 @@ impl Mount {
         Mount::new(&disk, &path)
     }
 
-    /// Reads the daemon's next line, which must start with `word`.
+    /// Waits (at most [`WAIT`]) for the daemon's next line, which must start with `word`.
     fn expect_line(&mut self, word: &str) -> String {
-        let mut line = String::new();
-        let read = self.lines.read_line(&mut line);
+        let line = self.lines.recv_timeout(WAIT);
         assert!(
-            matches!(read, Ok(n) if n > 0) && line.starts_with(word),
-            "powercut-fs on {} said {line:?} ({read:?}) instead of {word:?}",
+            line.as_ref().is_ok_and(|l| l.starts_with(word)),
+            "powercut-fs on {} said {line:?} instead of {word:?} (within {WAIT:?})",
             self.path.display()
         );
-        line.trim_end().to_owned()
+        line.expect("checked above")
     }
 }
 
