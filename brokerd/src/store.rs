@@ -195,7 +195,11 @@ const BLOB_DIR: &str = "blobs";
 /// Makes everything sled was given durable: `db.flush()` (sled writes its buffers and calls
 /// `sync_file_range`), then what sled 0.34.7 leaves out (see the module's header): an fsync of
 /// each blob file written since the last flush and of the blob directory, then an fdatasync of
-/// the log. The log is synced last, so no durable log entry points at a blob that is not.
+/// the log. The log is synced last, so a flush that returned covers every blob its entries point
+/// at. A window remains that only sled could close: its own `sync_file_range` may put a log
+/// entry on disk before we fsync the blob it points at, so a power cut in between can leave an
+/// entry whose blob is incomplete, which sled reports as corruption when it reads it (loudly,
+/// and only for values or pages over a quarter of a segment, 128 KiB by default).
 #[derive(Debug)]
 pub struct Flusher {
     db: sled::Db,
