@@ -3,9 +3,10 @@
 //! The module owns one writer thread per store. Every put, remove, atomic group and barrier goes
 //! to it through an unbounded channel, so submitting never blocks an async task; the writer
 //! drains whatever has queued (up to [`JournalConfig`]'s caps), writes it to sled, flushes
-//! once through the store's [`Flusher`] (sled's flush plus the fsyncs it leaves out), and only then runs the batch's `on_durable` callbacks in submission
-//! order. While it flushes, new submissions queue up and form the next batch, so one
-//! flush covers every frame that arrived during the previous one.
+//! once through the store's [`Flusher`] (sled's flush plus the fsyncs it leaves out), and only
+//! then runs the batch's `on_durable` callbacks in submission order. While it flushes, new
+//! submissions queue up and form the next batch, so one flush covers every frame that arrived
+//! during the previous one.
 //!
 //! Invariants:
 //! - An `on_durable` callback runs only after a flush that covers its write returned Ok, or when
@@ -13,8 +14,10 @@
 //!   consumed and acknowledged first). So a RECEIPT sent from a callback means "durable, or
 //!   already consumed".
 //! - Callbacks run in submission order, each after every earlier submission is durable.
-//! - A failed write or flush stops the writer for good: no later callback ever runs, and the
-//!   failure is published ([`Journal::failure`], [`Journal::failed`]) for the broker to stop.
+//! - A failed write or flush, a batch the epoch fence cannot verify (`Fence::check`), or a
+//!   failure elsewhere in the store ([`Journal::fail`]: the pager could not read) stops the
+//!   writer for good: no later callback ever runs, and the failure is published
+//!   ([`Journal::failure`], [`Journal::failed`]) for the broker to stop.
 //! - Only this thread flushes the journal's writes: concurrent `flush_async` calls can hang
 //!   (sled bug #1308), and a single flusher is what makes group commit work.
 //!
