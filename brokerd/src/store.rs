@@ -67,6 +67,9 @@ pub enum StoreError {
     /// A durable-subscription registry entry is not in the registry's layout.
     #[error("the store's durable-subscription registry holds an entry (key {key:?}) not in its layout; refusing to guess which subscription it is (restore the store from a backup, or start an empty one)")]
     CorruptRegistry { key: String },
+    /// A durable subscription is in both the registry and an older brokerd's registry.
+    #[error("durable subscription {name:?} of client-id {client_id:?} is in both the durable-subscription registry and an older brokerd's ('subs'): an older brokerd ran on this store after a newer one. Refusing to guess which holds its messages; run the older brokerd to deliver and UNSUBSCRIBE it there, then start this one")]
+    RegistryConflict { client_id: String, name: String },
     /// The epoch fence cannot read the shared directory's epoch (see `crate::fence`).
     #[error("the epoch fence cannot read {path:?}: {source}; brokerd's user needs read access to SHARED/epoch and SHARED/epochs/ (check their modes, and the directory's)")]
     FenceUnreadable {

@@ -20,7 +20,9 @@
 //! Recovery migrates such entries in place: each becomes an entry of the new layout naming its
 //! old space (no message is moved), all in one atomic write. A key with more than one U+0001 is
 //! split at the first, as the older brokerd itself read it back; one with none was never
-//! readable and is left alone with a warning.
+//! readable and is left alone with a warning. A subscription in both layouts (an older brokerd
+//! ran on the store after a newer one migrated it) refuses the start: which of its two spaces
+//! holds the messages to keep cannot be told, and the other would be purged.
 
 use super::paging::PageStore;
 use crate::journal::Op;
@@ -131,6 +133,18 @@ pub fn recover(store: &dyn PageStore, spaces: &[Arc<str>]) -> Result<Registry, S
                 warn!(key = ?raw, "an older brokerd's durable subscription without a client-id; it was never readable, leaving it alone");
                 continue;
             };
+            if registry
+                .entries
+                .iter()
+                .any(|e| e.client_id == client_id && e.name == name)
+            {
+                // Both layouts hold it: an older brokerd ran on this store after a newer one.
+                // Which holds the messages to keep cannot be told; refuse rather than purge one.
+                return Err(StoreError::RegistryConflict {
+                    client_id: client_id.into(),
+                    name: name.into(),
+                });
+            }
             if name.contains(LEGACY_SEPARATOR) {
                 warn!(key = ?raw, client_id, name, "an older brokerd's durable subscription whose names hold U+0001: read back as that brokerd did");
             }

@@ -1286,3 +1286,26 @@ fn an_older_brokerds_durable_subscriptions_are_migrated_in_place() {
         numbers(0..6)
     );
 }
+
+#[test]
+fn a_subscription_in_both_registries_refuses_the_start_instead_of_purging_either() {
+    let store = MapStore::default();
+    {
+        let (mut b, _reads) = paged_broker(&store, 7, 4);
+        let client = open(&mut b, 2, Some("client-a"));
+        subscribe_durable(&mut b, &client, "daily");
+    }
+    // An older brokerd ran afterwards and created the same subscription in its own layout.
+    store.map().insert(
+        ("subs".into(), b"client-a\x01daily".to_vec()),
+        Bytes::from_static(b"/topic/news"),
+    );
+    let (mut b, _reads) = paged_broker(&store, 8, 4);
+    let err = b.recover(&store).unwrap_err();
+    assert!(
+        matches!(err, StoreError::RegistryConflict { ref client_id, ref name } if client_id == "client-a" && name == "daily"),
+        "{err}"
+    );
+    assert_eq!(store.count("subs"), 1, "nothing migrated or purged");
+    assert_eq!(store.count(registry::REGISTRY), 1);
+}
