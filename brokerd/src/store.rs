@@ -14,7 +14,7 @@
 //! every flush goes through [`Flusher`], which adds the missing fdatasync and fsyncs, and opening
 //! the store fsyncs its files and directories once, so that what sled created is durable too.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -209,8 +209,10 @@ pub struct Flusher {
     /// Our own descriptor of sled's log file: fdatasync syncs the file, whichever descriptor
     /// wrote to it.
     log: File,
-    /// Blob files already synced, by name (sled never rewrites a blob; it writes a new one).
-    synced_blobs: Mutex<HashSet<OsString>>,
+    /// Blob files already synced, by name, with the length synced. sled never rewrites a blob
+    /// (it writes a new one), but one may still be being written while we list it (a page
+    /// rewritten by another sled thread): a longer file is synced again.
+    synced_blobs: Mutex<HashMap<OsString, u64>>,
     path: PathBuf,
 }
 
@@ -227,7 +229,7 @@ impl Flusher {
         };
         let log_path = path.join(LOG_FILE);
         let log = File::open(&log_path).map_err(sync_err("opening sled's log", &log_path))?;
-        let mut synced_blobs = HashSet::new();
+        let mut synced_blobs = HashMap::new();
         for dir in [path.to_path_buf(), path.join(BLOB_DIR)] {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
@@ -242,9 +244,9 @@ impl Flusher {
                     .map_err(sync_err("listing the store", &file_path))?
                     .is_file()
                 {
-                    fsync(&file_path)?;
-                    if dir != path {
-                        synced_blobs.insert(entry.file_name());
+                    let synced = fsync_file(&file_path)?;
+                    if let (Some(len), true) = (synced, dir != path) {
+                        synced_blobs.insert(entry.file_name(), len);
                     }
                 }
             }
@@ -296,7 +298,7 @@ impl Flusher {
             .synced_blobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut present = HashSet::new();
+        let mut present = HashMap::new();
         let mut new = false;
         for entry in entries {
             let name = entry
@@ -306,19 +308,19 @@ impl Flusher {
                     source,
                 })?
                 .file_name();
-            if !synced.contains(&name) {
-                match fsync(&dir.join(&name)) {
-                    Ok(()) => new = true,
-                    // sled removed it meanwhile (garbage collection): nothing to keep.
-                    Err(StoreError::Sync { source, .. })
-                        if source.kind() == std::io::ErrorKind::NotFound =>
-                    {
-                        continue
-                    }
-                    Err(e) => return Err(e),
+            let known = synced.get(&name).copied();
+            let path = dir.join(&name);
+            let len = match known {
+                Some(len) if blob_len(&path)? == Some(len) => Some(len),
+                _ => {
+                    new = true;
+                    fsync_file(&path)?
                 }
+            };
+            // None: sled removed it meanwhile (garbage collection), nothing to keep.
+            if let Some(len) = len {
+                present.insert(name, len);
             }
-            present.insert(name);
         }
         if new {
             fsync(&dir)?;
@@ -329,7 +331,38 @@ impl Flusher {
     }
 }
 
-/// Opens `path` (a file or a directory) and fsyncs it.
+/// Fsyncs the file at `path` and returns the length it had before the sync (all of which the
+/// sync covers); `None` if it is gone.
+fn fsync_file(path: &Path) -> Result<Option<u64>, StoreError> {
+    let sync_err = |source| StoreError::Sync {
+        path: path.to_path_buf(),
+        action: "fsync",
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(sync_err(e)),
+    };
+    let len = file.metadata().map_err(sync_err)?.len();
+    file.sync_all().map_err(sync_err)?;
+    Ok(Some(len))
+}
+
+/// The length of the blob at `path`; `None` if it is gone.
+fn blob_len(path: &Path) -> Result<Option<u64>, StoreError> {
+    match std::fs::metadata(path) {
+        Ok(md) => Ok(Some(md.len())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Sync {
+            path: path.to_path_buf(),
+            action: "stat of a blob",
+            source,
+        }),
+    }
+}
+
+/// Opens the directory at `path` and fsyncs it.
 fn fsync(path: &Path) -> Result<(), StoreError> {
     File::open(path)
         .and_then(|f| f.sync_all())
