@@ -22,6 +22,10 @@ pub const POLL: Duration = Duration::from_millis(5);
 /// brokerd's exit status when its epoch is stale (found at start or by the fence poll).
 pub const STALE_EPOCH_EXIT: u8 = 3;
 
+/// Reads of the epoch [`Fence::check`] tries, [`POLL`] apart, before it gives up: enough to ride
+/// out one failed NFS request, few enough that a batch waits at most a few polls.
+pub const CHECK_ATTEMPTS: u32 = 3;
+
 /// The question the fence asks, for the journal's writer to ask before each write too.
 #[derive(Debug, Clone)]
 pub struct Fence {
@@ -30,11 +34,31 @@ pub struct Fence {
 }
 
 impl Fence {
-    /// Ends the process at once if another epoch has been claimed. A failed read passes: the
-    /// fence thread reports it, and lockd's keepalive fences on a filesystem that fails.
-    pub fn check(&self) {
-        if let Ok(Some(other)) = self.shared.newer_epoch(self.epoch) {
-            superseded(self.epoch, other);
+    /// Asked before every write: ends the process at once if another epoch has been claimed,
+    /// and returns Ok only if the read showed ours is still the newest. A read that fails means
+    /// "cannot tell", never "pass": a broker that another node superseded while the shared
+    /// directory was unreadable must not write. It is tried [`CHECK_ATTEMPTS`] times, [`POLL`]
+    /// apart; then `Err(FenceUncertain)`, and the caller writes nothing (the journal's writer
+    /// stops, and with it the broker, saying why).
+    pub fn check(&self) -> Result<(), StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.shared.newer_epoch(self.epoch) {
+                Ok(None) => return Ok(()),
+                Ok(Some(other)) => superseded(self.epoch, other),
+                Err(source) if attempt >= CHECK_ATTEMPTS => {
+                    return Err(StoreError::FenceUncertain {
+                        path: self.shared.epoch(),
+                        attempts: attempt,
+                        source,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(epoch = self.epoch, attempt, error = %e, "the epoch fence cannot read the shared directory before a write; retrying");
+                    attempt += 1;
+                    std::thread::sleep(POLL);
+                }
+            }
         }
     }
 }
@@ -79,10 +103,11 @@ fn poll(fence: &Fence) -> ! {
             Ok(Some(other)) => superseded(epoch, other),
             Ok(None) => failing = false,
             // It was readable at start, so this is the filesystem, which lockd's keepalive
-            // watches (and fences on); meanwhile only that keepalive guards this broker.
+            // watches (and fences on). Meanwhile the journal's writer checks before each write
+            // and writes nothing it cannot verify (`Fence::check`).
             Err(e) if !failing => {
                 failing = true;
-                tracing::warn!(epoch, error = %e, "the epoch fence cannot read the shared directory; until it can, only lockd's keepalive fences this broker");
+                tracing::warn!(epoch, error = %e, "the epoch fence cannot read the shared directory; the store takes no write until it can");
             }
             Err(_) => {}
         }
@@ -126,5 +151,42 @@ mod tests {
         let err = watch(layout, 8).unwrap_err();
         assert!(matches!(err, StoreError::FenceUnreadable { .. }), "{err}");
         assert!(err.to_string().contains("needs read access"), "{err}");
+    }
+
+    #[test]
+    fn a_check_that_cannot_read_the_epoch_is_not_a_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.init(None).unwrap();
+        std::fs::write(layout.epoch(), "4\n").unwrap();
+        let fence = Fence {
+            shared: layout.clone(),
+            epoch: 4,
+        };
+        fence.check().unwrap();
+        // A directory where the epoch file was: every read fails.
+        std::fs::remove_file(layout.epoch()).unwrap();
+        std::fs::create_dir(layout.epoch()).unwrap();
+        let err = fence.check().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::FenceUncertain {
+                    attempts: CHECK_ATTEMPTS,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("cannot tell"), "{err}");
+        // Readable again: the check passes again.
+        std::fs::remove_dir(layout.epoch()).unwrap();
+        std::fs::write(layout.epoch(), "4\n").unwrap();
+        fence.check().unwrap();
+        // The next claim cannot be looked up (epochs/ is not a directory): not a pass either.
+        std::fs::remove_dir_all(layout.epochs()).unwrap();
+        std::fs::write(layout.epochs(), "").unwrap();
+        let err = fence.check().unwrap_err();
+        assert!(matches!(err, StoreError::FenceUncertain { .. }), "{err}");
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! The module owns one writer thread per store. Every put, remove, atomic group and barrier goes
 //! to it through an unbounded channel, so submitting never blocks an async task; the writer
-//! drains whatever has queued (up to [`JournalConfig`]'s caps), writes it to sled, calls
-//! `db.flush()` once, and only then runs the batch's `on_durable` callbacks in submission
-//! order. While it flushes, new submissions queue up and form the next batch, so one
-//! flush covers every frame that arrived during the previous one.
+//! drains whatever has queued (up to [`JournalConfig`]'s caps), writes it to sled, flushes
+//! once through the store's [`Flusher`] (sled's flush plus the fsyncs it leaves out), and only
+//! then runs the batch's `on_durable` callbacks in submission order. While it flushes, new
+//! submissions queue up and form the next batch, so one flush covers every frame that arrived
+//! during the previous one.
 //!
 //! Invariants:
 //! - An `on_durable` callback runs only after a flush that covers its write returned Ok, or when
@@ -13,8 +14,10 @@
 //!   consumed and acknowledged first). So a RECEIPT sent from a callback means "durable, or
 //!   already consumed".
 //! - Callbacks run in submission order, each after every earlier submission is durable.
-//! - A failed write or flush stops the writer for good: no later callback ever runs, and the
-//!   failure is published ([`Journal::failure`], [`Journal::failed`]) for the broker to stop.
+//! - A failed write or flush, a batch the epoch fence cannot verify (`Fence::check`), or a
+//!   failure elsewhere in the store ([`Journal::fail`]: the pager could not read) stops the
+//!   writer for good: no later callback ever runs, and the failure is published
+//!   ([`Journal::failure`], [`Journal::failed`]) for the broker to stop.
 //! - Only this thread flushes the journal's writes: concurrent `flush_async` calls can hang
 //!   (sled bug #1308), and a single flusher is what makes group commit work.
 //!
@@ -34,7 +37,7 @@
 
 use crate::fence::Fence;
 use crate::memory::Room;
-use crate::store::{Store, StoreError};
+use crate::store::{Flusher, Store, StoreError};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -174,8 +177,7 @@ impl Journal {
     /// Starts the single writer thread on an open store.
     pub fn start(store: &Store, config: JournalConfig) -> Result<Journal, StoreError> {
         let path = store.path().to_path_buf();
-        let db = store.db().clone();
-        let tree = open_tree(&db, &path)?;
+        let tree = open_tree(store.db(), &path)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (failure, _) = watch::channel(None);
         let shared = Arc::new(Shared {
@@ -188,7 +190,7 @@ impl Journal {
             path: path.clone(),
         });
         let writer = Writer {
-            db,
+            flusher: store.flusher(),
             tree,
             rx,
             config,
@@ -263,6 +265,20 @@ impl Journal {
         self.shared.failure.borrow().clone()
     }
 
+    /// Stops the journal because another part of the store failed (the pager could not read):
+    /// from the next batch on nothing is written and no callback runs, and [`Journal::failed`]
+    /// resolves with `err`, so the broker stops saying why. The first failure is kept.
+    pub fn fail(&self, err: StoreError) {
+        let err = Arc::new(err);
+        self.shared.failure.send_if_modified(|failure| {
+            let first = failure.is_none();
+            if first {
+                *failure = Some(err);
+            }
+            first
+        });
+    }
+
     /// Resolves once the writer has failed (never, if it does not): the broker selects on this
     /// and stops, since no receipt can be sent any more.
     pub async fn failed(&self) -> Arc<StoreError> {
@@ -323,7 +339,7 @@ impl Journal {
 
 /// The writer thread's state.
 struct Writer {
-    db: sled::Db,
+    flusher: Arc<Flusher>,
     tree: sled::Tree,
     rx: mpsc::UnboundedReceiver<Command>,
     config: JournalConfig,
@@ -383,6 +399,15 @@ impl Writer {
                 next = self.rx.try_recv().ok();
             }
             let close = batch.close;
+            if self
+                .shared
+                .upgrade()
+                .is_some_and(|shared| shared.failure.borrow().is_some())
+            {
+                // The store failed elsewhere (`Journal::fail`): nothing more is receipted.
+                error!(path = ?self.path, "the store failed; the journal writes nothing more");
+                return;
+            }
             if let Err(err) = self.commit(batch) {
                 return self.fail(err);
             }
@@ -463,7 +488,9 @@ impl Writer {
         let (mut applied, mut flushed) = (Duration::ZERO, Duration::ZERO);
         if written > 0 {
             if let Some(fence) = &self.config.fence {
-                fence.check();
+                // Nothing of the batch is written, and none of its callbacks runs, unless the
+                // fence could tell that no other epoch was claimed.
+                fence.check()?;
             }
             for unit in live.chunk_by(|a, b| a.command == b.command) {
                 self.write_unit(unit)?;
@@ -473,10 +500,9 @@ impl Writer {
             // returned Ok, and it started after every write of the batch was applied. sled's
             // background flush is off (see store.rs), so this thread is the only one flushing
             // journal writes. A batch with nothing to write needs no flush: every earlier
-            // batch was flushed before its callbacks ran.
-            self.db
-                .flush()
-                .map_err(|source| self.sled_error("flushing", source))?;
+            // batch was flushed before its callbacks ran. The flusher syncs what sled's own
+            // flush does not (see store.rs): without it a power cut loses receipted messages.
+            self.flusher.flush()?;
             flushed = started.elapsed() - applied;
         }
         if let Some(shared) = self.shared.upgrade() {
@@ -1228,6 +1254,76 @@ mod tests {
         assert_eq!(count(2, 5, 10), (3, Some(4)));
         assert_eq!(count(1, 100, 2), (2, Some(2)));
         assert_eq!(count(6, 100, 10), (0, None));
+    }
+
+    #[test]
+    fn a_batch_the_epoch_fence_cannot_verify_is_not_written_and_stops_the_writer() {
+        let shared = tempfile::tempdir().unwrap();
+        let layout = shared_proto::layout::Layout::new(shared.path());
+        layout.init(None).unwrap();
+        std::fs::write(layout.epoch(), "2\n").unwrap();
+        let fence = crate::fence::watch(layout.clone(), 2).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let config = JournalConfig {
+            fence: Some(fence),
+            ..JournalConfig::default()
+        };
+        let journal = Journal::start(&store, config).unwrap();
+        let (tx, rx) = channel();
+        put_static(&journal, "q/a", 1, b"verified", report(&tx, 1));
+        assert_eq!(wait_for(&rx, 1), [1]);
+        // The epoch can no longer be read: the fence cannot tell whether another node took over.
+        std::fs::remove_file(layout.epoch()).unwrap();
+        std::fs::create_dir(layout.epoch()).unwrap();
+        put_static(&journal, "q/a", 2, b"unverified", report(&tx, 2));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let failure = runtime
+            .block_on(async { tokio::time::timeout(WAIT, journal.failed()).await })
+            .expect("the writer stops");
+        assert!(
+            matches!(*failure, StoreError::FenceUncertain { .. }),
+            "{failure}"
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "no callback (no receipt) for a write the fence could not verify"
+        );
+        assert_eq!(
+            entries(&store, "q/a"),
+            [(key(1).to_vec(), b"verified".to_vec())]
+        );
+    }
+
+    #[test]
+    fn a_failure_elsewhere_in_the_store_stops_the_writer_and_every_later_receipt() {
+        let (_dir, store, journal) = started();
+        let (tx, rx) = channel();
+        put_static(&journal, "q/a", 1, b"before", report(&tx, 1));
+        assert_eq!(wait_for(&rx, 1), [1]);
+        journal.fail(StoreError::CorruptKey {
+            path: store.path().to_path_buf(),
+            len: 1,
+        });
+        put_static(&journal, "q/a", 2, b"after", report(&tx, 2));
+        journal.barrier(Box::new(move || {
+            let _ = tx.send(3);
+        }));
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "no callback after the failure"
+        );
+        assert!(matches!(
+            journal.failure().as_deref(),
+            Some(StoreError::CorruptKey { .. })
+        ));
+        assert_eq!(
+            entries(&store, "q/a"),
+            [(key(1).to_vec(), b"before".to_vec())]
+        );
     }
 
     #[test]

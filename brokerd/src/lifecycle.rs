@@ -242,6 +242,21 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
     let (broker, memory) = start_broker(core, pager, &journal)?;
+    // A store that fails (a write, a flush, a page read) stops the broker at once, as under
+    // lockd; closing the journal below then returns that failure, and brokerd exits with it.
+    let failing = journal.clone();
+    let shutdown = async move {
+        tokio::select! {
+            shutdown = shutdown => shutdown,
+            err = failing.failed() => {
+                error!(error = %err, "the store failed; stopping");
+                Shutdown {
+                    reason: format!("the store failed: {err}"),
+                    drain: Duration::ZERO,
+                }
+            }
+        }
+    };
     server::run(
         listeners,
         settings(&config, epoch),
@@ -373,7 +388,14 @@ async fn open_broker(
         ms = started.elapsed().as_millis() as u64,
         "recovered the broker's state from the store (the first page of each queue)"
     );
-    Ok((journal, core, Pager { store: view, reads }))
+    // A store that cannot be read fails like one that cannot be written: the broker stops.
+    let failing = journal.clone();
+    let pager = Pager {
+        store: view,
+        reads,
+        fail: Box::new(move |err| failing.fail(err)),
+    };
+    Ok((journal, core, pager))
 }
 
 /// Starts the broker core's task and its page reader; the core ends when the server and every

@@ -5,8 +5,20 @@
 //! hold it for a moment, so opening retries for a bounded time. The epoch recorded in the store
 //! only ever grows, and it is flushed before any client is served, so a broker started under an
 //! older epoch (a node that lost the lock without noticing) refuses to touch the data.
+//!
+//! Durability: sled 0.34.7's `flush()` is not enough on its own. On Linux it makes its log
+//! stable with `sync_file_range(2)` only, never fsync or fdatasync (`pagecache/iobuf.rs`), which
+//! writes neither the appended file's size and block allocation nor the device's write cache,
+//! and it writes blob files (values or pages over a quarter of a segment) with no sync at all;
+//! the power-cut test (tests/tests/power_loss.rs) lost every receipted message through it. So
+//! every flush goes through [`Flusher`], which adds the missing fdatasync and fsyncs, and opening
+//! the store fsyncs its files and directories once, so that what sled created is durable too.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::debug;
 
@@ -33,6 +45,14 @@ pub enum StoreError {
     /// The stored epoch is not the 8 bytes we write.
     #[error("the store's epoch record is {len} bytes instead of 8; refusing to guess it")]
     CorruptEpoch { len: usize },
+    /// A file or directory of the store could not be opened or synced to disk.
+    #[error("store {path:?}: {action} failed; the disk or its filesystem failed, so nothing after this is durable")]
+    Sync {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// sled failed.
     #[error("store {path:?}: {action} failed")]
     Sled {
@@ -44,12 +64,36 @@ pub enum StoreError {
     /// The stored journal holds a key that is not in the journal's layout.
     #[error("store {path:?}: a journal key of {len} bytes does not start with a space name; refusing to guess its space")]
     CorruptKey { path: PathBuf, len: usize },
+    /// A durable-subscription registry entry is not in the registry's layout.
+    #[error("the store's durable-subscription registry holds an entry (key {key:?}) not in its layout; refusing to guess which subscription it is (restore the store from a backup, or start an empty one)")]
+    CorruptRegistry { key: String },
+    /// A durable subscription is in both the registry and an older brokerd's registry.
+    #[error("durable subscription {name:?} of client-id {client_id:?} is in both the durable-subscription registry and an older brokerd's ('subs'): an older brokerd ran on this store after a newer one. Refusing to guess which holds its messages; run the older brokerd to deliver and UNSUBSCRIBE it there, then start this one")]
+    RegistryConflict { client_id: String, name: String },
     /// The epoch fence cannot read the shared directory's epoch (see `crate::fence`).
     #[error("the epoch fence cannot read {path:?}: {source}; brokerd's user needs read access to SHARED/epoch and SHARED/epochs/ (check their modes, and the directory's)")]
     FenceUnreadable {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// Before a write, the epoch fence could not read the shared directory's epoch, so it cannot
+    /// tell whether another node took over: nothing more is written.
+    #[error("the epoch fence could not read {path:?} in {attempts} attempts, so it cannot tell whether another node took over; the store takes no more writes and the broker stops (check the shared filesystem; lockd restarts or fences this broker)")]
+    FenceUncertain {
+        path: PathBuf,
+        attempts: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading a space's stored messages failed again and again: they cannot be delivered from
+    /// this store.
+    #[error("reading the stored messages of {space:?} failed {attempts} times, so they cannot be delivered; the broker stops (lockd restarts it or hands over; check the disk and the store)")]
+    PageRead {
+        space: String,
+        attempts: u32,
+        #[source]
+        cause: std::sync::Arc<StoreError>,
     },
     /// The journal's writer thread (or the epoch fence's thread) could not be started.
     #[error("store {path:?}: cannot start a thread")]
@@ -141,7 +185,192 @@ impl Default for Tuning {
 pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
+    flusher: Arc<Flusher>,
     path: PathBuf,
+}
+
+/// sled's log file inside the store's directory.
+const LOG_FILE: &str = "db";
+
+/// sled's directory of blob files inside the store's directory.
+const BLOB_DIR: &str = "blobs";
+
+/// Makes everything sled was given durable: `db.flush()` (sled writes its buffers and calls
+/// `sync_file_range`), then what sled 0.34.7 leaves out (see the module's header): an fsync of
+/// each blob file written since the last flush and of the blob directory, then an fdatasync of
+/// the log. The log is synced last, so a flush that returned covers every blob its entries point
+/// at. A window remains that only sled could close: its own `sync_file_range` may put a log
+/// entry on disk before we fsync the blob it points at, so a power cut in between can leave an
+/// entry whose blob is incomplete, which sled reports as corruption when it reads it (loudly,
+/// and only for values or pages over a quarter of a segment, 128 KiB by default).
+#[derive(Debug)]
+pub struct Flusher {
+    db: sled::Db,
+    /// Our own descriptor of sled's log file: fdatasync syncs the file, whichever descriptor
+    /// wrote to it.
+    log: File,
+    /// Blob files already synced, by name, with the length synced. sled never rewrites a blob
+    /// (it writes a new one), but one may still be being written while we list it (a page
+    /// rewritten by another sled thread): a longer file is synced again.
+    synced_blobs: Mutex<HashMap<OsString, u64>>,
+    path: PathBuf,
+}
+
+impl Flusher {
+    /// Opens sled's files in `path`, and fsyncs every file and directory of the store once.
+    fn open(db: sled::Db, path: &Path) -> Result<Flusher, StoreError> {
+        let sync_err = |action, at: &Path| {
+            let at = at.to_path_buf();
+            move |source| StoreError::Sync {
+                path: at,
+                action,
+                source,
+            }
+        };
+        let log_path = path.join(LOG_FILE);
+        let log = File::open(&log_path).map_err(sync_err("opening sled's log", &log_path))?;
+        let mut synced_blobs = HashMap::new();
+        for dir in [path.to_path_buf(), path.join(BLOB_DIR)] {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(sync_err("listing the store", &dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(sync_err("listing the store", &dir))?;
+                let file_path = entry.path();
+                if entry
+                    .file_type()
+                    .map_err(sync_err("listing the store", &file_path))?
+                    .is_file()
+                {
+                    let synced = fsync_file(&file_path)?;
+                    if let (Some(len), true) = (synced, dir != path) {
+                        synced_blobs.insert(entry.file_name(), len);
+                    }
+                }
+            }
+            // SAFETY (fsync): sled creates its files and renames its snapshot without syncing
+            // their directory; this makes those entries durable.
+            fsync(&dir)?;
+        }
+        Ok(Flusher {
+            db,
+            log,
+            synced_blobs: Mutex::new(synced_blobs),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Makes every write sled was given before this call durable. Blocks: call it from the
+    /// journal's writer thread or a blocking task.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|source| StoreError::Sled {
+            path: self.path.clone(),
+            action: "flushing",
+            source,
+        })?;
+        self.sync_new_blobs()?;
+        // SAFETY (fsync): sled's flush returned, so its writes are in the file; this makes
+        // them, and the file's new size, durable. A receipt waits for this.
+        self.log.sync_data().map_err(|source| StoreError::Sync {
+            path: self.path.join(LOG_FILE),
+            action: "fdatasync of sled's log",
+            source,
+        })
+    }
+
+    /// Fsyncs the blob files not synced yet, then their directory if there were any.
+    fn sync_new_blobs(&self) -> Result<(), StoreError> {
+        let dir = self.path.join(BLOB_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(StoreError::Sync {
+                    path: dir,
+                    action: "listing sled's blobs",
+                    source,
+                })
+            }
+        };
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut present = HashMap::new();
+        let mut new = false;
+        for entry in entries {
+            let name = entry
+                .map_err(|source| StoreError::Sync {
+                    path: dir.clone(),
+                    action: "listing sled's blobs",
+                    source,
+                })?
+                .file_name();
+            let known = synced.get(&name).copied();
+            let path = dir.join(&name);
+            let len = match known {
+                Some(len) if blob_len(&path)? == Some(len) => Some(len),
+                _ => {
+                    new = true;
+                    fsync_file(&path)?
+                }
+            };
+            // None: sled removed it meanwhile (garbage collection), nothing to keep.
+            if let Some(len) = len {
+                present.insert(name, len);
+            }
+        }
+        if new {
+            fsync(&dir)?;
+        }
+        // Forget the blobs sled collected, so the set stays as small as the directory.
+        *synced = present;
+        Ok(())
+    }
+}
+
+/// Fsyncs the file at `path` and returns the length it had before the sync (all of which the
+/// sync covers); `None` if it is gone.
+fn fsync_file(path: &Path) -> Result<Option<u64>, StoreError> {
+    let sync_err = |source| StoreError::Sync {
+        path: path.to_path_buf(),
+        action: "fsync",
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(sync_err(e)),
+    };
+    let len = file.metadata().map_err(sync_err)?.len();
+    file.sync_all().map_err(sync_err)?;
+    Ok(Some(len))
+}
+
+/// The length of the blob at `path`; `None` if it is gone.
+fn blob_len(path: &Path) -> Result<Option<u64>, StoreError> {
+    match std::fs::metadata(path) {
+        Ok(md) => Ok(Some(md.len())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Sync {
+            path: path.to_path_buf(),
+            action: "stat of a blob",
+            source,
+        }),
+    }
+}
+
+/// Opens the directory at `path` and fsyncs it.
+fn fsync(path: &Path) -> Result<(), StoreError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| StoreError::Sync {
+            path: path.to_path_buf(),
+            action: "fsync",
+            source,
+        })
 }
 
 impl Store {
@@ -189,7 +418,7 @@ impl Store {
     /// anyone. An equal epoch is accepted, so recording is idempotent; lockd claims a fresh
     /// epoch for every broker it starts, including restarts in place.
     pub async fn fence(&self, epoch: u64) -> Result<(), StoreError> {
-        let (meta, db, path) = (self.meta.clone(), self.db.clone(), self.path.clone());
+        let (meta, flusher, path) = (self.meta.clone(), self.flusher(), self.path.clone());
         self.blocking("recording the epoch", move || {
             if let Some(stored) = read_epoch(&meta, &path)? {
                 if stored > epoch {
@@ -199,7 +428,7 @@ impl Store {
                     });
                 }
             }
-            write_epoch(&meta, &db, &path, epoch)?;
+            write_epoch(&meta, &flusher, &path, epoch)?;
             Ok(())
         })
         .await
@@ -208,10 +437,10 @@ impl Store {
     /// For standalone mode, where no lockd hands out epochs: claims the stored epoch plus one,
     /// durably, and returns it.
     pub async fn claim_next_epoch(&self) -> Result<u64, StoreError> {
-        let (meta, db, path) = (self.meta.clone(), self.db.clone(), self.path.clone());
+        let (meta, flusher, path) = (self.meta.clone(), self.flusher(), self.path.clone());
         self.blocking("claiming the next epoch", move || {
             let epoch = read_epoch(&meta, &path)?.unwrap_or(0) + 1;
-            write_epoch(&meta, &db, &path, epoch)?;
+            write_epoch(&meta, &flusher, &path, epoch)?;
             Ok(epoch)
         })
         .await
@@ -219,21 +448,18 @@ impl Store {
 
     /// Makes everything written so far durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let (db, path) = (self.db.clone(), self.path.clone());
-        self.blocking("flushing", move || {
-            db.flush().map_err(|source| StoreError::Sled {
-                path,
-                action: "flushing",
-                source,
-            })?;
-            Ok(())
-        })
-        .await
+        let flusher = self.flusher();
+        self.blocking("flushing", move || flusher.flush()).await
     }
 
     /// The sled database, for the journal (its only writer once the broker serves).
     pub fn db(&self) -> &sled::Db {
         &self.db
+    }
+
+    /// What makes the store's writes durable, for the journal's writer.
+    pub fn flusher(&self) -> Arc<Flusher> {
+        Arc::clone(&self.flusher)
     }
 
     /// The store's directory.
@@ -300,7 +526,13 @@ fn open_blocking(path: PathBuf, tuning: Tuning) -> Result<Store, StoreError> {
         action: "opening the meta tree",
         source,
     })?;
-    Ok(Store { db, meta, path })
+    let flusher = Arc::new(Flusher::open(db.clone(), &path)?);
+    Ok(Store {
+        db,
+        meta,
+        flusher,
+        path,
+    })
 }
 
 /// sled 0.34 reports a held flock only as an `Io` error of kind `Other` with this text (see
@@ -327,22 +559,17 @@ fn read_epoch(meta: &sled::Tree, path: &Path) -> Result<Option<u64>, StoreError>
 /// Writes the epoch and flushes: the fence only works if a later broker is sure to see it.
 fn write_epoch(
     meta: &sled::Tree,
-    db: &sled::Db,
+    flusher: &Flusher,
     path: &Path,
     epoch: u64,
 ) -> Result<(), StoreError> {
-    let sled_err = |action| {
-        let path = path.to_path_buf();
-        move |source| StoreError::Sled {
-            path,
-            action,
-            source,
-        }
-    };
     meta.insert(EPOCH_KEY, &epoch.to_be_bytes())
-        .map_err(sled_err("recording the epoch"))?;
-    db.flush().map_err(sled_err("flushing the epoch"))?;
-    Ok(())
+        .map_err(|source| StoreError::Sled {
+            path: path.to_path_buf(),
+            action: "recording the epoch",
+            source,
+        })?;
+    flusher.flush()
 }
 
 #[cfg(test)]

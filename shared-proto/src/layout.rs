@@ -108,7 +108,9 @@ impl Layout {
         if recorded != ours {
             return Ok(Some(recorded));
         }
-        if self.epochs().join((ours + 1).to_string()).exists() {
+        // try_exists: a lookup that fails is an error, not "no newer claim" (the fence must not
+        // take a read error for a pass).
+        if self.epochs().join((ours + 1).to_string()).try_exists()? {
             return Ok(Some(ours + 1));
         }
         Ok(None)

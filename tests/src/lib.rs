@@ -6,6 +6,7 @@
 //! starts is SIGKILLed when it is dropped, and a failing test prints every node's log.
 
 pub mod bindfs;
+pub mod powercut;
 
 use anyhow::{bail, Context};
 use shared_proto::admin::{Role, Status};

@@ -18,6 +18,7 @@
 pub mod message;
 pub mod paging;
 pub mod pending;
+pub mod registry;
 
 use crate::journal::Op;
 use crate::memory::Gauge;
@@ -447,16 +448,12 @@ const MAX_TRANSACTIONS: usize = 64;
 /// Operations (SENDs and ACKs) in one transaction at most.
 const MAX_TRANSACTION_OPS: usize = 10_000;
 
-/// Space (sled tree) names: one per queue, one per durable subscription, one registry.
-const DURABLE_REGISTRY: &str = "subs";
+/// Space names: one per queue; durable subscriptions' are in [`registry`].
 fn queue_space(destination: &str) -> Arc<str> {
     format!("q/{destination}").into()
 }
-fn durable_space(key: &DurableKey) -> Arc<str> {
-    format!("d/{}\u{1}{}", key.0, key.1).into()
-}
 fn registry_key(key: &DurableKey) -> Bytes {
-    Bytes::from(format!("{}\u{1}{}", key.0, key.1))
+    registry::key(&key.0, &key.1)
 }
 
 impl Broker {
@@ -543,9 +540,13 @@ impl Broker {
         let page = self.paging.as_ref().map_or(usize::MAX, |p| p.page);
         let mut restored = 0;
         let spaces = store.spaces()?;
-        let mut registry = Vec::new();
-        if spaces.iter().any(|s| &**s == DURABLE_REGISTRY) {
-            registry = store.read(DURABLE_REGISTRY, &[], usize::MAX)?;
+        let registry = registry::recover(store, &spaces)?;
+        if !registry.migration.is_empty() {
+            self.store.store.apply(registry.migration, None);
+        }
+        for space in registry.orphans {
+            // A deleted subscription's purge, cut short by a crash: finish it.
+            self.purge_from(space, 0, u64::MAX);
         }
         for space in &spaces {
             let Some(destination) = space.strip_prefix("q/") else {
@@ -559,15 +560,11 @@ impl Broker {
             queue.paged.count_from_cursor(epoch << 40);
             restored += queue.paged.load(&mut queue.pending, entries, page, epoch);
         }
-        for (key, topic) in registry {
-            let key = String::from_utf8_lossy(&key).into_owned();
-            let Some((client_id, name)) = key.split_once('\u{1}') else {
-                continue;
-            };
-            let key: DurableKey = (client_id.into(), name.into());
-            let space = durable_space(&key);
+        for entry in registry.entries {
+            let key: DurableKey = (entry.client_id, entry.name);
+            let space = entry.space;
             let mut durable = Durable {
-                topic: String::from_utf8_lossy(&topic).into(),
+                topic: entry.topic.into(),
                 pending: self.new_pending(),
                 paged: Paged {
                     cursor: Some(0),
@@ -986,6 +983,12 @@ impl Broker {
         }));
     }
 
+    /// A number never used before, for a durable subscription's space: the next message seq.
+    fn incarnation(&mut self) -> u64 {
+        self.counter += 1;
+        (self.settings.epoch << 40) | self.counter
+    }
+
     /// Removes a deleted durable subscription's paged-out messages from the store, a page at a
     /// time, off the router.
     fn purge(&mut self, space: Arc<str>, paged: &Paged) {
@@ -1322,14 +1325,20 @@ impl Broker {
             Source::Topic(t) => self.topics.entry(Arc::clone(t)).or_default().push(key),
             Source::Durable(durable_key) => {
                 let mut purge = None;
+                // A new subscription, or one moved to another topic, gets a space never used
+                // before: a crash before the old one's purge finished cannot mix the two.
+                let new_space = match self.durables.get(durable_key) {
+                    Some(durable) if durable.topic == destination => None,
+                    _ => Some(registry::space(self.incarnation())),
+                };
                 let durable = match self.durables.entry(durable_key.clone()) {
                     std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                     std::collections::hash_map::Entry::Vacant(entry) => {
-                        let space = durable_space(durable_key);
+                        let space = new_space.clone().expect("a new subscription's space");
                         self.store.put(
-                            DURABLE_REGISTRY.into(),
+                            registry::REGISTRY.into(),
                             registry_key(durable_key),
-                            Bytes::from(destination.to_string()),
+                            registry::value(&space, &destination),
                             None,
                         );
                         entry.insert(Durable {
@@ -1347,15 +1356,16 @@ impl Broker {
                     for msg in old {
                         self.store.remove(Arc::clone(&durable.space), key_of(&msg));
                     }
+                    let space = new_space.expect("a moved subscription's space");
                     purge = Some((
-                        Arc::clone(&durable.space),
+                        std::mem::replace(&mut durable.space, space),
                         std::mem::take(&mut durable.paged),
                     ));
                     durable.topic = Arc::clone(&destination);
                     self.store.put(
-                        DURABLE_REGISTRY.into(),
+                        registry::REGISTRY.into(),
                         registry_key(durable_key),
-                        Bytes::from(destination.to_string()),
+                        registry::value(&durable.space, &destination),
                         None,
                     );
                 }
@@ -1452,12 +1462,15 @@ impl Broker {
                     key.1
                 )));
             }
+            // The registry entry goes first: it is the deletion's durable marker. A crash
+            // before the purge below is done leaves a space no entry names, which recovery
+            // purges and no subscription ever reads (see `registry`).
+            self.store
+                .remove(registry::REGISTRY.into(), registry_key(&key));
             for msg in durable.pending.drain() {
                 self.store.remove(Arc::clone(&durable.space), key_of(&msg));
             }
             self.purge(Arc::clone(&durable.space), &durable.paged);
-            self.store
-                .remove(DURABLE_REGISTRY.into(), registry_key(&key));
         }
         Ok(())
     }

@@ -45,8 +45,16 @@ use crate::journal::Recovered;
 use crate::store::StoreError;
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{error, warn};
+
+/// Times the [`Pager`] tries a read before the store counts as failed: a read error is a disk or
+/// a corrupt store, which a retry or two rides out only if it was transient.
+pub const READ_ATTEMPTS: u32 = 3;
+
+/// Wait between two attempts at a read.
+const READ_RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// Stored entries as (key, value), in key order.
 pub type Entries = Vec<(Bytes, Bytes)>;
@@ -139,25 +147,67 @@ impl PageRead {
     }
 }
 
+/// Told once, by the [`Pager`], that the store cannot be read.
+pub type OnReadFailure = Box<dyn FnOnce(StoreError) + Send + 'static>;
+
 /// The daemon's reader: one thread serving the router's reads in order, so disk reads never
 /// run on the router task and never more than one at a time.
+///
+/// A read that fails [`READ_ATTEMPTS`] times is the store failing: `fail` is told (the daemon
+/// stops the broker, saying why: lockd restarts it or hands over) and the thread ends, instead
+/// of leaving a space whose stored messages can no longer come back silently stuck.
 pub struct Pager {
     pub store: Arc<dyn PageStore>,
     pub reads: mpsc::UnboundedReceiver<PageRead>,
+    pub fail: OnReadFailure,
+}
+
+/// Serves `read`, trying a failed read again up to [`READ_ATTEMPTS`] times in all.
+fn serve_patiently(read: PageRead, store: &dyn PageStore) -> Result<Request, StoreError> {
+    let mut attempt = 1;
+    loop {
+        let answer = read.clone().serve(store);
+        let cause = match &answer {
+            Request::Page { result: Err(e), .. } | Request::Counted { result: Err(e), .. } => {
+                Arc::clone(e)
+            }
+            _ => return Ok(answer),
+        };
+        if attempt >= READ_ATTEMPTS {
+            return Err(StoreError::PageRead {
+                space: read.space.to_string(),
+                attempts: attempt,
+                cause,
+            });
+        }
+        warn!(space = %read.space, attempt, error = %cause, "reading stored messages failed; retrying");
+        attempt += 1;
+        std::thread::sleep(READ_RETRY_DELAY);
+    }
 }
 
 impl Pager {
     /// Starts the reader thread. It holds the router's inbox only weakly, so the router still
     /// ends once every session has let go of it; the thread ends with the router (whose
-    /// dropping closes `reads`).
+    /// dropping closes `reads`), or after a read failed for good.
     pub fn start(self, inbox: mpsc::WeakSender<Request>) -> std::io::Result<()> {
-        let Pager { store, mut reads } = self;
+        let Pager {
+            store,
+            mut reads,
+            fail,
+        } = self;
         std::thread::Builder::new()
             .name("pager".into())
             .spawn(move || {
                 // A plain thread, not a runtime worker, so blocking here is fine.
                 while let Some(read) = reads.blocking_recv() {
-                    let answer = read.serve(&*store);
+                    let answer = match serve_patiently(read, &*store) {
+                        Ok(answer) => answer,
+                        Err(err) => {
+                            error!(error = %err, "the store cannot be read; stopping the broker");
+                            return fail(err);
+                        }
+                    };
                     let Some(inbox) = inbox.upgrade() else {
                         return;
                     };
@@ -343,4 +393,115 @@ impl Paged {
 /// A store key's message sequence (big-endian, see `key_of`).
 fn seq_of(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::mpsc::channel;
+
+    /// Bound on any wait here; these tests take milliseconds.
+    const WAIT: Duration = Duration::from_secs(20);
+
+    /// A store whose first `failures` reads fail.
+    struct Flaky {
+        failures: u32,
+        reads: AtomicU32,
+    }
+
+    impl PageStore for Flaky {
+        fn spaces(&self) -> Result<Vec<Arc<str>>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn read(&self, _: &str, _: &[u8], _: usize) -> Result<Entries, StoreError> {
+            if self.reads.fetch_add(1, Ordering::SeqCst) < self.failures {
+                return Err(StoreError::CorruptKey {
+                    path: "store".into(),
+                    len: 1,
+                });
+            }
+            Ok(vec![(
+                Bytes::from_static(&[0; 8]),
+                Bytes::from_static(b"m"),
+            )])
+        }
+    }
+
+    /// Starts a pager on `store`, asks for one page, and returns what the router got and what
+    /// the failure callback got.
+    fn one_read(store: Flaky) -> (Option<Request>, Option<StoreError>) {
+        let (inbox, mut router) = mpsc::channel(4);
+        let (reads_tx, reads) = mpsc::unbounded_channel();
+        let (failed_tx, failed) = channel();
+        let pager = Pager {
+            store: Arc::new(store),
+            reads,
+            fail: Box::new(move |err| {
+                let _ = failed_tx.send(err);
+            }),
+        };
+        pager.start(inbox.downgrade()).unwrap();
+        reads_tx
+            .send(PageRead {
+                ticket: 7,
+                space: Arc::from("q/a"),
+                from: Bytes::from_static(&[0; 8]),
+                limit: 10,
+                count_below: None,
+            })
+            .unwrap();
+        // The answer, or the failure: whichever the pager gives.
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(request) = router.try_recv() {
+                return (Some(request), failed.try_recv().ok());
+            }
+            if let Ok(err) = failed.try_recv() {
+                return (router.try_recv().ok(), Some(err));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pager answered nothing"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_read_that_keeps_failing_stops_the_broker_loudly_instead_of_stalling_the_space() {
+        let (answer, failure) = one_read(Flaky {
+            failures: u32::MAX,
+            reads: AtomicU32::new(0),
+        });
+        assert!(answer.is_none(), "the router is not left to shrug it off");
+        let err = failure.expect("the failure is reported");
+        assert!(
+            matches!(
+                err,
+                StoreError::PageRead {
+                    attempts: READ_ATTEMPTS,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("\"q/a\""), "{err}");
+    }
+
+    #[test]
+    fn a_read_that_fails_once_is_tried_again() {
+        let (answer, failure) = one_read(Flaky {
+            failures: 1,
+            reads: AtomicU32::new(0),
+        });
+        assert!(failure.is_none(), "{failure:?}");
+        match answer {
+            Some(Request::Page {
+                ticket: 7,
+                result: Ok(entries),
+            }) => assert_eq!(entries.len(), 1),
+            _ => panic!("expected the page after one retry"),
+        }
+    }
 }

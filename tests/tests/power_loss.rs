@@ -1,0 +1,278 @@
+//! No loss across a power cut: a node's shared directory (with its store) on the power-cut filesystem
+//! (`ha_tests::powercut`), where every write not yet fsynced is lost when the power goes. A
+//! producer sends persistent messages with receipts, many awaiting their receipt at once (so the
+//! broker's group commit is under way at the cut); the power is cut mid-stream, the node killed,
+//! the filesystem mounted again from what reached its disk, and the node restarted: every
+//! receipted message must be there. Several cuts in a row, each on its own queue, so the later
+//! rounds also recover what earlier cuts left.
+//!
+//! The whole shared directory is on the power-cut filesystem: the store, and lockd's files
+//! (lock, epoch, epochs/, holder.json), so a cut also checks that a node finds a usable epoch
+//! and lock afterwards. Locks on it are the kernel's local ones, which is all one node needs.
+//!
+//! Needs root, /dev/fuse and fusermount3: ignored otherwise (see the attribute), and it fails,
+//! rather than passes, when run without them.
+
+use ha_tests::powercut::{self, Mount};
+use ha_tests::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stomp_client::{AckMode, Client, Options};
+
+/// One power cut per round, each on its own queue: (body bytes, receipts the producer must have
+/// had before the power is cut). Kilobyte bodies as in the benchmarks, cut at different points
+/// of the store's life; then bodies large enough that sled writes them (and the tree pages
+/// holding them) to separate blob files, which it never syncs itself.
+const ROUNDS: [(usize, usize); 3] = [(1000, 150), (1000, 300), (200_000, 40)];
+/// SENDs awaiting their receipt at once: the cut finds a group commit under way.
+const WINDOW: usize = 64;
+
+/// A producer running on its own thread until told to stop; what it got receipts for.
+struct Producer {
+    receipted: Arc<Mutex<BTreeSet<u64>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Producer {
+    /// Sends numbered persistent messages to `queue` with receipts, [`WINDOW`] at a time, until
+    /// stopped or the connection is gone.
+    fn start(url: String, queue: String, body: usize) -> Producer {
+        let receipted = Arc::new(Mutex::new(BTreeSet::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sink, stopped) = (Arc::clone(&receipted), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            runtime.block_on(async move {
+                let options = Options {
+                    receipt_window: WINDOW,
+                    ..Options::default()
+                };
+                let client = tokio::time::timeout(WAIT, Client::connect(&url, options))
+                    .await
+                    .expect("the producer connects within WAIT")
+                    .expect("the producer connects");
+                let body = "x".repeat(body);
+                let run = async {
+                    for seq in 0u64.. {
+                        let number = seq.to_string();
+                        let Ok(receipt) = client
+                            .send(
+                                &queue,
+                                &[("persistent", "true"), ("seq", &number)],
+                                body.clone(),
+                            )
+                            .await
+                        else {
+                            return;
+                        };
+                        let sink = Arc::clone(&sink);
+                        tokio::spawn(async move {
+                            match receipt.await {
+                                Ok(()) => {
+                                    sink.lock().unwrap().insert(seq);
+                                }
+                                // The broker said no: the test's setup is wrong.
+                                Err(stomp_client::Error::Rejected(why)) => {
+                                    panic!("the broker refused SEND {seq}: {why}")
+                                }
+                                // The connection went with the power.
+                                Err(_) => {}
+                            }
+                        });
+                    }
+                };
+                let stop = async {
+                    while !stopped.load(SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                };
+                tokio::select! {
+                    () = run => {}
+                    () = stop => {}
+                }
+                // Dropping the runtime ends the receipt tasks still waiting: the node is dead
+                // by now, so none of them can be confirmed any more.
+            });
+        });
+        Producer {
+            receipted,
+            stop,
+            thread,
+        }
+    }
+
+    fn receipted(&self) -> usize {
+        self.receipted.lock().unwrap().len()
+    }
+
+    /// Stops the producer and returns the numbers it got a receipt for.
+    fn finish(self) -> BTreeSet<u64> {
+        self.stop.store(true, SeqCst);
+        self.thread.join().expect("the producer thread");
+        std::mem::take(&mut *self.receipted.lock().unwrap())
+    }
+}
+
+/// Reads `queue` until every number in `expected` arrived, or nothing came for a while; the
+/// numbers that never came.
+fn missing_after_consuming(url: &str, queue: &str, expected: &BTreeSet<u64>) -> BTreeSet<u64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let client = tokio::time::timeout(WAIT, Client::connect(url, Options::default()))
+            .await
+            .expect("the consumer connects within WAIT")
+            .expect("the consumer connects");
+        let mut sub = tokio::time::timeout(WAIT, client.subscribe(queue, AckMode::Auto, &[]))
+            .await
+            .expect("the consumer subscribes within WAIT")
+            .expect("the consumer subscribes");
+        let mut missing = expected.clone();
+        while !missing.is_empty() {
+            match tokio::time::timeout(WAIT, sub.next()).await {
+                Ok(Some(message)) => {
+                    let seq = message.header("seq").and_then(|s| s.parse().ok());
+                    missing.remove(&seq.expect("a message with a seq header"));
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        drop(sub);
+        let _ = tokio::time::timeout(WAIT, client.disconnect()).await;
+        missing
+    })
+}
+
+/// Compact ranges of numbers, for a readable failure.
+fn ranges(numbers: &BTreeSet<u64>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut iter = numbers.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end = iter.next().unwrap();
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    out.join(",")
+}
+
+#[test]
+#[ignore = "needs root, /dev/fuse and fusermount3 (Debian fuse3); tests/run-all.sh runs it as root"]
+fn receipted_messages_survive_power_cuts() {
+    if let Some(why) = powercut::unavailable() {
+        panic!("the power-cut test cannot run here: {why}");
+    }
+    let mut cluster = Cluster::new(1, "");
+    // The shared directory becomes the disk; an empty directory in its place is the mount
+    // point, and the mount shows the disk's owners and modes.
+    let shared = cluster.shared.clone();
+    let disk = cluster.root.join("disk");
+    std::fs::rename(&shared, &disk).unwrap();
+    std::fs::create_dir(&shared).unwrap();
+    let mut mount = Mount::new(&disk, &shared);
+    let url = failover_url(&cluster);
+    let mut receipted: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for (round, (body, target)) in ROUNDS.into_iter().enumerate() {
+        cluster.nodes[0].start();
+        cluster.wait_for_one_active();
+        let queue = format!("/queue/power-{round}");
+        let producer = Producer::start(url.clone(), queue.clone(), body);
+        let deadline = Instant::now() + WAIT;
+        while producer.receipted() < target {
+            assert!(
+                Instant::now() < deadline,
+                "only {} receipts within {WAIT:?}",
+                producer.receipted()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let lost = mount.cut();
+        cluster.nodes[0].kill(libc::SIGKILL);
+        let got = producer.finish();
+        eprintln!(
+            "round {round}: {} receipted on {queue}; power {lost}",
+            got.len()
+        );
+        receipted.insert(queue, got);
+        mount = mount.power_on();
+    }
+    cluster.nodes[0].start();
+    cluster.wait_for_one_active();
+    let mut lost = BTreeMap::new();
+    for (queue, expected) in &receipted {
+        let missing = missing_after_consuming(&url, queue, expected);
+        if !missing.is_empty() {
+            lost.insert(queue.clone(), ranges(&missing));
+        }
+    }
+    let total: usize = receipted.values().map(BTreeSet::len).sum();
+    assert!(
+        lost.is_empty(),
+        "receipted messages lost across {} power cuts (of {total} receipted): {lost:?}\n{}",
+        ROUNDS.len(),
+        cluster.logs()
+    );
+    eprintln!(
+        "{total} receipted messages over {} power cuts: none lost",
+        ROUNDS.len()
+    );
+}
+
+#[test]
+#[ignore = "needs root, /dev/fuse and fusermount3 (Debian fuse3); tests/run-all.sh runs it as root"]
+fn the_power_cut_filesystem_keeps_exactly_what_was_fsynced() {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    if let Some(why) = powercut::unavailable() {
+        panic!("the power-cut test cannot run here: {why}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, target) = (dir.path().join("disk"), dir.path().join("mnt"));
+    std::fs::create_dir(&disk).unwrap();
+    std::fs::create_dir(&target).unwrap();
+    let mut mount = Mount::new(&disk, &target);
+    let path = |name: &str| target.join(name);
+    // Written and fsynced, then overwritten in part and extended without a sync.
+    let mut kept = std::fs::File::create(path("kept")).unwrap();
+    kept.write_all(b"synced data").unwrap();
+    kept.sync_data().unwrap();
+    kept.write_all_at(b"SYNCED", 0).unwrap();
+    kept.write_all(b" and more").unwrap();
+    // The processes see their unsynced writes.
+    assert_eq!(
+        std::fs::read(path("kept")).unwrap(),
+        b"SYNCED data and more"
+    );
+    // Truncated and synced: the truncation is durable.
+    let mut cut = std::fs::File::create(path("truncated")).unwrap();
+    cut.write_all(b"0123456789").unwrap();
+    cut.set_len(4).unwrap();
+    cut.sync_all().unwrap();
+    // Never synced: the name survives (metadata is synchronous), the data does not.
+    std::fs::write(path("unsynced"), b"gone").unwrap();
+    std::fs::create_dir(path("dir")).unwrap();
+    let lost = mount.cut();
+    assert!(lost.contains("of 2 files"), "{lost}");
+    let err = std::fs::read(path("kept")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(kept);
+    drop(cut);
+    let _mount = mount.power_on();
+    assert_eq!(std::fs::read(path("kept")).unwrap(), b"synced data");
+    assert_eq!(std::fs::read(path("truncated")).unwrap(), b"0123");
+    assert_eq!(std::fs::read(path("unsynced")).unwrap(), b"");
+    assert!(path("dir").is_dir());
+}
