@@ -99,6 +99,8 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let layout = prepare_shared_dir(&settings, args.init)?;
+    // Before any thread starts: it may switch the process's effective ids for a moment.
+    let broker_command = broker_command(&settings, &layout)?;
 
     let (keeper_tx, keeper_rx) = std::sync::mpsc::channel();
     let (keeper_events_tx, keeper_events) = mpsc::channel(64);
@@ -147,7 +149,6 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
         lockd_uid: sys::users::effective_uid(),
         admin_group: settings.admin_group.clone(),
     };
-    let broker_command = broker_command(&settings, &layout);
     tracing::info!(
         node = %settings.node,
         shared_dir = %settings.shared_dir.display(),
@@ -277,7 +278,10 @@ fn check_broker_can_write(data: &std::path::Path, uid: u32, gid: u32) -> anyhow:
 }
 
 /// brokerd's command line: everything it needs besides the epoch, which comes over the socket.
-fn broker_command(settings: &Settings, layout: &Layout) -> sys::spawn::BrokerCommand {
+fn broker_command(
+    settings: &Settings,
+    layout: &Layout,
+) -> anyhow::Result<sys::spawn::BrokerCommand> {
     let mut args = vec![
         "--node".to_string(),
         settings.node.clone(),
@@ -291,11 +295,27 @@ fn broker_command(settings: &Settings, layout: &Layout) -> sys::spawn::BrokerCom
         args.push(addr.clone());
     }
     args.extend(settings.broker_args.iter().cloned());
-    sys::spawn::BrokerCommand {
-        program: settings.broker_binary.clone(),
+    let program = settings.broker_binary.clone();
+    let opened = match settings.broker_credentials {
+        Some((uid, gid)) if !sys::users::can_execute_as(&program, uid, gid)? => {
+            let fd = sys::spawn::open_program(&program)
+                .with_context(|| format!("cannot open broker_binary {}", program.display()))?;
+            tracing::info!(
+                node = %settings.node,
+                binary = %program.display(),
+                uid,
+                "the broker user cannot reach broker_binary's path (a directory on the way is closed to it); lockd executes it through a descriptor it opened"
+            );
+            Some(std::sync::Arc::new(fd))
+        }
+        _ => None,
+    };
+    Ok(sys::spawn::BrokerCommand {
+        program,
         args,
         credentials: settings.broker_credentials,
-    }
+        opened,
+    })
 }
 
 /// SIGTERM/SIGINT become shutdown requests: the first graceful, a second one immediate.

@@ -739,6 +739,7 @@ mod tests {
             program: PathBuf::from("/bin/sleep"),
             args: vec!["600".into()],
             credentials: None,
+            opened: None,
         };
         let (_, nodes) = watch::channel(Vec::new());
         let node = Node::new(

@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use tokio::process::{Child, Command};
 
 /// The descriptor number brokerd finds its control socket on.
@@ -32,6 +33,10 @@ pub struct BrokerCommand {
     pub args: Vec<String>,
     /// (uid, gid) to drop to; `None` runs the child as lockd's own user.
     pub credentials: Option<(u32, u32)>,
+    /// `program`, opened by lockd (O_PATH) when the broker user cannot reach its path (a build
+    /// under /root): the child executes it through /proc/self/fd, which checks only the file's
+    /// own execute bit. A kernel rule lets a process use its own fd links whatever its ids.
+    pub opened: Option<Arc<OwnedFd>>,
 }
 
 /// A started child and lockd's end of its control socket.
@@ -51,7 +56,14 @@ pub fn spawn(command: &BrokerCommand) -> io::Result<Spawned> {
     let their_fd = theirs.as_raw_fd();
     let parent = std::process::id() as i32;
 
-    let mut cmd = Command::new(&command.program);
+    let mut cmd = match &command.opened {
+        Some(fd) => {
+            let mut cmd = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            cmd.arg0(&command.program);
+            cmd
+        }
+        None => Command::new(&command.program),
+    };
     cmd.args(&command.args)
         .stdin(Stdio::null())
         .env(CONTROL_FD_ENV, CHILD_CONTROL_FD.to_string())
@@ -91,6 +103,29 @@ pub fn spawn(command: &BrokerCommand) -> io::Result<Spawned> {
         child,
         control: ours,
     })
+}
+
+/// Opens brokerd's binary for [`BrokerCommand::opened`]: O_PATH (no read access needed), and
+/// numbered above the control socket's fd 3, which the child's dup2 would otherwise replace.
+pub fn open_program(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)?;
+    // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor we own into a new one we then own.
+    let fd = unsafe {
+        libc::fcntl(
+            file.as_raw_fd(),
+            libc::F_DUPFD_CLOEXEC,
+            CHILD_CONTROL_FD + 1,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by fcntl and nothing else owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Puts the child's control socket on fd 3 without close-on-exec. Runs in the forked child.
@@ -166,6 +201,7 @@ pub mod tests {
             program: PathBuf::from("/bin/sh"),
             args: vec!["-c".into(), script],
             credentials: None,
+            opened: None,
         };
         let mut spawned = spawn(&command).unwrap();
         let pid = spawned.child.id().unwrap();

@@ -62,3 +62,41 @@ pub fn peer_groups(socket: &impl std::os::fd::AsRawFd) -> std::io::Result<Vec<u3
 pub fn chown_group(path: &std::path::Path, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::chown(path, None, Some(Gid::from_raw(gid).as_raw()))
 }
+
+/// Whether `uid`/`gid` (with no supplementary groups) may execute `path`, every directory on the
+/// way included: a checkout under a root-only home (/root) is not, though the binary itself is
+/// mode 0755. Must run while lockd is still single-threaded and root: it switches the effective
+/// ids of the process and back.
+pub fn can_execute_as(path: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let groups = nix::unistd::getgroups()?;
+    let egid = nix::unistd::getegid();
+    // SAFETY: credential syscalls on this (single-threaded) process; each is undone below before
+    // anything else runs, and a failure to undo aborts rather than run on with the wrong ids.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 || libc::setegid(gid) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::seteuid(uid) != 0 {
+            let error = std::io::Error::last_os_error();
+            restore_root(egid, &groups);
+            return Err(error);
+        }
+        let allowed =
+            libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0;
+        restore_root(egid, &groups);
+        Ok(allowed)
+    }
+}
+
+/// Undoes `can_execute_as`'s switch of effective ids.
+unsafe fn restore_root(egid: Gid, groups: &[Gid]) {
+    let raw: Vec<libc::gid_t> = groups.iter().map(|g| g.as_raw()).collect();
+    if libc::seteuid(0) != 0
+        || libc::setegid(egid.as_raw()) != 0
+        || libc::setgroups(raw.len(), raw.as_ptr()) != 0
+    {
+        std::process::abort();
+    }
+}
