@@ -15,6 +15,7 @@
 //!   (see [`paging`]). Priority orders what is in memory: a paged-out message waits for its
 //!   page even if its priority is higher than that of messages already in memory.
 
+mod drain;
 pub mod message;
 pub mod paging;
 pub mod pending;
@@ -365,6 +366,8 @@ struct Connection {
     client_id: Option<String>,
     subscriptions: HashMap<String, SubKey>,
     transactions: HashMap<String, Vec<TxOp>>,
+    /// Whether the drain dropped one of its SENDs, which silences its later receipts.
+    sends: drain::Sends,
 }
 
 /// The broker's state; owned by the task running [`Broker::run`].
@@ -658,6 +661,7 @@ impl Broker {
                         client_id,
                         subscriptions: HashMap::new(),
                         transactions: HashMap::new(),
+                        sends: drain::Sends::Taken,
                     },
                 );
                 Ok(())
@@ -674,7 +678,17 @@ impl Broker {
                     // to the next node (a SEND without a receipt was best effort anyway). Not an
                     // ERROR now: it would close the session before the receipts still owed for
                     // the SENDs stored just before it, and those would be resent: duplicates.
-                    // The goodbye ERROR follows once every owed receipt is written.
+                    // The goodbye ERROR follows once every owed receipt is written. No later
+                    // receipt may go out on this connection: it would say this SEND was kept.
+                    if let Some(c) = self.connections.get_mut(&conn) {
+                        if c.sends == drain::Sends::Taken {
+                            debug!(
+                                conn,
+                                "draining: dropped a SEND; no more receipts on this connection"
+                            );
+                        }
+                        c.sends = drain::Sends::Dropped;
+                    }
                     return Ok(());
                 }
                 let msg = self.new_message(published, body);
@@ -778,6 +792,20 @@ impl Broker {
                 // One task applies every operation before it looks at anything else, so other
                 // clients see all of the transaction or none of it; its writes go to the store
                 // as one atomic group, and the receipt waits for it.
+                if self.draining {
+                    // The drain aborted it (or dropped its SENDs): refuse it whole. The ERROR
+                    // waits for the receipts already owed, so they are not lost with the
+                    // session it closes.
+                    if let Some(c) = self.connections.get_mut(&conn) {
+                        c.transactions.remove(&transaction);
+                        let outbox = c.outbox.clone();
+                        let message = drain::commit_refused(&transaction);
+                        self.store.barrier(Box::new(move || {
+                            let _ = outbox.send(Outbound::Error { message, receipt });
+                        }));
+                    }
+                    return Ok(());
+                }
                 let ops = self.end_transaction(conn, &transaction)?;
                 self.store.begin_group();
                 for op in ops {
@@ -844,6 +872,15 @@ impl Broker {
                 // would be lost, and the next node would deliver the message again.
                 self.draining = true;
                 self.drained = Some(reply);
+                // Open transactions are aborted: their COMMIT is refused (see [`drain`]).
+                let mut aborted = 0;
+                for c in self.connections.values_mut() {
+                    aborted += c.transactions.len();
+                    c.transactions.clear();
+                }
+                if aborted > 0 {
+                    debug!(aborted, "draining: aborted open transactions");
+                }
                 Ok(())
             }
             Request::Page { ticket, result } => {
@@ -1122,14 +1159,24 @@ impl Broker {
     }
 
     fn receipt_now(&self, conn: ConnId, receipt: Option<String>) {
-        if let (Some(receipt), Some(c)) = (receipt, self.connections.get(&conn)) {
-            let _ = c.outbox.send(Outbound::Receipt(receipt));
+        if let Some(done) = self.receipt_later(conn, receipt) {
+            done();
         }
     }
 
+    /// The receipt to send once it may go out; `None` when the frame asked for none, or when
+    /// the drain dropped an earlier SEND of the connection (see [`drain`]).
     fn receipt_later(&self, conn: ConnId, receipt: Option<String>) -> Option<OnDurable> {
         let receipt = receipt?;
-        let outbox = self.connections.get(&conn)?.outbox.clone();
+        let c = self.connections.get(&conn)?;
+        if c.sends == drain::Sends::Dropped {
+            debug!(
+                conn,
+                receipt, "draining: withholding a receipt after a dropped SEND"
+            );
+            return None;
+        }
+        let outbox = c.outbox.clone();
         Some(Box::new(move || {
             let _ = outbox.send(Outbound::Receipt(receipt));
         }))

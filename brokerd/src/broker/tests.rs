@@ -518,6 +518,78 @@ fn a_drain_stops_dispatching_and_waits_for_every_delivery_to_be_acknowledged() {
     );
 }
 
+/// Everything in `client`'s outbox: receipt ids, and ERROR messages with their receipt-id.
+fn answers(client: &mut Client) -> (Vec<String>, Vec<(String, Option<String>)>) {
+    let (mut receipts, mut errors) = (Vec::new(), Vec::new());
+    while let Ok(frame) = client.outbox.try_recv() {
+        match frame {
+            Outbound::Receipt(r) => receipts.push(r),
+            Outbound::Error { message, receipt } => errors.push((message, receipt)),
+            Outbound::Message { .. } => {}
+        }
+    }
+    (receipts, errors)
+}
+
+fn request_with_receipt(b: &mut Broker, client: &Client, kind: &str, tx: &str, receipt: &str) {
+    let (conn, transaction, receipt) = (client.conn, tx.to_string(), Some(receipt.to_string()));
+    b.handle(match kind {
+        "BEGIN" => Request::Begin {
+            conn,
+            transaction,
+            receipt,
+        },
+        "COMMIT" => Request::Commit {
+            conn,
+            transaction,
+            receipt,
+        },
+        _ => unreachable!("{kind}"),
+    });
+}
+
+#[test]
+fn a_drain_aborts_transactions_and_no_receipt_follows_a_dropped_send() {
+    let mut b = broker();
+    let mut producer = open(&mut b, 1, None);
+    let mut other = open(&mut b, 2, None);
+    request_with_receipt(&mut b, &producer, "BEGIN", "t", "begun");
+    send(
+        &mut b,
+        &producer,
+        "/queue/q",
+        "before",
+        &[("transaction", "t")],
+    );
+    request_with_receipt(&mut b, &other, "BEGIN", "u", "begun");
+    send(&mut b, &other, "/queue/q", "kept", &[("transaction", "u")]);
+    let (tx, _drained) = oneshot::channel();
+    b.handle(Request::Drain(tx));
+    send(
+        &mut b,
+        &producer,
+        "/queue/q",
+        "dropped",
+        &[("transaction", "t")],
+    );
+    request_with_receipt(&mut b, &producer, "COMMIT", "t", "committed");
+    b.handle(Request::Receipt {
+        conn: producer.conn,
+        receipt: "disconnect".into(),
+    });
+    let (receipts, errors) = answers(&mut producer);
+    assert_eq!(receipts, ["begun"], "no receipt after the dropped SEND");
+    assert_eq!(errors.len(), 1, "the COMMIT is refused: {errors:?}");
+    assert!(errors[0].0.contains("aborted"), "{errors:?}");
+    // The other connection dropped nothing, but its transaction was aborted all the same.
+    request_with_receipt(&mut b, &other, "COMMIT", "u", "committed");
+    let (receipts, errors) = answers(&mut other);
+    assert_eq!(receipts, ["begun"]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].1.as_deref(), Some("committed"));
+    assert_eq!(b.counts().messages, 0, "no transaction took effect");
+}
+
 /// A store in memory that keeps what the broker writes and serves its page reads, so paging is
 /// tested without sled. Its barrier runs at once, like [`Volatile`]'s.
 #[derive(Clone, Default)]
