@@ -174,10 +174,11 @@ pub enum Request {
         transaction: String,
         receipt: Option<String>,
     },
-    /// The session wrote `count` auto-acknowledged messages of subscription `id` to its socket.
+    /// The session wrote `count` auto-acknowledged messages of subscription `sub` to its
+    /// socket (the [`Outbound::Message`]'s `sub`).
     Written {
         conn: ConnId,
-        id: Arc<str>,
+        sub: SubKey,
         count: u32,
     },
     /// A receipt once everything before it is processed and durable (DISCONNECT, or any other
@@ -207,7 +208,10 @@ pub enum Request {
 #[derive(Debug)]
 pub enum Outbound {
     Message {
+        /// The client's subscription id, for the `subscription` header.
         subscription: Arc<str>,
+        /// The broker's subscription, which the session names when it reports it written.
+        sub: SubKey,
         /// The `ack` header, in client modes.
         ack: Option<Arc<str>>,
         msg: Arc<Message>,
@@ -274,7 +278,10 @@ enum Source {
 }
 
 type DurableKey = (String, String);
-type SubKey = u64;
+/// The broker's own identity of a subscription, never reused: a client may reuse its
+/// subscription ids (UNSUBSCRIBE, then SUBSCRIBE with the same id), so whatever refers to one
+/// subscription across time (auto-mode "written" reports) uses this instead.
+pub type SubKey = u64;
 
 #[derive(Debug)]
 struct Subscription {
@@ -830,12 +837,11 @@ impl Broker {
                 self.receipt_now(conn, receipt);
                 Ok(())
             }
-            Request::Written { conn, id, count } => {
-                let key = self
-                    .connections
-                    .get(&conn)
-                    .and_then(|c| c.subscriptions.get(&*id).copied());
-                if let Some(sub) = key.and_then(|k| self.subscriptions.get_mut(&k)) {
+            Request::Written { conn, sub, count } => {
+                // A subscription that ended meanwhile already returned its unwritten messages;
+                // a new one under the same client id has other keys.
+                let live = self.subscriptions.get_mut(&sub).filter(|s| s.conn == conn);
+                if let Some(sub) = live {
                     let n = (count as usize).min(sub.unwritten.len());
                     let written: Vec<Unwritten> = sub.unwritten.drain(..n).collect();
                     let source = sub.source.clone();
@@ -1798,6 +1804,7 @@ impl Broker {
         if let Some(c) = self.connections.get(&sub.conn) {
             let _ = c.outbox.send(Outbound::Message {
                 subscription,
+                sub: key,
                 ack,
                 msg: Arc::clone(&msg),
             });

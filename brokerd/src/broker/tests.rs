@@ -111,11 +111,13 @@ fn flagged(expected: &[(&str, bool)]) -> Vec<(String, bool)> {
     expected.iter().map(|(b, r)| (b.to_string(), *r)).collect()
 }
 
-/// The session reports `count` auto-mode messages of subscription `id` written to its socket.
+/// The session reports `count` auto-mode messages of its subscription `id` written to its
+/// socket.
 fn written(broker: &mut Broker, client: &Client, id: &str, count: u32) {
+    let sub = broker.connections[&client.conn].subscriptions[id];
     broker.handle(Request::Written {
         conn: client.conn,
-        id: id.into(),
+        sub,
         count,
     });
 }
@@ -1060,6 +1062,57 @@ fn auto_mode_messages_the_session_never_wrote_go_back_to_the_queue() {
         flags(&mut next),
         flagged(&[("1", true), ("2", true)]),
         "the unwritten ones come again, flagged: some bytes may have reached the socket"
+    );
+}
+
+#[test]
+fn a_written_report_for_an_ended_subscription_leaves_a_new_one_with_the_same_id_alone() {
+    let store = MapStore::default();
+    let mut b = stored_broker(&store);
+    let producer = open(&mut b, 1, None);
+    let mut consumer = open(&mut b, 2, None);
+    subscribe(&mut b, &consumer, "s", "/queue/q", AckMode::Auto, 10);
+    persistent_sends(&mut b, &producer, "/queue/q", 0..1);
+    let old_sub = match consumer.outbox.try_recv() {
+        Ok(Outbound::Message { sub, .. }) => sub,
+        other => panic!("expected a MESSAGE, got {other:?}"),
+    };
+    // The client leaves before the session wrote the message, and comes back under the same id:
+    // the message goes back to the queue and comes to the new subscription.
+    b.handle(Request::Unsubscribe {
+        conn: consumer.conn,
+        id: "s".into(),
+        durable_name: None,
+        receipt: None,
+    });
+    subscribe(&mut b, &consumer, "s", "/queue/q", AckMode::Auto, 10);
+    // Only now does the session report the old delivery written.
+    b.handle(Request::Written {
+        conn: consumer.conn,
+        sub: old_sub,
+        count: 1,
+    });
+    assert_eq!(
+        store.count("q//queue/q"),
+        1,
+        "the redelivery, not yet written, is still stored"
+    );
+    b.handle(Request::Close {
+        conn: consumer.conn,
+    });
+    let mut next = open(&mut b, 3, None);
+    subscribe(
+        &mut b,
+        &next,
+        "s",
+        "/queue/q",
+        AckMode::ClientIndividual,
+        10,
+    );
+    assert_eq!(
+        bodies(&mut next),
+        ["0"],
+        "the message comes back to the next consumer"
     );
 }
 

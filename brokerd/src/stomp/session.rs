@@ -13,7 +13,7 @@ use super::connection::{Connection, ConnectionError};
 use super::frame::{put_header_text, Frame};
 use super::Version;
 use crate::broker::message::Published;
-use crate::broker::{AckMode, AckRef, ConnId, Outbound, Request, SubscribeSpec};
+use crate::broker::{AckMode, AckRef, ConnId, Outbound, Request, SubKey, SubscribeSpec};
 use crate::stats::Stats;
 use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
@@ -405,7 +405,7 @@ impl Session {
     /// gone).
     async fn write_outbox(&mut self, first: Outbound) -> bool {
         let mut buf = BytesMut::with_capacity(4096);
-        let mut written: HashMap<Arc<str>, u32> = HashMap::new();
+        let mut written: HashMap<SubKey, u32> = HashMap::new();
         let mut keep_going = true;
         let mut next = Some(first);
         let mut count = 0;
@@ -414,12 +414,13 @@ impl Session {
             match out {
                 Outbound::Message {
                     subscription,
+                    sub,
                     ack,
                     msg,
                 } => {
                     encode_message(&mut buf, self.version, &subscription, ack.as_deref(), &msg);
                     if ack.is_none() {
-                        *written.entry(subscription).or_default() += 1;
+                        *written.entry(sub).or_default() += 1;
                     }
                 }
                 Outbound::Receipt(receipt) => {
@@ -448,10 +449,10 @@ impl Session {
             debug!(error = %err, "could not write to client");
             return false;
         }
-        for (id, count) in written {
+        for (sub, count) in written {
             let written = Request::Written {
                 conn: self.ctx.conn,
-                id,
+                sub,
                 count,
             };
             if self.ctx.broker.send(written).await.is_err() {
