@@ -1192,6 +1192,30 @@ fn the_connect_timeout_must_be_a_positive_number_of_milliseconds() {
 }
 
 #[test]
+fn a_client_id_already_connected_is_refused_at_connect_until_it_disconnects() {
+    let node = Node::start(&[]);
+    let mut first = node.client_with(&["accept-version:1.2", "client-id:only-once"], "1.2");
+    let mut second = Client::connect(&node.addr);
+    second.send_frame(
+        "CONNECT",
+        &["accept-version:1.2", "client-id:only-once"],
+        b"",
+    );
+    // ActiveMQ's InvalidClientIDException, in its words.
+    let error = second.expect_refusal("only-once already connected from tcp");
+    let message = error.unescaped("message").unwrap();
+    assert!(
+        message.starts_with(
+            "Broker: test - Client: only-once already connected from tcp://127.0.0.1:"
+        ),
+        "{message}"
+    );
+    disconnect(&mut first);
+    let mut third = node.client_with(&["accept-version:1.2", "client-id:only-once"], "1.2");
+    disconnect(&mut third);
+}
+
+#[test]
 fn with_a_users_file_a_client_without_login_is_refused() {
     let node = users_node();
     let mut client = Client::connect(&node.addr);

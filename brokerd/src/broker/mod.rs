@@ -127,11 +127,15 @@ pub enum AckRef {
 
 /// What a session asks of the broker.
 pub enum Request {
-    /// A session connected; frames for it go to `outbox`.
+    /// A session connected; frames for it go to `outbox`. `verdict` says whether it may go on
+    /// (the session answers CONNECTED) or why not (a `client-id` already connected).
     Open {
         conn: ConnId,
         client_id: Option<String>,
+        /// The client's address, named when another client asks for its client-id.
+        peer: String,
         outbox: mpsc::UnboundedSender<Outbound>,
+        verdict: oneshot::Sender<Result<(), String>>,
     },
     Send {
         conn: ConnId,
@@ -371,6 +375,7 @@ enum TxOp {
 struct Connection {
     outbox: mpsc::UnboundedSender<Outbound>,
     client_id: Option<String>,
+    peer: String,
     subscriptions: HashMap<String, SubKey>,
     transactions: HashMap<String, Vec<TxOp>>,
     /// Whether the drain dropped one of its SENDs, which silences its later receipts.
@@ -659,13 +664,35 @@ impl Broker {
             Request::Open {
                 conn,
                 client_id,
+                peer,
                 outbox,
+                verdict,
             } => {
+                // ActiveMQ refuses a second connection with a client-id already connected
+                // (InvalidClientIDException): a durable subscription has one reader.
+                let holder = client_id.as_ref().and_then(|id| {
+                    self.connections
+                        .values()
+                        .find(|c| c.client_id.as_ref() == Some(id))
+                });
+                if let (Some(id), Some(holder)) = (&client_id, holder) {
+                    debug!(conn, client_id = %id, "refusing a client: client-id already connected");
+                    let _ = verdict.send(Err(format!(
+                        "Broker: {} - Client: {id} already connected from tcp://{}",
+                        self.settings.node, holder.peer
+                    )));
+                    return Ok(());
+                }
+                if verdict.send(Ok(())).is_err() {
+                    // The session is gone already; it sends no Close for a refused Open.
+                    return Ok(());
+                }
                 self.connections.insert(
                     conn,
                     Connection {
                         outbox,
                         client_id,
+                        peer,
                         subscriptions: HashMap::new(),
                         transactions: HashMap::new(),
                         sends: drain::Sends::Taken,
@@ -716,8 +743,14 @@ impl Broker {
                 spec,
                 receipt,
             } => {
+                let durable = spec.durable_name.is_some();
                 self.subscribe(conn, spec)?;
-                self.receipt_now(conn, receipt);
+                if durable {
+                    // The registry entry must be durable before the client is told it exists.
+                    self.receipt_after_barrier(conn, receipt);
+                } else {
+                    self.receipt_now(conn, receipt);
+                }
                 Ok(())
             }
             Request::Unsubscribe {
@@ -739,10 +772,14 @@ impl Broker {
                     }
                     (None, Some(_)) => {}
                 }
-                if let Some(name) = durable_name {
-                    self.delete_durable(conn, name)?;
+                match durable_name {
+                    Some(name) => {
+                        self.delete_durable(conn, name)?;
+                        // The deletion must be durable before it is confirmed.
+                        self.receipt_after_barrier(conn, receipt);
+                    }
+                    None => self.receipt_now(conn, receipt),
                 }
-                self.receipt_now(conn, receipt);
                 Ok(())
             }
             Request::Ack {
@@ -1364,6 +1401,16 @@ impl Broker {
                 Source::Durable((client_id, name.clone()))
             }
         };
+        if let Source::Durable(durable_key) = &source {
+            // Checked before anything changes: a refused SUBSCRIBE must leave the active
+            // subscription's messages alone, even one naming another topic.
+            if let Some(active) = self.durables.get(durable_key).and_then(|d| d.active) {
+                return Err(Refused(format!(
+                    "durable subscription {:?} of client-id {:?} is already active (subscription {active})",
+                    durable_key.1, durable_key.0
+                )));
+            }
+        }
         let key = self.next_sub;
         self.next_sub += 1;
         self.connection(conn)?
@@ -1412,19 +1459,9 @@ impl Broker {
                         None,
                     );
                 }
-                let active = durable.active;
-                if active.is_none() {
-                    durable.active = Some(key);
-                }
+                durable.active = Some(key);
                 if let Some((space, paged)) = purge {
                     self.purge(space, &paged);
-                }
-                if let Some(active) = active {
-                    self.connection(conn)?.subscriptions.remove(&spec.id);
-                    return Err(Refused(format!(
-                        "durable subscription {:?} of client-id {:?} is already active (subscription {active})",
-                        durable_key.1, durable_key.0
-                    )));
                 }
             }
         }

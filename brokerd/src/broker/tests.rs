@@ -26,11 +26,15 @@ fn broker() -> Broker {
 
 fn open(broker: &mut Broker, conn: ConnId, client_id: Option<&str>) -> Client {
     let (outbox, rx) = mpsc::unbounded_channel();
+    let (verdict, mut answer) = oneshot::channel();
     broker.handle(Request::Open {
         conn,
         client_id: client_id.map(str::to_owned),
+        peer: format!("127.0.0.1:{conn}"),
         outbox,
+        verdict,
     });
+    assert_eq!(answer.try_recv(), Ok(Ok(())), "connection {conn} refused");
     Client { conn, outbox: rx }
 }
 
@@ -1114,6 +1118,123 @@ fn a_written_report_for_an_ended_subscription_leaves_a_new_one_with_the_same_id_
         ["0"],
         "the message comes back to the next consumer"
     );
+}
+
+/// A store whose writes become durable only when the test says so.
+#[derive(Clone, Default)]
+struct HeldStore(Arc<std::sync::Mutex<Vec<OnDurable>>>);
+
+impl HeldStore {
+    /// Makes everything written so far durable.
+    fn release(&self) {
+        let held = std::mem::take(&mut *self.0.lock().unwrap());
+        for done in held {
+            done();
+        }
+    }
+
+    fn hold(&self, on_durable: Option<OnDurable>) {
+        self.0.lock().unwrap().extend(on_durable);
+    }
+}
+
+impl Durability for HeldStore {
+    fn put(&self, _: Arc<str>, _: Bytes, _: Bytes, on_durable: Option<OnDurable>) {
+        self.hold(on_durable);
+    }
+    fn remove(&self, _: Arc<str>, _: Bytes) {}
+    fn barrier(&self, on_durable: OnDurable) {
+        self.hold(Some(on_durable));
+    }
+    fn apply(&self, _: Vec<Op>, on_durable: Option<OnDurable>) {
+        self.hold(on_durable);
+    }
+}
+
+fn subscribe_durable(
+    b: &mut Broker,
+    client: &Client,
+    id: &str,
+    topic: &str,
+    receipt: Option<&str>,
+) {
+    b.handle(Request::Subscribe {
+        conn: client.conn,
+        spec: SubscribeSpec {
+            id: id.into(),
+            destination: topic.into(),
+            ack: AckMode::ClientIndividual,
+            prefetch: 1,
+            durable_name: Some("feed".into()),
+        },
+        receipt: receipt.map(str::to_owned),
+    });
+}
+
+#[test]
+fn durable_subscribe_and_unsubscribe_are_receipted_once_the_registry_change_is_durable() {
+    let store = HeldStore::default();
+    let mut b = Broker::new(settings(7, 2), Box::new(store.clone()));
+    let mut reader = open(&mut b, 1, Some("reader"));
+    subscribe_durable(&mut b, &reader, "d", "/topic/t", Some("subscribed"));
+    assert_eq!(answers(&mut reader), (vec![], vec![]), "not durable yet");
+    store.release();
+    assert_eq!(answers(&mut reader).0, ["subscribed"]);
+    b.handle(Request::Unsubscribe {
+        conn: reader.conn,
+        id: "d".into(),
+        durable_name: Some("feed".into()),
+        receipt: Some("deleted".into()),
+    });
+    assert_eq!(answers(&mut reader), (vec![], vec![]), "not durable yet");
+    store.release();
+    assert_eq!(answers(&mut reader).0, ["deleted"]);
+}
+
+#[test]
+fn a_refused_durable_subscribe_leaves_the_active_subscriptions_messages_alone() {
+    let store = MapStore::default();
+    let mut b = stored_broker(&store);
+    let producer = open(&mut b, 1, None);
+    let mut reader = open(&mut b, 2, Some("reader"));
+    subscribe_durable(&mut b, &reader, "d", "/topic/a", None);
+    persistent_sends(&mut b, &producer, "/topic/a", 0..3);
+    assert_eq!(bodies(&mut reader), ["0"], "prefetch 1");
+    // The same durable subscription, active, asked for again on another topic.
+    subscribe_durable(&mut b, &reader, "again", "/topic/b", None);
+    let (_, errors) = answers(&mut reader);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].0.contains("already active"), "{errors:?}");
+    assert_eq!(
+        store.count("d/reader\u{1}feed"),
+        3,
+        "its messages are still stored"
+    );
+    assert_eq!(b.counts().messages, 3, "and still waiting for it");
+}
+
+#[test]
+fn a_client_id_already_connected_is_refused_as_activemq_does() {
+    let mut b = broker();
+    let first = open(&mut b, 1, Some("app"));
+    let (outbox, _rx) = mpsc::unbounded_channel();
+    let (verdict, mut answer) = oneshot::channel();
+    b.handle(Request::Open {
+        conn: 2,
+        client_id: Some("app".into()),
+        peer: "127.0.0.1:2".into(),
+        outbox,
+        verdict,
+    });
+    assert_eq!(
+        answer.try_recv(),
+        Ok(Err(
+            "Broker: n1 - Client: app already connected from tcp://127.0.0.1:1".into()
+        ))
+    );
+    assert_eq!(b.counts().consumers, 0);
+    b.handle(Request::Close { conn: first.conn });
+    open(&mut b, 3, Some("app"));
 }
 
 #[test]

@@ -19,7 +19,7 @@ use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::debug;
 
 /// The `server` header of CONNECTED frames.
@@ -45,6 +45,8 @@ pub struct SessionContext {
     pub id: String,
     /// The session's identity in the broker core.
     pub conn: ConnId,
+    /// The client's address, named to another client that asks for this one's client-id.
+    pub peer: std::net::SocketAddr,
     /// Broker-wide counters.
     pub stats: Arc<Stats>,
     /// Tells the session the node is going passive.
@@ -290,6 +292,32 @@ async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Op
     // Twice the agreed interval before giving up on a silent client, as network delays vary.
     let silence_limit = negotiate(client_send, ours).map(|d| d * 2);
     conn.set_version(version);
+    let (outbox_tx, outbox) = mpsc::unbounded_channel();
+    let (verdict_tx, verdict) = oneshot::channel();
+    let open = Request::Open {
+        conn: ctx.conn,
+        client_id: frame.get("client-id").map(str::to_owned),
+        peer: ctx.peer.to_string(),
+        outbox: outbox_tx,
+        verdict: verdict_tx,
+    };
+    if ctx.broker.send(open).await.is_err() {
+        return None;
+    }
+    match verdict.await {
+        Ok(Ok(())) => {}
+        Ok(Err(message)) => {
+            let refusal = Refusal::new(
+                message,
+                "A client-id may be connected once at a time (as in ActiveMQ): close the other \
+                 connection first, or use another client-id.",
+            );
+            send(&mut conn, refusal.into_frame()).await;
+            conn.close().await;
+            return None;
+        }
+        Err(_) => return None,
+    }
     let connected = Frame::new("CONNECTED")
         .with_header("version", version.as_str())
         .with_header("server", SERVER)
@@ -298,15 +326,7 @@ async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Op
     debug!(session = %ctx.id, %version, "client connected");
     if let Err(err) = conn.write_frame(&connected).await {
         debug!(error = %err, "could not send CONNECTED");
-        return None;
-    }
-    let (outbox_tx, outbox) = mpsc::unbounded_channel();
-    let open = Request::Open {
-        conn: ctx.conn,
-        client_id: frame.get("client-id").map(str::to_owned),
-        outbox: outbox_tx,
-    };
-    if ctx.broker.send(open).await.is_err() {
+        let _ = ctx.broker.send(Request::Close { conn: ctx.conn }).await;
         return None;
     }
     Some(Session {
