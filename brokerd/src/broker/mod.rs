@@ -16,6 +16,7 @@
 //!   page even if its priority is higher than that of messages already in memory.
 
 mod drain;
+pub mod limits;
 pub mod message;
 pub mod paging;
 pub mod pending;
@@ -253,6 +254,8 @@ pub struct Settings {
     /// Messages a slow non-durable topic subscriber may have waiting before the oldest are
     /// dropped.
     pub topic_backlog: usize,
+    /// Subscriptions per connection and destinations in total at most.
+    pub caps: limits::Caps,
 }
 
 /// Unix milliseconds now.
@@ -331,6 +334,17 @@ impl std::fmt::Debug for Unwritten {
             .field("unstored", &self.unstored_receipt.is_some())
             .finish()
     }
+}
+
+/// A queue is idle when nothing would be lost by forgetting it: no consumer, no message in
+/// memory, none paged out or being read or counted.
+fn idle(queue: &Queue) -> bool {
+    let paged = &queue.paged;
+    queue.consumers.is_empty()
+        && queue.pending.is_empty()
+        && paged.cursor.is_none()
+        && paged.reading.is_none()
+        && paged.counting.is_none()
 }
 
 #[derive(Debug)]
@@ -529,6 +543,22 @@ impl Broker {
         Arc::clone(&self.memory)
     }
 
+    /// Refuses a client's request that would create `destination` past the destinations cap.
+    /// Only clients are refused: the broker's own routing (the dead-letter queue) is not.
+    fn room_for(&self, destination: &str) -> Result<(), Refused> {
+        let exists = match message::kind_of(destination) {
+            Ok(Kind::Queue) => self.queues.contains_key(destination),
+            Ok(Kind::Topic) => self.topics.contains_key(destination),
+            // Refused later, with the reason.
+            Err(_) => return Ok(()),
+        };
+        let caps = self.settings.caps;
+        if exists || self.queues.len() + self.topics.len() < caps.destinations {
+            return Ok(());
+        }
+        Err(Refused(caps.too_many_destinations(destination)))
+    }
+
     fn queue(&mut self, destination: &Arc<str>) -> &mut Queue {
         if !self.queues.contains_key(destination) {
             let pending = self.new_pending();
@@ -724,6 +754,10 @@ impl Broker {
                         c.sends = drain::Sends::Dropped;
                     }
                     return Ok(());
+                }
+                if matches!(message::kind_of(&published.destination), Ok(Kind::Queue)) {
+                    // A SEND to a topic without subscribers creates nothing.
+                    self.room_for(&published.destination)?;
                 }
                 let msg = self.new_message(published, body);
                 match transaction {
@@ -1379,12 +1413,20 @@ impl Broker {
 
     fn subscribe(&mut self, conn: ConnId, spec: SubscribeSpec) -> Result<(), Refused> {
         let kind = message::kind_of(&spec.destination).map_err(|e| Refused(e.to_string()))?;
+        let caps = self.settings.caps;
+        if spec.durable_name.is_none() {
+            // A durable subscription feeds from its own space, not from a topic entry.
+            self.room_for(&spec.destination)?;
+        }
         let c = self.connection(conn)?;
         if c.subscriptions.contains_key(&spec.id) {
             return Err(Refused(format!(
                 "subscription id {:?} is already in use on this connection",
                 spec.id
             )));
+        }
+        if c.subscriptions.len() >= caps.subscriptions_per_connection {
+            return Err(Refused(caps.too_many_subscriptions()));
         }
         let client_id = c.client_id.clone();
         let destination: Arc<str> = spec.destination.as_str().into();
@@ -1527,6 +1569,14 @@ impl Broker {
             self.redeliver(&sub.source, delivery.msg);
         }
         self.dispatch(&sub.source);
+        if let Source::Queue(q) = &sub.source {
+            // Unique reply-queue names must not pile up: an idle queue is removed, and comes
+            // back as new if used again.
+            if self.queues.get(q).is_some_and(idle) {
+                self.queues.remove(q);
+                debug!(queue = %q, "removed an empty, unused queue");
+            }
+        }
     }
 
     fn delete_durable(&mut self, conn: ConnId, name: String) -> Result<(), Refused> {

@@ -9,7 +9,8 @@ struct Client {
     outbox: mpsc::UnboundedReceiver<Outbound>,
 }
 
-/// Node n1 of `epoch`, with a topic backlog of 3.
+/// Node n1 of `epoch`, with a topic backlog of 3, 4 subscriptions per connection and 8
+/// destinations at most.
 fn settings(epoch: u64, max_redeliveries: u32) -> Settings {
     Settings {
         node: "n1".into(),
@@ -17,6 +18,10 @@ fn settings(epoch: u64, max_redeliveries: u32) -> Settings {
         max_redeliveries,
         dead_letter_queue: "/queue/DLQ".into(),
         topic_backlog: 3,
+        caps: limits::Caps {
+            subscriptions_per_connection: 4,
+            destinations: 8,
+        },
     }
 }
 
@@ -1308,6 +1313,118 @@ fn transactions_are_bounded_in_number_and_size() {
         }
         other => panic!("expected an ERROR, got {other:?}"),
     }
+}
+
+fn unsubscribe(b: &mut Broker, client: &Client, id: &str) {
+    b.handle(Request::Unsubscribe {
+        conn: client.conn,
+        id: id.into(),
+        durable_name: None,
+        receipt: None,
+    });
+}
+
+/// The message of the ERROR waiting in `client`'s outbox.
+fn refusal(client: &mut Client) -> String {
+    match client.outbox.try_recv() {
+        Ok(Outbound::Error { message, .. }) => message,
+        other => panic!("expected an ERROR, got {other:?}"),
+    }
+}
+
+#[test]
+fn subscriptions_per_connection_and_destinations_are_capped_with_errors_naming_the_limit() {
+    let mut b = broker();
+    let mut consumer = open(&mut b, 1, None);
+    for i in 0..4 {
+        let queue = format!("/queue/q{i}");
+        subscribe(
+            &mut b,
+            &consumer,
+            &format!("s{i}"),
+            &queue,
+            AckMode::Auto,
+            1,
+        );
+    }
+    assert!(
+        consumer.outbox.try_recv().is_err(),
+        "up to the limit is fine"
+    );
+    subscribe(&mut b, &consumer, "s4", "/queue/q0", AckMode::Auto, 1);
+    let message = refusal(&mut consumer);
+    assert!(
+        message.contains("at most 4 subscriptions (--max-subscriptions-per-connection)"),
+        "{message}"
+    );
+    let mut producer = open(&mut b, 2, None);
+    for i in 4..8 {
+        send(&mut b, &producer, &format!("/queue/q{i}"), "x", &[]);
+    }
+    assert!(
+        producer.outbox.try_recv().is_err(),
+        "up to the limit is fine"
+    );
+    send(&mut b, &producer, "/queue/one-too-many", "x", &[]);
+    let message = refusal(&mut producer);
+    assert!(
+        message.contains("limit of 8 destinations (--max-destinations)"),
+        "{message}"
+    );
+    let mut other = open(&mut b, 3, None);
+    subscribe(&mut b, &other, "t", "/topic/new", AckMode::Auto, 1);
+    assert!(refusal(&mut other).contains("--max-destinations"));
+    // Existing destinations are still served.
+    send(&mut b, &producer, "/queue/q0", "still", &[]);
+    assert_eq!(bodies(&mut consumer), ["still"]);
+    assert_eq!(b.counts().destinations, 8);
+}
+
+#[test]
+fn an_empty_unused_queue_is_removed_so_unique_reply_queues_do_not_pile_up() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    let mut requester = open(&mut b, 2, None);
+    // More unique reply queues than the destinations cap (8).
+    for i in 0..20 {
+        let reply = format!("/queue/reply-{i}");
+        subscribe(
+            &mut b,
+            &requester,
+            "r",
+            &reply,
+            AckMode::ClientIndividual,
+            1,
+        );
+        send(&mut b, &producer, &reply, "answer", &[]);
+        let got = received(&mut requester);
+        assert_eq!(got.len(), 1, "reply {i}");
+        ack(&mut b, &requester, got[0].1.as_deref().unwrap(), false);
+        unsubscribe(&mut b, &requester, "r");
+    }
+    assert_eq!(b.counts().destinations, 0);
+    // A queue whose consumer left a message unacknowledged keeps it.
+    subscribe(
+        &mut b,
+        &requester,
+        "r",
+        "/queue/kept",
+        AckMode::ClientIndividual,
+        1,
+    );
+    send(&mut b, &producer, "/queue/kept", "unacked", &[]);
+    assert_eq!(bodies(&mut requester), ["unacked"]);
+    unsubscribe(&mut b, &requester, "r");
+    assert_eq!(b.counts().destinations, 1);
+    subscribe(
+        &mut b,
+        &requester,
+        "r",
+        "/queue/kept",
+        AckMode::ClientIndividual,
+        1,
+    );
+    assert_eq!(flags(&mut requester), flagged(&[("unacked", true)]));
 }
 
 /// A broker without paging on `store`, with [`broker`]'s settings.
