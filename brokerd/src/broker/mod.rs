@@ -27,7 +27,7 @@ use crate::store::StoreError;
 use bytes::Bytes;
 use message::{Kind, Message, Published};
 use paging::{PageRead, PageStore, Paged, Paging};
-use pending::{Backlogged, Pending};
+use pending::{Backlogged, Charge, Pending};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -274,6 +274,8 @@ struct InFlight {
     tag: u64,
     ack: Arc<str>,
     msg: Arc<Message>,
+    /// Held in memory until acknowledged: counted against the producers' memory limit.
+    _charge: Charge,
 }
 
 /// Where a subscription's messages come from.
@@ -325,6 +327,8 @@ struct Unwritten {
     /// the producer's receipt, owed once the message is written (consumed), or once it is
     /// stored if the connection ends first.
     unstored_receipt: Option<OnDurable>,
+    /// Held in memory until written: counted against the producers' memory limit.
+    _charge: Charge,
 }
 
 impl std::fmt::Debug for Unwritten {
@@ -382,8 +386,12 @@ enum Ticket {
 }
 
 enum TxOp {
-    Send(Message),
-    Ack { which: AckRef, nack: bool },
+    /// Held in memory until COMMIT or ABORT: counted against the producers' memory limit.
+    Send(Message, Charge),
+    Ack {
+        which: AckRef,
+        nack: bool,
+    },
 }
 
 struct Connection {
@@ -762,7 +770,8 @@ impl Broker {
                 let msg = self.new_message(published, body);
                 match transaction {
                     Some(tx) => {
-                        self.transaction(conn, &tx)?.push(TxOp::Send(msg));
+                        let charge = Charge::new(&msg, &self.memory);
+                        self.transaction(conn, &tx)?.push(TxOp::Send(msg, charge));
                         self.receipt_now(conn, receipt);
                     }
                     None => {
@@ -888,7 +897,8 @@ impl Broker {
                 self.store.begin_group();
                 for op in ops {
                     match op {
-                        TxOp::Send(msg) => self.publish(msg, None, false),
+                        // Its charge goes once the message is where it waits.
+                        TxOp::Send(msg, _charge) => self.publish(msg, None, false),
                         TxOp::Ack { which, nack } => {
                             // A message acknowledged twice in one transaction is simply gone.
                             let _ = self.acknowledge(conn, &which, nack);
@@ -1868,6 +1878,7 @@ impl Broker {
                 sub.unwritten.push_back(Unwritten {
                     msg: Arc::clone(&msg),
                     unstored_receipt: None,
+                    _charge: Charge::new(&msg, &self.memory),
                 });
                 if self.unstored.get() == Some(msg.seq) {
                     self.taken_unstored.set(Some(key));
@@ -1883,6 +1894,7 @@ impl Broker {
                     tag: sub.next_tag,
                     ack: Arc::clone(&ack),
                     msg: Arc::clone(&msg),
+                    _charge: Charge::new(&msg, &self.memory),
                 });
                 Some(ack)
             }

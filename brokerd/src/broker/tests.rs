@@ -386,6 +386,50 @@ fn a_slow_non_durable_topic_subscriber_loses_its_oldest_messages_not_memory() {
 }
 
 #[test]
+fn transaction_contents_and_deliveries_in_flight_count_against_the_memory_limit() {
+    let mut b = broker();
+    let mut producer = open(&mut b, 1, None);
+    let mut consumer = open(&mut b, 2, None);
+    request_with_receipt(&mut b, &producer, "BEGIN", "t", "begun");
+    send(
+        &mut b,
+        &producer,
+        "/queue/q",
+        "in a transaction",
+        &[("transaction", "t")],
+    );
+    let held = b.memory().bytes();
+    assert!(
+        held > 0,
+        "a transaction's SEND is held in memory until COMMIT"
+    );
+    b.handle(Request::Abort {
+        conn: producer.conn,
+        transaction: "t".into(),
+        receipt: None,
+    });
+    assert_eq!(b.memory().bytes(), 0, "released by ABORT");
+    subscribe(
+        &mut b,
+        &consumer,
+        "s",
+        "/queue/q",
+        AckMode::ClientIndividual,
+        1,
+    );
+    send(&mut b, &producer, "/queue/q", "in flight", &[]);
+    let got = received(&mut consumer);
+    assert_eq!(got.len(), 1);
+    assert!(
+        b.memory().bytes() > 0,
+        "a delivery is held in memory until its ACK"
+    );
+    ack(&mut b, &consumer, got[0].1.as_deref().unwrap(), false);
+    assert_eq!(b.memory().bytes(), 0, "released by the ACK");
+    let _ = answers(&mut producer);
+}
+
+#[test]
 fn slow_topic_subscribers_backlogs_count_against_the_memory_limit_once_per_message() {
     let mut b = broker();
     let producer = open(&mut b, 1, None);
@@ -402,14 +446,6 @@ fn slow_topic_subscribers_backlogs_count_against_the_memory_limit_once_per_messa
         AckMode::ClientIndividual,
         1,
     );
-    send(&mut b, &producer, "/topic/t", "0", &[]);
-    // Delivered to all three at once: nothing waits.
-    assert_eq!(b.memory().bytes(), 0);
-    for i in 1..3 {
-        send(&mut b, &producer, "/topic/t", &i.to_string(), &[]);
-    }
-    assert_eq!(bodies(&mut fast), ["0", "1", "2"]);
-    written(&mut b, &fast, "f", 3);
     // Message i is the broker's (i + 1)th: its id ends in i + 1.
     let footprint = |i: usize| {
         Message {
@@ -425,33 +461,45 @@ fn slow_topic_subscribers_backlogs_count_against_the_memory_limit_once_per_messa
         }
         .footprint()
     };
-    let (one, two) = (footprint(1), footprint(2));
-    // "1" and "2" wait for both slow subscribers, and are counted once each.
-    assert_eq!(b.memory().bytes(), one + two);
+    let (zero, one, two) = (footprint(0), footprint(1), footprint(2));
+    send(&mut b, &producer, "/topic/t", "0", &[]);
+    // Delivered to all three at once: nothing waits, and each delivery counts until it is
+    // written or acknowledged.
+    assert_eq!(b.memory().bytes(), 3 * zero);
+    for i in 1..3 {
+        send(&mut b, &producer, "/topic/t", &i.to_string(), &[]);
+    }
+    assert_eq!(bodies(&mut fast), ["0", "1", "2"]);
+    written(&mut b, &fast, "f", 3);
+    // "1" and "2" wait for both slow subscribers, and are counted once each; "0" is in flight
+    // to both.
+    assert_eq!(b.memory().bytes(), one + two + 2 * zero);
     assert_eq!(b.counts().memory_bytes, (one + two) as u64);
     assert_eq!(
         b.counts().messages,
         2 + 2 * 2,
         "two in flight, two waiting twice"
     );
-    // One slow subscriber takes "1": the other still holds it.
+    // One slow subscriber takes "1": the other still holds it in its backlog.
     let got = received(&mut slow);
     ack(&mut b, &slow, got[0].1.as_deref().unwrap(), false);
-    assert_eq!(b.memory().bytes(), one + two);
-    // The other leaves: "1" is held by nobody now.
+    assert_eq!(b.memory().bytes(), one + two + zero + one);
+    // The other leaves: its backlog and its delivery go; "1" is only in flight now.
     b.handle(Request::Close { conn: slower.conn });
-    assert_eq!(b.memory().bytes(), two);
+    assert_eq!(b.memory().bytes(), two + one);
     let got = received(&mut slow);
     assert_eq!(got[0].0, "1");
     ack(&mut b, &slow, got[0].1.as_deref().unwrap(), false);
-    assert_eq!(b.memory().bytes(), 0);
+    assert_eq!(b.memory().bytes(), two, "only the delivery of \"2\"");
     // Past --topic-backlog (3 here) the oldest go, and are uncounted.
     for i in 3..10 {
         send(&mut b, &producer, "/topic/t", &i.to_string(), &[]);
     }
+    assert_eq!(bodies(&mut fast).len(), 7);
+    written(&mut b, &fast, "f", 7);
     assert_eq!(
         b.memory().bytes(),
-        footprint(7) + footprint(8) + footprint(9)
+        two + footprint(7) + footprint(8) + footprint(9)
     );
     b.handle(Request::Close { conn: slow.conn });
     assert_eq!(b.memory().bytes(), 0);

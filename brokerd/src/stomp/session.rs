@@ -521,8 +521,9 @@ impl Session {
     }
 
     /// Whether memory counted against the limit is at or below it. It counts messages that
-    /// cannot be paged out to the store (non-persistent ones, topic backlogs) and store writes
-    /// not yet done: persistent messages beyond a queue's page wait on disk instead.
+    /// cannot be paged out to the store (non-persistent ones, topic backlogs), transactions'
+    /// SENDs, deliveries in flight and store writes not yet done: persistent messages beyond a
+    /// queue's page wait on disk instead (see [`crate::memory`]).
     fn memory_fits(&self) -> bool {
         self.ctx.memory.bytes() <= self.ctx.memory_limit
     }
