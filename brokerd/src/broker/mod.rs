@@ -20,6 +20,7 @@ pub mod limits;
 pub mod message;
 pub mod paging;
 pub mod pending;
+mod standing;
 
 use crate::journal::Op;
 use crate::memory::Gauge;
@@ -400,8 +401,8 @@ struct Connection {
     peer: String,
     subscriptions: HashMap<String, SubKey>,
     transactions: HashMap<String, Vec<TxOp>>,
-    /// Whether the drain dropped one of its SENDs, which silences its later receipts.
-    sends: drain::Sends,
+    /// Whether its receipts may still go out (see [`standing`]).
+    standing: standing::Standing,
 }
 
 /// The broker's state; owned by the task running [`Broker::run`].
@@ -690,8 +691,17 @@ impl Broker {
             | Request::Abort { receipt, .. } => receipt.clone(),
             _ => None,
         };
+        let standing = conn
+            .and_then(|c| self.connections.get(&c))
+            .map(|c| c.standing);
+        if standing == Some(standing::Standing::Refused) {
+            // Sent before the client read its ERROR: nothing more of it is taken.
+            return;
+        }
         if let Err(Refused(message)) = self.apply(request) {
-            if let Some(conn) = conn.and_then(|c| self.connections.get(&c)) {
+            if let Some(conn) = conn.and_then(|c| self.connections.get_mut(&c)) {
+                conn.standing = standing::Standing::Refused;
+                conn.transactions.clear();
                 let _ = conn.outbox.send(Outbound::Error { message, receipt });
             }
         }
@@ -733,7 +743,7 @@ impl Broker {
                         peer,
                         subscriptions: HashMap::new(),
                         transactions: HashMap::new(),
-                        sends: drain::Sends::Taken,
+                        standing: standing::Standing::Good,
                     },
                 );
                 Ok(())
@@ -753,13 +763,13 @@ impl Broker {
                     // The goodbye ERROR follows once every owed receipt is written. No later
                     // receipt may go out on this connection: it would say this SEND was kept.
                     if let Some(c) = self.connections.get_mut(&conn) {
-                        if c.sends == drain::Sends::Taken {
+                        if c.standing == standing::Standing::Good {
                             debug!(
                                 conn,
                                 "draining: dropped a SEND; no more receipts on this connection"
                             );
+                            c.standing = standing::Standing::SendDropped;
                         }
-                        c.sends = drain::Sends::Dropped;
                     }
                     return Ok(());
                 }
@@ -1252,15 +1262,12 @@ impl Broker {
     }
 
     /// The receipt to send once it may go out; `None` when the frame asked for none, or when
-    /// the drain dropped an earlier SEND of the connection (see [`drain`]).
+    /// an earlier frame of the connection was not taken (see [`standing`]).
     fn receipt_later(&self, conn: ConnId, receipt: Option<String>) -> Option<OnDurable> {
         let receipt = receipt?;
         let c = self.connections.get(&conn)?;
-        if c.sends == drain::Sends::Dropped {
-            debug!(
-                conn,
-                receipt, "draining: withholding a receipt after a dropped SEND"
-            );
+        if !c.standing.receipts() {
+            debug!(conn, receipt, standing = ?c.standing, "withholding a receipt after a frame not taken");
             return None;
         }
         let outbox = c.outbox.clone();

@@ -517,17 +517,21 @@ fn bad_requests_are_refused_with_an_error_naming_the_problem() {
     // Epoch 7 is this broker's: an id of its own that names nothing is refused.
     ack(&mut b, &client, "7-99-1", false);
     assert!(refused(&mut client).contains("no unacknowledged message has ack id \"7-99-1\""));
+    // An ERROR ends its session: each refusal below is on a connection of its own.
+    let mut client = open(&mut b, 2, None);
     b.handle(Request::Commit {
-        conn: 1,
+        conn: 2,
         transaction: "t".into(),
         receipt: None,
     });
     assert!(refused(&mut client).contains("transaction \"t\" is not open"));
+    let mut client = open(&mut b, 3, None);
     subscribe(&mut b, &client, "s", "/queue/q", AckMode::Auto, 1);
     subscribe(&mut b, &client, "s", "/queue/q", AckMode::Auto, 1);
     assert!(refused(&mut client).contains("already in use"));
+    let mut client = open(&mut b, 4, None);
     b.handle(Request::Subscribe {
-        conn: 1,
+        conn: 4,
         spec: SubscribeSpec {
             id: "d".into(),
             destination: "/topic/x".into(),
@@ -647,6 +651,36 @@ fn a_drain_aborts_transactions_and_no_receipt_follows_a_dropped_send() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].1.as_deref(), Some("committed"));
     assert_eq!(b.counts().messages, 0, "no transaction took effect");
+}
+
+#[test]
+fn after_a_refused_frame_a_commit_already_sent_applies_nothing() {
+    let mut b = broker();
+    let mut producer = open(&mut b, 1, None);
+    request_with_receipt(&mut b, &producer, "BEGIN", "t", "begun");
+    send(
+        &mut b,
+        &producer,
+        "/queue/q",
+        "kept?",
+        &[("transaction", "t")],
+    );
+    // The second SEND is refused (no such transaction): the ERROR ends the session, but the
+    // client's COMMIT of the first is already on its way.
+    b.handle(Request::Send {
+        conn: producer.conn,
+        published: Published::from_headers(&[("destination".into(), "/queue/q".into())])
+            .expect("valid headers"),
+        body: Bytes::from_static(b"refused"),
+        transaction: Some("typo".into()),
+        receipt: Some("refused".into()),
+    });
+    request_with_receipt(&mut b, &producer, "COMMIT", "t", "committed");
+    let (receipts, errors) = answers(&mut producer);
+    assert_eq!(receipts, ["begun"]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].1.as_deref(), Some("refused"));
+    assert_eq!(b.counts().messages, 0, "no part of the transaction applied");
 }
 
 /// A store in memory that keeps what the broker writes and serves its page reads, so paging is
@@ -1350,6 +1384,13 @@ fn transactions_are_bounded_in_number_and_size() {
         ),
         other => panic!("expected an ERROR, got {other:?}"),
     }
+    // The ERROR ended that session (and aborted its transactions): the size limit on another.
+    let mut client = open(&mut b, 2, None);
+    b.handle(Request::Begin {
+        conn: 2,
+        transaction: "0".into(),
+        receipt: None,
+    });
     for _ in 0..MAX_TRANSACTION_OPS {
         send(&mut b, &client, "/queue/t", "x", &[("transaction", "0")]);
     }
@@ -1423,6 +1464,7 @@ fn subscriptions_per_connection_and_destinations_are_capped_with_errors_naming_t
     subscribe(&mut b, &other, "t", "/topic/new", AckMode::Auto, 1);
     assert!(refusal(&mut other).contains("--max-destinations"));
     // Existing destinations are still served.
+    let producer = open(&mut b, 4, None);
     send(&mut b, &producer, "/queue/q0", "still", &[]);
     assert_eq!(bodies(&mut consumer), ["still"]);
     assert_eq!(b.counts().destinations, 8);
