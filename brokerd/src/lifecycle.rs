@@ -72,6 +72,8 @@ pub struct Config {
     /// Waiting messages per queue (or durable subscription) kept in memory; persistent ones
     /// beyond it are paged out to the store.
     pub page_size: usize,
+    /// Subscriptions per connection and destinations in total at most.
+    pub caps: broker::limits::Caps,
 }
 
 /// How the broker's life ended, for `main` to turn into an exit.
@@ -367,6 +369,7 @@ async fn open_broker(
         max_redeliveries: config.max_redeliveries,
         dead_letter_queue: config.dead_letter_queue.clone(),
         topic_backlog: config.topic_backlog,
+        caps: config.caps,
     };
     let mut core = Broker::new(settings, Box::new(journal.clone()));
     let reads = core.page_out(config.page_size);

@@ -9,6 +9,7 @@
 //! 2 bad command line or a listen address that cannot be bound; 3 refused a stale epoch (another
 //! node took over); 4 the store could not be opened or flushed.
 
+use brokerd::broker::limits::Caps;
 use brokerd::lifecycle::{self, Config, Outcome};
 use brokerd::{control, server, stomp, store};
 use clap::Parser;
@@ -86,6 +87,13 @@ struct Args {
     /// be paged and count towards --memory-limit-mb instead).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(2..))]
     page_size: u64,
+    /// Subscriptions one connection may hold; a SUBSCRIBE past it is refused.
+    #[arg(long, default_value_t = Caps::default().subscriptions_per_connection)]
+    max_subscriptions_per_connection: usize,
+    /// Queues and subscribed topics the broker holds at once; a SEND or SUBSCRIBE that would
+    /// create one more is refused. Empty, unused queues are removed and do not count.
+    #[arg(long, default_value_t = Caps::default().destinations)]
+    max_destinations: usize,
 }
 
 /// The users file.
@@ -155,6 +163,10 @@ fn main() -> ExitCode {
         memory_limit: args.memory_limit_mb << 20,
         send_wait: Duration::from_millis(args.send_wait_ms),
         page_size: usize::try_from(args.page_size).unwrap_or(usize::MAX),
+        caps: Caps {
+            subscriptions_per_connection: args.max_subscriptions_per_connection,
+            destinations: args.max_destinations,
+        },
     };
     let fd = match control::fd_from_env() {
         Ok(fd) => fd,

@@ -3,9 +3,10 @@
 //!
 //! What counts ([`Usage::bytes`]): the bytes in the broker's [`Gauge`] (waiting messages that
 //! paging cannot bound: non-persistent ones in queues and durable subscriptions, and every
-//! message held in a slow topic subscriber's backlog) plus the store writes queued and not yet
-//! written (the journal's pending bytes). Persistent queue messages beyond a page are bounded by
-//! paging instead.
+//! message held in a slow topic subscriber's backlog; the SENDs of open transactions; and
+//! deliveries not yet acknowledged, or in auto mode not yet written) plus the store writes
+//! queued and not yet written (the journal's pending bytes). Persistent queue messages beyond a
+//! page are bounded by paging instead.
 //!
 //! A session over the limit waits on the gauge's [`Room`] ([`Usage::wait_for_room`]) until
 //! memory is released or its wait (`--send-wait-ms`) is over. Whatever releases memory (the

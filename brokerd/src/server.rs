@@ -115,6 +115,7 @@ pub async fn run(
         let ctx = SessionContext {
             id: format!("{}-{next_session}", settings.session_prefix),
             conn: next_session,
+            peer,
             stats: Arc::clone(&stats),
             passive: passive_rx.clone(),
             broker: broker.clone(),

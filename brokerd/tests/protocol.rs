@@ -1192,6 +1192,30 @@ fn the_connect_timeout_must_be_a_positive_number_of_milliseconds() {
 }
 
 #[test]
+fn a_client_id_already_connected_is_refused_at_connect_until_it_disconnects() {
+    let node = Node::start(&[]);
+    let mut first = node.client_with(&["accept-version:1.2", "client-id:only-once"], "1.2");
+    let mut second = Client::connect(&node.addr);
+    second.send_frame(
+        "CONNECT",
+        &["accept-version:1.2", "client-id:only-once"],
+        b"",
+    );
+    // ActiveMQ's InvalidClientIDException, in its words.
+    let error = second.expect_refusal("only-once already connected from tcp");
+    let message = error.unescaped("message").unwrap();
+    assert!(
+        message.starts_with(
+            "Broker: test - Client: only-once already connected from tcp://127.0.0.1:"
+        ),
+        "{message}"
+    );
+    disconnect(&mut first);
+    let mut third = node.client_with(&["accept-version:1.2", "client-id:only-once"], "1.2");
+    disconnect(&mut third);
+}
+
+#[test]
 fn with_a_users_file_a_client_without_login_is_refused() {
     let node = users_node();
     let mut client = Client::connect(&node.addr);
@@ -1332,8 +1356,8 @@ fn persistent_messages_past_the_memory_limit_page_out_instead_of_being_refused()
 
 /// Sends 64 KiB receipted messages (receipt ids `tag-0`, `tag-1`, ...; headers `before`, the
 /// receipt and content-length, then `after`) until a node with `--memory-limit-mb 1` refuses
-/// one, and checks the refusal: an ERROR naming the limit and the refused SEND's receipt, then
-/// EOF, after at least 8 accepted messages. Returns how many were accepted.
+/// one, and checks the refusal: an ERROR naming the limit, saying it is transient, without a
+/// receipt-id, then EOF, after at least 8 accepted messages. Returns how many were accepted.
 fn send_until_refused(
     producer: &mut Session,
     tag: &str,
@@ -1366,9 +1390,13 @@ fn send_until_refused(
             .is_some_and(|m| m.contains("memory limit of 1 MiB reached")),
         "{error:?}"
     );
-    assert_eq!(
-        error.get("receipt-id"),
-        Some(format!("{tag}-{accepted}").as_str())
+    // Transient, not a verdict on the SEND: no receipt-id marks it rejected for good.
+    assert_eq!(error.get("receipt-id"), None, "{error:?}");
+    assert!(
+        error
+            .unescaped("message")
+            .is_some_and(|m| m.contains("transient") && m.contains("retry")),
+        "{error:?}"
     );
     producer.expect_eof();
     assert!(accepted >= 8, "refused after only {accepted} messages");
@@ -1444,6 +1472,50 @@ fn a_slow_topic_subscriber_holds_producers_at_the_memory_limit_like_a_queue() {
     assert!(got.iter().all(|(text, _)| text.len() == body.len()));
     send(&mut slow, "/queue/after", "room-again");
     node.assert_still_serving();
+}
+
+#[test]
+fn a_producer_held_at_the_memory_limit_still_gets_heart_beats_and_its_receipt() {
+    let mut node = Node::start(&[
+        "--memory-limit-mb",
+        "1",
+        "--send-wait-ms",
+        "60000",
+        "--heartbeat-ms",
+        "100",
+    ]);
+    let mut producer = node.client_with(&["accept-version:1.2", "heart-beat:0,100"], "1.2");
+    let body = vec![b'b'; 64 * 1024];
+    let length = format!("content-length:{}", body.len());
+    let mut sent = 0;
+    while node.broker.stats().memory_bytes <= 1 << 20 {
+        assert!(sent < 100, "memory never went over the limit");
+        let receipt = format!("receipt:b-{sent}");
+        producer.send_frame(
+            "SEND",
+            &["destination:/queue/beats", &receipt, &length],
+            &body,
+        );
+        producer.expect_receipt(&format!("b-{sent}"));
+        sent += 1;
+    }
+    producer.send_frame(
+        "SEND",
+        &["destination:/queue/beats", "receipt:held", &length],
+        &body,
+    );
+    // Held for up to a minute, yet the session keeps heart-beating (each read waits at most
+    // PATIENCE; a frozen session sends nothing at all).
+    for beat in 0..5 {
+        match producer.client.read_byte() {
+            Some(b'\n') => {}
+            other => panic!("heart-beat {beat} while held: expected an EOL, got {other:?}"),
+        }
+    }
+    let mut consumer = node.client("1.2");
+    subscribe(&mut consumer, "s", "/queue/beats", "auto");
+    producer.expect_receipt("held");
+    disconnect(&mut producer);
 }
 
 #[test]

@@ -15,10 +15,13 @@
 //!   (see [`paging`]). Priority orders what is in memory: a paged-out message waits for its
 //!   page even if its priority is higher than that of messages already in memory.
 
+mod drain;
+pub mod limits;
 pub mod message;
 pub mod paging;
 pub mod pending;
 pub mod registry;
+mod standing;
 
 use crate::journal::Op;
 use crate::memory::Gauge;
@@ -26,7 +29,7 @@ use crate::store::StoreError;
 use bytes::Bytes;
 use message::{Kind, Message, Published};
 use paging::{PageRead, PageStore, Paged, Paging};
-use pending::{Backlogged, Pending};
+use pending::{Backlogged, Charge, Pending};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -127,11 +130,15 @@ pub enum AckRef {
 
 /// What a session asks of the broker.
 pub enum Request {
-    /// A session connected; frames for it go to `outbox`.
+    /// A session connected; frames for it go to `outbox`. `verdict` says whether it may go on
+    /// (the session answers CONNECTED) or why not (a `client-id` already connected).
     Open {
         conn: ConnId,
         client_id: Option<String>,
+        /// The client's address, named when another client asks for its client-id.
+        peer: String,
         outbox: mpsc::UnboundedSender<Outbound>,
+        verdict: oneshot::Sender<Result<(), String>>,
     },
     Send {
         conn: ConnId,
@@ -174,10 +181,11 @@ pub enum Request {
         transaction: String,
         receipt: Option<String>,
     },
-    /// The session wrote `count` auto-acknowledged messages of subscription `id` to its socket.
+    /// The session wrote `count` auto-acknowledged messages of subscription `sub` to its
+    /// socket (the [`Outbound::Message`]'s `sub`).
     Written {
         conn: ConnId,
-        id: Arc<str>,
+        sub: SubKey,
         count: u32,
     },
     /// A receipt once everything before it is processed and durable (DISCONNECT, or any other
@@ -207,7 +215,10 @@ pub enum Request {
 #[derive(Debug)]
 pub enum Outbound {
     Message {
+        /// The client's subscription id, for the `subscription` header.
         subscription: Arc<str>,
+        /// The broker's subscription, which the session names when it reports it written.
+        sub: SubKey,
         /// The `ack` header, in client modes.
         ack: Option<Arc<str>>,
         msg: Arc<Message>,
@@ -245,6 +256,8 @@ pub struct Settings {
     /// Messages a slow non-durable topic subscriber may have waiting before the oldest are
     /// dropped.
     pub topic_backlog: usize,
+    /// Subscriptions per connection and destinations in total at most.
+    pub caps: limits::Caps,
 }
 
 /// Unix milliseconds now.
@@ -263,6 +276,8 @@ struct InFlight {
     tag: u64,
     ack: Arc<str>,
     msg: Arc<Message>,
+    /// Held in memory until acknowledged: counted against the producers' memory limit.
+    _charge: Charge,
 }
 
 /// Where a subscription's messages come from.
@@ -274,7 +289,10 @@ enum Source {
 }
 
 type DurableKey = (String, String);
-type SubKey = u64;
+/// The broker's own identity of a subscription, never reused: a client may reuse its
+/// subscription ids (UNSUBSCRIBE, then SUBSCRIBE with the same id), so whatever refers to one
+/// subscription across time (auto-mode "written" reports) uses this instead.
+pub type SubKey = u64;
 
 #[derive(Debug)]
 struct Subscription {
@@ -311,6 +329,8 @@ struct Unwritten {
     /// the producer's receipt, owed once the message is written (consumed), or once it is
     /// stored if the connection ends first.
     unstored_receipt: Option<OnDurable>,
+    /// Held in memory until written: counted against the producers' memory limit.
+    _charge: Charge,
 }
 
 impl std::fmt::Debug for Unwritten {
@@ -320,6 +340,17 @@ impl std::fmt::Debug for Unwritten {
             .field("unstored", &self.unstored_receipt.is_some())
             .finish()
     }
+}
+
+/// A queue is idle when nothing would be lost by forgetting it: no consumer, no message in
+/// memory, none paged out or being read or counted.
+fn idle(queue: &Queue) -> bool {
+    let paged = &queue.paged;
+    queue.consumers.is_empty()
+        && queue.pending.is_empty()
+        && paged.cursor.is_none()
+        && paged.reading.is_none()
+        && paged.counting.is_none()
 }
 
 #[derive(Debug)]
@@ -357,15 +388,22 @@ enum Ticket {
 }
 
 enum TxOp {
-    Send(Message),
-    Ack { which: AckRef, nack: bool },
+    /// Held in memory until COMMIT or ABORT: counted against the producers' memory limit.
+    Send(Message, Charge),
+    Ack {
+        which: AckRef,
+        nack: bool,
+    },
 }
 
 struct Connection {
     outbox: mpsc::UnboundedSender<Outbound>,
     client_id: Option<String>,
+    peer: String,
     subscriptions: HashMap<String, SubKey>,
     transactions: HashMap<String, Vec<TxOp>>,
+    /// Whether its receipts may still go out (see [`standing`]).
+    standing: standing::Standing,
 }
 
 /// The broker's state; owned by the task running [`Broker::run`].
@@ -511,6 +549,22 @@ impl Broker {
         Arc::clone(&self.memory)
     }
 
+    /// Refuses a client's request that would create `destination` past the destinations cap.
+    /// Only clients are refused: the broker's own routing (the dead-letter queue) is not.
+    fn room_for(&self, destination: &str) -> Result<(), Refused> {
+        let exists = match message::kind_of(destination) {
+            Ok(Kind::Queue) => self.queues.contains_key(destination),
+            Ok(Kind::Topic) => self.topics.contains_key(destination),
+            // Refused later, with the reason.
+            Err(_) => return Ok(()),
+        };
+        let caps = self.settings.caps;
+        if exists || self.queues.len() + self.topics.len() < caps.destinations {
+            return Ok(());
+        }
+        Err(Refused(caps.too_many_destinations(destination)))
+    }
+
     fn queue(&mut self, destination: &Arc<str>) -> &mut Queue {
         if !self.queues.contains_key(destination) {
             let pending = self.new_pending();
@@ -634,8 +688,17 @@ impl Broker {
             | Request::Abort { receipt, .. } => receipt.clone(),
             _ => None,
         };
+        let standing = conn
+            .and_then(|c| self.connections.get(&c))
+            .map(|c| c.standing);
+        if standing == Some(standing::Standing::Refused) {
+            // Sent before the client read its ERROR: nothing more of it is taken.
+            return;
+        }
         if let Err(Refused(message)) = self.apply(request) {
-            if let Some(conn) = conn.and_then(|c| self.connections.get(&c)) {
+            if let Some(conn) = conn.and_then(|c| self.connections.get_mut(&c)) {
+                conn.standing = standing::Standing::Refused;
+                conn.transactions.clear();
                 let _ = conn.outbox.send(Outbound::Error { message, receipt });
             }
         }
@@ -646,15 +709,38 @@ impl Broker {
             Request::Open {
                 conn,
                 client_id,
+                peer,
                 outbox,
+                verdict,
             } => {
+                // ActiveMQ refuses a second connection with a client-id already connected
+                // (InvalidClientIDException): a durable subscription has one reader.
+                let holder = client_id.as_ref().and_then(|id| {
+                    self.connections
+                        .values()
+                        .find(|c| c.client_id.as_ref() == Some(id))
+                });
+                if let (Some(id), Some(holder)) = (&client_id, holder) {
+                    debug!(conn, client_id = %id, "refusing a client: client-id already connected");
+                    let _ = verdict.send(Err(format!(
+                        "Broker: {} - Client: {id} already connected from tcp://{}",
+                        self.settings.node, holder.peer
+                    )));
+                    return Ok(());
+                }
+                if verdict.send(Ok(())).is_err() {
+                    // The session is gone already; it sends no Close for a refused Open.
+                    return Ok(());
+                }
                 self.connections.insert(
                     conn,
                     Connection {
                         outbox,
                         client_id,
+                        peer,
                         subscriptions: HashMap::new(),
                         transactions: HashMap::new(),
+                        standing: standing::Standing::Good,
                     },
                 );
                 Ok(())
@@ -671,13 +757,28 @@ impl Broker {
                     // to the next node (a SEND without a receipt was best effort anyway). Not an
                     // ERROR now: it would close the session before the receipts still owed for
                     // the SENDs stored just before it, and those would be resent: duplicates.
-                    // The goodbye ERROR follows once every owed receipt is written.
+                    // The goodbye ERROR follows once every owed receipt is written. No later
+                    // receipt may go out on this connection: it would say this SEND was kept.
+                    if let Some(c) = self.connections.get_mut(&conn) {
+                        if c.standing == standing::Standing::Good {
+                            debug!(
+                                conn,
+                                "draining: dropped a SEND; no more receipts on this connection"
+                            );
+                            c.standing = standing::Standing::SendDropped;
+                        }
+                    }
                     return Ok(());
+                }
+                if matches!(message::kind_of(&published.destination), Ok(Kind::Queue)) {
+                    // A SEND to a topic without subscribers creates nothing.
+                    self.room_for(&published.destination)?;
                 }
                 let msg = self.new_message(published, body);
                 match transaction {
                     Some(tx) => {
-                        self.transaction(conn, &tx)?.push(TxOp::Send(msg));
+                        let charge = Charge::new(&msg, &self.memory);
+                        self.transaction(conn, &tx)?.push(TxOp::Send(msg, charge));
                         self.receipt_now(conn, receipt);
                     }
                     None => {
@@ -692,8 +793,14 @@ impl Broker {
                 spec,
                 receipt,
             } => {
+                let durable = spec.durable_name.is_some();
                 self.subscribe(conn, spec)?;
-                self.receipt_now(conn, receipt);
+                if durable {
+                    // The registry entry must be durable before the client is told it exists.
+                    self.receipt_after_barrier(conn, receipt);
+                } else {
+                    self.receipt_now(conn, receipt);
+                }
                 Ok(())
             }
             Request::Unsubscribe {
@@ -715,10 +822,14 @@ impl Broker {
                     }
                     (None, Some(_)) => {}
                 }
-                if let Some(name) = durable_name {
-                    self.delete_durable(conn, name)?;
+                match durable_name {
+                    Some(name) => {
+                        self.delete_durable(conn, name)?;
+                        // The deletion must be durable before it is confirmed.
+                        self.receipt_after_barrier(conn, receipt);
+                    }
+                    None => self.receipt_now(conn, receipt),
                 }
-                self.receipt_now(conn, receipt);
                 Ok(())
             }
             Request::Ack {
@@ -775,11 +886,26 @@ impl Broker {
                 // One task applies every operation before it looks at anything else, so other
                 // clients see all of the transaction or none of it; its writes go to the store
                 // as one atomic group, and the receipt waits for it.
+                if self.draining {
+                    // The drain aborted it (or dropped its SENDs): refuse it whole. The ERROR
+                    // waits for the receipts already owed, so they are not lost with the
+                    // session it closes.
+                    if let Some(c) = self.connections.get_mut(&conn) {
+                        c.transactions.remove(&transaction);
+                        let outbox = c.outbox.clone();
+                        let message = drain::commit_refused(&transaction);
+                        self.store.barrier(Box::new(move || {
+                            let _ = outbox.send(Outbound::Error { message, receipt });
+                        }));
+                    }
+                    return Ok(());
+                }
                 let ops = self.end_transaction(conn, &transaction)?;
                 self.store.begin_group();
                 for op in ops {
                     match op {
-                        TxOp::Send(msg) => self.publish(msg, None, false),
+                        // Its charge goes once the message is where it waits.
+                        TxOp::Send(msg, _charge) => self.publish(msg, None, false),
                         TxOp::Ack { which, nack } => {
                             // A message acknowledged twice in one transaction is simply gone.
                             let _ = self.acknowledge(conn, &which, nack);
@@ -799,12 +925,11 @@ impl Broker {
                 self.receipt_now(conn, receipt);
                 Ok(())
             }
-            Request::Written { conn, id, count } => {
-                let key = self
-                    .connections
-                    .get(&conn)
-                    .and_then(|c| c.subscriptions.get(&*id).copied());
-                if let Some(sub) = key.and_then(|k| self.subscriptions.get_mut(&k)) {
+            Request::Written { conn, sub, count } => {
+                // A subscription that ended meanwhile already returned its unwritten messages;
+                // a new one under the same client id has other keys.
+                let live = self.subscriptions.get_mut(&sub).filter(|s| s.conn == conn);
+                if let Some(sub) = live {
                     let n = (count as usize).min(sub.unwritten.len());
                     let written: Vec<Unwritten> = sub.unwritten.drain(..n).collect();
                     let source = sub.source.clone();
@@ -841,6 +966,15 @@ impl Broker {
                 // would be lost, and the next node would deliver the message again.
                 self.draining = true;
                 self.drained = Some(reply);
+                // Open transactions are aborted: their COMMIT is refused (see [`drain`]).
+                let mut aborted = 0;
+                for c in self.connections.values_mut() {
+                    aborted += c.transactions.len();
+                    c.transactions.clear();
+                }
+                if aborted > 0 {
+                    debug!(aborted, "draining: aborted open transactions");
+                }
                 Ok(())
             }
             Request::Page { ticket, result } => {
@@ -1125,14 +1259,21 @@ impl Broker {
     }
 
     fn receipt_now(&self, conn: ConnId, receipt: Option<String>) {
-        if let (Some(receipt), Some(c)) = (receipt, self.connections.get(&conn)) {
-            let _ = c.outbox.send(Outbound::Receipt(receipt));
+        if let Some(done) = self.receipt_later(conn, receipt) {
+            done();
         }
     }
 
+    /// The receipt to send once it may go out; `None` when the frame asked for none, or when
+    /// an earlier frame of the connection was not taken (see [`standing`]).
     fn receipt_later(&self, conn: ConnId, receipt: Option<String>) -> Option<OnDurable> {
         let receipt = receipt?;
-        let outbox = self.connections.get(&conn)?.outbox.clone();
+        let c = self.connections.get(&conn)?;
+        if !c.standing.receipts() {
+            debug!(conn, receipt, standing = ?c.standing, "withholding a receipt after a frame not taken");
+            return None;
+        }
+        let outbox = c.outbox.clone();
         Some(Box::new(move || {
             let _ = outbox.send(Outbound::Receipt(receipt));
         }))
@@ -1292,12 +1433,20 @@ impl Broker {
 
     fn subscribe(&mut self, conn: ConnId, spec: SubscribeSpec) -> Result<(), Refused> {
         let kind = message::kind_of(&spec.destination).map_err(|e| Refused(e.to_string()))?;
+        let caps = self.settings.caps;
+        if spec.durable_name.is_none() {
+            // A durable subscription feeds from its own space, not from a topic entry.
+            self.room_for(&spec.destination)?;
+        }
         let c = self.connection(conn)?;
         if c.subscriptions.contains_key(&spec.id) {
             return Err(Refused(format!(
                 "subscription id {:?} is already in use on this connection",
                 spec.id
             )));
+        }
+        if c.subscriptions.len() >= caps.subscriptions_per_connection {
+            return Err(Refused(caps.too_many_subscriptions()));
         }
         let client_id = c.client_id.clone();
         let destination: Arc<str> = spec.destination.as_str().into();
@@ -1314,6 +1463,16 @@ impl Broker {
                 Source::Durable((client_id, name.clone()))
             }
         };
+        if let Source::Durable(durable_key) = &source {
+            // Checked before anything changes: a refused SUBSCRIBE must leave the active
+            // subscription's messages alone, even one naming another topic.
+            if let Some(active) = self.durables.get(durable_key).and_then(|d| d.active) {
+                return Err(Refused(format!(
+                    "durable subscription {:?} of client-id {:?} is already active (subscription {active})",
+                    durable_key.1, durable_key.0
+                )));
+            }
+        }
         let key = self.next_sub;
         self.next_sub += 1;
         self.connection(conn)?
@@ -1369,19 +1528,9 @@ impl Broker {
                         None,
                     );
                 }
-                let active = durable.active;
-                if active.is_none() {
-                    durable.active = Some(key);
-                }
+                durable.active = Some(key);
                 if let Some((space, paged)) = purge {
                     self.purge(space, &paged);
-                }
-                if let Some(active) = active {
-                    self.connection(conn)?.subscriptions.remove(&spec.id);
-                    return Err(Refused(format!(
-                        "durable subscription {:?} of client-id {:?} is already active (subscription {active})",
-                        durable_key.1, durable_key.0
-                    )));
                 }
             }
         }
@@ -1447,6 +1596,14 @@ impl Broker {
             self.redeliver(&sub.source, delivery.msg);
         }
         self.dispatch(&sub.source);
+        if let Source::Queue(q) = &sub.source {
+            // Unique reply-queue names must not pile up: an idle queue is removed, and comes
+            // back as new if used again.
+            if self.queues.get(q).is_some_and(idle) {
+                self.queues.remove(q);
+                debug!(queue = %q, "removed an empty, unused queue");
+            }
+        }
     }
 
     fn delete_durable(&mut self, conn: ConnId, name: String) -> Result<(), Refused> {
@@ -1741,6 +1898,7 @@ impl Broker {
                 sub.unwritten.push_back(Unwritten {
                     msg: Arc::clone(&msg),
                     unstored_receipt: None,
+                    _charge: Charge::new(&msg, &self.memory),
                 });
                 if self.unstored.get() == Some(msg.seq) {
                     self.taken_unstored.set(Some(key));
@@ -1756,6 +1914,7 @@ impl Broker {
                     tag: sub.next_tag,
                     ack: Arc::clone(&ack),
                     msg: Arc::clone(&msg),
+                    _charge: Charge::new(&msg, &self.memory),
                 });
                 Some(ack)
             }
@@ -1764,6 +1923,7 @@ impl Broker {
         if let Some(c) = self.connections.get(&sub.conn) {
             let _ = c.outbox.send(Outbound::Message {
                 subscription,
+                sub: key,
                 ack,
                 msg: Arc::clone(&msg),
             });

@@ -104,6 +104,38 @@ impl Pending {
     }
 }
 
+/// A message's bytes counted in the producers' gauge for as long as this value lives: a
+/// message held in memory outside the waiting lists (a transaction's SEND until COMMIT, a
+/// delivery until its ACK or its write, a topic message in slow subscribers' backlogs).
+#[derive(Debug)]
+pub struct Charge {
+    bytes: usize,
+    gauge: Gauge,
+}
+
+impl Charge {
+    /// Counts `msg` in `gauge` until the returned value is dropped.
+    pub fn new(msg: &Message, gauge: &Gauge) -> Charge {
+        let bytes = msg.footprint();
+        gauge.add(bytes);
+        Charge {
+            bytes,
+            gauge: Arc::clone(gauge),
+        }
+    }
+
+    /// The bytes counted.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.gauge.sub(self.bytes);
+    }
+}
+
 /// A topic message waiting in slow non-durable subscribers' backlogs. It is counted in the
 /// gauge once, however many backlogs hold it (they share the message), from when the first
 /// backlog takes it until the last one lets go; topic messages cannot be paged out, so this is
@@ -111,20 +143,14 @@ impl Pending {
 #[derive(Debug)]
 pub struct Backlogged {
     msg: Arc<Message>,
-    bytes: usize,
-    gauge: Gauge,
+    charge: Charge,
 }
 
 impl Backlogged {
     /// Counts `msg` in `gauge` until the returned value (and every clone of it) is dropped.
     pub fn new(msg: Arc<Message>, gauge: &Gauge) -> Arc<Backlogged> {
-        let bytes = msg.footprint();
-        gauge.add(bytes);
-        Arc::new(Backlogged {
-            msg,
-            bytes,
-            gauge: Arc::clone(gauge),
-        })
+        let charge = Charge::new(&msg, gauge);
+        Arc::new(Backlogged { msg, charge })
     }
 
     pub fn message(&self) -> &Arc<Message> {
@@ -133,13 +159,7 @@ impl Backlogged {
 
     /// The bytes counted for it.
     pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-}
-
-impl Drop for Backlogged {
-    fn drop(&mut self) {
-        self.gauge.sub(self.bytes);
+        self.charge.bytes()
     }
 }
 

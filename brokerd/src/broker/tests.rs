@@ -9,7 +9,8 @@ struct Client {
     outbox: mpsc::UnboundedReceiver<Outbound>,
 }
 
-/// Node n1 of `epoch`, with a topic backlog of 3.
+/// Node n1 of `epoch`, with a topic backlog of 3, 4 subscriptions per connection and 8
+/// destinations at most.
 fn settings(epoch: u64, max_redeliveries: u32) -> Settings {
     Settings {
         node: "n1".into(),
@@ -17,6 +18,10 @@ fn settings(epoch: u64, max_redeliveries: u32) -> Settings {
         max_redeliveries,
         dead_letter_queue: "/queue/DLQ".into(),
         topic_backlog: 3,
+        caps: limits::Caps {
+            subscriptions_per_connection: 4,
+            destinations: 8,
+        },
     }
 }
 
@@ -26,11 +31,15 @@ fn broker() -> Broker {
 
 fn open(broker: &mut Broker, conn: ConnId, client_id: Option<&str>) -> Client {
     let (outbox, rx) = mpsc::unbounded_channel();
+    let (verdict, mut answer) = oneshot::channel();
     broker.handle(Request::Open {
         conn,
         client_id: client_id.map(str::to_owned),
+        peer: format!("127.0.0.1:{conn}"),
         outbox,
+        verdict,
     });
+    assert_eq!(answer.try_recv(), Ok(Ok(())), "connection {conn} refused");
     Client { conn, outbox: rx }
 }
 
@@ -111,11 +120,13 @@ fn flagged(expected: &[(&str, bool)]) -> Vec<(String, bool)> {
     expected.iter().map(|(b, r)| (b.to_string(), *r)).collect()
 }
 
-/// The session reports `count` auto-mode messages of subscription `id` written to its socket.
+/// The session reports `count` auto-mode messages of its subscription `id` written to its
+/// socket.
 fn written(broker: &mut Broker, client: &Client, id: &str, count: u32) {
+    let sub = broker.connections[&client.conn].subscriptions[id];
     broker.handle(Request::Written {
         conn: client.conn,
-        id: id.into(),
+        sub,
         count,
     });
 }
@@ -375,6 +386,50 @@ fn a_slow_non_durable_topic_subscriber_loses_its_oldest_messages_not_memory() {
 }
 
 #[test]
+fn transaction_contents_and_deliveries_in_flight_count_against_the_memory_limit() {
+    let mut b = broker();
+    let mut producer = open(&mut b, 1, None);
+    let mut consumer = open(&mut b, 2, None);
+    request_with_receipt(&mut b, &producer, "BEGIN", "t", "begun");
+    send(
+        &mut b,
+        &producer,
+        "/queue/q",
+        "in a transaction",
+        &[("transaction", "t")],
+    );
+    let held = b.memory().bytes();
+    assert!(
+        held > 0,
+        "a transaction's SEND is held in memory until COMMIT"
+    );
+    b.handle(Request::Abort {
+        conn: producer.conn,
+        transaction: "t".into(),
+        receipt: None,
+    });
+    assert_eq!(b.memory().bytes(), 0, "released by ABORT");
+    subscribe(
+        &mut b,
+        &consumer,
+        "s",
+        "/queue/q",
+        AckMode::ClientIndividual,
+        1,
+    );
+    send(&mut b, &producer, "/queue/q", "in flight", &[]);
+    let got = received(&mut consumer);
+    assert_eq!(got.len(), 1);
+    assert!(
+        b.memory().bytes() > 0,
+        "a delivery is held in memory until its ACK"
+    );
+    ack(&mut b, &consumer, got[0].1.as_deref().unwrap(), false);
+    assert_eq!(b.memory().bytes(), 0, "released by the ACK");
+    let _ = answers(&mut producer);
+}
+
+#[test]
 fn slow_topic_subscribers_backlogs_count_against_the_memory_limit_once_per_message() {
     let mut b = broker();
     let producer = open(&mut b, 1, None);
@@ -391,14 +446,6 @@ fn slow_topic_subscribers_backlogs_count_against_the_memory_limit_once_per_messa
         AckMode::ClientIndividual,
         1,
     );
-    send(&mut b, &producer, "/topic/t", "0", &[]);
-    // Delivered to all three at once: nothing waits.
-    assert_eq!(b.memory().bytes(), 0);
-    for i in 1..3 {
-        send(&mut b, &producer, "/topic/t", &i.to_string(), &[]);
-    }
-    assert_eq!(bodies(&mut fast), ["0", "1", "2"]);
-    written(&mut b, &fast, "f", 3);
     // Message i is the broker's (i + 1)th: its id ends in i + 1.
     let footprint = |i: usize| {
         Message {
@@ -414,33 +461,45 @@ fn slow_topic_subscribers_backlogs_count_against_the_memory_limit_once_per_messa
         }
         .footprint()
     };
-    let (one, two) = (footprint(1), footprint(2));
-    // "1" and "2" wait for both slow subscribers, and are counted once each.
-    assert_eq!(b.memory().bytes(), one + two);
+    let (zero, one, two) = (footprint(0), footprint(1), footprint(2));
+    send(&mut b, &producer, "/topic/t", "0", &[]);
+    // Delivered to all three at once: nothing waits, and each delivery counts until it is
+    // written or acknowledged.
+    assert_eq!(b.memory().bytes(), 3 * zero);
+    for i in 1..3 {
+        send(&mut b, &producer, "/topic/t", &i.to_string(), &[]);
+    }
+    assert_eq!(bodies(&mut fast), ["0", "1", "2"]);
+    written(&mut b, &fast, "f", 3);
+    // "1" and "2" wait for both slow subscribers, and are counted once each; "0" is in flight
+    // to both.
+    assert_eq!(b.memory().bytes(), one + two + 2 * zero);
     assert_eq!(b.counts().memory_bytes, (one + two) as u64);
     assert_eq!(
         b.counts().messages,
         2 + 2 * 2,
         "two in flight, two waiting twice"
     );
-    // One slow subscriber takes "1": the other still holds it.
+    // One slow subscriber takes "1": the other still holds it in its backlog.
     let got = received(&mut slow);
     ack(&mut b, &slow, got[0].1.as_deref().unwrap(), false);
-    assert_eq!(b.memory().bytes(), one + two);
-    // The other leaves: "1" is held by nobody now.
+    assert_eq!(b.memory().bytes(), one + two + zero + one);
+    // The other leaves: its backlog and its delivery go; "1" is only in flight now.
     b.handle(Request::Close { conn: slower.conn });
-    assert_eq!(b.memory().bytes(), two);
+    assert_eq!(b.memory().bytes(), two + one);
     let got = received(&mut slow);
     assert_eq!(got[0].0, "1");
     ack(&mut b, &slow, got[0].1.as_deref().unwrap(), false);
-    assert_eq!(b.memory().bytes(), 0);
+    assert_eq!(b.memory().bytes(), two, "only the delivery of \"2\"");
     // Past --topic-backlog (3 here) the oldest go, and are uncounted.
     for i in 3..10 {
         send(&mut b, &producer, "/topic/t", &i.to_string(), &[]);
     }
+    assert_eq!(bodies(&mut fast).len(), 7);
+    written(&mut b, &fast, "f", 7);
     assert_eq!(
         b.memory().bytes(),
-        footprint(7) + footprint(8) + footprint(9)
+        two + footprint(7) + footprint(8) + footprint(9)
     );
     b.handle(Request::Close { conn: slow.conn });
     assert_eq!(b.memory().bytes(), 0);
@@ -458,17 +517,21 @@ fn bad_requests_are_refused_with_an_error_naming_the_problem() {
     // Epoch 7 is this broker's: an id of its own that names nothing is refused.
     ack(&mut b, &client, "7-99-1", false);
     assert!(refused(&mut client).contains("no unacknowledged message has ack id \"7-99-1\""));
+    // An ERROR ends its session: each refusal below is on a connection of its own.
+    let mut client = open(&mut b, 2, None);
     b.handle(Request::Commit {
-        conn: 1,
+        conn: 2,
         transaction: "t".into(),
         receipt: None,
     });
     assert!(refused(&mut client).contains("transaction \"t\" is not open"));
+    let mut client = open(&mut b, 3, None);
     subscribe(&mut b, &client, "s", "/queue/q", AckMode::Auto, 1);
     subscribe(&mut b, &client, "s", "/queue/q", AckMode::Auto, 1);
     assert!(refused(&mut client).contains("already in use"));
+    let mut client = open(&mut b, 4, None);
     b.handle(Request::Subscribe {
-        conn: 1,
+        conn: 4,
         spec: SubscribeSpec {
             id: "d".into(),
             destination: "/topic/x".into(),
@@ -518,6 +581,108 @@ fn a_drain_stops_dispatching_and_waits_for_every_delivery_to_be_acknowledged() {
     );
 }
 
+/// Everything in `client`'s outbox: receipt ids, and ERROR messages with their receipt-id.
+fn answers(client: &mut Client) -> (Vec<String>, Vec<(String, Option<String>)>) {
+    let (mut receipts, mut errors) = (Vec::new(), Vec::new());
+    while let Ok(frame) = client.outbox.try_recv() {
+        match frame {
+            Outbound::Receipt(r) => receipts.push(r),
+            Outbound::Error { message, receipt } => errors.push((message, receipt)),
+            Outbound::Message { .. } => {}
+        }
+    }
+    (receipts, errors)
+}
+
+fn request_with_receipt(b: &mut Broker, client: &Client, kind: &str, tx: &str, receipt: &str) {
+    let (conn, transaction, receipt) = (client.conn, tx.to_string(), Some(receipt.to_string()));
+    b.handle(match kind {
+        "BEGIN" => Request::Begin {
+            conn,
+            transaction,
+            receipt,
+        },
+        "COMMIT" => Request::Commit {
+            conn,
+            transaction,
+            receipt,
+        },
+        _ => unreachable!("{kind}"),
+    });
+}
+
+#[test]
+fn a_drain_aborts_transactions_and_no_receipt_follows_a_dropped_send() {
+    let mut b = broker();
+    let mut producer = open(&mut b, 1, None);
+    let mut other = open(&mut b, 2, None);
+    request_with_receipt(&mut b, &producer, "BEGIN", "t", "begun");
+    send(
+        &mut b,
+        &producer,
+        "/queue/q",
+        "before",
+        &[("transaction", "t")],
+    );
+    request_with_receipt(&mut b, &other, "BEGIN", "u", "begun");
+    send(&mut b, &other, "/queue/q", "kept", &[("transaction", "u")]);
+    let (tx, _drained) = oneshot::channel();
+    b.handle(Request::Drain(tx));
+    send(
+        &mut b,
+        &producer,
+        "/queue/q",
+        "dropped",
+        &[("transaction", "t")],
+    );
+    request_with_receipt(&mut b, &producer, "COMMIT", "t", "committed");
+    b.handle(Request::Receipt {
+        conn: producer.conn,
+        receipt: "disconnect".into(),
+    });
+    let (receipts, errors) = answers(&mut producer);
+    assert_eq!(receipts, ["begun"], "no receipt after the dropped SEND");
+    assert_eq!(errors.len(), 1, "the COMMIT is refused: {errors:?}");
+    assert!(errors[0].0.contains("aborted"), "{errors:?}");
+    // The other connection dropped nothing, but its transaction was aborted all the same.
+    request_with_receipt(&mut b, &other, "COMMIT", "u", "committed");
+    let (receipts, errors) = answers(&mut other);
+    assert_eq!(receipts, ["begun"]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].1.as_deref(), Some("committed"));
+    assert_eq!(b.counts().messages, 0, "no transaction took effect");
+}
+
+#[test]
+fn after_a_refused_frame_a_commit_already_sent_applies_nothing() {
+    let mut b = broker();
+    let mut producer = open(&mut b, 1, None);
+    request_with_receipt(&mut b, &producer, "BEGIN", "t", "begun");
+    send(
+        &mut b,
+        &producer,
+        "/queue/q",
+        "kept?",
+        &[("transaction", "t")],
+    );
+    // The second SEND is refused (no such transaction): the ERROR ends the session, but the
+    // client's COMMIT of the first is already on its way.
+    b.handle(Request::Send {
+        conn: producer.conn,
+        published: Published::from_headers(&[("destination".into(), "/queue/q".into())])
+            .expect("valid headers"),
+        body: Bytes::from_static(b"refused"),
+        transaction: Some("typo".into()),
+        receipt: Some("refused".into()),
+    });
+    request_with_receipt(&mut b, &producer, "COMMIT", "t", "committed");
+    let (receipts, errors) = answers(&mut producer);
+    assert_eq!(receipts, ["begun"]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].1.as_deref(), Some("refused"));
+    assert_eq!(b.counts().messages, 0, "no part of the transaction applied");
+}
+
 /// A store in memory that keeps what the broker writes and serves its page reads, so paging is
 /// tested without sled. Its barrier runs at once, like [`Volatile`]'s.
 #[derive(Clone, Default)]
@@ -534,6 +699,14 @@ impl MapStore {
     /// How many entries `space` holds.
     fn count(&self, space: &str) -> usize {
         self.map().keys().filter(|(s, _)| s == space).count()
+    }
+
+    /// How many entries the durable subscriptions' spaces hold, whatever their incarnations.
+    fn count_durable(&self) -> usize {
+        self.map()
+            .keys()
+            .filter(|(s, _)| s.starts_with("s/") || s.starts_with("d/"))
+            .count()
     }
 }
 
@@ -993,6 +1166,170 @@ fn auto_mode_messages_the_session_never_wrote_go_back_to_the_queue() {
 }
 
 #[test]
+fn a_written_report_for_an_ended_subscription_leaves_a_new_one_with_the_same_id_alone() {
+    let store = MapStore::default();
+    let mut b = stored_broker(&store);
+    let producer = open(&mut b, 1, None);
+    let mut consumer = open(&mut b, 2, None);
+    subscribe(&mut b, &consumer, "s", "/queue/q", AckMode::Auto, 10);
+    persistent_sends(&mut b, &producer, "/queue/q", 0..1);
+    let old_sub = match consumer.outbox.try_recv() {
+        Ok(Outbound::Message { sub, .. }) => sub,
+        other => panic!("expected a MESSAGE, got {other:?}"),
+    };
+    // The client leaves before the session wrote the message, and comes back under the same id:
+    // the message goes back to the queue and comes to the new subscription.
+    b.handle(Request::Unsubscribe {
+        conn: consumer.conn,
+        id: "s".into(),
+        durable_name: None,
+        receipt: None,
+    });
+    subscribe(&mut b, &consumer, "s", "/queue/q", AckMode::Auto, 10);
+    // Only now does the session report the old delivery written.
+    b.handle(Request::Written {
+        conn: consumer.conn,
+        sub: old_sub,
+        count: 1,
+    });
+    assert_eq!(
+        store.count("q//queue/q"),
+        1,
+        "the redelivery, not yet written, is still stored"
+    );
+    b.handle(Request::Close {
+        conn: consumer.conn,
+    });
+    let mut next = open(&mut b, 3, None);
+    subscribe(
+        &mut b,
+        &next,
+        "s",
+        "/queue/q",
+        AckMode::ClientIndividual,
+        10,
+    );
+    assert_eq!(
+        bodies(&mut next),
+        ["0"],
+        "the message comes back to the next consumer"
+    );
+}
+
+/// A store whose writes become durable only when the test says so.
+#[derive(Clone, Default)]
+struct HeldStore(Arc<std::sync::Mutex<Vec<OnDurable>>>);
+
+impl HeldStore {
+    /// Makes everything written so far durable.
+    fn release(&self) {
+        let held = std::mem::take(&mut *self.0.lock().unwrap());
+        for done in held {
+            done();
+        }
+    }
+
+    fn hold(&self, on_durable: Option<OnDurable>) {
+        self.0.lock().unwrap().extend(on_durable);
+    }
+}
+
+impl Durability for HeldStore {
+    fn put(&self, _: Arc<str>, _: Bytes, _: Bytes, on_durable: Option<OnDurable>) {
+        self.hold(on_durable);
+    }
+    fn remove(&self, _: Arc<str>, _: Bytes) {}
+    fn barrier(&self, on_durable: OnDurable) {
+        self.hold(Some(on_durable));
+    }
+    fn apply(&self, _: Vec<Op>, on_durable: Option<OnDurable>) {
+        self.hold(on_durable);
+    }
+}
+
+fn subscribe_durable(
+    b: &mut Broker,
+    client: &Client,
+    id: &str,
+    topic: &str,
+    receipt: Option<&str>,
+) {
+    b.handle(Request::Subscribe {
+        conn: client.conn,
+        spec: SubscribeSpec {
+            id: id.into(),
+            destination: topic.into(),
+            ack: AckMode::ClientIndividual,
+            prefetch: 1,
+            durable_name: Some("feed".into()),
+        },
+        receipt: receipt.map(str::to_owned),
+    });
+}
+
+#[test]
+fn durable_subscribe_and_unsubscribe_are_receipted_once_the_registry_change_is_durable() {
+    let store = HeldStore::default();
+    let mut b = Broker::new(settings(7, 2), Box::new(store.clone()));
+    let mut reader = open(&mut b, 1, Some("reader"));
+    subscribe_durable(&mut b, &reader, "d", "/topic/t", Some("subscribed"));
+    assert_eq!(answers(&mut reader), (vec![], vec![]), "not durable yet");
+    store.release();
+    assert_eq!(answers(&mut reader).0, ["subscribed"]);
+    b.handle(Request::Unsubscribe {
+        conn: reader.conn,
+        id: "d".into(),
+        durable_name: Some("feed".into()),
+        receipt: Some("deleted".into()),
+    });
+    assert_eq!(answers(&mut reader), (vec![], vec![]), "not durable yet");
+    store.release();
+    assert_eq!(answers(&mut reader).0, ["deleted"]);
+}
+
+#[test]
+fn a_refused_durable_subscribe_leaves_the_active_subscriptions_messages_alone() {
+    let store = MapStore::default();
+    let mut b = stored_broker(&store);
+    let producer = open(&mut b, 1, None);
+    let mut reader = open(&mut b, 2, Some("reader"));
+    subscribe_durable(&mut b, &reader, "d", "/topic/a", None);
+    persistent_sends(&mut b, &producer, "/topic/a", 0..3);
+    assert_eq!(bodies(&mut reader), ["0"], "prefetch 1");
+    // The same durable subscription, active, asked for again on another topic.
+    subscribe_durable(&mut b, &reader, "again", "/topic/b", None);
+    let (_, errors) = answers(&mut reader);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].0.contains("already active"), "{errors:?}");
+    assert_eq!(store.count_durable(), 3, "its messages are still stored");
+    assert_eq!(b.counts().messages, 3, "and still waiting for it");
+}
+
+#[test]
+fn a_client_id_already_connected_is_refused_as_activemq_does() {
+    let mut b = broker();
+    let first = open(&mut b, 1, Some("app"));
+    let (outbox, _rx) = mpsc::unbounded_channel();
+    let (verdict, mut answer) = oneshot::channel();
+    b.handle(Request::Open {
+        conn: 2,
+        client_id: Some("app".into()),
+        peer: "127.0.0.1:2".into(),
+        outbox,
+        verdict,
+    });
+    assert_eq!(
+        answer.try_recv(),
+        Ok(Err(
+            "Broker: n1 - Client: app already connected from tcp://127.0.0.1:1".into()
+        ))
+    );
+    assert_eq!(b.counts().consumers, 0);
+    b.handle(Request::Close { conn: first.conn });
+    open(&mut b, 3, Some("app"));
+}
+
+#[test]
 fn a_late_ack_from_an_earlier_epoch_is_answered_and_changes_nothing() {
     let mut b = broker();
     let producer = open(&mut b, 1, None);
@@ -1052,6 +1389,13 @@ fn transactions_are_bounded_in_number_and_size() {
         ),
         other => panic!("expected an ERROR, got {other:?}"),
     }
+    // The ERROR ended that session (and aborted its transactions): the size limit on another.
+    let mut client = open(&mut b, 2, None);
+    b.handle(Request::Begin {
+        conn: 2,
+        transaction: "0".into(),
+        receipt: None,
+    });
     for _ in 0..MAX_TRANSACTION_OPS {
         send(&mut b, &client, "/queue/t", "x", &[("transaction", "0")]);
     }
@@ -1063,6 +1407,119 @@ fn transactions_are_bounded_in_number_and_size() {
         }
         other => panic!("expected an ERROR, got {other:?}"),
     }
+}
+
+fn unsubscribe(b: &mut Broker, client: &Client, id: &str) {
+    b.handle(Request::Unsubscribe {
+        conn: client.conn,
+        id: id.into(),
+        durable_name: None,
+        receipt: None,
+    });
+}
+
+/// The message of the ERROR waiting in `client`'s outbox.
+fn refusal(client: &mut Client) -> String {
+    match client.outbox.try_recv() {
+        Ok(Outbound::Error { message, .. }) => message,
+        other => panic!("expected an ERROR, got {other:?}"),
+    }
+}
+
+#[test]
+fn subscriptions_per_connection_and_destinations_are_capped_with_errors_naming_the_limit() {
+    let mut b = broker();
+    let mut consumer = open(&mut b, 1, None);
+    for i in 0..4 {
+        let queue = format!("/queue/q{i}");
+        subscribe(
+            &mut b,
+            &consumer,
+            &format!("s{i}"),
+            &queue,
+            AckMode::Auto,
+            1,
+        );
+    }
+    assert!(
+        consumer.outbox.try_recv().is_err(),
+        "up to the limit is fine"
+    );
+    subscribe(&mut b, &consumer, "s4", "/queue/q0", AckMode::Auto, 1);
+    let message = refusal(&mut consumer);
+    assert!(
+        message.contains("at most 4 subscriptions (--max-subscriptions-per-connection)"),
+        "{message}"
+    );
+    let mut producer = open(&mut b, 2, None);
+    for i in 4..8 {
+        send(&mut b, &producer, &format!("/queue/q{i}"), "x", &[]);
+    }
+    assert!(
+        producer.outbox.try_recv().is_err(),
+        "up to the limit is fine"
+    );
+    send(&mut b, &producer, "/queue/one-too-many", "x", &[]);
+    let message = refusal(&mut producer);
+    assert!(
+        message.contains("limit of 8 destinations (--max-destinations)"),
+        "{message}"
+    );
+    let mut other = open(&mut b, 3, None);
+    subscribe(&mut b, &other, "t", "/topic/new", AckMode::Auto, 1);
+    assert!(refusal(&mut other).contains("--max-destinations"));
+    // Existing destinations are still served.
+    let producer = open(&mut b, 4, None);
+    send(&mut b, &producer, "/queue/q0", "still", &[]);
+    assert_eq!(bodies(&mut consumer), ["still"]);
+    assert_eq!(b.counts().destinations, 8);
+}
+
+#[test]
+fn an_empty_unused_queue_is_removed_so_unique_reply_queues_do_not_pile_up() {
+    let mut b = broker();
+    let producer = open(&mut b, 1, None);
+    let mut requester = open(&mut b, 2, None);
+    // More unique reply queues than the destinations cap (8).
+    for i in 0..20 {
+        let reply = format!("/queue/reply-{i}");
+        subscribe(
+            &mut b,
+            &requester,
+            "r",
+            &reply,
+            AckMode::ClientIndividual,
+            1,
+        );
+        send(&mut b, &producer, &reply, "answer", &[]);
+        let got = received(&mut requester);
+        assert_eq!(got.len(), 1, "reply {i}");
+        ack(&mut b, &requester, got[0].1.as_deref().unwrap(), false);
+        unsubscribe(&mut b, &requester, "r");
+    }
+    assert_eq!(b.counts().destinations, 0);
+    // A queue whose consumer left a message unacknowledged keeps it.
+    subscribe(
+        &mut b,
+        &requester,
+        "r",
+        "/queue/kept",
+        AckMode::ClientIndividual,
+        1,
+    );
+    send(&mut b, &producer, "/queue/kept", "unacked", &[]);
+    assert_eq!(bodies(&mut requester), ["unacked"]);
+    unsubscribe(&mut b, &requester, "r");
+    assert_eq!(b.counts().destinations, 1);
+    subscribe(
+        &mut b,
+        &requester,
+        "r",
+        "/queue/kept",
+        AckMode::ClientIndividual,
+        1,
+    );
+    assert_eq!(flags(&mut requester), flagged(&[("unacked", true)]));
 }
 
 /// A broker without paging on `store`, with [`broker`]'s settings.
@@ -1151,7 +1608,7 @@ fn a_dead_letter_an_auto_consumer_took_on_the_spot_is_stored_before_the_original
 }
 
 /// Subscribes `client` to the durable subscription `name` of `/topic/news`, as subscription "d".
-fn subscribe_durable(b: &mut Broker, client: &Client, name: &str) {
+fn subscribe_durable_named(b: &mut Broker, client: &Client, name: &str) {
     b.handle(Request::Subscribe {
         conn: client.conn,
         spec: SubscribeSpec {
@@ -1174,7 +1631,7 @@ fn durable_subscriptions_whose_names_hold_the_old_separator_stay_apart_across_a_
         let (mut b, _reads) = paged_broker(&store, 7, 4);
         for (conn, (client_id, name)) in (10..).zip(pairs) {
             let client = open(&mut b, conn, Some(client_id));
-            subscribe_durable(&mut b, &client, name);
+            subscribe_durable_named(&mut b, &client, name);
             b.handle(Request::Close { conn });
         }
         let producer = open(&mut b, 1, None);
@@ -1184,7 +1641,7 @@ fn durable_subscriptions_whose_names_hold_the_old_separator_stay_apart_across_a_
     b.recover(&store).unwrap();
     for (conn, (client_id, name)) in (20..).zip(pairs) {
         let mut client = open(&mut b, conn, Some(client_id));
-        subscribe_durable(&mut b, &client, name);
+        subscribe_durable_named(&mut b, &client, name);
         let got = drain_acking(&mut b, &mut reads, &store, &mut client);
         assert_eq!(
             got.into_iter().map(|(m, _)| m).collect::<Vec<_>>(),
@@ -1200,7 +1657,7 @@ fn a_deleted_durable_subscription_stays_deleted_after_a_crash_mid_purge() {
     {
         let (mut b, _reads) = paged_broker(&store, 7, 4);
         let client = open(&mut b, 2, Some("client-a"));
-        subscribe_durable(&mut b, &client, "daily");
+        subscribe_durable_named(&mut b, &client, "daily");
         b.handle(Request::Close { conn: client.conn });
         let producer = open(&mut b, 1, None);
         // Four in memory, six paged out to the store only.
@@ -1221,7 +1678,7 @@ fn a_deleted_durable_subscription_stays_deleted_after_a_crash_mid_purge() {
         let (mut b, _reads) = paged_broker(&store, 8, 4);
         b.recover(&store).unwrap();
         let client = open(&mut b, 2, Some("client-a"));
-        subscribe_durable(&mut b, &client, "daily");
+        subscribe_durable_named(&mut b, &client, "daily");
         b.handle(Request::Close { conn: client.conn });
         let producer = open(&mut b, 1, None);
         persistent_sends(&mut b, &producer, "/topic/news", 100..102);
@@ -1229,7 +1686,7 @@ fn a_deleted_durable_subscription_stays_deleted_after_a_crash_mid_purge() {
     let (mut b, mut reads) = paged_broker(&store, 9, 4);
     b.recover(&store).unwrap();
     let mut client = open(&mut b, 2, Some("client-a"));
-    subscribe_durable(&mut b, &client, "daily");
+    subscribe_durable_named(&mut b, &client, "daily");
     let got = drain_acking(&mut b, &mut reads, &store, &mut client);
     assert_eq!(
         got.into_iter().map(|(m, _)| m).collect::<Vec<_>>(),
@@ -1246,7 +1703,7 @@ fn an_older_brokerds_durable_subscriptions_are_migrated_in_place() {
     {
         let (mut b, _reads) = paged_broker(&store, 7, 4);
         let client = open(&mut b, 2, Some("client-a"));
-        subscribe_durable(&mut b, &client, "daily");
+        subscribe_durable_named(&mut b, &client, "daily");
         b.handle(Request::Close { conn: client.conn });
         let producer = open(&mut b, 1, None);
         persistent_sends(&mut b, &producer, "/topic/news", 0..6);
@@ -1279,7 +1736,7 @@ fn an_older_brokerds_durable_subscriptions_are_migrated_in_place() {
     assert_eq!(store.count(registry::REGISTRY), 1);
     assert_eq!(store.count("d/client-a\u{1}daily"), 6, "no message moved");
     let mut client = open(&mut b, 2, Some("client-a"));
-    subscribe_durable(&mut b, &client, "daily");
+    subscribe_durable_named(&mut b, &client, "daily");
     let got = drain_acking(&mut b, &mut reads, &store, &mut client);
     assert_eq!(
         got.into_iter().map(|(m, _)| m).collect::<Vec<_>>(),
@@ -1293,7 +1750,7 @@ fn a_subscription_in_both_registries_refuses_the_start_instead_of_purging_either
     {
         let (mut b, _reads) = paged_broker(&store, 7, 4);
         let client = open(&mut b, 2, Some("client-a"));
-        subscribe_durable(&mut b, &client, "daily");
+        subscribe_durable_named(&mut b, &client, "daily");
     }
     // An older brokerd ran afterwards and created the same subscription in its own layout.
     store.map().insert(

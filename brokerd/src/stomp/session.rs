@@ -13,13 +13,13 @@ use super::connection::{Connection, ConnectionError};
 use super::frame::{put_header_text, Frame};
 use super::Version;
 use crate::broker::message::Published;
-use crate::broker::{AckMode, AckRef, ConnId, Outbound, Request, SubscribeSpec};
+use crate::broker::{AckMode, AckRef, ConnId, Outbound, Request, SubKey, SubscribeSpec};
 use crate::stats::Stats;
 use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::debug;
 
 /// The `server` header of CONNECTED frames.
@@ -45,6 +45,8 @@ pub struct SessionContext {
     pub id: String,
     /// The session's identity in the broker core.
     pub conn: ConnId,
+    /// The client's address, named to another client that asks for this one's client-id.
+    pub peer: std::net::SocketAddr,
     /// Broker-wide counters.
     pub stats: Arc<Stats>,
     /// Tells the session the node is going passive.
@@ -290,6 +292,32 @@ async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Op
     // Twice the agreed interval before giving up on a silent client, as network delays vary.
     let silence_limit = negotiate(client_send, ours).map(|d| d * 2);
     conn.set_version(version);
+    let (outbox_tx, outbox) = mpsc::unbounded_channel();
+    let (verdict_tx, verdict) = oneshot::channel();
+    let open = Request::Open {
+        conn: ctx.conn,
+        client_id: frame.get("client-id").map(str::to_owned),
+        peer: ctx.peer.to_string(),
+        outbox: outbox_tx,
+        verdict: verdict_tx,
+    };
+    if ctx.broker.send(open).await.is_err() {
+        return None;
+    }
+    match verdict.await {
+        Ok(Ok(())) => {}
+        Ok(Err(message)) => {
+            let refusal = Refusal::new(
+                message,
+                "A client-id may be connected once at a time (as in ActiveMQ): close the other \
+                 connection first, or use another client-id.",
+            );
+            send(&mut conn, refusal.into_frame()).await;
+            conn.close().await;
+            return None;
+        }
+        Err(_) => return None,
+    }
     let connected = Frame::new("CONNECTED")
         .with_header("version", version.as_str())
         .with_header("server", SERVER)
@@ -298,15 +326,7 @@ async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Op
     debug!(session = %ctx.id, %version, "client connected");
     if let Err(err) = conn.write_frame(&connected).await {
         debug!(error = %err, "could not send CONNECTED");
-        return None;
-    }
-    let (outbox_tx, outbox) = mpsc::unbounded_channel();
-    let open = Request::Open {
-        conn: ctx.conn,
-        client_id: frame.get("client-id").map(str::to_owned),
-        outbox: outbox_tx,
-    };
-    if ctx.broker.send(open).await.is_err() {
+        let _ = ctx.broker.send(Request::Close { conn: ctx.conn }).await;
         return None;
     }
     Some(Session {
@@ -327,25 +347,37 @@ fn parse_heartbeat(value: &str) -> Option<(u64, u64)> {
 }
 
 impl Session {
-    /// The connected session's loop: frames in, outbox out, heart-beats both ways.
+    /// The connected session's loop: frames in, outbox out, heart-beats both ways. A SEND that
+    /// finds memory over the limit is held while the session waits for room: it reads nothing
+    /// more from its client meanwhile (TCP slows the producer down), but keeps writing what the
+    /// broker sends it (MESSAGEs, RECEIPTs) and its heart-beats.
     async fn serve(&mut self) {
         let mut last_write = tokio::time::Instant::now();
+        let mut held: Option<Held> = None;
         loop {
             let beat_at = self.send_every.map(|d| last_write + d);
-            let silent_at = self.silence_limit.map(|d| self.conn.last_read() + d);
+            // While a SEND is held the client's frames and heart-beats wait unread in the
+            // socket: its silence is ours, not the client's.
+            let silent_at = self
+                .silence_limit
+                .filter(|_| held.is_none())
+                .map(|d| self.conn.last_read() + d);
+            let room_by = held.as_ref().map(|h| h.deadline);
             tokio::select! {
-                read = self.conn.read_frame() => {
+                read = self.conn.read_frame(), if held.is_none() => {
                     match read {
                         Ok(Some(frame)) => {
                             self.ctx.stats.frame_received();
-                            match self.handle(frame).await {
-                                Ok(true) => {}
-                                Ok(false) => return,
-                                Err(refusal) => {
-                                    debug!(message = %refusal.message, "refusing a frame");
-                                    send(&mut self.conn, refusal.into_frame()).await;
-                                    return;
-                                }
+                            if Command::of(&frame) == Command::Send && !self.memory_fits() {
+                                debug!(limit = self.ctx.memory_limit, "memory limit reached: holding a SEND");
+                                held = Some(Held {
+                                    frame,
+                                    deadline: tokio::time::Instant::now() + self.ctx.send_wait,
+                                });
+                                continue;
+                            }
+                            if !self.take(frame).await {
+                                return;
                             }
                         }
                         Ok(None) => {
@@ -358,6 +390,18 @@ impl Session {
                         }
                     }
                 }
+                fits = wait_for_room(&self.ctx.memory, self.ctx.memory_limit, room_by) => {
+                    let Held { frame, .. } = held.take().expect("waited for a held SEND");
+                    if !fits {
+                        let refusal = memory_refusal(self.ctx.memory_limit);
+                        debug!(message = %refusal.message, "refusing a frame");
+                        send(&mut self.conn, refusal.into_frame()).await;
+                        return;
+                    }
+                    if !self.take(frame).await {
+                        return;
+                    }
+                }
                 Some(first) = self.outbox.recv() => {
                     last_write = tokio::time::Instant::now();
                     if !self.write_outbox(first).await {
@@ -367,7 +411,8 @@ impl Session {
                 reason = passive(&mut self.ctx.passive) => {
                     debug!(%reason, "closing session: node going passive");
                     // Everything the broker owes this client (receipts above all) is in the
-                    // outbox by now: the server drained the broker before saying passive.
+                    // outbox by now: the server drained the broker before saying passive. A
+                    // held SEND was not taken, and gets no receipt: the client resends it.
                     while let Ok(out) = self.outbox.try_recv() {
                         if !self.write_outbox(out).await {
                             return;
@@ -400,12 +445,25 @@ impl Session {
         }
     }
 
+    /// Hands one client frame to the broker. Returns false when the session must end (after
+    /// writing the refusal, if there is one).
+    async fn take(&mut self, frame: Frame) -> bool {
+        match self.handle(frame).await {
+            Ok(keep_going) => keep_going,
+            Err(refusal) => {
+                debug!(message = %refusal.message, "refusing a frame");
+                send(&mut self.conn, refusal.into_frame()).await;
+                false
+            }
+        }
+    }
+
     /// Writes `first` and whatever else the outbox holds, in one write. Returns false when the
     /// session must end (an ERROR was written, the DISCONNECT receipt went out, or the client is
     /// gone).
     async fn write_outbox(&mut self, first: Outbound) -> bool {
         let mut buf = BytesMut::with_capacity(4096);
-        let mut written: HashMap<Arc<str>, u32> = HashMap::new();
+        let mut written: HashMap<SubKey, u32> = HashMap::new();
         let mut keep_going = true;
         let mut next = Some(first);
         let mut count = 0;
@@ -414,12 +472,13 @@ impl Session {
             match out {
                 Outbound::Message {
                     subscription,
+                    sub,
                     ack,
                     msg,
                 } => {
                     encode_message(&mut buf, self.version, &subscription, ack.as_deref(), &msg);
                     if ack.is_none() {
-                        *written.entry(subscription).or_default() += 1;
+                        *written.entry(sub).or_default() += 1;
                     }
                 }
                 Outbound::Receipt(receipt) => {
@@ -448,10 +507,10 @@ impl Session {
             debug!(error = %err, "could not write to client");
             return false;
         }
-        for (id, count) in written {
+        for (sub, count) in written {
             let written = Request::Written {
                 conn: self.ctx.conn,
-                id,
+                sub,
                 count,
             };
             if self.ctx.broker.send(written).await.is_err() {
@@ -461,19 +520,12 @@ impl Session {
         keep_going
     }
 
-    /// Whether memory is below the limit, waiting up to `send_wait` for it to get there (woken
-    /// as memory is released, see [`crate::memory`]). While it waits, the session reads nothing
-    /// more from its client: TCP slows the producer down. It counts messages that cannot be
-    /// paged out to the store (non-persistent ones, topic backlogs) and store writes not yet
-    /// done: persistent messages beyond a queue's page wait on disk instead.
-    async fn memory_available(&self) -> bool {
-        let limit = self.ctx.memory_limit;
-        if self.ctx.memory.bytes() <= limit {
-            return true;
-        }
-        debug!(limit, "memory limit reached: slowing a producer down");
-        let deadline = tokio::time::Instant::now() + self.ctx.send_wait;
-        self.ctx.memory.wait_for_room(limit, deadline).await
+    /// Whether memory counted against the limit is at or below it. It counts messages that
+    /// cannot be paged out to the store (non-persistent ones, topic backlogs), transactions'
+    /// SENDs, deliveries in flight and store writes not yet done: persistent messages beyond a
+    /// queue's page wait on disk instead (see [`crate::memory`]).
+    fn memory_fits(&self) -> bool {
+        self.ctx.memory.bytes() <= self.ctx.memory_limit
     }
 
     /// Turns one client frame into a request to the broker core. `Ok(false)`: the client
@@ -485,16 +537,6 @@ impl Session {
         let refuse =
             |message: String, detail: &str| Err(Refusal::new(message, detail).answering(&frame));
         let request = match Command::of(&frame) {
-            Command::Send if !self.memory_available().await => {
-                return refuse(
-                    format!(
-                        "memory limit of {} MiB reached: consumers are not keeping up",
-                        self.ctx.memory_limit >> 20
-                    ),
-                    "The broker waited for memory to free up and gave up; the SEND was not \
-                     accepted. Consume from the destination, or raise --memory-limit-mb.",
-                )
-            }
             Command::Send => match Published::from_headers(&frame.headers) {
                 Ok(published) => Request::Send {
                     conn,
@@ -695,6 +737,41 @@ fn encode_receipt(buf: &mut BytesMut, version: Version, receipt: &str) {
     buf.put_slice(b"RECEIPT\nreceipt-id:");
     put_header_text(buf, receipt, version.escaping("RECEIPT"));
     buf.put_slice(b"\n\n\0");
+}
+
+/// A SEND read while memory was over the limit, waiting for room until `deadline`.
+struct Held {
+    frame: Frame,
+    deadline: tokio::time::Instant,
+}
+
+/// Waits for memory to go down to `limit`, until `deadline`; forever without one. Returns
+/// whether it fits (see [`crate::memory`]: released memory wakes it).
+async fn wait_for_room(
+    memory: &crate::memory::Usage,
+    limit: usize,
+    deadline: Option<tokio::time::Instant>,
+) -> bool {
+    match deadline {
+        Some(deadline) => memory.wait_for_room(limit, deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The ERROR for a SEND that waited at the memory limit and was not let through. Without
+/// `receipt-id`: the refusal is transient, not a verdict on the SEND, so a client must not
+/// take it as "rejected for good"; it reconnects and resends.
+fn memory_refusal(limit: usize) -> Refusal {
+    Refusal::new(
+        format!(
+            "memory limit of {} MiB reached (transient): consumers are not keeping up; \
+             reconnect and retry the SEND",
+            limit >> 20
+        ),
+        "The broker waited for memory to free up (--send-wait-ms) and gave up; the SEND was \
+         not accepted this time. This is temporary: reconnect and send it again once consumers \
+         catch up (or raise --memory-limit-mb).",
+    )
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.
