@@ -77,6 +77,12 @@ class Client:
                                  lambda: self.recorder.disconnects > self.disconnects_seen)
         with self.recorder.cond:
             self.disconnects_seen = self.recorder.disconnects
+        # A report that arrives after the reconnect (a loaded machine delays stomp.py's old
+        # receiver thread) is about the old socket: a second CONNECT on the live one would be
+        # refused. The resend that follows is harmless (at-least-once) and counted as such.
+        if self.conn.is_connected():
+            log("disconnect report about the previous socket; still connected")
+            return
         self.connect()
 
 
