@@ -1,0 +1,95 @@
+//! lockd against what others can plant or hold: files in the shared directory (DESIGN invariant
+//! 8), the ctl socket's connections, and settings the README calls wrong. Real lockd, brokerd and
+//! ctl processes, as everywhere in this crate.
+
+use ha_tests::*;
+use shared_proto::admin::Role;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Fence timeout of these clusters: the node must outlive several of them.
+const FENCE_TIMEOUT_MS: u64 = 2000;
+
+/// Runs `node`'s lockd expecting it to refuse to start; its exit code and stderr.
+fn refused_start(node: &Node) -> (Option<i32>, String) {
+    let mut child = Command::new(&bins().lockd)
+        .arg("--config")
+        .arg(&node.config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lockd");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{} started instead of refusing", node.name);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Regression: a FIFO named `SHARED/nodes/zz.json` stuck the keeper in a read, and the fence
+/// timer fenced a healthy single active node after fence_timeout_ms, leaving no broker at all.
+#[test]
+fn a_fifo_in_nodes_does_not_fence_a_healthy_active() {
+    let mut cluster = Cluster::new(1, &format!("fence_timeout_ms = {FENCE_TIMEOUT_MS}\n"));
+    let fifo = cluster.shared.join("nodes").join("zz.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    cluster.start_all();
+    let node = &cluster.nodes[0];
+    let epoch = node.wait_for_role(Role::Active).epoch;
+    throughout(Duration::from_millis(3 * FENCE_TIMEOUT_MS), || {
+        let status = node.status().unwrap();
+        assert_eq!(
+            (status.role, status.epoch),
+            (Role::Active, epoch),
+            "{}",
+            cluster.logs()
+        );
+    });
+    assert!(answers_stomp(node.addr()));
+}
+
+/// A nodes/ directory anyone can write would let anyone plant such files: refused at start,
+/// naming the path and the fix.
+#[test]
+fn a_control_path_others_can_write_is_refused_at_start() {
+    let cluster = Cluster::new(1, "");
+    let nodes = cluster.shared.join("nodes");
+    std::fs::set_permissions(&nodes, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, stderr) = refused_start(&cluster.nodes[0]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} has mode 0777: writable by others",
+            nodes.display()
+        )) && stderr.contains(&format!("chmod go-w {}", nodes.display())),
+        "{stderr}"
+    );
+}
+
+/// `ctl status` shows what `SHARED/broken-locks` says; a 10 MiB record made the reply longer
+/// than the protocol's line limit, so status failed for as long as the file was there.
+#[test]
+fn ctl_status_stays_bounded_whatever_broken_locks_holds() {
+    let mut cluster = Cluster::new(1, "");
+    std::fs::write(cluster.shared.join("broken-locks"), vec![b'x'; 10 << 20]).unwrap();
+    cluster.start_all();
+    let node = &cluster.nodes[0];
+    let status = wait_until("status with the broken-locks warning", || {
+        node.status()
+            .ok()
+            .filter(|s| s.warnings.iter().any(|w| w.contains("xxxx")))
+    });
+    let warning = status.warnings.iter().find(|w| w.contains("xxxx")).unwrap();
+    assert!(warning.len() < 4096, "{} bytes", warning.len());
+    assert!(warning.contains("cut off"), "{warning}");
+}
