@@ -93,3 +93,33 @@ fn ctl_status_stays_bounded_whatever_broken_locks_holds() {
     assert!(warning.len() < 4096, "{} bytes", warning.len());
     assert!(warning.contains("cut off"), "{warning}");
 }
+
+/// A client holding connections open took every slot of the ctl socket (they were taken before
+/// accept), so `ctl failover` waited in the backlog for as long as it cared to hold them.
+#[test]
+#[ignore = "needs root, to hold the connections as another uid; tests/run-all.sh runs it as root"]
+fn a_client_holding_connections_cannot_lock_admins_out_of_failover() {
+    assert!(is_root(), "run as root");
+    let mut cluster = Cluster::new(2, "socket_mode = \"0666\"\n");
+    cluster.start_all();
+    let active = cluster.wait_for_one_active();
+    let node = &cluster.nodes[active];
+    let hold = "import socket, sys, time\n\
+                held = []\n\
+                for _ in range(64):\n\
+                \x20   s = socket.socket(socket.AF_UNIX)\n\
+                \x20   s.connect(sys.argv[1])\n\
+                \x20   held.append(s)\n\
+                print('held', flush=True)\n\
+                time.sleep(120)\n";
+    let mut python = Command::new("/usr/bin/python3");
+    python.arg("-c").arg(hold).arg(&node.socket);
+    let mut hog = ClientProcess::spawn("connection hog", as_user(python, NOBODY, NOBODY, &[]));
+    hog.wait_for_line("held");
+    let mut failover = node.ctl_command(&["failover"]).spawn().unwrap();
+    let code = wait_until("ctl failover to finish", || {
+        failover.try_wait().unwrap().map(|s| s.code())
+    });
+    assert_eq!(code, Some(0), "{}", cluster.logs());
+    assert_ne!(cluster.wait_for_active_other_than(active), active);
+}
