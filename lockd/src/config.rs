@@ -333,7 +333,8 @@ fn check_watchdog(keepalive_ms: u64, usec: Option<&str>, pid: Option<&str>) -> R
 const DEFAULT_BROKER_USER: &str = "nobody";
 
 /// As root, brokerd must run as someone else: a broker that could write the shared directory's
-/// root could delete `lock` and hand a second node the lock while it still runs.
+/// root could delete `lock` and hand a second node the lock while it still runs. A lockd that is
+/// not root may name a broker_user when it holds CAP_SETUID, CAP_SETGID and CAP_KILL (DESIGN.md).
 fn broker_credentials(
     user: Option<String>,
     group: Option<String>,
@@ -346,9 +347,17 @@ fn broker_credentials(
             }
             Ok(None)
         }
-        (false, Some(user)) => Err(format!(
-            "broker_user = {user:?} needs lockd to run as root (or with CAP_SETUID/CAP_SETGID); remove it to run brokerd as lockd's own user"
-        )),
+        (false, Some(user)) => {
+            let missing = users::missing_broker_capabilities()
+                .map_err(|e| format!("cannot read lockd's capabilities (capget): {e}"))?;
+            if !missing.is_empty() {
+                return Err(format!(
+                    "broker_user = {user:?} needs lockd to run as root or with CAP_SETUID, CAP_SETGID and CAP_KILL (missing: {}); grant them (e.g. AmbientCapabilities= in lockd's unit) or remove broker_user to run brokerd as lockd's own user",
+                    missing.join(", ")
+                ));
+            }
+            unprivileged_broker(&user, group).map(Some)
+        }
         (true, None) => {
             tracing::warn!(
                 broker_user = DEFAULT_BROKER_USER,
@@ -357,14 +366,17 @@ fn broker_credentials(
             );
             broker_credentials(Some(DEFAULT_BROKER_USER.into()), group)
         }
-        (true, Some(user)) => {
-            let (uid, primary) = users::lookup_user(&user).map_err(|e| format!("broker_user: {e}"))?;
-            if uid == 0 {
-                return Err("broker_user must not be root".into());
-            }
-            Ok(Some((uid, broker_gid(group, primary)?)))
-        }
+        (true, Some(user)) => unprivileged_broker(&user, group).map(Some),
     }
+}
+
+/// (uid, gid) of the broker user, which must not be root.
+fn unprivileged_broker(user: &str, group: Option<String>) -> Result<(u32, u32), String> {
+    let (uid, primary) = users::lookup_user(user).map_err(|e| format!("broker_user: {e}"))?;
+    if uid == 0 {
+        return Err("broker_user must not be root".into());
+    }
+    Ok((uid, broker_gid(group, primary)?))
 }
 
 /// brokerd's group: `broker_group`, else the broker user's primary group; never root's, whose

@@ -123,3 +123,107 @@ fn a_client_holding_connections_cannot_lock_admins_out_of_failover() {
     assert_eq!(code, Some(0), "{}", cluster.logs());
     assert_ne!(cluster.wait_for_active_other_than(active), active);
 }
+
+/// DESIGN.md: lockd runs as root "or a user with CAP_SETUID/CAP_SETGID/CAP_KILL". lockd looked
+/// at its uid only and refused broker_user unless it was 0.
+#[test]
+#[ignore = "needs root, to start lockd as nobody with capabilities; tests/run-all.sh runs it as root"]
+fn a_non_root_lockd_with_the_capabilities_runs_brokerd_as_the_broker_user() {
+    assert!(is_root(), "run as root");
+    let daemon = nix::unistd::User::from_name("daemon").unwrap().unwrap();
+    let cluster = Cluster::new(1, "");
+    let node = &cluster.nodes[0];
+    let config = std::fs::read_to_string(&node.config)
+        .unwrap()
+        .replace("broker_user = \"nobody\"", "broker_user = \"daemon\"");
+    std::fs::write(&node.config, config).unwrap();
+    // lockd's user owns the directory and everything in it but the broker's stores.
+    let chown = |path: &std::path::Path, uid: u32, gid: u32| {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap()
+    };
+    chown(&cluster.root, NOBODY, NOBODY);
+    for entry in ["", "lock", "epoch", "epochs", "nodes", "cluster.json"] {
+        chown(&cluster.shared.join(entry), NOBODY, NOBODY);
+    }
+    for store in ["data", "scheduler"] {
+        chown(
+            &cluster.shared.join(store),
+            daemon.uid.as_raw(),
+            daemon.gid.as_raw(),
+        );
+    }
+    let log = std::fs::File::create(&node.log).unwrap();
+    let mut lockd = Command::new(&bins().lockd);
+    lockd
+        .arg("--config")
+        .arg(&node.config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: only async-signal-safe syscalls in the forked child before exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut lockd, || {
+            let caps: u32 = (1 << 5) | (1 << 6) | (1 << 7); // CAP_KILL, CAP_SETGID, CAP_SETUID
+            let mut header = [0x2008_0522u32, 0];
+            let data = [caps, caps, caps, 0, 0, 0];
+            let failed = libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0
+                || libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+                || libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()) != 0
+                || [5, 6, 7].iter().any(|cap| {
+                    libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, *cap, 0, 0) != 0
+                });
+            if failed {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut lockd = lockd.spawn().unwrap();
+    let status = wait_until("lockd as nobody to be active", || {
+        if let Some(exit) = lockd.try_wait().unwrap() {
+            panic!(
+                "lockd exited ({exit}): {}",
+                std::fs::read_to_string(&node.log).unwrap()
+            );
+        }
+        node.status().ok().filter(|s| s.role == Role::Active)
+    });
+    let uid_of = |pid: u32| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap()
+            .to_owned();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+    };
+    assert_eq!(uid_of(lockd.id()), NOBODY);
+    assert_eq!(uid_of(status.broker_pid.unwrap()), daemon.uid.as_raw());
+    assert!(answers_stomp(node.addr()));
+    lockd.kill().unwrap();
+    lockd.wait().unwrap();
+}
+
+/// brokerd's scheduled-message store sits beside its message store and must be as writable by
+/// the broker user; lockd checked only data/ and let the first takeover find out.
+#[test]
+#[ignore = "needs root, so that brokerd runs as another user; tests/run-all.sh runs it as root"]
+fn a_scheduler_directory_the_broker_cannot_write_is_refused_at_start() {
+    assert!(is_root(), "run as root");
+    let cluster = Cluster::new(1, "");
+    let scheduler = cluster.shared.join("scheduler");
+    std::os::unix::fs::chown(&scheduler, Some(0), Some(0)).unwrap();
+    let (code, stderr) = refused_start(&cluster.nodes[0]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} (owner uid 0", scheduler.display()))
+            && stderr.contains("not writable by the broker user"),
+        "{stderr}"
+    );
+}

@@ -62,3 +62,57 @@ pub fn peer_groups(socket: &impl std::os::fd::AsRawFd) -> std::io::Result<Vec<u3
 pub fn chown_group(path: &std::path::Path, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::chown(path, None, Some(Gid::from_raw(gid).as_raw()))
 }
+
+/// The capabilities a lockd that is not root needs to run brokerd as another user and to kill
+/// it (DESIGN: root, or a user with CAP_SETUID/CAP_SETGID/CAP_KILL): the names of those missing
+/// from our effective set, as the kernel reports it (capget), not guessed from the uid.
+pub fn missing_broker_capabilities() -> std::io::Result<Vec<&'static str>> {
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget(2) with a version-3 header (pid 0: this thread) writes two Data structs,
+    // which `data` provides; both outlive the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Bit numbers from linux/capability.h (the libc crate does not name them).
+    let needed: [(u32, &str); 3] = [(7, "CAP_SETUID"), (6, "CAP_SETGID"), (5, "CAP_KILL")];
+    Ok(needed
+        .into_iter()
+        .filter(|(cap, _)| data[0].effective & (1 << cap) == 0)
+        .map(|(_, name)| name)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_come_from_the_kernel() {
+        let missing = missing_broker_capabilities().unwrap();
+        if effective_uid() == 0 {
+            assert!(
+                missing.is_empty(),
+                "root holds every capability: {missing:?}"
+            );
+        }
+        assert!(missing.len() <= 3);
+    }
+}
