@@ -3,20 +3,36 @@
 //! Anyone who can connect (the socket's mode decides) may read status. Changing anything needs
 //! root, lockd's own user or the admin group, checked from the kernel's SO_PEERCRED, never
 //! from anything the peer says.
+//!
+//! Connections are bounded per uid and in total, with slots only admins may take, so a client
+//! that holds connections open cannot lock an operator out of `failover`. The socket appears at
+//! its path already carrying `socket_mode` and the admin group: it is bound in a private
+//! directory and renamed into place, never connectable with wider permissions in between.
 
 use shared_proto::admin::{ErrorCode, Request, Response, Status};
 use shared_proto::wire::{self, WireError};
 use shared_proto::PROTOCOL_VERSION;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
-/// Connections served at once; more wait in the kernel's backlog.
+/// Connections served at once; more are refused with an error naming the limit.
 const MAX_CONNECTIONS: usize = 32;
+
+/// Of [`MAX_CONNECTIONS`], slots only admins may take: however many readers connect, an operator
+/// can still run `ctl failover`.
+const ADMIN_SLOTS: usize = 4;
+
+/// Connections one uid may hold at once, admins included, so no one client takes every slot.
+const PER_UID: usize = 8;
+
+/// How long a refused client gets to take its error message before the connection is closed.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A connection that sends no request for this long is closed, so idle clients cannot take
 /// every slot and lock operators out.
@@ -76,7 +92,9 @@ impl Access {
 }
 
 /// Binds the socket with the configured mode and group, refusing to steal the socket of a
-/// lockd that is still running.
+/// lockd that is still running. The socket is bound inside a fresh directory only lockd can
+/// enter (mode 0700), given its mode and group there, and only then renamed to `path`: nobody can
+/// connect while its permissions are still the umask's.
 pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> anyhow::Result<UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -93,28 +111,119 @@ pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> anyhow::Result<UnixLi
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| anyhow::anyhow!("cannot bind the ctl socket {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    if let Some(gid) = group {
-        crate::sys::users::chown_group(path, gid).map_err(|e| {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("socket {} has no file name", path.display()))?;
+    let private = path.with_file_name(format!(
+        ".{}.{}.bind",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| {
             anyhow::anyhow!(
-                "cannot give the ctl socket {} to the admin group: {e}",
+                "cannot create {} to prepare the ctl socket in: {e}; remove it if a crashed lockd left it",
+                private.display()
+            )
+        })?;
+    let staged = private.join("socket");
+    let listener = stage_socket(&staged, mode, group).and_then(|listener| {
+        std::fs::rename(&staged, path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot move the ctl socket into place at {}: {e}",
                 path.display()
+            )
+        })?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    listener
+}
+
+/// Binds at `staged` (in the private directory) and gives the socket its final mode and group.
+fn stage_socket(staged: &Path, mode: u32, group: Option<u32>) -> anyhow::Result<UnixListener> {
+    let listener = UnixListener::bind(staged)
+        .map_err(|e| anyhow::anyhow!("cannot bind the ctl socket {}: {e}", staged.display()))?;
+    std::fs::set_permissions(staged, std::fs::Permissions::from_mode(mode))?;
+    if let Some(gid) = group {
+        crate::sys::users::chown_group(staged, gid).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot give the ctl socket to the admin group (gid {gid}): {e}; check admin_group"
             )
         })?;
     }
     Ok(listener)
 }
 
+/// Who holds how many connections; decides whether one more may be served.
+#[derive(Debug, Default)]
+struct Slots {
+    total: usize,
+    per_uid: HashMap<u32, usize>,
+}
+
+impl Slots {
+    /// Takes a slot for `uid`, or says which limit refuses it and what to do.
+    fn admit(&mut self, uid: u32, admin: bool) -> Result<(), String> {
+        let held = self.per_uid.get(&uid).copied().unwrap_or(0);
+        if held >= PER_UID {
+            return Err(format!(
+                "uid {uid} already holds {held} connections to this socket, the most one user may; close some and retry"
+            ));
+        }
+        let open_to_peer = if admin {
+            MAX_CONNECTIONS
+        } else {
+            MAX_CONNECTIONS - ADMIN_SLOTS
+        };
+        if self.total >= open_to_peer {
+            return Err(format!(
+                "all {open_to_peer} connections this socket serves{} are in use; retry shortly",
+                if admin { "" } else { " to non-admins" }
+            ));
+        }
+        self.total += 1;
+        *self.per_uid.entry(uid).or_default() += 1;
+        Ok(())
+    }
+
+    fn release(&mut self, uid: u32) {
+        self.total -= 1;
+        if let Some(held) = self.per_uid.get_mut(&uid) {
+            *held -= 1;
+            if *held == 0 {
+                self.per_uid.remove(&uid);
+            }
+        }
+    }
+}
+
+/// A taken slot, given back when the connection ends.
+struct Slot {
+    slots: Arc<Mutex<Slots>>,
+    uid: u32,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.slots).release(self.uid);
+    }
+}
+
+fn lock(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
+    slots
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Serves connections until the process exits.
 pub async fn serve(listener: UnixListener, access: Access, calls: mpsc::Sender<Call>) {
     let access = Arc::new(access);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Mutex::new(Slots::default()));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -125,19 +234,21 @@ pub async fn serve(listener: UnixListener, access: Access, calls: mpsc::Sender<C
         };
         let access = access.clone();
         let calls = calls.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, &access, &calls).await {
+            if let Err(e) = admit_and_serve(stream, &access, &calls, slots).await {
                 tracing::warn!(error = %e, "ctl connection refused");
             }
-            drop(permit);
         });
     }
 }
 
-async fn serve_connection(
+/// Checks the peer against the connection limits, then serves it.
+async fn admit_and_serve(
     stream: UnixStream,
     access: &Access,
     calls: &mpsc::Sender<Call>,
+    slots: Arc<Mutex<Slots>>,
 ) -> Result<(), WireError> {
     let cred = stream.peer_cred()?;
     let peer = Peer {
@@ -145,6 +256,28 @@ async fn serve_connection(
         gid: cred.gid(),
         groups: crate::sys::users::peer_groups(&stream)?,
     };
+    let admitted = lock(&slots).admit(peer.uid, access.check_admin(&peer).is_ok());
+    if let Err(message) = admitted {
+        tracing::warn!(uid = peer.uid, %message, "ctl connection refused");
+        let (_, mut writer) = stream.into_split();
+        let reply = error(ErrorCode::Denied, message);
+        let _ =
+            tokio::time::timeout(REFUSAL_TIMEOUT, wire::write_message(&mut writer, &reply)).await;
+        return Ok(());
+    }
+    let _slot = Slot {
+        slots,
+        uid: peer.uid,
+    };
+    serve_connection(stream, peer, access, calls).await
+}
+
+async fn serve_connection(
+    stream: UnixStream,
+    peer: Peer,
+    access: &Access,
+    calls: &mpsc::Sender<Call>,
+) -> Result<(), WireError> {
     let (read_half, mut writer) = stream.into_split();
     let mut reader = BufReader::new(read_half);
     let mut buf = Vec::new();
@@ -226,4 +359,95 @@ async fn serve_connection(
 
 fn error(code: ErrorCode, message: String) -> Response {
     Response::Error { code, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_cannot_take_the_admin_slots_nor_one_uid_every_slot() {
+        let mut slots = Slots::default();
+        for _ in 0..PER_UID {
+            slots.admit(1000, false).unwrap();
+        }
+        let err = slots.admit(1000, false).unwrap_err();
+        assert!(
+            err.contains("uid 1000 already holds 8 connections"),
+            "{err}"
+        );
+        let mut uid = 1001;
+        while slots.total < MAX_CONNECTIONS - ADMIN_SLOTS {
+            slots.admit(uid, false).unwrap();
+            uid += 1;
+        }
+        let err = slots.admit(uid, false).unwrap_err();
+        assert!(err.contains("to non-admins are in use"), "{err}");
+        for _ in 0..ADMIN_SLOTS {
+            slots.admit(0, true).unwrap();
+        }
+        assert!(
+            slots.admit(0, true).is_err(),
+            "the total bound holds for admins too"
+        );
+        slots.release(1000);
+        assert_eq!(slots.per_uid[&1000], PER_UID - 1);
+        assert!(
+            slots.admit(1000, false).is_err(),
+            "a freed slot is an admin's while readers hold all theirs"
+        );
+        slots.admit(0, true).unwrap();
+    }
+
+    /// The socket's name must never exist in the directory before it has its final mode: it
+    /// appears by rename (IN_MOVED_TO), never by bind (IN_CREATE), which under the old code made
+    /// it connectable with the umask's permissions until the chmod.
+    #[tokio::test]
+    async fn the_socket_appears_only_by_rename_with_its_final_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lockd.sock");
+        // SAFETY: plain syscalls on a descriptor we own; the buffer outlives the read.
+        let events = unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            assert!(fd >= 0);
+            let dir_c = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+            assert!(
+                libc::inotify_add_watch(fd, dir_c.as_ptr(), libc::IN_CREATE | libc::IN_MOVED_TO)
+                    >= 0
+            );
+            let listener = bind(&path, 0o600, None).unwrap();
+            let mut buf = [0u8; 4096];
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            drop(listener);
+            parse_events(&buf[..n.max(0) as usize])
+        };
+        let on_socket: Vec<u32> = events
+            .iter()
+            .filter(|(_, name)| name == "lockd.sock")
+            .map(|(mask, _)| *mask)
+            .collect();
+        assert_eq!(on_socket, vec![libc::IN_MOVED_TO], "{events:?}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "only the socket is left: {leftovers:?}");
+    }
+
+    /// (mask, name) of each inotify event in `buf`.
+    fn parse_events(mut buf: &[u8]) -> Vec<(u32, String)> {
+        let header = std::mem::size_of::<libc::inotify_event>();
+        let mut events = Vec::new();
+        while buf.len() >= header {
+            let mask = u32::from_ne_bytes(buf[4..8].try_into().unwrap());
+            let len = u32::from_ne_bytes(buf[12..16].try_into().unwrap()) as usize;
+            let name = &buf[header..header + len];
+            let name = String::from_utf8_lossy(name)
+                .trim_end_matches('\0')
+                .to_owned();
+            events.push((mask, name));
+            buf = &buf[header + len..];
+        }
+        events
+    }
 }

@@ -254,6 +254,17 @@ impl Config {
                 self.fence_timeout_ms, self.keepalive_ms
             ));
         }
+        if self.stale_holder_ms <= self.fence_timeout_ms {
+            return Err(format!(
+                "stale_holder_ms ({}) must be longer than fence_timeout_ms ({}): a holder is only stale once a healthy one would have fenced itself; raise stale_holder_ms",
+                self.stale_holder_ms, self.fence_timeout_ms
+            ));
+        }
+        check_watchdog(
+            self.keepalive_ms,
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
+        )?;
         Ok(Settings {
             node: self.node,
             shared_dir,
@@ -295,12 +306,35 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Refuses a keepalive that cannot feed systemd's watchdog: the state machine pings it once per
+/// keepalive, so a period of half the watchdog's or more lets one late tick kill a healthy node.
+/// `usec` and `pid` are `WATCHDOG_USEC` and `WATCHDOG_PID`; a watchdog meant for another process
+/// (`WATCHDOG_PID` not ours) is not lockd's to feed.
+fn check_watchdog(keepalive_ms: u64, usec: Option<&str>, pid: Option<&str>) -> Result<(), String> {
+    let Some(usec) = usec else { return Ok(()) };
+    if pid.is_some_and(|pid| pid.trim() != std::process::id().to_string()) {
+        return Ok(());
+    }
+    let usec: u64 = usec
+        .trim()
+        .parse()
+        .map_err(|_| format!("WATCHDOG_USEC {usec:?} from systemd is not a number of microseconds; check WatchdogSec= in lockd's unit"))?;
+    if usec != 0 && keepalive_ms.saturating_mul(2000) >= usec {
+        return Err(format!(
+            "keepalive_ms ({keepalive_ms}) must be below half of systemd's watchdog ({} ms, WatchdogSec=): lockd feeds the watchdog once per keepalive; lower keepalive_ms or raise WatchdogSec=",
+            usec / 1000
+        ));
+    }
+    Ok(())
+}
+
 /// Who brokerd runs as when lockd is root and the config names nobody: an unprivileged user
 /// every Debian system has, so the README's first command works as root too.
 const DEFAULT_BROKER_USER: &str = "nobody";
 
 /// As root, brokerd must run as someone else: a broker that could write the shared directory's
-/// root could delete `lock` and hand a second node the lock while it still runs.
+/// root could delete `lock` and hand a second node the lock while it still runs. A lockd that is
+/// not root may name a broker_user when it holds CAP_SETUID, CAP_SETGID and CAP_KILL (DESIGN.md).
 fn broker_credentials(
     user: Option<String>,
     group: Option<String>,
@@ -313,9 +347,17 @@ fn broker_credentials(
             }
             Ok(None)
         }
-        (false, Some(user)) => Err(format!(
-            "broker_user = {user:?} needs lockd to run as root (or with CAP_SETUID/CAP_SETGID); remove it to run brokerd as lockd's own user"
-        )),
+        (false, Some(user)) => {
+            let missing = users::missing_broker_capabilities()
+                .map_err(|e| format!("cannot read lockd's capabilities (capget): {e}"))?;
+            if !missing.is_empty() {
+                return Err(format!(
+                    "broker_user = {user:?} needs lockd to run as root or with CAP_SETUID, CAP_SETGID and CAP_KILL (missing: {}); grant them (e.g. AmbientCapabilities= in lockd's unit) or remove broker_user to run brokerd as lockd's own user",
+                    missing.join(", ")
+                ));
+            }
+            unprivileged_broker(&user, group).map(Some)
+        }
         (true, None) => {
             tracing::warn!(
                 broker_user = DEFAULT_BROKER_USER,
@@ -324,18 +366,35 @@ fn broker_credentials(
             );
             broker_credentials(Some(DEFAULT_BROKER_USER.into()), group)
         }
-        (true, Some(user)) => {
-            let (uid, primary) = users::lookup_user(&user).map_err(|e| format!("broker_user: {e}"))?;
-            if uid == 0 {
-                return Err("broker_user must not be root".into());
-            }
-            let gid = match group {
-                Some(group) => users::lookup_group(&group).map_err(|e| format!("broker_group: {e}"))?,
-                None => primary,
-            };
-            Ok(Some((uid, gid)))
-        }
+        (true, Some(user)) => unprivileged_broker(&user, group).map(Some),
     }
+}
+
+/// (uid, gid) of the broker user, which must not be root.
+fn unprivileged_broker(user: &str, group: Option<String>) -> Result<(u32, u32), String> {
+    let (uid, primary) = users::lookup_user(user).map_err(|e| format!("broker_user: {e}"))?;
+    if uid == 0 {
+        return Err("broker_user must not be root".into());
+    }
+    Ok((uid, broker_gid(group, primary)?))
+}
+
+/// brokerd's group: `broker_group`, else the broker user's primary group; never root's, whose
+/// group can write what root's group may (the shared directory's root-group paths among them).
+fn broker_gid(group: Option<String>, primary: u32) -> Result<u32, String> {
+    let gid = match &group {
+        Some(group) => users::lookup_group(group).map_err(|e| format!("broker_group: {e}"))?,
+        None => primary,
+    };
+    if gid != 0 {
+        return Ok(gid);
+    }
+    Err(match group {
+        Some(group) => format!(
+            "broker_group = {group:?} is root's group (gid 0): set broker_group to an unprivileged group"
+        ),
+        None => "broker_user's primary group is root's group (gid 0): set broker_group to an unprivileged group, or choose another broker_user".into(),
+    })
 }
 
 #[cfg(test)]
@@ -417,5 +476,46 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(err.contains("broker_binary"), "{err}");
+        let err = Config {
+            stale_holder_ms: 10_000,
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            err.contains("stale_holder_ms (10000) must be longer than fence_timeout_ms (10000)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_broker_group_of_root_is_refused() {
+        let err = broker_gid(Some("root".into()), 65534).unwrap_err();
+        assert!(
+            err.contains("broker_group = \"root\" is root's group"),
+            "{err}"
+        );
+        let err = broker_gid(None, 0).unwrap_err();
+        assert!(err.contains("set broker_group"), "{err}");
+        assert_eq!(broker_gid(None, 65534), Ok(65534));
+    }
+
+    #[test]
+    fn a_keepalive_that_cannot_feed_the_watchdog_is_refused() {
+        let ours = std::process::id().to_string();
+        let err = check_watchdog(500, Some("1000000"), Some(&ours)).unwrap_err();
+        assert!(
+            err.contains("keepalive_ms (500) must be below half") && err.contains("WatchdogSec"),
+            "{err}"
+        );
+        assert!(check_watchdog(500, Some("1000000"), None).is_err());
+        assert_eq!(check_watchdog(499, Some("1000000"), Some(&ours)), Ok(()));
+        assert_eq!(check_watchdog(500, None, None), Ok(()), "no watchdog");
+        assert_eq!(
+            check_watchdog(500, Some("1000000"), Some("1")),
+            Ok(()),
+            "another process's watchdog"
+        );
+        assert!(check_watchdog(500, Some("soon"), None).is_err());
     }
 }

@@ -198,8 +198,11 @@ fn prepare_shared_dir(settings: &Settings, init: bool) -> anyhow::Result<Layout>
         }
         Err(e) => return Err(e.into()),
     };
+    layout.check_control_paths(sys::users::effective_uid(), settings.broker_credentials)?;
     if let Some((uid, gid)) = settings.broker_credentials {
-        check_broker_can_write(&layout.data(), uid, gid)?;
+        for store in [layout.data(), layout.scheduler()] {
+            check_broker_can_write(&store, uid, gid)?;
+        }
     }
     shared_proto::lockfile::LockFile::open(&layout.lock()).map_err(|e| {
         anyhow::anyhow!(

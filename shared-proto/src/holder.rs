@@ -57,3 +57,7 @@ impl Holder {
         }
     }
 }
+
+/// The most `holder.json` may hold; a real one is about 200 bytes. Bounded so a planted file
+/// cannot stall a keepalive or swell `ctl status` past the admin protocol's line limit.
+pub const LIMIT: usize = 2048;

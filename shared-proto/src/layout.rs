@@ -4,11 +4,18 @@
 //! would otherwise lock the empty local directory underneath the mount point and become a second
 //! active. The marker is written once, by `ctl init` (or `lockd --init`), never by a running node.
 
+use crate::shared_file;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, DirBuilder, OpenOptions};
+use std::fs::{self, DirBuilder};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// The most `SHARED/epoch` may hold: a number and a newline.
+const EPOCH_LIMIT: usize = 32;
+
+/// The most the marker may hold; ours is about a hundred bytes.
+const MARKER_LIMIT: usize = 4096;
 
 /// Marker file name: proves the shared filesystem is mounted here.
 pub const MARKER: &str = "cluster.json";
@@ -41,6 +48,14 @@ pub enum LayoutError {
     LayoutVersion { path: String, found: u32 },
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
+    /// A control path the broker (or anyone) could change: it could replace `lock` or plant
+    /// files that steer lockd, which runs as root.
+    #[error("{path} {problem}: only lockd may change the shared directory's control files (DESIGN invariant 8); fix it with `{fix}`")]
+    Unsafe {
+        path: String,
+        problem: String,
+        fix: String,
+    },
 }
 
 /// Paths inside one shared directory.
@@ -84,17 +99,16 @@ impl Layout {
         self.root.join("broken-locks")
     }
 
-    /// Reads the latest claimed epoch from `SHARED/epoch`.
+    /// Reads the latest claimed epoch from `SHARED/epoch` (a regular file of a few bytes, never
+    /// a link).
     pub fn read_epoch(&self) -> io::Result<u64> {
-        let text = fs::read_to_string(self.epoch())?;
+        let path = self.epoch();
+        let bytes = shared_file::read_regular(&path, EPOCH_LIMIT)?;
+        let text = String::from_utf8_lossy(&bytes);
         text.trim().parse().map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "{} holds {:?}, not a number",
-                    self.epoch().display(),
-                    text.trim()
-                ),
+                format!("{} holds {:?}, not a number", path.display(), text.trim()),
             )
         })
     }
@@ -102,18 +116,20 @@ impl Layout {
     /// Whether an epoch other than `ours` has been claimed since we claimed ours: the `epoch`
     /// file names another (a newer one, or an older one if someone rewound it, which is just
     /// as fatal), or the next claim file exists (a node that claimed but has not yet updated
-    /// `epoch`). lockd's keepalive and brokerd's fence poll both ask this.
+    /// `epoch`). lockd's keepalive and brokerd's fence poll both ask this. Any entry named for
+    /// the next epoch counts as a claim; an error looking for it is an error ("cannot tell"),
+    /// never "no newer claim".
     pub fn newer_epoch(&self, ours: u64) -> io::Result<Option<u64>> {
         let recorded = self.read_epoch()?;
         if recorded != ours {
             return Ok(Some(recorded));
         }
-        // try_exists: a lookup that fails is an error, not "no newer claim" (the fence must not
-        // take a read error for a pass).
-        if self.epochs().join((ours + 1).to_string()).try_exists()? {
-            return Ok(Some(ours + 1));
+        let next = self.epochs().join((ours + 1).to_string());
+        match fs::symlink_metadata(&next) {
+            Ok(_) => Ok(Some(ours + 1)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", next.display()))),
         }
-        Ok(None)
     }
     pub fn nodes(&self) -> PathBuf {
         self.root.join("nodes")
@@ -124,6 +140,85 @@ impl Layout {
     }
     pub fn scheduler(&self) -> PathBuf {
         self.root.join("scheduler")
+    }
+
+    /// The paths only lockd may change: the directory itself, `lock`, `epoch`, `epochs/`,
+    /// `nodes/`, `holder.json`, the marker and `broken-locks`.
+    pub fn control_paths(&self) -> [PathBuf; 8] {
+        [
+            self.root.clone(),
+            self.lock(),
+            self.epoch(),
+            self.epochs(),
+            self.nodes(),
+            self.holder(),
+            self.marker(),
+            self.broken_locks(),
+        ]
+    }
+
+    /// Refuses control paths that `broker` could change (DESIGN: "the broker user can write
+    /// `data/` and `scheduler/` but nothing else"): owned by the broker user (an owner can
+    /// chmod), writable by the broker's group or by others, or a symbolic link below the
+    /// directory. Paths that do not exist yet are skipped (lockd creates them).
+    ///
+    /// `broker` is `None` when brokerd runs as lockd's own user (the README's single-user
+    /// setup): that user owns everything and there is no second principal to keep out, so only
+    /// group- and other-writable paths are refused. The check protects against an unprivileged
+    /// broker user different from lockd's user, and against everybody else.
+    pub fn check_control_paths(
+        &self,
+        lockd_uid: u32,
+        broker: Option<(u32, u32)>,
+    ) -> Result<(), LayoutError> {
+        for path in self.control_paths() {
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(LayoutError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    })
+                }
+            };
+            let shown = path.display().to_string();
+            let unsafe_path = |problem: String, fix: String| LayoutError::Unsafe {
+                path: shown.clone(),
+                problem,
+                fix,
+            };
+            if path != self.root && meta.file_type().is_symlink() {
+                return Err(unsafe_path(
+                    "is a symbolic link".into(),
+                    format!("rm {shown} && ctl init {}", self.root.display()),
+                ));
+            }
+            let mode = meta.mode() & 0o7777;
+            let tight = if meta.is_dir() { "0755" } else { "0644" };
+            if let Some((uid, _)) = broker.filter(|(uid, _)| *uid != lockd_uid) {
+                if meta.uid() == uid {
+                    return Err(unsafe_path(
+                        format!("is owned by the broker user (uid {uid})"),
+                        format!("chown {lockd_uid} {shown} && chmod {tight} {shown}"),
+                    ));
+                }
+            }
+            let group_can_write =
+                mode & 0o020 != 0 && broker.is_none_or(|(_, gid)| gid == meta.gid());
+            if group_can_write || mode & 0o002 != 0 {
+                let who = if mode & 0o002 != 0 {
+                    "others".to_owned()
+                } else {
+                    format!("its group (gid {})", meta.gid())
+                };
+                return Err(unsafe_path(
+                    format!("has mode {mode:04o}: writable by {who}"),
+                    format!("chmod go-w {shown}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks that the directory exists and carries a marker of this layout version.
@@ -143,7 +238,7 @@ impl Layout {
             Ok(_) => {}
         }
         let path = self.marker();
-        let text = match fs::read(&path) {
+        let text = match shared_file::read_regular(&path, MARKER_LIMIT) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(LayoutError::NoMarker { dir: shown })
             }
@@ -214,21 +309,13 @@ impl Layout {
 /// Creates `path` with `contents` unless it exists, fsyncing the file and its directory so the
 /// creation survives a crash of the node that prepared it.
 fn create_if_missing(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut file = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(path)
-    {
+    let mut file = match shared_file::create_new(path) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         other => other?,
     };
     file.write_all(contents)?;
     file.sync_all()?;
-    if let Some(parent) = path.parent() {
-        fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
+    shared_file::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// 128 random bits from the kernel, hex-encoded.
@@ -261,5 +348,63 @@ mod tests {
             "{err}"
         );
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn control_paths_the_broker_could_change_are_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("shared"));
+        layout.init(None).unwrap();
+        let (lockd, broker) = (0, Some((65534, 65534)));
+        layout.check_control_paths(lockd, broker).unwrap();
+        layout.check_control_paths(lockd, None).unwrap();
+
+        let nodes = layout.nodes();
+        fs::set_permissions(&nodes, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = layout
+            .check_control_paths(lockd, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nodes has mode 0777: writable by others"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("chmod go-w {}", nodes.display())),
+            "{err}"
+        );
+        fs::set_permissions(&nodes, fs::Permissions::from_mode(0o755)).unwrap();
+
+        let epoch = layout.epoch();
+        let group = fs::metadata(&epoch).unwrap().gid();
+        fs::set_permissions(&epoch, fs::Permissions::from_mode(0o664)).unwrap();
+        let err = layout
+            .check_control_paths(lockd, Some((65534, group)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("writable by its group (gid {group})")),
+            "{err}"
+        );
+        layout
+            .check_control_paths(lockd, Some((65534, group + 1)))
+            .unwrap();
+        fs::set_permissions(&epoch, fs::Permissions::from_mode(0o644)).unwrap();
+
+        let owner = fs::metadata(layout.lock()).unwrap().uid();
+        // The files' owner named as the broker, lockd as another uid.
+        let err = layout
+            .check_control_paths(owner + 1, Some((owner, 65534)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is owned by the broker user"), "{err}");
+        assert!(err.contains(&format!("chown {}", owner + 1)), "{err}");
+
+        std::os::unix::fs::symlink(layout.epoch(), layout.broken_locks()).unwrap();
+        let err = layout
+            .check_control_paths(owner, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("broken-locks is a symbolic link"), "{err}");
     }
 }

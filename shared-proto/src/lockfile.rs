@@ -37,15 +37,18 @@ pub struct LockFile {
 
 impl LockFile {
     /// Opens the lock file read-write, creating it if missing (the marker, checked before, proves
-    /// we are on the shared filesystem, so a missing file was deleted, not never made).
+    /// we are on the shared filesystem, so a missing file was deleted, not never made). A link or
+    /// anything but a regular file there is refused by name (DESIGN invariant 8).
     pub fn open(path: &Path) -> io::Result<LockFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)?;
+        let file = crate::shared_file::open_regular(
+            path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644),
+        )?;
         let meta = file.metadata()?;
         Ok(LockFile {
             file,
@@ -76,7 +79,7 @@ impl LockFile {
         if held.nlink() == 0 {
             return Err(format!("lock file {} was deleted", self.path.display()));
         }
-        match std::fs::metadata(&self.path) {
+        match std::fs::symlink_metadata(&self.path) {
             Ok(now) if now.dev() == self.identity.dev && now.ino() == self.identity.ino => Ok(()),
             Ok(_) => Err(format!(
                 "lock file {} was replaced by another file",
@@ -306,5 +309,20 @@ mod tests {
         std::fs::remove_file(dir.path().join("old")).unwrap();
         let err = held.check_identity().unwrap_err();
         assert!(err.contains("deleted"), "{err}");
+    }
+
+    #[test]
+    fn a_link_or_a_fifo_in_place_of_the_lock_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "").unwrap();
+        let path = dir.path().join("lock");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = LockFile::open(&path).unwrap_err().to_string();
+        assert!(err.contains("lock is a symbolic link"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let err = LockFile::open(&path).unwrap_err().to_string();
+        assert!(err.contains("lock is a FIFO"), "{err}");
     }
 }

@@ -10,6 +10,17 @@ use serde::{Deserialize, Serialize};
 /// The directory inside the shared directory.
 pub const DIR: &str = "nodes";
 
+/// The most one node's file may hold; a real one is a few hundred bytes.
+pub const RECORD_LIMIT: usize = 2048;
+
+/// At most this many records are read (the first by file name): with [`RECORD_LIMIT`] this
+/// keeps `ctl status` below the admin protocol's 64 KiB line limit whatever `nodes/` holds.
+pub const MAX_RECORDS: usize = 16;
+
+/// At most this many entries of `nodes/` are looked at, so a directory filled with junk costs a
+/// bounded listing.
+pub const MAX_ENTRIES: usize = 1024;
+
 /// Contents of one node's file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {

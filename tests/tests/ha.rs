@@ -507,7 +507,8 @@ fn every_node_lists_the_whole_cluster() {
 fn a_passive_reports_a_holder_whose_heartbeat_stopped() {
     // SIGSTOP freezes the active lockd: its lock stays held (as an NFSv3 lock of a dead client
     // would), its heartbeat stops, and its brokerd keeps running.
-    let (mut cluster, active) = three_nodes("stale_holder_ms = 1000\n");
+    // stale_holder_ms must exceed fence_timeout_ms (lockd refuses it otherwise).
+    let (mut cluster, active) = three_nodes("stale_holder_ms = 1000\nfence_timeout_ms = 900\n");
     cluster.nodes[active].kill(libc::SIGSTOP);
     let passive = &cluster.nodes[(active + 1) % 3];
     let status = wait_until("the passive to call the holder stale", || {

@@ -66,12 +66,12 @@ pub fn chown_group(path: &std::path::Path, gid: u32) -> std::io::Result<()> {
 /// Whether `uid`/`gid` (with no supplementary groups) may execute `path`, every directory on the
 /// way included: a checkout under a root-only home (/root) is not, though the binary itself is
 /// mode 0755. Must run while lockd is still single-threaded and root: it switches the effective
-/// ids of the process and back.
+/// ids of the process and back (root, or CAP_SETUID/CAP_SETGID).
 pub fn can_execute_as(path: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<bool> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
     let groups = nix::unistd::getgroups()?;
-    let egid = nix::unistd::getegid();
+    let (euid, egid) = (nix::unistd::geteuid(), nix::unistd::getegid());
     // SAFETY: credential syscalls on this (single-threaded) process; each is undone below before
     // anything else runs, and a failure to undo aborts rather than run on with the wrong ids.
     unsafe {
@@ -80,23 +80,77 @@ pub fn can_execute_as(path: &std::path::Path, uid: u32, gid: u32) -> std::io::Re
         }
         if libc::seteuid(uid) != 0 {
             let error = std::io::Error::last_os_error();
-            restore_root(egid, &groups);
+            restore_back(euid, egid, &groups);
             return Err(error);
         }
         let allowed =
             libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0;
-        restore_root(egid, &groups);
+        restore_back(euid, egid, &groups);
         Ok(allowed)
     }
 }
 
 /// Undoes `can_execute_as`'s switch of effective ids.
-unsafe fn restore_root(egid: Gid, groups: &[Gid]) {
+unsafe fn restore_back(euid: Uid, egid: Gid, groups: &[Gid]) {
     let raw: Vec<libc::gid_t> = groups.iter().map(|g| g.as_raw()).collect();
-    if libc::seteuid(0) != 0
+    if libc::seteuid(euid.as_raw()) != 0
         || libc::setegid(egid.as_raw()) != 0
         || libc::setgroups(raw.len(), raw.as_ptr()) != 0
     {
         std::process::abort();
+    }
+}
+
+/// The capabilities a lockd that is not root needs to run brokerd as another user and to kill
+/// it (DESIGN: root, or a user with CAP_SETUID/CAP_SETGID/CAP_KILL): the names of those missing
+/// from our effective set, as the kernel reports it (capget), not guessed from the uid.
+pub fn missing_broker_capabilities() -> std::io::Result<Vec<&'static str>> {
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget(2) with a version-3 header (pid 0: this thread) writes two Data structs,
+    // which `data` provides; both outlive the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Bit numbers from linux/capability.h (the libc crate does not name them).
+    let needed: [(u32, &str); 3] = [(7, "CAP_SETUID"), (6, "CAP_SETGID"), (5, "CAP_KILL")];
+    Ok(needed
+        .into_iter()
+        .filter(|(cap, _)| data[0].effective & (1 << cap) == 0)
+        .map(|(_, name)| name)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_come_from_the_kernel() {
+        let missing = missing_broker_capabilities().unwrap();
+        if effective_uid() == 0 {
+            assert!(
+                missing.is_empty(),
+                "root holds every capability: {missing:?}"
+            );
+        }
+        assert!(missing.len() <= 3);
     }
 }
