@@ -42,10 +42,19 @@ pub enum Command {
 pub enum Event {
     /// We hold the lock under this freshly claimed epoch; `holder.json` names us.
     Acquired { epoch: u64 },
-    /// A keepalive found the lock, its file and the epoch intact.
-    Heartbeat { epoch: u64 },
-    /// The lock is gone or no longer ours; the keeper has already closed the lock file.
+    /// A keepalive found the lock, its file and the epoch intact. `started` is when its
+    /// heartbeat write through the locked descriptor began: the lock was known held then, not
+    /// when this report arrives after `holder.json`'s reads, writes and fsyncs, so the fence
+    /// deadline counts from it.
+    Heartbeat { epoch: u64, started: Instant },
+    /// The lock is certainly gone already (its file deleted or replaced, an I/O error on the
+    /// locked descriptor): the keeper has closed the lock file. Fence the broker.
     Lost { epoch: u64, reason: String },
+    /// The keepalive failed in a way that does not prove the lock gone (an epoch or
+    /// `holder.json` read error, a full disk, a newer epoch on broken locks). The keeper keeps
+    /// the lock file open, and so the lock, until `Release`: kill the broker, and release only
+    /// once it has exited (DESIGN invariant 6).
+    MustFence { epoch: u64, reason: String },
     /// The lock was released on request.
     Released,
     /// Another node claimed the lock while ours still looked held: the shared filesystem's
@@ -76,6 +85,29 @@ enum Mode {
     Idle,
     Competing,
     Holding(Held),
+    /// A keepalive failed without proving the lock gone: the lock file stays open (so the lock
+    /// stays ours, if it still is) and no more keepalives run, until the node has killed its
+    /// broker and sends `Release`.
+    Fencing(Held),
+}
+
+/// Why a keepalive failed, and whether that proves the lock already gone.
+#[derive(Debug)]
+struct Failure {
+    reason: String,
+    /// The lock file was deleted or replaced, or the locked descriptor gave an I/O error:
+    /// holding the file open any longer protects nothing.
+    certain: bool,
+}
+
+impl Failure {
+    /// A failure that leaves the lock possibly ours: it must be kept until the broker is dead.
+    fn doubtful(reason: String) -> Failure {
+        Failure {
+            reason,
+            certain: false,
+        }
+    }
 }
 
 struct Held {
@@ -122,7 +154,9 @@ pub fn run(
                     // A new mode starts its own schedule: a competing or idle keeper acts now,
                     // not at the tick of the mode it left.
                     next_tick = match mode {
-                        Mode::Holding(_) => Instant::now() + keeper.config.keepalive,
+                        Mode::Holding(_) | Mode::Fencing(_) => {
+                            Instant::now() + keeper.config.keepalive
+                        }
                         Mode::Competing | Mode::Idle => Instant::now(),
                     };
                 }
@@ -196,7 +230,7 @@ impl Keeper {
                 self.record();
                 mode
             }
-            (Mode::Holding(held), Command::Release) => {
+            (Mode::Holding(held) | Mode::Fencing(held), Command::Release) => {
                 let epoch = held.epoch;
                 self.release(&held);
                 drop(held);
@@ -210,17 +244,21 @@ impl Keeper {
                 Mode::Idle
             }
             (Mode::Holding(held), Command::Compete) => Mode::Holding(held),
+            (Mode::Fencing(held), Command::Compete) => {
+                tracing::warn!(node = %self.config.node, epoch = held.epoch, "asked to compete while fencing; the lock is kept until released");
+                Mode::Fencing(held)
+            }
             (_, Command::Compete) => Mode::Competing,
             (Mode::Holding(mut held), Command::Renew) => {
                 let epoch = held.epoch;
                 // A broker that exited on its own may have seen a newer epoch before our
                 // keepalive did (its fence poll is faster): check before claiming another, or a
                 // superseded node on broken locks would take the lock back.
-                if let Err(reason) = self.beat(&mut held) {
-                    drop(held);
-                    self.report(Event::Lost { epoch, reason });
-                    return Mode::Idle;
+                if let Err(failure) = self.beat(&mut held) {
+                    return self.failed(held, failure);
                 }
+                // No broker runs (Renew comes only after it exited), so a failed claim may close
+                // the lock file at once.
                 match self.claim(held.lock, held.since_unix_ms) {
                     Ok(held) => {
                         self.report(Event::Acquired { epoch: held.epoch });
@@ -247,6 +285,7 @@ impl Keeper {
         self.record();
         match mode {
             Mode::Holding(held) => self.keepalive(held),
+            Mode::Fencing(held) => Mode::Fencing(held),
             Mode::Competing => self.poll(),
             Mode::Idle => {
                 // Idle means holding off after a failover: notice the new holder promptly, so
@@ -346,7 +385,7 @@ impl Keeper {
             state: HolderState::Starting,
             beats: 0,
         };
-        self.beat(&mut held)?;
+        self.beat(&mut held).map_err(|failure| failure.reason)?;
         if !successor_of_ours {
             tracing::debug!(node = %self.config.node, epoch, "takeover grace before the broker starts");
             std::thread::sleep(TAKEOVER_GRACE);
@@ -457,26 +496,43 @@ impl Keeper {
         }
     }
 
-    /// One keepalive while holding: reports a heartbeat, or the loss (closing the lock file).
+    /// One keepalive while holding: reports a heartbeat, or the failure.
     fn keepalive(&mut self, mut held: Held) -> Mode {
+        let started = Instant::now();
         match self.beat(&mut held) {
             Ok(()) => {
-                self.report(Event::Heartbeat { epoch: held.epoch });
+                self.report(Event::Heartbeat {
+                    epoch: held.epoch,
+                    started,
+                });
                 Mode::Holding(held)
             }
-            Err(reason) => {
-                let epoch = held.epoch;
-                drop(held);
-                self.report(Event::Lost { epoch, reason });
-                Mode::Idle
-            }
+            Err(failure) => self.failed(held, failure),
+        }
+    }
+
+    /// Reports a failed keepalive. A certain loss closes the lock file (nothing is left to
+    /// protect); any other failure keeps it open until the node, having killed its broker,
+    /// sends `Release`.
+    fn failed(&mut self, held: Held, failure: Failure) -> Mode {
+        let epoch = held.epoch;
+        let reason = failure.reason;
+        if failure.certain {
+            drop(held);
+            tracing::warn!(node = %self.config.node, epoch, %reason, "lock lost; lock file closed");
+            self.report(Event::Lost { epoch, reason });
+            Mode::Idle
+        } else {
+            tracing::warn!(node = %self.config.node, epoch, %reason, "keepalive failed; keeping the lock until the broker is dead");
+            self.report(Event::MustFence { epoch, reason });
+            Mode::Fencing(held)
         }
     }
 
     /// Checks that we still hold the lock (file identity, a synced write through the locked
     /// descriptor, no newer epoch, no other holder in `holder.json`) and publishes our heartbeat
     /// in `holder.json`.
-    fn beat(&mut self, held: &mut Held) -> Result<(), String> {
+    fn beat(&mut self, held: &mut Held) -> Result<(), Failure> {
         held.beats += 1;
         let now = shared_proto::unix_ms();
         let holder = Holder {
@@ -492,10 +548,16 @@ impl Keeper {
             "{} {} {} {}\n",
             self.config.node, held.epoch, held.beats, now
         );
-        held.lock.check_identity()?;
-        held.lock
-            .heartbeat(&line)
-            .map_err(|e| format!("heartbeat write to the lock file failed: {e}"))?;
+        held.lock.check_identity().map_err(|reason| Failure {
+            reason,
+            certain: true,
+        })?;
+        held.lock.heartbeat(&line).map_err(|e| Failure {
+            reason: format!("heartbeat write to the lock file failed: {e}"),
+            // NFSv4 reports a lock the server dropped as EIO on the locked descriptor; any
+            // other error (a full disk) says nothing about the lock.
+            certain: e.raw_os_error() == Some(libc::EIO),
+        })?;
         match self.layout.newer_epoch(held.epoch) {
             Ok(None) => {}
             Ok(Some(newer)) => {
@@ -507,9 +569,13 @@ impl Keeper {
                     // Claimed while our lock, just written through, still looked held.
                     self.saw_broken_locks(&reason);
                 }
-                return Err(reason);
+                return Err(Failure::doubtful(reason));
             }
-            Err(e) => return Err(format!("cannot read the epoch file: {e}")),
+            Err(e) => {
+                return Err(Failure::doubtful(format!(
+                    "cannot read the epoch file: {e}"
+                )))
+            }
         }
         // Another node naming itself holder under our epoch or a newer one believes it holds the
         // lock too (broken cluster locks): the newer epoch wins, so we step down. One with an
@@ -521,13 +587,13 @@ impl Keeper {
                     other.node, other.epoch, held.epoch
                 );
                 self.saw_broken_locks(&reason);
-                return Err(reason);
+                return Err(Failure::doubtful(reason));
             }
             Ok(_) => {}
-            Err(e) => return Err(format!("cannot read holder.json: {e}")),
+            Err(e) => return Err(Failure::doubtful(format!("cannot read holder.json: {e}"))),
         }
         shared_dir::write_holder(&self.layout, &self.config.node, &holder)
-            .map_err(|e| format!("cannot write holder.json: {e}"))?;
+            .map_err(|e| Failure::doubtful(format!("cannot write holder.json: {e}")))?;
         self.holder.send_replace(Some(holder));
         Ok(())
     }
@@ -535,7 +601,7 @@ impl Keeper {
     /// How long until the next tick in `mode`.
     fn period(&self, mode: &Mode) -> std::time::Duration {
         match mode {
-            Mode::Holding(_) => self.config.keepalive,
+            Mode::Holding(_) | Mode::Fencing(_) => self.config.keepalive,
             Mode::Competing | Mode::Idle => self.config.lock_poll,
         }
     }
@@ -662,6 +728,13 @@ mod tests {
         }
     }
 
+    /// A keeper that polls for the lock and reports only every 20 ms keepalive.
+    fn competing(layout: &Layout, node: &str) -> Running {
+        let running = start(layout, node);
+        running.commands.send(Command::Compete).unwrap();
+        running
+    }
+
     fn next(running: &mut Running) -> Event {
         loop {
             let event = running.events.blocking_recv().expect("keeper thread ended");
@@ -715,6 +788,54 @@ mod tests {
         }
     }
 
+    /// Issue 8 item 7: a keepalive failure that does not prove the lock gone (holder.json
+    /// unreadable: here a directory stands in its place) keeps the lock until the node, its
+    /// broker dead, releases it; only then can another node take it.
+    #[test]
+    fn a_doubtful_keepalive_failure_keeps_the_lock_until_released() {
+        let (_dir, layout) = prepared();
+        let mut a = competing(&layout, "a");
+        assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+        std::fs::remove_file(layout.holder()).unwrap();
+        std::fs::create_dir(layout.holder()).unwrap();
+        match next(&mut a) {
+            Event::MustFence { epoch: 1, reason } => {
+                assert!(reason.contains("holder.json"), "{reason}")
+            }
+            other => panic!("expected MustFence, got {other:?}"),
+        }
+        let mut b = competing(&layout, "b");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            b.events.try_recv().is_err(),
+            "another node took the lock while ours was fencing its broker"
+        );
+        assert_eq!(
+            layout.read_epoch().unwrap(),
+            1,
+            "another node claimed an epoch"
+        );
+        std::fs::remove_dir(layout.holder()).unwrap();
+        a.commands.send(Command::Release).unwrap();
+        assert_eq!(next(&mut a), Event::Released);
+        assert_eq!(next(&mut b), Event::Acquired { epoch: 2 });
+    }
+
+    /// The heartbeat's start precedes the report: the node's fence deadline counts from it.
+    #[test]
+    fn a_heartbeat_reports_when_its_write_started() {
+        let (_dir, layout) = prepared();
+        let mut a = competing(&layout, "a");
+        assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+        let asked = Instant::now();
+        match a.events.blocking_recv().unwrap() {
+            Event::Heartbeat { epoch: 1, started } => {
+                assert!(started >= asked && started <= Instant::now(), "{started:?}")
+            }
+            other => panic!("expected a Heartbeat, got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_replaced_lock_file_is_noticed_by_the_keepalive() {
         let (_dir, layout) = prepared();
@@ -756,11 +877,14 @@ mod tests {
             Event::BrokenLocks { evidence } => assert!(evidence.contains("says 2"), "{evidence}"),
             other => panic!("expected BrokenLocks, got {other:?}"),
         }
-        assert!(matches!(next(&mut a), Event::Lost { epoch: 1, .. }));
+        // A newer epoch does not prove our lock gone: a keeps it until its broker is dead.
+        assert!(matches!(next(&mut a), Event::MustFence { epoch: 1, .. }));
         let record = shared_dir::read_broken_locks(&layout).unwrap().unwrap();
         assert!(record.starts_with("a: "), "{record}");
+        a.commands.send(Command::Release).unwrap();
+        assert_eq!(next(&mut a), Event::Released);
 
-        // The lock is free again (a closed it), but b is a holder a has just seen: a must not
+        // The lock is free again (a released it), but b is a holder a has just seen: a must not
         // take over, however often it polls.
         a.commands.send(Command::Compete).unwrap();
         std::thread::sleep(Duration::from_millis(300));
