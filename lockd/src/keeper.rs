@@ -72,14 +72,12 @@ pub struct KeeperConfig {
     /// only from a holder whose heartbeat has been still this long: by then that holder has
     /// fenced its own broker, even if its filesystem hung.
     pub fence_timeout: Duration,
+    /// After claiming an epoch from another node's hands, how long to wait before the new
+    /// broker may open the store: on broken locks the previous holder's brokerd may still run
+    /// until its epoch poll sees our claim. `lock_check::TAKEOVER_GRACE`, or longer when the
+    /// start-up lock check measured a slower visibility lag.
+    pub takeover_grace: Duration,
 }
-
-/// After claiming an epoch from another node's hands, how long to wait before the new broker
-/// may open the store. On broken locks the previous holder may still run; its brokerd checks
-/// for a newer epoch every few milliseconds (brokerd's fence poll, 5 ms) and stops writing and
-/// exits when it sees ours, so this covers several of its polls. It is the lag past which
-/// `ctl check-lock` warns that another path shows a write late (20 ms).
-const TAKEOVER_GRACE: Duration = shared_proto::lock_check::LAG_WARNING;
 
 enum Mode {
     Idle,
@@ -344,7 +342,9 @@ impl Keeper {
                     "the lock was free, but {live}'s heartbeat in holder.json is live: this \
                      filesystem's locks are not exclusive ({evidence}); waiting until it has been \
                      still for {} ms or released",
-                    (self.config.fence_timeout + self.config.keepalive + TAKEOVER_GRACE)
+                    (self.config.fence_timeout
+                        + self.config.keepalive
+                        + self.config.takeover_grace)
                         .as_millis()
                 ));
                 return Mode::Competing;
@@ -388,7 +388,7 @@ impl Keeper {
         self.beat(&mut held).map_err(|failure| failure.reason)?;
         if !successor_of_ours {
             tracing::debug!(node = %self.config.node, epoch, "takeover grace before the broker starts");
-            std::thread::sleep(TAKEOVER_GRACE);
+            std::thread::sleep(self.config.takeover_grace);
         }
         Ok(held)
     }
@@ -448,7 +448,7 @@ impl Keeper {
             }
             Err(_) => return Some("the epoch file's owner (unreadable)".into()),
         }
-        let quiet = self.config.fence_timeout + self.config.keepalive + TAKEOVER_GRACE;
+        let quiet = self.config.fence_timeout + self.config.keepalive + self.config.takeover_grace;
         let (beat, changed) = self.holder_seen.as_ref()?;
         (beat.node != self.config.node && !beat.released && changed.elapsed() < quiet)
             .then(|| beat.node.clone())
@@ -709,6 +709,20 @@ mod tests {
     }
 
     fn start_with(layout: &Layout, node: &str, fence_timeout: Duration) -> Running {
+        start_graced(
+            layout,
+            node,
+            fence_timeout,
+            shared_proto::lock_check::TAKEOVER_GRACE,
+        )
+    }
+
+    fn start_graced(
+        layout: &Layout,
+        node: &str,
+        fence_timeout: Duration,
+        takeover_grace: Duration,
+    ) -> Running {
         let (commands, command_rx) = std::sync::mpsc::channel();
         let (event_tx, events) = mpsc::channel(64);
         let (holder_tx, holder) = watch::channel(None);
@@ -718,6 +732,7 @@ mod tests {
             lock_poll: Duration::from_millis(5),
             keepalive: Duration::from_millis(20),
             fence_timeout,
+            takeover_grace,
         };
         let layout = layout.clone();
         std::thread::spawn(move || run(layout, config, command_rx, event_tx, holder_tx, nodes_tx));
@@ -796,8 +811,11 @@ mod tests {
         let (_dir, layout) = prepared();
         let mut a = competing(&layout, "a");
         assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
-        std::fs::remove_file(layout.holder()).unwrap();
-        std::fs::create_dir(layout.holder()).unwrap();
+        // The keepalive may rewrite holder.json between the two steps: retry until the
+        // directory stands.
+        while std::fs::create_dir(layout.holder()).is_err() {
+            let _ = std::fs::remove_file(layout.holder());
+        }
         match next(&mut a) {
             Event::MustFence { epoch: 1, reason } => {
                 assert!(reason.contains("holder.json"), "{reason}")
@@ -819,6 +837,27 @@ mod tests {
         a.commands.send(Command::Release).unwrap();
         assert_eq!(next(&mut a), Event::Released);
         assert_eq!(next(&mut b), Event::Acquired { epoch: 2 });
+    }
+
+    /// Issue 8 item 10: the takeover grace is the configured one (lengthened at start when the
+    /// lock check measured a slow visibility lag), not a fixed constant.
+    #[test]
+    fn a_takeover_waits_the_configured_grace() {
+        let (_dir, layout) = prepared();
+        let mut a = competing(&layout, "a");
+        assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+        let grace = Duration::from_millis(400);
+        let mut b = start_graced(&layout, "b", Duration::from_millis(200), grace);
+        b.commands.send(Command::Compete).unwrap();
+        a.commands.send(Command::Release).unwrap();
+        assert_eq!(next(&mut a), Event::Released);
+        let released = Instant::now();
+        assert_eq!(next(&mut b), Event::Acquired { epoch: 2 });
+        assert!(
+            released.elapsed() >= grace,
+            "took over {:?} after the release, within the {grace:?} grace",
+            released.elapsed()
+        );
     }
 
     /// The heartbeat's start precedes the report: the node's fence deadline counts from it.
