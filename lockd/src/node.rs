@@ -199,10 +199,38 @@ impl Node {
             }
             if self.exiting() && self.broker.is_none() {
                 self.keeper_command(Command::Release);
+                self.await_release(&mut inputs.keeper_events).await;
                 tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), "lockd stopped");
                 return Ok(());
             }
         }
+    }
+
+    /// Waits, at most `fence_timeout` (past it a stalled filesystem would have fenced anyway),
+    /// until the keeper has handled every release, and so marked `holder.json` released: a node
+    /// that distrusts the locks then takes over at once instead of waiting for our heartbeat to
+    /// go still. Exiting earlier would close the lock file with `holder.json` still naming us.
+    async fn await_release(&mut self, events: &mut mpsc::Receiver<KeeperEvent>) {
+        let deadline = Instant::now() + self.settings.fence_timeout;
+        while self.releases_pending > 0 {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(KeeperEvent::Released) => self.releases_pending -= 1,
+                    Some(other) => tracing::debug!(node = %self.settings.node, ?other, "keeper report while exiting"),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), limit_ms = self.settings.fence_timeout.as_millis() as u64, "the keeper did not confirm the release in time; exiting with holder.json possibly still naming this node");
+                    return;
+                }
+            }
+        }
+        let released = self
+            .holder
+            .borrow()
+            .as_ref()
+            .is_some_and(|h| h.node == self.settings.node && h.state == HolderState::Released);
+        tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), holder_released = released, "lock released");
     }
 
     /// lockd is shutting down (a signal came).
@@ -219,15 +247,24 @@ impl Node {
                 }
                 // We ask for the lock only while passive (Compete) or restarting (Renew), and
                 // never while a broker runs; anything else is a bug or a stale report. Never
-                // start a second broker: give the lock back.
+                // start a second broker. A broker still running holds an older epoch than the
+                // one just claimed: fence it, and release only once it is dead. With none
+                // running, give the lock back at once.
                 let expected = !self.exiting()
                     && self.broker.is_none()
                     && (self.role == Role::Passive
                         || (self.role == Role::Starting && self.holding));
                 if !expected {
-                    tracing::warn!(node = %self.settings.node, epoch, role = %self.role, "unexpected lock acquisition; releasing");
-                    self.holding = false;
-                    self.keeper_command(Command::Release);
+                    if self.broker.is_some() {
+                        self.fence(format!(
+                            "the keeper reported epoch {epoch} claimed while brokerd ran as {}",
+                            self.role
+                        ));
+                    } else {
+                        tracing::warn!(node = %self.settings.node, epoch, role = %self.role, "unexpected lock acquisition; releasing");
+                        self.holding = false;
+                        self.keeper_command(Command::Release);
+                    }
                     return;
                 }
                 self.holding = true;
@@ -427,7 +464,9 @@ impl Node {
             }
             None => {
                 self.keeper_command(Command::Release);
-                self.keeper_command(Command::Compete);
+                if !self.exiting() {
+                    self.keeper_command(Command::Compete);
+                }
             }
         }
         self.listeners.clear();
@@ -655,7 +694,8 @@ mod tests {
         keeper_events: mpsc::Sender<KeeperEvent>,
         calls: mpsc::Sender<Call>,
         _holder: watch::Sender<Option<Holder>>,
-        _shutdown: mpsc::Sender<Shutdown>,
+        shutdown: mpsc::Sender<Shutdown>,
+        task: tokio::task::JoinHandle<Result<(), String>>,
     }
 
     impl Harness {
@@ -698,6 +738,19 @@ mod tests {
                 .await
                 .broker_pid
                 .unwrap()
+        }
+
+        /// Waits (in real time, without letting virtual time run: the broker's exit is not a
+        /// timer) until the node has sent a Release.
+        async fn wait_for_release(&self) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !self.commands().iter().any(|c| c == "Release") {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no Release within 30 s"
+                );
+                tokio::task::yield_now().await;
+            }
         }
 
         /// Waits (in real time: a process exit is not a timer) until the broker is reaped.
@@ -765,13 +818,14 @@ mod tests {
             calls,
             shutdown,
         };
-        tokio::spawn(node.run(inputs, broker_rx));
+        let task = tokio::spawn(node.run(inputs, broker_rx));
         Harness {
             keeper,
             keeper_events: keeper_events_tx,
             calls: calls_tx,
             _holder: holder_tx,
-            _shutdown: shutdown_tx,
+            shutdown: shutdown_tx,
+            task,
         }
     }
 
@@ -924,6 +978,67 @@ mod tests {
         assert_eq!(early, Vec::<String>::new(), "sent while the broker ran");
         assert!(crate::sys::spawn::tests::process_gone(broker));
         assert_eq!(after, ["Release", "Compete"]);
+    }
+
+    /// Issue 8 item 11: an acquisition reported while a broker runs fences that broker (its
+    /// epoch is now stale) and releases the lock only once it is dead, instead of releasing
+    /// under it.
+    #[tokio::test(start_paused = true)]
+    async fn an_unexpected_acquisition_fences_the_running_broker_before_releasing() {
+        let node = start();
+        let broker = node.acquire(1).await;
+        assert_eq!(node.commands(), ["Compete"]);
+        node.keeper_events
+            .send(KeeperEvent::Acquired { epoch: 2 })
+            .await
+            .unwrap();
+        let (early, after) = commands_while_the_broker_runs(&node).await;
+        assert_eq!(early, Vec::<String>::new(), "sent while the broker ran");
+        assert!(crate::sys::spawn::tests::process_gone(broker));
+        assert_eq!(after, ["Release", "Compete"]);
+        let status = node.status().await;
+        assert_eq!((status.role, status.broker_pid), (Role::Passive, None));
+    }
+
+    /// Issue 8 item 11: a SIGTERMed lockd exits only once the keeper confirmed the release
+    /// (holder.json marked released), and no later than fence_timeout without it.
+    #[tokio::test(start_paused = true)]
+    async fn a_graceful_shutdown_waits_for_the_release_within_fence_timeout() {
+        let mut node = start();
+        node.acquire(1).await;
+        node.shutdown.send(Shutdown::Graceful).await.unwrap();
+        // `sleep` ignores the Stop message: it is killed at broker_stop_timeout (10 s).
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        node.wait_for_release().await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            !node.task.is_finished(),
+            "exited before the release was confirmed"
+        );
+        node.keeper_events
+            .send(KeeperEvent::Released)
+            .await
+            .unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(1), &mut node.task)
+            .await
+            .expect("still running after the release was confirmed");
+        assert_eq!(outcome.unwrap(), Ok(()));
+
+        // Without a confirmation (a stalled keeper), it exits at fence_timeout all the same.
+        let mut node = start();
+        node.acquire(1).await;
+        node.shutdown.send(Shutdown::Immediate).await.unwrap();
+        node.wait_for_release().await;
+        let gone = Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(60), &mut node.task)
+            .await
+            .expect("never exited without a release confirmation");
+        assert_eq!(outcome.unwrap(), Ok(()));
+        assert!(
+            gone.elapsed() <= Duration::from_secs(10),
+            "{:?}",
+            gone.elapsed()
+        );
     }
 
     /// Issue 8 item 8: the fence deadline counts from when the confirming heartbeat write
