@@ -6,6 +6,8 @@
 //! channel. The state machine's fence timer measures the time since the last good keepalive
 //! without doing any I/O itself, so a hung keeper cannot delay the fence.
 
+pub mod roster;
+
 use crate::shared_dir;
 use shared_proto::admin::Role;
 use shared_proto::holder::{Holder, HolderState};
@@ -27,7 +29,8 @@ pub enum Command {
     SetState(HolderState),
     /// Close the lock file (releasing the lock) and stop competing.
     Release,
-    /// The node's role changed: rewrite `nodes/NODE.json` now (and at every keepalive period).
+    /// The node's role changed: have the roster rewrite `nodes/NODE.json` now (and at every
+    /// keepalive period).
     Record {
         role: Role,
         epoch: Option<u64>,
@@ -123,12 +126,10 @@ pub fn run(
     commands: Receiver<Command>,
     events: mpsc::Sender<Event>,
     holder: watch::Sender<Option<Holder>>,
-    nodes: watch::Sender<Vec<NodeRecord>>,
+    roster: std::sync::mpsc::Sender<NodeRecord>,
 ) {
     let mut keeper = Keeper {
-        nodes,
-        me: None,
-        next_record: Instant::now(),
+        roster,
         layout,
         host: shared_proto::hostname(),
         config,
@@ -181,11 +182,9 @@ struct Keeper {
     last_error: Option<String>,
     /// When a non-holding keeper next re-reads `holder.json` and re-checks its open lock file.
     next_keepalive: Instant,
-    /// Every node's record, as last read from `nodes/`.
-    nodes: watch::Sender<Vec<NodeRecord>>,
-    /// This node's record, rewritten every keepalive period with a fresh heartbeat.
-    me: Option<NodeRecord>,
-    next_record: Instant,
+    /// The roster thread, which keeps this node's record in `nodes/` (never the keeper: a
+    /// file there must not stall the keepalive).
+    roster: std::sync::mpsc::Sender<NodeRecord>,
     /// Why we believe the filesystem's locks are not exclusive between nodes (another node
     /// claimed an epoch while our lock still looked held), once we have seen it.
     broken_locks: Option<String>,
@@ -214,7 +213,8 @@ impl Keeper {
                     reason,
                 },
             ) => {
-                self.me = Some(NodeRecord {
+                // The roster ends only when this sender drops; nothing to do if it died.
+                let _ = self.roster.send(NodeRecord {
                     node: self.config.node.clone(),
                     host: self.host.clone(),
                     lockd_pid: std::process::id(),
@@ -224,8 +224,6 @@ impl Keeper {
                     reason,
                     heartbeat_unix_ms: 0,
                 });
-                self.next_record = Instant::now();
-                self.record();
                 mode
             }
             (Mode::Holding(held) | Mode::Fencing(held), Command::Release) => {
@@ -280,7 +278,6 @@ impl Keeper {
     }
 
     fn tick(&mut self, mode: Mode) -> Mode {
-        self.record();
         match mode {
             Mode::Holding(held) => self.keepalive(held),
             Mode::Fencing(held) => Mode::Fencing(held),
@@ -606,27 +603,6 @@ impl Keeper {
         }
     }
 
-    /// Rewrites this node's record with a fresh heartbeat and re-reads everyone's, at most once
-    /// per keepalive period (or at once after a role change).
-    fn record(&mut self) {
-        if Instant::now() < self.next_record {
-            return;
-        }
-        self.next_record = Instant::now() + self.config.keepalive;
-        if let Some(me) = self.me.as_mut() {
-            me.heartbeat_unix_ms = shared_proto::unix_ms();
-            if let Err(e) = shared_dir::write_node(&self.layout, me) {
-                tracing::debug!(error = %e, "cannot write this node's record in nodes/");
-            }
-        }
-        match shared_dir::read_nodes(&self.layout) {
-            Ok(records) => {
-                self.nodes.send_replace(records);
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot read nodes/"),
-        }
-    }
-
     /// Re-reads `holder.json` for status and hold-off, at most once per keepalive period.
     fn refresh_view(&mut self) {
         if Instant::now() < self.next_keepalive {
@@ -727,6 +703,7 @@ mod tests {
         let (event_tx, events) = mpsc::channel(64);
         let (holder_tx, holder) = watch::channel(None);
         let (nodes_tx, _) = watch::channel(Vec::new());
+        let roster = roster::spawn(layout.clone(), Duration::from_millis(20), nodes_tx).unwrap();
         let config = KeeperConfig {
             node: node.into(),
             lock_poll: Duration::from_millis(5),
@@ -735,7 +712,7 @@ mod tests {
             takeover_grace,
         };
         let layout = layout.clone();
-        std::thread::spawn(move || run(layout, config, command_rx, event_tx, holder_tx, nodes_tx));
+        std::thread::spawn(move || run(layout, config, command_rx, event_tx, holder_tx, roster));
         Running {
             commands,
             events,
@@ -858,6 +835,54 @@ mod tests {
             "took over {:?} after the release, within the {grace:?} grace",
             released.elapsed()
         );
+    }
+
+    /// How many heartbeats come within `wait`, or the first other event.
+    fn heartbeats_within(running: &mut Running, wait: Duration) -> Result<usize, Event> {
+        let deadline = Instant::now() + wait;
+        let mut beats = 0;
+        while Instant::now() < deadline {
+            match running.events.try_recv() {
+                Ok(Event::Heartbeat { .. }) => beats += 1,
+                Ok(other) => return Err(other),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        Ok(beats)
+    }
+
+    /// Issue 8 item 9: a FIFO in nodes/ (whose open blocks until a writer comes) must not stall
+    /// the keepalive: the roster reads nodes/ on its own thread. It used to fence a healthy
+    /// active node after fence_timeout.
+    #[test]
+    fn a_fifo_in_nodes_does_not_stall_the_keepalive() {
+        let (_dir, layout) = prepared();
+        nix::unistd::mkfifo(
+            &layout.nodes().join("zz.json"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let mut a = competing(&layout, "a");
+        a.commands
+            .send(Command::Record {
+                role: Role::Passive,
+                epoch: None,
+                since_unix_ms: 0,
+                reason: "started".into(),
+            })
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let acquired = loop {
+            assert!(Instant::now() < deadline, "never acquired the lock");
+            match a.events.try_recv() {
+                Ok(event) => break event,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        assert_eq!(acquired, Event::Acquired { epoch: 1 });
+        // Keepalives every 20 ms: a stalled keeper would send none.
+        let beats = heartbeats_within(&mut a, Duration::from_millis(500)).unwrap();
+        assert!(beats >= 3, "only {beats} heartbeats in 500 ms");
     }
 
     /// The heartbeat's start precedes the report: the node's fence deadline counts from it.

@@ -130,6 +130,8 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
         fence_timeout: settings.fence_timeout,
         takeover_grace,
     };
+    let roster = keeper::roster::spawn(layout.clone(), settings.keepalive, nodes_tx)
+        .context("cannot start the roster thread")?;
     let keeper_layout = layout.clone();
     std::thread::Builder::new()
         .name("keeper".into())
@@ -140,7 +142,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
                 keeper_rx,
                 keeper_events_tx,
                 holder_tx,
-                nodes_tx,
+                roster,
             )
         })
         .context("cannot start the keeper thread")?;
