@@ -528,3 +528,33 @@ fn a_passive_reports_a_holder_whose_heartbeat_stopped() {
     );
     cluster.nodes[active].kill(libc::SIGCONT);
 }
+
+/// Issue 8 item 9: a FIFO named `SHARED/nodes/zz.json` (its open blocks until a writer comes)
+/// used to stall the keepalive, which reads nodes/, and fence a healthy single active node
+/// after fence_timeout, leaving no broker at all. The roster now reads nodes/ on its own thread.
+#[test]
+fn a_fifo_in_nodes_does_not_fence_the_active_node() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut cluster = Cluster::new(1, "fence_timeout_ms = 1000\n");
+    cluster.start_all();
+    let before = cluster.nodes[0].wait_for_role(Role::Active);
+    let fifo = cluster.shared.join("nodes").join("zz.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    // Three fence timeouts: a keepalive stuck on the FIFO fences within the first.
+    throughout(std::time::Duration::from_secs(3), || {
+        let now = cluster.nodes[0].status().unwrap();
+        assert_eq!(
+            (now.role, now.epoch, now.broker_pid),
+            (Role::Active, before.epoch, before.broker_pid),
+            "{}",
+            now.reason
+        );
+    });
+    assert!(answers_stomp(cluster.nodes[0].addr()));
+    // Unblock a roster stuck in open(2), so the node stops cleanly.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo);
+    std::fs::remove_file(&fifo).unwrap();
+}
