@@ -16,8 +16,9 @@ use std::time::Duration;
 /// How often the epoch is checked: a read of `SHARED/epoch` and a stat of the next claim file,
 /// a few microseconds each on a local filesystem. On NFS each poll is an OPEN, READ, CLOSE and
 /// LOOKUP (close-to-open consistency makes the read fresh): about 800 small requests a second
-/// to the server from the one active broker.
-pub const POLL: Duration = Duration::from_millis(5);
+/// to the server from the one active broker. Shared with lockd, whose takeover grace is checked
+/// at compile time to cover several of these polls.
+pub const POLL: Duration = shared_proto::lock_check::EPOCH_POLL;
 
 /// brokerd's exit status when its epoch is stale (found at start or by the fence poll).
 pub const STALE_EPOCH_EXIT: u8 = 3;

@@ -21,8 +21,10 @@ use anyhow::Context;
 use clap::Parser;
 use config::{Config, Overrides, Settings};
 use shared_proto::layout::Layout;
+use shared_proto::lock_check::TAKEOVER_GRACE;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
@@ -98,7 +100,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
     let settings = config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let layout = prepare_shared_dir(&settings, args.init)?;
+    let (layout, takeover_grace) = prepare_shared_dir(&settings, args.init)?;
     // Before any thread starts: it may switch the process's effective ids for a moment.
     let broker_command = broker_command(&settings, &layout)?;
 
@@ -128,7 +130,10 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
         lock_poll: settings.lock_poll,
         keepalive: settings.keepalive,
         fence_timeout: settings.fence_timeout,
+        takeover_grace,
     };
+    let roster = keeper::roster::spawn(layout.clone(), settings.keepalive, nodes_tx)
+        .context("cannot start the roster thread")?;
     let keeper_layout = layout.clone();
     std::thread::Builder::new()
         .name("keeper".into())
@@ -139,7 +144,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
                 keeper_rx,
                 keeper_events_tx,
                 holder_tx,
-                nodes_tx,
+                roster,
             )
         })
         .context("cannot start the keeper thread")?;
@@ -183,8 +188,9 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
     Ok(outcome)
 }
 
-/// Checks the shared directory (or prepares it with --init) and that lockd can write it.
-fn prepare_shared_dir(settings: &Settings, init: bool) -> anyhow::Result<Layout> {
+/// Checks the shared directory (or prepares it with --init) and that lockd can write it; returns
+/// it with the takeover grace its lock check calls for.
+fn prepare_shared_dir(settings: &Settings, init: bool) -> anyhow::Result<(Layout, Duration)> {
     let layout = Layout::new(&settings.shared_dir);
     let marker = match layout.check() {
         Ok(marker) => marker,
@@ -211,15 +217,17 @@ fn prepare_shared_dir(settings: &Settings, init: bool) -> anyhow::Result<Layout>
             sys::users::effective_uid()
         )
     })?;
-    check_lock(settings)?;
+    let takeover_grace = check_lock(settings)?;
     tracing::info!(cluster = %marker.cluster_id, "shared directory checked");
-    Ok(layout)
+    Ok((layout, takeover_grace))
 }
 
 /// The self-test of `ctl check-lock` on the shared directory, before any thread starts (it
 /// forks). A lock that two processes can hold at once would let two nodes run a broker, so it
-/// refuses to start unless `lock_check = "warn"`.
-fn check_lock(settings: &Settings) -> anyhow::Result<()> {
+/// refuses to start unless `lock_check = "warn"`. Returns the takeover grace: longer than
+/// `TAKEOVER_GRACE` when a change showed through another path later than it, so a stale broker
+/// on broken locks still sees a new epoch within the grace.
+fn check_lock(settings: &Settings) -> anyhow::Result<Duration> {
     let node = &settings.node;
     let report = shared_proto::lock_check::run(&settings.shared_dir, None)?;
     for fs in &report.filesystems {
@@ -239,8 +247,20 @@ fn check_lock(settings: &Settings) -> anyhow::Result<()> {
     for warning in &report.warnings {
         tracing::warn!(%node, %warning, "lock check");
     }
+    let grace = report
+        .max_lag()
+        .map_or(TAKEOVER_GRACE, shared_proto::lock_check::takeover_grace_for);
+    if grace != TAKEOVER_GRACE {
+        tracing::warn!(
+            %node,
+            lag_ms = report.max_lag().unwrap_or_default().as_millis() as u64,
+            grace_ms = grace.as_millis() as u64,
+            default_ms = TAKEOVER_GRACE.as_millis() as u64,
+            "takeover grace lengthened: the lock check saw a change show through another path later than the default grace"
+        );
+    }
     if report.passed() {
-        return Ok(());
+        return Ok(grace);
     }
     let failures = report.failures.join("; ");
     match settings.lock_check {
@@ -252,7 +272,7 @@ fn check_lock(settings: &Settings) -> anyhow::Result<()> {
         ),
         config::LockCheck::Warn => {
             tracing::error!(%node, %failures, "lock check failed; starting anyway because lock_check = \"warn\"");
-            Ok(())
+            Ok(grace)
         }
     }
 }

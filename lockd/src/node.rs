@@ -47,7 +47,7 @@ pub struct Inputs {
 enum AfterExit {
     /// Unexpected death: restart in place if the policy allows, else hand over.
     Recover,
-    /// Fenced: compete again (the keeper has already dropped the lock).
+    /// Fenced: release the lock (the keeper kept it until the broker is dead), compete again.
     Compete,
     /// Planned failover: release the lock and hold off.
     HoldOff,
@@ -182,9 +182,8 @@ impl Node {
                     self.on_holder(holder);
                 }
                 () = sleep_until(fence_at) => {
-                    // Queued before fence() may queue Compete; the keeper handles both whenever
-                    // its stuck call returns.
-                    self.keeper_command(Command::Release);
+                    // No Release yet: the lock is given back only once the broker is dead
+                    // (`broker_gone`), and the keeper handles it whenever its stuck call returns.
                     let silent = self.last_keepalive.elapsed();
                     self.fence(format!(
                         "keepalive has not completed for {} ms (limit {} ms): the shared filesystem may be stalled",
@@ -200,10 +199,38 @@ impl Node {
             }
             if self.exiting() && self.broker.is_none() {
                 self.keeper_command(Command::Release);
+                self.await_release(&mut inputs.keeper_events).await;
                 tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), "lockd stopped");
                 return Ok(());
             }
         }
+    }
+
+    /// Waits, at most `fence_timeout` (past it a stalled filesystem would have fenced anyway),
+    /// until the keeper has handled every release, and so marked `holder.json` released: a node
+    /// that distrusts the locks then takes over at once instead of waiting for our heartbeat to
+    /// go still. Exiting earlier would close the lock file with `holder.json` still naming us.
+    async fn await_release(&mut self, events: &mut mpsc::Receiver<KeeperEvent>) {
+        let deadline = Instant::now() + self.settings.fence_timeout;
+        while self.releases_pending > 0 {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(KeeperEvent::Released) => self.releases_pending -= 1,
+                    Some(other) => tracing::debug!(node = %self.settings.node, ?other, "keeper report while exiting"),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), limit_ms = self.settings.fence_timeout.as_millis() as u64, "the keeper did not confirm the release in time; exiting with holder.json possibly still naming this node");
+                    return;
+                }
+            }
+        }
+        let released = self
+            .holder
+            .borrow()
+            .as_ref()
+            .is_some_and(|h| h.node == self.settings.node && h.state == HolderState::Released);
+        tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), holder_released = released, "lock released");
     }
 
     /// lockd is shutting down (a signal came).
@@ -220,15 +247,24 @@ impl Node {
                 }
                 // We ask for the lock only while passive (Compete) or restarting (Renew), and
                 // never while a broker runs; anything else is a bug or a stale report. Never
-                // start a second broker: give the lock back.
+                // start a second broker. A broker still running holds an older epoch than the
+                // one just claimed: fence it, and release only once it is dead. With none
+                // running, give the lock back at once.
                 let expected = !self.exiting()
                     && self.broker.is_none()
                     && (self.role == Role::Passive
                         || (self.role == Role::Starting && self.holding));
                 if !expected {
-                    tracing::warn!(node = %self.settings.node, epoch, role = %self.role, "unexpected lock acquisition; releasing");
-                    self.holding = false;
-                    self.keeper_command(Command::Release);
+                    if self.broker.is_some() {
+                        self.fence(format!(
+                            "the keeper reported epoch {epoch} claimed while brokerd ran as {}",
+                            self.role
+                        ));
+                    } else {
+                        tracing::warn!(node = %self.settings.node, epoch, role = %self.role, "unexpected lock acquisition; releasing");
+                        self.holding = false;
+                        self.keeper_command(Command::Release);
+                    }
                     return;
                 }
                 self.holding = true;
@@ -236,15 +272,19 @@ impl Node {
                 self.last_keepalive = Instant::now();
                 self.start_broker(epoch);
             }
-            KeeperEvent::Heartbeat { epoch } => {
+            KeeperEvent::Heartbeat { epoch, started } => {
                 if self.holding && self.releases_pending == 0 && self.epoch == Some(epoch) {
-                    self.last_keepalive = Instant::now();
+                    // The lock was known held when the heartbeat write began, not when the
+                    // report, delayed by holder.json's I/O, arrived.
+                    self.last_keepalive = Instant::from_std(started);
                     if let Some(broker) = &self.broker {
                         broker.send(ToBroker::Stats);
                     }
                 }
             }
-            KeeperEvent::Lost { epoch, reason } => {
+            KeeperEvent::Lost { epoch, reason } | KeeperEvent::MustFence { epoch, reason } => {
+                // Either way the broker dies now; the lock is released (a no-op after a
+                // certain loss, where the keeper already closed it) once it is dead.
                 if self.holding && self.releases_pending == 0 {
                     self.fence(reason);
                 } else {
@@ -351,6 +391,9 @@ impl Node {
         match self.after_exit {
             AfterExit::Exit => {}
             AfterExit::Compete => {
+                // The broker is dead: only now may a lock the keeper kept through a doubtful
+                // keepalive go (DESIGN invariant 6).
+                self.keeper_command(Command::Release);
                 self.keeper_command(Command::Compete);
             }
             AfterExit::HoldOff => self.hold_off(format!("failover: {why}")),
@@ -406,7 +449,8 @@ impl Node {
         ));
     }
 
-    /// Kills the broker at once because the lock can no longer be trusted.
+    /// Kills the broker at once because the lock can no longer be trusted. The lock is released
+    /// only once the broker has exited (`broker_gone`).
     fn fence(&mut self, reason: String) {
         self.holding = false;
         tracing::error!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), %reason, "fencing: killing brokerd");
@@ -418,7 +462,12 @@ impl Node {
                     self.after_exit = AfterExit::Compete;
                 }
             }
-            None => self.keeper_command(Command::Compete),
+            None => {
+                self.keeper_command(Command::Release);
+                if !self.exiting() {
+                    self.keeper_command(Command::Compete);
+                }
+            }
         }
         self.listeners.clear();
         self.set_role(Role::Passive, format!("fenced: {reason}"));
@@ -645,7 +694,8 @@ mod tests {
         keeper_events: mpsc::Sender<KeeperEvent>,
         calls: mpsc::Sender<Call>,
         _holder: watch::Sender<Option<Holder>>,
-        _shutdown: mpsc::Sender<Shutdown>,
+        shutdown: mpsc::Sender<Shutdown>,
+        task: tokio::task::JoinHandle<Result<(), String>>,
     }
 
     impl Harness {
@@ -688,6 +738,19 @@ mod tests {
                 .await
                 .broker_pid
                 .unwrap()
+        }
+
+        /// Waits (in real time, without letting virtual time run: the broker's exit is not a
+        /// timer) until the node has sent a Release.
+        async fn wait_for_release(&self) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !self.commands().iter().any(|c| c == "Release") {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no Release within 30 s"
+                );
+                tokio::task::yield_now().await;
+            }
         }
 
         /// Waits (in real time: a process exit is not a timer) until the broker is reaped.
@@ -756,13 +819,14 @@ mod tests {
             calls,
             shutdown,
         };
-        tokio::spawn(node.run(inputs, broker_rx));
+        let task = tokio::spawn(node.run(inputs, broker_rx));
         Harness {
             keeper,
             keeper_events: keeper_events_tx,
             calls: calls_tx,
             _holder: holder_tx,
-            _shutdown: shutdown_tx,
+            shutdown: shutdown_tx,
+            task,
         }
     }
 
@@ -776,7 +840,10 @@ mod tests {
         for _ in 0..30 {
             tokio::time::sleep(Duration::from_millis(500)).await;
             node.keeper_events
-                .send(KeeperEvent::Heartbeat { epoch: 1 })
+                .send(KeeperEvent::Heartbeat {
+                    epoch: 1,
+                    started: Instant::now().into_std(),
+                })
                 .await
                 .unwrap();
             last_beat = Instant::now();
@@ -853,6 +920,154 @@ mod tests {
         assert!(status.reason.contains("we hold 4"), "{}", status.reason);
         node.wait_broker_gone().await;
         assert!(crate::sys::spawn::tests::process_gone(broker));
-        assert_eq!(node.commands(), ["Compete", "Compete"]);
+        assert_eq!(node.commands(), ["Compete", "Release", "Compete"]);
+    }
+
+    /// Collects the lock commands sent while the status still shows a broker, until it is gone:
+    /// every command read before a status that shows the broker was sent while it ran. Returns
+    /// those and the ones sent since.
+    async fn commands_while_the_broker_runs(node: &Harness) -> (Vec<String>, Vec<String>) {
+        let mut sent = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let before = node.commands();
+            if node.status().await.broker_pid.is_none() {
+                let mut after = before;
+                after.extend(node.commands());
+                return (sent, after);
+            }
+            sent.extend(before);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker not reaped within 30 s"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Issue 8 item 7: a keepalive that failed without proving the lock gone (here, holder.json
+    /// unreadable) kills the broker, and the lock is released only once the broker is dead.
+    #[tokio::test(start_paused = true)]
+    async fn a_doubtful_keepalive_failure_releases_the_lock_only_after_the_broker_died() {
+        let node = start();
+        let broker = node.acquire(1).await;
+        assert_eq!(node.commands(), ["Compete"]);
+        node.keeper_events
+            .send(KeeperEvent::MustFence {
+                epoch: 1,
+                reason: "cannot read holder.json: No space left on device".into(),
+            })
+            .await
+            .unwrap();
+        let status = node.status_when(|s| s.role == Role::Passive).await;
+        assert!(status.reason.contains("holder.json"), "{}", status.reason);
+        let (early, after) = commands_while_the_broker_runs(&node).await;
+        assert_eq!(early, Vec::<String>::new(), "sent while the broker ran");
+        assert!(crate::sys::spawn::tests::process_gone(broker));
+        assert_eq!(after, ["Release", "Compete"]);
+    }
+
+    /// Issue 8 item 7, the fence-timer path: a keepalive silent for fence_timeout kills the
+    /// broker, and the Release follows its death, never precedes it.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_keepalive_releases_the_lock_only_after_the_broker_died() {
+        let node = start();
+        let broker = node.acquire(1).await;
+        assert_eq!(node.commands(), ["Compete"]);
+        node.status_when(|s| s.role == Role::Passive).await;
+        let (early, after) = commands_while_the_broker_runs(&node).await;
+        assert_eq!(early, Vec::<String>::new(), "sent while the broker ran");
+        assert!(crate::sys::spawn::tests::process_gone(broker));
+        assert_eq!(after, ["Release", "Compete"]);
+    }
+
+    /// Issue 8 item 11: an acquisition reported while a broker runs fences that broker (its
+    /// epoch is now stale) and releases the lock only once it is dead, instead of releasing
+    /// under it.
+    #[tokio::test(start_paused = true)]
+    async fn an_unexpected_acquisition_fences_the_running_broker_before_releasing() {
+        let node = start();
+        let broker = node.acquire(1).await;
+        assert_eq!(node.commands(), ["Compete"]);
+        node.keeper_events
+            .send(KeeperEvent::Acquired { epoch: 2 })
+            .await
+            .unwrap();
+        let (early, after) = commands_while_the_broker_runs(&node).await;
+        assert_eq!(early, Vec::<String>::new(), "sent while the broker ran");
+        assert!(crate::sys::spawn::tests::process_gone(broker));
+        assert_eq!(after, ["Release", "Compete"]);
+        let status = node.status().await;
+        assert_eq!((status.role, status.broker_pid), (Role::Passive, None));
+    }
+
+    /// Issue 8 item 11: a SIGTERMed lockd exits only once the keeper confirmed the release
+    /// (holder.json marked released), and no later than fence_timeout without it.
+    #[tokio::test(start_paused = true)]
+    async fn a_graceful_shutdown_waits_for_the_release_within_fence_timeout() {
+        let mut node = start();
+        node.acquire(1).await;
+        node.shutdown.send(Shutdown::Graceful).await.unwrap();
+        // `sleep` ignores the Stop message: it is killed at broker_stop_timeout (10 s).
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        node.wait_for_release().await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            !node.task.is_finished(),
+            "exited before the release was confirmed"
+        );
+        node.keeper_events
+            .send(KeeperEvent::Released)
+            .await
+            .unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(1), &mut node.task)
+            .await
+            .expect("still running after the release was confirmed");
+        assert_eq!(outcome.unwrap(), Ok(()));
+
+        // Without a confirmation (a stalled keeper), it exits at fence_timeout all the same.
+        let mut node = start();
+        node.acquire(1).await;
+        node.shutdown.send(Shutdown::Immediate).await.unwrap();
+        node.wait_for_release().await;
+        let gone = Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(60), &mut node.task)
+            .await
+            .expect("never exited without a release confirmation");
+        assert_eq!(outcome.unwrap(), Ok(()));
+        assert!(
+            gone.elapsed() <= Duration::from_secs(10),
+            "{:?}",
+            gone.elapsed()
+        );
+    }
+
+    /// Issue 8 item 8: the fence deadline counts from when the confirming heartbeat write
+    /// started, not from when the keeper's report arrived (after holder.json's I/O).
+    #[tokio::test(start_paused = true)]
+    async fn the_fence_deadline_counts_from_the_start_of_the_heartbeat_write() {
+        let node = start();
+        node.acquire(1).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        // The write began 3 s ago; holder.json's I/O held the report back until now.
+        let started = Instant::now() - Duration::from_secs(3);
+        node.keeper_events
+            .send(KeeperEvent::Heartbeat {
+                epoch: 1,
+                started: started.into_std(),
+            })
+            .await
+            .unwrap();
+        let status = node.status_when(|s| s.role == Role::Passive).await;
+        let since_write = started.elapsed();
+        assert!(
+            since_write >= Duration::from_secs(10) && since_write < Duration::from_millis(10_010),
+            "fenced {since_write:?} after the heartbeat write started (fence_timeout 10 s)"
+        );
+        assert!(
+            status.reason.contains("keepalive has not completed"),
+            "{}",
+            status.reason
+        );
     }
 }

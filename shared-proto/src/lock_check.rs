@@ -52,11 +52,37 @@ pub const REAP_TIMEOUT: Duration = Duration::from_secs(1);
 /// FUSE's default is 1 s) before the paths are called incoherent.
 pub const COHERENCE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A change that shows through the other path later than this earns a warning. It is lockd's
-/// takeover grace (lockd's `TAKEOVER_GRACE`; keep the two equal): the new holder waits this long
-/// after claiming an epoch before its broker opens the store, counting on a stale broker's 5 ms
-/// epoch poll to have seen the claim by then.
-pub const LAG_WARNING: Duration = Duration::from_millis(20);
+/// How often brokerd's fence looks for a newer epoch claim (brokerd's `fence::POLL`). Here, beside
+/// [`TAKEOVER_GRACE`], because the grace is only safe while it covers several of these polls.
+pub const EPOCH_POLL: Duration = Duration::from_millis(5);
+
+/// How long a new holder waits after claiming an epoch from another node's hands before its
+/// broker opens the store: on broken locks the previous holder's broker may still run, and stops
+/// writing once its [`EPOCH_POLL`] sees the claim. lockd lengthens it at start when the lock check
+/// measures a slower visibility lag ([`takeover_grace_for`]).
+pub const TAKEOVER_GRACE: Duration = Duration::from_millis(20);
+
+// The grace must cover several epoch polls, or a stale broker could still be writing when the new
+// one opens the store; change one constant without the other and the build fails here.
+const _: () = assert!(
+    TAKEOVER_GRACE.as_micros() >= 4 * EPOCH_POLL.as_micros(),
+    "TAKEOVER_GRACE must cover at least four of brokerd's EPOCH_POLL periods"
+);
+
+/// A change that shows through the other path later than this earns a warning: it is the
+/// takeover grace, which counts on a stale broker seeing the new epoch within it.
+pub const LAG_WARNING: Duration = TAKEOVER_GRACE;
+
+/// The takeover grace for a filesystem whose changes showed through another path `lag` late:
+/// [`TAKEOVER_GRACE`] while the lag is within it, else the lag plus the grace, so a stale broker
+/// still gets its several epoch polls after the claim becomes visible to it.
+pub fn takeover_grace_for(lag: Duration) -> Duration {
+    if lag <= TAKEOVER_GRACE {
+        TAKEOVER_GRACE
+    } else {
+        lag + TAKEOVER_GRACE
+    }
+}
 
 /// How often a change is looked for through the other path: fine enough to measure lags against
 /// [`LAG_WARNING`].
@@ -216,6 +242,15 @@ pub struct Report {
 }
 
 impl Report {
+    /// The slowest visibility lag the coherence probes measured (none with one path).
+    pub fn max_lag(&self) -> Option<Duration> {
+        self.coherence
+            .iter()
+            .filter(|p| p.coherent && p.error.is_none())
+            .map(|p| Duration::from_millis(p.lag_ms))
+            .max()
+    }
+
     /// Whether lockd may rely on this directory's lock: nothing in [`Report::failures`].
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
@@ -1533,6 +1568,31 @@ mod tests {
         let report = judged(exclusive(), vec![visible(Publication::Rename, false, 0)]);
         assert!(report.failures[0].contains("did not show"), "{report:?}");
         assert_eq!(report.verdict(), "could not be verified");
+    }
+
+    /// Issue 8 item 10: a visibility lag above the takeover grace lengthens lockd's grace by
+    /// that lag; one within it leaves the grace alone; a probe that never saw the change (or
+    /// failed) measures nothing.
+    #[test]
+    fn a_lag_above_the_takeover_grace_lengthens_it() {
+        let exclusive = || vec![lock(ProbedLock::Both, true)];
+        let report = judged(
+            exclusive(),
+            vec![
+                visible(Publication::Create, true, 3),
+                visible(Publication::Rename, true, 120),
+                visible(Publication::Rename, false, 5000),
+            ],
+        );
+        let lag = report.max_lag().unwrap();
+        assert_eq!(lag, Duration::from_millis(120));
+        assert_eq!(
+            takeover_grace_for(lag),
+            Duration::from_millis(120) + TAKEOVER_GRACE
+        );
+        assert_eq!(takeover_grace_for(Duration::from_millis(3)), TAKEOVER_GRACE);
+        assert_eq!(takeover_grace_for(TAKEOVER_GRACE), TAKEOVER_GRACE);
+        assert_eq!(judged(exclusive(), Vec::new()).max_lag(), None);
     }
 
     #[test]
