@@ -11,7 +11,7 @@
 
 use crate::broker::paging::Pager;
 use crate::broker::{self, Broker, Counts, Request as BrokerRequest};
-use crate::control::{Activation, Control, Lost, Replies, Request, Requests};
+use crate::control::{Activation, Control, Lost, Pongs, Replies, Request, Requests};
 use crate::fence;
 use crate::journal::{self, Journal, JournalConfig};
 use crate::memory::Usage;
@@ -184,9 +184,16 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
     let failed = journal.clone();
     let failed = failed.failed();
     tokio::pin!(failed);
+    let mut pongs = Pongs::new();
     loop {
         tokio::select! {
             () = &mut serving => break,
+            pong = pongs.next() => {
+                if let Err(lost) = replies.send(&pong).await {
+                    store.abandon();
+                    return Ok(Outcome::ControlLost(lost));
+                }
+            }
             err = &mut failed => {
                 // Nothing more can be made durable: stop serving at once. lockd restarts the
                 // broker (or hands over); what was receipted is on disk.
@@ -204,6 +211,7 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
                         return Ok(Outcome::ControlLost(lost));
                     }
                 }
+                Ok(Request::Ping { seq }) => pongs.relay(seq, ping_core(broker.clone())),
                 Ok(Request::Stop { deadline, reason }) => {
                     if let Some(stop) = stop_tx.take() {
                         info!(%reason, ?deadline, "lockd asked for a graceful stop");
@@ -281,6 +289,13 @@ async fn answer_while<T>(
                 Ok(Request::Stats) => {
                     let stats = FromBroker::Stats { stats: BrokerStats::default() };
                     if let Err(lost) = replies.send(&stats).await {
+                        return Phase::Lost(lost);
+                    }
+                }
+                // lockd pings only once the broker is Ready; before that the broker
+                // ready timeout covers a slow or stuck start, so this answer is only politeness.
+                Ok(Request::Ping { seq }) => {
+                    if let Err(lost) = replies.send(&FromBroker::Pong { seq }).await {
                         return Phase::Lost(lost);
                     }
                 }
@@ -415,6 +430,12 @@ async fn broker_counts(broker: &mpsc::Sender<BrokerRequest>) -> Counts {
         return Counts::default();
     }
     rx.await.unwrap_or_default()
+}
+
+/// Passes a liveness ping through the broker core's inbox; true once the core answered it.
+async fn ping_core(broker: mpsc::Sender<BrokerRequest>) -> bool {
+    let (tx, rx) = oneshot::channel();
+    broker.send(BrokerRequest::Ping(tx)).await.is_ok() && rx.await.is_ok()
 }
 
 /// The bound addresses, which differ from the configured ones when a port was 0.
