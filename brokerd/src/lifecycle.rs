@@ -72,6 +72,10 @@ pub struct Config {
     /// Waiting messages per queue (or durable subscription) kept in memory; persistent ones
     /// beyond it are paged out to the store.
     pub page_size: usize,
+    /// Test hook for the liveness tests (DESIGN invariant 7): on SIGUSR1 the broker core is
+    /// never polled again, as if deadlocked, while the control channel and everything else run
+    /// on. Hidden on the command line; never set in production.
+    pub test_wedge_core_on_sigusr1: bool,
 }
 
 /// How the broker's life ended, for `main` to turn into an exit.
@@ -158,10 +162,11 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
     }
     info!(listeners = ?addrs, "ready");
 
-    let (broker, memory) = match start_broker(core, pager, &journal) {
-        Ok(started) => started,
-        Err(err) => return Err(refuse(&mut replies, err, true).await),
-    };
+    let (broker, memory) =
+        match start_broker(core, pager, &journal, config.test_wedge_core_on_sigusr1) {
+            Ok(started) => started,
+            Err(err) => return Err(refuse(&mut replies, err, true).await),
+        };
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut stop_tx = Some(stop_tx);
     let mut stop_reason = None;
@@ -249,7 +254,7 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let listeners = server::bind(&config.listen).await?;
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
-    let (broker, memory) = start_broker(core, pager, &journal)?;
+    let (broker, memory) = start_broker(core, pager, &journal, config.test_wedge_core_on_sigusr1)?;
     server::run(
         listeners,
         settings(&config, epoch),
@@ -397,6 +402,7 @@ fn start_broker(
     core: Broker,
     pager: Pager,
     journal: &Journal,
+    wedge_on_sigusr1: bool,
 ) -> Result<(mpsc::Sender<BrokerRequest>, Usage)> {
     let (requests, inbox) = mpsc::channel(BROKER_INBOX);
     pager
@@ -408,7 +414,24 @@ fn start_broker(
     };
     // The journal's flushes release memory too: producers waiting for it must hear of them.
     journal.wake_on_release(Arc::clone(memory.waiting.room()));
-    tokio::spawn(core.run(inbox).in_current_span());
+    if wedge_on_sigusr1 {
+        let mut usr1 = signal(SignalKind::user_defined1()).context("installing SIGUSR1")?;
+        let core = core.run(inbox);
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    () = core => {}
+                    _ = usr1.recv() => {
+                        warn!("SIGUSR1 (test hook): the broker core stops here, as if deadlocked");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+    } else {
+        tokio::spawn(core.run(inbox).in_current_span());
+    }
     Ok((requests, memory))
 }
 

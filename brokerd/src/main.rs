@@ -86,6 +86,9 @@ struct Args {
     /// be paged and count towards --memory-limit-mb instead).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(2..))]
     page_size: u64,
+    /// Test hook for the liveness tests: SIGUSR1 wedges the broker core.
+    #[arg(long, hide = true)]
+    test_wedge_core_on_sigusr1: bool,
 }
 
 /// The users file.
@@ -155,6 +158,7 @@ fn main() -> ExitCode {
         memory_limit: args.memory_limit_mb << 20,
         send_wait: Duration::from_millis(args.send_wait_ms),
         page_size: usize::try_from(args.page_size).unwrap_or(usize::MAX),
+        test_wedge_core_on_sigusr1: args.test_wedge_core_on_sigusr1,
     };
     let fd = match control::fd_from_env() {
         Ok(fd) => fd,

@@ -103,7 +103,10 @@ fn a_stopped_brokerd_is_replaced_and_a_stalled_client_gets_its_receipt() {
         "liveness: SIGSTOP of brokerd to a broker serving again: {} ms",
         hung_at.elapsed().as_millis()
     );
-    assert!(process_gone_or_killed(old_pid), "the stopped brokerd lives on");
+    assert!(
+        process_gone_or_killed(old_pid),
+        "the stopped brokerd lives on"
+    );
     assert_eq!(after.restarts, 1, "{after:?}");
     assert_logged_unresponsive(node);
 
@@ -128,7 +131,10 @@ fn a_single_node_recovers_from_a_stopped_brokerd_by_restarting_it() {
         "liveness: SIGSTOP of brokerd to serving again (one node, 1000 ms timeout): {} ms",
         hung_at.elapsed().as_millis()
     );
-    assert!(process_gone_or_killed(old_pid), "the stopped brokerd lives on");
+    assert!(
+        process_gone_or_killed(old_pid),
+        "the stopped brokerd lives on"
+    );
     assert_eq!(after.restarts, 1, "{after:?}");
     assert_logged_unresponsive(node);
     // The replacement keeps answering its pings: no further restart.
@@ -136,4 +142,30 @@ fn a_single_node_recovers_from_a_stopped_brokerd_by_restarting_it() {
         let status = node.status().unwrap();
         assert_eq!((status.broker_pid, status.restarts), (after.broker_pid, 1));
     });
+}
+
+/// A broker whose control reader still runs but whose broker core is stuck (brokerd's hidden
+/// test hook wedges the core on SIGUSR1) answers no ping, and is replaced the same way.
+#[test]
+fn a_brokerd_with_a_stuck_core_is_replaced() {
+    let mut cluster = Cluster::new(3, "broker_args = [\"--test-wedge-core-on-sigusr1\"]\n");
+    cluster.start_all();
+    let active = cluster.wait_for_one_active();
+    let node = &cluster.nodes[active];
+    let before = node.status().unwrap();
+    let (old_pid, old_epoch) = (before.broker_pid.unwrap(), before.epoch.unwrap());
+    // SAFETY: kill(2) on a brokerd of this test's cluster; no memory involved.
+    assert_eq!(unsafe { libc::kill(old_pid as i32, libc::SIGUSR1) }, 0);
+    let wedged_at = Instant::now();
+    let after = wait_for_replacement(node, old_pid, old_epoch);
+    eprintln!(
+        "liveness: wedged broker core to a broker serving again: {} ms",
+        wedged_at.elapsed().as_millis()
+    );
+    wait_until("the wedged brokerd to die", || {
+        process_gone(old_pid).then_some(())
+    });
+    assert_eq!(after.restarts, 1, "{after:?}");
+    assert_logged_unresponsive(node);
+    assert_eq!(cluster.wait_for_one_active(), active);
 }
