@@ -262,6 +262,10 @@ async fn read_messages(
 /// previous was sent (once it is answered). Returns how long a ping went unanswered once that
 /// reaches `timeout`; never returns for a broker that answers, has not become ready, was asked
 /// to stop, or whose channel is gone (its exit is reported then).
+///
+/// A deadline that fires more than an interval late measures lockd's own stall (SIGSTOP, an
+/// overloaded host), during which the broker's pong may be waiting unread: then the pong gets
+/// another interval to be read before the broker is judged.
 async fn unresponsive(
     timeout: Duration,
     pings: &mpsc::UnboundedSender<ToBroker>,
@@ -286,14 +290,24 @@ async fn unresponsive(
         if pings.send(ToBroker::Ping { seq }).is_err() {
             break;
         }
-        tokio::select! {
-            answer = answered.wait_for(|&a| a >= seq) => {
-                if answer.is_err() {
+        let mut deadline = sent + timeout;
+        loop {
+            tokio::select! {
+                answer = async { answered.wait_for(|&a| a >= seq).await.is_ok() } => {
+                    if !answer {
+                        return std::future::pending().await;
+                    }
                     break;
                 }
+                () = &mut stopping => return std::future::pending().await,
+                () = tokio::time::sleep_until(deadline) => {
+                    let now = Instant::now();
+                    if now.duration_since(deadline) <= interval {
+                        return now.duration_since(sent);
+                    }
+                    deadline = now + interval;
+                }
             }
-            () = &mut stopping => break,
-            () = tokio::time::sleep_until(sent + timeout) => return sent.elapsed(),
         }
         tokio::select! {
             () = tokio::time::sleep_until(sent + interval) => {}
@@ -370,6 +384,29 @@ mod tests {
             waited >= TIMEOUT && waited <= TIMEOUT + TIMEOUT / 4,
             "declared unresponsive after {waited:?}"
         );
+    }
+
+    /// A lockd that was itself stopped past the timeout must not kill a broker whose pong
+    /// arrived meanwhile and is not read yet.
+    #[tokio::test(start_paused = true)]
+    async fn lockds_own_stall_is_not_blamed_on_the_broker() {
+        let (mut peer, mut done) = start();
+        peer.phase.send_replace(Phase::Serving);
+        let seq = peer.next_ping().await;
+        // lockd stalls for 5 s: when it runs again, its timer is long overdue...
+        tokio::time::advance(Duration::from_secs(5)).await;
+        tokio::task::yield_now().await;
+        // ... and the pong that waited in the socket is read right after.
+        peer.answered.send_replace(seq);
+        tokio::time::sleep(TIMEOUT / 8).await;
+        assert!(
+            done.try_recv().is_err(),
+            "blamed the broker for lockd's stall"
+        );
+        assert_eq!(peer.next_ping().await, seq + 1);
+        // A broker that stays silent is still caught, within an interval of the late check.
+        let silent = (&mut done).await.unwrap();
+        assert_eq!(silent, TIMEOUT);
     }
 
     #[tokio::test(start_paused = true)]
