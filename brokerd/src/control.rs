@@ -5,10 +5,14 @@
 //! turns lockd's messages into [`Request`]s while the broker serves clients, and any EOF, read
 //! error or out-of-step message becomes [`Lost`]: lockd is gone or cannot be trusted, and the
 //! broker must exit at once.
+//!
+//! lockd's liveness pings are answered through [`Pongs`]: each `Pong` waits for proof that the
+//! broker core handled the ping, so a stuck core cannot hide behind a live control reader.
 
 use shared_proto::control::{BrokerStats, FromBroker, ToBroker, CONTROL_FD_ENV};
 use shared_proto::wire::{self, WireError};
 use shared_proto::PROTOCOL_VERSION;
+use std::future::Future;
 use std::io;
 use std::os::fd::{FromRawFd, RawFd};
 use std::time::Duration;
@@ -55,6 +59,8 @@ pub enum Request {
     Stats,
     /// Stop gracefully within `deadline`.
     Stop { deadline: Duration, reason: String },
+    /// Liveness check: answer `Pong { seq }` once the broker core has handled it ([`Pongs`]).
+    Ping { seq: u64 },
 }
 
 /// lockd is gone, or said something that shows the channel is out of step.
@@ -181,6 +187,7 @@ impl Control {
                 loop {
                     let request = match wire::read_message(&mut reader, &mut buf).await {
                         Ok(Some(ToBroker::Stats)) => Ok(Request::Stats),
+                        Ok(Some(ToBroker::Ping { seq })) => Ok(Request::Ping { seq }),
                         Ok(Some(ToBroker::Stop {
                             deadline_ms,
                             reason,
@@ -189,7 +196,7 @@ impl Control {
                             reason,
                         }),
                         Ok(Some(other)) => Err(Lost {
-                            reason: unexpected("stats or stop", &other).to_string(),
+                            reason: unexpected("stats, stop or ping", &other).to_string(),
                         }),
                         Ok(None) => Err(Lost {
                             reason: "lockd closed the control socket".into(),
@@ -235,6 +242,55 @@ impl Replies {
             .map_err(|err| Lost {
                 reason: err.to_string(),
             })
+    }
+}
+
+/// Pongs owed to lockd, each released once the broker core has answered its ping.
+///
+/// A ping waits in its own small task, so a stuck core delays only the pong, never the control
+/// loop (which must still see `Stop` and a lost lockd). lockd keeps one ping in flight, so at most
+/// one such task waits on a stuck core.
+#[derive(Debug)]
+pub struct Pongs {
+    tx: mpsc::Sender<u64>,
+    rx: mpsc::Receiver<u64>,
+}
+
+impl Pongs {
+    /// No pongs owed yet.
+    pub fn new() -> Pongs {
+        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        Pongs { tx, rx }
+    }
+
+    /// Owes lockd `Pong { seq }` once `core_answered` resolves to true: the broker core has
+    /// handled a ping sent through its inbox. False (the core is gone) owes nothing.
+    pub fn relay(&self, seq: u64, core_answered: impl Future<Output = bool> + Send + 'static) {
+        let tx = self.tx.clone();
+        tokio::spawn(
+            async move {
+                if core_answered.await {
+                    // The receiver lives as long as `self`; once it is gone nobody wants pongs.
+                    let _ = tx.send(seq).await;
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// The next pong to send. Cancel-safe; pending forever while none is owed.
+    pub async fn next(&mut self) -> FromBroker {
+        match self.rx.recv().await {
+            Some(seq) => FromBroker::Pong { seq },
+            // Unreachable: `self` holds a sender. Wait rather than invent a pong.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Default for Pongs {
+    fn default() -> Self {
+        Pongs::new()
     }
 }
 

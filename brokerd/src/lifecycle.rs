@@ -11,7 +11,7 @@
 
 use crate::broker::paging::Pager;
 use crate::broker::{self, Broker, Counts, Request as BrokerRequest};
-use crate::control::{Activation, Control, Lost, Replies, Request, Requests};
+use crate::control::{Activation, Control, Lost, Pongs, Replies, Request, Requests};
 use crate::fence;
 use crate::journal::{self, Journal, JournalConfig};
 use crate::memory::Usage;
@@ -74,6 +74,10 @@ pub struct Config {
     pub page_size: usize,
     /// Subscriptions per connection and destinations in total at most.
     pub caps: broker::limits::Caps,
+    /// Test hook for the liveness tests (DESIGN invariant 7): on SIGUSR1 the broker core is
+    /// never polled again, as if deadlocked, while the control channel and everything else run
+    /// on. Hidden on the command line; never set in production.
+    pub test_wedge_core_on_sigusr1: bool,
 }
 
 /// How the broker's life ended, for `main` to turn into an exit.
@@ -160,10 +164,11 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
     }
     info!(listeners = ?addrs, "ready");
 
-    let (broker, memory) = match start_broker(core, pager, &journal) {
-        Ok(started) => started,
-        Err(err) => return Err(refuse(&mut replies, err, true).await),
-    };
+    let (broker, memory) =
+        match start_broker(core, pager, &journal, config.test_wedge_core_on_sigusr1) {
+            Ok(started) => started,
+            Err(err) => return Err(refuse(&mut replies, err, true).await),
+        };
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut stop_tx = Some(stop_tx);
     let mut stop_reason = None;
@@ -186,9 +191,16 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
     let failed = journal.clone();
     let failed = failed.failed();
     tokio::pin!(failed);
+    let mut pongs = Pongs::new();
     loop {
         tokio::select! {
             () = &mut serving => break,
+            pong = pongs.next() => {
+                if let Err(lost) = replies.send(&pong).await {
+                    store.abandon();
+                    return Ok(Outcome::ControlLost(lost));
+                }
+            }
             err = &mut failed => {
                 // Nothing more can be made durable: stop serving at once. lockd restarts the
                 // broker (or hands over); what was receipted is on disk.
@@ -206,6 +218,7 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
                         return Ok(Outcome::ControlLost(lost));
                     }
                 }
+                Ok(Request::Ping { seq }) => pongs.relay(seq, ping_core(broker.clone())),
                 Ok(Request::Stop { deadline, reason }) => {
                     if let Some(stop) = stop_tx.take() {
                         info!(%reason, ?deadline, "lockd asked for a graceful stop");
@@ -243,7 +256,7 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let listeners = server::bind(&config.listen).await?;
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
-    let (broker, memory) = start_broker(core, pager, &journal)?;
+    let (broker, memory) = start_broker(core, pager, &journal, config.test_wedge_core_on_sigusr1)?;
     // A store that fails (a write, a flush, a page read) stops the broker at once, as under
     // lockd; closing the journal below then returns that failure, and brokerd exits with it.
     let failing = journal.clone();
@@ -298,6 +311,13 @@ async fn answer_while<T>(
                 Ok(Request::Stats) => {
                     let stats = FromBroker::Stats { stats: BrokerStats::default() };
                     if let Err(lost) = replies.send(&stats).await {
+                        return Phase::Lost(lost);
+                    }
+                }
+                // lockd pings only once the broker is Ready; before that the broker
+                // ready timeout covers a slow or stuck start, so this answer is only politeness.
+                Ok(Request::Ping { seq }) => {
+                    if let Err(lost) = replies.send(&FromBroker::Pong { seq }).await {
                         return Phase::Lost(lost);
                     }
                 }
@@ -407,6 +427,7 @@ fn start_broker(
     core: Broker,
     pager: Pager,
     journal: &Journal,
+    wedge_on_sigusr1: bool,
 ) -> Result<(mpsc::Sender<BrokerRequest>, Usage)> {
     let (requests, inbox) = mpsc::channel(BROKER_INBOX);
     pager
@@ -418,7 +439,24 @@ fn start_broker(
     };
     // The journal's flushes release memory too: producers waiting for it must hear of them.
     journal.wake_on_release(Arc::clone(memory.waiting.room()));
-    tokio::spawn(core.run(inbox).in_current_span());
+    if wedge_on_sigusr1 {
+        let mut usr1 = signal(SignalKind::user_defined1()).context("installing SIGUSR1")?;
+        let core = core.run(inbox);
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    () = core => {}
+                    _ = usr1.recv() => {
+                        warn!("SIGUSR1 (test hook): the broker core stops here, as if deadlocked");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+    } else {
+        tokio::spawn(core.run(inbox).in_current_span());
+    }
     Ok((requests, memory))
 }
 
@@ -440,6 +478,12 @@ async fn broker_counts(broker: &mpsc::Sender<BrokerRequest>) -> Counts {
         return Counts::default();
     }
     rx.await.unwrap_or_default()
+}
+
+/// Passes a liveness ping through the broker core's inbox; true once the core answered it.
+async fn ping_core(broker: mpsc::Sender<BrokerRequest>) -> bool {
+    let (tx, rx) = oneshot::channel();
+    broker.send(BrokerRequest::Ping(tx)).await.is_ok() && rx.await.is_ok()
 }
 
 /// The bound addresses, which differ from the configured ones when a port was 0.

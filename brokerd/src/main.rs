@@ -94,6 +94,9 @@ struct Args {
     /// create one more is refused. Empty, unused queues are removed and do not count.
     #[arg(long, default_value_t = Caps::default().destinations)]
     max_destinations: usize,
+    /// Test hook for the liveness tests: SIGUSR1 wedges the broker core.
+    #[arg(long, hide = true)]
+    test_wedge_core_on_sigusr1: bool,
 }
 
 /// The users file.
@@ -167,6 +170,7 @@ fn main() -> ExitCode {
             subscriptions_per_connection: args.max_subscriptions_per_connection,
             destinations: args.max_destinations,
         },
+        test_wedge_core_on_sigusr1: args.test_wedge_core_on_sigusr1,
     };
     let fd = match control::fd_from_env() {
         Ok(fd) => fd,

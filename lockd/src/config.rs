@@ -48,6 +48,9 @@ pub struct Config {
     pub broker_ready_timeout_ms: u64,
     /// How long a graceful stop of brokerd may take before it is killed.
     pub broker_stop_timeout_ms: u64,
+    /// How long a ready brokerd may leave a liveness ping unanswered before it is SIGKILLed and
+    /// replaced like a crashed one (stopped, deadlocked): DESIGN invariant 7.
+    pub broker_liveness_timeout_ms: u64,
     /// Restarts in place of a crashed brokerd allowed within `restart_window_ms`; past that the
     /// node releases the lock so a peer can try.
     pub max_restarts: u32,
@@ -89,6 +92,7 @@ impl Default for Config {
             failover_hold_off_ms: 5_000,
             broker_ready_timeout_ms: 30_000,
             broker_stop_timeout_ms: 10_000,
+            broker_liveness_timeout_ms: 2_000,
             max_restarts: 3,
             restart_window_ms: 60_000,
             stale_holder_ms: 15_000,
@@ -105,6 +109,7 @@ pub struct Overrides {
     pub socket: Option<PathBuf>,
     pub listen: Vec<String>,
     pub broker_user: Option<String>,
+    pub broker_liveness_timeout_ms: Option<u64>,
 }
 
 /// A checked configuration with everything resolved to what the code uses.
@@ -126,6 +131,7 @@ pub struct Settings {
     pub failover_hold_off: Duration,
     pub broker_ready_timeout: Duration,
     pub broker_stop_timeout: Duration,
+    pub broker_liveness_timeout: Duration,
     pub max_restarts: u32,
     pub restart_window: Duration,
     pub stale_holder: Duration,
@@ -162,6 +168,9 @@ impl Config {
         }
         if let Some(user) = overrides.broker_user {
             self.broker_user = Some(user);
+        }
+        if let Some(ms) = overrides.broker_liveness_timeout_ms {
+            self.broker_liveness_timeout_ms = ms;
         }
     }
 
@@ -241,6 +250,10 @@ impl Config {
             ("fence_timeout_ms", self.fence_timeout_ms),
             ("broker_ready_timeout_ms", self.broker_ready_timeout_ms),
             ("broker_stop_timeout_ms", self.broker_stop_timeout_ms),
+            (
+                "broker_liveness_timeout_ms",
+                self.broker_liveness_timeout_ms,
+            ),
             ("restart_window_ms", self.restart_window_ms),
             ("stale_holder_ms", self.stale_holder_ms),
         ] {
@@ -281,6 +294,7 @@ impl Config {
             failover_hold_off: Duration::from_millis(self.failover_hold_off_ms),
             broker_ready_timeout: Duration::from_millis(self.broker_ready_timeout_ms),
             broker_stop_timeout: Duration::from_millis(self.broker_stop_timeout_ms),
+            broker_liveness_timeout: Duration::from_millis(self.broker_liveness_timeout_ms),
             max_restarts: self.max_restarts,
             restart_window: Duration::from_millis(self.restart_window_ms),
             stale_holder: Duration::from_millis(self.stale_holder_ms),

@@ -52,6 +52,10 @@ struct Args {
     /// User brokerd runs as when lockd runs as root (default: nobody).
     #[arg(long)]
     broker_user: Option<String>,
+    /// Milliseconds a ready brokerd may leave a liveness ping unanswered before it is killed
+    /// and replaced (config: broker_liveness_timeout_ms, default 2000).
+    #[arg(long)]
+    broker_liveness_timeout_ms: Option<u64>,
     /// Prepare the shared directory first if it has no marker (as `ctl init` does).
     #[arg(long)]
     init: bool,
@@ -96,6 +100,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
         socket: args.socket,
         listen: args.listen,
         broker_user: args.broker_user,
+        broker_liveness_timeout_ms: args.broker_liveness_timeout_ms,
     });
     let settings = config
         .validate()

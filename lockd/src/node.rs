@@ -308,6 +308,7 @@ impl Node {
             &self.broker_command,
             epoch,
             self.generation,
+            self.settings.broker_liveness_timeout,
             self.broker_events.clone(),
         ) {
             Ok(broker) => {
@@ -352,6 +353,8 @@ impl Node {
                 self.broker_reason = Some(reason);
                 self.broker_fatal = fatal;
             }
+            // Consumed by the liveness check in broker.rs; never forwarded.
+            BrokerEvent::Message(FromBroker::Pong { .. }) => {}
             BrokerEvent::Message(FromBroker::Hello { .. }) => {
                 broker.kill();
                 self.broker_reason = Some("brokerd sent a second hello".into());
@@ -364,6 +367,15 @@ impl Node {
                 // A broker without its control channel cannot be stopped gracefully or asked
                 // anything; it also exits by itself on EOF. Make sure.
                 broker.kill();
+            }
+            BrokerEvent::Unresponsive { silent } => {
+                // Already SIGKILLed; its exit follows and is handled like a crash.
+                let reason = format!(
+                    "unresponsive for {} ms: a liveness ping went unanswered",
+                    silent.as_millis()
+                );
+                tracing::error!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), pid = broker.pid, %reason, "brokerd killed");
+                self.broker_reason = Some(reason);
             }
             BrokerEvent::Exited { status } => {
                 let reason = self.broker_reason.take().unwrap_or_default();
@@ -783,6 +795,7 @@ mod tests {
             failover_hold_off: Duration::from_secs(5),
             broker_ready_timeout: Duration::from_secs(60),
             broker_stop_timeout: Duration::from_secs(10),
+            broker_liveness_timeout: Duration::from_secs(2),
             max_restarts: 3,
             restart_window: Duration::from_secs(60),
             stale_holder: Duration::from_secs(15),

@@ -4,6 +4,11 @@
 //! epoch it claimed; brokerd opens the store, then its listeners, and answers `Ready`. lockd may
 //! ask for `Stats` at any time and ends with `Stop`; brokerd says `Stopping` with its reason before
 //! it exits. EOF in either direction means the other side is gone: brokerd exits at once.
+//!
+//! Liveness (DESIGN invariant 7): once the broker is `Ready`, lockd sends `Ping`s until it sends
+//! `Stop`. brokerd answers each with a `Pong` of the same `seq` only after its broker core, the
+//! task that owns the broker's state, has handled the ping, so a broker whose control channel
+//! still reads but whose core is stuck stays silent, and lockd replaces it like a crashed one.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +29,9 @@ pub enum ToBroker {
     /// Stop gracefully: refuse new work, finish what was accepted, flush the store, close, exit 0,
     /// all within `deadline_ms`, after which lockd kills the process.
     Stop { deadline_ms: u64, reason: String },
+    /// Answer `Pong { seq }` once the broker core has handled this ping: proof that the broker
+    /// still serves, not only that its control socket is read.
+    Ping { seq: u64 },
 }
 
 /// Messages brokerd sends to lockd.
@@ -39,6 +47,8 @@ pub enum FromBroker {
     /// brokerd is about to exit; `reason` says why (a graceful stop, a refused epoch, a store
     /// that would not open) so lockd can log it and decide whether a restart can help.
     Stopping { reason: String, fatal: bool },
+    /// Answer to [`ToBroker::Ping`] with the same `seq`, sent after the broker core handled it.
+    Pong { seq: u64 },
 }
 
 /// What the broker holds, for `ctl status`.
@@ -95,6 +105,19 @@ mod tests {
         assert_eq!(
             decode::<FromBroker>(&line[..line.len() - 1]).unwrap(),
             stats
+        );
+    }
+
+    #[test]
+    fn ping_and_pong_carry_their_sequence_number() {
+        let ping = encode(&ToBroker::Ping { seq: 9 });
+        assert_eq!(
+            std::str::from_utf8(&ping).unwrap(),
+            "{\"type\":\"ping\",\"seq\":9}\n"
+        );
+        assert_eq!(
+            decode::<FromBroker>(br#"{"type":"pong","seq":9}"#).unwrap(),
+            FromBroker::Pong { seq: 9 }
         );
     }
 }

@@ -195,6 +195,8 @@ pub enum Request {
     Close { conn: ConnId },
     /// Figures for `ctl status`.
     Stats(oneshot::Sender<Counts>),
+    /// lockd's liveness ping: answered once every request queued before it was handled.
+    Ping(oneshot::Sender<()>),
     /// The node goes passive: refuse further SENDs, and answer once every stored message and
     /// every receipt already owed is durable.
     Drain(oneshot::Sender<()>),
@@ -958,6 +960,10 @@ impl Broker {
             }
             Request::Stats(reply) => {
                 let _ = reply.send(self.counts());
+                Ok(())
+            }
+            Request::Ping(reply) => {
+                let _ = reply.send(());
                 Ok(())
             }
             Request::Drain(reply) => {

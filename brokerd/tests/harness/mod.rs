@@ -93,6 +93,30 @@ impl Broker {
         wire::decode(&line[..line.len() - 1]).expect("a valid message from brokerd")
     }
 
+    /// The broker's next message if one arrives within `within`, else None (the socket's read
+    /// timeout is [`PATIENCE`] again afterwards).
+    pub fn recv_within(&mut self, within: Duration) -> Option<FromBroker> {
+        let control = self.control.as_mut().expect("control socket open");
+        control.get_ref().set_read_timeout(Some(within)).unwrap();
+        let mut line = Vec::new();
+        let read = control.read_until(b'\n', &mut line);
+        control.get_ref().set_read_timeout(Some(PATIENCE)).unwrap();
+        match read {
+            Ok(0) => panic!("brokerd closed the control socket"),
+            Ok(_) => Some(wire::decode(&line[..line.len() - 1]).expect("a valid message")),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                assert!(line.is_empty(), "half a message within {within:?}");
+                None
+            }
+            Err(e) => panic!("reading from brokerd: {e}"),
+        }
+    }
+
     /// Plays lockd's side of the handshake.
     pub fn handshake(&mut self) {
         match self.recv() {

@@ -3,6 +3,12 @@
 //! The child gets exactly one inherited descriptor besides stdio: its end of the control
 //! socketpair, as fd 3. Everything else lockd opens is O_CLOEXEC (std and tokio open descriptors
 //! that way, and the lock file explicitly), so in particular the lock file never reaches brokerd.
+//!
+//! Between fork and exec the child may only make async-signal-safe calls, and must not allocate
+//! (another thread may have held the allocator's lock at the fork). std builds argv and envp
+//! before forking; our hook uses raw libc calls only (nix's `getgroups` returns a Vec, so it is
+//! not used here), and reports a failure as an errno tagged with its [`Step`], which the parent
+//! turns into a message.
 
 use shared_proto::control::CONTROL_FD_ENV;
 use std::io;
@@ -72,32 +78,33 @@ pub fn spawn(command: &BrokerCommand) -> io::Result<Spawned> {
     for var in PRIVATE_ENV {
         cmd.env_remove(var);
     }
-    if let Some((uid, gid)) = command.credentials {
-        // In the child, before our pre_exec hook, std calls setgid, drops all supplementary
-        // groups (setgroups(0), as we run as root), then setuid.
-        cmd.uid(uid).gid(gid);
-    }
+    let credentials = command.credentials;
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // calls are allowed: it makes raw syscalls (dup2, fcntl, prctl, getppid) and allocates nothing.
+    // calls are allowed: it makes raw syscalls (dup2, fcntl, setgroups, setgid, setuid,
+    // getgroups, prctl, getppid) on values copied in before the fork, and allocates nothing
+    // (its errors are plain errnos, see `Step`).
     unsafe {
         cmd.pre_exec(move || {
             move_to_control_fd(their_fd)?;
             close_other_descriptors_on_exec();
+            if let Some((uid, gid)) = credentials {
+                drop_privileges(uid, gid)?;
+            }
             // After setuid: a change of credentials clears both settings.
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
+                return Err(Step::NoNewPrivs.failed());
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
+                return Err(Step::DeathSignal.failed());
             }
             // lockd may have died before PDEATHSIG was armed; then nothing would ever kill us.
             if libc::getppid() != parent {
-                return Err(io::Error::other("lockd exited while starting brokerd"));
+                return Err(Step::ParentGone.error(libc::ESRCH));
             }
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    let child = cmd.spawn().map_err(Step::describe)?;
     drop(theirs);
     Ok(Spawned {
         child,
@@ -128,6 +135,83 @@ pub fn open_program(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
+/// A step of the child's set-up between fork and exec. The child cannot allocate a message, and
+/// std hands only an errno back to the parent, so a failure travels as the errno with the step
+/// in its upper bits ([`Step::error`]) and the parent spells it out ([`Step::describe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    ControlFd = 1,
+    SetGroups,
+    SetGid,
+    SetUid,
+    /// getgroups() after setgroups(0): the child still held supplementary groups.
+    KeptGroups,
+    NoNewPrivs,
+    DeathSignal,
+    ParentGone,
+}
+
+/// Where the step sits in a tagged errno; errnos are far below it.
+const STEP_SHIFT: u32 = 16;
+
+impl Step {
+    const ALL: [Step; 8] = [
+        Step::ControlFd,
+        Step::SetGroups,
+        Step::SetGid,
+        Step::SetUid,
+        Step::KeptGroups,
+        Step::NoNewPrivs,
+        Step::DeathSignal,
+        Step::ParentGone,
+    ];
+
+    /// `errno` tagged with this step. Allocates nothing: safe in the forked child.
+    fn error(self, errno: i32) -> io::Error {
+        io::Error::from_raw_os_error(((self as i32) << STEP_SHIFT) | (errno & 0xffff))
+    }
+
+    /// The calling thread's errno, tagged with this step. Safe in the forked child.
+    fn failed(self) -> io::Error {
+        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        self.error(errno)
+    }
+
+    /// In the parent: a spawn error spelt out, if the child's set-up tagged it.
+    fn describe(err: io::Error) -> io::Error {
+        let Some(code) = err.raw_os_error() else {
+            return err;
+        };
+        let Some(step) = Step::ALL
+            .into_iter()
+            .find(|s| *s as i32 == code >> STEP_SHIFT)
+        else {
+            return err;
+        };
+        let cause = io::Error::from_raw_os_error(code & 0xffff);
+        let what = match step {
+            Step::ControlFd => format!("putting the control socket on fd 3 failed: {cause}"),
+            Step::SetGroups => format!(
+                "dropping its supplementary groups (setgroups) failed: {cause}; lockd needs root or CAP_SETGID to run brokerd as broker_user"
+            ),
+            Step::SetGid => format!(
+                "setting broker_group (setgid) failed: {cause}; lockd needs root or CAP_SETGID"
+            ),
+            Step::SetUid => format!(
+                "setting broker_user (setuid) failed: {cause}; lockd needs root or CAP_SETUID"
+            ),
+            Step::KeptGroups => "it still held supplementary groups after dropping them, so it would have run with groups it was not meant to have; refusing to start it".into(),
+            Step::NoNewPrivs => format!("setting no_new_privs failed: {cause}"),
+            Step::DeathSignal => format!("arming the parent-death signal failed: {cause}"),
+            Step::ParentGone => "lockd exited while starting brokerd".into(),
+        };
+        io::Error::new(
+            cause.kind(),
+            format!("brokerd's set-up before exec: {what}"),
+        )
+    }
+}
+
 /// Puts the child's control socket on fd 3 without close-on-exec. Runs in the forked child.
 fn move_to_control_fd(fd: i32) -> io::Result<()> {
     // SAFETY: plain descriptor syscalls on descriptors this process owns; async-signal-safe.
@@ -135,10 +219,36 @@ fn move_to_control_fd(fd: i32) -> io::Result<()> {
         if fd == CHILD_CONTROL_FD {
             let flags = libc::fcntl(fd, libc::F_GETFD);
             if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(io::Error::last_os_error());
+                return Err(Step::ControlFd.failed());
             }
         } else if libc::dup2(fd, CHILD_CONTROL_FD) < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(Step::ControlFd.failed());
+        }
+    }
+    Ok(())
+}
+
+/// Becomes `uid`:`gid` with no supplementary group at all, and checks that none is left. Runs in
+/// the forked child.
+///
+/// Done here rather than with `Command::uid`/`gid`: std drops the groups only when the *real*
+/// uid is 0 and ignores EPERM, so a lockd running with CAP_SETUID/CAP_SETGID under another uid
+/// would hand brokerd its own supplementary groups.
+fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: credential syscalls on this (single-threaded, forked) process; async-signal-safe,
+    // and the null list with length 0 is what setgroups and getgroups document for "none".
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            return Err(Step::SetGroups.failed());
+        }
+        if libc::setgid(gid) != 0 {
+            return Err(Step::SetGid.failed());
+        }
+        if libc::setuid(uid) != 0 {
+            return Err(Step::SetUid.failed());
+        }
+        if libc::getgroups(0, std::ptr::null_mut()) != 0 {
+            return Err(Step::KeptGroups.error(libc::EPERM));
         }
     }
     Ok(())
@@ -220,5 +330,138 @@ pub mod tests {
         assert!(read("nnp").contains('1'), "no_new_privs set");
         let env = read("env");
         assert!(env.contains("LOCKD_CONTROL_FD=3"), "{env}");
+    }
+
+    #[test]
+    fn a_failed_step_in_the_child_is_spelt_out_in_the_parent() {
+        let err = Step::describe(Step::SetGroups.error(libc::EPERM));
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        let text = err.to_string();
+        assert!(
+            text.contains("setgroups") && text.contains("CAP_SETGID"),
+            "{text}"
+        );
+        let err = Step::describe(Step::KeptGroups.error(libc::EPERM));
+        assert!(err.to_string().contains("supplementary groups"), "{err}");
+        // Errors std makes itself (e.g. exec's ENOENT) pass through unchanged.
+        let err = Step::describe(io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    }
+
+    /// Set in the copy of this test binary that plays a lockd without CAP_SETGID: where it
+    /// writes what became of its brokerd.
+    const AS_LOCKD_ENV: &str = "LOCKD_SPAWN_TEST_REPORT";
+
+    /// Regression: std's `Command::uid` ignores an EPERM from setgroups, so a lockd that may
+    /// change its uid but not its groups (CAP_SETUID without CAP_SETGID, broker_group its own
+    /// gid) started brokerd with lockd's own supplementary groups. Now it refuses, saying why.
+    #[test]
+    #[ignore = "needs root (it reruns itself with changed credentials); run as root with --ignored"]
+    fn a_lockd_that_cannot_drop_groups_refuses_to_start_brokerd_with_its_own() {
+        if let Some(report) = std::env::var_os(AS_LOCKD_ENV) {
+            return spawn_without_cap_setgid(PathBuf::from(report));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let report = dir.path().join("outcome");
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "sys::spawn::tests::a_lockd_that_cannot_drop_groups_refuses_to_start_brokerd_with_its_own",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(AS_LOCKD_ENV, &report);
+        // SAFETY: async-signal-safe credential calls between fork and exec; nothing allocated.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                let groups = [4242 as libc::gid_t];
+                // Group nobody with a supplementary group; real uid nobody, effective root.
+                if libc::setgroups(1, groups.as_ptr()) != 0
+                    || libc::setresgid(65534, 65534, 65534) != 0
+                    || libc::setresuid(65534, 0, 0) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "the lockd stand-in failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let outcome = std::fs::read_to_string(&report).unwrap();
+        assert!(
+            outcome.starts_with("refused: ")
+                && outcome.contains("setgroups")
+                && outcome.contains("CAP_SETGID"),
+            "{outcome}"
+        );
+    }
+
+    /// The lockd stand-in's part: drop CAP_SETGID from this thread (the one that forks), start a
+    /// "brokerd" as nobody that would report its groups, and write down what happened.
+    fn spawn_without_cap_setgid(report: PathBuf) {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const VERSION_3: u32 = 0x2008_0522;
+        const CAP_SETGID: u32 = 6;
+        let mut header = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: capget/capset with a version-3 header and the two data words it expects;
+        // both outlive the calls. They change this thread's capabilities only.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+                0
+            );
+            data[0].effective &= !(1 << CAP_SETGID);
+            data[0].permitted &= !(1 << CAP_SETGID);
+            assert_eq!(
+                libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+                0
+            );
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = runtime.block_on(async {
+            let script = "grep -E '^(Uid|Gid|Groups):' /proc/self/status".to_string();
+            let command = BrokerCommand {
+                program: PathBuf::from("/bin/sh"),
+                args: vec!["-c".into(), script],
+                credentials: Some((65534, 65534)),
+                opened: None,
+            };
+            match spawn(&command) {
+                Err(e) => format!("refused: {e}"),
+                Ok(spawned) => {
+                    let out = spawned.child.wait_with_output().await.unwrap();
+                    format!("started: {}", String::from_utf8_lossy(&out.stdout))
+                }
+            }
+        });
+        std::fs::write(report, outcome).unwrap();
     }
 }
