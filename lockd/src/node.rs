@@ -344,14 +344,14 @@ impl Node {
 
     fn on_keeper(&mut self, event: KeeperEvent) {
         match event {
-            KeeperEvent::Acquired { epoch } => {
+            KeeperEvent::Acquired { epoch, started } => {
                 if self.releases_pending > 0 {
                     tracing::warn!(node = %self.settings.node, epoch, "ignoring a lock acquisition reported before a pending release");
                     return;
                 }
                 let lease = Lease {
                     epoch,
-                    last_keepalive: Instant::now(),
+                    last_keepalive: Instant::from_std(started),
                 };
                 // We ask for the lock only while passive (Compete) or restarting (Renew), and
                 // never while a broker runs; anything else is a bug or a stale report. Never
@@ -908,7 +908,10 @@ mod tests {
         /// Reports the lock acquired under `epoch`; returns the pid of the broker started.
         async fn acquire(&self, epoch: u64) -> u32 {
             self.keeper_events
-                .send(KeeperEvent::Acquired { epoch })
+                .send(KeeperEvent::Acquired {
+                    epoch,
+                    started: Instant::now().into_std(),
+                })
                 .await
                 .unwrap();
             self.status_when(|s| s.broker_pid.is_some())
@@ -1065,7 +1068,10 @@ mod tests {
         assert_eq!(node.commands(), ["Release", "Compete"]);
         // The stuck claim returns: too late, it must not start a broker.
         node.keeper_events
-            .send(KeeperEvent::Acquired { epoch: 2 })
+            .send(KeeperEvent::Acquired {
+                epoch: 2,
+                started: Instant::now().into_std(),
+            })
             .await
             .unwrap();
         node.keeper_events
@@ -1073,7 +1079,10 @@ mod tests {
             .await
             .unwrap();
         node.keeper_events
-            .send(KeeperEvent::Acquired { epoch: 3 })
+            .send(KeeperEvent::Acquired {
+                epoch: 3,
+                started: Instant::now().into_std(),
+            })
             .await
             .unwrap();
         let status = node.status_when(|s| s.broker_pid.is_some()).await;
@@ -1166,7 +1175,10 @@ mod tests {
         let broker = node.acquire(1).await;
         assert_eq!(node.commands(), ["Compete"]);
         node.keeper_events
-            .send(KeeperEvent::Acquired { epoch: 2 })
+            .send(KeeperEvent::Acquired {
+                epoch: 2,
+                started: Instant::now().into_std(),
+            })
             .await
             .unwrap();
         let (early, after) = commands_while_the_broker_runs(&node).await;
@@ -1215,6 +1227,33 @@ mod tests {
             gone.elapsed() <= Duration::from_secs(10),
             "{:?}",
             gone.elapsed()
+        );
+    }
+
+    /// Issue 8 item 8, at acquisition: the first fence deadline counts from the claim's first
+    /// heartbeat write, not from the report (which follows holder.json's I/O and the grace).
+    #[tokio::test(start_paused = true)]
+    async fn the_first_fence_deadline_counts_from_the_claims_heartbeat_write() {
+        let node = start();
+        let started = Instant::now() - Duration::from_secs(3);
+        node.keeper_events
+            .send(KeeperEvent::Acquired {
+                epoch: 1,
+                started: started.into_std(),
+            })
+            .await
+            .unwrap();
+        node.status_when(|s| s.broker_pid.is_some()).await;
+        let status = node.status_when(|s| s.role == Role::Passive).await;
+        let since_write = started.elapsed();
+        assert!(
+            since_write >= Duration::from_secs(10) && since_write < Duration::from_millis(10_010),
+            "fenced {since_write:?} after the claim's heartbeat write started (fence_timeout 10 s)"
+        );
+        assert!(
+            status.reason.contains("keepalive has not completed"),
+            "{}",
+            status.reason
         );
     }
 
