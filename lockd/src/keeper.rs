@@ -52,8 +52,11 @@ pub enum Command {
 /// reports about an epoch it has already given up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// We hold the lock under this freshly claimed epoch; `holder.json` names us.
-    Acquired { epoch: u64 },
+    /// We hold the lock under this freshly claimed epoch; `holder.json` names us. `started` is
+    /// when the claim's first keepalive began its heartbeat write: the fence deadline counts
+    /// from it, not from this report's arrival (after `holder.json`'s I/O and the takeover
+    /// grace).
+    Acquired { epoch: u64, started: Instant },
     /// A keepalive found the lock, its file and the epoch intact. `started` is when its
     /// heartbeat write through the locked descriptor began: the lock was known held then, not
     /// when this report arrives after `holder.json`'s reads, writes and fsyncs, so the fence
@@ -303,7 +306,10 @@ impl Keeper {
         match self.claim(lock, shared_proto::unix_ms()) {
             Ok(held) => {
                 self.last_error = None;
-                self.report(Event::Acquired { epoch: held.epoch });
+                self.report(Event::Acquired {
+                    epoch: held.epoch,
+                    started: held.beat_started,
+                });
                 Mode::Holding(held)
             }
             Err(reason) => {

@@ -5,11 +5,14 @@
 //! it events. Its own timers (fence, ready, stop, hold-off) do no I/O, so a stalled filesystem
 //! cannot delay a fence.
 //!
-//! Invariants kept here:
-//! - a broker runs only while the keeper reports the lock held, under the epoch it claimed;
+//! The state is one [`State`] enum whose variants own what exists in them (the lock's lease, the
+//! broker, its deadline), so a broker without a lock, or a hold-off with a broker, cannot be
+//! written. Invariants kept here:
+//! - a broker starts only under a lease the keeper reported, with the epoch it claimed;
 //! - a lost lock, a newer epoch or a keepalive silent for `fence_timeout` SIGKILLs the broker at
 //!   once, before anything else happens;
-//! - the lock is competed for again only after the previous broker is known dead.
+//! - the lock is released, and competed for again, only once the previous broker is known dead
+//!   (DESIGN invariant 6).
 
 use crate::admin::Call;
 use crate::broker::{Broker, BrokerEvent};
@@ -42,64 +45,179 @@ pub struct Inputs {
     pub shutdown: mpsc::Receiver<Shutdown>,
 }
 
-/// What to do once the running broker has exited.
+/// The lock as the keeper reported it held.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    epoch: u64,
+    /// When the last confirming keepalive began; the fence deadline counts from it.
+    last_keepalive: Instant,
+}
+
+/// A broker process with what it has told us.
+#[derive(Debug)]
+struct Child {
+    broker: Broker,
+    stats: Option<BrokerStats>,
+    /// Why it stops, as it said (or as we decided, killing it).
+    reason: Option<String>,
+    /// It said a restart cannot cure its reason to stop.
+    fatal: bool,
+}
+
+/// What a graceful stop leads to once the broker has exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AfterExit {
-    /// Unexpected death: restart in place if the policy allows, else hand over.
-    Recover,
-    /// Fenced: release the lock (the keeper kept it until the broker is dead), compete again.
-    Compete,
+enum AfterStop {
     /// Planned failover: release the lock and hold off.
     HoldOff,
     /// lockd is exiting.
     Exit,
 }
 
-/// A timer of the state machine; at most one runs at a time besides the fence.
+/// What a fence leads to once the killed broker has exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Timer {
-    /// brokerd must report Ready by then.
-    Ready,
-    /// brokerd must have exited by then, or it is killed.
-    Stop,
-    /// The hold-off after a failover ends then.
-    HoldOff,
+enum AfterFence {
+    /// Release the lock (the keeper may have kept it) and compete again.
+    Compete,
+    /// lockd is exiting.
+    Exit,
 }
 
-/// The node's state; owned by [`Node::run`].
+/// The node's state; each variant owns what exists in it.
+#[derive(Debug)]
+enum State {
+    /// Competing for the lock: no lease, no broker.
+    Passive,
+    /// Released after a failover; competing again at `until` or once a peer is active.
+    HoldOff { until: Instant },
+    /// Holding the lock, the broker dead, waiting for the keeper's fresh epoch (Renew).
+    Renewing { lease: Lease },
+    /// A broker started under the lease; it must say Ready by `ready_by` (None once killed
+    /// for missing it).
+    Starting {
+        lease: Lease,
+        child: Child,
+        ready_by: Option<Instant>,
+    },
+    /// The broker serves clients on `listeners`.
+    Active {
+        lease: Lease,
+        child: Child,
+        listeners: Vec<String>,
+    },
+    /// The broker was asked to stop; it is killed at `kill_at` (None once killed).
+    Stopping {
+        lease: Lease,
+        child: Child,
+        kill_at: Option<Instant>,
+        then: AfterStop,
+    },
+    /// The lock can no longer be trusted: the broker was killed, and the lock is released once
+    /// it has exited.
+    Fencing { child: Child, then: AfterFence },
+    /// lockd exits: no broker runs; the lock is released and the node stops.
+    Exiting,
+}
+
+impl State {
+    /// The role `ctl status` and systemd see.
+    fn role(&self) -> Role {
+        match self {
+            State::Passive | State::Fencing { .. } | State::Exiting => Role::Passive,
+            State::HoldOff { .. } => Role::HoldOff,
+            State::Renewing { .. } | State::Starting { .. } => Role::Starting,
+            State::Active { .. } => Role::Active,
+            State::Stopping { .. } => Role::Stopping,
+        }
+    }
+
+    fn lease(&self) -> Option<&Lease> {
+        match self {
+            State::Renewing { lease }
+            | State::Starting { lease, .. }
+            | State::Active { lease, .. }
+            | State::Stopping { lease, .. } => Some(lease),
+            _ => None,
+        }
+    }
+
+    fn lease_mut(&mut self) -> Option<&mut Lease> {
+        match self {
+            State::Renewing { lease }
+            | State::Starting { lease, .. }
+            | State::Active { lease, .. }
+            | State::Stopping { lease, .. } => Some(lease),
+            _ => None,
+        }
+    }
+
+    fn child(&self) -> Option<&Child> {
+        match self {
+            State::Starting { child, .. }
+            | State::Active { child, .. }
+            | State::Stopping { child, .. }
+            | State::Fencing { child, .. } => Some(child),
+            _ => None,
+        }
+    }
+
+    fn child_mut(&mut self) -> Option<&mut Child> {
+        match self {
+            State::Starting { child, .. }
+            | State::Active { child, .. }
+            | State::Stopping { child, .. }
+            | State::Fencing { child, .. } => Some(child),
+            _ => None,
+        }
+    }
+
+    /// When the state's own timer fires (the fence timer aside).
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            State::HoldOff { until } => Some(*until),
+            State::Starting { ready_by, .. } => *ready_by,
+            State::Stopping { kill_at, .. } => *kill_at,
+            _ => None,
+        }
+    }
+
+    /// lockd is shutting down (a signal came).
+    fn exiting(&self) -> bool {
+        matches!(
+            self,
+            State::Exiting
+                | State::Stopping {
+                    then: AfterStop::Exit,
+                    ..
+                }
+                | State::Fencing {
+                    then: AfterFence::Exit,
+                    ..
+                }
+        )
+    }
+}
+
+/// The node's state machine; owned by [`Node::run`].
 pub struct Node {
     settings: Settings,
     broker_command: BrokerCommand,
     keeper: std::sync::mpsc::Sender<Command>,
-    role: Role,
+    state: State,
     since_unix_ms: u64,
     reason: String,
-    /// The epoch we hold (while `holding`) or last held.
+    /// The epoch we hold or last held, for status and the hold-off's "newer holder" test.
     epoch: Option<u64>,
-    holding: bool,
-    last_keepalive: Instant,
-    broker: Option<Broker>,
-    /// What to do when the broker exits; also set while no broker runs. `Exit` once lockd is
-    /// exiting: nothing sets it back (a broker starts, a fence or failover applies, only before).
-    after_exit: AfterExit,
     generation: u64,
-    listeners: Vec<String>,
-    stats: Option<BrokerStats>,
     /// Why this node believes the shared filesystem's locks are broken, once the keeper saw it.
     broken_locks: Option<String>,
-    /// Last reason brokerd gave for stopping.
-    broker_reason: Option<String>,
-    /// brokerd said its reason to stop is one a restart cannot cure.
-    broker_fatal: bool,
     /// Release commands the keeper has not yet confirmed. Until it has, an `Acquired` or
     /// `Heartbeat` may come from a call that was stuck before the release and is stale.
     releases_pending: u32,
     restarts: VecDeque<Instant>,
-    timer: Option<(Instant, Timer)>,
     broker_events: mpsc::Sender<(u64, BrokerEvent)>,
     /// The lock holder as the keeper last read or wrote it.
     holder: watch::Receiver<Option<Holder>>,
-    /// Every node's record, as the keeper last read `nodes/`.
+    /// Every node's record, as the roster last read `nodes/`.
     nodes: watch::Receiver<Vec<NodeRecord>>,
     /// The stale holder last warned about, so the log says it once per holder and epoch.
     stale_warned: Option<(String, u64)>,
@@ -119,23 +237,14 @@ impl Node {
             settings,
             broker_command,
             keeper,
-            role: Role::Passive,
+            state: State::Passive,
             since_unix_ms: shared_proto::unix_ms(),
             reason: "started".into(),
             epoch: None,
-            holding: false,
-            last_keepalive: Instant::now(),
-            broker: None,
-            after_exit: AfterExit::Recover,
             generation: 0,
-            listeners: Vec::new(),
-            stats: None,
             broken_locks: None,
-            broker_reason: None,
-            broker_fatal: false,
             releases_pending: 0,
             restarts: VecDeque::new(),
-            timer: None,
             broker_events,
             holder,
             nodes,
@@ -151,25 +260,21 @@ impl Node {
         mut inputs: Inputs,
         mut broker_events: mpsc::Receiver<(u64, BrokerEvent)>,
     ) -> Result<(), String> {
-        self.keeper_command(Command::Record {
-            role: self.role,
-            epoch: self.epoch,
-            since_unix_ms: self.since_unix_ms,
-            reason: self.reason.clone(),
-        });
+        self.record();
         self.keeper_command(Command::Compete);
         let mut watchdog = tokio::time::interval(self.settings.keepalive);
         loop {
             let fence_at = self
-                .holding
-                .then(|| self.last_keepalive + self.settings.fence_timeout);
-            let timer = self.timer;
+                .state
+                .lease()
+                .map(|lease| lease.last_keepalive + self.settings.fence_timeout);
+            let deadline = self.state.deadline();
             tokio::select! {
                 event = inputs.keeper_events.recv() => match event {
                     Some(event) => self.on_keeper(event),
                     None => {
-                        if let Some(broker) = &self.broker {
-                            broker.kill();
+                        if let Some(child) = self.state.child() {
+                            child.broker.kill();
                         }
                         return Err("the keeper thread died; the lock can no longer be watched".into());
                     }
@@ -183,21 +288,25 @@ impl Node {
                 }
                 () = sleep_until(fence_at) => {
                     // No Release yet: the lock is given back only once the broker is dead
-                    // (`broker_gone`), and the keeper handles it whenever its stuck call returns.
-                    let silent = self.last_keepalive.elapsed();
+                    // (`on_exit`), and the keeper handles it whenever its stuck call returns.
+                    let silent = self
+                        .state
+                        .lease()
+                        .map(|lease| lease.last_keepalive.elapsed())
+                        .unwrap_or_default();
                     self.fence(format!(
                         "keepalive has not completed for {} ms (limit {} ms): the shared filesystem may be stalled",
                         silent.as_millis(),
                         self.settings.fence_timeout.as_millis()
                     ));
                 }
-                () = sleep_until(timer.map(|(at, _)| at)) => self.on_timer(),
+                () = sleep_until(deadline) => self.on_timer(),
                 _ = watchdog.tick() => {
                     notify::watchdog();
                     self.log_stale_holder();
                 }
             }
-            if self.exiting() && self.broker.is_none() {
+            if matches!(self.state, State::Exiting) {
                 self.keeper_command(Command::Release);
                 self.await_release(&mut inputs.keeper_events).await;
                 tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), "lockd stopped");
@@ -233,59 +342,59 @@ impl Node {
         tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), holder_released = released, "lock released");
     }
 
-    /// lockd is shutting down (a signal came).
-    fn exiting(&self) -> bool {
-        self.after_exit == AfterExit::Exit
-    }
-
     fn on_keeper(&mut self, event: KeeperEvent) {
         match event {
-            KeeperEvent::Acquired { epoch } => {
+            KeeperEvent::Acquired { epoch, started } => {
                 if self.releases_pending > 0 {
                     tracing::warn!(node = %self.settings.node, epoch, "ignoring a lock acquisition reported before a pending release");
                     return;
                 }
+                let lease = Lease {
+                    epoch,
+                    last_keepalive: Instant::from_std(started),
+                };
                 // We ask for the lock only while passive (Compete) or restarting (Renew), and
                 // never while a broker runs; anything else is a bug or a stale report. Never
                 // start a second broker. A broker still running holds an older epoch than the
                 // one just claimed: fence it, and release only once it is dead. With none
                 // running, give the lock back at once.
-                let expected = !self.exiting()
-                    && self.broker.is_none()
-                    && (self.role == Role::Passive
-                        || (self.role == Role::Starting && self.holding));
-                if !expected {
-                    if self.broker.is_some() {
+                match self.state {
+                    State::Passive | State::Renewing { .. } => {
+                        self.epoch = Some(epoch);
+                        self.start_broker(lease);
+                    }
+                    State::Starting { .. } | State::Active { .. } | State::Stopping { .. } => {
                         self.fence(format!(
                             "the keeper reported epoch {epoch} claimed while brokerd ran as {}",
-                            self.role
+                            self.state.role()
                         ));
-                    } else {
-                        tracing::warn!(node = %self.settings.node, epoch, role = %self.role, "unexpected lock acquisition; releasing");
-                        self.holding = false;
+                    }
+                    State::Fencing { .. } => {
+                        tracing::warn!(node = %self.settings.node, epoch, "lock acquisition while fencing; released once brokerd has exited");
+                    }
+                    State::HoldOff { .. } | State::Exiting => {
+                        tracing::warn!(node = %self.settings.node, epoch, role = %self.state.role(), "unexpected lock acquisition; releasing");
                         self.keeper_command(Command::Release);
                     }
-                    return;
                 }
-                self.holding = true;
-                self.epoch = Some(epoch);
-                self.last_keepalive = Instant::now();
-                self.start_broker(epoch);
             }
             KeeperEvent::Heartbeat { epoch, started } => {
-                if self.holding && self.releases_pending == 0 && self.epoch == Some(epoch) {
+                if self.releases_pending > 0 {
+                    return;
+                }
+                if let Some(lease) = self.state.lease_mut().filter(|l| l.epoch == epoch) {
                     // The lock was known held when the heartbeat write began, not when the
                     // report, delayed by holder.json's I/O, arrived.
-                    self.last_keepalive = Instant::from_std(started);
-                    if let Some(broker) = &self.broker {
-                        broker.send(ToBroker::Stats);
+                    lease.last_keepalive = Instant::from_std(started);
+                    if let Some(child) = self.state.child() {
+                        child.broker.send(ToBroker::Stats);
                     }
                 }
             }
             KeeperEvent::Lost { epoch, reason } | KeeperEvent::MustFence { epoch, reason } => {
                 // Either way the broker dies now; the lock is released (a no-op after a
                 // certain loss, where the keeper already closed it) once it is dead.
-                if self.holding && self.releases_pending == 0 {
+                if self.state.lease().is_some() && self.releases_pending == 0 {
                     self.fence(reason);
                 } else {
                     tracing::debug!(node = %self.settings.node, epoch, %reason, "loss of a lock already given up");
@@ -298,75 +407,91 @@ impl Node {
         }
     }
 
-    fn start_broker(&mut self, epoch: u64) {
+    fn start_broker(&mut self, lease: Lease) {
         self.generation += 1;
-        self.listeners.clear();
-        self.stats = None;
-        self.broker_reason = None;
-        self.broker_fatal = false;
         match Broker::start(
             &self.broker_command,
-            epoch,
+            lease.epoch,
             self.generation,
             self.settings.broker_liveness_timeout,
             self.broker_events.clone(),
         ) {
             Ok(broker) => {
-                tracing::info!(node = %self.settings.node, epoch, pid = broker.pid, "brokerd started");
-                self.broker = Some(broker);
-                self.after_exit = AfterExit::Recover;
-                self.set_role(Role::Starting, format!("lock acquired with epoch {epoch}"));
-                self.timer = Some((
-                    Instant::now() + self.settings.broker_ready_timeout,
-                    Timer::Ready,
-                ));
+                tracing::info!(node = %self.settings.node, epoch = lease.epoch, pid = broker.pid, "brokerd started");
+                let child = Child {
+                    broker,
+                    stats: None,
+                    reason: None,
+                    fatal: false,
+                };
+                let ready_by = Some(Instant::now() + self.settings.broker_ready_timeout);
+                self.enter(
+                    State::Starting {
+                        lease,
+                        child,
+                        ready_by,
+                    },
+                    format!("lock acquired with epoch {}", lease.epoch),
+                );
             }
             Err(e) => {
-                self.broker_reason = Some(format!(
+                let why = format!(
                     "cannot start {}: {e}",
                     self.broker_command.program.display()
-                ));
-                self.after_exit = AfterExit::Recover;
-                self.broker_gone();
+                );
+                self.recover(lease, why, false);
             }
         }
     }
 
     fn on_broker(&mut self, generation: u64, event: BrokerEvent) {
-        let Some(broker) = self.broker.as_ref().filter(|b| b.generation == generation) else {
+        let Some(child) = self
+            .state
+            .child_mut()
+            .filter(|c| c.broker.generation == generation)
+        else {
             return;
         };
         match event {
             BrokerEvent::Message(FromBroker::Ready { epoch, listeners }) => {
-                if self.role == Role::Starting && self.epoch == Some(epoch) {
-                    self.listeners = listeners;
-                    self.timer = None;
-                    broker.send(ToBroker::Stats);
-                    self.keeper_command(Command::SetState(HolderState::Active));
-                    let reason = format!("brokerd ready on {}", self.listeners.join(", "));
-                    self.set_role(Role::Active, reason);
+                let state = std::mem::replace(&mut self.state, State::Exiting);
+                match state {
+                    State::Starting { lease, child, .. } if lease.epoch == epoch => {
+                        child.broker.send(ToBroker::Stats);
+                        self.keeper_command(Command::SetState(HolderState::Active));
+                        let reason = format!("brokerd ready on {}", listeners.join(", "));
+                        self.enter(
+                            State::Active {
+                                lease,
+                                child,
+                                listeners,
+                            },
+                            reason,
+                        );
+                    }
+                    other => self.state = other,
                 }
             }
-            BrokerEvent::Message(FromBroker::Stats { stats }) => self.stats = Some(stats),
+            BrokerEvent::Message(FromBroker::Stats { stats }) => child.stats = Some(stats),
             BrokerEvent::Message(FromBroker::Stopping { reason, fatal }) => {
                 tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), %reason, fatal, "brokerd stopping");
-                self.broker_reason = Some(reason);
-                self.broker_fatal = fatal;
+                child.reason = Some(reason);
+                child.fatal = fatal;
             }
             // Consumed by the liveness check in broker.rs; never forwarded.
             BrokerEvent::Message(FromBroker::Pong { .. }) => {}
             BrokerEvent::Message(FromBroker::Hello { .. }) => {
-                broker.kill();
-                self.broker_reason = Some("brokerd sent a second hello".into());
+                child.broker.kill();
+                child.reason = Some("brokerd sent a second hello".into());
             }
             BrokerEvent::ChannelClosed { error } => {
                 if let Some(error) = error {
-                    tracing::error!(node = %self.settings.node, pid = broker.pid, %error, "brokerd broke the control protocol; killing it");
-                    self.broker_reason = Some(format!("control protocol error: {error}"));
+                    tracing::error!(node = %self.settings.node, pid = child.broker.pid, %error, "brokerd broke the control protocol; killing it");
+                    child.reason = Some(format!("control protocol error: {error}"));
                 }
                 // A broker without its control channel cannot be stopped gracefully or asked
                 // anything; it also exits by itself on EOF. Make sure.
-                broker.kill();
+                child.broker.kill();
             }
             BrokerEvent::Unresponsive { silent } => {
                 // Already SIGKILLed; its exit follows and is handled like a crash.
@@ -374,141 +499,157 @@ impl Node {
                     "unresponsive for {} ms: a liveness ping went unanswered",
                     silent.as_millis()
                 );
-                tracing::error!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), pid = broker.pid, %reason, "brokerd killed");
-                self.broker_reason = Some(reason);
+                tracing::error!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), pid = child.broker.pid, %reason, "brokerd killed");
+                child.reason = Some(reason);
             }
             BrokerEvent::Exited { status } => {
-                let reason = self.broker_reason.take().unwrap_or_default();
-                tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), pid = broker.pid, %status, %reason, "brokerd exited");
-                self.broker_reason = Some(if reason.is_empty() {
+                let reason = child.reason.take().unwrap_or_default();
+                tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), pid = child.broker.pid, %status, %reason, "brokerd exited");
+                let why = if reason.is_empty() {
                     format!("brokerd exited ({status})")
                 } else {
                     format!("brokerd exited ({status}): {reason}")
-                });
-                self.broker = None;
-                self.listeners.clear();
-                self.stats = None;
-                self.broker_gone();
+                };
+                self.on_exit(why);
             }
         }
     }
 
-    /// The broker is dead: continue as `after_exit` says.
-    fn broker_gone(&mut self) {
-        self.timer = None;
-        let why = self
-            .broker_reason
-            .clone()
-            .unwrap_or_else(|| "brokerd is gone".into());
-        match self.after_exit {
-            AfterExit::Exit => {}
-            AfterExit::Compete => {
+    /// The broker is dead: go on as the state it ran in says.
+    fn on_exit(&mut self, why: String) {
+        match std::mem::replace(&mut self.state, State::Exiting) {
+            State::Starting { lease, child, .. } | State::Active { lease, child, .. } => {
+                self.recover(lease, why, child.fatal)
+            }
+            State::Stopping {
+                then: AfterStop::HoldOff,
+                ..
+            } => self.hold_off(format!("failover: {why}")),
+            State::Fencing {
+                then: AfterFence::Compete,
+                ..
+            } => {
                 // The broker is dead: only now may a lock the keeper kept through a doubtful
                 // keepalive go (DESIGN invariant 6).
+                self.state = State::Passive;
                 self.keeper_command(Command::Release);
                 self.keeper_command(Command::Compete);
             }
-            AfterExit::HoldOff => self.hold_off(format!("failover: {why}")),
-            AfterExit::Recover if !self.holding => {
-                self.set_role(Role::Passive, why);
-                self.keeper_command(Command::Compete);
+            State::Stopping {
+                then: AfterStop::Exit,
+                ..
             }
-            AfterExit::Recover if self.broker_fatal => {
-                self.hold_off(format!(
-                    "{why}; a restart cannot cure that, handing the lock to a peer"
-                ));
+            | State::Fencing {
+                then: AfterFence::Exit,
+                ..
             }
-            AfterExit::Recover => {
-                let now = Instant::now();
-                while self
-                    .restarts
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > self.settings.restart_window)
-                {
-                    self.restarts.pop_front();
-                }
-                if self.restarts.len() < self.settings.max_restarts as usize {
-                    self.restarts.push_back(now);
-                    let reason = format!(
-                        "{why}; restart {} of {} within {} s",
-                        self.restarts.len(),
-                        self.settings.max_restarts,
-                        self.settings.restart_window.as_secs()
-                    );
-                    self.set_role(Role::Starting, reason);
-                    // A fresh epoch: the restarted broker's ids must not repeat the old one's.
-                    self.keeper_command(Command::Renew);
-                } else {
-                    self.restarts.clear();
-                    self.hold_off(format!(
-                        "{why}; {} restarts within {} s, handing the lock to a peer",
-                        self.settings.max_restarts,
-                        self.settings.restart_window.as_secs()
-                    ));
-                }
+            | State::Exiting => {}
+            other @ (State::Passive | State::HoldOff { .. } | State::Renewing { .. }) => {
+                self.state = other
             }
         }
     }
 
-    /// Releases the lock and stays out of the competition for the hold-off.
+    /// An unplanned end of the broker while we hold the lock: restart in place under a fresh
+    /// epoch if the policy allows, else hand the lock to a peer.
+    fn recover(&mut self, lease: Lease, why: String, fatal: bool) {
+        if fatal {
+            self.hold_off(format!(
+                "{why}; a restart cannot cure that, handing the lock to a peer"
+            ));
+            return;
+        }
+        let now = Instant::now();
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.settings.restart_window)
+        {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() < self.settings.max_restarts as usize {
+            self.restarts.push_back(now);
+            let reason = format!(
+                "{why}; restart {} of {} within {} s",
+                self.restarts.len(),
+                self.settings.max_restarts,
+                self.settings.restart_window.as_secs()
+            );
+            self.enter(State::Renewing { lease }, reason);
+            // A fresh epoch: the restarted broker's ids must not repeat the old one's.
+            self.keeper_command(Command::Renew);
+        } else {
+            self.restarts.clear();
+            self.hold_off(format!(
+                "{why}; {} restarts within {} s, handing the lock to a peer",
+                self.settings.max_restarts,
+                self.settings.restart_window.as_secs()
+            ));
+        }
+    }
+
+    /// Releases the lock (no broker runs) and stays out of the competition for the hold-off.
     fn hold_off(&mut self, reason: String) {
-        self.holding = false;
         self.keeper_command(Command::Release);
-        self.set_role(Role::HoldOff, reason);
-        self.timer = Some((
-            Instant::now() + self.settings.failover_hold_off,
-            Timer::HoldOff,
-        ));
+        let until = Instant::now() + self.settings.failover_hold_off;
+        self.enter(State::HoldOff { until }, reason);
     }
 
     /// Kills the broker at once because the lock can no longer be trusted. The lock is released
-    /// only once the broker has exited (`broker_gone`).
+    /// only once the broker has exited (`on_exit`).
     fn fence(&mut self, reason: String) {
-        self.holding = false;
         tracing::error!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), %reason, "fencing: killing brokerd");
-        self.timer = None;
-        match &self.broker {
-            Some(broker) => {
-                broker.kill();
-                if !self.exiting() {
-                    self.after_exit = AfterExit::Compete;
+        let next = match std::mem::replace(&mut self.state, State::Exiting) {
+            State::Starting { child, .. } | State::Active { child, .. } => {
+                child.broker.kill();
+                State::Fencing {
+                    child,
+                    then: AfterFence::Compete,
                 }
             }
-            None => {
+            State::Stopping { child, then, .. } => {
+                child.broker.kill();
+                let then = match then {
+                    AfterStop::Exit => AfterFence::Exit,
+                    AfterStop::HoldOff => AfterFence::Compete,
+                };
+                State::Fencing { child, then }
+            }
+            State::Renewing { .. } => {
                 self.keeper_command(Command::Release);
-                if !self.exiting() {
-                    self.keeper_command(Command::Compete);
-                }
+                self.keeper_command(Command::Compete);
+                State::Passive
             }
-        }
-        self.listeners.clear();
-        self.set_role(Role::Passive, format!("fenced: {reason}"));
+            other => {
+                self.state = other;
+                return;
+            }
+        };
+        self.enter(next, format!("fenced: {reason}"));
     }
 
     fn on_timer(&mut self) {
-        let Some((_, timer)) = self.timer.take() else {
-            return;
-        };
-        match timer {
-            Timer::Ready => {
-                if let Some(broker) = &self.broker {
-                    self.broker_reason = Some(format!(
-                        "not ready within {} ms",
-                        self.settings.broker_ready_timeout.as_millis()
-                    ));
-                    broker.kill();
-                }
+        match &mut self.state {
+            State::Starting {
+                child, ready_by, ..
+            } => {
+                *ready_by = None;
+                child.reason = Some(format!(
+                    "not ready within {} ms",
+                    self.settings.broker_ready_timeout.as_millis()
+                ));
+                child.broker.kill();
             }
-            Timer::Stop => {
-                if let Some(broker) = &self.broker {
-                    tracing::warn!(node = %self.settings.node, pid = broker.pid, "brokerd did not stop within its deadline; killing it");
-                    broker.kill();
-                }
+            State::Stopping { child, kill_at, .. } => {
+                *kill_at = None;
+                tracing::warn!(node = %self.settings.node, pid = child.broker.pid, "brokerd did not stop within its deadline; killing it");
+                child.broker.kill();
             }
-            Timer::HoldOff => {
-                self.set_role(Role::Passive, "hold-off over".into());
+            State::HoldOff { .. } => {
+                self.enter(State::Passive, "hold-off over".into());
                 self.keeper_command(Command::Compete);
             }
+            _ => {}
         }
     }
 
@@ -516,7 +657,7 @@ impl Node {
         // A hold-off ends early once another node is active under a newer epoch: the handover
         // is done. (Until then the idle keeper re-reads holder.json every lock_poll, so this
         // node, and `ctl failover --wait` asking it, see the new holder promptly.)
-        if self.role != Role::HoldOff {
+        if !matches!(self.state, State::HoldOff { .. }) {
             return;
         }
         if let Some(holder) = holder {
@@ -524,9 +665,8 @@ impl Node {
                 && Some(holder.epoch) > self.epoch
                 && holder.state == HolderState::Active
             {
-                self.timer = None;
                 let reason = format!("{} took over with epoch {}", holder.node, holder.epoch);
-                self.set_role(Role::Passive, reason);
+                self.enter(State::Passive, reason);
                 self.keeper_command(Command::Compete);
             }
         }
@@ -544,25 +684,33 @@ impl Node {
     }
 
     fn failover(&mut self, by_uid: u32) -> Response {
-        let (Role::Active, Some(broker), Some(epoch)) = (self.role, &self.broker, self.epoch)
-        else {
-            return Response::Error {
-                code: ErrorCode::WrongRole,
-                message: format!(
-                    "node {} is {}, not active: run `ctl failover` on the active node",
-                    self.settings.node, self.role
-                ),
-            };
+        let (lease, child) = match std::mem::replace(&mut self.state, State::Exiting) {
+            State::Active { lease, child, .. } => (lease, child),
+            other => {
+                let role = other.role();
+                self.state = other;
+                return Response::Error {
+                    code: ErrorCode::WrongRole,
+                    message: format!(
+                        "node {} is {role}, not active: run `ctl failover` on the active node",
+                        self.settings.node
+                    ),
+                };
+            }
         };
         let deadline = self.settings.broker_stop_timeout;
-        broker.send(ToBroker::Stop {
+        child.broker.send(ToBroker::Stop {
             deadline_ms: deadline.as_millis() as u64,
             reason: "failover requested".into(),
         });
-        self.after_exit = AfterExit::HoldOff;
-        self.timer = Some((Instant::now() + deadline, Timer::Stop));
-        self.set_role(
-            Role::Stopping,
+        let epoch = lease.epoch;
+        self.enter(
+            State::Stopping {
+                lease,
+                child,
+                kill_at: Some(Instant::now() + deadline),
+                then: AfterStop::HoldOff,
+            },
             format!("failover requested by uid {by_uid}"),
         );
         Response::FailoverStarted {
@@ -572,22 +720,40 @@ impl Node {
     }
 
     fn on_shutdown(&mut self, shutdown: Shutdown) {
-        let immediate = shutdown == Shutdown::Immediate || self.exiting();
-        self.after_exit = AfterExit::Exit;
-        let Some(broker) = &self.broker else {
-            return;
-        };
-        if immediate {
-            broker.kill();
-            return;
-        }
+        let immediate = shutdown == Shutdown::Immediate || self.state.exiting();
         let deadline = self.settings.broker_stop_timeout;
-        broker.send(ToBroker::Stop {
-            deadline_ms: deadline.as_millis() as u64,
-            reason: "lockd is shutting down".into(),
-        });
-        self.timer = Some((Instant::now() + deadline, Timer::Stop));
-        self.set_role(Role::Stopping, "lockd is shutting down".into());
+        match std::mem::replace(&mut self.state, State::Exiting) {
+            State::Starting { lease, child, .. }
+            | State::Active { lease, child, .. }
+            | State::Stopping { lease, child, .. } => {
+                let kill_at = if immediate {
+                    child.broker.kill();
+                    None
+                } else {
+                    child.broker.send(ToBroker::Stop {
+                        deadline_ms: deadline.as_millis() as u64,
+                        reason: "lockd is shutting down".into(),
+                    });
+                    Some(Instant::now() + deadline)
+                };
+                self.enter(
+                    State::Stopping {
+                        lease,
+                        child,
+                        kill_at,
+                        then: AfterStop::Exit,
+                    },
+                    "lockd is shutting down".into(),
+                );
+            }
+            State::Fencing { child, .. } => {
+                self.state = State::Fencing {
+                    child,
+                    then: AfterFence::Exit,
+                }
+            }
+            State::Passive | State::HoldOff { .. } | State::Renewing { .. } | State::Exiting => {}
+        }
     }
 
     /// Why the holder looks dead, if it does: its heartbeat is older than `stale_holder` (by our
@@ -648,30 +814,41 @@ impl Node {
         let holder = self.holder.borrow();
         Status {
             node: self.settings.node.clone(),
-            role: self.role,
+            role: self.state.role(),
             epoch: self.epoch,
             since_unix_ms: self.since_unix_ms,
             reason: self.reason.clone(),
             lockd_pid: std::process::id(),
-            broker_pid: self.broker.as_ref().map(|b| b.pid),
-            listeners: self.listeners.clone(),
+            broker_pid: self.state.child().map(|c| c.broker.pid),
+            listeners: match &self.state {
+                State::Active { listeners, .. } => listeners.clone(),
+                _ => Vec::new(),
+            },
             restarts: self.restarts.len() as u32,
             shared_dir: self.settings.shared_dir.display().to_string(),
             holder: holder.as_ref().map(|h| h.view(now)),
-            broker: self.stats.clone(),
+            broker: self.state.child().and_then(|c| c.stats.clone()),
             nodes,
             warnings,
         }
     }
 
-    fn set_role(&mut self, role: Role, reason: String) {
-        tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), from = %self.role, to = %role, %reason, "role change");
-        self.role = role;
+    /// Moves to `state` for `reason`: logs the role change and publishes it (systemd, nodes/).
+    fn enter(&mut self, state: State, reason: String) {
+        let from = self.state.role();
+        self.state = state;
+        let role = self.state.role();
+        tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), %from, to = %role, %reason, "role change");
         self.reason = reason;
         self.since_unix_ms = shared_proto::unix_ms();
-        notify::status(self.role, self.epoch, &self.reason);
+        notify::status(role, self.epoch, &self.reason);
+        self.record();
+    }
+
+    /// Has the roster publish this node's role in `nodes/`.
+    fn record(&mut self) {
         self.keeper_command(Command::Record {
-            role,
+            role: self.state.role(),
             epoch: self.epoch,
             since_unix_ms: self.since_unix_ms,
             reason: self.reason.clone(),
@@ -743,7 +920,10 @@ mod tests {
         /// Reports the lock acquired under `epoch`; returns the pid of the broker started.
         async fn acquire(&self, epoch: u64) -> u32 {
             self.keeper_events
-                .send(KeeperEvent::Acquired { epoch })
+                .send(KeeperEvent::Acquired {
+                    epoch,
+                    started: Instant::now().into_std(),
+                })
                 .await
                 .unwrap();
             self.status_when(|s| s.broker_pid.is_some())
@@ -902,7 +1082,10 @@ mod tests {
         assert_eq!(node.commands(), ["Release", "Compete"]);
         // The stuck claim returns: too late, it must not start a broker.
         node.keeper_events
-            .send(KeeperEvent::Acquired { epoch: 2 })
+            .send(KeeperEvent::Acquired {
+                epoch: 2,
+                started: Instant::now().into_std(),
+            })
             .await
             .unwrap();
         node.keeper_events
@@ -910,7 +1093,10 @@ mod tests {
             .await
             .unwrap();
         node.keeper_events
-            .send(KeeperEvent::Acquired { epoch: 3 })
+            .send(KeeperEvent::Acquired {
+                epoch: 3,
+                started: Instant::now().into_std(),
+            })
             .await
             .unwrap();
         let status = node.status_when(|s| s.broker_pid.is_some()).await;
@@ -1003,7 +1189,10 @@ mod tests {
         let broker = node.acquire(1).await;
         assert_eq!(node.commands(), ["Compete"]);
         node.keeper_events
-            .send(KeeperEvent::Acquired { epoch: 2 })
+            .send(KeeperEvent::Acquired {
+                epoch: 2,
+                started: Instant::now().into_std(),
+            })
             .await
             .unwrap();
         let (early, after) = commands_while_the_broker_runs(&node).await;
@@ -1052,6 +1241,33 @@ mod tests {
             gone.elapsed() <= Duration::from_secs(10),
             "{:?}",
             gone.elapsed()
+        );
+    }
+
+    /// Issue 8 item 8, at acquisition: the first fence deadline counts from the claim's first
+    /// heartbeat write, not from the report (which follows holder.json's I/O and the grace).
+    #[tokio::test(start_paused = true)]
+    async fn the_first_fence_deadline_counts_from_the_claims_heartbeat_write() {
+        let node = start();
+        let started = Instant::now() - Duration::from_secs(3);
+        node.keeper_events
+            .send(KeeperEvent::Acquired {
+                epoch: 1,
+                started: started.into_std(),
+            })
+            .await
+            .unwrap();
+        node.status_when(|s| s.broker_pid.is_some()).await;
+        let status = node.status_when(|s| s.role == Role::Passive).await;
+        let since_write = started.elapsed();
+        assert!(
+            since_write >= Duration::from_secs(10) && since_write < Duration::from_millis(10_010),
+            "fenced {since_write:?} after the claim's heartbeat write started (fence_timeout 10 s)"
+        );
+        assert!(
+            status.reason.contains("keepalive has not completed"),
+            "{}",
+            status.reason
         );
     }
 

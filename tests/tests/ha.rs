@@ -529,3 +529,25 @@ fn a_passive_reports_a_holder_whose_heartbeat_stopped() {
     );
     cluster.nodes[active].kill(libc::SIGCONT);
 }
+
+/// Issue 8 item 11: a SIGTERMed lockd exits only once holder.json says released, so a node that
+/// distrusts the locks takes over at once instead of waiting for the heartbeat to go still.
+/// (lockd used to exit right after queueing the release, before the keeper had written it.)
+#[test]
+fn sigterm_exits_only_once_holder_json_says_released() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start_all();
+    let active = cluster.nodes[0].wait_for_role(Role::Active);
+    cluster.nodes[0].kill(libc::SIGTERM);
+    assert_eq!(cluster.nodes[0].wait_exit(), Some(0));
+    let text = std::fs::read(cluster.shared.join("holder.json")).unwrap();
+    let holder: shared_proto::holder::Holder = serde_json::from_slice(&text).unwrap();
+    assert_eq!(
+        (holder.node.as_str(), Some(holder.epoch), holder.state),
+        (
+            cluster.nodes[0].name.as_str(),
+            active.epoch,
+            shared_proto::holder::HolderState::Released
+        )
+    );
+}

@@ -34,6 +34,8 @@ pub(super) struct Held {
     pub(super) since_unix_ms: u64,
     pub(super) state: HolderState,
     pub(super) beats: u64,
+    /// When the last keepalive began its heartbeat write through the locked descriptor.
+    pub(super) beat_started: Instant,
 }
 
 impl Keeper {
@@ -50,7 +52,10 @@ impl Keeper {
         // the lock file at once.
         match self.claim(held.lock, held.since_unix_ms) {
             Ok(held) => {
-                self.report(Event::Acquired { epoch: held.epoch });
+                self.report(Event::Acquired {
+                    epoch: held.epoch,
+                    started: held.beat_started,
+                });
                 Mode::Holding(held)
             }
             Err(reason) => {
@@ -79,6 +84,7 @@ impl Keeper {
             since_unix_ms,
             state: HolderState::Starting,
             beats: 0,
+            beat_started: Instant::now(),
         };
         self.beat(&mut held).map_err(|failure| failure.reason)?;
         if !successor_of_ours {
@@ -124,12 +130,11 @@ impl Keeper {
 
     /// One keepalive while holding: reports a heartbeat, or the failure.
     pub(super) fn keepalive(&mut self, mut held: Held) -> Mode {
-        let started = Instant::now();
         match self.beat(&mut held) {
             Ok(()) => {
                 self.report(Event::Heartbeat {
                     epoch: held.epoch,
-                    started,
+                    started: held.beat_started,
                 });
                 Mode::Holding(held)
             }
@@ -160,6 +165,7 @@ impl Keeper {
     /// in `holder.json`.
     fn beat(&mut self, held: &mut Held) -> Result<(), Failure> {
         held.beats += 1;
+        held.beat_started = Instant::now();
         let now = shared_proto::unix_ms();
         let holder = Holder {
             node: self.config.node.clone(),

@@ -64,6 +64,14 @@ fn competing(layout: &Layout, node: &str) -> Running {
     running
 }
 
+/// The epoch of an `Acquired`, or None for any other event.
+fn acquired(event: Event) -> Option<u64> {
+    match event {
+        Event::Acquired { epoch, .. } => Some(epoch),
+        _ => None,
+    }
+}
+
 fn next(running: &mut Running) -> Event {
     loop {
         let event = running.events.blocking_recv().expect("keeper thread ended");
@@ -78,7 +86,7 @@ fn one_of_two_keepers_holds_and_the_other_takes_over_on_release() {
     let (_dir, layout) = prepared();
     let mut a = start(&layout, "a");
     a.commands.send(Command::Compete).unwrap();
-    assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+    assert_eq!(acquired(next(&mut a)), Some(1));
     let mut b = start(&layout, "b");
     b.commands.send(Command::Compete).unwrap();
     a.commands
@@ -86,11 +94,11 @@ fn one_of_two_keepers_holds_and_the_other_takes_over_on_release() {
         .unwrap();
     a.commands.send(Command::Release).unwrap();
     assert_eq!(next(&mut a), Event::Released);
-    assert_eq!(next(&mut b), Event::Acquired { epoch: 2 });
+    assert_eq!(acquired(next(&mut b)), Some(2));
     let seen = b.holder.borrow().clone().unwrap();
     assert_eq!((seen.node.as_str(), seen.epoch), ("b", 2));
     b.commands.send(Command::Renew).unwrap();
-    assert_eq!(next(&mut b), Event::Acquired { epoch: 3 });
+    assert_eq!(acquired(next(&mut b)), Some(3));
 }
 
 /// Regression: a failing first keepalive used to leave the keeper idle for good.
@@ -112,7 +120,7 @@ fn a_failed_first_keepalive_keeps_competing() {
     );
     std::fs::remove_dir(layout.holder()).unwrap();
     match next(&mut a) {
-        Event::Acquired { epoch } => assert!(epoch >= 3),
+        Event::Acquired { epoch, .. } => assert!(epoch >= 3),
         other => panic!("expected Acquired, got {other:?}"),
     }
 }
@@ -124,7 +132,7 @@ fn a_failed_first_keepalive_keeps_competing() {
 fn a_doubtful_keepalive_failure_keeps_the_lock_until_released() {
     let (_dir, layout) = prepared();
     let mut a = competing(&layout, "a");
-    assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+    assert_eq!(acquired(next(&mut a)), Some(1));
     // The keepalive may rewrite holder.json between the two steps: retry until the
     // directory stands.
     while std::fs::create_dir(layout.holder()).is_err() {
@@ -150,7 +158,7 @@ fn a_doubtful_keepalive_failure_keeps_the_lock_until_released() {
     std::fs::remove_dir(layout.holder()).unwrap();
     a.commands.send(Command::Release).unwrap();
     assert_eq!(next(&mut a), Event::Released);
-    assert_eq!(next(&mut b), Event::Acquired { epoch: 2 });
+    assert_eq!(acquired(next(&mut b)), Some(2));
 }
 
 /// Issue 8 item 10: the takeover grace is the configured one (lengthened at start when the
@@ -159,14 +167,14 @@ fn a_doubtful_keepalive_failure_keeps_the_lock_until_released() {
 fn a_takeover_waits_the_configured_grace() {
     let (_dir, layout) = prepared();
     let mut a = competing(&layout, "a");
-    assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+    assert_eq!(acquired(next(&mut a)), Some(1));
     let grace = Duration::from_millis(400);
     let mut b = start_graced(&layout, "b", Duration::from_millis(200), grace);
     b.commands.send(Command::Compete).unwrap();
     a.commands.send(Command::Release).unwrap();
     assert_eq!(next(&mut a), Event::Released);
     let released = Instant::now();
-    assert_eq!(next(&mut b), Event::Acquired { epoch: 2 });
+    assert_eq!(acquired(next(&mut b)), Some(2));
     assert!(
         released.elapsed() >= grace,
         "took over {:?} after the release, within the {grace:?} grace",
@@ -209,17 +217,37 @@ fn a_fifo_in_nodes_does_not_stall_the_keepalive() {
         })
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let acquired = loop {
+    let first = loop {
         assert!(Instant::now() < deadline, "never acquired the lock");
         match a.events.try_recv() {
             Ok(event) => break event,
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
     };
-    assert_eq!(acquired, Event::Acquired { epoch: 1 });
+    assert_eq!(acquired(first), Some(1));
     // Keepalives every 20 ms: a stalled keeper would send none.
     let beats = heartbeats_within(&mut a, Duration::from_millis(500)).unwrap();
     assert!(beats >= 3, "only {beats} heartbeats in 500 ms");
+}
+
+/// Issue 8 item 8, at acquisition: the claim's first heartbeat write began before the report
+/// (which follows holder.json's I/O and the takeover grace).
+#[test]
+fn an_acquisition_reports_when_its_first_heartbeat_write_started() {
+    let (_dir, layout) = prepared();
+    let asked = Instant::now();
+    let mut a = competing(&layout, "a");
+    match next(&mut a) {
+        Event::Acquired { epoch: 1, started } => {
+            let grace = shared_proto::lock_check::TAKEOVER_GRACE;
+            assert!(started >= asked, "{started:?} before {asked:?}");
+            assert!(
+                started + grace <= Instant::now(),
+                "the grace came after the report"
+            );
+        }
+        other => panic!("expected Acquired, got {other:?}"),
+    }
 }
 
 /// The heartbeat's start precedes the report: the node's fence deadline counts from it.
@@ -227,7 +255,7 @@ fn a_fifo_in_nodes_does_not_stall_the_keepalive() {
 fn a_heartbeat_reports_when_its_write_started() {
     let (_dir, layout) = prepared();
     let mut a = competing(&layout, "a");
-    assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+    assert_eq!(acquired(next(&mut a)), Some(1));
     let asked = Instant::now();
     match a.events.blocking_recv().unwrap() {
         Event::Heartbeat { epoch: 1, started } => {
@@ -242,7 +270,7 @@ fn a_replaced_lock_file_is_noticed_by_the_keepalive() {
     let (_dir, layout) = prepared();
     let mut a = start(&layout, "a");
     a.commands.send(Command::Compete).unwrap();
-    assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+    assert_eq!(acquired(next(&mut a)), Some(1));
     std::fs::remove_file(layout.lock()).unwrap();
     std::fs::write(layout.lock(), "").unwrap();
     match next(&mut a) {
@@ -271,7 +299,7 @@ fn a_claim_under_our_lock_is_recorded_for_all_and_then_only_a_released_holder_is
     // A long fence timeout: a live-looking holder is waited for far beyond this test.
     let mut a = start_with(&layout, "a", Duration::from_secs(60));
     a.commands.send(Command::Compete).unwrap();
-    assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+    assert_eq!(acquired(next(&mut a)), Some(1));
     assert_eq!(shared_dir::claim_epoch(&layout, "b").unwrap(), 2);
     shared_dir::write_holder(&layout, "b", &holder("b", 2, HolderState::Active)).unwrap();
     match next(&mut a) {
@@ -306,7 +334,7 @@ fn a_claim_under_our_lock_is_recorded_for_all_and_then_only_a_released_holder_is
     assert_eq!(next(&mut c), Event::Released);
     // b gives the lock back on purpose: a takes over at once, under a newer epoch.
     shared_dir::write_holder(&layout, "b", &holder("b", 2, HolderState::Released)).unwrap();
-    assert_eq!(next(&mut a), Event::Acquired { epoch: 3 });
+    assert_eq!(acquired(next(&mut a)), Some(3));
 }
 
 #[test]
@@ -314,7 +342,7 @@ fn a_release_marks_holder_json_released() {
     let (_dir, layout) = prepared();
     let mut a = start(&layout, "a");
     a.commands.send(Command::Compete).unwrap();
-    assert_eq!(next(&mut a), Event::Acquired { epoch: 1 });
+    assert_eq!(acquired(next(&mut a)), Some(1));
     a.commands.send(Command::Release).unwrap();
     assert_eq!(next(&mut a), Event::Released);
     let seen = shared_dir::read_holder(&layout).unwrap().unwrap();
@@ -343,5 +371,5 @@ fn a_claim_not_yet_in_holder_json_counts_as_a_live_holder() {
         "took the lock while epoch 2's claimer had not yet published itself"
     );
     shared_dir::write_holder(&layout, "b", &holder("b", 2, HolderState::Released)).unwrap();
-    assert_eq!(next(&mut a), Event::Acquired { epoch: 3 });
+    assert_eq!(acquired(next(&mut a)), Some(3));
 }
