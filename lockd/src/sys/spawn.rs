@@ -409,39 +409,11 @@ pub mod tests {
     /// The lockd stand-in's part: drop CAP_SETGID from this thread (the one that forks), start a
     /// "brokerd" as nobody that would report its groups, and write down what happened.
     fn spawn_without_cap_setgid(report: PathBuf) {
-        #[repr(C)]
-        struct Header {
-            version: u32,
-            pid: i32,
-        }
-        #[repr(C)]
-        #[derive(Clone, Copy, Default)]
-        struct Data {
-            effective: u32,
-            permitted: u32,
-            inheritable: u32,
-        }
-        const VERSION_3: u32 = 0x2008_0522;
-        const CAP_SETGID: u32 = 6;
-        let mut header = Header {
-            version: VERSION_3,
-            pid: 0,
-        };
-        let mut data = [Data::default(); 2];
-        // SAFETY: capget/capset with a version-3 header and the two data words it expects;
-        // both outlive the calls. They change this thread's capabilities only.
-        unsafe {
-            assert_eq!(
-                libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
-                0
-            );
-            data[0].effective &= !(1 << CAP_SETGID);
-            data[0].permitted &= !(1 << CAP_SETGID);
-            assert_eq!(
-                libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
-                0
-            );
-        }
+        use crate::sys::users::{capabilities, set_capabilities, CAP_SETGID};
+        let mut data = capabilities().unwrap();
+        data[0].effective &= !(1 << CAP_SETGID);
+        data[0].permitted &= !(1 << CAP_SETGID);
+        set_capabilities(&data).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

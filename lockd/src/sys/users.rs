@@ -101,36 +101,72 @@ unsafe fn restore_back(euid: Uid, egid: Gid, groups: &[Gid]) {
     }
 }
 
-/// The capabilities a lockd that is not root needs to run brokerd as another user and to kill
-/// it (DESIGN: root, or a user with CAP_SETUID/CAP_SETGID/CAP_KILL): the names of those missing
-/// from our effective set, as the kernel reports it (capget), not guessed from the uid.
-pub fn missing_broker_capabilities() -> std::io::Result<Vec<&'static str>> {
-    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut header = Header {
+/// The capability sets of the calling thread, as capget(2) version 3 reports them: two words
+/// of each set (capabilities 0-31, then 32-63).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CapData {
+    pub effective: u32,
+    pub permitted: u32,
+    pub inheritable: u32,
+}
+
+/// capget(2)/capset(2)'s header.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Bit numbers from linux/capability.h (the libc crate does not name them).
+pub const CAP_KILL: u32 = 5;
+pub const CAP_SETGID: u32 = 6;
+pub const CAP_SETUID: u32 = 7;
+
+/// This thread's capabilities (capget).
+pub fn capabilities() -> std::io::Result<[CapData; 2]> {
+    let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let mut data = [Data::default(); 2];
-    // SAFETY: capget(2) with a version-3 header (pid 0: this thread) writes two Data structs,
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget(2) with a version-3 header (pid 0: this thread) writes two CapData structs,
     // which `data` provides; both outlive the call.
     let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // Bit numbers from linux/capability.h (the libc crate does not name them).
-    let needed: [(u32, &str); 3] = [(7, "CAP_SETUID"), (6, "CAP_SETGID"), (5, "CAP_KILL")];
+    Ok(data)
+}
+
+/// Sets this thread's capabilities (capset); tests use it to take one away.
+#[cfg(test)]
+pub fn set_capabilities(data: &[CapData; 2]) -> std::io::Result<()> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset(2) with a version-3 header and the two CapData structs it reads; both
+    // outlive the call. It changes this thread's capabilities only.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The capabilities a lockd that is not root needs to run brokerd as another user and to kill
+/// it (DESIGN: root, or a user with CAP_SETUID/CAP_SETGID/CAP_KILL): the names of those missing
+/// from our effective set, as the kernel reports it (capget), not guessed from the uid.
+pub fn missing_broker_capabilities() -> std::io::Result<Vec<&'static str>> {
+    let data = capabilities()?;
+    let needed = [
+        (CAP_SETUID, "CAP_SETUID"),
+        (CAP_SETGID, "CAP_SETGID"),
+        (CAP_KILL, "CAP_KILL"),
+    ];
     Ok(needed
         .into_iter()
         .filter(|(cap, _)| data[0].effective & (1 << cap) == 0)
