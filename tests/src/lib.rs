@@ -62,6 +62,12 @@ pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
+/// Panics unless the tests run as root: the first line of every test `#[ignore]`d for needing
+/// root, so that running it where it cannot run is a failure, never a pass.
+pub fn require_root(why: &str) {
+    assert!(is_root(), "this test cannot run here: it needs root {why}");
+}
+
 /// A port on 127.0.0.1 that was free a moment ago, for a node's STOMP listener, which must be
 /// known before the node is active (clients list every node's port).
 ///
