@@ -5,9 +5,11 @@
 //! they are found beside the running test binary's target directory. Every process a [`Cluster`]
 //! starts is SIGKILLed when it is dropped, and a failing test prints every node's log.
 
+pub mod accept;
 pub mod bindfs;
 pub mod powercut;
 
+use accept::AcceptProber;
 use anyhow::{bail, Context};
 use shared_proto::admin::{Role, Status};
 use std::fs;
@@ -95,6 +97,9 @@ pub struct Cluster {
     pub root: PathBuf,
     pub shared: PathBuf,
     pub nodes: Vec<Node>,
+    /// The "one active" oracle, probing every node's port for the cluster's whole life; checked
+    /// by [`Cluster::wait_for_one_active`] and when the cluster is dropped.
+    pub accepts: AcceptProber,
 }
 
 /// One node: its config, socket, STOMP port and, while running, its lockd process.
@@ -156,12 +161,15 @@ impl Cluster {
                     child: None,
                 }
             })
-            .collect();
+            .collect::<Vec<Node>>();
+        let addrs: Vec<(String, SocketAddr)> =
+            nodes.iter().map(|n| (n.name.clone(), n.addr())).collect();
         Cluster {
             _dir: dir,
             root,
             shared,
             nodes,
+            accepts: AcceptProber::start(&addrs),
         }
     }
 
@@ -173,7 +181,7 @@ impl Cluster {
     }
 
     /// Waits until exactly one node is active and every other started node passive; returns
-    /// the active node's index.
+    /// the active node's index. Panics if two brokers' accept windows overlapped so far.
     pub fn wait_for_one_active(&self) -> usize {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -197,10 +205,10 @@ impl Cluster {
                 .iter()
                 .zip(&self.nodes)
                 .all(|(r, n)| n.child.is_none() || matches!(r, Some(Role::Active | Role::Passive)));
+            self.accepts.assert_one_active();
             if active.len() == 1 && settled {
                 return active[0];
             }
-            assert!(active.len() <= 1, "two active nodes at once: {roles:?}");
             if Instant::now() > deadline {
                 panic!("no single active node within {WAIT:?}: roles {roles:?}");
             }
@@ -243,6 +251,10 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
+        } else if !self.accepts.overlaps().is_empty() {
+            // Every test on a cluster checks invariant 1, whatever else it checks.
+            eprintln!("{}", self.logs());
+            self.accepts.assert_one_active();
         }
     }
 }
