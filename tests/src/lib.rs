@@ -8,6 +8,7 @@
 pub mod accept;
 pub mod bindfs;
 pub mod powercut;
+pub mod soak;
 
 use accept::AcceptProber;
 use anyhow::{bail, Context};
