@@ -100,9 +100,12 @@ pub fn inject(
             }
         }
     }
+    let paused = match fault {
+        Fault::KillBrokerd | Fault::Failover => String::new(),
+        _ => format!(", {} ms until undone", pause.as_millis()),
+    };
     format!(
-        "{fault:?} on {name} (broker {broker:?}, lockd {lockd:?}, pause {} ms, role was {:?})",
-        pause.as_millis(),
+        "{fault:?} on {name} (broker {broker:?}, lockd {lockd:?}, role was {:?}{paused})",
         status.map(|s| s.role).unwrap_or(Role::Passive)
     )
 }

@@ -48,13 +48,15 @@ pub struct Verdict {
     pub duplicated: usize,
     /// Duplicates neither flagged redelivered nor resent by the client.
     pub unexplained: Vec<Key>,
-    /// Delivered again by the broker (same epoch) that had been sent the ack of an earlier
-    /// delivery: an acknowledged message came back.
+    /// A message (by message-id) delivered again by the broker (same epoch) that had been sent
+    /// the ack of an earlier delivery of it: an acknowledged message came back.
     pub acked_then_redelivered: Vec<Key>,
     /// First deliveries out of their producer's order (not redeliveries, not resends).
     pub out_of_order: Vec<Key>,
     /// Receipted COMMITs with a SEND never delivered.
     pub partial_commits: usize,
+    /// Every delivery of each key named in a violation above (the first ten), for the report.
+    pub evidence: Vec<String>,
 }
 
 impl Verdict {
@@ -79,8 +81,9 @@ impl History {
         let mut delivered = BTreeSet::new();
         for deliveries in self.deliveries.values() {
             let mut seen: BTreeMap<Key, usize> = BTreeMap::new();
-            // Keys acked, with the epoch of the broker whose delivery was acked.
-            let mut acked: BTreeSet<(Key, u64)> = BTreeSet::new();
+            // Messages (by message-id: a producer's resend is another message) acked, with
+            // the epoch of the broker whose delivery was acked.
+            let mut acked: BTreeSet<(&str, u64)> = BTreeSet::new();
             let mut last_first: Option<u64> = None;
             for d in deliveries {
                 verdict.received += 1;
@@ -102,16 +105,40 @@ impl History {
                 // it, the message must not come from that broker again. (A later broker may
                 // redeliver it if the ack was lost with the connection.)
                 if let Some(epoch) = d.broker_epoch {
-                    if acked.contains(&(d.key, epoch)) {
+                    if acked.contains(&(d.message_id.as_str(), epoch)) {
                         verdict.acked_then_redelivered.push(d.key);
                     }
                     if d.acked {
-                        acked.insert((d.key, epoch));
+                        acked.insert((d.message_id.as_str(), epoch));
                     }
                 }
             }
         }
         verdict.lost = self.receipted.difference(&delivered).copied().collect();
+        let named = verdict
+            .unexplained
+            .iter()
+            .chain(&verdict.acked_then_redelivered)
+            .chain(&verdict.out_of_order)
+            .take(10);
+        for key in named {
+            let of_key: Vec<String> = self
+                .deliveries
+                .values()
+                .flatten()
+                .filter(|d| d.key == *key)
+                .map(|d| {
+                    format!(
+                        "{} by epoch {:?}{}{}",
+                        d.message_id,
+                        d.broker_epoch,
+                        if d.redelivered { ", redelivered" } else { "" },
+                        if d.acked { ", acked" } else { "" }
+                    )
+                })
+                .collect();
+            verdict.evidence.push(format!("{key:?}: {of_key:?}"));
+        }
         verdict.partial_commits = self
             .commits
             .iter()
@@ -150,6 +177,13 @@ mod tests {
             ],
         );
         h.deliveries.get_mut(&0).unwrap()[1].acked = false;
+        assert!(h.check().passed(), "{:?}", h.check());
+
+        // The producer's resend of (0, 2) is another message: delivered after the ack, fine.
+        h.maybe_resent.insert((0, 2));
+        let mut resend = delivery((0, 2), false, 1);
+        resend.message_id = "resent".into();
+        h.deliveries.get_mut(&0).unwrap().push(resend);
         assert!(h.check().passed(), "{:?}", h.check());
 
         h.receipted.insert((0, 3));

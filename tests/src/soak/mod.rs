@@ -116,6 +116,9 @@ impl Report {
         if !v.out_of_order.is_empty() {
             text.push_str(&format!("out of order: {:?}\n", first(&v.out_of_order)));
         }
+        for line in &v.evidence {
+            text.push_str(&format!("deliveries of {line}\n"));
+        }
         if !self.overlaps.is_empty() {
             text.push_str(&format!("overlapping windows: {:#?}\n", self.overlaps));
         }
