@@ -74,8 +74,9 @@ pub async fn produce(url: String, p: usize, history: Arc<Mutex<History>>, stop: 
         // A steady trickle, not a benchmark: faults, not load, are the point.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // Bounded: a receipt still missing after WAIT leaves its message unreceipted.
     for receipt in receipts {
-        let _ = receipt.await;
+        let _ = tokio::time::timeout(crate::WAIT, receipt).await;
     }
     let _ = tokio::time::timeout(crate::WAIT, client.disconnect()).await;
 }
@@ -134,9 +135,19 @@ pub async fn produce_in_transactions(
     let _ = tokio::time::timeout(crate::WAIT, client.disconnect()).await;
 }
 
+/// How long a consumer goes on, once every producer finished, for receipted messages it has
+/// not received yet (a failover may still be under way); those it never gets are lost.
+const DRAIN: Duration = Duration::from_secs(60);
+
 /// Receives from producer `p`'s queue (client-individual acks), recording each delivery before
-/// acking it, until `stop` and then until a quiet second passes.
-pub async fn consume(url: String, p: usize, history: Arc<Mutex<History>>, stop: Arc<AtomicBool>) {
+/// acking it, until every producer finished (`produced`) and every receipted message of the
+/// queue arrived, or [`DRAIN`] passed since.
+pub async fn consume(
+    url: String,
+    p: usize,
+    history: Arc<Mutex<History>>,
+    produced: Arc<AtomicBool>,
+) {
     let client = Client::connect(&url, options())
         .await
         .expect("a consumer connects");
@@ -144,12 +155,9 @@ pub async fn consume(url: String, p: usize, history: Arc<Mutex<History>>, stop: 
         .subscribe(&queue(p), AckMode::ClientIndividual, &[])
         .await
         .expect("a consumer subscribes");
+    let mut drain_until = None;
     loop {
-        let wait = if stop.load(SeqCst) {
-            Duration::from_secs(3)
-        } else {
-            Duration::from_millis(200)
-        };
+        let wait = Duration::from_millis(200);
         match tokio::time::timeout(wait, sub.next()).await {
             Ok(Some(message)) => {
                 let number = |name: &str| -> u64 {
@@ -182,10 +190,28 @@ pub async fn consume(url: String, p: usize, history: Arc<Mutex<History>>, stop: 
                 }
             }
             Ok(None) => panic!("consumer {p}: the client closed: {:?}", client.stats()),
-            Err(_) if stop.load(SeqCst) => break,
+            Err(_) if produced.load(SeqCst) => {
+                let until = *drain_until.get_or_insert_with(|| std::time::Instant::now() + DRAIN);
+                if all_received(&lock(&history), p) || std::time::Instant::now() > until {
+                    break;
+                }
+            }
             Err(_) => {}
         }
     }
     drop(sub);
     let _ = tokio::time::timeout(crate::WAIT, client.disconnect()).await;
+}
+
+/// Whether every receipted message of producer `p` was delivered to its consumer.
+fn all_received(h: &History, p: usize) -> bool {
+    let delivered: std::collections::BTreeSet<Key> = h
+        .deliveries
+        .get(&p)
+        .map(|d| d.iter().map(|d| d.key).collect())
+        .unwrap_or_default();
+    h.receipted
+        .iter()
+        .filter(|k| k.0 == p)
+        .all(|k| delivered.contains(k))
 }

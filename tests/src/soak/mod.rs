@@ -182,19 +182,29 @@ pub fn run(config: &Config) -> Report {
                 .build()
                 .expect("a tokio runtime");
             runtime.block_on(async move {
-                let mut tasks = Vec::new();
+                let produced = Arc::new(AtomicBool::new(false));
+                let (mut producing, mut consuming) = (Vec::new(), Vec::new());
                 for p in 0..=producers {
+                    let (u, h) = (url.clone(), Arc::clone(&history));
+                    consuming.push(tokio::spawn(clients::consume(
+                        u,
+                        p,
+                        h,
+                        Arc::clone(&produced),
+                    )));
                     let (u, h, s) = (url.clone(), Arc::clone(&history), Arc::clone(&stop));
-                    tasks.push(tokio::spawn(clients::consume(u, p, h, s)));
-                    let (u, h, s) = (url.clone(), Arc::clone(&history), Arc::clone(&stop));
-                    tasks.push(if p == producers {
+                    producing.push(if p == producers {
                         tokio::spawn(clients::produce_in_transactions(u, p, h, s))
                     } else {
                         tokio::spawn(clients::produce(u, p, h, s))
                     });
                 }
-                for task in tasks {
-                    task.await.expect("a client task");
+                for task in producing {
+                    task.await.expect("a producer task");
+                }
+                produced.store(true, SeqCst);
+                for task in consuming {
+                    task.await.expect("a consumer task");
                 }
             })
         })
