@@ -166,36 +166,29 @@ fn session_epoch(frame: &str) -> Option<u64> {
 
 /// The accept windows of `accepts`, one per (node, epoch), by first accept.
 fn windows(accepts: &[Accept], names: &[String]) -> Vec<AcceptWindow> {
-    let mut windows: Vec<(usize, AcceptWindow)> = Vec::new();
+    let mut by_broker: std::collections::BTreeMap<(usize, u64), AcceptWindow> =
+        std::collections::BTreeMap::new();
     for a in accepts {
-        match windows
-            .iter_mut()
-            .find(|(node, w)| *node == a.node && w.epoch == a.epoch)
-        {
-            Some((_, w)) => {
-                if a.sent < w.first_sent {
-                    (w.first_sent, w.first_answered) = (a.sent, a.answered);
-                }
-                if a.sent > w.last_sent {
-                    (w.last_sent, w.last_answered) = (a.sent, a.answered);
-                }
-                w.accepts += 1;
-            }
-            None => windows.push((
-                a.node,
-                AcceptWindow {
-                    node: names[a.node].clone(),
-                    epoch: a.epoch,
-                    first_sent: a.sent,
-                    first_answered: a.answered,
-                    last_sent: a.sent,
-                    last_answered: a.answered,
-                    accepts: 1,
-                },
-            )),
+        let w = by_broker
+            .entry((a.node, a.epoch))
+            .or_insert_with(|| AcceptWindow {
+                node: names[a.node].clone(),
+                epoch: a.epoch,
+                first_sent: a.sent,
+                first_answered: a.answered,
+                last_sent: a.sent,
+                last_answered: a.answered,
+                accepts: 0,
+            });
+        if a.sent < w.first_sent {
+            (w.first_sent, w.first_answered) = (a.sent, a.answered);
         }
+        if a.sent > w.last_sent {
+            (w.last_sent, w.last_answered) = (a.sent, a.answered);
+        }
+        w.accepts += 1;
     }
-    let mut windows: Vec<AcceptWindow> = windows.into_iter().map(|(_, w)| w).collect();
+    let mut windows: Vec<AcceptWindow> = by_broker.into_values().collect();
     windows.sort_by_key(|w| w.first_sent);
     windows
 }
