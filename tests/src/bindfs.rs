@@ -3,31 +3,22 @@
 //! (the OCFS2 trap, on one host), and a FUSE daemon that can be SIGSTOPped to hang every
 //! syscall on its mount (a stalled cluster filesystem).
 //!
-//! FUSE needs root here (/dev/fuse is root-only); `tests/run-all.sh` installs Debian's bindfs.
+//! FUSE needs root here (/dev/fuse is root-only), so the tests that mount bindfs are
+//! `#[ignore]`d (an ignored test counts as skipped, never as passed); `tests/run-all.sh` installs Debian's bindfs and runs them as
+//! root.
 
 use crate::{is_root, wait_until, Cluster};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// Set (by `tests/run-all.sh` when it runs as root) to make a missing root or FUSE an error
-/// instead of a skip, so the suite cannot pass without running these tests.
-pub const REQUIRE_ENV: &str = "HA_TESTS_REQUIRE_BINDFS";
-
-/// Whether these tests can run: root, /dev/fuse and bindfs. Without root or FUSE they cannot,
-/// and say so (or fail, under [`REQUIRE_ENV`]); as root a missing bindfs is an error with what to
-/// do.
-pub fn available() -> bool {
-    let required = std::env::var_os(REQUIRE_ENV).is_some();
-    let skip = |why: &str| {
-        assert!(!required, "{why}, and {REQUIRE_ENV} is set");
-        eprintln!("skipped: {why}");
-        false
-    };
+/// Why bindfs mounts cannot be made here, if they cannot: they need root, /dev/fuse and bindfs.
+/// A test asked to run anyway (`--ignored`) fails with this reason rather than passing unrun.
+pub fn unavailable() -> Option<String> {
     if !is_root() {
-        return skip("bindfs mounts need root (/dev/fuse)");
+        return Some("bindfs mounts need root (/dev/fuse)".into());
     }
     if !Path::new("/dev/fuse").exists() {
-        return skip("this machine has no /dev/fuse (no FUSE in its kernel)");
+        return Some("this machine has no /dev/fuse (no FUSE in its kernel)".into());
     }
     let found = Command::new("bindfs")
         .arg("--version")
@@ -35,11 +26,15 @@ pub fn available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "bindfs is not installed: apt-get install bindfs (tests/run-all.sh does it)"
-    );
-    true
+    (!found).then(|| "bindfs is not installed: apt-get install bindfs".into())
+}
+
+/// Panics with what is missing unless bindfs mounts can be made: the first line of every
+/// (ignored) bindfs test, so that running it where it cannot run is a failure.
+pub fn require() {
+    if let Some(why) = unavailable() {
+        panic!("this test cannot run here: {why}");
+    }
 }
 
 /// A bindfs mount of `source` on `target`, run in the foreground so its daemon's pid is known;

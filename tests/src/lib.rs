@@ -5,9 +5,12 @@
 //! they are found beside the running test binary's target directory. Every process a [`Cluster`]
 //! starts is SIGKILLed when it is dropped, and a failing test prints every node's log.
 
+pub mod accept;
 pub mod bindfs;
 pub mod powercut;
+pub mod soak;
 
+use accept::AcceptProber;
 use anyhow::{bail, Context};
 use shared_proto::admin::{Role, Status};
 use std::fs;
@@ -62,6 +65,12 @@ pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
+/// Panics unless the tests run as root: the first line of every test `#[ignore]`d for needing
+/// root, so that running it where it cannot run is a failure, never a pass.
+pub fn require_root(why: &str) {
+    assert!(is_root(), "this test cannot run here: it needs root {why}");
+}
+
 /// A port on 127.0.0.1 that was free a moment ago, for a node's STOMP listener, which must be
 /// known before the node is active (clients list every node's port).
 ///
@@ -89,6 +98,9 @@ pub struct Cluster {
     pub root: PathBuf,
     pub shared: PathBuf,
     pub nodes: Vec<Node>,
+    /// The "one active" oracle, probing every node's port for the cluster's whole life; checked
+    /// by [`Cluster::wait_for_one_active`] and when the cluster is dropped.
+    pub accepts: AcceptProber,
 }
 
 /// One node: its config, socket, STOMP port and, while running, its lockd process.
@@ -150,12 +162,15 @@ impl Cluster {
                     child: None,
                 }
             })
-            .collect();
+            .collect::<Vec<Node>>();
+        let addrs: Vec<(String, SocketAddr)> =
+            nodes.iter().map(|n| (n.name.clone(), n.addr())).collect();
         Cluster {
             _dir: dir,
             root,
             shared,
             nodes,
+            accepts: AcceptProber::start(&addrs),
         }
     }
 
@@ -167,7 +182,7 @@ impl Cluster {
     }
 
     /// Waits until exactly one node is active and every other started node passive; returns
-    /// the active node's index.
+    /// the active node's index. Panics if two brokers' accept windows overlapped so far.
     pub fn wait_for_one_active(&self) -> usize {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -191,10 +206,10 @@ impl Cluster {
                 .iter()
                 .zip(&self.nodes)
                 .all(|(r, n)| n.child.is_none() || matches!(r, Some(Role::Active | Role::Passive)));
+            self.accepts.assert_one_active();
             if active.len() == 1 && settled {
                 return active[0];
             }
-            assert!(active.len() <= 1, "two active nodes at once: {roles:?}");
             if Instant::now() > deadline {
                 panic!("no single active node within {WAIT:?}: roles {roles:?}");
             }
@@ -237,6 +252,10 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
+        } else if !self.accepts.overlaps().is_empty() {
+            // Every test on a cluster checks invariant 1, whatever else it checks.
+            eprintln!("{}", self.logs());
+            self.accepts.assert_one_active();
         }
     }
 }

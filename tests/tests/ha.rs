@@ -264,11 +264,9 @@ fn a_holder_json_naming_another_node_fences_the_active() {
 }
 
 #[test]
+#[ignore = "needs root to run ctl as another uid; tests/run-all.sh runs it as root"]
 fn a_non_admin_may_read_status_but_not_fail_over() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run ctl as another uid");
-        return;
-    }
+    require_root("to run ctl as another uid");
     // Debian's `users` group (gid 100) stands for the admin group.
     let (cluster, active) = three_nodes("socket_mode = \"0666\"\nadmin_group = \"users\"\n");
     let node = &cluster.nodes[active];
@@ -441,11 +439,9 @@ fn broken_settings_are_refused_with_what_to_fix() {
 }
 
 #[test]
+#[ignore = "needs root for a read-only bind mount; tests/run-all.sh runs it as root"]
 fn a_read_only_shared_directory_is_refused_with_what_to_fix() {
-    if !is_root() {
-        eprintln!("skipped: needs root for a read-only bind mount");
-        return;
-    }
+    require_root("for a read-only bind mount");
     let cluster = Cluster::new(1, "");
     let ro = cluster.root.join("ro");
     std::fs::create_dir(&ro).unwrap();

@@ -3,8 +3,9 @@
 //! lock works again), and a FUSE daemon stopped under the active node (every syscall on its
 //! shared directory hangs).
 //!
-//! Needs root and bindfs (tests/run-all.sh installs it). Nothing here measures speed: the
-//! fencing benchmark (`fencing-bench`) prints the figures.
+//! Needs root and bindfs, so every test here is `#[ignore]`d: tests/run-all.sh installs bindfs
+//! and runs them as root. Nothing here measures speed: the fencing benchmark
+//! (`fencing-bench`) prints the figures.
 
 use ha_tests::bindfs::{self, two_nodes_on_two_mounts, BindMount};
 use ha_tests::*;
@@ -99,10 +100,9 @@ fn consume_all(addr: SocketAddr, queue: &str, expected: &BTreeSet<u64>) {
 }
 
 #[test]
+#[ignore = "needs root, /dev/fuse and bindfs; tests/run-all.sh runs it as root"]
 fn check_lock_fails_loudly_on_mounts_that_do_not_share_locks_and_passes_with_forwarding() {
-    if !bindfs::available() {
-        return;
-    }
+    bindfs::require();
     let dir = tempfile::tempdir().unwrap();
     let shared = dir.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
@@ -135,10 +135,9 @@ fn check_lock_fails_loudly_on_mounts_that_do_not_share_locks_and_passes_with_for
 }
 
 #[test]
+#[ignore = "needs root, /dev/fuse and bindfs; tests/run-all.sh runs it as root"]
 fn on_broken_locks_the_stale_broker_dies_stops_writing_and_only_one_node_serves() {
-    if !bindfs::available() {
-        return;
-    }
+    bindfs::require();
     let (mut cluster, _mounts) = two_nodes_on_two_mounts(false, "fence_timeout_ms = 2000\n");
     cluster.nodes[0].start();
     let first = cluster.nodes[0].wait_for_role(Role::Active);
@@ -209,10 +208,9 @@ fn on_broken_locks_the_stale_broker_dies_stops_writing_and_only_one_node_serves(
 }
 
 #[test]
+#[ignore = "needs root, /dev/fuse and bindfs; tests/run-all.sh runs it as root"]
 fn with_lock_forwarding_two_mounts_have_exactly_one_active() {
-    if !bindfs::available() {
-        return;
-    }
+    bindfs::require();
     let (mut cluster, _mounts) = two_nodes_on_two_mounts(true, "");
     cluster.start_all();
     let active = cluster.wait_for_one_active();
@@ -224,10 +222,9 @@ fn with_lock_forwarding_two_mounts_have_exactly_one_active() {
 }
 
 #[test]
+#[ignore = "needs root, /dev/fuse and bindfs; tests/run-all.sh runs it as root"]
 fn a_stalled_filesystem_fences_the_broker_and_the_node_comes_back_passive() {
-    if !bindfs::available() {
-        return;
-    }
+    bindfs::require();
     let (mut cluster, mounts) = two_nodes_on_two_mounts(true, "fence_timeout_ms = 2000\n");
     cluster.nodes[0].start();
     let before = cluster.nodes[0].wait_for_role(Role::Active);

@@ -78,8 +78,8 @@ fn stall_round() -> f64 {
 
 fn main() {
     let options = BenchOptions::parse_or_exit("fencing-bench", 5, ["broken", "stall"]);
-    if !bindfs::available() {
-        eprintln!("fencing-bench: needs root and bindfs");
+    if let Some(why) = bindfs::unavailable() {
+        eprintln!("fencing-bench: cannot run here: {why}");
         std::process::exit(2);
     }
     let mut results = serde_json::Map::new();
