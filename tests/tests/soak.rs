@@ -1,5 +1,5 @@
-//! The chaos soak's CI configuration: a fixed seed, the faults the current code survives
-//! (`Fault::CI`), a bounded run. `soak --all-faults --seconds N` runs longer (tests/SOAK.md).
+//! The chaos soak's CI configuration: a fixed seed, every fault (the filesystem stall only as
+//! root, on bindfs), a bounded run. `soak --seconds N` runs longer (tests/SOAK.md).
 
 use ha_tests::soak::{self, fault::Fault, Config};
 use std::time::Duration;
@@ -10,7 +10,7 @@ fn a_short_fixed_seed_soak_loses_nothing_and_never_has_two_brokers() {
         seed: 8,
         duration: Duration::from_secs(75),
         max_faults: 40,
-        faults: Fault::CI.to_vec(),
+        faults: Fault::ALL.to_vec(),
         producers: 2,
     });
     eprintln!("{}", report.summary());

@@ -1,6 +1,5 @@
-//! The chaos soak (tests/SOAK.md): `soak [--seed N] [--seconds S] [--faults N] [--all-faults]
-//! [--producers N]`. Prints the figures and the verdict; exits 1 if a promise was broken, 2 on a
-//! bad command line. Needs the workspace's binaries built (`cargo build --workspace --bins`).
+//! The chaos soak (tests/SOAK.md): `soak [--seed N] [--seconds S] [--faults N] [--producers N]`.
+//! Prints the figures and the verdict; exits 1 if a promise was broken, 2 on a bad command line. Needs the workspace's binaries built (`cargo build --workspace --bins`).
 
 use ha_tests::soak::{self, fault::Fault, Config};
 use std::time::Duration;
@@ -10,10 +9,10 @@ fn parse() -> Result<Config, String> {
         seed: 1,
         duration: Duration::from_secs(600),
         max_faults: usize::MAX,
-        faults: Fault::CI.to_vec(),
+        faults: Fault::ALL.to_vec(),
         producers: 2,
     };
-    let usage = "usage: soak [--seed N] [--seconds S] [--faults N] [--all-faults] [--producers N]";
+    let usage = "usage: soak [--seed N] [--seconds S] [--faults N] [--producers N]";
     let mut args = std::env::args().skip(1);
     let number = |arg: Option<String>, what: &str| -> Result<u64, String> {
         arg.and_then(|n| n.parse().ok())
@@ -25,7 +24,6 @@ fn parse() -> Result<Config, String> {
             "--seconds" => config.duration = Duration::from_secs(number(args.next(), "--seconds")?),
             "--faults" => config.max_faults = number(args.next(), "--faults")? as usize,
             "--producers" => config.producers = number(args.next(), "--producers")? as usize,
-            "--all-faults" => config.faults = Fault::ALL.to_vec(),
             "-h" | "--help" => return Err(usage.into()),
             other => return Err(format!("unknown argument {other:?}; {usage}")),
         }

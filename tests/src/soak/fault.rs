@@ -37,17 +37,6 @@ impl Fault {
         Fault::Failover,
         Fault::StallFs,
     ];
-
-    /// The faults the current code survives, for CI. Left out until their fixes are merged:
-    /// StopBrokerd (a stopped broker is not replaced: issue 8 item 15, the liveness ping),
-    /// StopLockd (a stopped lockd keeps its lock and its broker; item 7's release order) and
-    /// StallFs (needs root and bindfs, and its fence relies on item 7/8's margins).
-    pub const CI: [Fault; 4] = [
-        Fault::KillLockd,
-        Fault::KillBrokerd,
-        Fault::KillBoth,
-        Fault::Failover,
-    ];
 }
 
 /// Injects `fault` on node `active` and undoes what must be undone (SIGCONT, restart of killed
