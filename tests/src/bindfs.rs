@@ -7,34 +7,20 @@
 //! `#[ignore]`d (an ignored test counts as skipped, never as passed); `tests/run-all.sh` installs Debian's bindfs and runs them as
 //! root.
 
-use crate::{is_root, wait_until, Cluster};
+use crate::{wait_until, Cluster};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// Why bindfs mounts cannot be made here, if they cannot: they need root, /dev/fuse and bindfs.
-/// A test asked to run anyway (`--ignored`) fails with this reason rather than passing unrun.
+/// Why bindfs mounts cannot be made here, if they cannot. A test asked to run anyway
+/// (`--ignored`) fails with this reason rather than passing unrun.
 pub fn unavailable() -> Option<String> {
-    if !is_root() {
-        return Some("bindfs mounts need root (/dev/fuse)".into());
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("this machine has no /dev/fuse (no FUSE in its kernel)".into());
-    }
-    let found = Command::new("bindfs")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    (!found).then(|| "bindfs is not installed: apt-get install bindfs".into())
+    crate::fuse::unavailable("bindfs", "bindfs")
 }
 
 /// Panics with what is missing unless bindfs mounts can be made: the first line of every
-/// (ignored) bindfs test, so that running it where it cannot run is a failure.
+/// (ignored) bindfs test.
 pub fn require() {
-    if let Some(why) = unavailable() {
-        panic!("this test cannot run here: {why}");
-    }
+    crate::fuse::require(unavailable());
 }
 
 /// A bindfs mount of `source` on `target`, run in the foreground so its daemon's pid is known;
@@ -99,13 +85,7 @@ impl BindMount {
 impl Drop for BindMount {
     fn drop(&mut self) {
         self.stall(false);
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+        crate::fuse::unmount(&self.path, &mut self.daemon);
     }
 }
 

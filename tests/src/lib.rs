@@ -7,6 +7,7 @@
 
 pub mod accept;
 pub mod bindfs;
+pub mod fuse;
 pub mod powercut;
 pub mod soak;
 

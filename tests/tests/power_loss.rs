@@ -172,9 +172,7 @@ fn ranges(numbers: &BTreeSet<u64>) -> String {
 #[test]
 #[ignore = "needs root, /dev/fuse and fusermount3 (Debian fuse3); tests/run-all.sh runs it as root"]
 fn receipted_messages_survive_power_cuts() {
-    if let Some(why) = powercut::unavailable() {
-        panic!("the power-cut test cannot run here: {why}");
-    }
+    ha_tests::fuse::require(powercut::unavailable());
     let mut cluster = Cluster::new(1, "");
     // The shared directory becomes the disk; an empty directory in its place is the mount
     // point, and the mount shows the disk's owners and modes.
@@ -236,9 +234,7 @@ fn receipted_messages_survive_power_cuts() {
 fn the_power_cut_filesystem_keeps_exactly_what_was_fsynced() {
     use std::io::Write;
     use std::os::unix::fs::FileExt;
-    if let Some(why) = powercut::unavailable() {
-        panic!("the power-cut test cannot run here: {why}");
-    }
+    ha_tests::fuse::require(powercut::unavailable());
     let dir = tempfile::tempdir().unwrap();
     let (disk, target) = (dir.path().join("disk"), dir.path().join("mnt"));
     std::fs::create_dir(&disk).unwrap();

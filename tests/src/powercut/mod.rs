@@ -11,28 +11,15 @@
 
 pub mod fs;
 
-use crate::{bins, is_root, WAIT};
+use crate::{bins, WAIT};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 
-/// Why the power-cut tests cannot run here, if they cannot: they need root, /dev/fuse and
-/// fusermount3.
+/// Why the power-cut tests cannot run here, if they cannot.
 pub fn unavailable() -> Option<String> {
-    if !is_root() {
-        return Some("FUSE mounts need root (/dev/fuse)".into());
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("this machine has no /dev/fuse (no FUSE in its kernel)".into());
-    }
-    let found = Command::new("fusermount3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    (!found).then(|| "fusermount3 is not installed: apt-get install fuse3".into())
+    crate::fuse::unavailable("fusermount3", "fuse3")
 }
 
 /// A `powercut-fs` mount of a backing directory (the disk); unmounted when dropped.
@@ -105,13 +92,6 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        // Lazily: processes killed a moment ago may still hold files open on it.
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+        crate::fuse::unmount(&self.path, &mut self.daemon);
     }
 }
