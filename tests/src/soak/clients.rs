@@ -97,6 +97,8 @@ pub async fn produce_in_transactions(
     let mut seq = 0u64;
     while !stop.load(SeqCst) {
         let Ok(tx) = client.begin().await else {
+            // Not connected right now: try again shortly, not in a busy loop.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let mut keys = Vec::new();
