@@ -6,8 +6,9 @@
 //! error or out-of-step message becomes [`Lost`]: lockd is gone or cannot be trusted, and the
 //! broker must exit at once.
 //!
-//! lockd's liveness pings are answered through [`Pongs`]: each `Pong` waits for proof that the
-//! broker core handled the ping, so a stuck core cannot hide behind a live control reader.
+//! Replies that need the broker core (a liveness `Pong`, `Stats`) go through [`Deferred`]: each
+//! waits for the core in a task of its own, so a stuck core cannot hide behind a live control
+//! reader (no pong) nor stop the control loop from seeing `Stop` or a lost lockd.
 
 use shared_proto::control::{BrokerStats, FromBroker, ToBroker, CONTROL_FD_ENV};
 use shared_proto::wire::{self, WireError};
@@ -59,7 +60,7 @@ pub enum Request {
     Stats,
     /// Stop gracefully within `deadline`.
     Stop { deadline: Duration, reason: String },
-    /// Liveness check: answer `Pong { seq }` once the broker core has handled it ([`Pongs`]).
+    /// Liveness check: answer `Pong { seq }` once the broker core has handled it ([`Deferred`]).
     Ping { seq: u64 },
 }
 
@@ -245,52 +246,51 @@ impl Replies {
     }
 }
 
-/// Pongs owed to lockd, each released once the broker core has answered its ping.
+/// Replies owed to lockd that wait for the broker core (a liveness `Pong`, `Stats`).
 ///
-/// A ping waits in its own small task, so a stuck core delays only the pong, never the control
-/// loop (which must still see `Stop` and a lost lockd). lockd keeps one ping in flight, so at most
-/// one such task waits on a stuck core.
+/// Each waits in its own small task, so a stuck core delays only its reply, never the control
+/// loop (which must still see `Stop` and a lost lockd). lockd keeps one ping in flight and asks
+/// for stats once per keepalive, so few such tasks wait on a stuck core before lockd replaces it.
 #[derive(Debug)]
-pub struct Pongs {
-    tx: mpsc::Sender<u64>,
-    rx: mpsc::Receiver<u64>,
+pub struct Deferred {
+    tx: mpsc::Sender<FromBroker>,
+    rx: mpsc::Receiver<FromBroker>,
 }
 
-impl Pongs {
-    /// No pongs owed yet.
-    pub fn new() -> Pongs {
+impl Deferred {
+    /// No replies owed yet.
+    pub fn new() -> Deferred {
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
-        Pongs { tx, rx }
+        Deferred { tx, rx }
     }
 
-    /// Owes lockd `Pong { seq }` once `core_answered` resolves to true: the broker core has
-    /// handled a ping sent through its inbox. False (the core is gone) owes nothing.
-    pub fn relay(&self, seq: u64, core_answered: impl Future<Output = bool> + Send + 'static) {
+    /// Owes lockd what `reply` resolves to; `None` (the core is gone) owes nothing.
+    pub fn defer(&self, reply: impl Future<Output = Option<FromBroker>> + Send + 'static) {
         let tx = self.tx.clone();
         tokio::spawn(
             async move {
-                if core_answered.await {
-                    // The receiver lives as long as `self`; once it is gone nobody wants pongs.
-                    let _ = tx.send(seq).await;
+                if let Some(reply) = reply.await {
+                    // The receiver lives as long as `self`; once it is gone nobody wants it.
+                    let _ = tx.send(reply).await;
                 }
             }
             .in_current_span(),
         );
     }
 
-    /// The next pong to send. Cancel-safe; pending forever while none is owed.
+    /// The next reply to send. Cancel-safe; pending forever while none is owed.
     pub async fn next(&mut self) -> FromBroker {
         match self.rx.recv().await {
-            Some(seq) => FromBroker::Pong { seq },
-            // Unreachable: `self` holds a sender. Wait rather than invent a pong.
+            Some(reply) => reply,
+            // Unreachable: `self` holds a sender. Wait rather than invent a reply.
             None => std::future::pending().await,
         }
     }
 }
 
-impl Default for Pongs {
+impl Default for Deferred {
     fn default() -> Self {
-        Pongs::new()
+        Deferred::new()
     }
 }
 

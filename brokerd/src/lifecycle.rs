@@ -11,7 +11,7 @@
 
 use crate::broker::paging::Pager;
 use crate::broker::{self, Broker, Counts, Request as BrokerRequest};
-use crate::control::{Activation, Control, Lost, Pongs, Replies, Request, Requests};
+use crate::control::{Activation, Control, Deferred, Lost, Replies, Request, Requests};
 use crate::fence;
 use crate::journal::{self, Journal, JournalConfig};
 use crate::memory::Usage;
@@ -191,12 +191,12 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
     let failed = journal.clone();
     let failed = failed.failed();
     tokio::pin!(failed);
-    let mut pongs = Pongs::new();
+    let mut deferred = Deferred::new();
     loop {
         tokio::select! {
             () = &mut serving => break,
-            pong = pongs.next() => {
-                if let Err(lost) = replies.send(&pong).await {
+            reply = deferred.next() => {
+                if let Err(lost) = replies.send(&reply).await {
                     store.abandon();
                     return Ok(Outcome::ControlLost(lost));
                 }
@@ -211,14 +211,16 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
             }
             request = requests.next() => match request {
                 Ok(Request::Stats) => {
-                    let counts = broker_counts(&broker).await;
-                    let stats = FromBroker::Stats { stats: stats.snapshot(store.size_on_disk(), counts) };
-                    if let Err(lost) = replies.send(&stats).await {
-                        store.abandon();
-                        return Ok(Outcome::ControlLost(lost));
-                    }
+                    let (broker, stats, size) = (broker.clone(), Arc::clone(&stats), store.size_on_disk());
+                    deferred.defer(async move {
+                        let counts = broker_counts(&broker).await?;
+                        Some(FromBroker::Stats { stats: stats.snapshot(size, counts) })
+                    });
                 }
-                Ok(Request::Ping { seq }) => pongs.relay(seq, ping_core(broker.clone())),
+                Ok(Request::Ping { seq }) => {
+                    let broker = broker.clone();
+                    deferred.defer(async move { ping_core(broker).await.then_some(FromBroker::Pong { seq }) });
+                }
                 Ok(Request::Stop { deadline, reason }) => {
                     if let Some(stop) = stop_tx.take() {
                         info!(%reason, ?deadline, "lockd asked for a graceful stop");
@@ -439,13 +441,16 @@ fn start_broker(
     };
     // The journal's flushes release memory too: producers waiting for it must hear of them.
     journal.wake_on_release(Arc::clone(memory.waiting.room()));
+    let core = core.run(inbox);
     if wedge_on_sigusr1 {
         let mut usr1 = signal(SignalKind::user_defined1()).context("installing SIGUSR1")?;
-        let core = core.run(inbox);
         tokio::spawn(
             async move {
+                // Pinned outside the select: on SIGUSR1 the core (its state and its inbox) stays
+                // alive but is never polled again, as a deadlocked core would be.
+                tokio::pin!(core);
                 tokio::select! {
-                    () = core => {}
+                    () = &mut core => {}
                     _ = usr1.recv() => {
                         warn!("SIGUSR1 (test hook): the broker core stops here, as if deadlocked");
                         std::future::pending::<()>().await;
@@ -455,7 +460,7 @@ fn start_broker(
             .in_current_span(),
         );
     } else {
-        tokio::spawn(core.run(inbox).in_current_span());
+        tokio::spawn(core.in_current_span());
     }
     Ok((requests, memory))
 }
@@ -471,13 +476,11 @@ async fn close(journal: Journal, store: Store) -> Result<(), StoreError> {
     store.flush().await
 }
 
-/// The broker core's figures, or zeros if it does not answer (it is stopping).
-async fn broker_counts(broker: &mpsc::Sender<BrokerRequest>) -> Counts {
+/// The broker core's figures; `None` if it does not answer (it is stopping).
+async fn broker_counts(broker: &mpsc::Sender<BrokerRequest>) -> Option<Counts> {
     let (tx, rx) = oneshot::channel();
-    if broker.send(BrokerRequest::Stats(tx)).await.is_err() {
-        return Counts::default();
-    }
-    rx.await.unwrap_or_default()
+    broker.send(BrokerRequest::Stats(tx)).await.ok()?;
+    rx.await.ok()
 }
 
 /// Passes a liveness ping through the broker core's inbox; true once the core answered it.

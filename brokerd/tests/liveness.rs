@@ -24,7 +24,8 @@ fn a_ready_broker_answers_pings_with_their_sequence_number() {
 }
 
 /// With the broker core stuck (the hidden test hook), pings go unanswered although the control
-/// reader still works: garbage on the channel still ends the broker at once.
+/// reader still works: garbage on the channel still ends the broker at once, even after a
+/// `Stats` request, which waits for the core too.
 #[test]
 fn a_stuck_broker_core_leaves_pings_unanswered_while_the_control_reader_lives() {
     let dirs = Dirs::new();
@@ -54,6 +55,8 @@ fn a_stuck_broker_core_leaves_pings_unanswered_while_the_control_reader_lives() 
         "every ping was answered with the core wedged"
     );
 
+    // A stats request waits for the core in its own task, not in the control loop.
+    broker.send(&ToBroker::Stats);
     broker.send_raw(b"not json\n");
     let status = broker.wait_exit();
     assert_eq!(status.code(), Some(1), "{status:?}");
