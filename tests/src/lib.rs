@@ -211,6 +211,7 @@ impl Cluster {
             if active.len() == 1 && settled {
                 return active[0];
             }
+            assert!(active.len() <= 1, "two active nodes at once: {roles:?}");
             if Instant::now() > deadline {
                 panic!("no single active node within {WAIT:?}: roles {roles:?}");
             }

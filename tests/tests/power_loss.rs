@@ -32,6 +32,8 @@ const WINDOW: usize = 64;
 /// A producer running on its own thread until told to stop; what it got receipts for.
 struct Producer {
     receipted: Arc<Mutex<BTreeSet<u64>>>,
+    /// SENDs the broker refused (the test's setup is wrong); checked by `finish`.
+    refused: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
@@ -42,7 +44,12 @@ impl Producer {
     fn start(url: String, queue: String, body: usize) -> Producer {
         let receipted = Arc::new(Mutex::new(BTreeSet::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (sink, stopped) = (Arc::clone(&receipted), Arc::clone(&stop));
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        let (sink, stopped, refusals) = (
+            Arc::clone(&receipted),
+            Arc::clone(&stop),
+            Arc::clone(&refused),
+        );
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -71,15 +78,16 @@ impl Producer {
                         else {
                             return;
                         };
-                        let sink = Arc::clone(&sink);
+                        let (sink, refusals) = (Arc::clone(&sink), Arc::clone(&refusals));
                         tokio::spawn(async move {
                             match receipt.await {
                                 Ok(()) => {
                                     sink.lock().unwrap().insert(seq);
                                 }
-                                // The broker said no: the test's setup is wrong.
+                                // The broker said no: the test's setup is wrong. (A panic here,
+                                // in a spawned task, would fail nothing.)
                                 Err(stomp_client::Error::Rejected(why)) => {
-                                    panic!("the broker refused SEND {seq}: {why}")
+                                    refusals.lock().unwrap().push(format!("SEND {seq}: {why}"));
                                 }
                                 // The connection went with the power.
                                 Err(_) => {}
@@ -102,6 +110,7 @@ impl Producer {
         });
         Producer {
             receipted,
+            refused,
             stop,
             thread,
         }
@@ -115,6 +124,8 @@ impl Producer {
     fn finish(self) -> BTreeSet<u64> {
         self.stop.store(true, SeqCst);
         self.thread.join().expect("the producer thread");
+        let refused = self.refused.lock().unwrap();
+        assert!(refused.is_empty(), "the broker refused: {refused:?}");
         std::mem::take(&mut *self.receipted.lock().unwrap())
     }
 }
