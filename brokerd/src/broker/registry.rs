@@ -118,6 +118,8 @@ pub struct Registry {
 /// decoded is an error: skipping it would silently drop a subscription and its messages.
 pub fn recover(store: &dyn PageStore, spaces: &[Arc<str>]) -> Result<Registry, StoreError> {
     let mut registry = Registry::default();
+    // Spaces of old entries that cannot be migrated: left alone, so never purged as orphans.
+    let mut kept: Vec<Arc<str>> = Vec::new();
     if spaces.iter().any(|s| &**s == REGISTRY) {
         for (key, value) in store.read(REGISTRY, &[], usize::MAX)? {
             let entry = decode(&key, &value).ok_or(StoreError::CorruptRegistry {
@@ -131,6 +133,7 @@ pub fn recover(store: &dyn PageStore, spaces: &[Arc<str>]) -> Result<Registry, S
             let raw = String::from_utf8_lossy(&key).into_owned();
             let Some((client_id, name)) = raw.split_once(LEGACY_SEPARATOR) else {
                 warn!(key = ?raw, "an older brokerd's durable subscription without a client-id; it was never readable, leaving it alone");
+                kept.push(format!("{LEGACY_SPACE_PREFIX}{raw}").into());
                 continue;
             };
             if registry
@@ -172,7 +175,12 @@ pub fn recover(store: &dyn PageStore, spaces: &[Arc<str>]) -> Result<Registry, S
             );
         }
     }
-    let named: HashSet<&str> = registry.entries.iter().map(|e| &*e.space).collect();
+    let named: HashSet<&str> = registry
+        .entries
+        .iter()
+        .map(|e| &*e.space)
+        .chain(kept.iter().map(|s| &**s))
+        .collect();
     registry.orphans = spaces
         .iter()
         .filter(|s| s.starts_with(SPACE_PREFIX) || s.starts_with(LEGACY_SPACE_PREFIX))

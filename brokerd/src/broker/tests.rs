@@ -1729,10 +1729,19 @@ fn an_older_brokerds_durable_subscriptions_are_migrated_in_place() {
                 map.insert(("d/client-a\u{1}daily".into(), key), value);
             }
         }
+        // An entry no brokerd could read (no client-id separator): left alone, messages too.
+        map.insert(
+            ("subs".into(), b"no-client-id".to_vec()),
+            Bytes::from_static(b"/topic/news"),
+        );
+        map.insert(
+            ("d/no-client-id".into(), b"m".to_vec()),
+            Bytes::from_static(b"kept"),
+        );
     }
     let (mut b, mut reads) = paged_broker(&store, 8, 4);
     b.recover(&store).unwrap();
-    assert_eq!(store.count("subs"), 0, "the old registry is gone");
+    assert_eq!(store.count("subs"), 1, "only the unreadable entry stays");
     assert_eq!(store.count(registry::REGISTRY), 1);
     assert_eq!(store.count("d/client-a\u{1}daily"), 6, "no message moved");
     let mut client = open(&mut b, 2, Some("client-a"));
@@ -1741,6 +1750,13 @@ fn an_older_brokerds_durable_subscriptions_are_migrated_in_place() {
     assert_eq!(
         got.into_iter().map(|(m, _)| m).collect::<Vec<_>>(),
         numbers(0..6)
+    );
+    // Every page read the recovery asked for (the purge of orphans among them) is served.
+    serve(&mut b, &mut reads, &store);
+    assert_eq!(
+        store.count("d/no-client-id"),
+        1,
+        "an entry left alone keeps its messages"
     );
 }
 
