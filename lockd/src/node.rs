@@ -321,8 +321,11 @@ impl Node {
     /// go still. Exiting earlier would close the lock file with `holder.json` still naming us.
     async fn await_release(&mut self, events: &mut mpsc::Receiver<KeeperEvent>) {
         let deadline = Instant::now() + self.settings.fence_timeout;
+        // systemd's watchdog runs on while a service stops: keep feeding it while we wait.
+        let mut watchdog = tokio::time::interval(self.settings.keepalive);
         while self.releases_pending > 0 {
             tokio::select! {
+                _ = watchdog.tick() => notify::watchdog(),
                 event = events.recv() => match event {
                     Some(KeeperEvent::Released) => self.releases_pending -= 1,
                     Some(other) => tracing::debug!(node = %self.settings.node, ?other, "keeper report while exiting"),
