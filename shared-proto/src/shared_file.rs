@@ -96,12 +96,16 @@ pub fn write_atomically(path: &Path, tag: &str, contents: &[u8]) -> io::Result<(
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{tag}.tmp"));
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(named(&tmp, e)),
-        _ => {}
-    }
     // An explicit mode, whatever lockd's umask: brokerd (another user) reads the epoch file.
-    let mut file = create_new(&tmp)?;
+    // A leftover (a crash mid-write, or something planted) is removed and the create tried once
+    // more; the common case costs no extra metadata round trip (one per keepalive on NFS).
+    let mut file = match create_new(&tmp) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(&tmp).map_err(|e| named(&tmp, e))?;
+            create_new(&tmp)?
+        }
+        other => other?,
+    };
     file.write_all(contents).map_err(|e| named(&tmp, e))?;
     file.sync_all().map_err(|e| named(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| named(path, e))?;
