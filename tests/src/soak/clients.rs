@@ -71,12 +71,15 @@ pub async fn produce(url: String, p: usize, history: Arc<Mutex<History>>, stop: 
             }
         }));
         seq += 1;
+        // Only the receipts still awaited are kept (a long soak sends millions).
+        receipts.retain(|r| !r.is_finished());
         // A steady trickle, not a benchmark: faults, not load, are the point.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    // Bounded: a receipt still missing after WAIT leaves its message unreceipted.
+    // Bounded, all together: a receipt still missing after WAIT leaves its message unreceipted.
+    let deadline = tokio::time::Instant::now() + crate::WAIT;
     for receipt in receipts {
-        let _ = tokio::time::timeout(crate::WAIT, receipt).await;
+        let _ = tokio::time::timeout_at(deadline, receipt).await;
     }
     let _ = tokio::time::timeout(crate::WAIT, client.disconnect()).await;
 }
