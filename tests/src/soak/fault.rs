@@ -41,14 +41,15 @@ impl Fault {
 
 /// Injects `fault` on node `active` and undoes what must be undone (SIGCONT, restart of killed
 /// nodes) after a pause drawn from `rng`. `mounts` are the nodes' bindfs mounts (empty without
-/// root). Returns what was done, for the log.
+/// root). Returns what was done, for the log, or `None` when nothing could be (no broker to
+/// signal, a refused failover, no mount to stall): such a fault is not counted.
 pub fn inject(
     cluster: &mut Cluster,
     mounts: &[BindMount],
     active: usize,
     fault: Fault,
     rng: &mut Rng,
-) -> String {
+) -> Option<String> {
     let node = &cluster.nodes[active];
     let status = node.status().ok();
     let broker = status.as_ref().and_then(|s| s.broker_pid);
@@ -61,47 +62,52 @@ pub fn inject(
             std::thread::sleep(pause);
             cluster.nodes[active].start();
         }
-        Fault::KillBrokerd => signal(broker, libc::SIGKILL),
+        Fault::KillBrokerd => signal(broker?, libc::SIGKILL),
         Fault::KillBoth => {
-            signal(broker, libc::SIGKILL);
+            if let Some(broker) = broker {
+                signal(broker, libc::SIGKILL);
+            }
             cluster.nodes[active].kill(libc::SIGKILL);
             std::thread::sleep(pause);
             cluster.nodes[active].start();
         }
         Fault::StopBrokerd => {
+            let broker = broker?;
             signal(broker, libc::SIGSTOP);
             std::thread::sleep(pause);
             signal(broker, libc::SIGCONT);
         }
         Fault::StopLockd => {
+            let lockd = lockd?;
             signal(lockd, libc::SIGSTOP);
             std::thread::sleep(pause);
             signal(lockd, libc::SIGCONT);
         }
         Fault::Failover => {
-            let _ = cluster.nodes[active].ctl(&["failover"]);
+            if !cluster.nodes[active].ctl(&["failover"]).status.success() {
+                return None;
+            }
         }
         Fault::StallFs => {
-            if let Some(mount) = mounts.get(active) {
-                mount.stall(true);
-                std::thread::sleep(pause);
-                mount.stall(false);
-            }
+            let mount = mounts.get(active)?;
+            mount.stall(true);
+            std::thread::sleep(pause);
+            mount.stall(false);
         }
     }
     let paused = match fault {
         Fault::KillBrokerd | Fault::Failover => String::new(),
         _ => format!(", {} ms until undone", pause.as_millis()),
     };
-    format!(
+    Some(format!(
         "{fault:?} on {name} (broker {broker:?}, lockd {lockd:?}, role was {:?}{paused})",
         status.map(|s| s.role).unwrap_or(Role::Passive)
-    )
+    ))
 }
 
-/// Sends `sig` to `pid` if there is one.
-fn signal(pid: Option<impl TryInto<i32>>, sig: i32) {
-    if let Some(pid) = pid.and_then(|p| p.try_into().ok()) {
+/// Sends `sig` to `pid`.
+fn signal(pid: impl TryInto<i32>, sig: i32) {
+    if let Ok(pid) = pid.try_into() {
         // SAFETY: kill(2) on a pid of a process this soak started; no memory involved.
         unsafe { libc::kill(pid, sig) };
     }

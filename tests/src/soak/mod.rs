@@ -218,7 +218,9 @@ pub fn run(config: &Config) -> Report {
         std::thread::sleep(Duration::from_millis(rng.range(300, 1500)));
         let active = cluster.wait_for_one_active();
         let fault = *rng.pick(&faults);
-        let what = fault::inject(&mut cluster, &mounts, active, fault, &mut rng);
+        let Some(what) = fault::inject(&mut cluster, &mounts, active, fault, &mut rng) else {
+            continue;
+        };
         eprintln!("soak: {:>6.1} s: {what}", started.elapsed().as_secs_f64());
         *injected.entry(fault).or_default() += 1;
     }
