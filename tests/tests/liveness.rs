@@ -116,7 +116,9 @@ fn a_stopped_brokerd_is_replaced_and_a_stalled_client_gets_its_receipt() {
 
 #[test]
 fn a_single_node_recovers_from_a_stopped_brokerd_by_restarting_it() {
-    let mut cluster = Cluster::new(1, "broker_liveness_timeout_ms = 1000\n");
+    // The default timeout: a shorter one could see a second, legitimate restart on a loaded
+    // machine, and this test asserts exactly one.
+    let mut cluster = Cluster::new(1, "");
     cluster.start_all();
     let node = &cluster.nodes[0];
     let before = node.wait_for_role(Role::Active);
@@ -128,7 +130,7 @@ fn a_single_node_recovers_from_a_stopped_brokerd_by_restarting_it() {
         old_pid,
         old_epoch,
         hung_at,
-        "SIGSTOP of brokerd (one node, 1000 ms timeout)",
+        "SIGSTOP of brokerd (one node)",
     );
     assert!(
         process_gone_or_killed(old_pid),
