@@ -116,13 +116,17 @@ enum State {
     Fencing { child: Child, then: AfterFence },
     /// lockd exits: no broker runs; the lock is released and the node stops.
     Exiting,
+    /// Only inside a transition, between taking the old state and setting the next (see
+    /// [`Node::take_state`]): never the terminal `Exiting`, which releases the lock, so a
+    /// transition that forgot to set a state cannot release it under a running broker.
+    Moved,
 }
 
 impl State {
     /// The role `ctl status` and systemd see.
     fn role(&self) -> Role {
         match self {
-            State::Passive | State::Fencing { .. } | State::Exiting => Role::Passive,
+            State::Passive | State::Fencing { .. } | State::Exiting | State::Moved => Role::Passive,
             State::HoldOff { .. } => Role::HoldOff,
             State::Renewing { .. } | State::Starting { .. } => Role::Starting,
             State::Active { .. } => Role::Active,
@@ -306,6 +310,11 @@ impl Node {
                     self.log_stale_holder();
                 }
             }
+            // Dies (and its broker with it, PDEATHSIG) rather than go on without a state.
+            assert!(
+                !matches!(self.state, State::Moved),
+                "a state transition left the node without a state"
+            );
             if matches!(self.state, State::Exiting) {
                 self.keeper_command(Command::Release);
                 self.await_release(&mut inputs.keeper_events).await;
@@ -375,7 +384,7 @@ impl Node {
                     State::Fencing { .. } => {
                         tracing::warn!(node = %self.settings.node, epoch, "lock acquisition while fencing; released once brokerd has exited");
                     }
-                    State::HoldOff { .. } | State::Exiting => {
+                    State::HoldOff { .. } | State::Exiting | State::Moved => {
                         tracing::warn!(node = %self.settings.node, epoch, role = %self.state.role(), "unexpected lock acquisition; releasing");
                         self.keeper_command(Command::Release);
                     }
@@ -457,7 +466,7 @@ impl Node {
         };
         match event {
             BrokerEvent::Message(FromBroker::Ready { epoch, listeners }) => {
-                let state = std::mem::replace(&mut self.state, State::Exiting);
+                let state = self.take_state();
                 match state {
                     State::Starting { lease, child, .. } if lease.epoch == epoch => {
                         child.broker.send(ToBroker::Stats);
@@ -518,9 +527,14 @@ impl Node {
         }
     }
 
+    /// The state, for a transition that sets the next one; [`State::Moved`] meanwhile.
+    fn take_state(&mut self) -> State {
+        std::mem::replace(&mut self.state, State::Moved)
+    }
+
     /// The broker is dead: go on as the state it ran in says.
     fn on_exit(&mut self, why: String) {
-        match std::mem::replace(&mut self.state, State::Exiting) {
+        match self.take_state() {
             State::Starting { lease, child, .. } | State::Active { lease, child, .. } => {
                 self.recover(lease, why, child.fatal)
             }
@@ -546,10 +560,11 @@ impl Node {
                 then: AfterFence::Exit,
                 ..
             }
-            | State::Exiting => {}
-            other @ (State::Passive | State::HoldOff { .. } | State::Renewing { .. }) => {
-                self.state = other
-            }
+            | State::Exiting => self.state = State::Exiting,
+            other @ (State::Passive
+            | State::HoldOff { .. }
+            | State::Renewing { .. }
+            | State::Moved) => self.state = other,
         }
     }
 
@@ -602,7 +617,7 @@ impl Node {
     /// only once the broker has exited (`on_exit`).
     fn fence(&mut self, reason: String) {
         tracing::error!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), %reason, "fencing: killing brokerd");
-        let next = match std::mem::replace(&mut self.state, State::Exiting) {
+        let next = match self.take_state() {
             State::Starting { child, .. } | State::Active { child, .. } => {
                 child.broker.kill();
                 State::Fencing {
@@ -687,7 +702,7 @@ impl Node {
     }
 
     fn failover(&mut self, by_uid: u32) -> Response {
-        let (lease, child) = match std::mem::replace(&mut self.state, State::Exiting) {
+        let (lease, child) = match self.take_state() {
             State::Active { lease, child, .. } => (lease, child),
             other => {
                 let role = other.role();
@@ -725,7 +740,7 @@ impl Node {
     fn on_shutdown(&mut self, shutdown: Shutdown) {
         let immediate = shutdown == Shutdown::Immediate || self.state.exiting();
         let deadline = self.settings.broker_stop_timeout;
-        match std::mem::replace(&mut self.state, State::Exiting) {
+        match self.take_state() {
             State::Starting { lease, child, .. }
             | State::Active { lease, child, .. }
             | State::Stopping { lease, child, .. } => {
@@ -755,7 +770,12 @@ impl Node {
                     then: AfterFence::Exit,
                 }
             }
-            State::Passive | State::HoldOff { .. } | State::Renewing { .. } | State::Exiting => {}
+            // No broker runs: lockd exits at once.
+            State::Passive
+            | State::HoldOff { .. }
+            | State::Renewing { .. }
+            | State::Exiting
+            | State::Moved => self.state = State::Exiting,
         }
     }
 
