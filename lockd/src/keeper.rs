@@ -18,11 +18,9 @@ mod tests;
 
 use broken_locks::HolderBeat;
 use hold::Held;
-use shared_proto::admin::Role;
 use shared_proto::holder::{Holder, HolderState};
 use shared_proto::layout::Layout;
 use shared_proto::lockfile::LockFile;
-use shared_proto::nodes::NodeRecord;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -38,14 +36,6 @@ pub enum Command {
     SetState(HolderState),
     /// Close the lock file (releasing the lock) and stop competing.
     Release,
-    /// The node's role changed: have the roster rewrite `nodes/NODE.json` now (and at every
-    /// keepalive period).
-    Record {
-        role: Role,
-        epoch: Option<u64>,
-        since_unix_ms: u64,
-        reason: String,
-    },
 }
 
 /// What the keeper reports. Each carries the epoch it concerns, so the state machine can drop
@@ -111,10 +101,8 @@ pub fn run(
     commands: Receiver<Command>,
     events: mpsc::Sender<Event>,
     holder: watch::Sender<Option<Holder>>,
-    roster: std::sync::mpsc::Sender<NodeRecord>,
 ) {
     let mut keeper = Keeper {
-        roster,
         layout,
         host: shared_proto::hostname(),
         config,
@@ -167,9 +155,6 @@ struct Keeper {
     last_error: Option<String>,
     /// When a non-holding keeper next re-reads `holder.json` and re-checks its open lock file.
     next_keepalive: Instant,
-    /// The roster thread, which keeps this node's record in `nodes/` (never the keeper: a
-    /// file there must not stall the keepalive).
-    roster: std::sync::mpsc::Sender<NodeRecord>,
     /// Why we believe the filesystem's locks are not exclusive between nodes (another node
     /// claimed an epoch while our lock still looked held), once we have seen it.
     broken_locks: Option<String>,
@@ -180,28 +165,6 @@ struct Keeper {
 impl Keeper {
     fn handle(&mut self, mode: Mode, command: Command) -> Mode {
         match (mode, command) {
-            (
-                mode,
-                Command::Record {
-                    role,
-                    epoch,
-                    since_unix_ms,
-                    reason,
-                },
-            ) => {
-                // The roster ends only when this sender drops; nothing to do if it died.
-                let _ = self.roster.send(NodeRecord {
-                    node: self.config.node.clone(),
-                    host: self.host.clone(),
-                    lockd_pid: std::process::id(),
-                    role,
-                    epoch,
-                    since_unix_ms,
-                    reason,
-                    heartbeat_unix_ms: 0,
-                });
-                mode
-            }
             (Mode::Holding(held) | Mode::Fencing(held), Command::Release) => {
                 let epoch = held.epoch;
                 self.release(&held);

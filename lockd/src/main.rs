@@ -149,7 +149,6 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
                 keeper_rx,
                 keeper_events_tx,
                 holder_tx,
-                roster,
             )
         })
         .context("cannot start the keeper thread")?;
@@ -170,6 +169,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
         settings,
         broker_command,
         keeper_tx,
+        roster,
         broker_events_tx,
         holder.clone(),
         nodes,

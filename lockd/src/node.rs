@@ -206,6 +206,11 @@ pub struct Node {
     settings: Settings,
     broker_command: BrokerCommand,
     keeper: std::sync::mpsc::Sender<Command>,
+    /// The roster thread, which publishes this node's record in `nodes/`: told directly, so a
+    /// keeper stuck on a stalled filesystem does not hold up the cluster's view of our role.
+    roster: std::sync::mpsc::Sender<NodeRecord>,
+    /// This host's name, for our record.
+    host: String,
     state: State,
     since_unix_ms: u64,
     reason: String,
@@ -233,6 +238,7 @@ impl Node {
         settings: Settings,
         broker_command: BrokerCommand,
         keeper: std::sync::mpsc::Sender<Command>,
+        roster: std::sync::mpsc::Sender<NodeRecord>,
         broker_events: mpsc::Sender<(u64, BrokerEvent)>,
         holder: watch::Receiver<Option<Holder>>,
         nodes: watch::Receiver<Vec<NodeRecord>>,
@@ -241,6 +247,8 @@ impl Node {
             settings,
             broker_command,
             keeper,
+            roster,
+            host: shared_proto::hostname(),
             state: State::Passive,
             since_unix_ms: shared_proto::unix_ms(),
             reason: "started".into(),
@@ -870,11 +878,16 @@ impl Node {
 
     /// Has the roster publish this node's role in `nodes/`.
     fn record(&mut self) {
-        self.keeper_command(Command::Record {
+        // The roster ends only with lockd; nothing to do if it died.
+        let _ = self.roster.send(NodeRecord {
+            node: self.settings.node.clone(),
+            host: self.host.clone(),
+            lockd_pid: std::process::id(),
             role: self.state.role(),
             epoch: self.epoch,
             since_unix_ms: self.since_unix_ms,
             reason: self.reason.clone(),
+            heartbeat_unix_ms: 0,
         });
     }
 
@@ -917,13 +930,9 @@ mod tests {
             rx.await.unwrap()
         }
 
-        /// Lock commands sent to the keeper so far (not the node-record updates).
+        /// Lock commands sent to the keeper so far.
         fn commands(&self) -> Vec<String> {
-            self.keeper
-                .try_iter()
-                .filter(|c| !matches!(c, Command::Record { .. }))
-                .map(|c| format!("{c:?}"))
-                .collect()
+            self.keeper.try_iter().map(|c| format!("{c:?}")).collect()
         }
 
         /// The status once it satisfies `ready`, within 60 s of virtual time: events and calls
@@ -1021,10 +1030,13 @@ mod tests {
             opened: None,
         };
         let (_, nodes) = watch::channel(Vec::new());
+        // The records go nowhere: the roster's receiver is dropped, and a send to it is ignored.
+        let (roster, _) = std::sync::mpsc::channel();
         let node = Node::new(
             settings(),
             command,
             keeper_tx,
+            roster,
             broker_tx,
             holder.clone(),
             nodes,

@@ -5,6 +5,8 @@ use crate::shared_dir;
 
 struct Running {
     commands: std::sync::mpsc::Sender<Command>,
+    /// The roster thread beside it, as lockd runs one.
+    roster: std::sync::mpsc::Sender<shared_proto::nodes::NodeRecord>,
     events: mpsc::Receiver<Event>,
     holder: watch::Receiver<Option<Holder>>,
 }
@@ -49,9 +51,10 @@ fn start_graced(
         takeover_grace,
     };
     let layout = layout.clone();
-    std::thread::spawn(move || run(layout, config, command_rx, event_tx, holder_tx, roster));
+    std::thread::spawn(move || run(layout, config, command_rx, event_tx, holder_tx));
     Running {
         commands,
+        roster,
         events,
         holder,
     }
@@ -208,12 +211,16 @@ fn a_fifo_in_nodes_does_not_stall_the_keepalive() {
     )
     .unwrap();
     let mut a = competing(&layout, "a");
-    a.commands
-        .send(Command::Record {
-            role: Role::Passive,
+    a.roster
+        .send(shared_proto::nodes::NodeRecord {
+            node: "a".into(),
+            host: "test".into(),
+            lockd_pid: std::process::id(),
+            role: shared_proto::admin::Role::Passive,
             epoch: None,
             since_unix_ms: 0,
             reason: "started".into(),
+            heartbeat_unix_ms: 0,
         })
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
