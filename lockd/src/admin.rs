@@ -223,7 +223,16 @@ fn lock(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
 pub async fn serve(listener: UnixListener, access: Access, calls: mpsc::Sender<Call>) {
     let access = Arc::new(access);
     let slots = Arc::new(Mutex::new(Slots::default()));
+    // Descriptors and tasks spent on ctl connections stay bounded (lockd's own I/O needs
+    // descriptors too): a connection holds a permit from accept to close. Refusals close at
+    // once, so twice the admitted maximum leaves room for them; past it, connections wait in
+    // the kernel's backlog.
+    let accepting = Arc::new(tokio::sync::Semaphore::new(2 * MAX_CONNECTIONS));
     loop {
+        let permit = Arc::clone(&accepting)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -239,6 +248,7 @@ pub async fn serve(listener: UnixListener, access: Access, calls: mpsc::Sender<C
             if let Err(e) = admit_and_serve(stream, &access, &calls, slots).await {
                 tracing::warn!(error = %e, "ctl connection refused");
             }
+            drop(permit);
         });
     }
 }
