@@ -1948,26 +1948,6 @@ impl Broker {
             .values()
             .map(|s| s.in_flight.len() + s.unwritten.len() + s.backlog.len())
             .sum();
-        // A topic message in several backlogs is held (and counted) once.
-        let mut backlogged = std::collections::HashSet::new();
-        let backlog_bytes: usize = self
-            .subscriptions
-            .values()
-            .flat_map(|s| &s.backlog)
-            .filter(|entry| backlogged.insert(Arc::as_ptr(entry)))
-            .map(|entry| entry.bytes())
-            .sum();
-        let memory: usize = self
-            .queues
-            .values()
-            .map(|q| q.pending.bytes())
-            .sum::<usize>()
-            + self
-                .durables
-                .values()
-                .map(|d| d.pending.bytes())
-                .sum::<usize>()
-            + backlog_bytes;
         // Paged out: in the store only.
         let stored: u64 = self.queues.values().map(|q| q.paged.out).sum::<u64>()
             + self.durables.values().map(|d| d.paged.out).sum::<u64>();
@@ -1975,7 +1955,9 @@ impl Broker {
             destinations: (self.queues.len() + self.topics.len()) as u64,
             messages: (pending + in_flight) as u64 + stored,
             consumers: self.subscriptions.len() as u64,
-            memory_bytes: memory as u64,
+            // What the memory limit counts of the broker's own (waiting messages, transaction
+            // contents, deliveries in flight), not a second tally of it.
+            memory_bytes: self.memory.bytes() as u64,
         }
     }
 }
