@@ -43,7 +43,14 @@ status=0
 cargo test --workspace --no-fail-fast -- "${ignored[@]}" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite, summed over every test binary, printed even when a test
 # failed (then the script exits with cargo's status): "skipped" counts the ignored tests that
-# did not run (all of them without root, none as root).
-awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
-     END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"
+# did not run (all of them without root, none as root). A test binary that died (a crash, an
+# abort) prints no result line: each such binary counts as one failure, so the line never says
+# "0 failed" while cargo failed.
+awk '/^ +(Running|Doc-tests) / { binaries++ }
+     /^test result:/ { results++; passed += $4; failed += $6; ignored += $8 }
+     END {
+         died = binaries - results
+         if (died > 0) { failed += died; printf "%d test binaries ended without a result\n", died }
+         printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored
+     }' "$log"
 exit "$status"
