@@ -15,6 +15,16 @@ fn uid_of(pid: u32) -> u32 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// lockd, SIGKILLed (its brokerd dies with it) if the test fails before stopping it.
+struct Lockd(std::process::Child);
+
+impl Drop for Lockd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Regression: as root, lockd refused to start without `broker_user`; with it, brokerd could not
 /// be executed from a build directory closed to the broker user ("Permission denied").
 #[test]
@@ -31,17 +41,19 @@ fn the_first_command_serves_stomp_from_a_private_build_directory() {
     let socket = work.path().join("lockd-node1.sock");
     let log = work.path().join("lockd.log");
     let port = free_port();
-    let mut lockd = Command::new(build.path().join("lockd"))
-        .args(["--init", "--node", "node1", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--shared-dir")
-        .arg(&shared)
-        .arg("--socket")
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut lockd = Lockd(
+        Command::new(build.path().join("lockd"))
+            .args(["--init", "--node", "node1", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--shared-dir")
+            .arg(&shared)
+            .arg("--socket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let served = (|| {
         let deadline = std::time::Instant::now() + WAIT;
@@ -49,7 +61,7 @@ fn the_first_command_serves_stomp_from_a_private_build_directory() {
             if answers_stomp(addr) {
                 return true;
             }
-            if lockd.try_wait().unwrap().is_some() {
+            if lockd.0.try_wait().unwrap().is_some() {
                 return false;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -77,7 +89,7 @@ fn the_first_command_serves_stomp_from_a_private_build_directory() {
     };
     assert_eq!(uid_of(status as u32), expected, "brokerd's uid");
     // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(lockd.id() as i32, libc::SIGTERM) };
-    let code = lockd.wait().unwrap().code();
+    unsafe { libc::kill(lockd.0.id() as i32, libc::SIGTERM) };
+    let code = lockd.0.wait().unwrap().code();
     assert_eq!(code, Some(0), "lockd's exit; its log:\n{}", text());
 }
