@@ -6,9 +6,7 @@
 //! A broker's epoch comes from the `session` header of its CONNECTED frame
 //! (`NODE-EPOCH-N`, brokerd's session ids).
 
-use crate::read_frame;
-use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -141,14 +139,7 @@ impl Drop for AcceptProber {
 
 /// One probe: the epoch of the broker that answered CONNECTED at `addr`, if one did.
 fn probe(addr: SocketAddr) -> Option<u64> {
-    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
-    stream.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
-    stream
-        .write_all(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0")
-        .ok()?;
-    let frame = read_frame(&mut stream).ok()?;
-    let _ = stream.write_all(b"DISCONNECT\n\n\0");
-    session_epoch(&frame)
+    session_epoch(&crate::stomp_connect(addr, PROBE_TIMEOUT).ok()?)
 }
 
 /// The epoch in a CONNECTED frame's `session` header (`NODE-EPOCH-N`; the node name may hold
