@@ -84,13 +84,8 @@ impl Broker {
 
     /// The broker's next message; panics on EOF or after [`PATIENCE`].
     pub fn recv(&mut self) -> FromBroker {
-        let control = self.control.as_mut().expect("control socket open");
-        let mut line = Vec::new();
-        let n = control
-            .read_until(b'\n', &mut line)
-            .expect("read from brokerd within the time limit");
-        assert!(n > 0, "brokerd closed the control socket");
-        wire::decode(&line[..line.len() - 1]).expect("a valid message from brokerd")
+        self.recv_within(PATIENCE)
+            .expect("a message from brokerd within PATIENCE")
     }
 
     /// The broker's next message if one arrives within `within`, else None (the socket's read
