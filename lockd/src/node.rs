@@ -1157,26 +1157,29 @@ mod tests {
         assert_eq!(node.commands(), ["Compete", "Release", "Compete"]);
     }
 
-    /// Collects the lock commands sent while the status still shows a broker, until it is gone:
-    /// every command read before a status that shows the broker was sent while it ran. Returns
-    /// those and the ones sent since.
-    async fn commands_while_the_broker_runs(node: &Harness) -> (Vec<String>, Vec<String>) {
-        let mut sent = Vec::new();
+    /// Asserts that the lock is released, and competed for again, only once `broker` is dead:
+    /// no lock command while the status still shows a broker (every command read before such a
+    /// status was sent while it ran), then exactly Release and Compete.
+    async fn assert_released_only_after_death(node: &Harness, broker: u32) {
+        let mut early = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
+        let after = loop {
             let before = node.commands();
             if node.status().await.broker_pid.is_none() {
                 let mut after = before;
                 after.extend(node.commands());
-                return (sent, after);
+                break after;
             }
-            sent.extend(before);
+            early.extend(before);
             assert!(
                 std::time::Instant::now() < deadline,
                 "broker not reaped within 30 s"
             );
             tokio::task::yield_now().await;
-        }
+        };
+        assert_eq!(early, Vec::<String>::new(), "sent while the broker ran");
+        assert!(crate::sys::spawn::tests::process_gone(broker));
+        assert_eq!(after, ["Release", "Compete"]);
     }
 
     /// Issue 8 item 7: a keepalive that failed without proving the lock gone (here, holder.json
@@ -1195,10 +1198,7 @@ mod tests {
             .unwrap();
         let status = node.status_when(|s| s.role == Role::Passive).await;
         assert!(status.reason.contains("holder.json"), "{}", status.reason);
-        let (early, after) = commands_while_the_broker_runs(&node).await;
-        assert_eq!(early, Vec::<String>::new(), "sent while the broker ran");
-        assert!(crate::sys::spawn::tests::process_gone(broker));
-        assert_eq!(after, ["Release", "Compete"]);
+        assert_released_only_after_death(&node, broker).await;
     }
 
     /// Issue 8 item 7, the fence-timer path: a keepalive silent for fence_timeout kills the
@@ -1209,10 +1209,7 @@ mod tests {
         let broker = node.acquire(1).await;
         assert_eq!(node.commands(), ["Compete"]);
         node.status_when(|s| s.role == Role::Passive).await;
-        let (early, after) = commands_while_the_broker_runs(&node).await;
-        assert_eq!(early, Vec::<String>::new(), "sent while the broker ran");
-        assert!(crate::sys::spawn::tests::process_gone(broker));
-        assert_eq!(after, ["Release", "Compete"]);
+        assert_released_only_after_death(&node, broker).await;
     }
 
     /// Issue 8 item 11: an acquisition reported while a broker runs fences that broker (its
@@ -1230,10 +1227,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let (early, after) = commands_while_the_broker_runs(&node).await;
-        assert_eq!(early, Vec::<String>::new(), "sent while the broker ran");
-        assert!(crate::sys::spawn::tests::process_gone(broker));
-        assert_eq!(after, ["Release", "Compete"]);
+        assert_released_only_after_death(&node, broker).await;
         let status = node.status().await;
         assert_eq!((status.role, status.broker_pid), (Role::Passive, None));
     }
