@@ -12,7 +12,8 @@
 //! What a failover does not carry over, by design: a transaction open when the connection
 //! dropped was rolled back by the broker, so its commit fails with
 //! [`Error::TransactionLost`]; an ack for a message delivered on an earlier connection is
-//! dropped (the broker redelivers that message, flagged `redelivered`), and so is a client-ack
+//! dropped (the broker redelivers that message, flagged `redelivered`; inside a transaction, the
+//! transaction is rolled back and its commit fails with [`Error::TransactionLost`]), and so is a client-ack
 //! message received on that connection but not yet taken by the application (the broker
 //! delivers it again); a SEND without a receipt ([`Client::send_unreceipted`]) may be lost. An
 //! auto-ack message, which the broker counts as consumed once written, is never dropped by the

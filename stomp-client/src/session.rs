@@ -10,7 +10,9 @@
 //!   mode and headers, before any resent SEND, so a consumer and a producer sharing a client see
 //!   their own messages.
 //! - Acks carry the connection generation of their message; an ack for a message delivered on an
-//!   earlier connection is dropped, since the broker has already put that message back.
+//!   earlier connection is dropped, since the broker has already put that message back. Inside
+//!   a transaction it also rolls the transaction back, whose COMMIT then fails: a receipted
+//!   COMMIT applied every ack it was given.
 //! - Transactions die with their connection (the broker rolls them back); their COMMIT fails
 //!   with [`Error::TransactionLost`] so the caller can run them again.
 //! - A full subscription buffer stops reading the socket (TCP back-pressure to the broker)
@@ -873,6 +875,12 @@ impl Session {
             } => {
                 if token.generation != self.generation {
                     tracing::debug!(message_id = %token.message_id, "ack for a message of an earlier connection dropped; the broker redelivers it");
+                    // A COMMIT without this ack would confirm less than the caller asked for:
+                    // roll the transaction back now, so its COMMIT fails instead.
+                    if let Some(tx) = transaction.filter(|tx| self.open_txs.remove(tx)) {
+                        conn.put("ABORT", [("transaction", tx.as_str())], b"");
+                        self.lost_txs.insert(tx);
+                    }
                     return;
                 }
                 if transaction

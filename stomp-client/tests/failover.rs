@@ -452,6 +452,36 @@ async fn a_transaction_cut_by_a_reconnect_fails_its_commit() {
 }
 
 #[tokio::test]
+async fn a_transactional_ack_for_a_message_of_an_earlier_connection_fails_the_commit() {
+    // The broker put that message back when the connection dropped; a COMMIT confirmed without
+    // its ack would tell the application the message was consumed when it will come again.
+    let mock = Mock::bind().await;
+    let (client, mut peer) = mock.connected("", quiet()).await;
+    let (mut sub, frame) = subscribed(
+        &client,
+        &mut peer,
+        "/queue/q",
+        AckMode::ClientIndividual,
+        &[],
+    )
+    .await;
+    peer.message(&frame, "0", b"first connection").await;
+    let message = bounded("the message", sub.next()).await.unwrap();
+    drop(peer);
+    let mut peer = mock.accept_connected().await;
+    peer.expect("SUBSCRIBE").await;
+    let tx = client.begin().await.unwrap();
+    tx.ack(&message).await.unwrap();
+    let begin = peer.expect("BEGIN").await;
+    let abort = peer.expect("ABORT").await;
+    assert_eq!(abort.header("transaction"), begin.header("transaction"));
+    assert!(matches!(
+        bounded("commit", tx.commit()).await,
+        Err(Error::TransactionLost(_))
+    ));
+}
+
+#[tokio::test]
 async fn commit_and_disconnect_wait_for_their_receipts() {
     let mock = Mock::bind().await;
     let (client, mut peer) = mock.connected("", quiet()).await;
