@@ -1,12 +1,12 @@
 //! The soak's clients, through the project's failover client (`stomp-client`): producers
 //! sending persistent messages with receipts (one in transactions), and one client-ack
-//! consumer per producer's queue. Everything they see goes into the shared [`History`].
+//! consumer per producer's queue (the first acking plainly, the others in transactions). Everything they see goes into the shared [`History`].
 
-use super::history::{Delivery, History, Key};
+use super::history::{Ack, Delivery, History, Key};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use stomp_client::{AckMode, Client, Options};
+use stomp_client::{AckMode, Client, Message, Options};
 
 /// SENDs awaiting their receipt at once, per producer.
 const WINDOW: usize = 20;
@@ -144,12 +144,26 @@ pub async fn produce_in_transactions(
 /// not received yet (a failover may still be under way); those it never gets are lost.
 const DRAIN: Duration = Duration::from_secs(60);
 
+/// How a consumer acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acking {
+    /// One ACK per message, without a receipt: whether it reached the broker is unknown.
+    Plain,
+    /// Everything received so far (up to [`ACK_BATCH`]) acked in one transaction whose COMMIT
+    /// is receipted: those acks are known to have been applied.
+    Transactional,
+}
+
+/// Messages acknowledged in one transaction at most.
+const ACK_BATCH: usize = 50;
+
 /// Receives from producer `p`'s queue (client-individual acks), recording each delivery before
 /// acking it, until every producer finished (`produced`) and every receipted message of the
 /// queue arrived, or [`DRAIN`] passed since.
 pub async fn consume(
     url: String,
     p: usize,
+    acking: Acking,
     history: Arc<Mutex<History>>,
     produced: Arc<AtomicBool>,
 ) {
@@ -165,33 +179,32 @@ pub async fn consume(
         let wait = Duration::from_millis(200);
         match tokio::time::timeout(wait, sub.next()).await {
             Ok(Some(message)) => {
-                let number = |name: &str| -> u64 {
-                    message
-                        .header(name)
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or_else(|| {
-                            panic!("a message without {name}: {:?}", message.headers)
-                        })
-                };
-                let key: Key = (number("producer") as usize, number("seq"));
-                let broker_epoch = message
-                    .header("ack")
-                    .and_then(|ack| ack.split('-').next())
-                    .and_then(|epoch| epoch.parse().ok());
-                let index = {
+                let mut batch = vec![message];
+                while batch.len() < ACK_BATCH {
+                    // What has already arrived, without waiting for more.
+                    match tokio::time::timeout(Duration::ZERO, sub.next()).await {
+                        Ok(Some(message)) => batch.push(message),
+                        _ => break,
+                    }
+                }
+                let first = record(&history, p, &batch);
+                if acking == Acking::Transactional && ack_in_transaction(&client, &batch).await {
                     let mut h = lock(&history);
-                    let deliveries = h.deliveries.entry(p).or_default();
-                    deliveries.push(Delivery {
-                        key,
-                        redelivered: message.redelivered(),
-                        message_id: message.message_id().unwrap_or_default().to_string(),
-                        broker_epoch,
-                        acked: false,
-                    });
-                    deliveries.len() - 1
-                };
-                if client.ack(&message).await.is_ok() {
-                    lock(&history).deliveries.get_mut(&p).expect("recorded")[index].acked = true;
+                    let deliveries = h.deliveries.get_mut(&p).expect("recorded");
+                    for d in &mut deliveries[first..first + batch.len()] {
+                        d.ack = Ack::Committed;
+                    }
+                    continue;
+                }
+                // Plain acks, or a transaction that failed (a reconnect rolled it back): ack
+                // each message of the current connection, so none stays in flight for good.
+                for message in &batch {
+                    let _ = client.ack(message).await;
+                }
+                let mut h = lock(&history);
+                let deliveries = h.deliveries.get_mut(&p).expect("recorded");
+                for d in &mut deliveries[first..first + batch.len()] {
+                    d.ack = Ack::Unconfirmed;
                 }
             }
             Ok(None) => panic!("consumer {p}: the client closed: {:?}", client.stats()),
@@ -206,6 +219,48 @@ pub async fn consume(
     }
     drop(sub);
     let _ = tokio::time::timeout(crate::WAIT, client.disconnect()).await;
+}
+
+/// Records `batch`'s deliveries to consumer `p`, unacknowledged; returns the first's index.
+fn record(history: &Mutex<History>, p: usize, batch: &[Message]) -> usize {
+    let mut h = lock(history);
+    let deliveries = h.deliveries.entry(p).or_default();
+    let first = deliveries.len();
+    for message in batch {
+        let number = |name: &str| -> u64 {
+            message
+                .header(name)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("a message without {name}: {:?}", message.headers))
+        };
+        deliveries.push(Delivery {
+            key: (number("producer") as usize, number("seq")),
+            redelivered: message.redelivered(),
+            message_id: message.message_id().unwrap_or_default().to_string(),
+            broker_epoch: message
+                .header("ack")
+                .and_then(|ack| ack.split('-').next())
+                .and_then(|epoch| epoch.parse().ok()),
+            ack: Ack::None,
+        });
+    }
+    first
+}
+
+/// Acks `batch` in one transaction; whether its COMMIT was receipted.
+async fn ack_in_transaction(client: &Client, batch: &[Message]) -> bool {
+    let Ok(tx) = client.begin().await else {
+        return false;
+    };
+    for message in batch {
+        if tx.ack(message).await.is_err() {
+            return false;
+        }
+    }
+    matches!(
+        tokio::time::timeout(crate::WAIT, tx.commit()).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Whether every receipted message of producer `p` was delivered to its consumer.

@@ -15,8 +15,20 @@ pub struct Delivery {
     pub message_id: String,
     /// The epoch of the broker that delivered it (the prefix of its STOMP 1.2 `ack` header).
     pub broker_epoch: Option<u64>,
-    /// The consumer acknowledged this delivery.
-    pub acked: bool,
+    /// What the consumer knows of its acknowledgement.
+    pub ack: Ack,
+}
+
+/// What a consumer knows of its acknowledgement of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Not acknowledged.
+    None,
+    /// ACK sent without a receipt (or in a transaction that failed): it may never have
+    /// reached the broker, which then delivers the message again.
+    Unconfirmed,
+    /// Acked in a transaction whose COMMIT was receipted: the message must never come again.
+    Committed,
 }
 
 /// Everything the clients recorded.
@@ -42,14 +54,16 @@ pub struct Verdict {
     pub sent: usize,
     pub receipted: usize,
     pub received: usize,
+    /// Deliveries whose ack was committed (the ones the acked-then-redelivered check covers).
+    pub acks_committed: usize,
     /// Receipted, never delivered.
     pub lost: Vec<Key>,
     /// Deliveries of a key already delivered.
     pub duplicated: usize,
     /// Duplicates neither flagged redelivered nor resent by the client.
     pub unexplained: Vec<Key>,
-    /// A message (by message-id) delivered again by the broker (same epoch) that had been sent
-    /// the ack of an earlier delivery of it: an acknowledged message came back.
+    /// A message (by message-id) delivered again after an ack of it was committed: an
+    /// acknowledged message came back.
     pub acked_then_redelivered: Vec<Key>,
     /// First deliveries out of their producer's order (not redeliveries, not resends).
     pub out_of_order: Vec<Key>,
@@ -81,9 +95,9 @@ impl History {
         let mut delivered = BTreeSet::new();
         for deliveries in self.deliveries.values() {
             let mut seen: BTreeMap<Key, usize> = BTreeMap::new();
-            // Messages (by message-id: a producer's resend is another message) acked, with
-            // the epoch of the broker whose delivery was acked.
-            let mut acked: BTreeSet<(&str, u64)> = BTreeSet::new();
+            // Messages (by message-id: a producer's resend is another message) whose ack
+            // was committed.
+            let mut acked: BTreeSet<&str> = BTreeSet::new();
             let mut last_first: Option<u64> = None;
             for d in deliveries {
                 verdict.received += 1;
@@ -101,16 +115,14 @@ impl History {
                     }
                     last_first = Some(d.key.1);
                 }
-                // An ack goes to the broker that delivered the message; once that broker has
-                // it, the message must not come from that broker again. (A later broker may
-                // redeliver it if the ack was lost with the connection.)
-                if let Some(epoch) = d.broker_epoch {
-                    if acked.contains(&(d.message_id.as_str(), epoch)) {
-                        verdict.acked_then_redelivered.push(d.key);
-                    }
-                    if d.acked {
-                        acked.insert((d.message_id.as_str(), epoch));
-                    }
+                // A COMMIT is receipted only once its acks are durable: whichever broker
+                // serves next, the message is gone.
+                if acked.contains(d.message_id.as_str()) {
+                    verdict.acked_then_redelivered.push(d.key);
+                }
+                if d.ack == Ack::Committed {
+                    verdict.acks_committed += 1;
+                    acked.insert(d.message_id.as_str());
                 }
             }
         }
@@ -133,7 +145,11 @@ impl History {
                         d.message_id,
                         d.broker_epoch,
                         if d.redelivered { ", redelivered" } else { "" },
-                        if d.acked { ", acked" } else { "" }
+                        match d.ack {
+                            Ack::None => "",
+                            Ack::Unconfirmed => ", acked (unconfirmed)",
+                            Ack::Committed => ", acked (committed)",
+                        }
                     )
                 })
                 .collect();
@@ -158,7 +174,7 @@ mod tests {
             redelivered,
             message_id: format!("{key:?}"),
             broker_epoch: Some(epoch),
-            acked: true,
+            ack: Ack::Committed,
         }
     }
 
@@ -172,11 +188,13 @@ mod tests {
             vec![
                 delivery((0, 0), false, 0),
                 delivery((0, 1), false, 0),
-                delivery((0, 1), true, 1),
+                delivery((0, 1), true, 0),
                 delivery((0, 2), false, 1),
             ],
         );
-        h.deliveries.get_mut(&0).unwrap()[1].acked = false;
+        // An unconfirmed ack may never have reached the broker: the same broker may deliver
+        // the message again.
+        h.deliveries.get_mut(&0).unwrap()[1].ack = Ack::Unconfirmed;
         assert!(h.check().passed(), "{:?}", h.check());
 
         // The producer's resend of (0, 2) is another message: delivered after the ack, fine.

@@ -71,7 +71,8 @@ impl Report {
             "soak seed {seed}: {verdict}\n\
              faults injected: {total} {faults:?}\n\
              messages: sent {sent}, receipted {receipted}, received {received}, lost {lost}, \
-             duplicated {dup} (unexplained {unexplained}), acked-then-redelivered {acked}, \
+             duplicated {dup} (unexplained {unexplained}), acks committed {committed}, \
+             acked-then-redelivered {acked}, \
              out of order {order}, partial commits {partial}, transactions lost {txlost}\n\
              overlapping accept windows: {overlaps}\n\
              unavailability ({n} outages over 100 ms): p50 {p50:?}, p99 {p99:?}, max {max:?}\n",
@@ -84,6 +85,7 @@ impl Report {
             lost = v.lost.len(),
             dup = v.duplicated,
             unexplained = v.unexplained.len(),
+            committed = v.acks_committed,
             acked = v.acked_then_redelivered.len(),
             order = v.out_of_order.len(),
             partial = v.partial_commits,
@@ -186,9 +188,15 @@ pub fn run(config: &Config) -> Report {
                 let (mut producing, mut consuming) = (Vec::new(), Vec::new());
                 for p in 0..=producers {
                     let (u, h) = (url.clone(), Arc::clone(&history));
+                    // The first consumer acks plainly, the others in transactions.
+                    let acking = match p {
+                        0 => clients::Acking::Plain,
+                        _ => clients::Acking::Transactional,
+                    };
                     consuming.push(tokio::spawn(clients::consume(
                         u,
                         p,
+                        acking,
                         h,
                         Arc::clone(&produced),
                     )));
