@@ -61,6 +61,11 @@ pub struct Config {
     pub stale_holder_ms: u64,
     /// What to do when the lock self-test (`ctl check-lock`) fails at start.
     pub lock_check: LockCheck,
+    /// A second mount of the shared directory (as `ctl check-lock --other-path` takes). Through
+    /// one path alone a node cannot see how late its changes reach other nodes; with this, the
+    /// start-up lock check measures that lag, and a lag above the takeover grace lengthens the
+    /// grace (DESIGN invariant 1: a stale broker must see a new epoch within it).
+    pub lock_check_other_path: Option<PathBuf>,
 }
 
 /// lockd's answer to a shared directory whose lock failed the self-test at start.
@@ -97,6 +102,7 @@ impl Default for Config {
             restart_window_ms: 60_000,
             stale_holder_ms: 15_000,
             lock_check: LockCheck::Refuse,
+            lock_check_other_path: None,
         }
     }
 }
@@ -136,6 +142,7 @@ pub struct Settings {
     pub restart_window: Duration,
     pub stale_holder: Duration,
     pub lock_check: LockCheck,
+    pub lock_check_other_path: Option<PathBuf>,
 }
 
 impl Config {
@@ -273,6 +280,16 @@ impl Config {
                 self.stale_holder_ms, self.fence_timeout_ms
             ));
         }
+        let lock_check_other_path = match self.lock_check_other_path {
+            Some(path) if path.is_dir() => Some(path),
+            Some(path) => {
+                return Err(format!(
+                    "lock_check_other_path {} is not a directory: name a second mount of shared_dir, or remove the key",
+                    path.display()
+                ))
+            }
+            None => None,
+        };
         check_watchdog(
             self.keepalive_ms,
             std::env::var("WATCHDOG_USEC").ok().as_deref(),
@@ -299,6 +316,7 @@ impl Config {
             restart_window: Duration::from_millis(self.restart_window_ms),
             stale_holder: Duration::from_millis(self.stale_holder_ms),
             lock_check: self.lock_check,
+            lock_check_other_path,
         })
     }
 }
@@ -498,6 +516,16 @@ mod tests {
         .unwrap_err();
         assert!(
             err.contains("stale_holder_ms (10000) must be longer than fence_timeout_ms (10000)"),
+            "{err}"
+        );
+        let err = Config {
+            lock_check_other_path: Some("/nonexistent/mount".into()),
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            err.contains("lock_check_other_path /nonexistent/mount is not a directory"),
             "{err}"
         );
     }

@@ -230,11 +230,12 @@ fn prepare_shared_dir(settings: &Settings, init: bool) -> anyhow::Result<(Layout
 /// The self-test of `ctl check-lock` on the shared directory, before any thread starts (it
 /// forks). A lock that two processes can hold at once would let two nodes run a broker, so it
 /// refuses to start unless `lock_check = "warn"`. Returns the takeover grace: longer than
-/// `TAKEOVER_GRACE` when a change showed through another path later than it, so a stale broker
+/// `TAKEOVER_GRACE` when a change showed through `lock_check_other_path` later than it, so a stale broker
 /// on broken locks still sees a new epoch within the grace.
 fn check_lock(settings: &Settings) -> anyhow::Result<Duration> {
     let node = &settings.node;
-    let report = shared_proto::lock_check::run(&settings.shared_dir, None)?;
+    let other = settings.lock_check_other_path.as_deref();
+    let report = shared_proto::lock_check::run(&settings.shared_dir, other)?;
     for fs in &report.filesystems {
         tracing::info!(%node, filesystem = %fs.describe(), "shared filesystem");
     }
@@ -255,6 +256,15 @@ fn check_lock(settings: &Settings) -> anyhow::Result<Duration> {
     let grace = report
         .max_lag()
         .map_or(TAKEOVER_GRACE, shared_proto::lock_check::takeover_grace_for);
+    if let (Some(other), Some(lag)) = (other, report.max_lag()) {
+        tracing::info!(
+            %node,
+            other_path = %other.display(),
+            lag_ms = lag.as_millis() as u64,
+            grace_ms = grace.as_millis() as u64,
+            "visibility lag across the two paths measured"
+        );
+    }
     if grace != TAKEOVER_GRACE {
         tracing::warn!(
             %node,

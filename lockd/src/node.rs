@@ -1012,6 +1012,7 @@ mod tests {
             restart_window: Duration::from_secs(60),
             stale_holder: Duration::from_secs(15),
             lock_check: crate::config::LockCheck::Refuse,
+            lock_check_other_path: None,
         }
     }
 

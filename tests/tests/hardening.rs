@@ -76,6 +76,61 @@ fn a_control_path_others_can_write_is_refused_at_start() {
     );
 }
 
+/// Appends `line` to every node's config.
+fn configure(cluster: &Cluster, line: &str) {
+    for node in &cluster.nodes {
+        let mut text = std::fs::read_to_string(&node.config).unwrap();
+        text.push_str(line);
+        std::fs::write(&node.config, text).unwrap();
+    }
+}
+
+/// Through one path a node cannot see how late its changes reach other nodes. Given a second
+/// path to the shared directory (`lock_check_other_path`), lockd's start-up lock check measures
+/// that lag and sets the takeover grace from it; a path that is not the same directory fails
+/// the check, and lockd refuses to start, naming it.
+#[test]
+fn lockd_measures_the_visibility_lag_through_a_second_path_at_start() {
+    // A symlink is a second path an ordinary user can make (a second mount needs root); it
+    // shows every change at once, so the grace stays the default 20 ms.
+    let mut cluster = Cluster::new(1, "");
+    let other = cluster.root.join("other-path");
+    std::os::unix::fs::symlink(&cluster.shared, &other).unwrap();
+    configure(
+        &cluster,
+        &format!("lock_check_other_path = \"{}\"\n", other.display()),
+    );
+    cluster.start_all();
+    cluster.nodes[0].wait_for_role(Role::Active);
+    let logs = cluster.logs();
+    let measured = logs
+        .lines()
+        .find(|l| l.contains("visibility lag across the two paths measured"))
+        .unwrap_or_else(|| panic!("no lag measured:\n{logs}"));
+    assert!(
+        measured.contains(&format!("other_path={}", other.display()))
+            && measured.contains("grace_ms=20"),
+        "{measured}"
+    );
+
+    let cluster = Cluster::new(1, "");
+    let unrelated = cluster.root.join("unrelated");
+    std::fs::create_dir(&unrelated).unwrap();
+    configure(
+        &cluster,
+        &format!("lock_check_other_path = \"{}\"\n", unrelated.display()),
+    );
+    let (code, stderr) = refused_start(&cluster.nodes[0]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "is {} a mount of the same directory?",
+            unrelated.display()
+        )),
+        "{stderr}"
+    );
+}
+
 /// `ctl status` shows what `SHARED/broken-locks` says; a 10 MiB record made the reply longer
 /// than the protocol's line limit, so status failed for as long as the file was there.
 #[test]
