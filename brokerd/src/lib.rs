@@ -7,6 +7,7 @@
 //! - [`fence`]: under lockd, a fast poll of the shared directory's epoch that ends a broker
 //!   superseded on broken cluster locks.
 //! - [`broker`]: the broker core, one task owning every destination and subscription.
+//! - [`scheduler`]: scheduled delivery (ActiveMQ's `AMQ_SCHEDULED_*`), with its own store.
 //! - [`server`] and [`stomp`]: listeners, sessions and the STOMP codec.
 //! - [`memory`]: the producers' memory limit, and producers waiting at it.
 //! - [`stats`]: counters for `ctl status`.
@@ -17,6 +18,7 @@ pub mod fence;
 pub mod journal;
 pub mod lifecycle;
 pub mod memory;
+pub mod scheduler;
 pub mod server;
 pub mod stats;
 pub mod stomp;

@@ -15,6 +15,7 @@ use crate::control::{Activation, Control, Deferred, Lost, Replies, Request, Requ
 use crate::fence;
 use crate::journal::{self, Journal, JournalConfig};
 use crate::memory::Usage;
+use crate::scheduler::{clock::Clock, service};
 use crate::server::{self, Settings, Shutdown};
 use crate::stats::Stats;
 use crate::stomp::frame::Limits;
@@ -74,6 +75,10 @@ pub struct Config {
     pub page_size: usize,
     /// Subscriptions per connection and destinations in total at most.
     pub caps: broker::limits::Caps,
+    /// Directory of the scheduler's store.
+    pub scheduler_dir: PathBuf,
+    /// Test hook for the scheduler tests: its clock runs this many times as fast.
+    pub test_scheduler_clock_rate: u32,
     /// Test hook for the liveness tests (DESIGN invariant 7): on SIGUSR1 the broker core is
     /// never polled again, as if deadlocked, while the control channel and everything else run
     /// on. Hidden on the command line; never set in production.
@@ -129,7 +134,7 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
         let opened = open_broker(&config, epoch, &store, fence).await?;
         Ok::<_, StoreError>((store, opened))
     };
-    let (store, (journal, core, pager)) =
+    let (store, (journal, core, pager, scheduler)) =
         match answer_while(opening, &mut requests, &mut replies).await {
             Phase::Done(Ok(opened)) => opened,
             Phase::Done(Err(err)) => {
@@ -169,6 +174,7 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
             Ok(started) => started,
             Err(err) => return Err(refuse(&mut replies, err, true).await),
         };
+    scheduler.spawn(&config, epoch, &journal, &broker);
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut stop_tx = Some(stop_tx);
     let mut stop_reason = None;
@@ -254,11 +260,12 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let store = Store::open(&config.data_dir, Retry::default()).await?;
     let epoch = store.claim_next_epoch().await?;
     tracing::Span::current().record("epoch", epoch);
-    let (journal, core, pager) = open_broker(&config, epoch, &store, None).await?;
+    let (journal, core, pager, scheduler) = open_broker(&config, epoch, &store, None).await?;
     let listeners = server::bind(&config.listen).await?;
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
     let (broker, memory) = start_broker(core, pager, &journal, config.test_wedge_core_on_sigusr1)?;
+    scheduler.spawn(&config, epoch, &journal, &broker);
     // A store that fails (a write, a flush, a page read) stops the broker at once, as under
     // lockd; closing the journal below then returns that failure, and brokerd exits with it.
     let failing = journal.clone();
@@ -376,11 +383,11 @@ async fn open_broker(
     epoch: u64,
     store: &Store,
     fence: Option<fence::Fence>,
-) -> Result<(Journal, Broker, Pager), StoreError> {
+) -> Result<(Journal, Broker, Pager, SchedulerToStart), StoreError> {
     let journal = Journal::start(
         store,
         JournalConfig {
-            fence,
+            fence: fence.clone(),
             ..JournalConfig::default()
         },
     )?;
@@ -395,6 +402,13 @@ async fn open_broker(
     };
     let mut core = Broker::new(settings, Box::new(journal.clone()));
     let reads = core.page_out(config.page_size);
+    let (link, parts) = service::channel(Clock::new(config.test_scheduler_clock_rate));
+    core.attach_scheduler(link);
+    let scheduler = SchedulerToStart {
+        parts,
+        fence,
+        messages_view: journal::recover(store)?,
+    };
     let started = std::time::Instant::now();
     // Reading the store is blocking sled I/O: keep it off the async threads.
     let reader = Arc::clone(&view);
@@ -420,7 +434,34 @@ async fn open_broker(
         reads,
         fail: Box::new(move |err| failing.fail(err)),
     };
-    Ok((journal, core, pager))
+    Ok((journal, core, pager, scheduler))
+}
+
+/// The scheduler, attached to the broker core, to start once the broker serves.
+struct SchedulerToStart {
+    parts: service::Parts,
+    fence: Option<fence::Fence>,
+    messages_view: journal::Recovered,
+}
+
+impl SchedulerToStart {
+    fn spawn(
+        self,
+        config: &Config,
+        epoch: u64,
+        journal: &Journal,
+        broker: &mpsc::Sender<BrokerRequest>,
+    ) {
+        let beside = service::Beside {
+            dir: config.scheduler_dir.clone(),
+            epoch,
+            fence: self.fence,
+            messages: journal.clone(),
+            messages_view: self.messages_view,
+            broker: broker.clone(),
+        };
+        service::spawn(beside, self.parts);
+    }
 }
 
 /// Starts the broker core's task and its page reader; the core ends when the server and every

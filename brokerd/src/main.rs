@@ -94,6 +94,12 @@ struct Args {
     /// create one more is refused. Empty, unused queues are removed and do not count.
     #[arg(long, default_value_t = Caps::default().destinations)]
     max_destinations: usize,
+    /// Directory of the scheduler's store; default: `scheduler` beside --data-dir.
+    #[arg(long)]
+    scheduler_dir: Option<PathBuf>,
+    /// Test hook for the scheduler tests: its clock runs this many times as fast.
+    #[arg(long, hide = true, default_value_t = 1)]
+    test_scheduler_clock_rate: u32,
     /// Test hook for the liveness tests: SIGUSR1 wedges the broker core.
     #[arg(long, hide = true)]
     test_wedge_core_on_sigusr1: bool,
@@ -146,7 +152,12 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
+    let scheduler_dir = args
+        .scheduler_dir
+        .unwrap_or_else(|| args.data_dir.with_file_name("scheduler"));
     let config = Config {
+        scheduler_dir,
+        test_scheduler_clock_rate: args.test_scheduler_clock_rate,
         data_dir: args.data_dir,
         shared_dir: args.shared_dir,
         listen: args.listen,

@@ -67,6 +67,9 @@ pub enum StoreError {
     /// A durable-subscription registry entry is not in the registry's layout.
     #[error("the store's durable-subscription registry holds an entry (key {key:?}) not in its layout; refusing to guess which subscription it is (restore the store from a backup, or start an empty one)")]
     CorruptRegistry { key: String },
+    /// A scheduler record is not in the scheduler's layout.
+    #[error("the scheduler's {space:?} records hold an entry (key {key:?}) not in their layout; refusing to guess which job it is (restore the scheduler directory from a backup, or remove the job with `ctl schedules cancel`)")]
+    CorruptScheduler { space: String, key: String },
     /// A durable subscription is in both the registry and an older brokerd's registry.
     #[error("durable subscription {name:?} of client-id {client_id:?} is in both the durable-subscription registry and an older brokerd's ('subs'): an older brokerd ran on this store after a newer one. Refusing to guess which holds its messages; run the older brokerd to deliver and UNSUBSCRIBE it there, then start this one")]
     RegistryConflict { client_id: String, name: String },

@@ -55,6 +55,8 @@ pub enum HeaderError {
     BadExpires(String),
     #[error("persistent {0:?} is neither true nor false")]
     BadPersistent(String),
+    #[error(transparent)]
+    BadSchedule(#[from] crate::scheduler::spec::ScheduleError),
 }
 
 /// What a destination name is.
@@ -87,6 +89,8 @@ pub struct Published {
     pub persistent: bool,
     pub priority: u8,
     pub expires: u64,
+    /// ActiveMQ's scheduling headers: a job, not a message (their headers are not passed on).
+    pub schedule: Option<crate::scheduler::spec::Schedule>,
 }
 
 impl Published {
@@ -119,9 +123,15 @@ impl Published {
                 .parse::<u64>()
                 .map_err(|_| HeaderError::BadExpires(e.into()))?,
         };
+        let schedule = crate::scheduler::spec::Schedule::from_headers(headers)?;
         let mut passed: Vec<(String, String)> = Vec::new();
         for (name, value) in headers {
-            if HOP_HEADERS.contains(&name.as_str()) || passed.iter().any(|(n, _)| n == name) {
+            let scheduling =
+                schedule.is_some() && crate::scheduler::spec::HEADERS.contains(&name.as_str());
+            if scheduling
+                || HOP_HEADERS.contains(&name.as_str())
+                || passed.iter().any(|(n, _)| n == name)
+            {
                 continue;
             }
             passed.push((name.clone(), value.clone()));
@@ -132,6 +142,7 @@ impl Published {
             persistent,
             priority,
             expires,
+            schedule,
         })
     }
 }
@@ -216,12 +227,12 @@ impl Message {
     }
 }
 
-fn put_str(out: &mut BytesMut, s: &str) {
+pub(crate) fn put_str(out: &mut BytesMut, s: &str) {
     out.put_u32(s.len() as u32);
     out.put_slice(s.as_bytes());
 }
 
-fn get_str(buf: &mut &[u8]) -> Option<String> {
+pub(crate) fn get_str(buf: &mut &[u8]) -> Option<String> {
     if buf.remaining() < 4 {
         return None;
     }

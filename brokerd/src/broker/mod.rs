@@ -25,6 +25,7 @@ mod standing;
 
 use crate::journal::Op;
 use crate::memory::Gauge;
+use crate::scheduler::{self, job::Job};
 use crate::store::StoreError;
 use bytes::Bytes;
 use message::{Kind, Message, Published};
@@ -200,6 +201,15 @@ pub enum Request {
     /// The node goes passive: refuse further SENDs, and answer once every stored message and
     /// every receipt already owed is durable.
     Drain(oneshot::Sender<()>),
+    /// The scheduler enqueues delivery `n` of job `job`: `msg` goes to its destination and
+    /// the job's fired marker into the store with it, atomically; `done` runs once both are
+    /// durable (never, if the broker is draining: the next broker enqueues it).
+    Fire {
+        job: Arc<str>,
+        n: u64,
+        msg: Message,
+        done: OnDurable,
+    },
     /// The answer to a [`PageRead`]: paged-out messages read back from the store, off the
     /// router task.
     Page {
@@ -392,6 +402,8 @@ enum Ticket {
 enum TxOp {
     /// Held in memory until COMMIT or ABORT: counted against the producers' memory limit.
     Send(Message, Charge),
+    /// A scheduled SEND, likewise.
+    Schedule(Job, Charge),
     Ack {
         which: AckRef,
         nack: bool,
@@ -435,6 +447,8 @@ pub struct Broker {
     next_ticket: u64,
     /// Page reads asked for and not answered yet.
     tickets: HashMap<u64, Ticket>,
+    /// Where scheduled SENDs go; `None` until one is attached.
+    scheduler: Option<scheduler::Link>,
 }
 
 /// The store as the broker writes it: straight through, or, while a COMMIT is being applied,
@@ -522,7 +536,13 @@ impl Broker {
             paging: None,
             next_ticket: 1,
             tickets: HashMap::new(),
+            scheduler: None,
         }
+    }
+
+    /// Hands scheduled SENDs to the scheduler from now on (before the core starts).
+    pub fn attach_scheduler(&mut self, link: scheduler::Link) {
+        self.scheduler = Some(link);
     }
 
     /// Turns paging on, before anything is published or recovered: each space keeps at most
@@ -749,7 +769,7 @@ impl Broker {
             }
             Request::Send {
                 conn,
-                published,
+                mut published,
                 body,
                 transaction,
                 receipt,
@@ -776,7 +796,11 @@ impl Broker {
                     // A SEND to a topic without subscribers creates nothing.
                     self.room_for(&published.destination)?;
                 }
+                let schedule = published.schedule.take();
                 let msg = self.new_message(published, body);
+                if let Some(schedule) = schedule {
+                    return self.schedule(conn, msg, schedule, transaction, receipt);
+                }
                 match transaction {
                     Some(tx) => {
                         let charge = Charge::new(&msg, &self.memory);
@@ -912,6 +936,7 @@ impl Broker {
                             // A message acknowledged twice in one transaction is simply gone.
                             let _ = self.acknowledge(conn, &which, nack);
                         }
+                        TxOp::Schedule(job, _charge) => self.add_job(job, None),
                     }
                 }
                 let done = self.receipt_later(conn, receipt);
@@ -944,6 +969,25 @@ impl Broker {
                     }
                     self.dispatch(&source);
                 }
+                Ok(())
+            }
+            Request::Fire { job, n, msg, done } => {
+                if self.draining {
+                    return Ok(());
+                }
+                let mut msg = msg;
+                self.counter += 1;
+                msg.seq = (self.settings.epoch << 40) | self.counter;
+                self.store.begin_group();
+                self.publish(msg, None, false);
+                let marker = Bytes::copy_from_slice(job.as_bytes());
+                self.store.put(
+                    scheduler::store::FIRED.into(),
+                    marker,
+                    scheduler::store::number(n),
+                    None,
+                );
+                self.store.commit_group(Some(done));
                 Ok(())
             }
             Request::Receipt { conn, receipt } => {
@@ -1289,6 +1333,58 @@ impl Broker {
         if let Some(done) = self.receipt_later(conn, receipt) {
             self.store.barrier(done);
         }
+    }
+
+    /// A scheduled SEND: a job, stored in the message store like a message (so that its
+    /// RECEIPT, or its COMMIT's, means it is durable), and handed to the scheduler.
+    fn schedule(
+        &mut self,
+        conn: ConnId,
+        msg: Message,
+        schedule: scheduler::spec::Schedule,
+        transaction: Option<String>,
+        receipt: Option<String>,
+    ) -> Result<(), Refused> {
+        let Some(link) = &self.scheduler else {
+            return Err(Refused(
+                "this broker runs without a scheduler: scheduled SENDs are refused".into(),
+            ));
+        };
+        let cron = schedule.cron.as_ref().map(ToString::to_string);
+        let Some(job) = Job::new(msg, schedule, link.clock.now()) else {
+            return Err(Refused(format!(
+                "{} {:?} never matches: nothing was scheduled",
+                scheduler::spec::CRON,
+                cron.unwrap_or_default()
+            )));
+        };
+        match transaction {
+            Some(tx) => {
+                let charge = Charge::new(&job.template, &self.memory);
+                self.transaction(conn, &tx)?
+                    .push(TxOp::Schedule(job, charge));
+                self.receipt_now(conn, receipt);
+            }
+            None => {
+                let on_durable = self.receipt_later(conn, receipt);
+                self.add_job(job, on_durable);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a new job where a takeover finds it, and hands it to the scheduler.
+    fn add_job(&mut self, job: Job, on_durable: Option<OnDurable>) {
+        let Some(link) = &self.scheduler else {
+            return;
+        };
+        self.store.put(
+            scheduler::store::NEW.into(),
+            Bytes::copy_from_slice(job.id.as_bytes()),
+            job.encode(),
+            on_durable,
+        );
+        let _ = link.commands.send(scheduler::task::Command::Add(job));
     }
 
     fn new_message(&mut self, published: Published, body: Bytes) -> Message {

@@ -145,6 +145,12 @@ impl Broker {
         }
     }
 
+    /// SIGKILLs the broker and waits for it to be gone.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL brokerd");
+        self.wait_exit();
+    }
+
     /// Closes the test's end of the control socket, as a dying lockd would.
     pub fn close_control(&mut self) {
         self.control = None;
@@ -467,6 +473,31 @@ impl Client {
             Ok(0) => None,
             Ok(_) => Some(byte[0]),
             Err(err) => panic!("no byte from brokerd within {PATIENCE:?}: {err}"),
+        }
+    }
+
+    /// How long reads wait from now on.
+    pub fn set_read_timeout(&mut self, timeout: Duration) {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .unwrap();
+    }
+
+    /// The next frame if one starts within the read timeout, else `None`; panics on EOF.
+    pub fn try_read_raw(&mut self) -> Option<RawFrame> {
+        match self.reader.fill_buf() {
+            Ok([]) => panic!("EOF instead of a frame"),
+            Ok(_) => Some(self.read_raw()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => panic!("reading from brokerd: {e}"),
         }
     }
 

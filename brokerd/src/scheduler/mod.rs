@@ -1,0 +1,28 @@
+//! The scheduler: ActiveMQ's scheduled delivery (`AMQ_SCHEDULED_DELAY`, `_PERIOD`, `_REPEAT`,
+//! `_CRON`), kept in its own store in `scheduler_dir` beside the message store, so that a
+//! failover neither loses nor doubles a delivery ([`task`] says how).
+//!
+//! - [`spec`]: the SEND headers, checked.
+//! - [`cron`]: five-field cron expressions.
+//! - [`job`]: a job and its next delivery; its encoding.
+//! - [`store`]: where jobs are kept in the two stores, and what a takeover reads.
+//! - [`task`]: the task that fires deliveries; [`service`]: running it beside a broker.
+//! - [`clock`]: wall-clock time, faster in tests.
+
+pub mod clock;
+pub mod cron;
+pub mod job;
+pub mod service;
+pub mod spec;
+pub mod store;
+pub mod task;
+
+/// What the broker core holds of the scheduler: where to send new jobs, and its clock.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub commands: tokio::sync::mpsc::UnboundedSender<task::Command>,
+    pub clock: clock::Clock,
+}
+
+#[cfg(test)]
+mod tests;

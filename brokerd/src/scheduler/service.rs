@@ -1,0 +1,102 @@
+//! The scheduler beside a broker: its store opened and its task run once the broker serves, so
+//! that a takeover does not wait for it (scheduled SENDs are stored and queue up meanwhile).
+
+use super::clock::Clock;
+use super::task::{Command, Scheduler};
+use super::Link;
+use crate::broker::Request;
+use crate::fence::Fence;
+use crate::journal::{self, Journal, JournalConfig, Recovered};
+use crate::store::{Retry, Store, StoreError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tracing::{error, info, Instrument};
+
+/// The scheduler's end of its command channel, until its task starts.
+pub struct Parts {
+    commands: mpsc::UnboundedReceiver<Command>,
+    me: mpsc::UnboundedSender<Command>,
+    clock: Clock,
+}
+
+/// The broker core's end ([`Link`], to attach before the core starts) and the scheduler's.
+pub fn channel(clock: Clock) -> (Link, Parts) {
+    let (me, commands) = mpsc::unbounded_channel();
+    let link = Link {
+        commands: me.clone(),
+        clock,
+    };
+    (
+        link,
+        Parts {
+            commands,
+            me,
+            clock,
+        },
+    )
+}
+
+/// What the scheduler needs of the broker it runs beside.
+pub struct Beside {
+    /// The scheduler's store directory.
+    pub dir: PathBuf,
+    pub epoch: u64,
+    pub fence: Option<Fence>,
+    /// The message store's journal and a read view of it.
+    pub messages: Journal,
+    pub messages_view: Recovered,
+    pub broker: mpsc::Sender<Request>,
+}
+
+/// Opens the scheduler's store and runs the scheduler until the broker is gone. A scheduler
+/// whose store cannot be opened, written or read stops the broker, as its own store would: the
+/// failure goes to the message journal.
+pub fn spawn(beside: Beside, parts: Parts) {
+    let messages = beside.messages.clone();
+    tokio::spawn(
+        async move {
+            if let Err(err) = open_and_run(beside, parts).await {
+                error!(error = %err, "the scheduler failed; the broker stops");
+                messages.fail(err);
+            }
+        }
+        .in_current_span(),
+    );
+}
+
+async fn open_and_run(beside: Beside, parts: Parts) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let store = Store::open(&beside.dir, Retry::default()).await?;
+    store.fence(beside.epoch).await?;
+    let journal = Journal::start(
+        &store,
+        JournalConfig {
+            fence: beside.fence,
+            ..JournalConfig::default()
+        },
+    )?;
+    let scheduler = Scheduler::start(
+        journal.clone(),
+        journal::recover(&store)?,
+        beside.messages,
+        beside.messages_view,
+        beside.broker,
+        parts.commands,
+        parts.me,
+        parts.clock,
+    )
+    .await?;
+    info!(
+        dir = ?beside.dir,
+        ms = started.elapsed().as_millis() as u64,
+        "scheduler serving"
+    );
+    tokio::select! {
+        () = scheduler.run() => Ok(()),
+        err = journal.failed() => Err(StoreError::WriterFailed {
+            path: store.path().to_path_buf(),
+            cause: Arc::clone(&err),
+        }),
+    }
+}

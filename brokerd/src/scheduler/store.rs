@@ -1,0 +1,139 @@
+//! Where jobs are kept, in the scheduler's own store and in the message store, and the reads a
+//! takeover makes of them.
+//!
+//! The scheduler's store (in `scheduler_dir`) holds [`JOBS`] (each job by id), [`DUE`] (an index
+//! of the jobs by due time, so that the next ones due are found without reading the rest) and
+//! [`FIRING`] (the deliveries being enqueued). The message store holds [`NEW`] (scheduled SENDs
+//! not yet moved into the scheduler's store) and [`FIRED`] (deliveries enqueued whose job has
+//! not yet moved on). Both of those are small: an entry leaves them as soon as the scheduler's
+//! store has caught up, so a takeover reads them whole, and of [`DUE`] only the first page.
+
+use super::job::{DueKey, Job};
+use crate::journal::Recovered;
+use crate::store::StoreError;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Scheduler store: id -> [`Job`].
+pub const JOBS: &str = "jobs";
+/// Scheduler store: due time (u64 BE) ++ id -> nothing.
+pub const DUE: &str = "due";
+/// Scheduler store: id -> delivery number (u64 BE) being enqueued.
+pub const FIRING: &str = "firing";
+/// Message store: id -> [`Job`], scheduled and not yet in the scheduler's store.
+pub const NEW: &str = "scheduler/new";
+/// Message store: id -> delivery number (u64 BE) enqueued, written with the delivery itself.
+pub const FIRED: &str = "scheduler/fired";
+
+/// A [`DUE`] key.
+pub fn due_key((due, id): &DueKey) -> Bytes {
+    let mut key = BytesMut::with_capacity(8 + id.len());
+    key.put_u64(*due);
+    key.put_slice(id.as_bytes());
+    key.freeze()
+}
+
+/// A delivery number as stored.
+pub fn number(n: u64) -> Bytes {
+    Bytes::copy_from_slice(&n.to_be_bytes())
+}
+
+fn read_number(value: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(value.try_into().ok()?))
+}
+
+fn corrupt(space: &str, key: &[u8]) -> StoreError {
+    StoreError::CorruptScheduler {
+        space: space.into(),
+        key: String::from_utf8_lossy(key).into_owned(),
+    }
+}
+
+/// Reads job `id` from the scheduler's store.
+pub fn job(view: &Recovered, id: &[u8]) -> Result<Option<Job>, StoreError> {
+    match view.get(JOBS, id)? {
+        None => Ok(None),
+        Some(value) => Job::decode(&value)
+            .map(Some)
+            .ok_or_else(|| corrupt(JOBS, id)),
+    }
+}
+
+/// Up to `limit` jobs in due order whose keys come after `after` (from the first with `None`),
+/// except those in `skip`; and whether the store holds no more.
+pub fn jobs_due(
+    view: &Recovered,
+    after: Option<&DueKey>,
+    limit: usize,
+    skip: &HashSet<Arc<str>>,
+) -> Result<(Vec<Job>, bool), StoreError> {
+    let from = after.map(due_key).unwrap_or_default();
+    let keys = view.read_page(DUE, &from, limit + 1)?;
+    let read = keys.len();
+    let mut jobs = Vec::with_capacity(read);
+    for (key, _) in keys {
+        if after.is_some() && key == from {
+            continue;
+        }
+        let id = key.get(8..).ok_or_else(|| corrupt(DUE, &key))?;
+        let id = std::str::from_utf8(id).map_err(|_| corrupt(DUE, &key))?;
+        if skip.contains(id) {
+            continue;
+        }
+        match job(view, id.as_bytes())? {
+            Some(job) => jobs.push(job),
+            // A due entry whose job is gone: removed with the job, in one group; never alone.
+            None => return Err(corrupt(DUE, &key)),
+        }
+        if jobs.len() == limit {
+            return Ok((jobs, false));
+        }
+    }
+    Ok((jobs, read <= limit))
+}
+
+/// What a takeover finds in flight between the two stores.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    /// Scheduled SENDs not yet in the scheduler's store.
+    pub new: Vec<Job>,
+    /// Scheduled SENDs already moved, whose [`NEW`] entry is left to remove.
+    pub moved: Vec<Arc<str>>,
+    /// Jobs whose delivery was being enqueued: the job, and whether the delivery is enqueued.
+    pub firing: Vec<(Job, bool)>,
+    /// [`FIRED`] markers of jobs no longer firing, left to remove.
+    pub stale_markers: Vec<Arc<str>>,
+}
+
+/// Reads what was in flight when the last broker stopped (blocking).
+pub fn in_flight(view: &Recovered, messages: &Recovered) -> Result<InFlight, StoreError> {
+    let mut found = InFlight::default();
+    for entry in messages.scan(NEW) {
+        let entry = entry?;
+        let job = Job::decode(&entry.value).ok_or_else(|| corrupt(NEW, &entry.key))?;
+        if view.get(JOBS, &entry.key)?.is_some() {
+            found.moved.push(job.id);
+        } else {
+            found.new.push(job);
+        }
+    }
+    let mut firing = HashSet::new();
+    for entry in view.scan(FIRING) {
+        let entry = entry?;
+        let n = read_number(&entry.value).ok_or_else(|| corrupt(FIRING, &entry.key))?;
+        let job = job(view, &entry.key)?.ok_or_else(|| corrupt(FIRING, &entry.key))?;
+        let marker = messages.get(FIRED, &entry.key)?;
+        let enqueued = marker.as_deref().and_then(read_number) == Some(n);
+        firing.insert(Arc::clone(&job.id));
+        found.firing.push((job, enqueued));
+    }
+    for entry in messages.scan(FIRED) {
+        let entry = entry?;
+        let id = std::str::from_utf8(&entry.key).map_err(|_| corrupt(FIRED, &entry.key))?;
+        if !firing.contains(id) {
+            found.stale_markers.push(id.into());
+        }
+    }
+    Ok(found)
+}
