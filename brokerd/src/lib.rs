@@ -10,6 +10,7 @@
 //! - [`server`] and [`stomp`]: listeners, sessions and the STOMP codec.
 //! - [`memory`]: the producers' memory limit, and producers waiting at it.
 //! - [`stats`]: counters for `ctl status`.
+//! - [`scheduler`]: ActiveMQ's scheduled delivery (`AMQ_SCHEDULED_*` headers).
 
 pub mod broker;
 pub mod control;
@@ -17,6 +18,7 @@ pub mod fence;
 pub mod journal;
 pub mod lifecycle;
 pub mod memory;
+pub mod scheduler;
 pub mod server;
 pub mod stats;
 pub mod stomp;

@@ -1,0 +1,3 @@
+//! The scheduler: ActiveMQ's scheduled delivery.
+
+pub mod cron;
