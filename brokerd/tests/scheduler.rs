@@ -174,3 +174,113 @@ fn a_delivery_due_after_its_broker_was_killed_comes_once_from_the_next() {
     nothing_within(&mut consumer, Duration::from_millis(500));
     second.stop("done");
 }
+
+/// BROWSE's copies on `reply_to`: (scheduledJobId, the frame), until none comes for a while.
+fn browse(addr: &str, range: Option<(u64, u64)>) -> Vec<RawFrame> {
+    let mut consumer = subscriber(addr, "/queue/browsed");
+    let mut admin = Client::stomp(addr);
+    let mut headers = vec![
+        "destination:/topic/ActiveMQ.Scheduler.Management".to_owned(),
+        "AMQ_SCHEDULER_ACTION:BROWSE".to_owned(),
+        "reply-to:/queue/browsed".to_owned(),
+        "receipt:browse".to_owned(),
+    ];
+    if let Some((start, end)) = range {
+        headers.push(format!("ACTION_START_TIME:{start}"));
+        headers.push(format!("ACTION_END_TIME:{end}"));
+    }
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    admin.send_frame("SEND", &headers, b"");
+    admin.expect_receipt("browse");
+    let mut copies = Vec::new();
+    consumer.set_read_timeout(Duration::from_millis(500));
+    while let Some(frame) = consumer.try_read_raw() {
+        copies.push(frame);
+    }
+    copies
+}
+
+fn manage(addr: &str, headers: &[&str]) {
+    let mut admin = Client::stomp(addr);
+    let mut all = vec![
+        "destination:/topic/ActiveMQ.Scheduler.Management",
+        "receipt:managed",
+    ];
+    all.extend_from_slice(headers);
+    admin.send_frame("SEND", &all, b"");
+    admin.expect_receipt("managed");
+}
+
+#[test]
+fn the_management_topic_browses_removes_one_and_removes_all_as_activemq_does() {
+    let dirs = Dirs::new();
+    let mut broker = Broker::spawn(&dirs.data, &[]);
+    let addr = broker.activate(1);
+    let now = shared_proto::unix_ms();
+    for (delay, body) in [
+        ("60000", "in a minute"),
+        ("120000", "in two"),
+        ("180000", "in three"),
+    ] {
+        schedule(
+            &addr,
+            &[
+                "destination:/queue/later",
+                &format!("AMQ_SCHEDULED_DELAY:{delay}"),
+            ],
+            body.as_bytes(),
+        );
+    }
+    let copies = browse(&addr, None);
+    let bodies: Vec<&[u8]> = copies.iter().map(|f| f.body.as_slice()).collect();
+    assert_eq!(bodies, [&b"in a minute"[..], b"in two", b"in three"]);
+    for copy in &copies {
+        assert_eq!(copy.get("type"), Some("Advisory"), "{copy:?}");
+        assert_eq!(copy.get("original-destination"), Some("/queue/later"));
+        assert!(copy.get("AMQ_SCHEDULED_DELAY").is_some(), "{copy:?}");
+        assert!(copy.get("persistent").is_none(), "{copy:?}");
+    }
+    let in_range = browse(&addr, Some((now + 90_000, now + 150_000)));
+    assert_eq!(in_range.len(), 1);
+    assert_eq!(in_range[0].body, b"in two");
+
+    let first = copies[0].header("scheduledJobId").to_owned();
+    manage(
+        &addr,
+        &[
+            "AMQ_SCHEDULER_ACTION:REMOVE",
+            &format!("scheduledJobId:{first}"),
+        ],
+    );
+    assert_eq!(browse(&addr, None).len(), 2);
+    manage(
+        &addr,
+        &[
+            "AMQ_SCHEDULER_ACTION:REMOVEALL",
+            &format!("ACTION_START_TIME:{}", now + 90_000),
+            &format!("ACTION_END_TIME:{}", now + 150_000),
+        ],
+    );
+    let left = browse(&addr, None);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].body, b"in three");
+    manage(&addr, &["AMQ_SCHEDULER_ACTION:REMOVEALL"]);
+    assert!(browse(&addr, None).is_empty());
+
+    // A removed job stays removed across a restart of the broker.
+    broker.stop("restart");
+    let mut broker = Broker::spawn(&dirs.data, &[]);
+    let addr = broker.activate(2);
+    assert!(browse(&addr, None).is_empty());
+    let mut admin = Client::stomp(&addr);
+    admin.send_frame(
+        "SEND",
+        &[
+            "destination:/topic/ActiveMQ.Scheduler.Management",
+            "AMQ_SCHEDULER_ACTION:LIST",
+        ],
+        b"",
+    );
+    admin.expect_refusal("AMQ_SCHEDULER_ACTION \"LIST\"\\c not one of BROWSE, REMOVE, REMOVEALL");
+    broker.stop("done");
+}

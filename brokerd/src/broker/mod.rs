@@ -210,6 +210,9 @@ pub enum Request {
         msg: Message,
         done: OnDurable,
     },
+    /// A message the broker itself publishes (the scheduler's BROWSE copies): it gets its id
+    /// and seq here; it is not stored (non-persistent).
+    Publish { msg: Message },
     /// The answer to a [`PageRead`]: paged-out messages read back from the store, off the
     /// router task.
     Page {
@@ -792,6 +795,9 @@ impl Broker {
                     }
                     return Ok(());
                 }
+                if scheduler::manage::is_management(&published.destination) {
+                    return self.manage(conn, &published.headers, receipt);
+                }
                 if matches!(message::kind_of(&published.destination), Ok(Kind::Queue)) {
                     // A SEND to a topic without subscribers creates nothing.
                     self.room_for(&published.destination)?;
@@ -976,8 +982,7 @@ impl Broker {
                     return Ok(());
                 }
                 let mut msg = msg;
-                self.counter += 1;
-                msg.seq = (self.settings.epoch << 40) | self.counter;
+                msg.seq = self.next_seq();
                 self.store.begin_group();
                 self.publish(msg, None, false);
                 let marker = Bytes::copy_from_slice(job.as_bytes());
@@ -988,6 +993,12 @@ impl Broker {
                     None,
                 );
                 self.store.commit_group(Some(done));
+                Ok(())
+            }
+            Request::Publish { mut msg } => {
+                msg.seq = self.next_seq();
+                msg.id = self.id_of(msg.seq);
+                self.publish(msg, None, false);
                 Ok(())
             }
             Request::Receipt { conn, receipt } => {
@@ -1169,8 +1180,7 @@ impl Broker {
 
     /// A number never used before, for a durable subscription's space: the next message seq.
     fn incarnation(&mut self) -> u64 {
-        self.counter += 1;
-        (self.settings.epoch << 40) | self.counter
+        self.next_seq()
     }
 
     /// Removes a deleted durable subscription's paged-out messages from the store, a page at a
@@ -1373,6 +1383,28 @@ impl Broker {
         Ok(())
     }
 
+    /// A SEND to the scheduler's management topic: handed to the scheduler, whose answer to
+    /// it is its receipt.
+    fn manage(
+        &mut self,
+        conn: ConnId,
+        headers: &[(String, String)],
+        receipt: Option<String>,
+    ) -> Result<(), Refused> {
+        let action =
+            scheduler::manage::Action::from_headers(headers).map_err(|e| Refused(e.to_string()))?;
+        let Some(link) = &self.scheduler else {
+            return Err(Refused(
+                "this broker runs without a scheduler: nothing to manage".into(),
+            ));
+        };
+        let done = self.receipt_later(conn, receipt);
+        let _ = link
+            .commands
+            .send(scheduler::task::Command::Manage { action, done });
+        Ok(())
+    }
+
     /// Stores a new job where a takeover finds it, and hands it to the scheduler.
     fn add_job(&mut self, job: Job, on_durable: Option<OnDurable>) {
         let Some(link) = &self.scheduler else {
@@ -1387,15 +1419,27 @@ impl Broker {
         let _ = link.commands.send(scheduler::task::Command::Add(job));
     }
 
-    fn new_message(&mut self, published: Published, body: Bytes) -> Message {
+    /// The next message seq: `(epoch << 40) | counter`, growing across failovers.
+    fn next_seq(&mut self) -> u64 {
         self.counter += 1;
+        (self.settings.epoch << 40) | self.counter
+    }
+
+    /// The `message-id` of this broker's message `seq`: node, epoch and counter.
+    fn id_of(&self, seq: u64) -> Arc<str> {
+        let counter = seq & ((1 << 40) - 1);
+        format!(
+            "ID:{}-{}-{counter}",
+            self.settings.node, self.settings.epoch
+        )
+        .into()
+    }
+
+    fn new_message(&mut self, published: Published, body: Bytes) -> Message {
+        let seq = self.next_seq();
         Message {
-            id: format!(
-                "ID:{}-{}-{}",
-                self.settings.node, self.settings.epoch, self.counter
-            )
-            .into(),
-            seq: (self.settings.epoch << 40) | self.counter,
+            id: self.id_of(seq),
+            seq,
             destination: published.destination.into(),
             headers: published.headers,
             body,

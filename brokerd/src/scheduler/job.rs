@@ -99,6 +99,36 @@ impl Job {
         msg
     }
 
+    /// A copy for ActiveMQ's BROWSE (the broker gives it an id and a seq): non-persistent,
+    /// to `reply_to`, with the job's headers, the scheduling headers it was sent with, its
+    /// `scheduledJobId`, `type:Advisory` and the `original-destination`.
+    pub fn browse_copy(&self, reply_to: &str) -> Message {
+        let mut msg = self.template.clone();
+        msg.destination = reply_to.into();
+        msg.persistent = false;
+        let s = &self.schedule;
+        let mut add = |name: &str, value: String| msg.headers.push((name.to_owned(), value));
+        add(super::spec::JOB_ID, self.id.to_string());
+        add("type", "Advisory".into());
+        add(
+            "original-destination",
+            self.template.destination.to_string(),
+        );
+        if s.delay_ms > 0 {
+            add(super::spec::DELAY, s.delay_ms.to_string());
+        }
+        if s.period_ms > 0 {
+            add(super::spec::PERIOD, s.period_ms.to_string());
+        }
+        if s.repeat > 0 {
+            add(super::spec::REPEAT, s.repeat.to_string());
+        }
+        if let Some(cron) = &s.cron {
+            add(super::spec::CRON, cron.to_string());
+        }
+        msg
+    }
+
     /// The stores' encoding: a version byte, the schedule, the next delivery, the template.
     pub fn encode(&self) -> Bytes {
         let template = self.template.encode();

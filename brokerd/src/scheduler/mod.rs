@@ -6,12 +6,16 @@
 //! - [`cron`]: five-field cron expressions.
 //! - [`job`]: a job and its next delivery; its encoding.
 //! - [`store`]: where jobs are kept in the two stores, and what a takeover reads.
-//! - [`task`]: the task that fires deliveries; [`service`]: running it beside a broker.
+//! - [`task`]: the task that fires deliveries, with its [`cache`] of the jobs due next;
+//!   [`service`]: running it beside a broker.
+//! - [`manage`]: ActiveMQ's management topic (BROWSE, REMOVE, REMOVEALL).
 //! - [`clock`]: wall-clock time, faster in tests.
 
+pub mod cache;
 pub mod clock;
 pub mod cron;
 pub mod job;
+pub mod manage;
 pub mod service;
 pub mod spec;
 pub mod store;

@@ -2,7 +2,7 @@
 //! that a takeover does not wait for it (scheduled SENDs are stored and queue up meanwhile).
 
 use super::clock::Clock;
-use super::task::{Command, Scheduler};
+use super::task::{self, Command, Scheduler};
 use super::Link;
 use crate::broker::Request;
 use crate::fence::Fence;
@@ -76,16 +76,16 @@ async fn open_and_run(beside: Beside, parts: Parts) -> Result<(), StoreError> {
             ..JournalConfig::default()
         },
     )?;
-    let scheduler = Scheduler::start(
-        journal.clone(),
-        journal::recover(&store)?,
-        beside.messages,
-        beside.messages_view,
-        beside.broker,
-        parts.commands,
-        parts.me,
-        parts.clock,
-    )
+    let scheduler = Scheduler::start(task::Parts {
+        journal: journal.clone(),
+        view: journal::recover(&store)?,
+        messages: beside.messages,
+        messages_view: beside.messages_view,
+        broker: beside.broker,
+        commands: parts.commands,
+        me: parts.me,
+        clock: parts.clock,
+    })
     .await?;
     info!(
         dir = ?beside.dir,

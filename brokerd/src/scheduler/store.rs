@@ -60,11 +60,13 @@ pub fn job(view: &Recovered, id: &[u8]) -> Result<Option<Job>, StoreError> {
     }
 }
 
-/// Up to `limit` jobs in due order whose keys come after `after` (from the first with `None`),
-/// except those in `skip`; and whether the store holds no more.
+/// Up to `limit` jobs in due order whose keys come after `after` (from the first with `None`)
+/// and that are due by `until`, except those in `skip`; and whether the store holds no more
+/// within that.
 pub fn jobs_due(
     view: &Recovered,
     after: Option<&DueKey>,
+    until: u64,
     limit: usize,
     skip: &HashSet<Arc<str>>,
 ) -> Result<(Vec<Job>, bool), StoreError> {
@@ -75,6 +77,14 @@ pub fn jobs_due(
     for (key, _) in keys {
         if after.is_some() && key == from {
             continue;
+        }
+        let due = key
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| corrupt(DUE, &key))?;
+        if due > until {
+            return Ok((jobs, true));
         }
         let id = key.get(8..).ok_or_else(|| corrupt(DUE, &key))?;
         let id = std::str::from_utf8(id).map_err(|_| corrupt(DUE, &key))?;

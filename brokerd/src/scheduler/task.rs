@@ -16,33 +16,69 @@
 //! reach the scheduler the same way: the broker stores them in [`NEW`] (their RECEIPT, and a
 //! COMMIT's, waits for that), the scheduler moves them into its store and then removes them.
 //!
-//! Memory: at most [`CACHE_JOBS`] jobs (and [`CACHE_BYTES`] of them) are held; every job with a
-//! key at or before `horizon` is held (or firing), later ones are only in the store and are read
-//! a page at a time, off the task, as the cache runs low.
+//! Memory: the jobs due next are held in a bounded [`Cache`]; the rest are read from the store a
+//! page at a time, off the task. Removing a job (ActiveMQ's management topic, `ctl schedules
+//! cancel`) that is being added or fired marks it, and the step that would keep it removes it.
 
+use super::cache::{Cache, CACHE_JOBS};
 use super::clock::Clock;
-use super::job::{DueKey, Job};
+use super::job::Job;
+use super::manage::{Action, Range};
 use super::store::{self, due_key, number, DUE, FIRED, FIRING, JOBS, NEW};
-use crate::broker::Request;
+use crate::broker::{OnDurable, Request};
 use crate::journal::{Journal, Op, Recovered};
 use crate::store::StoreError;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
-/// Jobs the cache holds at most.
-pub const CACHE_JOBS: usize = 10_000;
-/// Bytes of jobs the cache holds at most.
-pub const CACHE_BYTES: usize = 64 << 20;
 /// Deliveries fired together (one write of step 1).
 const FIRE_BATCH: usize = 1024;
+/// Jobs read from the store at once by a listing, a browse or a removal.
+const PAGE: usize = 1000;
+
+/// Which jobs to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// The job with this id.
+    Job(String),
+    /// Every job, or those due within the range.
+    All(Option<Range>),
+}
+
+/// A pending job as `ctl schedules` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub id: String,
+    pub destination: String,
+    /// When its next delivery is due, ms since the Unix epoch.
+    pub next_due_ms: u64,
+    /// Deliveries left in the current series after the next one.
+    pub remaining: u32,
+    pub cron: Option<String>,
+}
 
 /// What the scheduler is told.
 pub enum Command {
     /// A scheduled SEND, durable in the message store's [`NEW`].
     Add(Job),
+    /// A SEND to the management topic; `done` (its receipt) runs once it took effect.
+    Manage {
+        action: Action,
+        done: Option<OnDurable>,
+    },
+    /// Up to `limit` pending jobs, in due order.
+    List {
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Summary>, Arc<StoreError>>>,
+    },
+    /// Removes jobs; answers how many once that is durable.
+    Remove {
+        which: Removal,
+        reply: oneshot::Sender<Result<usize, Arc<StoreError>>>,
+    },
     /// Step 2 of delivery `n` of job `id` is durable.
     Fired { id: Arc<str>, n: u64 },
     /// Step 1 is durable for these jobs: have the broker enqueue their deliveries.
@@ -53,7 +89,7 @@ pub enum Command {
         job: Option<Job>,
         was_new: bool,
     },
-    /// A page of jobs read from the store, after `after`; `true` if the store holds no more.
+    /// A page of jobs read from the store for the cache; `true` if the store holds no more.
     Loaded(Result<(Vec<Job>, bool), Arc<StoreError>>),
 }
 
@@ -62,12 +98,29 @@ struct Firing {
     job: Job,
     /// A takeover found the delivery possibly handed out already.
     redelivered: bool,
+    /// Removed meanwhile: step 3 removes it instead of moving it on.
+    cancelled: bool,
 }
 
-/// Jobs added or removed while a page is being read, to settle once it arrives.
-#[derive(Default)]
-struct Refill {
-    added: Vec<Job>,
+/// A job being moved into the scheduler's store.
+struct Adding {
+    due: u64,
+    /// Removed meanwhile: it is removed again once stored.
+    cancelled: bool,
+}
+
+/// What the scheduler needs to run.
+pub struct Parts {
+    /// The scheduler's store and a read view of it.
+    pub journal: Journal,
+    pub view: Recovered,
+    /// The message store and a read view of it.
+    pub messages: Journal,
+    pub messages_view: Recovered,
+    pub broker: mpsc::Sender<Request>,
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub me: mpsc::UnboundedSender<Command>,
+    pub clock: Clock,
 }
 
 /// The scheduler task's state.
@@ -80,13 +133,10 @@ pub struct Scheduler {
     commands: mpsc::UnboundedReceiver<Command>,
     me: mpsc::UnboundedSender<Command>,
     clock: Clock,
-    cache: BTreeMap<DueKey, Job>,
-    cached_bytes: usize,
-    /// `None`: every job is in the cache (or firing). `Some(k)`: jobs after `k` may be only in
-    /// the store.
-    horizon: Option<DueKey>,
-    refill: Option<Refill>,
+    cache: Cache,
     firing: HashMap<Arc<str>, Firing>,
+    /// Jobs being moved into the scheduler's store.
+    adding: HashMap<Arc<str>, Adding>,
     /// Jobs a takeover moved from [`NEW`]: the broker may have queued them again.
     recovered_new: HashSet<Arc<str>>,
 }
@@ -94,18 +144,8 @@ pub struct Scheduler {
 impl Scheduler {
     /// Reads what a takeover must finish and the first jobs due (blocking reads, off the async
     /// threads), and returns the scheduler ready to run.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn start(
-        journal: Journal,
-        view: Recovered,
-        messages: Journal,
-        messages_view: Recovered,
-        broker: mpsc::Sender<Request>,
-        commands: mpsc::UnboundedReceiver<Command>,
-        me: mpsc::UnboundedSender<Command>,
-        clock: Clock,
-    ) -> Result<Scheduler, StoreError> {
-        let reader = view.clone();
+    pub async fn start(parts: Parts) -> Result<Scheduler, StoreError> {
+        let (reader, messages_view) = (parts.view.clone(), parts.messages_view);
         let read = tokio::task::spawn_blocking(move || {
             let found = store::in_flight(&reader, &messages_view)?;
             let skip = found
@@ -113,7 +153,7 @@ impl Scheduler {
                 .iter()
                 .map(|(j, _)| Arc::clone(&j.id))
                 .collect();
-            let first = store::jobs_due(&reader, None, CACHE_JOBS, &skip)?;
+            let first = store::jobs_due(&reader, None, u64::MAX, CACHE_JOBS, &skip)?;
             Ok::<_, StoreError>((found, first))
         })
         .await;
@@ -129,24 +169,18 @@ impl Scheduler {
             "scheduler recovered"
         );
         let mut scheduler = Scheduler {
-            journal,
-            view,
-            messages,
-            broker,
-            commands,
-            me,
-            clock,
-            cache: BTreeMap::new(),
-            cached_bytes: 0,
-            horizon: None,
-            refill: None,
+            journal: parts.journal,
+            view: parts.view,
+            messages: parts.messages,
+            broker: parts.broker,
+            commands: parts.commands,
+            me: parts.me,
+            clock: parts.clock,
+            cache: Cache::new(first, complete),
             firing: HashMap::new(),
+            adding: HashMap::new(),
             recovered_new: HashSet::new(),
         };
-        scheduler.horizon = first.last().map(Job::due_key).filter(|_| !complete);
-        for job in first {
-            scheduler.hold(job);
-        }
         for id in found.moved {
             scheduler.messages.remove(NEW.into(), id_key(&id), None);
         }
@@ -160,13 +194,12 @@ impl Scheduler {
         let mut again = Vec::new();
         for (job, enqueued) in found.firing {
             let (id, n) = (Arc::clone(&job.id), job.next.n);
-            scheduler.firing.insert(
-                Arc::clone(&id),
-                Firing {
-                    job,
-                    redelivered: !enqueued,
-                },
-            );
+            let firing = Firing {
+                job,
+                redelivered: !enqueued,
+                cancelled: false,
+            };
+            scheduler.firing.insert(Arc::clone(&id), firing);
             if enqueued {
                 scheduler.fired(id, n);
             } else {
@@ -179,10 +212,10 @@ impl Scheduler {
         Ok(scheduler)
     }
 
-    /// Serves until the broker is gone.
+    /// Serves until the broker is gone or the store fails.
     pub async fn run(mut self) {
         loop {
-            let next = self.cache.keys().next().map(|(due, _)| *due);
+            let next = self.cache.next_due();
             let wake = self.clock.instant_of(next.unwrap_or(u64::MAX));
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -207,101 +240,127 @@ impl Scheduler {
                     self.add(job);
                 }
             }
-            Command::Fired { id, n } => self.fired(id, n),
-            Command::Intended(ids) => return self.enqueue(ids).await,
-            Command::Stored { id, job, was_new } => {
-                let table = if was_new { NEW } else { FIRED };
-                self.messages.remove(table.into(), id_key(&id), None);
-                if !was_new {
-                    self.firing.remove(&id);
-                }
-                if let Some(job) = job {
-                    self.place(job);
+            Command::Manage { action, done } => return self.manage(action, done).await,
+            Command::List { limit, reply } => {
+                let listed = self.list(limit).await;
+                let ok = listed.is_ok();
+                let _ = reply.send(listed);
+                return ok;
+            }
+            Command::Remove { which, reply } => {
+                let (durable, removed) = oneshot::channel();
+                let done = Box::new(move || {
+                    let _ = durable.send(());
+                });
+                match self.remove(which, done).await {
+                    Ok(count) => {
+                        // Answered once the removals are durable (never, if the store fails).
+                        tokio::spawn(async move {
+                            if removed.await.is_ok() {
+                                let _ = reply.send(Ok(count));
+                            }
+                        });
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(Arc::clone(&err)));
+                        return self.failed(err);
+                    }
                 }
             }
+            Command::Fired { id, n } => self.fired(id, n),
+            Command::Intended(ids) => return self.enqueue(ids).await,
+            Command::Stored { id, job, was_new } => self.stored(id, job, was_new),
             Command::Loaded(result) => match result {
-                Ok((jobs, complete)) => self.loaded(jobs, complete),
-                Err(err) => {
-                    error!(error = %err, "reading the scheduler's store failed; the broker stops");
-                    self.journal.fail(StoreError::PageRead {
-                        space: DUE.into(),
-                        attempts: 1,
-                        cause: err,
-                    });
-                    return false;
+                Ok((jobs, complete)) => {
+                    let (firing, adding) = (&self.firing, &self.adding);
+                    let busy = |id: &str| firing.contains_key(id) || adding.contains_key(id);
+                    self.cache.loaded(jobs, complete, busy);
                 }
+                Err(err) => return self.failed(err),
             },
         }
         true
     }
 
+    /// Stops the broker: the scheduler's store cannot be read.
+    fn failed(&self, err: Arc<StoreError>) -> bool {
+        error!(error = %err, "reading the scheduler's store failed; the broker stops");
+        self.journal.fail(StoreError::PageRead {
+            space: DUE.into(),
+            attempts: 1,
+            cause: err,
+        });
+        false
+    }
+
     /// Moves a new job into the scheduler's store; it is placed once that is durable.
     fn add(&mut self, job: Job) {
         let ops = vec![
-            Op::Put {
-                space: JOBS.into(),
-                key: id_key(&job.id),
-                value: job.encode(),
-            },
-            Op::Put {
-                space: DUE.into(),
-                key: due_key(&job.due_key()),
-                value: Bytes::new(),
-            },
+            put(JOBS, job.id.as_bytes(), job.encode()),
+            put(DUE, due_key(&job.due_key()), Bytes::new()),
         ];
-        let me = self.me.clone();
-        let stored = Command::Stored {
-            id: Arc::clone(&job.id),
-            job: Some(job),
-            was_new: true,
+        let adding = Adding {
+            due: job.next.due,
+            cancelled: false,
         };
+        self.adding.insert(Arc::clone(&job.id), adding);
+        self.apply(
+            ops,
+            Command::Stored {
+                id: Arc::clone(&job.id),
+                job: Some(job),
+                was_new: true,
+            },
+        );
+    }
+
+    /// Writes `ops` to the scheduler's store; `then` comes back once they are durable.
+    fn apply(&self, ops: Vec<Op>, then: Command) {
+        let me = self.me.clone();
         self.journal.apply(
             ops,
             Some(Box::new(move || {
-                let _ = me.send(stored);
+                let _ = me.send(then);
             })),
         );
     }
 
+    /// A job's stored state is durable (a new job, or one whose delivery was enqueued).
+    fn stored(&mut self, id: Arc<str>, job: Option<Job>, was_new: bool) {
+        let cancelled = if was_new {
+            self.messages.remove(NEW.into(), id_key(&id), None);
+            self.adding.remove(&id).is_some_and(|a| a.cancelled)
+        } else {
+            self.messages.remove(FIRED.into(), id_key(&id), None);
+            self.firing.remove(&id).is_some_and(|f| f.cancelled)
+        };
+        match job {
+            Some(job) if cancelled => self.journal.apply(removal(&job), None),
+            Some(job) => self.cache.place(job),
+            None => {}
+        }
+    }
+
     /// Step 1 for every job due now (a batch at most).
     fn fire_due(&mut self) {
-        let now = self.clock.now();
-        let mut ops = Vec::new();
-        let mut ids = Vec::new();
-        while ids.len() < FIRE_BATCH {
-            let Some(entry) = self.cache.first_entry() else {
-                break;
-            };
-            if entry.key().0 > now {
-                break;
-            }
-            let job = entry.remove();
-            self.cached_bytes -= job.template.footprint();
-            ops.push(Op::Put {
-                space: FIRING.into(),
-                key: id_key(&job.id),
-                value: number(job.next.n),
-            });
-            ids.push(Arc::clone(&job.id));
-            let id = Arc::clone(&job.id);
-            self.firing.insert(
-                id,
-                Firing {
-                    job,
-                    redelivered: false,
-                },
-            );
-        }
-        if ids.is_empty() {
+        let due = self.cache.take_due(self.clock.now(), FIRE_BATCH);
+        if due.is_empty() {
             return;
         }
-        let me = self.me.clone();
-        self.journal.apply(
-            ops,
-            Some(Box::new(move || {
-                let _ = me.send(Command::Intended(ids));
-            })),
-        );
+        let mut ops = Vec::with_capacity(due.len());
+        let mut ids = Vec::with_capacity(due.len());
+        for job in due {
+            ops.push(put(FIRING, job.id.as_bytes(), number(job.next.n)));
+            ids.push(Arc::clone(&job.id));
+            let firing = Firing {
+                job,
+                redelivered: false,
+                cancelled: false,
+            };
+            self.firing
+                .insert(Arc::clone(ids.last().expect("pushed")), firing);
+        }
+        self.apply(ops, Command::Intended(ids));
     }
 
     /// Step 2: has the broker enqueue each delivery with its marker. False once the broker is
@@ -312,6 +371,10 @@ impl Scheduler {
                 continue;
             };
             let n = firing.job.next.n;
+            if firing.cancelled {
+                self.fired(id, n);
+                continue;
+            }
             let msg = firing.job.delivery(n, firing.redelivered);
             let me = self.me.clone();
             let fired = Arc::clone(&id);
@@ -331,120 +394,229 @@ impl Scheduler {
         true
     }
 
-    /// Step 3: the job moves on to its next delivery, or is done.
+    /// Step 3: the job moves on to its next delivery, or is done (or was removed).
     fn fired(&mut self, id: Arc<str>, n: u64) {
         let Some(firing) = self.firing.get(&id) else {
             return;
         };
         let mut job = firing.job.clone();
         debug_assert_eq!(job.next.n, n);
+        let next = job.after(self.clock.now()).filter(|_| !firing.cancelled);
         let mut ops = vec![
-            Op::Remove {
-                space: DUE.into(),
-                key: due_key(&job.due_key()),
-            },
-            Op::Remove {
-                space: FIRING.into(),
-                key: id_key(&id),
-            },
+            remove(DUE, due_key(&job.due_key())),
+            remove(FIRING, id.as_bytes()),
         ];
-        let next = match job.after(self.clock.now()) {
+        let next = match next {
             Some(next) => {
                 job.next = next;
-                ops.push(Op::Put {
-                    space: JOBS.into(),
-                    key: id_key(&id),
-                    value: job.encode(),
-                });
-                ops.push(Op::Put {
-                    space: DUE.into(),
-                    key: due_key(&job.due_key()),
-                    value: Bytes::new(),
-                });
+                ops.push(put(JOBS, id.as_bytes(), job.encode()));
+                ops.push(put(DUE, due_key(&job.due_key()), Bytes::new()));
                 Some(job)
             }
             None => {
-                ops.push(Op::Remove {
-                    space: JOBS.into(),
-                    key: id_key(&id),
-                });
+                ops.push(remove(JOBS, id.as_bytes()));
                 None
             }
         };
-        let me = self.me.clone();
-        let stored = Command::Stored {
-            id,
-            job: next,
-            was_new: false,
-        };
-        self.journal.apply(
+        self.apply(
             ops,
-            Some(Box::new(move || {
-                let _ = me.send(stored);
-            })),
+            Command::Stored {
+                id,
+                job: next,
+                was_new: false,
+            },
         );
     }
 
-    /// A job whose stored state is durable: held if it falls within the horizon.
-    fn place(&mut self, job: Job) {
-        if let Some(refill) = &mut self.refill {
-            if self.horizon.as_ref().is_some_and(|h| job.due_key() > *h) {
-                refill.added.push(job);
-                return;
-            }
-        }
-        match &self.horizon {
-            Some(horizon) if job.due_key() > *horizon => {}
-            _ => self.hold(job),
-        }
-    }
-
-    /// Puts a job in the cache, and drops the latest ones past the cache's bounds.
-    fn hold(&mut self, job: Job) {
-        self.cached_bytes += job.template.footprint();
-        if let Some(old) = self.cache.insert(job.due_key(), job) {
-            self.cached_bytes -= old.template.footprint();
-        }
-        while self.cache.len() > 1
-            && (self.cache.len() > CACHE_JOBS || self.cached_bytes > CACHE_BYTES)
-        {
-            let (_, dropped) = self.cache.pop_last().expect("more than one");
-            self.cached_bytes -= dropped.template.footprint();
-            self.horizon = self.cache.keys().next_back().cloned();
-        }
-    }
-
-    /// Reads the next page of jobs when the cache runs low and the store holds more.
+    /// Has the cache's next page read, off the task, when it runs low.
     fn read_ahead(&mut self) {
-        if self.refill.is_some() || self.cache.len() > CACHE_JOBS / 4 {
-            return;
-        }
-        let Some(after) = self.horizon.clone() else {
+        let Some(after) = self.cache.wants_page() else {
             return;
         };
-        self.refill = Some(Refill::default());
         let (view, me) = (self.view.clone(), self.me.clone());
         tokio::task::spawn_blocking(move || {
-            let page = store::jobs_due(&view, Some(&after), CACHE_JOBS / 2, &HashSet::new());
+            let none = HashSet::new();
+            let page = store::jobs_due(&view, Some(&after), u64::MAX, CACHE_JOBS / 2, &none);
             let _ = me.send(Command::Loaded(page.map_err(Arc::new)));
         });
     }
 
-    /// A page arrived: hold it, move the horizon, and settle what was added meanwhile.
-    fn loaded(&mut self, jobs: Vec<Job>, complete: bool) {
-        let refill = self.refill.take().unwrap_or_default();
-        self.horizon = match complete {
-            true => None,
-            false => jobs.last().map(Job::due_key).or(self.horizon.take()),
-        };
-        for job in jobs {
-            if !self.firing.contains_key(&job.id) {
-                self.hold(job);
+    /// Reads a page of jobs from the store, off the task.
+    async fn page(
+        &self,
+        after: Option<(u64, Arc<str>)>,
+        range: Option<Range>,
+    ) -> Result<(Vec<Job>, bool), Arc<StoreError>> {
+        let view = self.view.clone();
+        let (from, until) = range.unwrap_or((0, u64::MAX));
+        let after = after.unwrap_or_else(|| (from, Arc::from("")));
+        let read = tokio::task::spawn_blocking(move || {
+            store::jobs_due(&view, Some(&after), until, PAGE, &HashSet::new())
+        })
+        .await;
+        match read {
+            Ok(result) => result.map_err(Arc::new),
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+
+    /// Up to `limit` jobs, in due order.
+    async fn list(&self, limit: usize) -> Result<Vec<Summary>, Arc<StoreError>> {
+        let mut listed = Vec::new();
+        let mut after = None;
+        while listed.len() < limit {
+            let (jobs, complete) = self.page(after.take(), None).await?;
+            after = jobs.last().map(Job::due_key);
+            listed.extend(jobs.iter().take(limit - listed.len()).map(|job| Summary {
+                id: job.id.to_string(),
+                destination: job.template.destination.to_string(),
+                next_due_ms: job.next.due,
+                remaining: job.schedule.repeat - job.next.index,
+                cron: job.schedule.cron.as_ref().map(ToString::to_string),
+            }));
+            if complete || after.is_none() {
+                break;
             }
         }
-        for job in refill.added {
-            self.place(job);
+        Ok(listed)
+    }
+
+    /// A management SEND; false once the scheduler cannot go on.
+    async fn manage(&mut self, action: Action, done: Option<OnDurable>) -> bool {
+        let done = done.unwrap_or_else(|| Box::new(|| {}));
+        let result = match action {
+            Action::Browse { reply_to, range } => self.browse(&reply_to, range, done).await,
+            Action::Remove(id) => self.remove(Removal::Job(id), done).await.map(drop),
+            Action::RemoveAll(range) => self.remove(Removal::All(range), done).await.map(drop),
+        };
+        match result {
+            Ok(()) => true,
+            Err(err) => self.failed(err),
         }
+    }
+
+    /// Sends a copy of each job (due within `range`) to `reply_to`, as ActiveMQ's BROWSE does.
+    async fn browse(
+        &mut self,
+        reply_to: &str,
+        range: Option<Range>,
+        done: OnDurable,
+    ) -> Result<(), Arc<StoreError>> {
+        let mut after = None;
+        loop {
+            let (jobs, complete) = self.page(after.take(), range).await?;
+            after = jobs.last().map(Job::due_key);
+            for job in jobs {
+                let msg = job.browse_copy(reply_to);
+                if self.broker.send(Request::Publish { msg }).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if complete || after.is_none() {
+                break;
+            }
+        }
+        done();
+        Ok(())
+    }
+
+    /// Removes jobs: from the cache and the store, or, for one being added or fired, by
+    /// marking it. `done` runs once the removals are durable. Returns how many were removed.
+    async fn remove(&mut self, which: Removal, done: OnDurable) -> Result<usize, Arc<StoreError>> {
+        let mut removed = 0;
+        let mut ops = Vec::new();
+        let range = match which {
+            Removal::Job(id) => {
+                if let Some(adding) = self.adding.get_mut(id.as_str()) {
+                    removed += usize::from(!adding.cancelled);
+                    adding.cancelled = true;
+                } else if let Some(firing) = self.firing.get_mut(id.as_str()) {
+                    removed += usize::from(!firing.cancelled);
+                    firing.cancelled = true;
+                } else {
+                    let view = self.view.clone();
+                    let key = id.clone();
+                    let read =
+                        tokio::task::spawn_blocking(move || store::job(&view, key.as_bytes()))
+                            .await;
+                    let job = match read {
+                        Ok(result) => result.map_err(Arc::new)?,
+                        Err(join) => std::panic::resume_unwind(join.into_panic()),
+                    };
+                    if let Some(job) = job {
+                        self.cache.remove(&job.id);
+                        ops.extend(removal(&job));
+                        removed += 1;
+                    }
+                }
+                None
+            }
+            Removal::All(range) => Some(range),
+        };
+        if let Some(range) = range {
+            let within = |due: u64| range.is_none_or(|(from, to)| from <= due && due <= to);
+            for adding in self.adding.values_mut() {
+                if !adding.cancelled && within(adding.due) {
+                    adding.cancelled = true;
+                    removed += 1;
+                }
+            }
+            for firing in self.firing.values_mut() {
+                if !firing.cancelled && within(firing.job.next.due) {
+                    firing.cancelled = true;
+                    removed += 1;
+                }
+            }
+            let mut after = None;
+            loop {
+                let (jobs, complete) = self.page(after.take(), range).await?;
+                after = jobs.last().map(Job::due_key);
+                for job in jobs {
+                    if self.firing.contains_key(&job.id) || self.adding.contains_key(&job.id) {
+                        continue;
+                    }
+                    self.cache.remove(&job.id);
+                    ops.extend(removal(&job));
+                    removed += 1;
+                }
+                if ops.len() >= PAGE {
+                    self.journal.apply(std::mem::take(&mut ops), None);
+                }
+                if complete || after.is_none() {
+                    break;
+                }
+            }
+        }
+        if ops.is_empty() {
+            self.journal.barrier(done);
+        } else {
+            self.journal.apply(ops, Some(done));
+        }
+        info!(removed, "scheduled jobs removed");
+        Ok(removed)
+    }
+}
+
+/// The writes that remove a job from the scheduler's store.
+fn removal(job: &Job) -> Vec<Op> {
+    vec![
+        remove(JOBS, job.id.as_bytes()),
+        remove(DUE, due_key(&job.due_key())),
+    ]
+}
+
+fn put(space: &str, key: impl AsRef<[u8]>, value: Bytes) -> Op {
+    Op::Put {
+        space: space.into(),
+        key: Bytes::copy_from_slice(key.as_ref()),
+        value,
+    }
+}
+
+fn remove(space: &str, key: impl AsRef<[u8]>) -> Op {
+    Op::Remove {
+        space: space.into(),
+        key: Bytes::copy_from_slice(key.as_ref()),
     }
 }
 

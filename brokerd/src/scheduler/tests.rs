@@ -6,7 +6,7 @@ use super::clock::Clock;
 use super::job::Job;
 use super::spec::Schedule;
 use super::store::{due_key, number, DUE, FIRED, FIRING, JOBS, NEW};
-use super::task::{Command, Scheduler};
+use super::task::{Command, Parts, Scheduler};
 use crate::broker::message::Message;
 use crate::broker::Request;
 use crate::journal::{self, Journal, JournalConfig, Op, Recovered};
@@ -62,16 +62,16 @@ impl Stores {
     async fn start(&self, clock: Clock) -> mpsc::Receiver<Request> {
         let (broker, requests) = mpsc::channel(64);
         let (me, commands) = mpsc::unbounded_channel::<Command>();
-        let scheduler = Scheduler::start(
-            self.scheduler.1.clone(),
-            Stores::view(&self.scheduler.0),
-            self.messages.1.clone(),
-            Stores::view(&self.messages.0),
+        let scheduler = Scheduler::start(Parts {
+            journal: self.scheduler.1.clone(),
+            view: Stores::view(&self.scheduler.0),
+            messages: self.messages.1.clone(),
+            messages_view: Stores::view(&self.messages.0),
             broker,
             commands,
             me,
             clock,
-        )
+        })
         .await
         .unwrap();
         tokio::spawn(scheduler.run());
@@ -253,7 +253,7 @@ async fn jobs_beyond_the_cache_are_read_in_pages_and_all_delivered_in_due_order(
     let stores = Stores::new().await;
     let clock = Clock::new(1);
     let now = clock.now();
-    let total = super::task::CACHE_JOBS + 500;
+    let total = super::cache::CACHE_JOBS + 500;
     let mut ops = Vec::new();
     for i in 0..total {
         let mut j = job(now, 0);

@@ -1,0 +1,134 @@
+//! The scheduler's bounded cache of the jobs due next.
+//!
+//! It holds at most [`CACHE_JOBS`] jobs and [`CACHE_BYTES`] of them. Every job whose key is at or
+//! before `horizon` is held (or is being fired or added, which the task tracks); later ones are
+//! only in the store, and come in a page at a time, read off the task, as the cache runs low.
+//! While a page is being read, jobs placed beyond the old horizon and jobs removed are noted,
+//! and settled when the page arrives: the page may have missed the first and still hold the
+//! second.
+
+use super::job::{DueKey, Job};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+/// Jobs the cache holds at most.
+pub const CACHE_JOBS: usize = 10_000;
+/// Bytes of jobs the cache holds at most.
+pub const CACHE_BYTES: usize = 64 << 20;
+
+/// What changed while a page was being read.
+#[derive(Default)]
+struct Refill {
+    placed: Vec<Job>,
+    removed: HashSet<Arc<str>>,
+}
+
+/// The jobs due next.
+#[derive(Default)]
+pub struct Cache {
+    jobs: BTreeMap<DueKey, Job>,
+    bytes: usize,
+    /// `None`: every job is held. `Some(k)`: jobs after `k` may be only in the store.
+    horizon: Option<DueKey>,
+    refill: Option<Refill>,
+}
+
+impl Cache {
+    /// A cache holding the first jobs due; `complete` if the store has no others.
+    pub fn new(first: Vec<Job>, complete: bool) -> Cache {
+        let mut cache = Cache {
+            horizon: first.last().map(Job::due_key).filter(|_| !complete),
+            ..Cache::default()
+        };
+        for job in first {
+            cache.hold(job);
+        }
+        cache
+    }
+
+    /// When the next held job is due.
+    pub fn next_due(&self) -> Option<u64> {
+        self.jobs.keys().next().map(|(due, _)| *due)
+    }
+
+    /// Takes out the jobs due at `now`, `limit` at most, in due order.
+    pub fn take_due(&mut self, now: u64, limit: usize) -> Vec<Job> {
+        let mut due = Vec::new();
+        while due.len() < limit {
+            let Some(entry) = self.jobs.first_entry() else {
+                break;
+            };
+            if entry.key().0 > now {
+                break;
+            }
+            let job = entry.remove();
+            self.bytes -= job.template.footprint();
+            due.push(job);
+        }
+        due
+    }
+
+    /// A job whose stored state is durable: held if it falls within the horizon.
+    pub fn place(&mut self, job: Job) {
+        let beyond = self.horizon.as_ref().is_some_and(|h| job.due_key() > *h);
+        match &mut self.refill {
+            Some(refill) if beyond => refill.placed.push(job),
+            _ if beyond => {}
+            _ => self.hold(job),
+        }
+    }
+
+    /// Takes job `id` out, if held; a page being read will not bring it back.
+    pub fn remove(&mut self, id: &str) -> Option<Job> {
+        if let Some(refill) = &mut self.refill {
+            refill.removed.insert(id.into());
+        }
+        let key = self.jobs.keys().find(|(_, held)| **held == *id)?.clone();
+        let job = self.jobs.remove(&key)?;
+        self.bytes -= job.template.footprint();
+        Some(job)
+    }
+
+    /// When the cache runs low and the store holds more: the key to read the next page after
+    /// (the caller reads it and hands it to [`Cache::loaded`]). `None` if no page is needed or
+    /// one is already being read.
+    pub fn wants_page(&mut self) -> Option<DueKey> {
+        if self.refill.is_some() || self.jobs.len() > CACHE_JOBS / 4 {
+            return None;
+        }
+        let after = self.horizon.clone()?;
+        self.refill = Some(Refill::default());
+        Some(after)
+    }
+
+    /// A page arrived (`complete` if the store has nothing after it): holds it, except jobs
+    /// `busy` says the task has in hand, and settles what changed meanwhile.
+    pub fn loaded(&mut self, jobs: Vec<Job>, complete: bool, busy: impl Fn(&str) -> bool) {
+        let refill = self.refill.take().unwrap_or_default();
+        self.horizon = match complete {
+            true => None,
+            false => jobs.last().map(Job::due_key).or(self.horizon.take()),
+        };
+        for job in jobs {
+            if !busy(&job.id) && !refill.removed.contains(&job.id) {
+                self.hold(job);
+            }
+        }
+        for job in refill.placed {
+            self.place(job);
+        }
+    }
+
+    /// Puts a job in, and drops the latest ones past the bounds (the horizon moves back).
+    fn hold(&mut self, job: Job) {
+        self.bytes += job.template.footprint();
+        if let Some(old) = self.jobs.insert(job.due_key(), job) {
+            self.bytes -= old.template.footprint();
+        }
+        while self.jobs.len() > 1 && (self.jobs.len() > CACHE_JOBS || self.bytes > CACHE_BYTES) {
+            let (_, dropped) = self.jobs.pop_last().expect("more than one");
+            self.bytes -= dropped.template.footprint();
+            self.horizon = self.jobs.keys().next_back().cloned();
+        }
+    }
+}
