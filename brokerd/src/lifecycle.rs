@@ -46,6 +46,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Under lockd, the shared directory whose epoch the fence polls ([`crate::fence`]).
     pub shared_dir: Option<PathBuf>,
+    /// Directory of the scheduled-message store; `main` has checked that it is on the shared
+    /// directory's filesystem (or that the operator accepted otherwise).
+    pub scheduler_dir: PathBuf,
+    /// The operator accepted a `scheduler_dir` off the shared filesystem (already warned).
+    pub scheduler_allow_local: bool,
     /// Client listen addresses, `host:port`.
     pub listen: Vec<String>,
     /// This node's name, for logs and session ids.

@@ -4,8 +4,8 @@
 //!
 //! lockd checks at start against the shared directory; brokerd checks again at its own start,
 //! against `--shared-dir` under lockd or its data directory when standalone. Both refuse with the
-//! message of [`Mismatch::scheduler_message`] unless the operator opted out with
-//! `scheduler_allow_local`, and then warn with it.
+//! message of [`Mismatch::scheduler_refusal`] unless the operator opted out with
+//! `scheduler_allow_local`, and then warn with [`Mismatch::scheduler_warning`].
 
 use crate::mounts::Filesystem;
 use std::io;
@@ -123,26 +123,47 @@ fn is_network_type(fs_type: &str) -> bool {
 }
 
 impl Mismatch {
-    /// The operator's message for a `scheduler_dir` off its anchor: both paths with their
+    /// Why lockd or brokerd refuses a `scheduler_dir` off its anchor: both paths with their
     /// filesystems, what goes wrong, and the two ways out.
-    pub fn scheduler_message(&self, anchor: Anchor) -> String {
-        let (what, consequence, fix) = match anchor {
+    pub fn scheduler_refusal(&self, anchor: Anchor) -> String {
+        let fix = match anchor {
+            Anchor::SharedDir => {
+                "Put it under the shared directory (the default, SHARED/scheduler), or set \
+                 scheduler_allow_local = true in lockd's config (brokerd: \
+                 --scheduler-allow-local) to accept that"
+            }
+            Anchor::DataDir => {
+                "Put it beside the data directory (the default, DATA/../scheduler), or pass \
+                 --scheduler-allow-local to accept that"
+            }
+        };
+        format!("{}. {fix}", self.scheduler_problem(anchor))
+    }
+
+    /// The warning when the operator accepted the same (`scheduler_allow_local`), for the log
+    /// and `ctl status`.
+    pub fn scheduler_warning(&self, anchor: Anchor) -> String {
+        format!(
+            "{}. Accepted because scheduler_allow_local is set; move it to make schedules \
+             survive failover",
+            self.scheduler_problem(anchor)
+        )
+    }
+
+    /// The paths, their filesystems and the consequence, in one sentence.
+    fn scheduler_problem(&self, anchor: Anchor) -> String {
+        let (what, consequence) = match anchor {
             Anchor::SharedDir => (
                 "the shared directory",
                 "scheduled messages kept there would be lost at failover",
-                "Put it under the shared directory (the default, SHARED/scheduler), or set \
-                 scheduler_allow_local = true in lockd's config (brokerd: \
-                 --scheduler-allow-local) to accept that",
             ),
             Anchor::DataDir => (
                 "the data directory",
                 "scheduled messages kept there would not move with the message store",
-                "Put it beside the data directory (the default, DATA/../scheduler), or pass \
-                 --scheduler-allow-local to accept that",
             ),
         };
         format!(
-            "scheduler_dir {} ({}) is not on the filesystem of {what} {} ({}): {consequence}. {fix}",
+            "scheduler_dir {} ({}) is not on the filesystem of {what} {} ({}): {consequence}",
             self.store.path.display(),
             brief(&self.store),
             self.anchor.path.display(),
@@ -250,7 +271,7 @@ mod tests {
         ) else {
             panic!("tmpfs and ext4 compared equal");
         };
-        let text = mismatch.scheduler_message(Anchor::SharedDir);
+        let text = mismatch.scheduler_refusal(Anchor::SharedDir);
         assert_eq!(
             text,
             "scheduler_dir /dev/shm/x (tmpfs on /mnt from tmpfs, device 0:27) is not on the \
@@ -259,10 +280,18 @@ mod tests {
              shared directory (the default, SHARED/scheduler), or set scheduler_allow_local = \
              true in lockd's config (brokerd: --scheduler-allow-local) to accept that"
         );
-        let text = mismatch.scheduler_message(Anchor::DataDir);
+        let text = mismatch.scheduler_refusal(Anchor::DataDir);
         assert!(
             text.contains("of the data directory /srv/shared")
                 && text.contains("--scheduler-allow-local"),
+            "{text}"
+        );
+        let text = mismatch.scheduler_warning(Anchor::SharedDir);
+        assert!(
+            text.starts_with("scheduler_dir /dev/shm/x (tmpfs")
+                && text.contains(
+                    "would be lost at failover. Accepted because scheduler_allow_local is set"
+                ),
             "{text}"
         );
     }
