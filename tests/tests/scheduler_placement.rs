@@ -82,6 +82,27 @@ fn lockd_refuses_a_scheduler_dir_on_tmpfs_naming_both_paths_and_the_fix() {
 }
 
 #[test]
+fn lockd_refuses_a_scheduler_dir_that_does_not_exist() {
+    let cluster = Cluster::new(1, "");
+    let missing = cluster.root.join("not-mounted/scheduler");
+    let config = std::fs::read_to_string(&cluster.nodes[0].config).unwrap();
+    std::fs::write(
+        &cluster.nodes[0].config,
+        config + &scheduler_config(&missing, true),
+    )
+    .unwrap();
+    let (code, stderr) = cluster.nodes[0].refused_start();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "scheduler_dir {} does not exist or is not a directory: create it on the shared filesystem",
+            missing.display()
+        )) && stderr.contains(&format!("{}/scheduler", cluster.shared.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn with_scheduler_allow_local_lockd_starts_and_warns_in_its_log_and_ctl_status() {
     let scheduler = tmpfs_dir();
     let mut cluster = Cluster::new(1, &scheduler_config(scheduler.path(), true));
