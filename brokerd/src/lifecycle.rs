@@ -47,6 +47,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Under lockd, the shared directory whose epoch the fence polls ([`crate::fence`]).
     pub shared_dir: Option<PathBuf>,
+    /// Directory of the scheduled-message store; `main` has checked that it is on the shared
+    /// directory's filesystem (or that the operator accepted otherwise).
+    pub scheduler_dir: PathBuf,
+    /// The operator accepted a `scheduler_dir` off the shared filesystem (already warned).
+    pub scheduler_allow_local: bool,
     /// Client listen addresses, `host:port`.
     pub listen: Vec<String>,
     /// This node's name, for logs and session ids.
@@ -75,8 +80,6 @@ pub struct Config {
     pub page_size: usize,
     /// Subscriptions per connection and destinations in total at most.
     pub caps: broker::limits::Caps,
-    /// Directory of the scheduler's store.
-    pub scheduler_dir: PathBuf,
     /// Test hook for the scheduler tests: its clock runs this many times as fast.
     pub test_scheduler_clock_rate: u32,
     /// Test hook for the liveness tests (DESIGN invariant 7): on SIGUSR1 the broker core is

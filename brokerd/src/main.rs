@@ -6,8 +6,9 @@
 //! the runtime, logging, and the exit code; everything below returns values.
 //!
 //! Exit codes: 0 stopped as asked; 1 failure, including a lost or misbehaving control channel;
-//! 2 bad command line or a listen address that cannot be bound; 3 refused a stale epoch (another
-//! node took over); 4 the store could not be opened or flushed.
+//! 2 bad command line, a listen address that cannot be bound, or a scheduler directory off the
+//! shared filesystem; 3 refused a stale epoch (another node took over); 4 the store could not be
+//! opened or flushed.
 
 use brokerd::broker::limits::Caps;
 use brokerd::lifecycle::{self, Config, Outcome};
@@ -36,6 +37,15 @@ struct Args {
     /// happens on cluster filesystems whose locks are broken.
     #[arg(long)]
     shared_dir: Option<PathBuf>,
+    /// Directory of the scheduled-message store; default: `scheduler` beside --data-dir. It
+    /// must be on the filesystem of --shared-dir (standalone: of --data-dir), or brokerd
+    /// refuses to start (status 2): a failover would lose every pending schedule.
+    #[arg(long)]
+    scheduler_dir: Option<PathBuf>,
+    /// Start anyway with --scheduler-dir on another filesystem, with a warning in the log
+    /// (lockd passes it for `scheduler_allow_local = true`).
+    #[arg(long)]
+    scheduler_allow_local: bool,
     /// Client listen address, HOST:PORT; repeat for several. Port 0 picks a free port.
     #[arg(long = "listen", required = true)]
     listen: Vec<String>,
@@ -94,9 +104,6 @@ struct Args {
     /// create one more is refused. Empty, unused queues are removed and do not count.
     #[arg(long, default_value_t = Caps::default().destinations)]
     max_destinations: usize,
-    /// Directory of the scheduler's store; default: `scheduler` beside --data-dir.
-    #[arg(long)]
-    scheduler_dir: Option<PathBuf>,
     /// Test hook for the scheduler tests: its clock runs this many times as fast.
     #[arg(long, hide = true, default_value_t = 1)]
     test_scheduler_clock_rate: u32,
@@ -127,6 +134,51 @@ fn load_users(path: &std::path::Path) -> anyhow::Result<stomp::session::Users> {
     Ok(file.users)
 }
 
+/// `scheduler` beside the data directory: under lockd the shared directory's `scheduler/`.
+fn default_scheduler_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.parent().unwrap_or(data_dir).join("scheduler")
+}
+
+/// Before any store is opened: the scheduler's store must be on the shared directory's
+/// filesystem (standalone: the data directory's), or a failover loses every pending schedule.
+/// lockd checked at its start; this catches a mount changed since, and a standalone broker.
+/// Creates the scheduler and data directories if missing (their stores would anyway), so that
+/// there is a filesystem to compare; the shared directory must exist.
+fn check_scheduler_dir(config: &Config) -> anyhow::Result<()> {
+    use shared_proto::placement::{self, Anchor, Verdict};
+    let dir = &config.scheduler_dir;
+    if dir == &config.data_dir {
+        anyhow::bail!(
+            "--scheduler-dir {} is the data directory: the scheduler needs a store of its own \
+             (the default is {})",
+            dir.display(),
+            default_scheduler_dir(&config.data_dir).display()
+        );
+    }
+    let (anchor, anchor_dir) = match &config.shared_dir {
+        Some(shared) => (Anchor::SharedDir, shared),
+        None => (Anchor::DataDir, &config.data_dir),
+    };
+    for create in [Some(dir), (anchor == Anchor::DataDir).then_some(anchor_dir)]
+        .into_iter()
+        .flatten()
+    {
+        std::fs::create_dir_all(create)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", create.display()))?;
+    }
+    match placement::probe(dir, anchor_dir)? {
+        Verdict::SameDevice | Verdict::SameExport => Ok(()),
+        Verdict::Different(mismatch) if config.scheduler_allow_local => {
+            tracing::warn!(
+                reason = %mismatch.scheduler_warning(anchor),
+                "scheduler_dir is not on the shared filesystem; starting anyway because of --scheduler-allow-local"
+            );
+            Ok(())
+        }
+        Verdict::Different(mismatch) => anyhow::bail!(mismatch.scheduler_refusal(anchor)),
+    }
+}
+
 /// Exit codes, as documented at the top of this file.
 mod exit {
     pub const FAILURE: u8 = 1;
@@ -154,9 +206,10 @@ fn main() -> ExitCode {
     };
     let scheduler_dir = args
         .scheduler_dir
-        .unwrap_or_else(|| args.data_dir.with_file_name("scheduler"));
+        .unwrap_or_else(|| default_scheduler_dir(&args.data_dir));
     let config = Config {
         scheduler_dir,
+        scheduler_allow_local: args.scheduler_allow_local,
         test_scheduler_clock_rate: args.test_scheduler_clock_rate,
         data_dir: args.data_dir,
         shared_dir: args.shared_dir,
@@ -183,6 +236,10 @@ fn main() -> ExitCode {
         },
         test_wedge_core_on_sigusr1: args.test_wedge_core_on_sigusr1,
     };
+    if let Err(err) = check_scheduler_dir(&config) {
+        error!("{err:#}");
+        return ExitCode::from(exit::CONFIG);
+    }
     let fd = match control::fd_from_env() {
         Ok(fd) => fd,
         Err(err) => {

@@ -66,6 +66,13 @@ pub struct Config {
     /// start-up lock check measures that lag, and a lag above the takeover grace lengthens the
     /// grace (DESIGN invariant 1: a stale broker must see a new epoch within it).
     pub lock_check_other_path: Option<PathBuf>,
+    /// The scheduler's store (ActiveMQ's scheduler `dataDirectory`); default `scheduler/` in the
+    /// shared directory. It must be on the shared directory's filesystem, or a failover loses
+    /// every pending schedule: lockd and brokerd refuse to start otherwise.
+    pub scheduler_dir: Option<PathBuf>,
+    /// Start anyway with a `scheduler_dir` off the shared filesystem, warning in the log and in
+    /// `ctl status` (one host, or schedules the operator can afford to lose).
+    pub scheduler_allow_local: bool,
 }
 
 /// lockd's answer to a shared directory whose lock failed the self-test at start.
@@ -103,6 +110,8 @@ impl Default for Config {
             stale_holder_ms: 15_000,
             lock_check: LockCheck::Refuse,
             lock_check_other_path: None,
+            scheduler_dir: None,
+            scheduler_allow_local: false,
         }
     }
 }
@@ -143,6 +152,9 @@ pub struct Settings {
     pub stale_holder: Duration,
     pub lock_check: LockCheck,
     pub lock_check_other_path: Option<PathBuf>,
+    /// The scheduler's store, absolute: `scheduler_dir`, or the shared directory's `scheduler/`.
+    pub scheduler_dir: PathBuf,
+    pub scheduler_allow_local: bool,
 }
 
 impl Config {
@@ -290,6 +302,7 @@ impl Config {
             }
             None => None,
         };
+        let scheduler_dir = scheduler_dir(self.scheduler_dir, &shared_dir)?;
         check_watchdog(
             self.keepalive_ms,
             std::env::var("WATCHDOG_USEC").ok().as_deref(),
@@ -317,8 +330,39 @@ impl Config {
             stale_holder: Duration::from_millis(self.stale_holder_ms),
             lock_check: self.lock_check,
             lock_check_other_path,
+            scheduler_dir,
+            scheduler_allow_local: self.scheduler_allow_local,
         })
     }
+}
+
+/// Resolves `scheduler_dir` (default: the shared directory's `scheduler/`) and refuses the
+/// places brokerd cannot keep a store of its own: the shared directory itself or one of its
+/// control files (only lockd may change those, DESIGN invariant 8), and the message store's
+/// directory or anything in it (sled takes a lock of its own on its directory). Where it is
+/// mounted is checked at start, with the shared directory ([`shared_proto::placement`]).
+fn scheduler_dir(configured: Option<PathBuf>, shared_dir: &Path) -> Result<PathBuf, String> {
+    let layout = shared_proto::layout::Layout::new(shared_dir);
+    let Some(configured) = configured else {
+        return Ok(layout.scheduler());
+    };
+    let dir = std::path::absolute(&configured)
+        .map_err(|e| format!("scheduler_dir {}: {e}", configured.display()))?;
+    let shown = dir.display();
+    if layout.control_paths().contains(&dir) {
+        return Err(format!(
+            "scheduler_dir {shown} is the shared directory or one of its control files, which only lockd may change; use a directory of its own (the default is {})",
+            layout.scheduler().display()
+        ));
+    }
+    if dir.starts_with(layout.data()) {
+        return Err(format!(
+            "scheduler_dir {shown} is the message store's directory {} or inside it; the scheduler needs a store of its own (the default is {})",
+            layout.data().display(),
+            layout.scheduler().display()
+        ));
+    }
+    Ok(dir)
 }
 
 fn check_listen(addr: &str) -> Result<(), String> {
@@ -439,6 +483,7 @@ mod tests {
         let config = Config::from_toml(text).unwrap();
         assert_eq!(config.node, "node1");
         assert_eq!(config.keepalive_ms, 500);
+        assert!(config.scheduler_dir.is_none() && !config.scheduler_allow_local);
     }
 
     #[test]
@@ -528,6 +573,36 @@ mod tests {
             err.contains("lock_check_other_path /nonexistent/mount is not a directory"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn scheduler_dir_defaults_to_the_shared_directorys_and_may_not_be_a_control_path_or_the_store()
+    {
+        let shared = Path::new("/srv/shared");
+        assert_eq!(
+            scheduler_dir(None, shared).unwrap(),
+            shared.join("scheduler")
+        );
+        assert_eq!(
+            scheduler_dir(Some("/mnt/sched".into()), shared).unwrap(),
+            Path::new("/mnt/sched")
+        );
+        for control in ["/srv/shared", "/srv/shared/lock", "/srv/shared/nodes"] {
+            let err = scheduler_dir(Some(control.into()), shared).unwrap_err();
+            assert!(
+                err.contains(&format!(
+                    "scheduler_dir {control} is the shared directory or one of its control files"
+                )),
+                "{err}"
+            );
+        }
+        for store in ["/srv/shared/data", "/srv/shared/data/scheduler"] {
+            let err = scheduler_dir(Some(store.into()), shared).unwrap_err();
+            assert!(
+                err.contains("is the message store's directory /srv/shared/data or inside it"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -105,7 +105,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
     let settings = config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let (layout, takeover_grace) = prepare_shared_dir(&settings, args.init)?;
+    let (layout, takeover_grace, start_warnings) = prepare_shared_dir(&settings, args.init)?;
     // Before any thread starts: it may switch the process's effective ids for a moment.
     let broker_command = broker_command(&settings, &layout)?;
 
@@ -173,7 +173,8 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
         broker_events_tx,
         holder.clone(),
         nodes,
-    );
+    )
+    .with_start_warnings(start_warnings);
     let outcome = runtime.block_on(async move {
         tokio::spawn(admin::serve(listener, access, calls_tx));
         notify::ready();
@@ -194,8 +195,11 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
 }
 
 /// Checks the shared directory (or prepares it with --init) and that lockd can write it; returns
-/// it with the takeover grace its lock check calls for.
-fn prepare_shared_dir(settings: &Settings, init: bool) -> anyhow::Result<(Layout, Duration)> {
+/// it with the takeover grace its lock check calls for and the warnings `ctl status` repeats.
+fn prepare_shared_dir(
+    settings: &Settings,
+    init: bool,
+) -> anyhow::Result<(Layout, Duration, Vec<String>)> {
     let layout = Layout::new(&settings.shared_dir);
     let marker = match layout.check() {
         Ok(marker) => marker,
@@ -210,8 +214,9 @@ fn prepare_shared_dir(settings: &Settings, init: bool) -> anyhow::Result<(Layout
         Err(e) => return Err(e.into()),
     };
     layout.check_control_paths(sys::users::effective_uid(), settings.broker_credentials)?;
+    let warnings: Vec<String> = check_scheduler_dir(settings)?.into_iter().collect();
     if let Some((uid, gid)) = settings.broker_credentials {
-        for store in [layout.data(), layout.scheduler()] {
+        for store in [layout.data(), settings.scheduler_dir.clone()] {
             check_broker_can_write(&store, uid, gid)?;
         }
     }
@@ -224,7 +229,39 @@ fn prepare_shared_dir(settings: &Settings, init: bool) -> anyhow::Result<(Layout
     })?;
     let takeover_grace = check_lock(settings)?;
     tracing::info!(cluster = %marker.cluster_id, "shared directory checked");
-    Ok((layout, takeover_grace))
+    Ok((layout, takeover_grace, warnings))
+}
+
+/// The scheduler's store must be on the shared directory's filesystem, or a failover loses every
+/// pending schedule: refuses to start otherwise, unless `scheduler_allow_local`, which turns the
+/// refusal into a warning (logged, and returned for `ctl status`). brokerd checks again at its
+/// start, in case a mount changed since.
+fn check_scheduler_dir(settings: &Settings) -> anyhow::Result<Option<String>> {
+    use shared_proto::placement::{self, Anchor, Verdict};
+    let dir = &settings.scheduler_dir;
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "scheduler_dir {} does not exist or is not a directory: create it on the shared \
+             filesystem, writable by the broker user, or remove scheduler_dir to use {} (which \
+             `ctl init` makes)",
+            dir.display(),
+            Layout::new(&settings.shared_dir).scheduler().display()
+        );
+    }
+    let matched = match placement::probe(dir, &settings.shared_dir)? {
+        Verdict::SameDevice => "the same device",
+        Verdict::SameExport => "the same network export",
+        Verdict::Different(mismatch) if settings.scheduler_allow_local => {
+            let warning = mismatch.scheduler_warning(Anchor::SharedDir);
+            tracing::warn!(node = %settings.node, reason = %warning, "scheduler_dir is not on the shared filesystem; starting anyway because scheduler_allow_local = true");
+            return Ok(Some(warning));
+        }
+        Verdict::Different(mismatch) => {
+            anyhow::bail!(mismatch.scheduler_refusal(Anchor::SharedDir))
+        }
+    };
+    tracing::info!(node = %settings.node, scheduler_dir = %dir.display(), matched, "scheduler store on the shared filesystem");
+    Ok(None)
 }
 
 /// The self-test of `ctl check-lock` on the shared directory, before any thread starts (it
@@ -327,7 +364,12 @@ fn broker_command(
         layout.data().display().to_string(),
         "--shared-dir".to_string(),
         layout.root().display().to_string(),
+        "--scheduler-dir".to_string(),
+        settings.scheduler_dir.display().to_string(),
     ];
+    if settings.scheduler_allow_local {
+        args.push("--scheduler-allow-local".into());
+    }
     for addr in &settings.listen {
         args.push("--listen".into());
         args.push(addr.clone());

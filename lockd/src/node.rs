@@ -230,6 +230,9 @@ pub struct Node {
     nodes: watch::Receiver<Vec<NodeRecord>>,
     /// The stale holder last warned about, so the log says it once per holder and epoch.
     stale_warned: Option<(String, u64)>,
+    /// What the start-up checks accepted only because the operator opted out (a local
+    /// `scheduler_dir`): repeated in every status, so it cannot scroll out of sight.
+    start_warnings: Vec<String>,
 }
 
 impl Node {
@@ -261,7 +264,14 @@ impl Node {
             holder,
             nodes,
             stale_warned: None,
+            start_warnings: Vec::new(),
         }
+    }
+
+    /// Adds warnings from the start-up checks to every status this node gives.
+    pub fn with_start_warnings(mut self, warnings: Vec<String>) -> Node {
+        self.start_warnings = warnings;
+        self
     }
 
     /// Runs the node until it has shut down; returns once the broker is gone and the lock
@@ -833,7 +843,8 @@ impl Node {
     pub fn status(&self) -> Status {
         let now = shared_proto::unix_ms();
         let nodes = self.nodes.borrow().iter().map(|r| r.view(now)).collect();
-        let mut warnings: Vec<String> = self.stale_holder().into_iter().collect();
+        let mut warnings: Vec<String> = self.start_warnings.clone();
+        warnings.extend(self.stale_holder());
         if let Some(evidence) = &self.broken_locks {
             warnings.push(format!(
                 "the shared filesystem's locks did not keep another node out ({evidence}); this \
@@ -1013,6 +1024,8 @@ mod tests {
             stale_holder: Duration::from_secs(15),
             lock_check: crate::config::LockCheck::Refuse,
             lock_check_other_path: None,
+            scheduler_dir: PathBuf::from("/nonexistent/scheduler"),
+            scheduler_allow_local: false,
         }
     }
 

@@ -7,6 +7,8 @@
 //! - [`layout`]: the shared directory's paths, marker and one-time preparation.
 //! - [`lockfile`]: the lock every node takes on `SHARED/lock`, and [`lock_check`], the self-test
 //!   that it is exclusive on a given filesystem, with [`mounts`] naming the filesystem's traps.
+//! - [`placement`]: whether a store directory (the scheduler's) is on the shared directory's
+//!   filesystem, which lockd and brokerd both check at start.
 //! - [`shared_file`]: the one safe way to read and atomically write files there (no links
 //!   followed, regular files only, bounded reads).
 //! - [`wire`]: the newline-delimited JSON framing both protocols use, bounded in length so a
@@ -23,6 +25,7 @@ pub mod lock_check;
 pub mod lockfile;
 pub mod mounts;
 pub mod nodes;
+pub mod placement;
 pub mod shared_file;
 pub mod wire;
 

@@ -17,6 +17,9 @@ pub struct Filesystem {
     /// The path as the caller gave it (not canonicalised), so the report names what the
     /// operator typed.
     pub path: PathBuf,
+    /// stat(2) `st_dev` of the path: one number per mounted filesystem (superblock), shared
+    /// by bind mounts of it; [`crate::placement`] compares it first.
+    pub dev: u64,
     /// statfs(2) `f_type`, the kernel's own word on the filesystem.
     pub magic: u64,
     /// The type mountinfo names (`nfs4`, `fuse.bindfs`, ...), or the magic's name when no
@@ -65,6 +68,7 @@ impl Filesystem {
         Ok(match entry {
             Some(m) => Filesystem {
                 path: path.to_owned(),
+                dev,
                 magic,
                 fs_type: m.fs_type,
                 mount_point: Some(m.mount_point),
@@ -73,6 +77,7 @@ impl Filesystem {
             },
             None => Filesystem {
                 path: path.to_owned(),
+                dev,
                 magic,
                 fs_type: magic_name(magic).unwrap_or("unknown").to_owned(),
                 mount_point: None,

@@ -289,6 +289,33 @@ impl Node {
         });
     }
 
+    /// Runs this (stopped) node's lockd expecting it to refuse to start; returns its exit code
+    /// and stderr. Panics if it is still running after [`WAIT`].
+    pub fn refused_start(&self) -> (Option<i32>, String) {
+        let mut child = Command::new(&bins().lockd)
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lockd");
+        let deadline = Instant::now() + WAIT;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} started instead of refusing", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Points this (stopped) node at another path to the shared directory, e.g. its own mount
     /// of it.
     pub fn set_shared_dir(&mut self, path: &std::path::Path) {

@@ -6,35 +6,10 @@ use ha_tests::*;
 use shared_proto::admin::Role;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Fence timeout of these clusters: the node must outlive several of them.
 const FENCE_TIMEOUT_MS: u64 = 2000;
-
-/// Runs `node`'s lockd expecting it to refuse to start; its exit code and stderr.
-fn refused_start(node: &Node) -> (Option<i32>, String) {
-    let mut child = Command::new(&bins().lockd)
-        .arg("--config")
-        .arg(&node.config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lockd");
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{} started instead of refusing", node.name);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Regression: a FIFO named `SHARED/nodes/zz.json` stuck the keeper in a read, and the fence
 /// timer fenced a healthy single active node after fence_timeout_ms, leaving no broker at all.
@@ -65,7 +40,7 @@ fn a_control_path_others_can_write_is_refused_at_start() {
     let cluster = Cluster::new(1, "");
     let nodes = cluster.shared.join("nodes");
     std::fs::set_permissions(&nodes, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let (code, stderr) = refused_start(&cluster.nodes[0]);
+    let (code, stderr) = cluster.nodes[0].refused_start();
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!(
@@ -120,7 +95,7 @@ fn lockd_measures_the_visibility_lag_through_a_second_path_at_start() {
         &cluster,
         &format!("lock_check_other_path = \"{}\"\n", unrelated.display()),
     );
-    let (code, stderr) = refused_start(&cluster.nodes[0]);
+    let (code, stderr) = cluster.nodes[0].refused_start();
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!(
@@ -274,7 +249,7 @@ fn a_scheduler_directory_the_broker_cannot_write_is_refused_at_start() {
     let cluster = Cluster::new(1, "");
     let scheduler = cluster.shared.join("scheduler");
     std::os::unix::fs::chown(&scheduler, Some(0), Some(0)).unwrap();
-    let (code, stderr) = refused_start(&cluster.nodes[0]);
+    let (code, stderr) = cluster.nodes[0].refused_start();
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!("{} (owner uid 0", scheduler.display()))
