@@ -25,8 +25,10 @@
 //! Time: in local time, like ActiveMQ's `Calendar.getInstance()` (the JVM's default zone). The
 //! search walks local wall-clock minutes, so daylight saving time acts on wall times: a wall time
 //! that occurs twice (clocks going back) fires once, at its first occurrence after the given
-//! instant; wall times that do not exist (clocks going forward) fire once, at the first minute
-//! after the jump (as Vixie cron does), so a daily job is not lost for the day.
+//! instant, so `*/20 * * * *` pauses for the repeated hour; wall times that do not exist (clocks
+//! going forward) fire once, at the first minute after the jump, so a daily job at 02:30 is not
+//! lost for the day (as cron(8) treats fixed-time jobs). ActiveMQ leaves this to `Calendar`'s
+//! lenient arithmetic, which gives no rule to copy.
 
 use chrono::{
     DateTime, Datelike, Local, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta,
@@ -220,13 +222,12 @@ impl Cron {
             .date()
             .checked_add_signed(TimeDelta::days(SEARCH_DAYS))?;
         while let Some(wall) = self.next_wall_time(from, last_day) {
-            let found = match tz.from_local_datetime(&wall) {
-                LocalResult::Single(at) => Some(at),
+            let instants = instants(tz, wall);
+            let found = if instants.is_empty() {
+                end_of_gap(tz, wall)
+            } else {
                 // A wall time that occurs twice fires at its first occurrence after `after`.
-                LocalResult::Ambiguous(early, late) => {
-                    Some(if early > after { early } else { late })
-                }
-                LocalResult::None => end_of_gap(tz, wall),
+                instants.into_iter().find(|at| *at > after)
             };
             if let Some(at) = found.filter(|at| *at > after) {
                 return u64::try_from(at.timestamp_millis()).ok();
@@ -289,11 +290,26 @@ impl fmt::Display for Cron {
     }
 }
 
+/// The instants whose local time is `wall`, earliest first: none in a gap, two in a fold.
+/// Each is checked against the zone's UTC-to-local mapping and they are sorted, because chrono's
+/// `Local` lists a fold's two instants latest first and adds a wrong one at the fold's end
+/// (chrono issue 1625; seen here with TZ=Europe/Berlin on chrono 0.4.45).
+fn instants<Tz: TimeZone>(tz: &Tz, wall: NaiveDateTime) -> Vec<DateTime<Tz>> {
+    let mut instants: Vec<_> = match tz.from_local_datetime(&wall) {
+        LocalResult::Single(at) => vec![at],
+        LocalResult::Ambiguous(one, other) => vec![one, other],
+        LocalResult::None => vec![],
+    };
+    instants.retain(|at| tz.from_utc_datetime(&at.naive_utc()).naive_local() == wall);
+    instants.sort();
+    instants
+}
+
 /// The first instant after the clocks jumped over `wall`, a wall time that does not exist.
 fn end_of_gap<Tz: TimeZone>(tz: &Tz, wall: NaiveDateTime) -> Option<DateTime<Tz>> {
     (1..=MAX_GAP_MINUTES).find_map(|m| {
         let later = wall.checked_add_signed(TimeDelta::minutes(m))?;
-        tz.from_local_datetime(&later).earliest()
+        instants(tz, later).into_iter().next()
     })
 }
 
@@ -681,6 +697,20 @@ mod tests {
         assert_eq!(cron.next_after_in(&Utc, i64::MAX as u64), None);
     }
 
+    /// The public entry point uses the machine's zone; every zone in use today has whole-minute
+    /// offsets, so local minutes start where UTC minutes do.
+    #[test]
+    fn next_after_uses_the_local_zone() {
+        let cron = Cron::parse("* * * * *").unwrap();
+        let now = ms_in(&Utc, "2024-05-01T12:34:56");
+        assert_eq!(
+            cron.next_after(now),
+            Some(ms_in(&Utc, "2024-05-01T12:35:00"))
+        );
+        let daily = Cron::parse("0 9 * * *").unwrap();
+        assert_eq!(daily.next_after(now), daily.next_after_in(&Local, now));
+    }
+
     #[test]
     fn a_fixed_offset_is_local_time() {
         let tokyo = FixedOffset::east_opt(9 * 3600).unwrap();
@@ -693,17 +723,19 @@ mod tests {
 
     /// Central European time in 2024 without a tz database: UTC+1, and UTC+2 from 31 March
     /// 01:00 UTC (02:00 local jumps to 03:00) to 27 October 01:00 UTC (03:00 goes back to 02:00).
+    /// `LIKE_CHRONO_LOCAL` maps local times in the fold as chrono's `Local` does with
+    /// TZ=Europe/Berlin (chrono issue 1625): latest first, and 03:00 too.
     #[derive(Debug, Clone, Copy)]
-    struct Cet2024;
+    struct Cet2024<const LIKE_CHRONO_LOCAL: bool>;
 
-    impl Cet2024 {
+    impl<const L: bool> Cet2024<L> {
         fn summer() -> (NaiveDateTime, NaiveDateTime) {
             let at = |s: &str| s.parse::<NaiveDateTime>().unwrap();
             (at("2024-03-31T01:00:00"), at("2024-10-27T01:00:00"))
         }
     }
 
-    impl TimeZone for Cet2024 {
+    impl<const LIKE_CHRONO_LOCAL: bool> TimeZone for Cet2024<LIKE_CHRONO_LOCAL> {
         type Offset = FixedOffset;
 
         fn from_offset(_: &FixedOffset) -> Self {
@@ -715,6 +747,13 @@ mod tests {
         }
 
         fn offset_from_local_datetime(&self, local: &NaiveDateTime) -> LocalResult<FixedOffset> {
+            let hours = |h: i32| FixedOffset::east_opt(h * 3600).unwrap();
+            let fold = |s: &str| s.parse::<NaiveDateTime>().unwrap();
+            if LIKE_CHRONO_LOCAL
+                && (fold("2024-10-27T02:00:00")..=fold("2024-10-27T03:00:00")).contains(local)
+            {
+                return LocalResult::Ambiguous(hours(1), hours(2));
+            }
             let fits = |hours: i32| {
                 let offset = FixedOffset::east_opt(hours * 3600).unwrap();
                 let utc = *local - TimeDelta::hours(hours.into());
@@ -732,32 +771,55 @@ mod tests {
         }
 
         fn offset_from_utc_datetime(&self, utc: &NaiveDateTime) -> FixedOffset {
-            let (start, end) = Cet2024::summer();
+            let (start, end) = Self::summer();
             let hours = if (start..end).contains(utc) { 2 } else { 1 };
             FixedOffset::east_opt(hours * 3600).unwrap()
         }
     }
 
-    /// The next occurrence in [`Cet2024`], as a UTC time.
+    /// The next occurrence in [`Cet2024`], as a UTC time; the same with chrono's mapping.
     fn next_cet(expr: &str, from_utc: &str) -> String {
-        let next = Cron::parse(expr)
-            .unwrap()
-            .next_after_in(&Cet2024, ms_in(&Utc, &format!("{from_utc}:00")));
+        let cron = Cron::parse(expr).unwrap();
+        let after = ms_in(&Utc, &format!("{from_utc}:00"));
+        let next = cron.next_after_in(&Cet2024::<false>, after);
+        assert_eq!(
+            next,
+            cron.next_after_in(&Cet2024::<true>, after),
+            "like chrono's Local"
+        );
         let at = Utc.timestamp_millis_opt(next.unwrap() as i64).unwrap();
         at.naive_utc().format("%Y-%m-%dT%H:%M").to_string()
     }
 
     #[test]
     fn the_test_zone_is_what_it_claims() {
-        let offset = |s: &str| Cet2024.offset_from_utc_datetime(&s.parse().unwrap()).fix();
+        let offset = |s: &str| {
+            Cet2024::<false>
+                .offset_from_utc_datetime(&s.parse().unwrap())
+                .fix()
+        };
         assert_eq!(offset("2024-03-31T00:59:59").local_minus_utc(), 3600);
         assert_eq!(offset("2024-03-31T01:00:00").local_minus_utc(), 7200);
-        let local = |s: &str| Cet2024.from_local_datetime(&s.parse().unwrap());
-        assert!(matches!(local("2024-03-31T02:30:00"), LocalResult::None));
-        assert!(matches!(
-            local("2024-10-27T02:30:00"),
-            LocalResult::Ambiguous(..)
-        ));
+        let utc = |one: &str, other: &str| LocalResult::Ambiguous(one.into(), other.into());
+        let fixed = Cet2024::<false>;
+        assert_eq!(utc_of(fixed, "2024-03-31T02:30:00"), LocalResult::None);
+        let fold = utc("2024-10-27 00:30:00", "2024-10-27 01:30:00");
+        assert_eq!(utc_of(fixed, "2024-10-27T02:30:00"), fold);
+        let end = LocalResult::Single("2024-10-27 02:00:00".into());
+        assert_eq!(utc_of(fixed, "2024-10-27T03:00:00"), end);
+        // What chrono's Local says there: latest first, and a wrong instant at 03:00.
+        let like_chrono = Cet2024::<true>;
+        let swapped = utc("2024-10-27 01:30:00", "2024-10-27 00:30:00");
+        assert_eq!(utc_of(like_chrono, "2024-10-27T02:30:00"), swapped);
+        let wrong = utc("2024-10-27 02:00:00", "2024-10-27 01:00:00");
+        assert_eq!(utc_of(like_chrono, "2024-10-27T03:00:00"), wrong);
+    }
+
+    /// The UTC times of the local time `local` in `tz`.
+    fn utc_of<Tz: TimeZone>(tz: Tz, local: &str) -> LocalResult<String> {
+        let local: NaiveDateTime = local.parse().unwrap();
+        tz.from_local_datetime(&local)
+            .map(|at| at.naive_utc().to_string())
     }
 
     #[test]
