@@ -284,3 +284,38 @@ fn the_management_topic_browses_removes_one_and_removes_all_as_activemq_does() {
     admin.expect_refusal("AMQ_SCHEDULER_ACTION \"LIST\"\\c not one of BROWSE, REMOVE, REMOVEALL");
     broker.stop("done");
 }
+
+#[test]
+fn a_scheduled_send_in_a_transaction_is_scheduled_at_commit_and_never_after_abort() {
+    let dirs = Dirs::new();
+    let mut broker = Broker::spawn(&dirs.data, &[]);
+    let addr = broker.activate(1);
+    let mut consumer = subscriber(&addr, "/queue/tx-later");
+    let mut producer = Client::stomp(&addr);
+    let send = |producer: &mut Client, tx: &str, body: &[u8]| {
+        producer.send_frame(
+            "SEND",
+            &[
+                "destination:/queue/tx-later",
+                &format!("transaction:{tx}"),
+                "AMQ_SCHEDULED_DELAY:200",
+            ],
+            body,
+        );
+    };
+    producer.send_frame("BEGIN", &["transaction:a"], b"");
+    send(&mut producer, "a", b"aborted");
+    producer.send_frame("ABORT", &["transaction:a", "receipt:aborted"], b"");
+    producer.expect_receipt("aborted");
+    producer.send_frame("BEGIN", &["transaction:c"], b"");
+    send(&mut producer, "c", b"committed");
+    nothing_within(&mut consumer, Duration::from_millis(500));
+    let committed = Instant::now();
+    producer.send_frame("COMMIT", &["transaction:c", "receipt:committed"], b"");
+    producer.expect_receipt("committed");
+    let frame = message(&mut consumer);
+    assert_eq!(frame.body, b"committed");
+    assert!(committed.elapsed() >= Duration::from_millis(200));
+    nothing_within(&mut consumer, Duration::from_millis(500));
+    broker.stop("done");
+}

@@ -405,7 +405,7 @@ enum Ticket {
 enum TxOp {
     /// Held in memory until COMMIT or ABORT: counted against the producers' memory limit.
     Send(Message, Charge),
-    /// A scheduled SEND, likewise.
+    /// A scheduled SEND, likewise; its schedule starts at COMMIT.
     Schedule(Job, Charge),
     Ack {
         which: AckRef,
@@ -942,7 +942,13 @@ impl Broker {
                             // A message acknowledged twice in one transaction is simply gone.
                             let _ = self.acknowledge(conn, &which, nack);
                         }
-                        TxOp::Schedule(job, _charge) => self.add_job(job, None),
+                        TxOp::Schedule(job, _charge) => {
+                            // ActiveMQ schedules a transaction's jobs when it commits.
+                            let now = self.scheduler.as_ref().map(|link| link.clock.now());
+                            if let Some(job) = now.and_then(|now| job.restarted(now)) {
+                                self.add_job(job, None);
+                            }
+                        }
                     }
                 }
                 let done = self.receipt_later(conn, receipt);

@@ -57,6 +57,11 @@ impl Job {
         })
     }
 
+    /// The same job sent at `now` instead (a transaction's, at its COMMIT).
+    pub fn restarted(self, now: u64) -> Option<Job> {
+        Job::new(self.template, self.schedule, now)
+    }
+
     /// Its place in the due-time order.
     pub fn due_key(&self) -> DueKey {
         (self.next.due, Arc::clone(&self.id))
