@@ -30,6 +30,9 @@ pub struct Job {
     /// What every delivery carries: the SEND's destination, headers (without the scheduling
     /// ones), body, persistence, priority and expiry.
     pub template: Message,
+    /// When the SEND arrived (a transaction's: its COMMIT), ms since the Unix epoch: an expiry
+    /// counts from it, and is moved with each delivery (see [`Job::delivery`]).
+    pub sent_ms: u64,
     /// The next delivery.
     pub next: Occurrence,
 }
@@ -46,6 +49,7 @@ impl Job {
         };
         Some(Job {
             id: Arc::clone(&template.id),
+            sent_ms: now,
             next: Occurrence {
                 n: 0,
                 series,
@@ -90,11 +94,17 @@ impl Job {
         })
     }
 
-    /// The delivery `n` as a message (its seq is the broker's to give). A job that delivers
-    /// once keeps the SEND's message-id, as ActiveMQ's does; the deliveries of a repeating or
-    /// cron job are `<job id>:<n>`, the same whichever broker enqueues them.
-    pub fn delivery(&self, n: u64, redelivered: bool) -> Message {
+    /// The delivery `n`, made at `now`, as a message (its seq is the broker's to give). A job
+    /// that delivers once keeps the SEND's message-id, as ActiveMQ's does; the deliveries of a
+    /// repeating or cron job are `<job id>:<n>`, the same whichever broker enqueues them. An
+    /// `expires` keeps its time to live from the delivery on (ActiveMQ's rule), so that a
+    /// message scheduled past its expiry is not dropped the moment it is delivered.
+    pub fn delivery(&self, n: u64, redelivered: bool, now: u64) -> Message {
         let mut msg = self.template.clone();
+        if msg.expires != 0 {
+            let ttl = msg.expires.saturating_sub(self.sent_ms);
+            msg.expires = msg.expires.max(now.saturating_add(ttl));
+        }
         if !self.schedule.single() {
             msg.id = format!("{}:{n}", self.id).into();
         }
@@ -153,6 +163,7 @@ impl Job {
         out.put_u64(self.next.series);
         out.put_u32(self.next.index);
         out.put_u64(self.next.due);
+        out.put_u64(self.sent_ms);
         out.put_slice(&template);
         out.freeze()
     }
@@ -167,7 +178,7 @@ impl Job {
             text if text.is_empty() => None,
             text => Some(Cron::parse(&text).ok()?),
         };
-        if buf.remaining() < 8 + 8 + 4 + 8 {
+        if buf.remaining() < 8 + 8 + 4 + 8 + 8 {
             return None;
         }
         let next = Occurrence {
@@ -176,6 +187,7 @@ impl Job {
             index: buf.get_u32(),
             due: buf.get_u64(),
         };
+        let sent_ms = buf.get_u64();
         let template = Message::decode(buf)?;
         Some(Job {
             id: Arc::clone(&template.id),
@@ -186,6 +198,7 @@ impl Job {
                 cron,
             },
             template,
+            sent_ms,
             next,
         })
     }
@@ -237,14 +250,24 @@ mod tests {
     fn deliveries_of_a_repeating_job_have_their_own_ids_and_name_the_job() {
         let once = job(schedule(2000, 0, 0));
         assert_eq!(once.next.due, 12_000);
-        assert_eq!(&*once.delivery(0, false).id, "ID:n1-2-3");
+        assert_eq!(&*once.delivery(0, false, 12_000).id, "ID:n1-2-3");
         let repeating = job(schedule(0, 100, 2));
-        let delivery = repeating.delivery(2, true);
+        let delivery = repeating.delivery(2, true, 10_300);
         assert_eq!(&*delivery.id, "ID:n1-2-3:2");
         assert_eq!(delivery.redeliveries, 1);
         assert!(delivery
             .headers
             .contains(&("scheduledJobId".into(), "ID:n1-2-3".into())));
+    }
+
+    #[test]
+    fn an_expiry_keeps_its_time_to_live_from_the_delivery_on() {
+        let mut j = job(schedule(60_000, 0, 0));
+        // Sent at 10 s to expire at 15 s: a 5 s time to live, counted from the delivery.
+        j.template.expires = 15_000;
+        assert_eq!(j.delivery(0, false, 70_000).expires, 75_000);
+        j.template.expires = 0;
+        assert_eq!(j.delivery(0, false, 70_000).expires, 0);
     }
 
     #[test]

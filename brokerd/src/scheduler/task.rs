@@ -375,7 +375,7 @@ impl Scheduler {
                 self.fired(id, n);
                 continue;
             }
-            let msg = firing.job.delivery(n, firing.redelivered);
+            let msg = firing.job.delivery(n, firing.redelivered, self.clock.now());
             let me = self.me.clone();
             let fired = Arc::clone(&id);
             let request = Request::Fire {
