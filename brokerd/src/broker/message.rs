@@ -81,6 +81,23 @@ pub fn kind_of(destination: &str) -> Result<Kind, HeaderError> {
     Ok(kind)
 }
 
+/// The value of a frame's header `name`: its first occurrence, as STOMP says.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Owned header pairs, for tests.
+#[cfg(test)]
+pub fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
 /// The parts of a SEND frame the broker interprets, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
@@ -96,12 +113,7 @@ pub struct Published {
 impl Published {
     /// Reads a SEND frame's headers (first occurrence wins, as STOMP says).
     pub fn from_headers(headers: &[(String, String)]) -> Result<Published, HeaderError> {
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |name: &str| header(headers, name);
         let destination = get("destination").ok_or(HeaderError::NoDestination)?;
         kind_of(destination)?;
         let persistent = match get("persistent") {
@@ -248,13 +260,6 @@ pub(crate) fn get_str(buf: &mut &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn send_headers_are_checked_and_custom_ones_passed_through_first_wins() {

@@ -13,6 +13,7 @@
 //! that cannot be used.
 
 use super::spec::{ScheduleError, JOB_ID};
+use crate::broker::message::header;
 
 /// The management destination (ActiveMQ matches its name as a prefix, ignoring case).
 pub const DESTINATION: &str = "/topic/ActiveMQ.Scheduler.Management";
@@ -50,12 +51,7 @@ pub enum Action {
 impl Action {
     /// Reads a management SEND's headers (first occurrence wins).
     pub fn from_headers(headers: &[(String, String)]) -> Result<Action, ScheduleError> {
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |name: &str| header(headers, name);
         let refuse = |header: &'static str, value: &str, reason: &str| ScheduleError {
             header,
             value: value.into(),
@@ -112,13 +108,7 @@ impl Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::broker::message::headers;
 
     #[test]
     fn actions_are_read_as_activemq_names_them() {

@@ -8,6 +8,7 @@
 //! the expression matches starts a series.
 
 use super::cron::{Cron, CronError};
+use crate::broker::message::header;
 
 /// ms before the first delivery.
 pub const DELAY: &str = "AMQ_SCHEDULED_DELAY";
@@ -47,12 +48,7 @@ impl Schedule {
     /// Reads the scheduling headers of a SEND (first occurrence wins, as STOMP says); `None`
     /// when it is an ordinary message.
     pub fn from_headers(headers: &[(String, String)]) -> Result<Option<Schedule>, ScheduleError> {
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |name: &str| header(headers, name);
         let (delay, period, cron) = (get(DELAY), get(PERIOD), get(CRON));
         if delay.is_none() && period.is_none() && cron.is_none() {
             return Ok(None);
@@ -115,13 +111,7 @@ fn millis(header: &'static str, value: Option<&str>) -> Result<u64, ScheduleErro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::broker::message::headers;
 
     #[test]
     fn an_ordinary_message_has_no_schedule_and_repeat_alone_makes_none() {
