@@ -429,6 +429,8 @@ pub struct Broker {
     store: Persist,
     counter: u64,
     connections: HashMap<ConnId, Connection>,
+    /// The connection holding each client-id (ActiveMQ allows one at a time).
+    client_ids: HashMap<String, ConnId>,
     subscriptions: HashMap<SubKey, Subscription>,
     next_sub: SubKey,
     queues: HashMap<Arc<str>, Queue>,
@@ -525,6 +527,7 @@ impl Broker {
             },
             counter: 0,
             connections: HashMap::new(),
+            client_ids: HashMap::new(),
             subscriptions: HashMap::new(),
             next_sub: 1,
             queues: HashMap::new(),
@@ -740,11 +743,10 @@ impl Broker {
             } => {
                 // ActiveMQ refuses a second connection with a client-id already connected
                 // (InvalidClientIDException): a durable subscription has one reader.
-                let holder = client_id.as_ref().and_then(|id| {
-                    self.connections
-                        .values()
-                        .find(|c| c.client_id.as_ref() == Some(id))
-                });
+                let holder = client_id
+                    .as_ref()
+                    .and_then(|id| self.client_ids.get(id))
+                    .and_then(|holder| self.connections.get(holder));
                 if let (Some(id), Some(holder)) = (&client_id, holder) {
                     debug!(conn, client_id = %id, "refusing a client: client-id already connected");
                     let _ = verdict.send(Err(format!(
@@ -756,6 +758,9 @@ impl Broker {
                 if verdict.send(Ok(())).is_err() {
                     // The session is gone already; it sends no Close for a refused Open.
                     return Ok(());
+                }
+                if let Some(id) = &client_id {
+                    self.client_ids.insert(id.clone(), conn);
                 }
                 self.connections.insert(
                     conn,
@@ -1013,6 +1018,9 @@ impl Broker {
             }
             Request::Close { conn } => {
                 if let Some(c) = self.connections.remove(&conn) {
+                    if let Some(id) = &c.client_id {
+                        self.client_ids.remove(id);
+                    }
                     for key in c.subscriptions.into_values() {
                         self.end_subscription(key);
                     }

@@ -441,6 +441,16 @@ impl Scheduler {
         });
     }
 
+    /// Waits until every write submitted so far is in the store, so that a listing, a browse
+    /// or a removal sees every job added before it was asked for.
+    async fn settle(&self) {
+        let (done, settled) = oneshot::channel();
+        self.journal.barrier(Box::new(move || {
+            let _ = done.send(());
+        }));
+        let _ = settled.await;
+    }
+
     /// Reads a page of jobs from the store, off the task.
     async fn page(
         &self,
@@ -462,6 +472,7 @@ impl Scheduler {
 
     /// Up to `limit` jobs, in due order.
     async fn list(&self, limit: usize) -> Result<Vec<Summary>, Arc<StoreError>> {
+        self.settle().await;
         let mut listed = Vec::new();
         let mut after = None;
         while listed.len() < limit {
@@ -502,6 +513,7 @@ impl Scheduler {
         range: Option<Range>,
         done: OnDurable,
     ) -> Result<(), Arc<StoreError>> {
+        self.settle().await;
         let mut after = None;
         loop {
             let (jobs, complete) = self.page(after.take(), range).await?;
@@ -523,6 +535,7 @@ impl Scheduler {
     /// Removes jobs: from the cache and the store, or, for one being added or fired, by
     /// marking it. `done` runs once the removals are durable. Returns how many were removed.
     async fn remove(&mut self, which: Removal, done: OnDurable) -> Result<usize, Arc<StoreError>> {
+        self.settle().await;
         let mut removed = 0;
         let mut ops = Vec::new();
         let range = match which {
