@@ -9,6 +9,7 @@
 //!   that it is exclusive on a given filesystem, with [`mounts`] naming the filesystem's traps.
 //! - [`shared_file`]: the one safe way to read and atomically write files there (no links
 //!   followed, regular files only, bounded reads).
+//! - [`schedules`]: pending scheduled jobs as `ctl schedules` lists and cancels them.
 //! - [`wire`]: the newline-delimited JSON framing both protocols use, bounded in length so a
 //!   peer that sends garbage gets a clear error instead of growing our memory.
 //!
@@ -23,12 +24,13 @@ pub mod lock_check;
 pub mod lockfile;
 pub mod mounts;
 pub mod nodes;
+pub mod schedules;
 pub mod shared_file;
 pub mod wire;
 
 /// Version of both control protocols; bumped on any incompatible change so mixed binaries after a
 /// partial upgrade refuse each other loudly instead of misreading messages.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Milliseconds since the Unix epoch, for timestamps that humans and other nodes read.
 /// Never used for fencing decisions: those use monotonic time and shared counters.
