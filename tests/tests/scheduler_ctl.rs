@@ -199,7 +199,7 @@ fn ctl_lists_the_schedules_cancels_one_then_all_and_a_passive_node_names_the_act
     let settle = (before + 9000 + 2000).saturating_sub(shared_proto::unix_ms());
     std::thread::sleep(Duration::from_millis(settle));
     let delivered = drain(&url, "/queue/ctl-a", Duration::from_secs(3));
-    assert_eq!(delivered, [kept.clone()], "{}", cluster.logs());
+    assert_eq!(delivered, [kept], "{}", cluster.logs());
 
     // cancel --all: the rest.
     let out = node.ctl(&["schedules", "cancel", "--all"]);
