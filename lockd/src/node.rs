@@ -1138,6 +1138,58 @@ mod tests {
         }
     }
 
+    /// `ctl schedules` on a node whose broker does not serve: refused at once with the role,
+    /// naming the node that holder.json says is active, if another is.
+    async fn ask_scheduler(node: &Harness) -> (ErrorCode, String) {
+        let (reply, rx) = oneshot::channel();
+        let request = SchedulerCall::List { limit: 10 };
+        node.calls
+            .send(Call::Scheduler { request, reply })
+            .await
+            .unwrap();
+        match rx.await.unwrap() {
+            Response::Error { code, message } => (code, message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scheduler_requests_to_a_node_not_serving_name_the_active_node() {
+        let node = start();
+        let (code, message) = ask_scheduler(&node).await;
+        assert_eq!(code, ErrorCode::WrongRole);
+        assert!(
+            message.starts_with("n1 is passive, and holder.json names no other active node"),
+            "{message}"
+        );
+        node._holder.send_replace(Some(Holder {
+            node: "n2".into(),
+            host: "h2".into(),
+            pid: 7,
+            epoch: 4,
+            state: HolderState::Active,
+            since_unix_ms: 0,
+            heartbeat_unix_ms: 0,
+        }));
+        let (_, message) = ask_scheduler(&node).await;
+        assert!(
+            message.starts_with("n1 is passive; the active node is n2 (host h2, epoch 4, active)"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scheduler_requests_to_a_starting_node_say_it_does_not_serve_yet() {
+        let node = start();
+        node.acquire(1).await;
+        let (code, message) = ask_scheduler(&node).await;
+        assert_eq!(code, ErrorCode::WrongRole);
+        assert!(
+            message.starts_with("n1 is starting, not active: its broker does not serve now"),
+            "{message}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_silent_keepalive_fences_the_broker_exactly_at_fence_timeout() {
         let node = start();
