@@ -30,14 +30,22 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Action {
     /// Cancel one pending job by its id (its scheduledJobId), or every one (--all). Admins only.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
     Cancel {
         /// The job's id, as `ctl schedules` lists it.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<String>,
         /// Cancel every pending job.
         #[arg(long)]
         all: bool,
     },
+}
+
+/// What `ctl schedules --json` prints: the node that answered, then the listing's fields.
+#[derive(serde::Serialize)]
+struct Document<'a> {
+    node: &'a str,
+    #[serde(flatten)]
+    listing: &'a Listing,
 }
 
 /// Runs `ctl schedules ...` against the node at `client`.
@@ -50,21 +58,21 @@ pub async fn run(mut client: Client, args: Args) -> anyhow::Result<()> {
                     other => bail!("unexpected answer to schedules: {other:?}"),
                 };
             if args.json {
-                let document = serde_json::json!({
-                    "node": client.node,
-                    "jobs": listing.jobs,
-                    "cut": listing.cut,
-                });
-                println!("{document}");
+                let document = Document {
+                    node: &client.node,
+                    listing: &listing,
+                };
+                println!("{}", serde_json::to_string(&document)?);
             } else {
                 print!("{}", render(&listing, args.limit, shared_proto::unix_ms()));
             }
             Ok(())
         }
-        Some(Action::Cancel { id, all }) => {
+        Some(Action::Cancel { id, all: _ }) => {
+            // The argument group makes ID and --all exclusive, and one of them required.
             let which = match id {
-                Some(id) if !all => Cancel::Job { id },
-                _ => Cancel::All,
+                Some(id) => Cancel::Job { id },
+                None => Cancel::All,
             };
             let one = match &which {
                 Cancel::Job { id } => Some(id.clone()),
