@@ -6,11 +6,13 @@
 //! error or out-of-step message becomes [`Lost`]: lockd is gone or cannot be trusted, and the
 //! broker must exit at once.
 //!
-//! Replies that need the broker core (a liveness `Pong`, `Stats`) go through [`Deferred`]: each
-//! waits for the core in a task of its own, so a stuck core cannot hide behind a live control
-//! reader (no pong) nor stop the control loop from seeing `Stop` or a lost lockd.
+//! Replies that need the broker core (a liveness `Pong`, `Stats`) or the scheduler (`ctl
+//! schedules`) go through [`Deferred`]: each waits in a task of its own, so a stuck core cannot
+//! hide behind a live control reader (no pong) nor stop the control loop from seeing `Stop` or a
+//! lost lockd.
 
 use shared_proto::control::{BrokerStats, FromBroker, ToBroker, CONTROL_FD_ENV};
+use shared_proto::schedules::Cancel;
 use shared_proto::wire::{self, WireError};
 use shared_proto::PROTOCOL_VERSION;
 use std::future::Future;
@@ -62,6 +64,10 @@ pub enum Request {
     Stop { deadline: Duration, reason: String },
     /// Liveness check: answer `Pong { seq }` once the broker core has handled it ([`Deferred`]).
     Ping { seq: u64 },
+    /// List pending scheduled jobs; answered through [`Deferred`] (see [`crate::schedules`]).
+    ListSchedules { id: u64, limit: u32 },
+    /// Cancel scheduled jobs; answered through [`Deferred`] once durable.
+    CancelSchedules { id: u64, which: Cancel },
 }
 
 /// lockd is gone, or said something that shows the channel is out of step.
@@ -189,6 +195,12 @@ impl Control {
                     let request = match wire::read_message(&mut reader, &mut buf).await {
                         Ok(Some(ToBroker::Stats)) => Ok(Request::Stats),
                         Ok(Some(ToBroker::Ping { seq })) => Ok(Request::Ping { seq }),
+                        Ok(Some(ToBroker::ListSchedules { id, limit })) => {
+                            Ok(Request::ListSchedules { id, limit })
+                        }
+                        Ok(Some(ToBroker::CancelSchedules { id, which })) => {
+                            Ok(Request::CancelSchedules { id, which })
+                        }
                         Ok(Some(ToBroker::Stop {
                             deadline_ms,
                             reason,
@@ -197,7 +209,8 @@ impl Control {
                             reason,
                         }),
                         Ok(Some(other)) => Err(Lost {
-                            reason: unexpected("stats, stop or ping", &other).to_string(),
+                            reason: unexpected("stats, stop, ping or a scheduler request", &other)
+                                .to_string(),
                         }),
                         Ok(None) => Err(Lost {
                             reason: "lockd closed the control socket".into(),
@@ -246,7 +259,8 @@ impl Replies {
     }
 }
 
-/// Replies owed to lockd that wait for the broker core (a liveness `Pong`, `Stats`).
+/// Replies owed to lockd that wait for the broker core (a liveness `Pong`, `Stats`) or the
+/// scheduler (each bounded by [`crate::schedules::ANSWER_TIMEOUT`]).
 ///
 /// Each waits in its own small task, so a stuck core delays only its reply, never the control
 /// loop (which must still see `Stop` and a lost lockd). lockd keeps one ping in flight and asks

@@ -7,7 +7,8 @@
 //! - [`fence`]: under lockd, a fast poll of the shared directory's epoch that ends a broker
 //!   superseded on broken cluster locks.
 //! - [`broker`]: the broker core, one task owning every destination and subscription.
-//! - [`scheduler`]: scheduled delivery (ActiveMQ's `AMQ_SCHEDULED_*`), with its own store.
+//! - [`scheduler`]: scheduled delivery (ActiveMQ's `AMQ_SCHEDULED_*`), with its own store;
+//!   [`schedules`]: lockd's requests to list and cancel its jobs (`ctl schedules`).
 //! - [`server`] and [`stomp`]: listeners, sessions and the STOMP codec.
 //! - [`memory`]: the producers' memory limit, and producers waiting at it.
 //! - [`stats`]: counters for `ctl status`.
@@ -19,6 +20,7 @@ pub mod journal;
 pub mod lifecycle;
 pub mod memory;
 pub mod scheduler;
+pub mod schedules;
 pub mod server;
 pub mod stats;
 pub mod stomp;

@@ -16,6 +16,7 @@ use crate::fence;
 use crate::journal::{self, Journal, JournalConfig};
 use crate::memory::Usage;
 use crate::scheduler::{clock::Clock, service};
+use crate::schedules::{self, Schedules};
 use crate::server::{self, Settings, Shutdown};
 use crate::stats::Stats;
 use crate::stomp::frame::Limits;
@@ -177,7 +178,7 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
             Ok(started) => started,
             Err(err) => return Err(refuse(&mut replies, err, true).await),
         };
-    scheduler.spawn(&config, epoch, &journal, &broker);
+    let schedules = scheduler.spawn(&config, epoch, &journal, &broker);
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut stop_tx = Some(stop_tx);
     let mut stop_reason = None;
@@ -230,6 +231,14 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
                     let broker = broker.clone();
                     deferred.defer(async move { ping_core(broker).await.then_some(FromBroker::Pong { seq }) });
                 }
+                Ok(Request::ListSchedules { id, limit }) => {
+                    let schedules = schedules.clone();
+                    deferred.defer(async move { Some(schedules.list(id, limit).await) });
+                }
+                Ok(Request::CancelSchedules { id, which }) => {
+                    let schedules = schedules.clone();
+                    deferred.defer(async move { Some(schedules.cancel(id, which).await) });
+                }
                 Ok(Request::Stop { deadline, reason }) => {
                     if let Some(stop) = stop_tx.take() {
                         info!(%reason, ?deadline, "lockd asked for a graceful stop");
@@ -268,7 +277,8 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
     let (broker, memory) = start_broker(core, pager, &journal, config.test_wedge_core_on_sigusr1)?;
-    scheduler.spawn(&config, epoch, &journal, &broker);
+    // Standalone, nobody asks the scheduler directly: only STOMP clients, through the core.
+    drop(scheduler.spawn(&config, epoch, &journal, &broker));
     // A store that fails (a write, a flush, a page read) stops the broker at once, as under
     // lockd; closing the journal below then returns that failure, and brokerd exits with it.
     let failing = journal.clone();
@@ -308,8 +318,8 @@ enum Phase<T> {
     Lost(Lost),
 }
 
-/// Runs `work` while answering lockd: `Stats` with zeros (nothing serves yet), and `Stop` or a
-/// lost channel cut the work short.
+/// Runs `work` while answering lockd: `Stats` with zeros (nothing serves yet), scheduler
+/// requests with "not started", and `Stop` or a lost channel cut the work short.
 async fn answer_while<T>(
     work: impl Future<Output = T>,
     requests: &mut Requests,
@@ -330,6 +340,12 @@ async fn answer_while<T>(
                 // ready timeout covers a slow or stuck start, so this answer is only politeness.
                 Ok(Request::Ping { seq }) => {
                     if let Err(lost) = replies.send(&FromBroker::Pong { seq }).await {
+                        return Phase::Lost(lost);
+                    }
+                }
+                // lockd asks only once the broker is Ready; answered all the same.
+                Ok(Request::ListSchedules { id, .. } | Request::CancelSchedules { id, .. }) => {
+                    if let Err(lost) = replies.send(&schedules::not_started(id)).await {
                         return Phase::Lost(lost);
                     }
                 }
@@ -406,9 +422,11 @@ async fn open_broker(
     let mut core = Broker::new(settings, Box::new(journal.clone()));
     let reads = core.page_out(config.page_size);
     let (link, parts) = service::channel(Clock::new(config.test_scheduler_clock_rate));
+    let commands = link.commands.clone();
     core.attach_scheduler(link);
     let scheduler = SchedulerToStart {
         parts,
+        commands,
         fence,
         messages_view: journal::recover(store)?,
     };
@@ -443,18 +461,21 @@ async fn open_broker(
 /// The scheduler, attached to the broker core, to start once the broker serves.
 struct SchedulerToStart {
     parts: service::Parts,
+    /// For lockd's requests (`ctl schedules`), which ask the scheduler task directly.
+    commands: mpsc::UnboundedSender<crate::scheduler::task::Command>,
     fence: Option<fence::Fence>,
     messages_view: journal::Recovered,
 }
 
 impl SchedulerToStart {
+    /// Starts the scheduler beside the broker; what it returns answers lockd's requests to it.
     fn spawn(
         self,
         config: &Config,
         epoch: u64,
         journal: &Journal,
         broker: &mpsc::Sender<BrokerRequest>,
-    ) {
+    ) -> Schedules {
         let beside = service::Beside {
             dir: config.scheduler_dir.clone(),
             epoch,
@@ -464,6 +485,7 @@ impl SchedulerToStart {
             broker: broker.clone(),
         };
         service::spawn(beside, self.parts);
+        Schedules(self.commands)
     }
 }
 

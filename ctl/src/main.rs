@@ -1,5 +1,5 @@
 //! ctl: the operator's tool. Prepares shared directories, shows a node's status, asks the
-//! active node for a controlled failover, and talks STOMP through a failover URL (send,
+//! active node for a controlled failover, lists and cancels scheduled jobs, and talks STOMP through a failover URL (send,
 //! receive, bench) with the project's failover client.
 //!
 //! Tests a shared directory's locks (`check-lock`).
@@ -10,6 +10,7 @@
 mod bench;
 mod client;
 mod receive;
+mod schedules;
 mod send;
 mod status;
 
@@ -58,6 +59,9 @@ enum Cmd {
         #[arg(long, default_value_t = 30_000)]
         timeout_ms: u64,
     },
+    /// List the active node's pending scheduled jobs (id, destination, next due time, remaining
+    /// repeats, cron), or cancel them (`schedules cancel ID`, `schedules cancel --all`).
+    Schedules(schedules::Args),
     /// Send messages through a failover URL (like ActiveMQ's producer command).
     Send(send::Args),
     /// Receive messages through a failover URL (like ActiveMQ's consumer command).
@@ -181,6 +185,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Failover { wait, timeout_ms } => {
             let socket = client::socket_path(args.socket)?;
             failover(&socket, wait, Duration::from_millis(timeout_ms)).await
+        }
+        Cmd::Schedules(schedules) => {
+            let client = Client::connect(&client::socket_path(args.socket)?).await?;
+            schedules::run(client, schedules).await
         }
         Cmd::Send(args) => send::run(args).await,
         Cmd::Receive(args) => receive::run(args).await,

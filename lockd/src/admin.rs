@@ -1,6 +1,7 @@
 //! The ctl socket: who may ask what, and the request/response loop of one connection.
 //!
-//! Anyone who can connect (the socket's mode decides) may read status. Changing anything needs
+//! Anyone who can connect (the socket's mode decides) may read status and list schedules.
+//! Changing anything (failover, cancelling schedules) needs
 //! root, lockd's own user or the admin group, checked from the kernel's SO_PEERCRED, never
 //! from anything the peer says.
 //!
@@ -10,6 +11,7 @@
 //! directory and renamed into place, never connectable with wider permissions in between.
 
 use shared_proto::admin::{ErrorCode, Request, Response, Status};
+use shared_proto::schedules::Cancel;
 use shared_proto::wire::{self, WireError};
 use shared_proto::PROTOCOL_VERSION;
 use std::collections::HashMap;
@@ -34,6 +36,10 @@ const PER_UID: usize = 8;
 /// How long a refused client gets to take its error message before the connection is closed.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a scheduler request may wait for the broker's answer: longer than brokerd's own
+/// bound (brokerd's `schedules::ANSWER_TIMEOUT`, 10 s), so its explanation normally arrives first.
+const SCHEDULER_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A connection that sends no request for this long is closed, so idle clients cannot take
 /// every slot and lock operators out.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,6 +57,21 @@ pub enum Call {
         by_uid: u32,
         reply: oneshot::Sender<Response>,
     },
+    /// A request the active node's broker answers (`ctl schedules`); the reply is dropped if
+    /// the broker goes away first.
+    Scheduler {
+        request: SchedulerCall,
+        reply: oneshot::Sender<Response>,
+    },
+}
+
+/// What `ctl schedules` asks of the broker's scheduler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchedulerCall {
+    /// Up to `limit` pending jobs.
+    List { limit: u32 },
+    /// Cancel jobs; `by_uid` is the admin who asked, for the log.
+    Cancel { which: Cancel, by_uid: u32 },
 }
 
 /// The kernel's word on who is at the other end of a connection, as of its connect.
@@ -339,6 +360,28 @@ async fn serve_connection(
                     Err(_) => return Ok(()),
                 }
             }
+            Request::Schedules { limit } => {
+                match ask_scheduler(calls, SchedulerCall::List { limit }, &access.node).await {
+                    Some(response) => response,
+                    None => return Ok(()),
+                }
+            }
+            Request::CancelSchedules { which } => match access.check_admin(&peer) {
+                Err(message) => {
+                    tracing::warn!(uid = peer.uid, "cancelling schedules refused: not an admin");
+                    error(ErrorCode::Denied, message)
+                }
+                Ok(()) => {
+                    let call = SchedulerCall::Cancel {
+                        which,
+                        by_uid: peer.uid,
+                    };
+                    match ask_scheduler(calls, call, &access.node).await {
+                        Some(response) => response,
+                        None => return Ok(()),
+                    }
+                }
+            },
             Request::Failover => match access.check_admin(&peer) {
                 Err(message) => {
                     tracing::warn!(uid = peer.uid, "failover refused: not an admin");
@@ -365,6 +408,34 @@ async fn serve_connection(
         };
         wire::write_message(&mut writer, &reply).await?;
     }
+}
+
+/// Passes a scheduler request to the state machine and waits, bounded, for the broker's answer;
+/// `None` once the state machine is gone (lockd is exiting).
+async fn ask_scheduler(
+    calls: &mpsc::Sender<Call>,
+    request: SchedulerCall,
+    node: &str,
+) -> Option<Response> {
+    let (reply, rx) = oneshot::channel();
+    calls.send(Call::Scheduler { request, reply }).await.ok()?;
+    Some(match tokio::time::timeout(SCHEDULER_TIMEOUT, rx).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(_)) => error(
+            ErrorCode::Unavailable,
+            format!(
+                "{node}'s broker went away before answering (it stopped or was replaced): \
+                 retry, and see `ctl status`"
+            ),
+        ),
+        Err(_) => error(
+            ErrorCode::Unavailable,
+            format!(
+                "{node}'s broker did not answer within {} s: see `ctl status` and brokerd's log",
+                SCHEDULER_TIMEOUT.as_secs()
+            ),
+        ),
+    })
 }
 
 fn error(code: ErrorCode, message: String) -> Response {

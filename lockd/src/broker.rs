@@ -53,7 +53,7 @@ enum Phase {
 
 /// Messages on their way to brokerd. Everything but `Stats` must arrive and is queued without
 /// bound, which stays small by construction: Hello and Activate once, Stop once per stop asked,
-/// and one ping in flight. Stats requests are coalesced: one waiting is enough, and a broker that
+/// one ping in flight, and at most one scheduler request per ctl connection (`ctl schedules`). Stats requests are coalesced: one waiting is enough, and a broker that
 /// stops reading loses them rather than stalling lockd.
 #[derive(Debug)]
 struct Outbox {

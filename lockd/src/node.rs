@@ -14,7 +14,7 @@
 //! - the lock is released, and competed for again, only once the previous broker is known dead
 //!   (DESIGN invariant 6).
 
-use crate::admin::Call;
+use crate::admin::{Call, SchedulerCall};
 use crate::broker::{Broker, BrokerEvent};
 use crate::config::Settings;
 use crate::keeper::{Command, Event as KeeperEvent};
@@ -24,7 +24,8 @@ use shared_proto::admin::{ErrorCode, Response, Role, Status};
 use shared_proto::control::{BrokerStats, FromBroker, ToBroker};
 use shared_proto::holder::{Holder, HolderState};
 use shared_proto::nodes::NodeRecord;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use tokio::sync::oneshot;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -62,6 +63,9 @@ struct Child {
     reason: Option<String>,
     /// It said a restart cannot cure its reason to stop.
     fatal: bool,
+    /// Scheduler requests sent to it, by id, with where their answer goes; dropped (and so
+    /// answered "went away") with the broker.
+    pending: HashMap<u64, oneshot::Sender<Response>>,
 }
 
 /// What a graceful stop leads to once the broker has exited.
@@ -217,6 +221,8 @@ pub struct Node {
     /// The epoch we hold or last held, for status and the hold-off's "newer holder" test.
     epoch: Option<u64>,
     generation: u64,
+    /// Scheduler requests sent to brokers so far: the next one's id.
+    scheduler_requests: u64,
     /// Why this node believes the shared filesystem's locks are broken, once the keeper saw it.
     broken_locks: Option<String>,
     /// Release commands the keeper has not yet confirmed. Until it has, an `Acquired` or
@@ -257,6 +263,7 @@ impl Node {
             reason: "started".into(),
             epoch: None,
             generation: 0,
+            scheduler_requests: 0,
             broken_locks: None,
             releases_pending: 0,
             restarts: VecDeque::new(),
@@ -453,6 +460,7 @@ impl Node {
                     stats: None,
                     reason: None,
                     fatal: false,
+                    pending: HashMap::new(),
                 };
                 let ready_by = Some(Instant::now() + self.settings.broker_ready_timeout);
                 self.enter(
@@ -503,6 +511,25 @@ impl Node {
                 }
             }
             BrokerEvent::Message(FromBroker::Stats { stats }) => child.stats = Some(stats),
+            BrokerEvent::Message(FromBroker::Schedules { id, listing }) => {
+                if let Some(reply) = child.pending.remove(&id) {
+                    let _ = reply.send(Response::Schedules { listing });
+                }
+            }
+            BrokerEvent::Message(FromBroker::SchedulesCancelled { id, removed }) => {
+                tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), removed, "scheduled jobs cancelled");
+                if let Some(reply) = child.pending.remove(&id) {
+                    let _ = reply.send(Response::SchedulesCancelled { removed });
+                }
+            }
+            BrokerEvent::Message(FromBroker::SchedulerError { id, message }) => {
+                if let Some(reply) = child.pending.remove(&id) {
+                    let _ = reply.send(Response::Error {
+                        code: ErrorCode::Unavailable,
+                        message: format!("{}'s broker: {message}", self.settings.node),
+                    });
+                }
+            }
             BrokerEvent::Message(FromBroker::Stopping { reason, fatal }) => {
                 tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), %reason, fatal, "brokerd stopping");
                 child.reason = Some(reason);
@@ -716,6 +743,58 @@ impl Node {
             Call::Failover { by_uid, reply } => {
                 let _ = reply.send(self.failover(by_uid));
             }
+            Call::Scheduler { request, reply } => self.ask_scheduler(request, reply),
+        }
+    }
+
+    /// Passes a scheduler request to the serving broker, whose answer (by the same id) goes to
+    /// `reply`; on any other role, answers at once naming the active node.
+    fn ask_scheduler(&mut self, request: SchedulerCall, reply: oneshot::Sender<Response>) {
+        let State::Active { child, .. } = &mut self.state else {
+            let message = self.not_active();
+            let _ = reply.send(Response::Error {
+                code: ErrorCode::WrongRole,
+                message,
+            });
+            return;
+        };
+        self.scheduler_requests += 1;
+        let id = self.scheduler_requests;
+        // Answers that timed out in the ctl connection are not waited for any longer.
+        child.pending.retain(|_, waiting| !waiting.is_closed());
+        child.pending.insert(id, reply);
+        let message = match request {
+            SchedulerCall::List { limit } => ToBroker::ListSchedules { id, limit },
+            SchedulerCall::Cancel { which, by_uid } => {
+                tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), by_uid, ?which, "cancelling scheduled jobs");
+                ToBroker::CancelSchedules { id, which }
+            }
+        };
+        child.broker.send(message);
+    }
+
+    /// Why this node cannot answer for the broker, naming the node that can (from holder.json).
+    fn not_active(&self) -> String {
+        let me = &self.settings.node;
+        let role = self.state.role();
+        let holder = self.holder.borrow();
+        match holder
+            .as_ref()
+            .filter(|h| h.node != *me && h.state != HolderState::Released)
+        {
+            Some(h) => format!(
+                "{me} is {role}; the active node is {} (host {}, epoch {}, {}): run this against \
+                 {}'s lockd (ctl --socket with its socket)",
+                h.node, h.host, h.epoch, h.state, h.node
+            ),
+            None if self.state.lease().is_some() => format!(
+                "{me} is {role}, not active: its broker does not serve now; retry shortly \
+                 (ctl status says more)"
+            ),
+            None => format!(
+                "{me} is {role}, and holder.json names no other active node: no broker serves \
+                 now; see `ctl status`"
+            ),
         }
     }
 
@@ -1070,6 +1149,58 @@ mod tests {
             shutdown: shutdown_tx,
             task,
         }
+    }
+
+    /// `ctl schedules` on a node whose broker does not serve: refused at once with the role,
+    /// naming the node that holder.json says is active, if another is.
+    async fn ask_scheduler(node: &Harness) -> (ErrorCode, String) {
+        let (reply, rx) = oneshot::channel();
+        let request = SchedulerCall::List { limit: 10 };
+        node.calls
+            .send(Call::Scheduler { request, reply })
+            .await
+            .unwrap();
+        match rx.await.unwrap() {
+            Response::Error { code, message } => (code, message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scheduler_requests_to_a_node_not_serving_name_the_active_node() {
+        let node = start();
+        let (code, message) = ask_scheduler(&node).await;
+        assert_eq!(code, ErrorCode::WrongRole);
+        assert!(
+            message.starts_with("n1 is passive, and holder.json names no other active node"),
+            "{message}"
+        );
+        node._holder.send_replace(Some(Holder {
+            node: "n2".into(),
+            host: "h2".into(),
+            pid: 7,
+            epoch: 4,
+            state: HolderState::Active,
+            since_unix_ms: 0,
+            heartbeat_unix_ms: 0,
+        }));
+        let (_, message) = ask_scheduler(&node).await;
+        assert!(
+            message.starts_with("n1 is passive; the active node is n2 (host h2, epoch 4, active)"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scheduler_requests_to_a_starting_node_say_it_does_not_serve_yet() {
+        let node = start();
+        node.acquire(1).await;
+        let (code, message) = ask_scheduler(&node).await;
+        assert_eq!(code, ErrorCode::WrongRole);
+        assert!(
+            message.starts_with("n1 is starting, not active: its broker does not serve now"),
+            "{message}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,6 +4,7 @@
 //! checks the peer's credentials (SO_PEERCRED) before any request that changes something.
 
 use crate::control::BrokerStats;
+use crate::schedules::{Cancel, Listing};
 use serde::{Deserialize, Serialize};
 
 /// Environment variable that names lockd's control socket for ctl.
@@ -20,6 +21,11 @@ pub enum Request {
     /// Controlled handover: stop the broker gracefully, release the lock, and hold off so a peer
     /// takes over. Admins only.
     Failover,
+    /// Up to `limit` pending scheduled jobs, answered by `Schedules`; only the active node can
+    /// answer. Allowed like `Status`.
+    Schedules { limit: u32 },
+    /// Cancel scheduled jobs, answered by `SchedulesCancelled` once durable. Admins only.
+    CancelSchedules { which: Cancel },
 }
 
 /// Responses lockd sends, one per request.
@@ -32,6 +38,10 @@ pub enum Response {
     Status { status: Box<Status> },
     /// The failover began: this node gave up `epoch` and holds off for `hold_off_ms`.
     FailoverStarted { epoch: u64, hold_off_ms: u64 },
+    /// Answer to `Schedules`.
+    Schedules { listing: Listing },
+    /// Answer to `CancelSchedules`: this many jobs are durably gone.
+    SchedulesCancelled { removed: u64 },
     /// The request was refused or failed; `code` is stable for scripts, `message` says what to do.
     Error { code: ErrorCode, message: String },
 }
@@ -48,6 +58,9 @@ pub enum ErrorCode {
     BadRequest,
     /// Another protocol version.
     Version,
+    /// The broker could not answer: its scheduler has not started yet or failed, or it did not
+    /// answer in time. Retrying later may help.
+    Unavailable,
 }
 
 /// The role of a node, as DESIGN.md's lifecycle names it.

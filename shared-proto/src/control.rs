@@ -9,7 +9,11 @@
 //! `Stop`. brokerd answers each with a `Pong` of the same `seq` only after its broker core, the
 //! task that owns the broker's state, has handled the ping, so a broker whose control channel
 //! still reads but whose core is stuck stays silent, and lockd replaces it like a crashed one.
+//!
+//! Scheduler requests (v3, for `ctl schedules`) carry an `id` that their answer repeats, since
+//! they are answered out of order with the rest.
 
+use crate::schedules::{Cancel, Listing};
 use serde::{Deserialize, Serialize};
 
 /// Environment variable through which lockd tells brokerd which descriptor is the control socket.
@@ -32,6 +36,12 @@ pub enum ToBroker {
     /// Answer `Pong { seq }` once the broker core has handled this ping: proof that the broker
     /// still serves, not only that its control socket is read.
     Ping { seq: u64 },
+    /// Up to `limit` pending scheduled jobs (`ctl schedules`); answered by `Schedules` or
+    /// `SchedulerError` with the same `id`.
+    ListSchedules { id: u64, limit: u32 },
+    /// Cancel scheduled jobs (`ctl schedules cancel`); answered by `SchedulesCancelled` once the
+    /// removal is durable, or `SchedulerError`, with the same `id`.
+    CancelSchedules { id: u64, which: Cancel },
 }
 
 /// Messages brokerd sends to lockd.
@@ -49,6 +59,13 @@ pub enum FromBroker {
     Stopping { reason: String, fatal: bool },
     /// Answer to [`ToBroker::Ping`] with the same `seq`, sent after the broker core handled it.
     Pong { seq: u64 },
+    /// Answer to [`ToBroker::ListSchedules`].
+    Schedules { id: u64, listing: Listing },
+    /// Answer to [`ToBroker::CancelSchedules`]: `removed` jobs are durably gone.
+    SchedulesCancelled { id: u64, removed: u64 },
+    /// A scheduler request `id` could not be answered; `message` says why (the scheduler has not
+    /// started yet, or failed) and what to do.
+    SchedulerError { id: u64, message: String },
 }
 
 /// What the broker holds, for `ctl status`.

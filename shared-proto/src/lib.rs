@@ -11,6 +11,7 @@
 //!   filesystem, which lockd and brokerd both check at start.
 //! - [`shared_file`]: the one safe way to read and atomically write files there (no links
 //!   followed, regular files only, bounded reads).
+//! - [`schedules`]: pending scheduled jobs as `ctl schedules` lists and cancels them.
 //! - [`wire`]: the newline-delimited JSON framing both protocols use, bounded in length so a
 //!   peer that sends garbage gets a clear error instead of growing our memory.
 //!
@@ -26,12 +27,13 @@ pub mod lockfile;
 pub mod mounts;
 pub mod nodes;
 pub mod placement;
+pub mod schedules;
 pub mod shared_file;
 pub mod wire;
 
 /// Version of both control protocols; bumped on any incompatible change so mixed binaries after a
 /// partial upgrade refuse each other loudly instead of misreading messages.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Milliseconds since the Unix epoch, for timestamps that humans and other nodes read.
 /// Never used for fencing decisions: those use monotonic time and shared counters.

@@ -99,6 +99,11 @@ fn stomp_py_transactions_commit_abort_and_ack() {
 }
 
 #[test]
+fn stomp_py_schedules_browses_removes_and_is_refused_bad_scheduling_headers() {
+    run_on_one_node("scheduler.py", &[], "");
+}
+
+#[test]
 fn stomp_py_durable_subscription_keeps_messages_published_while_away() {
     run_on_one_node("durable.py", &[], "");
 }
