@@ -8,7 +8,7 @@
 //! second.
 
 use super::job::{DueKey, Job};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Jobs the cache holds at most.
@@ -27,6 +27,8 @@ struct Refill {
 #[derive(Default)]
 pub struct Cache {
     jobs: BTreeMap<DueKey, Job>,
+    /// Each held job's key, by id (a removal names only the id).
+    keys: HashMap<Arc<str>, DueKey>,
     bytes: usize,
     /// `None`: every job is held. `Some(k)`: jobs after `k` may be only in the store.
     horizon: Option<DueKey>,
@@ -62,6 +64,7 @@ impl Cache {
                 break;
             }
             let job = entry.remove();
+            self.keys.remove(&job.id);
             self.bytes -= job.template.footprint();
             due.push(job);
         }
@@ -83,7 +86,7 @@ impl Cache {
         if let Some(refill) = &mut self.refill {
             refill.removed.insert(id.into());
         }
-        let key = self.jobs.keys().find(|(_, held)| **held == *id)?.clone();
+        let key = self.keys.remove(id)?;
         let job = self.jobs.remove(&key)?;
         self.bytes -= job.template.footprint();
         Some(job)
@@ -122,11 +125,16 @@ impl Cache {
     /// Puts a job in, and drops the latest ones past the bounds (the horizon moves back).
     fn hold(&mut self, job: Job) {
         self.bytes += job.template.footprint();
-        if let Some(old) = self.jobs.insert(job.due_key(), job) {
-            self.bytes -= old.template.footprint();
+        let key = job.due_key();
+        if let Some(stale) = self.keys.insert(Arc::clone(&job.id), key.clone()) {
+            if let Some(old) = self.jobs.remove(&stale) {
+                self.bytes -= old.template.footprint();
+            }
         }
+        self.jobs.insert(key, job);
         while self.jobs.len() > 1 && (self.jobs.len() > CACHE_JOBS || self.bytes > CACHE_BYTES) {
             let (_, dropped) = self.jobs.pop_last().expect("more than one");
+            self.keys.remove(&dropped.id);
             self.bytes -= dropped.template.footprint();
             self.horizon = self.jobs.keys().next_back().cloned();
         }
