@@ -30,6 +30,7 @@
 
 use ha_tests::{answers_stomp, free_port, min_median_max, status_kib, wait_until_every, WAIT};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -154,8 +155,8 @@ impl Broker {
     fn spawn(dir: &Path, port: u16, run: usize) -> Broker {
         let log = dir.join(format!("brokerd-{run}.log"));
         let file = std::fs::File::create(&log).expect("create the broker's log");
-        let spawned = Instant::now();
-        let child = Command::new(brokerd())
+        let mut command = Command::new(brokerd());
+        command
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--listen")
@@ -163,9 +164,19 @@ impl Broker {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn brokerd");
+            .stderr(file);
+        // SAFETY: prctl in the forked child before exec; no memory involved. A benchmark that
+        // dies (a panic aborts) takes its broker with it.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let spawned = Instant::now();
+        let child = command.spawn().expect("spawn brokerd");
         Broker {
             child,
             log,
@@ -359,7 +370,12 @@ async fn produce(
         let (mut last, mut skew) = (0, 0);
         while let Some((receipt, permit, at_us)) = rx.recv().await {
             let receipt: stomp_client::Receipt = receipt;
-            receipt.await.expect("a receipt for a scheduled SEND");
+            match tokio::time::timeout(WAIT, receipt).await {
+                Ok(result) => result.expect("a receipt for a scheduled SEND"),
+                Err(_) => {
+                    panic!("no receipt within {WAIT:?}: brokerd stopped answering (see its log)")
+                }
+            }
             drop(permit);
             last = wall_us();
             skew = u64::max(skew, last.saturating_sub(at_us));
@@ -611,10 +627,11 @@ fn due(args: &Args, rate: f64, json: &mut serde_json::Map<String, serde_json::Va
     let pauses: Vec<String> = (b.pauses.iter())
         .map(|(before, ms)| format!("{ms:.0} ms after {before}"))
         .collect();
+    let paused: f64 = b.pauses.iter().map(|(_, ms)| ms).sum();
     println!(
-        "  pauses of over {PAUSE_MS} ms between deliveries: {} ({:.0} ms in all): {}",
+        "  pauses of over {PAUSE_MS} ms between deliveries: {} ({paused:.0} ms in all){}{}",
         b.pauses.len(),
-        b.pauses.iter().map(|(_, ms)| ms).sum::<f64>(),
+        if pauses.is_empty() { "" } else { ": " },
         pauses.join(", ")
     );
     println!(
@@ -645,6 +662,7 @@ fn due(args: &Args, rate: f64, json: &mut serde_json::Map<String, serde_json::Va
             "schedules": n, "margin_ms": margin_ms, "max_skew_ms": sent.max_skew_us as f64 / 1000.0,
             "lateness_ms": {"first": b.min, "p50": b.p50, "p99": b.p99, "max": b.max},
             "deliveries_per_s": per_s.round(), "missing": b.missing, "duplicates": b.duplicates,
+            "pauses": b.pauses.len(), "paused_ms": paused,
             "caught_up_lateness_ms": {"min": t.min, "p50": t.p50, "p99": t.p99, "max": t.max},
         }),
     );
