@@ -537,6 +537,16 @@ pub fn answers_stomp(addr: SocketAddr) -> bool {
     stomp_connect(addr, Duration::from_secs(2)).is_ok_and(|f| f.starts_with("CONNECTED"))
 }
 
+/// A `kB` field of `/proc/PID/status` (`VmRSS` resident, `VmHWM` peak resident), in KiB: the
+/// benchmarks' memory figures.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Whether process `pid` is gone (or a zombie nobody reaped yet).
 pub fn process_gone(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {

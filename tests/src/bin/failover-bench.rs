@@ -7,7 +7,7 @@
 //! Prints each round, then min/median/max in ms per mode, and one JSON line. Also prints the
 //! active lockd's resident memory. Build first: `cargo build --release --workspace --bins`.
 
-use ha_tests::{answers_stomp, summarize, wait_until_every, BenchOptions, Cluster};
+use ha_tests::{answers_stomp, status_kib, summarize, wait_until_every, BenchOptions, Cluster};
 use shared_proto::admin::Role;
 use std::time::{Duration, Instant};
 
@@ -18,14 +18,6 @@ fn time_to_connect(cluster: &Cluster, down: usize, t0: Instant) -> Duration {
             .any(|(i, node)| i != down && answers_stomp(node.addr()));
         up.then(|| t0.elapsed())
     })
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn main() {
@@ -41,7 +33,7 @@ fn main() {
             if let Some(kib) = cluster.nodes[active]
                 .child
                 .as_ref()
-                .and_then(|c| rss_kib(c.id()))
+                .and_then(|c| status_kib(c.id(), "VmRSS"))
             {
                 rss.push(kib);
             }
