@@ -48,6 +48,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error};
 
+/// How long one batch of the writer (its writes and flush) may take before the store counts as
+/// failed ([`Journal::watch_stalls`]): far beyond a healthy flush, and past lockd's 10 s fence
+/// timeout, so a stalled filesystem is lockd's to handle first.
+pub const STALL_LIMIT: Duration = Duration::from_secs(15);
+
 /// The sled tree that holds every space.
 pub const JOURNAL_TREE: &str = "journal";
 
@@ -149,6 +154,17 @@ struct Shared {
     failure: watch::Sender<Option<Arc<StoreError>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
+    /// When the writer started its current batch (ms on [`Shared::clock`]), 0 while it waits
+    /// for work: how long a write or flush has been stuck ([`Journal::watch_stalls`]).
+    busy_since: AtomicU64,
+    clock: Instant,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        // Never 0 (0 means idle).
+        self.clock.elapsed().as_millis() as u64 + 1
+    }
 }
 
 #[derive(Default)]
@@ -188,6 +204,8 @@ impl Journal {
             failure,
             writer: Mutex::new(None),
             path: path.clone(),
+            busy_since: AtomicU64::new(0),
+            clock: Instant::now(),
         });
         let writer = Writer {
             flusher: store.flusher(),
@@ -297,6 +315,40 @@ impl Journal {
 
     /// Stops accepting, writes and flushes everything queued before this call, and joins the
     /// writer thread. Blocks for that long: from async code, call it in `spawn_blocking`.
+    /// How long the writer has been in its current batch (writing or flushing); `None` while
+    /// it waits for work.
+    pub fn busy_for(&self) -> Option<Duration> {
+        match self.shared.busy_since.load(Ordering::SeqCst) {
+            0 => None,
+            since => Some(Duration::from_millis(
+                self.shared.now_ms().saturating_sub(since),
+            )),
+        }
+    }
+
+    /// Fails the store once a batch has been stuck for longer than `limit`, and returns. A
+    /// writer stuck inside sled (a deadlock like sled's issue 1412, seen under the scheduler
+    /// benchmark) would otherwise leave a broker that answers lockd's pings but never receipts
+    /// again; failing the store stops it, and lockd restarts it or hands over. A stalled
+    /// filesystem is lockd's to catch first (its keepalive fence is shorter).
+    pub async fn watch_stalls(self, limit: Duration) {
+        let mut every = tokio::time::interval(limit / 10);
+        loop {
+            every.tick().await;
+            if self.failure().is_some() {
+                return;
+            }
+            if let Some(stuck) = self.busy_for().filter(|stuck| *stuck > limit) {
+                error!(path = ?self.shared.path, ?stuck, "the journal's writer is stuck; failing the store");
+                self.fail(StoreError::Stalled {
+                    path: self.shared.path.clone(),
+                    stuck,
+                });
+                return;
+            }
+        }
+    }
+
     /// Submissions from other handles after this call are dropped without their callbacks.
     pub fn close(self) -> Result<(), StoreError> {
         // A send error means the writer has already stopped; its failure, if any, is below.
@@ -384,6 +436,7 @@ impl Writer {
             let Some(first) = self.rx.blocking_recv() else {
                 return; // every handle is gone and the queue is empty
             };
+            self.mark_busy(true);
             let mut batch = Batch::default();
             let mut next = Some(first);
             while let Some(command) = next.take() {
@@ -411,9 +464,18 @@ impl Writer {
             if let Err(err) = self.commit(batch) {
                 return self.fail(err);
             }
+            self.mark_busy(false);
             if close {
                 return;
             }
+        }
+    }
+
+    /// Records that a batch started (or ended), for the stall watchdog.
+    fn mark_busy(&self, busy: bool) {
+        if let Some(shared) = self.shared.upgrade() {
+            let since = if busy { shared.now_ms() } else { 0 };
+            shared.busy_since.store(since, Ordering::SeqCst);
         }
     }
 
@@ -821,6 +883,55 @@ mod tests {
         let store = open(dir.path());
         let journal = Journal::start(&store, JournalConfig::default()).unwrap();
         (dir, store, journal)
+    }
+
+    #[test]
+    fn a_writer_stuck_past_the_limit_fails_the_store_and_an_idle_one_never_does() {
+        let (_dir, _store, journal) = started();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // A callback runs on the writer inside its batch: one that does not return holds the
+        // writer as a write stuck inside sled would.
+        let (release, stuck) = channel::<()>();
+        put_static(
+            &journal,
+            "q",
+            1,
+            b"stuck",
+            Some(Box::new(move || {
+                let _ = stuck.recv();
+            })),
+        );
+        let limit = Duration::from_millis(200);
+        let failure = runtime.block_on(async {
+            tokio::spawn(journal.clone().watch_stalls(limit));
+            tokio::time::timeout(WAIT, journal.failed()).await
+        });
+        let failure = failure.expect("the stuck writer failed the store within WAIT");
+        assert!(matches!(*failure, StoreError::Stalled { .. }), "{failure}");
+        drop(release);
+
+        let (_dir, _store, idle) = started();
+        let (done, durable) = channel();
+        put_static(
+            &idle,
+            "q",
+            1,
+            b"quick",
+            Some(Box::new(move || done.send(()).unwrap())),
+        );
+        durable.recv_timeout(WAIT).unwrap();
+        runtime.block_on(async {
+            let watching = tokio::spawn(idle.clone().watch_stalls(limit));
+            tokio::time::sleep(limit * 3).await;
+            assert!(
+                !watching.is_finished(),
+                "an idle writer was taken for a stuck one"
+            );
+        });
+        assert!(idle.failure().is_none());
     }
 
     /// Queues a put of a static value under `key(n)` in `name`.

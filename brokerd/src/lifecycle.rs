@@ -410,6 +410,7 @@ async fn open_broker(
             ..JournalConfig::default()
         },
     )?;
+    tokio::spawn(journal.clone().watch_stalls(journal::STALL_LIMIT));
     let view: Arc<dyn broker::paging::PageStore> = Arc::new(journal::recover(store)?);
     let settings = broker::Settings {
         node: config.node.clone(),

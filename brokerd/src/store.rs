@@ -108,6 +108,9 @@ pub enum StoreError {
     /// The journal's writer thread panicked.
     #[error("store {path:?}: the journal's writer thread panicked")]
     WriterPanicked { path: PathBuf },
+    /// A write or flush of the journal's writer did not return for too long (sled stuck).
+    #[error("store {path:?}: a write or flush has not returned for {stuck:?}; the broker stops (lockd restarts it or hands over)")]
+    Stalled { path: PathBuf, stuck: Duration },
     /// The journal's writer stopped after a failed write or flush; nothing after it is durable.
     #[error("store {path:?}: the journal's writer stopped after an error")]
     WriterFailed {

@@ -76,6 +76,7 @@ async fn open_and_run(beside: Beside, parts: Parts) -> Result<(), StoreError> {
             ..JournalConfig::default()
         },
     )?;
+    tokio::spawn(journal.clone().watch_stalls(journal::STALL_LIMIT));
     let scheduler = Scheduler::start(task::Parts {
         journal: journal.clone(),
         view: journal::recover(&store)?,
