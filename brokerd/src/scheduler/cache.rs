@@ -2,7 +2,8 @@
 //!
 //! It holds at most [`CACHE_JOBS`] jobs and [`CACHE_BYTES`] of them. Every job whose key is at or
 //! before `horizon` is held (or is being fired or added, which the task tracks); later ones are
-//! only in the store, and come in a page at a time, read off the task, as the cache runs low.
+//! only in the store, and come in a page at a time, read off the task, as the cache runs low or
+//! as they come within reading-ahead distance of their due time.
 //! While a page is being read, jobs placed beyond the old horizon and jobs removed are noted,
 //! and settled when the page arrives: the page may have missed the first and still hold the
 //! second.
@@ -12,9 +13,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Jobs the cache holds at most.
-pub const CACHE_JOBS: usize = 10_000;
+pub const CACHE_JOBS: usize = 50_000;
 /// Bytes of jobs the cache holds at most.
 pub const CACHE_BYTES: usize = 64 << 20;
+/// Jobs read from the store at once (a takeover reads one page before it fires anything).
+pub const PAGE_JOBS: usize = 10_000;
+/// The store's next jobs are read ahead, while there is room, once they are due this soon:
+/// a burst due at one time is then in memory when it falls due.
+const READ_AHEAD_MS: u64 = 10_000;
 
 /// What changed while a page was being read.
 #[derive(Default)]
@@ -92,16 +98,38 @@ impl Cache {
         Some(job)
     }
 
-    /// When the cache runs low and the store holds more: the key to read the next page after
-    /// (the caller reads it and hands it to [`Cache::loaded`]). `None` if no page is needed or
-    /// one is already being read.
-    pub fn wants_page(&mut self) -> Option<DueKey> {
-        if self.refill.is_some() || self.jobs.len() > CACHE_JOBS / 4 {
+    /// When to look at the cache again: when its first job falls due, or when the store's next
+    /// jobs come within reading-ahead distance (and there is room for them).
+    pub fn next_wake(&self) -> Option<u64> {
+        let ahead = self
+            .horizon
+            .as_ref()
+            .filter(|_| self.refill.is_none() && self.has_room())
+            .map(|(due, _)| due.saturating_sub(READ_AHEAD_MS));
+        match (self.next_due(), ahead) {
+            (Some(due), Some(ahead)) => Some(due.min(ahead)),
+            (due, ahead) => due.or(ahead),
+        }
+    }
+
+    /// When the store holds more and the cache runs low, or the store's next jobs are due
+    /// within reading-ahead distance of `now` and there is room: the key to read the next page
+    /// after (the caller reads it and hands it to [`Cache::loaded`]). `None` if no page is
+    /// needed or one is already being read.
+    pub fn wants_page(&mut self, now: u64) -> Option<DueKey> {
+        let after = self.horizon.clone().filter(|_| self.refill.is_none())?;
+        let low = self.jobs.len() < PAGE_JOBS / 2;
+        let soon = after.0 <= now.saturating_add(READ_AHEAD_MS) && self.has_room();
+        if !low && !soon {
             return None;
         }
-        let after = self.horizon.clone()?;
         self.refill = Some(Refill::default());
         Some(after)
+    }
+
+    /// Whether another page fits.
+    fn has_room(&self) -> bool {
+        self.jobs.len() + PAGE_JOBS <= CACHE_JOBS && self.bytes < CACHE_BYTES / 2
     }
 
     /// A page arrived (`complete` if the store has nothing after it): holds it, except jobs

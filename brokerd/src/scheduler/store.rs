@@ -9,15 +9,16 @@
 //! store has caught up, so a takeover reads them whole, and of [`DUE`] only the first page.
 
 use super::job::{DueKey, Job};
-use crate::journal::Recovered;
+use crate::journal::{Op, Recovered};
 use crate::store::StoreError;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// Scheduler store: id -> [`Job`].
+/// Scheduler store: id -> its [`DUE`] key (to find a job by id).
 pub const JOBS: &str = "jobs";
-/// Scheduler store: due time (u64 BE) ++ id -> nothing.
+/// Scheduler store: due time (u64 BE) ++ id -> [`Job`]: the jobs in due order, so that the
+/// next ones due are one range read.
 pub const DUE: &str = "due";
 /// Scheduler store: id -> delivery number (u64 BE) being enqueued.
 pub const FIRING: &str = "firing";
@@ -52,11 +53,53 @@ fn corrupt(space: &str, key: &[u8]) -> StoreError {
 
 /// Reads job `id` from the scheduler's store.
 pub fn job(view: &Recovered, id: &[u8]) -> Result<Option<Job>, StoreError> {
-    match view.get(JOBS, id)? {
-        None => Ok(None),
+    let Some(key) = view.get(JOBS, id)? else {
+        return Ok(None);
+    };
+    match view.get(DUE, &key)? {
         Some(value) => Job::decode(&value)
             .map(Some)
-            .ok_or_else(|| corrupt(JOBS, id)),
+            .ok_or_else(|| corrupt(DUE, &key)),
+        // The two entries are written and removed together, in one group.
+        None => Err(corrupt(JOBS, id)),
+    }
+}
+
+/// The writes that store a new job.
+pub fn inserted(job: &Job) -> Vec<Op> {
+    let key = due_key(&job.due_key());
+    vec![
+        put(JOBS, job.id.as_bytes(), key.clone()),
+        put(DUE, &key, job.encode()),
+    ]
+}
+
+/// The writes that move a job from its due-time entry `old` to its next delivery.
+pub fn moved(old: &DueKey, job: &Job) -> Vec<Op> {
+    let mut ops = vec![remove(DUE, due_key(old))];
+    ops.extend(inserted(job));
+    ops
+}
+
+/// The writes that remove a job whose next delivery is due at `key`.
+pub fn removed(key: &DueKey) -> Vec<Op> {
+    vec![remove(JOBS, key.1.as_bytes()), remove(DUE, due_key(key))]
+}
+
+/// A put of `value` under `key` in `space`.
+pub fn put(space: &str, key: impl AsRef<[u8]>, value: Bytes) -> Op {
+    Op::Put {
+        space: space.into(),
+        key: Bytes::copy_from_slice(key.as_ref()),
+        value,
+    }
+}
+
+/// A removal of `key` from `space`.
+pub fn remove(space: &str, key: impl AsRef<[u8]>) -> Op {
+    Op::Remove {
+        space: space.into(),
+        key: Bytes::copy_from_slice(key.as_ref()),
     }
 }
 
@@ -71,10 +114,10 @@ pub fn jobs_due(
     skip: &HashSet<Arc<str>>,
 ) -> Result<(Vec<Job>, bool), StoreError> {
     let from = after.map(due_key).unwrap_or_default();
-    let keys = view.read_page(DUE, &from, limit + 1)?;
-    let read = keys.len();
+    let entries = view.read_page(DUE, &from, limit + 1)?;
+    let read = entries.len();
     let mut jobs = Vec::with_capacity(read);
-    for (key, _) in keys {
+    for (key, value) in entries {
         if after.is_some() && key == from {
             continue;
         }
@@ -86,16 +129,11 @@ pub fn jobs_due(
         if due > until {
             return Ok((jobs, true));
         }
-        let id = key.get(8..).ok_or_else(|| corrupt(DUE, &key))?;
-        let id = std::str::from_utf8(id).map_err(|_| corrupt(DUE, &key))?;
-        if skip.contains(id) {
+        let job = Job::decode(&value).ok_or_else(|| corrupt(DUE, &key))?;
+        if skip.contains(&job.id) {
             continue;
         }
-        match job(view, id.as_bytes())? {
-            Some(job) => jobs.push(job),
-            // A due entry whose job is gone: removed with the job, in one group; never alone.
-            None => return Err(corrupt(DUE, &key)),
-        }
+        jobs.push(job);
         if jobs.len() == limit {
             return Ok((jobs, false));
         }

@@ -20,11 +20,11 @@
 //! page at a time, off the task. Removing a job (ActiveMQ's management topic, `ctl schedules
 //! cancel`) that is being added or fired marks it, and the step that would keep it removes it.
 
-use super::cache::{Cache, CACHE_JOBS};
+use super::cache::{Cache, PAGE_JOBS};
 use super::clock::Clock;
 use super::job::Job;
 use super::manage::{Action, Range};
-use super::store::{self, due_key, number, DUE, FIRED, FIRING, JOBS, NEW};
+use super::store::{self, number, put, remove, DUE, FIRED, FIRING, NEW};
 use crate::broker::{OnDurable, Request};
 use crate::journal::{Journal, Op, Recovered};
 use crate::store::StoreError;
@@ -153,7 +153,7 @@ impl Scheduler {
                 .iter()
                 .map(|(j, _)| Arc::clone(&j.id))
                 .collect();
-            let first = store::jobs_due(&reader, None, u64::MAX, CACHE_JOBS, &skip)?;
+            let first = store::jobs_due(&reader, None, u64::MAX, PAGE_JOBS, &skip)?;
             Ok::<_, StoreError>((found, first))
         })
         .await;
@@ -215,7 +215,7 @@ impl Scheduler {
     /// Serves until the broker is gone or the store fails.
     pub async fn run(mut self) {
         loop {
-            let next = self.cache.next_due();
+            let next = self.cache.next_wake();
             let wake = self.clock.instant_of(next.unwrap_or(u64::MAX));
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -295,10 +295,7 @@ impl Scheduler {
 
     /// Moves a new job into the scheduler's store; it is placed once that is durable.
     fn add(&mut self, job: Job) {
-        let ops = vec![
-            put(JOBS, job.id.as_bytes(), job.encode()),
-            put(DUE, due_key(&job.due_key()), Bytes::new()),
-        ];
+        let ops = store::inserted(&job);
         let adding = Adding {
             due: job.next.due,
             cancelled: false,
@@ -335,7 +332,7 @@ impl Scheduler {
             self.firing.remove(&id).is_some_and(|f| f.cancelled)
         };
         match job {
-            Some(job) if cancelled => self.journal.apply(removal(&job), None),
+            Some(job) if cancelled => self.journal.apply(store::removed(&job.due_key()), None),
             Some(job) => self.cache.place(job),
             None => {}
         }
@@ -402,19 +399,16 @@ impl Scheduler {
         let mut job = firing.job.clone();
         debug_assert_eq!(job.next.n, n);
         let next = job.after(self.clock.now()).filter(|_| !firing.cancelled);
-        let mut ops = vec![
-            remove(DUE, due_key(&job.due_key())),
-            remove(FIRING, id.as_bytes()),
-        ];
+        let old = job.due_key();
+        let mut ops = vec![remove(FIRING, id.as_bytes())];
         let next = match next {
             Some(next) => {
                 job.next = next;
-                ops.push(put(JOBS, id.as_bytes(), job.encode()));
-                ops.push(put(DUE, due_key(&job.due_key()), Bytes::new()));
+                ops.extend(store::moved(&old, &job));
                 Some(job)
             }
             None => {
-                ops.push(remove(JOBS, id.as_bytes()));
+                ops.extend(store::removed(&old));
                 None
             }
         };
@@ -430,13 +424,13 @@ impl Scheduler {
 
     /// Has the cache's next page read, off the task, when it runs low.
     fn read_ahead(&mut self) {
-        let Some(after) = self.cache.wants_page() else {
+        let Some(after) = self.cache.wants_page(self.clock.now()) else {
             return;
         };
         let (view, me) = (self.view.clone(), self.me.clone());
         tokio::task::spawn_blocking(move || {
             let none = HashSet::new();
-            let page = store::jobs_due(&view, Some(&after), u64::MAX, CACHE_JOBS / 2, &none);
+            let page = store::jobs_due(&view, Some(&after), u64::MAX, PAGE_JOBS, &none);
             let _ = me.send(Command::Loaded(page.map_err(Arc::new)));
         });
     }
@@ -558,7 +552,7 @@ impl Scheduler {
                     };
                     if let Some(job) = job {
                         self.cache.remove(&job.id);
-                        ops.extend(removal(&job));
+                        ops.extend(store::removed(&job.due_key()));
                         removed += 1;
                     }
                 }
@@ -589,7 +583,7 @@ impl Scheduler {
                         continue;
                     }
                     self.cache.remove(&job.id);
-                    ops.extend(removal(&job));
+                    ops.extend(store::removed(&job.due_key()));
                     removed += 1;
                 }
                 if ops.len() >= PAGE {
@@ -607,29 +601,6 @@ impl Scheduler {
         }
         info!(removed, "scheduled jobs removed");
         Ok(removed)
-    }
-}
-
-/// The writes that remove a job from the scheduler's store.
-fn removal(job: &Job) -> Vec<Op> {
-    vec![
-        remove(JOBS, job.id.as_bytes()),
-        remove(DUE, due_key(&job.due_key())),
-    ]
-}
-
-fn put(space: &str, key: impl AsRef<[u8]>, value: Bytes) -> Op {
-    Op::Put {
-        space: space.into(),
-        key: Bytes::copy_from_slice(key.as_ref()),
-        value,
-    }
-}
-
-fn remove(space: &str, key: impl AsRef<[u8]>) -> Op {
-    Op::Remove {
-        space: space.into(),
-        key: Bytes::copy_from_slice(key.as_ref()),
     }
 }
 

@@ -5,7 +5,7 @@
 use super::clock::Clock;
 use super::job::Job;
 use super::spec::Schedule;
-use super::store::{due_key, number, DUE, FIRED, FIRING, JOBS, NEW};
+use super::store::{number, put, FIRED, FIRING, JOBS, NEW};
 use super::task::{Command, Parts, Scheduler};
 use crate::broker::message::Message;
 use crate::broker::Request;
@@ -79,14 +79,6 @@ impl Stores {
     }
 }
 
-fn put(space: &str, key: &[u8], value: Bytes) -> Op {
-    Op::Put {
-        space: space.into(),
-        key: Bytes::copy_from_slice(key),
-        value,
-    }
-}
-
 /// A job of `repeat + 1` deliveries 100 ms apart, the first due at once.
 fn job(now: u64, repeat: u32) -> Job {
     let template = Message {
@@ -111,10 +103,7 @@ fn job(now: u64, repeat: u32) -> Job {
 
 /// The job as stored in the scheduler's store.
 fn stored(job: &Job) -> Vec<Op> {
-    vec![
-        put(JOBS, job.id.as_bytes(), job.encode()),
-        put(DUE, &due_key(&job.due_key()), Bytes::new()),
-    ]
+    super::store::inserted(job)
 }
 
 /// The next delivery the scheduler asks for: (message-id, redelivered); completes it as the
@@ -253,7 +242,7 @@ async fn jobs_beyond_the_cache_are_read_in_pages_and_all_delivered_in_due_order(
     let stores = Stores::new().await;
     let clock = Clock::new(1);
     let now = clock.now();
-    let total = super::cache::CACHE_JOBS + 500;
+    let total = 2 * super::cache::PAGE_JOBS + 500;
     let mut ops = Vec::new();
     for i in 0..total {
         let mut j = job(now, 0);
