@@ -78,12 +78,15 @@ impl Cache {
     }
 
     /// A job whose stored state is durable: held if it falls within the horizon.
-    pub fn place(&mut self, job: Job) {
+    pub fn place(&mut self, job: Job, now: u64) {
         let beyond = self.horizon.as_ref().is_some_and(|h| job.due_key() > *h);
         match &mut self.refill {
             Some(refill) if beyond => refill.placed.push(job),
             _ if beyond => {}
-            _ => self.hold(job),
+            _ => {
+                self.hold(job);
+                self.trim(now);
+            }
         }
     }
 
@@ -134,7 +137,13 @@ impl Cache {
 
     /// A page arrived (`complete` if the store has nothing after it): holds it, except jobs
     /// `busy` says the task has in hand, and settles what changed meanwhile.
-    pub fn loaded(&mut self, jobs: Vec<Job>, complete: bool, busy: impl Fn(&str) -> bool) {
+    pub fn loaded(
+        &mut self,
+        jobs: Vec<Job>,
+        complete: bool,
+        busy: impl Fn(&str) -> bool,
+        now: u64,
+    ) {
         let refill = self.refill.take().unwrap_or_default();
         self.horizon = match complete {
             true => None,
@@ -145,12 +154,13 @@ impl Cache {
                 self.hold(job);
             }
         }
+        self.trim(now);
         for job in refill.placed {
-            self.place(job);
+            self.place(job, now);
         }
     }
 
-    /// Puts a job in, and drops the latest ones past the bounds (the horizon moves back).
+    /// Puts a job in (the caller trims).
     fn hold(&mut self, job: Job) {
         self.bytes += job.template.footprint();
         let key = job.due_key();
@@ -160,8 +170,20 @@ impl Cache {
             }
         }
         self.jobs.insert(key, job);
-        while self.jobs.len() > 1 && (self.jobs.len() > CACHE_JOBS || self.bytes > CACHE_BYTES) {
-            let (_, dropped) = self.jobs.pop_last().expect("more than one");
+    }
+
+    /// Drops the latest jobs past the bounds (the horizon moves back): more than
+    /// [`CACHE_JOBS`] or [`CACHE_BYTES`], or more than a page of jobs not due soon, which need
+    /// not be in memory yet.
+    fn trim(&mut self, now: u64) {
+        let later = now.saturating_add(READ_AHEAD_MS);
+        while let Some(((due, _), _)) = self.jobs.last_key_value() {
+            let over = self.jobs.len() > CACHE_JOBS || self.bytes > CACHE_BYTES;
+            let early = self.jobs.len() > PAGE_JOBS && *due > later;
+            if self.jobs.len() <= 1 || !(over || early) {
+                return;
+            }
+            let (_, dropped) = self.jobs.pop_last().expect("not empty");
             self.keys.remove(&dropped.id);
             self.bytes -= dropped.template.footprint();
             self.horizon = self.jobs.keys().next_back().cloned();

@@ -274,7 +274,7 @@ impl Scheduler {
                 Ok((jobs, complete)) => {
                     let (firing, adding) = (&self.firing, &self.adding);
                     let busy = |id: &str| firing.contains_key(id) || adding.contains_key(id);
-                    self.cache.loaded(jobs, complete, busy);
+                    self.cache.loaded(jobs, complete, busy, self.clock.now());
                 }
                 Err(err) => return self.failed(err),
             },
@@ -333,7 +333,7 @@ impl Scheduler {
         };
         match job {
             Some(job) if cancelled => self.journal.apply(store::removed(&job.due_key()), None),
-            Some(job) => self.cache.place(job),
+            Some(job) => self.cache.place(job, self.clock.now()),
             None => {}
         }
     }
