@@ -140,7 +140,12 @@ def bad_headers(hosts):
         check(header in text and value in text,
               f"the ERROR for {header}={value} does not name both: {text!r}")
         check("bad-send" not in recorder.receipts, f"{header}={value} was receipted")
-        conn.disconnect()
+        # The broker closes the connection after its ERROR, as STOMP says: a DISCONNECT may
+        # find the socket already gone. Only that is let pass.
+        try:
+            conn.disconnect()
+        except OSError:
+            pass
         log(f"{header}={value}: ERROR names the header and the value")
     got = crecorder.quiet_for(1.0)
     check(not got, f"a refused SEND was delivered: {[m.headers for m in got]}")
