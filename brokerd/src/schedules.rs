@@ -5,9 +5,9 @@
 //! opening its store after a takeover) delays only its answer; past [`ANSWER_TIMEOUT`] lockd is
 //! told so in words, and a scheduler that failed (its task gone) is named as the cause.
 
-use crate::scheduler::task::{Command, Removal, Summary};
+use crate::scheduler::task::{Command, Removal};
 use shared_proto::control::FromBroker;
-use shared_proto::schedules::{Cancel, Listing, ScheduledJob, MAX_LIMIT};
+use shared_proto::schedules::{Cancel, Listing, MAX_LIMIT};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -44,10 +44,9 @@ impl Schedules {
             Ok(mut summaries) => {
                 let more = summaries.len() > limit;
                 summaries.truncate(limit);
-                let jobs = summaries.into_iter().map(job).collect();
                 FromBroker::Schedules {
                     id,
-                    listing: Listing::fit(jobs, more),
+                    listing: Listing::fit(summaries, more),
                 }
             }
             Err(message) => FromBroker::SchedulerError { id, message },
@@ -96,19 +95,10 @@ impl Schedules {
     }
 }
 
-fn job(summary: Summary) -> ScheduledJob {
-    ScheduledJob {
-        id: summary.id,
-        destination: summary.destination,
-        next_due_unix_ms: summary.next_due_ms,
-        remaining: summary.remaining,
-        cron: summary.cron,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared_proto::schedules::ScheduledJob;
 
     #[tokio::test]
     async fn a_scheduler_that_is_gone_is_named_as_failed() {
@@ -132,10 +122,10 @@ mod tests {
                 panic!("expected a listing");
             };
             let jobs = (0..limit)
-                .map(|n| Summary {
+                .map(|n| ScheduledJob {
                     id: format!("job-{n}"),
                     destination: "/queue/a".into(),
-                    next_due_ms: n as u64,
+                    next_due_unix_ms: n as u64,
                     remaining: 0,
                     cron: None,
                 })

@@ -29,6 +29,7 @@ use crate::broker::{OnDurable, Request};
 use crate::journal::{Journal, Op, Recovered};
 use crate::store::StoreError;
 use bytes::Bytes;
+use shared_proto::schedules::ScheduledJob;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -48,18 +49,6 @@ pub enum Removal {
     All(Option<Range>),
 }
 
-/// A pending job as `ctl schedules` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
-    pub id: String,
-    pub destination: String,
-    /// When its next delivery is due, ms since the Unix epoch.
-    pub next_due_ms: u64,
-    /// Deliveries left in the current series after the next one.
-    pub remaining: u32,
-    pub cron: Option<String>,
-}
-
 /// What the scheduler is told.
 pub enum Command {
     /// A scheduled SEND, durable in the message store's [`NEW`].
@@ -72,7 +61,7 @@ pub enum Command {
     /// Up to `limit` pending jobs, in due order.
     List {
         limit: usize,
-        reply: oneshot::Sender<Result<Vec<Summary>, Arc<StoreError>>>,
+        reply: oneshot::Sender<Result<Vec<ScheduledJob>, Arc<StoreError>>>,
     },
     /// Removes jobs; answers how many once that is durable.
     Remove {
@@ -465,20 +454,24 @@ impl Scheduler {
     }
 
     /// Up to `limit` jobs, in due order.
-    async fn list(&self, limit: usize) -> Result<Vec<Summary>, Arc<StoreError>> {
+    async fn list(&self, limit: usize) -> Result<Vec<ScheduledJob>, Arc<StoreError>> {
         self.settle().await;
         let mut listed = Vec::new();
         let mut after = None;
         while listed.len() < limit {
             let (jobs, complete) = self.page(after.take(), None).await?;
             after = jobs.last().map(Job::due_key);
-            listed.extend(jobs.iter().take(limit - listed.len()).map(|job| Summary {
-                id: job.id.to_string(),
-                destination: job.template.destination.to_string(),
-                next_due_ms: job.next.due,
-                remaining: job.schedule.repeat - job.next.index,
-                cron: job.schedule.cron.as_ref().map(ToString::to_string),
-            }));
+            listed.extend(
+                jobs.iter()
+                    .take(limit - listed.len())
+                    .map(|job| ScheduledJob {
+                        id: job.id.to_string(),
+                        destination: job.template.destination.to_string(),
+                        next_due_unix_ms: job.next.due,
+                        remaining: job.schedule.repeat - job.next.index,
+                        cron: job.schedule.cron.as_ref().map(ToString::to_string),
+                    }),
+            );
             if complete || after.is_none() {
                 break;
             }
