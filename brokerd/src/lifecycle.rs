@@ -303,6 +303,11 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
         shutdown,
     )
     .await;
+    if let Some(err) = journal.failure() {
+        // A writer stuck inside sled would never let close() join it: leave it behind.
+        store.abandon();
+        return Err(anyhow::anyhow!("the store failed: {err}"));
+    }
     close(journal, store).await?;
     info!("stopped gracefully");
     Ok(Outcome::Stopped)
