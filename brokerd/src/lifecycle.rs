@@ -21,7 +21,7 @@ use crate::server::{self, Settings, Shutdown};
 use crate::stats::Stats;
 use crate::stomp::frame::Limits;
 use crate::stomp::session::Users;
-use crate::store::{Retry, Store, StoreError};
+use crate::store::{off_async, Retry, Store, StoreError};
 use anyhow::{Context, Result};
 use shared_proto::control::{BrokerStats, FromBroker};
 use shared_proto::layout::Layout;
@@ -303,11 +303,6 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
         shutdown,
     )
     .await;
-    if let Some(err) = journal.failure() {
-        // A writer stuck inside sled would never let close() join it: leave it behind.
-        store.abandon();
-        return Err(anyhow::anyhow!("the store failed: {err}"));
-    }
     close(journal, store).await?;
     info!("stopped gracefully");
     Ok(Outcome::Stopped)
@@ -439,15 +434,11 @@ async fn open_broker(
     let started = std::time::Instant::now();
     // Reading the store is blocking sled I/O: keep it off the async threads.
     let reader = Arc::clone(&view);
-    let recovery = tokio::task::spawn_blocking(move || {
+    let (core, restored) = off_async(move || {
         let restored = core.recover(&*reader)?;
         Ok::<_, StoreError>((core, restored))
     })
-    .await;
-    let (core, restored) = match recovery {
-        Ok(result) => result?,
-        Err(join) => std::panic::resume_unwind(join.into_panic()),
-    };
+    .await?;
     info!(
         restored,
         page = config.page_size,
@@ -538,13 +529,15 @@ fn start_broker(
 }
 
 /// Writes and flushes everything the journal still holds, then flushes the store: the end of a
-/// graceful stop.
+/// graceful stop. A failed journal is not closed: its writer may be stuck inside sled (the stall
+/// watchdog), and joining it, or dropping the store, would wait for it for ever.
 async fn close(journal: Journal, store: Store) -> Result<(), StoreError> {
-    let closing = tokio::task::spawn_blocking(move || journal.close()).await;
-    match closing {
-        Ok(result) => result?,
-        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    if let Some(cause) = journal.failure() {
+        let path = store.path().to_path_buf();
+        store.abandon();
+        return Err(StoreError::WriterFailed { path, cause });
     }
+    off_async(move || journal.close()).await?;
     store.flush().await
 }
 

@@ -503,6 +503,15 @@ impl Store {
     }
 }
 
+/// Runs blocking work (sled reads and writes) on tokio's blocking threads and returns its result;
+/// a panic there goes on in the caller.
+pub async fn off_async<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}
+
 /// One attempt at opening the store.
 fn open_blocking(path: PathBuf, tuning: Tuning) -> Result<Store, StoreError> {
     let db = sled::Config::new()

@@ -731,6 +731,32 @@ pub fn failover_url(cluster: &Cluster) -> String {
     )
 }
 
+/// Sends one receipted SEND with `headers` (a scheduled one: its receipt means the schedule is
+/// durable) through the failover URL `url`, on a runtime of its own; returns when it was sent.
+pub fn send_receipted(url: &str, destination: &str, headers: &[(&str, &str)]) -> Instant {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let options = stomp_client::Options::default();
+        let client = stomp_client::Client::connect(url, options)
+            .await
+            .expect("connect through the failover URL");
+        let sent = Instant::now();
+        let receipt = client
+            .send(destination, headers, "scheduled")
+            .await
+            .expect("the SEND queued");
+        tokio::time::timeout(WAIT, receipt)
+            .await
+            .expect("the receipt within WAIT")
+            .expect("a receipt");
+        let _ = tokio::time::timeout(WAIT, client.disconnect()).await;
+        sent
+    })
+}
+
 /// SIGKILLs the active node `active`'s lockd, waits for another node to take over, restarts
 /// the killed node and waits until it is passive again. Returns the new active node's index.
 pub fn kill_active_and_restart(cluster: &mut Cluster, active: usize) -> usize {

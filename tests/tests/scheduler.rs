@@ -48,28 +48,6 @@ fn consume(url: String, destination: &'static str) -> (Seen, std::thread::JoinHa
     (seen, thread)
 }
 
-/// Sends one receipted SEND with `headers` through the failover URL; returns when it was sent.
-fn schedule(url: &str, destination: &str, headers: &[(&str, &str)]) -> Instant {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = Client::connect(url, Options::default()).await.unwrap();
-        let sent = Instant::now();
-        let receipt = client
-            .send(destination, headers, "scheduled")
-            .await
-            .unwrap();
-        tokio::time::timeout(WAIT, receipt)
-            .await
-            .expect("the receipt within WAIT")
-            .expect("a receipt");
-        let _ = tokio::time::timeout(WAIT, client.disconnect()).await;
-        sent
-    })
-}
-
 fn count(seen: &Seen) -> usize {
     seen.lock().unwrap().len()
 }
@@ -97,7 +75,7 @@ fn a_delivery_due_while_the_active_node_is_dead_comes_once_from_the_next() {
     let active = cluster.wait_for_one_active();
     let url = failover_url(&cluster);
     let (seen, _consumer) = consume(url.clone(), "/queue/sched-kill");
-    let sent = schedule(
+    let sent = send_receipted(
         &url,
         "/queue/sched-kill",
         &[("AMQ_SCHEDULED_DELAY", "2000"), ("persistent", "true")],
@@ -131,7 +109,7 @@ fn a_periodic_schedule_keeps_its_count_across_two_sigkills_and_a_ctl_failover() 
     let mut active = cluster.wait_for_one_active();
     let url = failover_url(&cluster);
     let (seen, _consumer) = consume(url.clone(), "/queue/sched-period");
-    schedule(
+    send_receipted(
         &url,
         "/queue/sched-period",
         &[

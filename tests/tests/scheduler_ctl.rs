@@ -25,20 +25,6 @@ fn with_client<T>(url: &str, work: impl AsyncFnOnce(&Client) -> T) -> T {
     })
 }
 
-/// Sends one receipted, scheduled SEND: its receipt means the schedule is durable.
-fn schedule(url: &str, destination: &str, headers: &[(&str, &str)]) {
-    with_client(url, async |client| {
-        let receipt = client
-            .send(destination, headers, "scheduled")
-            .await
-            .unwrap();
-        tokio::time::timeout(WAIT, receipt)
-            .await
-            .expect("the receipt within WAIT")
-            .expect("a receipt");
-    });
-}
-
 /// Every message that reaches `destination` within `quiet` of the last one (or of subscribing):
 /// the scheduledJobId of each.
 fn drain(url: &str, destination: &str, quiet: Duration) -> Vec<String> {
@@ -86,9 +72,9 @@ fn ctl_lists_the_schedules_cancels_one_then_all_and_a_passive_node_names_the_act
     let url = failover_url(&cluster);
 
     let before = shared_proto::unix_ms();
-    schedule(&url, "/queue/ctl-a", &[("AMQ_SCHEDULED_DELAY", "8000")]);
-    schedule(&url, "/queue/ctl-a", &[("AMQ_SCHEDULED_DELAY", "9000")]);
-    schedule(
+    send_receipted(&url, "/queue/ctl-a", &[("AMQ_SCHEDULED_DELAY", "8000")]);
+    send_receipted(&url, "/queue/ctl-a", &[("AMQ_SCHEDULED_DELAY", "9000")]);
+    send_receipted(
         &url,
         "/queue/ctl-periodic",
         &[
@@ -97,7 +83,7 @@ fn ctl_lists_the_schedules_cancels_one_then_all_and_a_passive_node_names_the_act
             ("AMQ_SCHEDULED_REPEAT", "5"),
         ],
     );
-    schedule(
+    send_receipted(
         &url,
         "/topic/ctl-cron",
         &[("AMQ_SCHEDULED_CRON", "0 0 1 1 *")],
@@ -218,7 +204,7 @@ fn a_non_admin_may_list_schedules_but_not_cancel_them() {
     cluster.start_all();
     let node = &cluster.nodes[cluster.wait_for_one_active()];
     let url = failover_url(&cluster);
-    schedule(
+    send_receipted(
         &url,
         "/queue/ctl-admin",
         &[("AMQ_SCHEDULED_DELAY", "600000")],

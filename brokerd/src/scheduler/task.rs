@@ -27,7 +27,7 @@ use super::manage::{Action, Range};
 use super::store::{self, number, put, remove, DUE, FIRED, FIRING, NEW};
 use crate::broker::{OnDurable, Request};
 use crate::journal::{Journal, Op, Recovered};
-use crate::store::StoreError;
+use crate::store::{off_async, StoreError};
 use bytes::Bytes;
 use shared_proto::schedules::ScheduledJob;
 use std::collections::{HashMap, HashSet};
@@ -135,7 +135,7 @@ impl Scheduler {
     /// threads), and returns the scheduler ready to run.
     pub async fn start(parts: Parts) -> Result<Scheduler, StoreError> {
         let (reader, messages_view) = (parts.view.clone(), parts.messages_view);
-        let read = tokio::task::spawn_blocking(move || {
+        let (found, (first, complete)) = off_async(move || {
             let found = store::in_flight(&reader, &messages_view)?;
             let skip = found
                 .firing
@@ -145,11 +145,7 @@ impl Scheduler {
             let first = store::jobs_due(&reader, None, u64::MAX, PAGE_JOBS, &skip)?;
             Ok::<_, StoreError>((found, first))
         })
-        .await;
-        let (found, (first, complete)) = match read {
-            Ok(result) => result?,
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
-        };
+        .await?;
         info!(
             new = found.new.len(),
             firing = found.firing.len(),
@@ -443,14 +439,9 @@ impl Scheduler {
         let view = self.view.clone();
         let (from, until) = range.unwrap_or((0, u64::MAX));
         let after = after.unwrap_or_else(|| (from, Arc::from("")));
-        let read = tokio::task::spawn_blocking(move || {
-            store::jobs_due(&view, Some(&after), until, PAGE, &HashSet::new())
-        })
-        .await;
-        match read {
-            Ok(result) => result.map_err(Arc::new),
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
-        }
+        off_async(move || store::jobs_due(&view, Some(&after), until, PAGE, &HashSet::new()))
+            .await
+            .map_err(Arc::new)
     }
 
     /// Up to `limit` jobs, in due order.
@@ -523,70 +514,10 @@ impl Scheduler {
     /// marking it. `done` runs once the removals are durable. Returns how many were removed.
     async fn remove(&mut self, which: Removal, done: OnDurable) -> Result<usize, Arc<StoreError>> {
         self.settle().await;
-        let mut removed = 0;
-        let mut ops = Vec::new();
-        let range = match which {
-            Removal::Job(id) => {
-                if let Some(adding) = self.adding.get_mut(id.as_str()) {
-                    removed += usize::from(!adding.cancelled);
-                    adding.cancelled = true;
-                } else if let Some(firing) = self.firing.get_mut(id.as_str()) {
-                    removed += usize::from(!firing.cancelled);
-                    firing.cancelled = true;
-                } else {
-                    let view = self.view.clone();
-                    let key = id.clone();
-                    let read =
-                        tokio::task::spawn_blocking(move || store::job(&view, key.as_bytes()))
-                            .await;
-                    let job = match read {
-                        Ok(result) => result.map_err(Arc::new)?,
-                        Err(join) => std::panic::resume_unwind(join.into_panic()),
-                    };
-                    if let Some(job) = job {
-                        self.cache.remove(&job.id);
-                        ops.extend(store::removed(&job.due_key()));
-                        removed += 1;
-                    }
-                }
-                None
-            }
-            Removal::All(range) => Some(range),
+        let (removed, ops) = match which {
+            Removal::Job(id) => self.remove_job(&id).await?,
+            Removal::All(range) => self.remove_all(range).await?,
         };
-        if let Some(range) = range {
-            let within = |due: u64| range.is_none_or(|(from, to)| from <= due && due <= to);
-            for adding in self.adding.values_mut() {
-                if !adding.cancelled && within(adding.due) {
-                    adding.cancelled = true;
-                    removed += 1;
-                }
-            }
-            for firing in self.firing.values_mut() {
-                if !firing.cancelled && within(firing.job.next.due) {
-                    firing.cancelled = true;
-                    removed += 1;
-                }
-            }
-            let mut after = None;
-            loop {
-                let (jobs, complete) = self.page(after.take(), range).await?;
-                after = jobs.last().map(Job::due_key);
-                for job in jobs {
-                    if self.firing.contains_key(&job.id) || self.adding.contains_key(&job.id) {
-                        continue;
-                    }
-                    self.cache.remove(&job.id);
-                    ops.extend(store::removed(&job.due_key()));
-                    removed += 1;
-                }
-                if ops.len() >= PAGE {
-                    self.journal.apply(std::mem::take(&mut ops), None);
-                }
-                if complete || after.is_none() {
-                    break;
-                }
-            }
-        }
         if ops.is_empty() {
             self.journal.barrier(done);
         } else {
@@ -594,6 +525,74 @@ impl Scheduler {
         }
         info!(removed, "scheduled jobs removed");
         Ok(removed)
+    }
+
+    /// Marks `self`'s in-hand job `id` removed, if it is being added or fired: true if it was
+    /// in hand (counting it once).
+    fn cancel_in_hand(&mut self, id: &str, removed: &mut usize) -> bool {
+        let cancelled = match (self.adding.get_mut(id), self.firing.get_mut(id)) {
+            (Some(adding), _) => &mut adding.cancelled,
+            (None, Some(firing)) => &mut firing.cancelled,
+            (None, None) => return false,
+        };
+        *removed += usize::from(!*cancelled);
+        *cancelled = true;
+        true
+    }
+
+    /// Removes job `id`: how many (0 or 1), and the writes still to submit.
+    async fn remove_job(&mut self, id: &str) -> Result<(usize, Vec<Op>), Arc<StoreError>> {
+        let mut removed = 0;
+        if self.cancel_in_hand(id, &mut removed) {
+            return Ok((removed, Vec::new()));
+        }
+        let (view, key) = (self.view.clone(), id.to_owned());
+        let job = off_async(move || store::job(&view, key.as_bytes()))
+            .await
+            .map_err(Arc::new)?;
+        let Some(job) = job else {
+            return Ok((0, Vec::new()));
+        };
+        self.cache.remove(&job.id);
+        Ok((1, store::removed(&job.due_key())))
+    }
+
+    /// Removes every job, or those due within `range`: how many, and the writes still to
+    /// submit (full pages are submitted as they come).
+    async fn remove_all(
+        &mut self,
+        range: Option<Range>,
+    ) -> Result<(usize, Vec<Op>), Arc<StoreError>> {
+        let within = |due: u64| range.is_none_or(|(from, to)| from <= due && due <= to);
+        let mut removed = 0;
+        let in_hand: Vec<Arc<str>> = (self.adding.iter().map(|(id, a)| (id, a.due)))
+            .chain(self.firing.iter().map(|(id, f)| (id, f.job.next.due)))
+            .filter(|(_, due)| within(*due))
+            .map(|(id, _)| Arc::clone(id))
+            .collect();
+        for id in in_hand {
+            self.cancel_in_hand(&id, &mut removed);
+        }
+        let mut ops = Vec::new();
+        let mut after = None;
+        loop {
+            let (jobs, complete) = self.page(after.take(), range).await?;
+            after = jobs.last().map(Job::due_key);
+            for job in jobs {
+                if self.firing.contains_key(&job.id) || self.adding.contains_key(&job.id) {
+                    continue;
+                }
+                self.cache.remove(&job.id);
+                ops.extend(store::removed(&job.due_key()));
+                removed += 1;
+            }
+            if ops.len() >= PAGE {
+                self.journal.apply(std::mem::take(&mut ops), None);
+            }
+            if complete || after.is_none() {
+                return Ok((removed, ops));
+            }
+        }
     }
 }
 
