@@ -411,7 +411,8 @@ async fn open_broker(
         },
     )?;
     tokio::spawn(journal.clone().watch_stalls(journal::STALL_LIMIT));
-    let view: Arc<dyn broker::paging::PageStore> = Arc::new(journal::recover(store)?);
+    let recovered = journal::recover(store)?;
+    let view: Arc<dyn broker::paging::PageStore> = Arc::new(recovered.clone());
     let settings = broker::Settings {
         node: config.node.clone(),
         epoch,
@@ -429,7 +430,7 @@ async fn open_broker(
         parts,
         commands,
         fence,
-        messages_view: journal::recover(store)?,
+        messages_view: recovered,
     };
     let started = std::time::Instant::now();
     // Reading the store is blocking sled I/O: keep it off the async threads.
