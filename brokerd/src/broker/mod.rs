@@ -201,13 +201,12 @@ pub enum Request {
     /// The node goes passive: refuse further SENDs, and answer once every stored message and
     /// every receipt already owed is durable.
     Drain(oneshot::Sender<()>),
-    /// The scheduler enqueues delivery `n` of job `job`: `msg` goes to its destination and
-    /// the job's fired marker into the store with it, atomically; `done` runs once both are
-    /// durable (never, if the broker is draining: the next broker enqueues it).
+    /// The scheduler enqueues a batch of deliveries: each goes to its destination, and the
+    /// batch's fired marker into the store with them, in one atomic group; `done` runs once
+    /// that is durable (never, if the broker is draining: the next broker enqueues them).
     Fire {
-        job: Arc<str>,
-        n: u64,
-        msg: Message,
+        batch: u64,
+        deliveries: Vec<Message>,
         done: OnDurable,
     },
     /// A message the broker itself publishes (the scheduler's BROWSE copies): it gets its id
@@ -988,19 +987,23 @@ impl Broker {
                 }
                 Ok(())
             }
-            Request::Fire { job, n, msg, done } => {
+            Request::Fire {
+                batch,
+                deliveries,
+                done,
+            } => {
                 if self.draining {
                     return Ok(());
                 }
-                let mut msg = msg;
-                msg.seq = self.next_seq();
                 self.store.begin_group();
-                self.publish(msg, None, false);
-                let marker = Bytes::copy_from_slice(job.as_bytes());
+                for mut msg in deliveries {
+                    msg.seq = self.next_seq();
+                    self.publish(msg, None, false);
+                }
                 self.store.put(
                     scheduler::store::FIRED.into(),
-                    marker,
-                    scheduler::store::number(n),
+                    scheduler::store::batch_key(batch),
+                    Bytes::new(),
                     None,
                 );
                 self.store.commit_group(Some(done));

@@ -101,15 +101,16 @@ impl Cache {
         Some(job)
     }
 
-    /// When to look at the cache again: when its first job falls due, or when the store's next
-    /// jobs come within reading-ahead distance (and there is room for them).
-    pub fn next_wake(&self) -> Option<u64> {
+    /// When to look at the cache again: when its first job falls due (if `firing`: the caller
+    /// may fire more now), or when the store's next jobs come within reading-ahead distance
+    /// (and there is room for them).
+    pub fn next_wake(&self, firing: bool) -> Option<u64> {
         let ahead = self
             .horizon
             .as_ref()
             .filter(|_| self.refill.is_none() && self.has_room())
             .map(|(due, _)| due.saturating_sub(READ_AHEAD_MS));
-        match (self.next_due(), ahead) {
+        match (self.next_due().filter(|_| firing), ahead) {
             (Some(due), Some(ahead)) => Some(due.min(ahead)),
             (due, ahead) => due.or(ahead),
         }

@@ -3,10 +3,11 @@
 //!
 //! The scheduler's store (in `scheduler_dir`) holds [`JOBS`] (each job by id), [`DUE`] (an index
 //! of the jobs by due time, so that the next ones due are found without reading the rest) and
-//! [`FIRING`] (the deliveries being enqueued). The message store holds [`NEW`] (scheduled SENDs
-//! not yet moved into the scheduler's store) and [`FIRED`] (deliveries enqueued whose job has
-//! not yet moved on). Both of those are small: an entry leaves them as soon as the scheduler's
-//! store has caught up, so a takeover reads them whole, and of [`DUE`] only the first page.
+//! [`FIRING`] (the batches of deliveries being enqueued). The message store holds [`NEW`]
+//! (scheduled SENDs not yet moved into the scheduler's store) and [`FIRED`] (batches enqueued
+//! whose jobs have not yet moved on). Both of those are small: an entry leaves them as soon as
+//! the scheduler's store has caught up, so a takeover reads them whole, and of [`DUE`] only the
+//! first page.
 
 use super::job::{DueKey, Job};
 use crate::journal::{Op, Recovered};
@@ -20,11 +21,12 @@ pub const JOBS: &str = "jobs";
 /// Scheduler store: due time (u64 BE) ++ id -> [`Job`]: the jobs in due order, so that the
 /// next ones due are one range read.
 pub const DUE: &str = "due";
-/// Scheduler store: id -> delivery number (u64 BE) being enqueued.
+/// Scheduler store: batch number (u64 BE) -> the [`Batch`] of deliveries being enqueued.
 pub const FIRING: &str = "firing";
 /// Message store: id -> [`Job`], scheduled and not yet in the scheduler's store.
 pub const NEW: &str = "scheduler/new";
-/// Message store: id -> delivery number (u64 BE) enqueued, written with the delivery itself.
+/// Message store: batch number (u64 BE) -> nothing: written in one group with the batch's
+/// deliveries, so it says that all of them are enqueued.
 pub const FIRED: &str = "scheduler/fired";
 
 /// A [`DUE`] key.
@@ -35,19 +37,57 @@ pub fn due_key((due, id): &DueKey) -> Bytes {
     key.freeze()
 }
 
-/// A delivery number as stored.
-pub fn number(n: u64) -> Bytes {
-    Bytes::copy_from_slice(&n.to_be_bytes())
+/// A batch number as a key of [`FIRING`] and [`FIRED`].
+pub fn batch_key(batch: u64) -> Bytes {
+    Bytes::copy_from_slice(&batch.to_be_bytes())
 }
 
-fn read_number(value: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(value.try_into().ok()?))
+fn read_batch_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
+/// The deliveries fired together, as [`FIRING`] records them: each job's id and the number of
+/// its delivery. One record per batch (not per delivery) keeps the writes of a burst few.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch(pub Vec<(Arc<str>, u64)>);
+
+impl Batch {
+    /// The record: per delivery, its number (u64 BE), the id's length (u32 BE) and the id.
+    pub fn encode(&self) -> Bytes {
+        let size = self.0.iter().map(|(id, _)| 12 + id.len()).sum();
+        let mut out = BytesMut::with_capacity(size);
+        for (id, n) in &self.0 {
+            out.put_u64(*n);
+            out.put_u32(u32::try_from(id.len()).expect("a job id is far shorter than 4 GiB"));
+            out.put_slice(id.as_bytes());
+        }
+        out.freeze()
+    }
+
+    /// The record read back; `None` if it is not one.
+    pub fn decode(mut record: &[u8]) -> Option<Batch> {
+        let mut deliveries = Vec::new();
+        while !record.is_empty() {
+            let n = u64::from_be_bytes(record.get(..8)?.try_into().ok()?);
+            let len = u32::from_be_bytes(record.get(8..12)?.try_into().ok()?) as usize;
+            let id = std::str::from_utf8(record.get(12..12usize.checked_add(len)?)?).ok()?;
+            deliveries.push((Arc::from(id), n));
+            record = &record[12 + len..];
+        }
+        Some(Batch(deliveries))
+    }
+}
+
+/// A record that does not read as what its space holds; a binary key (a batch number) is
+/// named in hex.
 fn corrupt(space: &str, key: &[u8]) -> StoreError {
+    let key = match std::str::from_utf8(key) {
+        Ok(text) if !text.chars().any(char::is_control) => text.to_owned(),
+        _ => key.iter().map(|b| format!("{b:02x}")).collect(),
+    };
     StoreError::CorruptScheduler {
         space: space.into(),
-        key: String::from_utf8_lossy(key).into_owned(),
+        key,
     }
 }
 
@@ -141,6 +181,16 @@ pub fn jobs_due(
     Ok((jobs, read <= limit))
 }
 
+/// A batch a takeover found being enqueued.
+#[derive(Debug)]
+pub struct FiringBatch {
+    pub batch: u64,
+    /// Its jobs, each as stored (at the delivery being enqueued).
+    pub jobs: Vec<Job>,
+    /// Whether its [`FIRED`] marker says the deliveries are enqueued.
+    pub enqueued: bool,
+}
+
 /// What a takeover finds in flight between the two stores.
 #[derive(Debug, Default)]
 pub struct InFlight {
@@ -148,10 +198,13 @@ pub struct InFlight {
     pub new: Vec<Job>,
     /// Scheduled SENDs already moved, whose [`NEW`] entry is left to remove.
     pub moved: Vec<Arc<str>>,
-    /// Jobs whose delivery was being enqueued: the job, and whether the delivery is enqueued.
-    pub firing: Vec<(Job, bool)>,
-    /// [`FIRED`] markers of jobs no longer firing, left to remove.
-    pub stale_markers: Vec<Arc<str>>,
+    /// Batches whose deliveries were being enqueued.
+    pub firing: Vec<FiringBatch>,
+    /// [`FIRED`] markers of batches no longer firing, left to remove.
+    pub stale_markers: Vec<u64>,
+    /// The highest batch number either store holds: a new batch is numbered after it, so that
+    /// it never shares a key with a record still in flight.
+    pub last_batch: u64,
 }
 
 /// Reads what was in flight when the last broker stopped (blocking).
@@ -169,18 +222,32 @@ pub fn in_flight(view: &Recovered, messages: &Recovered) -> Result<InFlight, Sto
     let mut firing = HashSet::new();
     for entry in view.scan(FIRING) {
         let entry = entry?;
-        let n = read_number(&entry.value).ok_or_else(|| corrupt(FIRING, &entry.key))?;
-        let job = job(view, &entry.key)?.ok_or_else(|| corrupt(FIRING, &entry.key))?;
-        let marker = messages.get(FIRED, &entry.key)?;
-        let enqueued = marker.as_deref().and_then(read_number) == Some(n);
-        firing.insert(Arc::clone(&job.id));
-        found.firing.push((job, enqueued));
+        let bad = || corrupt(FIRING, &entry.key);
+        let batch = read_batch_key(&entry.key).ok_or_else(bad)?;
+        let Batch(deliveries) = Batch::decode(&entry.value).ok_or_else(bad)?;
+        let mut jobs = Vec::with_capacity(deliveries.len());
+        for (id, n) in deliveries {
+            // A batch's jobs move on in one group with the removal of its record.
+            let job = job(view, id.as_bytes())?
+                .filter(|job| job.next.n == n)
+                .ok_or_else(bad)?;
+            jobs.push(job);
+        }
+        let enqueued = messages.get(FIRED, &entry.key)?.is_some();
+        firing.insert(batch);
+        found.last_batch = found.last_batch.max(batch);
+        found.firing.push(FiringBatch {
+            batch,
+            jobs,
+            enqueued,
+        });
     }
     for entry in messages.scan(FIRED) {
         let entry = entry?;
-        let id = std::str::from_utf8(&entry.key).map_err(|_| corrupt(FIRED, &entry.key))?;
-        if !firing.contains(id) {
-            found.stale_markers.push(id.into());
+        let batch = read_batch_key(&entry.key).ok_or_else(|| corrupt(FIRED, &entry.key))?;
+        found.last_batch = found.last_batch.max(batch);
+        if !firing.contains(&batch) {
+            found.stale_markers.push(batch);
         }
     }
     Ok(found)

@@ -5,7 +5,7 @@
 use super::clock::Clock;
 use super::job::Job;
 use super::spec::Schedule;
-use super::store::{number, put, FIRED, FIRING, JOBS, NEW};
+use super::store::{batch_key, put, Batch, FIRED, FIRING, JOBS, NEW};
 use super::task::{Command, Parts, Scheduler};
 use crate::broker::message::Message;
 use crate::broker::Request;
@@ -106,28 +106,55 @@ fn stored(job: &Job) -> Vec<Op> {
     super::store::inserted(job)
 }
 
-/// The next delivery the scheduler asks for: (message-id, redelivered); completes it as the
-/// broker would (the marker is the test's to write: the broker's own write is not under test).
-async fn next_fire(requests: &mut mpsc::Receiver<Request>, stores: &Stores) -> (String, bool) {
+/// The next batch of deliveries the scheduler asks for: (message-id, redelivered) of each;
+/// completes it as the broker would (the marker is the test's to write: the broker's own write
+/// is not under test).
+async fn next_batch(
+    requests: &mut mpsc::Receiver<Request>,
+    stores: &Stores,
+) -> Vec<(String, bool)> {
     let request = tokio::time::timeout(Duration::from_secs(10), requests.recv())
         .await
         .expect("a delivery within 10 s")
         .expect("the scheduler runs");
-    let Request::Fire { job, n, msg, done } = request else {
+    let Request::Fire {
+        batch,
+        deliveries,
+        done,
+    } = request
+    else {
         panic!("not a Fire request");
     };
     Stores::write(
         &stores.messages.1,
-        vec![put(FIRED, job.as_bytes(), number(n))],
+        vec![put(FIRED, batch_key(batch), Bytes::new())],
     )
     .await;
     done();
-    (msg.id.to_string(), msg.redeliveries > 0)
+    deliveries
+        .iter()
+        .map(|msg| (msg.id.to_string(), msg.redeliveries > 0))
+        .collect()
+}
+
+/// The next delivery, alone in its batch.
+async fn next_fire(requests: &mut mpsc::Receiver<Request>, stores: &Stores) -> (String, bool) {
+    let mut batch = next_batch(requests, stores).await;
+    assert_eq!(batch.len(), 1, "one delivery: {batch:?}");
+    batch.remove(0)
+}
+
+/// A batch record in the scheduler's store, as step 1 writes it.
+fn firing(batch: u64, job: &Job) -> Op {
+    let record = Batch(vec![(std::sync::Arc::clone(&job.id), job.next.n)]);
+    put(FIRING, batch_key(batch), record.encode())
 }
 
 async fn no_fire_within(requests: &mut mpsc::Receiver<Request>, wait: Duration) {
-    if let Ok(Some(Request::Fire { msg, .. })) = tokio::time::timeout(wait, requests.recv()).await {
-        panic!("an unexpected delivery: {}", msg.id);
+    if let Ok(Some(Request::Fire { deliveries, .. })) =
+        tokio::time::timeout(wait, requests.recv()).await
+    {
+        panic!("an unexpected delivery: {deliveries:?}");
     }
 }
 
@@ -171,7 +198,7 @@ async fn a_delivery_being_enqueued_without_its_marker_is_enqueued_again_flagged(
     let clock = Clock::new(1);
     let job = job(clock.now(), 1);
     let mut ops = stored(&job);
-    ops.push(put(FIRING, job.id.as_bytes(), number(0)));
+    ops.push(firing(7, &job));
     Stores::write(&stores.scheduler.1, ops).await;
     let mut requests = stores.start(clock).await;
     assert_eq!(
@@ -191,11 +218,11 @@ async fn a_delivery_enqueued_before_the_kill_is_not_enqueued_again() {
     let clock = Clock::new(1);
     let job = job(clock.now(), 1);
     let mut ops = stored(&job);
-    ops.push(put(FIRING, job.id.as_bytes(), number(0)));
+    ops.push(firing(7, &job));
     Stores::write(&stores.scheduler.1, ops).await;
     Stores::write(
         &stores.messages.1,
-        vec![put(FIRED, job.id.as_bytes(), number(0))],
+        vec![put(FIRED, batch_key(7), Bytes::new())],
     )
     .await;
     let mut requests = stores.start(clock).await;
@@ -211,8 +238,8 @@ async fn a_delivery_enqueued_before_the_kill_is_not_enqueued_again() {
     );
     eventually("the job done and every trace of it gone", || {
         scheduler.get(JOBS, job.id.as_bytes()).unwrap().is_none()
-            && scheduler.get(FIRING, job.id.as_bytes()).unwrap().is_none()
-            && messages.get(FIRED, job.id.as_bytes()).unwrap().is_none()
+            && scheduler.get(FIRING, &batch_key(7)).unwrap().is_none()
+            && messages.get(FIRED, &batch_key(7)).unwrap().is_none()
     })
     .await;
 }
@@ -226,7 +253,7 @@ async fn a_marker_left_after_its_job_moved_on_is_removed_and_changes_nothing() {
     Stores::write(&stores.scheduler.1, stored(&job)).await;
     Stores::write(
         &stores.messages.1,
-        vec![put(FIRED, job.id.as_bytes(), number(0))],
+        vec![put(FIRED, batch_key(3), Bytes::new())],
     )
     .await;
     let mut requests = stores.start(clock).await;
@@ -235,6 +262,47 @@ async fn a_marker_left_after_its_job_moved_on_is_removed_and_changes_nothing() {
         ("ID:old-1-1:1".into(), false)
     );
     no_fire_within(&mut requests, Duration::from_millis(300)).await;
+    let messages = Stores::view(&stores.messages.0);
+    eventually("the stale marker removed", || {
+        messages.get(FIRED, &batch_key(3)).unwrap().is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_batch_without_its_marker_is_enqueued_again_whole_and_flagged() {
+    let stores = Stores::new().await;
+    let clock = Clock::new(1);
+    let jobs: Vec<Job> = (0..3)
+        .map(|i| {
+            let mut j = job(clock.now(), 0);
+            j.id = format!("ID:batch-{i}").into();
+            j.template.id = std::sync::Arc::clone(&j.id);
+            j
+        })
+        .collect();
+    let mut ops: Vec<Op> = jobs.iter().flat_map(stored).collect();
+    let record = Batch(
+        jobs.iter()
+            .map(|j| (std::sync::Arc::clone(&j.id), 0))
+            .collect(),
+    );
+    ops.push(put(FIRING, batch_key(9), record.encode()));
+    Stores::write(&stores.scheduler.1, ops).await;
+    let mut requests = stores.start(clock).await;
+    let mut batch = next_batch(&mut requests, &stores).await;
+    batch.sort();
+    let expected: Vec<(String, bool)> = (0..3).map(|i| (format!("ID:batch-{i}"), true)).collect();
+    assert_eq!(batch, expected);
+    no_fire_within(&mut requests, Duration::from_millis(300)).await;
+    let scheduler = Stores::view(&stores.scheduler.0);
+    eventually("the jobs done and the batch record gone", || {
+        scheduler.get(FIRING, &batch_key(9)).unwrap().is_none()
+            && jobs
+                .iter()
+                .all(|j| scheduler.get(JOBS, j.id.as_bytes()).unwrap().is_none())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -254,11 +322,15 @@ async fn jobs_beyond_the_cache_are_read_in_pages_and_all_delivered_in_due_order(
     Stores::write(&stores.scheduler.1, ops).await;
     let mut requests = stores.start(clock).await;
     let mut last = None;
-    for _ in 0..total {
-        let (id, redelivered) = next_fire(&mut requests, &stores).await;
-        assert!(!redelivered);
-        assert!(last.as_ref().is_none_or(|l| *l < id), "{last:?} then {id}");
-        last = Some(id);
+    let mut delivered = 0;
+    while delivered < total {
+        for (id, redelivered) in next_batch(&mut requests, &stores).await {
+            assert!(!redelivered);
+            assert!(last.as_ref().is_none_or(|l| *l < id), "{last:?} then {id}");
+            last = Some(id);
+            delivered += 1;
+        }
     }
+    assert_eq!(delivered, total);
     no_fire_within(&mut requests, Duration::from_millis(300)).await;
 }
