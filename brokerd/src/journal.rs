@@ -1,10 +1,11 @@
-//! Durable writes with group commit: the only path by which the broker changes its store.
+//! Durable writes with group commit: the only path by which the broker changes its stores.
 //!
 //! The module owns one writer thread per store. Every put, remove, atomic group and barrier goes
 //! to it through an unbounded channel, so submitting never blocks an async task; the writer
-//! drains whatever has queued (up to [`JournalConfig`]'s caps), writes it to sled, flushes
-//! once through the store's [`Flusher`] (sled's flush plus the fsyncs it leaves out), and only
-//! then runs the batch's `on_durable` callbacks in submission order. While it flushes, new
+//! drains whatever has queued (up to [`JournalConfig`]'s caps), writes it to the store's
+//! [`Backend`] and makes it durable once (for sled, the message store: sled's flush plus the
+//! fsyncs it leaves out, through the store's [`Flusher`]; for redb, the scheduler's store: one
+//! commit), and only then runs the batch's `on_durable` callbacks in submission order. While it flushes, new
 //! submissions queue up and form the next batch, so one flush covers every frame that arrived
 //! during the previous one.
 //!
@@ -190,10 +191,23 @@ enum Command {
 }
 
 impl Journal {
-    /// Starts the single writer thread on an open store.
+    /// Starts the single writer thread on an open sled store.
     pub fn start(store: &Store, config: JournalConfig) -> Result<Journal, StoreError> {
         let path = store.path().to_path_buf();
-        let tree = open_tree(store.db(), &path)?;
+        let backend = SledBackend {
+            tree: open_tree(store.db(), &path)?,
+            flusher: store.flusher(),
+            path: path.clone(),
+        };
+        Journal::start_on(Box::new(backend), path, config)
+    }
+
+    /// Starts the single writer thread on `backend`, the store at `path`.
+    pub fn start_on(
+        backend: Box<dyn Backend>,
+        path: PathBuf,
+        config: JournalConfig,
+    ) -> Result<Journal, StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (failure, _) = watch::channel(None);
         let shared = Arc::new(Shared {
@@ -208,8 +222,7 @@ impl Journal {
             clock: Instant::now(),
         });
         let writer = Writer {
-            flusher: store.flusher(),
-            tree,
+            backend,
             rx,
             config,
             shared: Arc::downgrade(&shared),
@@ -389,10 +402,79 @@ impl Journal {
     }
 }
 
+/// Where a journal's batches are written and made durable: sled for the message store
+/// ([`Journal::start`]), redb for the scheduler's (`crate::scheduler::db`).
+pub trait Backend: Send + 'static {
+    /// Whether `key` is stored now (a batch asks before it drops a put a remove cancelled).
+    fn contains(&self, key: &[u8]) -> Result<bool, StoreError>;
+    /// Writes one submission's writes, in order after every earlier unit. Atomic: a crash
+    /// keeps all of a unit or none of it.
+    fn write_unit(&mut self, unit: &[Write]) -> Result<(), StoreError>;
+    /// Makes every unit written so far durable; callbacks (and so receipts) wait for it.
+    fn sync(&mut self) -> Result<(), StoreError>;
+}
+
+/// The message store's backend: one sled tree, flushed through the store's [`Flusher`].
+struct SledBackend {
+    tree: sled::Tree,
+    flusher: Arc<Flusher>,
+    path: PathBuf,
+}
+
+impl SledBackend {
+    fn sled_error(&self, action: &'static str, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            action,
+            source,
+        }
+    }
+}
+
+impl Backend for SledBackend {
+    fn contains(&self, key: &[u8]) -> Result<bool, StoreError> {
+        (self.tree.contains_key(key))
+            .map_err(|source| self.sled_error("checking a key before cancelling its put", source))
+    }
+
+    fn write_unit(&mut self, unit: &[Write]) -> Result<(), StoreError> {
+        let failed = |source| self.sled_error("writing", source);
+        match unit {
+            // A lone put or remove needs no atomicity, and a plain insert costs about a quarter
+            // of a one-entry apply_batch (measured: 10 us against 40 us). sled recovers its log
+            // in order, so a crash keeps a prefix of the writes; none of them was receipted
+            // yet, since the flush comes after.
+            [write] => match &write.value {
+                Some(value) => self.tree.insert(&write.key[..], &value[..]).map(drop),
+                None => self.tree.remove(&write.key[..]).map(drop),
+            }
+            .map_err(failed),
+            writes => {
+                let mut sled_batch = sled::Batch::default();
+                for write in writes {
+                    match &write.value {
+                        Some(value) => sled_batch.insert(&write.key[..], &value[..]),
+                        None => sled_batch.remove(&write.key[..]),
+                    }
+                }
+                // SAFETY (atomicity): sled seals an apply_batch in its log so that recovery
+                // replays all of it or none: this is what makes `Journal::apply` atomic.
+                self.tree.apply_batch(sled_batch).map_err(failed)
+            }
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        // SAFETY (durability): sled's background flush is off (see store.rs), so this thread
+        // is the only one flushing journal writes. The flusher syncs what sled's own flush
+        // does not (see store.rs): without it a power cut loses receipted messages.
+        self.flusher.flush()
+    }
+}
+
 /// The writer thread's state.
 struct Writer {
-    flusher: Arc<Flusher>,
-    tree: sled::Tree,
+    backend: Box<dyn Backend>,
     rx: mpsc::UnboundedReceiver<Command>,
     config: JournalConfig,
     /// Weak, so that dropping every handle closes the channel and ends the thread.
@@ -417,9 +499,11 @@ struct Batch {
 }
 
 /// One write of a batch; dead writes were overwritten or cancelled within the batch.
-struct Write {
-    key: Vec<u8>,
-    value: Option<Bytes>,
+pub struct Write {
+    /// The backend's key: the space's prefix and the caller's key ([`encode_key`]).
+    pub key: Vec<u8>,
+    /// `None`: a removal.
+    pub value: Option<Bytes>,
     live: bool,
     /// The submission it came from: the live writes of one `apply` are written as one unit.
     command: u64,
@@ -516,10 +600,7 @@ impl Writer {
                         // key will be there without it: written by a live write earlier in
                         // this batch, or already stored (with no live write of the key before
                         // it in this batch, sled holds the key's state at this point).
-                        live = follows_live
-                            || self.tree.contains_key(&key).map_err(|source| {
-                                self.sled_error("checking a key before cancelling its put", source)
-                            })?;
+                        live = follows_live || self.backend.contains(&key)?;
                     }
                 } else {
                     follows_live = true;
@@ -543,7 +624,7 @@ impl Writer {
 
     /// Writes the batch (each `apply` group atomically), flushes once, then runs its callbacks
     /// in order.
-    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+    fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
         let started = Instant::now();
         let live: Vec<Write> = batch.writes.into_iter().filter(|w| w.live).collect();
         let written = live.len() as u64;
@@ -555,16 +636,14 @@ impl Writer {
                 fence.check()?;
             }
             for unit in live.chunk_by(|a, b| a.command == b.command) {
-                self.write_unit(unit)?;
+                self.backend.write_unit(unit)?;
             }
             applied = started.elapsed();
-            // SAFETY (durability): callbacks (and so receipts) run only after this flush
-            // returned Ok, and it started after every write of the batch was applied. sled's
-            // background flush is off (see store.rs), so this thread is the only one flushing
-            // journal writes. A batch with nothing to write needs no flush: every earlier
-            // batch was flushed before its callbacks ran. The flusher syncs what sled's own
-            // flush does not (see store.rs): without it a power cut loses receipted messages.
-            self.flusher.flush()?;
+            // SAFETY (durability): callbacks (and so receipts) run only after this sync
+            // returned Ok, and it started after every write of the batch was applied. A batch
+            // with nothing to write needs no sync: every earlier batch was synced before its
+            // callbacks ran.
+            self.backend.sync()?;
             flushed = started.elapsed() - applied;
         }
         if let Some(shared) = self.shared.upgrade() {
@@ -590,47 +669,12 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes one submission's live writes. sled recovers its log in order, so a crash keeps
-    /// a prefix of the writes; none of them was receipted yet, since the flush comes after.
-    fn write_unit(&self, unit: &[Write]) -> Result<(), StoreError> {
-        let failed = |source| self.sled_error("writing", source);
-        match unit {
-            // A lone put or remove needs no atomicity, and a plain insert costs about a quarter
-            // of a one-entry apply_batch (measured: 10 us against 40 us).
-            [write] => match &write.value {
-                Some(value) => self.tree.insert(&write.key[..], &value[..]).map(drop),
-                None => self.tree.remove(&write.key[..]).map(drop),
-            }
-            .map_err(failed),
-            writes => {
-                let mut sled_batch = sled::Batch::default();
-                for write in writes {
-                    match &write.value {
-                        Some(value) => sled_batch.insert(&write.key[..], &value[..]),
-                        None => sled_batch.remove(&write.key[..]),
-                    }
-                }
-                // SAFETY (atomicity): sled seals an apply_batch in its log so that recovery
-                // replays all of it or none: this is what makes `Journal::apply` atomic.
-                self.tree.apply_batch(sled_batch).map_err(failed)
-            }
-        }
-    }
-
     /// Publishes the failure; dropping `self` then closes the queue, so later submissions and
     /// every callback not yet run are dropped.
     fn fail(self, err: StoreError) {
         error!(error = %err, path = ?self.path, "journal writer failed; no further write will be receipted");
         if let Some(shared) = self.shared.upgrade() {
             shared.failure.send_replace(Some(Arc::new(err)));
-        }
-    }
-
-    fn sled_error(&self, action: &'static str, source: sled::Error) -> StoreError {
-        StoreError::Sled {
-            path: self.path.clone(),
-            action,
-            source,
         }
     }
 }
@@ -649,14 +693,14 @@ fn open_tree(db: &sled::Db, path: &Path) -> Result<sled::Tree, StoreError> {
 }
 
 /// The sled key of `key` in `space`: `u32 BE length of space ++ space ++ key`.
-fn encode_key(space: &str, key: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_key(space: &str, key: &[u8]) -> Vec<u8> {
     let mut encoded = space_prefix(space);
     encoded.extend_from_slice(key);
     encoded
 }
 
 /// The common prefix of every key in `space`.
-fn space_prefix(space: &str) -> Vec<u8> {
+pub(crate) fn space_prefix(space: &str) -> Vec<u8> {
     let len = u32::try_from(space.len()).unwrap_or(u32::MAX);
     let mut prefix = Vec::with_capacity(4 + space.len());
     prefix.extend_from_slice(&len.to_be_bytes());
@@ -844,7 +888,7 @@ impl Recovered {
 
 /// The smallest byte string greater than every string starting with `prefix`; empty if there
 /// is none (the prefix is all 0xff).
-fn prefix_successor(mut prefix: Vec<u8>) -> Vec<u8> {
+pub(crate) fn prefix_successor(mut prefix: Vec<u8>) -> Vec<u8> {
     while let Some(last) = prefix.pop() {
         if last < u8::MAX {
             prefix.push(last + 1);

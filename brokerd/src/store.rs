@@ -31,8 +31,8 @@ const EPOCH_KEY: &str = "epoch";
 /// Why the store could not be used; callers pick the exit code and whether lockd may retry.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Another process holds sled's lock even after retrying: the previous broker is still
-    /// alive, or another one runs on this directory.
+    /// Another process holds the store's lock even after retrying: the previous broker is
+    /// still alive, or another one runs on this directory.
     #[error("store {path:?} is still locked by another process after {attempts} attempts over {waited:?}; is another brokerd running on it?")]
     Locked {
         path: PathBuf,
@@ -61,6 +61,18 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    /// redb (the scheduler's store) failed.
+    #[error("store {path:?}: {action} failed")]
+    Redb {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: redb::Error,
+    },
+    /// `scheduler_dir` holds the sled store of a brokerd from before the scheduler kept its
+    /// jobs in redb: its jobs would be silently left behind.
+    #[error("{dir:?} holds the scheduled jobs of an older brokerd (a sled store: its 'db' file), which this brokerd does not read; so that none is lost, it refuses to start. Run the older brokerd until its jobs are delivered, or move the old files out of the directory to drop them")]
+    OldScheduler { dir: PathBuf },
     /// The stored journal holds a key that is not in the journal's layout.
     #[error("store {path:?}: a journal key of {len} bytes does not start with a space name; refusing to guess its space")]
     CorruptKey { path: PathBuf, len: usize },
@@ -388,36 +400,7 @@ impl Store {
 
     /// [`Store::open`] with explicit sled settings (benchmarks compare them).
     pub async fn open_tuned(dir: &Path, retry: Retry, tuning: Tuning) -> Result<Store, StoreError> {
-        let started = Instant::now();
-        let mut delay = retry.first_delay;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            let path = dir.to_path_buf();
-            let opened = tokio::task::spawn_blocking(move || open_blocking(path, tuning))
-                .await
-                .map_err(|source| StoreError::Interrupted {
-                    path: dir.to_path_buf(),
-                    action: "opening",
-                    source,
-                })?;
-            match opened {
-                Ok(store) => return Ok(store),
-                Err(StoreError::Locked { .. }) if started.elapsed() + delay <= retry.total => {
-                    debug!(attempt = attempts, ?delay, path = ?dir, "store is locked by another process; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(retry.max_delay);
-                }
-                Err(StoreError::Locked { .. }) => {
-                    return Err(StoreError::Locked {
-                        path: dir.to_path_buf(),
-                        attempts,
-                        waited: started.elapsed(),
-                    })
-                }
-                Err(err) => return Err(err),
-            }
-        }
+        open_retrying(dir, retry, move |path| open_blocking(path, tuning)).await
     }
 
     /// Checks `epoch` against the stored one and records it, durably, before the caller serves
@@ -500,6 +483,46 @@ impl Store {
                 action,
                 source,
             })?
+    }
+}
+
+/// Opens a store in `dir` with `open` (blocking, off the async threads), retrying per `retry`
+/// while it fails with [`StoreError::Locked`] (another process holds the store's lock: the
+/// previous broker may still be exiting) and failing at once on any other error.
+pub async fn open_retrying<T: Send + 'static>(
+    dir: &Path,
+    retry: Retry,
+    open: impl Fn(PathBuf) -> Result<T, StoreError> + Clone + Send + 'static,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let mut delay = retry.first_delay;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let (path, open) = (dir.to_path_buf(), open.clone());
+        let opened = tokio::task::spawn_blocking(move || open(path))
+            .await
+            .map_err(|source| StoreError::Interrupted {
+                path: dir.to_path_buf(),
+                action: "opening",
+                source,
+            })?;
+        match opened {
+            Ok(store) => return Ok(store),
+            Err(StoreError::Locked { .. }) if started.elapsed() + delay <= retry.total => {
+                debug!(attempt = attempts, ?delay, path = ?dir, "store is locked by another process; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(retry.max_delay);
+            }
+            Err(StoreError::Locked { .. }) => {
+                return Err(StoreError::Locked {
+                    path: dir.to_path_buf(),
+                    attempts,
+                    waited: started.elapsed(),
+                })
+            }
+            Err(err) => return Err(err),
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! - [`spec`]: the SEND headers, checked.
 //! - [`cron`]: five-field cron expressions.
 //! - [`job`]: a job and its next delivery; its encoding.
-//! - [`store`]: where jobs are kept in the two stores, and what a takeover reads.
+//! - [`store`]: where jobs are kept in the two stores, and what a takeover reads; [`db`]: the
+//!   scheduler's own store (redb).
 //! - [`task`]: the task that fires deliveries, with its [`cache`] of the jobs due next;
 //!   [`service`]: running it beside a broker.
 //! - [`manage`]: ActiveMQ's management topic (BROWSE, REMOVE, REMOVEALL).
@@ -14,6 +15,7 @@
 pub mod cache;
 pub mod clock;
 pub mod cron;
+pub mod db;
 pub mod job;
 pub mod manage;
 pub mod service;

@@ -2,12 +2,13 @@
 //! that a takeover does not wait for it (scheduled SENDs are stored and queue up meanwhile).
 
 use super::clock::Clock;
+use super::db::JobsDb;
 use super::task::{self, Command, Scheduler};
 use super::Link;
 use crate::broker::Request;
 use crate::fence::Fence;
 use crate::journal::{self, Journal, JournalConfig, Recovered};
-use crate::store::{Retry, Store, StoreError};
+use crate::store::{Retry, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -67,19 +68,15 @@ pub fn spawn(beside: Beside, parts: Parts) {
 
 async fn open_and_run(beside: Beside, parts: Parts) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
-    let store = Store::open(&beside.dir, Retry::default()).await?;
-    store.fence(beside.epoch).await?;
-    let journal = Journal::start(
-        &store,
-        JournalConfig {
-            fence: beside.fence,
-            ..JournalConfig::default()
-        },
-    )?;
+    let store = JobsDb::open(&beside.dir, Retry::default(), beside.epoch).await?;
+    let journal = store.journal(JournalConfig {
+        fence: beside.fence,
+        ..JournalConfig::default()
+    })?;
     tokio::spawn(journal.clone().watch_stalls(journal::STALL_LIMIT));
     let scheduler = Scheduler::start(task::Parts {
         journal: journal.clone(),
-        view: journal::recover(&store)?,
+        view: store.view(),
         messages: beside.messages,
         messages_view: beside.messages_view,
         broker: beside.broker,
@@ -96,7 +93,7 @@ async fn open_and_run(beside: Beside, parts: Parts) -> Result<(), StoreError> {
     tokio::select! {
         () = scheduler.run() => Ok(()),
         err = journal.failed() => Err(StoreError::WriterFailed {
-            path: store.path().to_path_buf(),
+            path: beside.dir.join(super::db::FILE),
             cause: Arc::clone(&err),
         }),
     }

@@ -9,6 +9,7 @@
 //! the scheduler's store has caught up, so a takeover reads them whole, and of [`DUE`] only the
 //! first page.
 
+use super::db::View;
 use super::job::{DueKey, Job};
 use crate::journal::{Op, Recovered};
 use crate::store::StoreError;
@@ -92,7 +93,7 @@ fn corrupt(space: &str, key: &[u8]) -> StoreError {
 }
 
 /// Reads job `id` from the scheduler's store.
-pub fn job(view: &Recovered, id: &[u8]) -> Result<Option<Job>, StoreError> {
+pub fn job(view: &View, id: &[u8]) -> Result<Option<Job>, StoreError> {
     let Some(key) = view.get(JOBS, id)? else {
         return Ok(None);
     };
@@ -147,7 +148,7 @@ pub fn remove(space: &str, key: impl AsRef<[u8]>) -> Op {
 /// and that are due by `until`, except those in `skip`; and whether the store holds no more
 /// within that.
 pub fn jobs_due(
-    view: &Recovered,
+    view: &View,
     after: Option<&DueKey>,
     until: u64,
     limit: usize,
@@ -208,7 +209,7 @@ pub struct InFlight {
 }
 
 /// Reads what was in flight when the last broker stopped (blocking).
-pub fn in_flight(view: &Recovered, messages: &Recovered) -> Result<InFlight, StoreError> {
+pub fn in_flight(view: &View, messages: &Recovered) -> Result<InFlight, StoreError> {
     let mut found = InFlight::default();
     for entry in messages.scan(NEW) {
         let entry = entry?;
@@ -220,11 +221,10 @@ pub fn in_flight(view: &Recovered, messages: &Recovered) -> Result<InFlight, Sto
         }
     }
     let mut firing = HashSet::new();
-    for entry in view.scan(FIRING) {
-        let entry = entry?;
-        let bad = || corrupt(FIRING, &entry.key);
-        let batch = read_batch_key(&entry.key).ok_or_else(bad)?;
-        let Batch(deliveries) = Batch::decode(&entry.value).ok_or_else(bad)?;
+    for (key, value) in view.scan(FIRING)? {
+        let bad = || corrupt(FIRING, &key);
+        let batch = read_batch_key(&key).ok_or_else(bad)?;
+        let Batch(deliveries) = Batch::decode(&value).ok_or_else(bad)?;
         let mut jobs = Vec::with_capacity(deliveries.len());
         for (id, n) in deliveries {
             // A batch's jobs move on in one group with the removal of its record.
@@ -233,7 +233,7 @@ pub fn in_flight(view: &Recovered, messages: &Recovered) -> Result<InFlight, Sto
                 .ok_or_else(bad)?;
             jobs.push(job);
         }
-        let enqueued = messages.get(FIRED, &entry.key)?.is_some();
+        let enqueued = messages.get(FIRED, &key)?.is_some();
         firing.insert(batch);
         found.last_batch = found.last_batch.max(batch);
         found.firing.push(FiringBatch {

@@ -23,6 +23,7 @@
 
 use super::cache::{Cache, PAGE_JOBS};
 use super::clock::Clock;
+use super::db::View;
 use super::job::Job;
 use super::manage::{Action, Range};
 use super::store::{self, batch_key, put, remove, Batch, DUE, FIRED, FIRING, NEW};
@@ -112,7 +113,7 @@ type Batches = HashMap<u64, Vec<Arc<str>>>;
 pub struct Parts {
     /// The scheduler's store and a read view of it.
     pub journal: Journal,
-    pub view: Recovered,
+    pub view: View,
     /// The message store and a read view of it.
     pub messages: Journal,
     pub messages_view: Recovered,
@@ -125,7 +126,7 @@ pub struct Parts {
 /// The scheduler task's state.
 pub struct Scheduler {
     journal: Journal,
-    view: Recovered,
+    view: View,
     /// The message store, for removing [`NEW`] entries and [`FIRED`] markers.
     messages: Journal,
     broker: mpsc::Sender<Request>,

@@ -3,6 +3,7 @@
 //! scheduler must enqueue every delivery exactly once.
 
 use super::clock::Clock;
+use super::db::JobsDb;
 use super::job::Job;
 use super::spec::Schedule;
 use super::store::{batch_key, put, Batch, FIRED, FIRING, JOBS, NEW};
@@ -19,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 struct Stores {
     _dir: tempfile::TempDir,
     messages: (Store, Journal),
-    scheduler: (Store, Journal),
+    scheduler: (JobsDb, Journal),
 }
 
 impl Stores {
@@ -34,7 +35,11 @@ impl Stores {
             }
         };
         let messages = open("data").await;
-        let scheduler = open("scheduler").await;
+        let path = dir.path().join("scheduler");
+        std::fs::create_dir(&path).unwrap();
+        let db = JobsDb::open(&path, Retry::default(), 1).await.unwrap();
+        let journal = db.journal(JournalConfig::default()).unwrap();
+        let scheduler = (db, journal);
         Stores {
             _dir: dir,
             messages,
@@ -64,7 +69,7 @@ impl Stores {
         let (me, commands) = mpsc::unbounded_channel::<Command>();
         let scheduler = Scheduler::start(Parts {
             journal: self.scheduler.1.clone(),
-            view: Stores::view(&self.scheduler.0),
+            view: self.scheduler.0.view(),
             messages: self.messages.1.clone(),
             messages_view: Stores::view(&self.messages.0),
             broker,
@@ -232,10 +237,7 @@ async fn a_delivery_enqueued_before_the_kill_is_not_enqueued_again() {
         ("ID:old-1-1:1".into(), false)
     );
     no_fire_within(&mut requests, Duration::from_millis(300)).await;
-    let (scheduler, messages) = (
-        Stores::view(&stores.scheduler.0),
-        Stores::view(&stores.messages.0),
-    );
+    let (scheduler, messages) = (stores.scheduler.0.view(), Stores::view(&stores.messages.0));
     eventually("the job done and every trace of it gone", || {
         scheduler.get(JOBS, job.id.as_bytes()).unwrap().is_none()
             && scheduler.get(FIRING, &batch_key(7)).unwrap().is_none()
@@ -295,7 +297,7 @@ async fn a_batch_without_its_marker_is_enqueued_again_whole_and_flagged() {
     let expected: Vec<(String, bool)> = (0..3).map(|i| (format!("ID:batch-{i}"), true)).collect();
     assert_eq!(batch, expected);
     no_fire_within(&mut requests, Duration::from_millis(300)).await;
-    let scheduler = Stores::view(&stores.scheduler.0);
+    let scheduler = stores.scheduler.0.view();
     eventually("the jobs done and the batch record gone", || {
         scheduler.get(FIRING, &batch_key(9)).unwrap().is_none()
             && jobs
