@@ -423,7 +423,8 @@ async fn open_broker(
     };
     let mut core = Broker::new(settings, Box::new(journal.clone()));
     let reads = core.page_out(config.page_size);
-    let (link, parts) = service::channel(Clock::new(config.test_scheduler_clock_rate));
+    let clock = Clock::new(config.test_scheduler_clock_rate);
+    let (link, parts) = service::channel(clock, core.scheduling());
     let commands = link.commands.clone();
     core.attach_scheduler(link);
     let scheduler = SchedulerToStart {
@@ -501,6 +502,7 @@ fn start_broker(
         .context("starting the page reader thread")?;
     let memory = Usage {
         waiting: core.memory(),
+        scheduling: core.scheduling(),
         queued: Some(journal.clone()),
     };
     // The journal's flushes release memory too: producers waiting for it must hear of them.

@@ -38,6 +38,14 @@ pub struct Meter {
 }
 
 impl Meter {
+    /// A counter whose decreases wake the producers waiting in `room` (another meter's).
+    pub fn sharing(room: Arc<Room>) -> Meter {
+        Meter {
+            bytes: AtomicUsize::new(0),
+            room,
+        }
+    }
+
     /// Counts `n` more bytes.
     pub fn add(&self, n: usize) {
         self.bytes.fetch_add(n, SeqCst);
@@ -113,10 +121,18 @@ impl Room {
 }
 
 /// What the producers' memory limit looks at (see the module documentation).
+/// Bytes of new jobs on their way into the scheduler's store past which a scheduled SEND waits
+/// (like a SEND at the memory limit): about half a second of the scheduler store's writes.
+pub const SCHEDULING_BACKLOG: usize = 16 << 20;
+
 #[derive(Clone, Default)]
 pub struct Usage {
     /// The broker's [`Gauge`].
     pub waiting: Gauge,
+    /// New jobs not yet in the scheduler's store (sharing the waiting gauge's room): they
+    /// count against the limit, and a scheduled SEND also waits while they are over
+    /// [`SCHEDULING_BACKLOG`].
+    pub scheduling: Gauge,
     /// The journal whose queued bytes count too; its releases must reach the gauge's room
     /// ([`crate::journal::Journal::wake_on_release`]).
     pub queued: Option<crate::journal::Journal>,
@@ -134,17 +150,24 @@ impl Usage {
     /// Bytes counted against the limit now.
     pub fn bytes(&self) -> usize {
         let queued = self.queued.as_ref().map_or(0, |j| j.pending_bytes());
-        self.waiting
-            .bytes()
+        (self.waiting.bytes())
+            .saturating_add(self.scheduling.bytes())
             .saturating_add(usize::try_from(queued).unwrap_or(usize::MAX))
     }
 
-    /// Whether the bytes counted are within `limit`, waiting for releases until `deadline` if
-    /// they are not.
-    pub async fn wait_for_room(&self, limit: usize, deadline: Instant) -> bool {
+    /// Whether a SEND (`scheduled` or not) fits: the bytes counted are within `limit`, and for
+    /// a scheduled one the jobs on their way to the scheduler's store within
+    /// [`SCHEDULING_BACKLOG`].
+    pub fn fits(&self, limit: usize, scheduled: bool) -> bool {
+        self.bytes() <= limit && (!scheduled || self.scheduling.bytes() <= SCHEDULING_BACKLOG)
+    }
+
+    /// Whether a SEND fits ([`Usage::fits`]), waiting for releases until `deadline` if it
+    /// does not.
+    pub async fn wait_for_room(&self, limit: usize, scheduled: bool, deadline: Instant) -> bool {
         self.waiting
             .room()
-            .wait(deadline, || self.bytes() <= limit)
+            .wait(deadline, || self.fits(limit, scheduled))
             .await
     }
 }
@@ -158,6 +181,7 @@ mod tests {
     fn usage(gauge: &Gauge) -> Usage {
         Usage {
             waiting: Arc::clone(gauge),
+            scheduling: Arc::new(Meter::sharing(Arc::clone(gauge.room()))),
             queued: None,
         }
     }
@@ -170,7 +194,7 @@ mod tests {
         let started = Instant::now();
         let waiter = tokio::spawn(async move {
             usage
-                .wait_for_room(50, Instant::now() + Duration::from_secs(30))
+                .wait_for_room(50, false, Instant::now() + Duration::from_secs(30))
                 .await
         });
         // Let the waiter register and go to sleep; no virtual time passes.
@@ -185,13 +209,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_scheduled_send_waits_for_the_scheduling_backlog_and_others_do_not() {
+        let gauge = Gauge::default();
+        let usage = usage(&gauge);
+        usage.scheduling.add(SCHEDULING_BACKLOG + 1);
+        let limit = 4 * SCHEDULING_BACKLOG;
+        assert!(usage.fits(limit, false), "a plain SEND is under the limit");
+        assert!(
+            !usage.fits(limit, true),
+            "a scheduled SEND waits for the backlog"
+        );
+        let started = Instant::now();
+        let scheduling = Arc::clone(&usage.scheduling);
+        let waiter = tokio::spawn(async move {
+            usage
+                .wait_for_room(limit, true, Instant::now() + Duration::from_secs(30))
+                .await
+        });
+        while gauge.room().waiters.load(SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The scheduler stored a job: its release wakes the waiter through the shared room.
+        scheduling.sub(2);
+        assert!(waiter.await.unwrap());
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_wait_is_bounded_and_small_releases_do_not_end_it() {
         let gauge = Gauge::default();
         gauge.add(100);
         let usage = usage(&gauge);
         let started = Instant::now();
         let deadline = started + Duration::from_millis(200);
-        let waiter = tokio::spawn(async move { usage.wait_for_room(50, deadline).await });
+        let waiter = tokio::spawn(async move { usage.wait_for_room(50, false, deadline).await });
         while gauge.room().waiters.load(SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
@@ -209,7 +260,7 @@ mod tests {
         let waiters: Vec<_> = (0..5)
             .map(|_| {
                 let usage = usage(&gauge);
-                tokio::spawn(async move { usage.wait_for_room(50, deadline).await })
+                tokio::spawn(async move { usage.wait_for_room(50, false, deadline).await })
             })
             .collect();
         while gauge.room().waiters.load(SeqCst) < 5 {
@@ -239,7 +290,8 @@ mod tests {
                 let usage = usage(&gauge);
                 let started = std::time::Instant::now();
                 let deadline = Instant::now() + Duration::from_secs(10);
-                let waiter = tokio::spawn(async move { usage.wait_for_room(5, deadline).await });
+                let waiter =
+                    tokio::spawn(async move { usage.wait_for_room(5, false, deadline).await });
                 let releaser = std::thread::spawn(move || gauge.sub(10));
                 assert!(waiter.await.unwrap());
                 releaser.join().unwrap();

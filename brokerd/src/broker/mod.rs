@@ -24,7 +24,7 @@ pub mod registry;
 mod standing;
 
 use crate::journal::Op;
-use crate::memory::Gauge;
+use crate::memory::{Gauge, Meter};
 use crate::scheduler::{self, job::Job};
 use crate::store::StoreError;
 use bytes::Bytes;
@@ -438,6 +438,8 @@ pub struct Broker {
     draining: bool,
     /// Bytes of every waiting message, shared with the sessions for flow control.
     memory: Gauge,
+    /// Bytes of new jobs not yet in the scheduler's store (the scheduler releases them).
+    scheduling: Gauge,
     /// The answer to a Drain, owed once every delivered message is acknowledged.
     drained: Option<oneshot::Sender<()>>,
     /// `EPOCH-`, the start of every ack id this broker hands out.
@@ -518,6 +520,7 @@ impl Broker {
     /// A broker with nothing in it.
     pub fn new(settings: Settings, store: Box<dyn Durability>) -> Broker {
         let ack_prefix = format!("{}-", settings.epoch).into();
+        let memory = Gauge::default();
         Broker {
             settings,
             store: Persist {
@@ -533,7 +536,8 @@ impl Broker {
             topics: HashMap::new(),
             durables: HashMap::new(),
             draining: false,
-            memory: Gauge::default(),
+            memory: Arc::clone(&memory),
+            scheduling: Arc::new(Meter::sharing(Arc::clone(memory.room()))),
             drained: None,
             ack_prefix,
             unstored: std::cell::Cell::new(None),
@@ -574,6 +578,13 @@ impl Broker {
     /// when it is over the memory limit. Persistent messages are bounded by paging instead.
     pub fn memory(&self) -> Gauge {
         Arc::clone(&self.memory)
+    }
+
+    /// Bytes of new jobs on their way into the scheduler's store: scheduled SENDs wait while
+    /// they are over [`crate::memory::SCHEDULING_BACKLOG`], so that producers faster than the
+    /// scheduler's store cannot grow the backlog without bound.
+    pub fn scheduling(&self) -> Gauge {
+        Arc::clone(&self.scheduling)
     }
 
     /// Refuses a client's request that would create `destination` past the destinations cap.
@@ -1422,11 +1433,14 @@ impl Broker {
         Ok(())
     }
 
-    /// Stores a new job where a takeover finds it, and hands it to the scheduler.
+    /// Stores a new job where a takeover finds it, and hands it to the scheduler. It counts
+    /// against the producers' memory limit until it is in the scheduler's store (the scheduler
+    /// releases it), so that producers wait rather than grow a backlog of jobs to move.
     fn add_job(&mut self, job: Job, on_durable: Option<OnDurable>) {
         let Some(link) = &self.scheduler else {
             return;
         };
+        self.scheduling.add(job.template.footprint());
         self.store.put(
             scheduler::store::NEW.into(),
             Bytes::copy_from_slice(job.id.as_bytes()),

@@ -8,6 +8,7 @@ use super::Link;
 use crate::broker::Request;
 use crate::fence::Fence;
 use crate::journal::{self, Journal, JournalConfig, Recovered};
+use crate::memory::Gauge;
 use crate::store::{Retry, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,10 +20,13 @@ pub struct Parts {
     commands: mpsc::UnboundedReceiver<Command>,
     me: mpsc::UnboundedSender<Command>,
     clock: Clock,
+    backlog: Gauge,
 }
 
-/// The broker core's end ([`Link`], to attach before the core starts) and the scheduler's.
-pub fn channel(clock: Clock) -> (Link, Parts) {
+/// The broker core's end ([`Link`], to attach before the core starts) and the scheduler's;
+/// `backlog` is the core's [`crate::broker::Broker::scheduling`] gauge, which new jobs count in
+/// until they are in the scheduler's store.
+pub fn channel(clock: Clock, backlog: Gauge) -> (Link, Parts) {
     let (me, commands) = mpsc::unbounded_channel();
     let link = Link {
         commands: me.clone(),
@@ -34,6 +38,7 @@ pub fn channel(clock: Clock) -> (Link, Parts) {
             commands,
             me,
             clock,
+            backlog,
         },
     )
 }
@@ -83,6 +88,7 @@ async fn open_and_run(beside: Beside, parts: Parts) -> Result<(), StoreError> {
         commands: parts.commands,
         me: parts.me,
         clock: parts.clock,
+        backlog: parts.backlog,
     })
     .await?;
     info!(

@@ -30,6 +30,7 @@ use super::store::{self, batch_key, put, remove, Batch, DUE, FIRED, FIRING, NEW}
 use crate::broker::message::Message;
 use crate::broker::{OnDurable, Request};
 use crate::journal::{Journal, Op, Recovered};
+use crate::memory::Gauge;
 use crate::store::{off_async, StoreError};
 use bytes::Bytes;
 use shared_proto::schedules::ScheduledJob;
@@ -58,7 +59,8 @@ pub enum Removal {
 
 /// What the scheduler is told.
 pub enum Command {
-    /// A scheduled SEND, durable in the message store's [`NEW`].
+    /// A scheduled SEND, durable in the message store's [`NEW`], counted in the backlog gauge
+    /// until it is in the scheduler's store.
     Add(Job),
     /// A SEND to the management topic; `done` (its receipt) runs once it took effect.
     Manage {
@@ -104,6 +106,8 @@ struct Adding {
     due: u64,
     /// Removed meanwhile: it is removed again once stored.
     cancelled: bool,
+    /// Counted in the backlog gauge (a job the broker handed over; not one a takeover found).
+    counted: bool,
 }
 
 /// The ids of the jobs fired in each batch in flight.
@@ -121,6 +125,9 @@ pub struct Parts {
     pub commands: mpsc::UnboundedReceiver<Command>,
     pub me: mpsc::UnboundedSender<Command>,
     pub clock: Clock,
+    /// The broker's [`crate::broker::Broker::scheduling`] gauge: new jobs count in it until
+    /// they are in the scheduler's store.
+    pub backlog: Gauge,
 }
 
 /// The scheduler task's state.
@@ -133,6 +140,7 @@ pub struct Scheduler {
     commands: mpsc::UnboundedReceiver<Command>,
     me: mpsc::UnboundedSender<Command>,
     clock: Clock,
+    backlog: Gauge,
     cache: Cache,
     firing: HashMap<Arc<str>, Firing>,
     batches: Batches,
@@ -175,6 +183,7 @@ impl Scheduler {
             commands: parts.commands,
             me: parts.me,
             clock: parts.clock,
+            backlog: parts.backlog,
             cache: Cache::new(first, complete),
             firing: HashMap::new(),
             batches: HashMap::new(),
@@ -192,7 +201,7 @@ impl Scheduler {
         }
         for job in found.new {
             scheduler.recovered_new.insert(Arc::clone(&job.id));
-            scheduler.add(job);
+            scheduler.add(job, false);
         }
         for found in found.firing {
             let batch = found.batch;
@@ -230,8 +239,10 @@ impl Scheduler {
     async fn handle(&mut self, command: Command) -> bool {
         match command {
             Command::Add(job) => {
-                if !self.recovered_new.remove(&job.id) {
-                    self.add(job);
+                if self.recovered_new.remove(&job.id) {
+                    self.backlog.sub(job.template.footprint());
+                } else {
+                    self.add(job, true);
                 }
             }
             Command::Added(job) => self.added(job),
@@ -289,11 +300,12 @@ impl Scheduler {
     }
 
     /// Moves a new job into the scheduler's store; it is placed once that is durable.
-    fn add(&mut self, job: Job) {
+    fn add(&mut self, job: Job, counted: bool) {
         let ops = store::inserted(&job);
         let adding = Adding {
             due: job.next.due,
             cancelled: false,
+            counted,
         };
         self.adding.insert(Arc::clone(&job.id), adding);
         self.apply(ops, Command::Added(job));
@@ -314,7 +326,11 @@ impl Scheduler {
     /// (or removed again, if it was removed meanwhile).
     fn added(&mut self, job: Job) {
         self.messages.remove(NEW.into(), id_key(&job.id), None);
-        if self.adding.remove(&job.id).is_some_and(|a| a.cancelled) {
+        let adding = self.adding.remove(&job.id);
+        if adding.as_ref().is_some_and(|a| a.counted) {
+            self.backlog.sub(job.template.footprint());
+        }
+        if adding.is_some_and(|a| a.cancelled) {
             self.journal.apply(store::removed(&job.due_key()), None);
         } else {
             self.cache.place(job, self.clock.now());

@@ -76,6 +76,7 @@ impl Stores {
             commands,
             me,
             clock,
+            backlog: Default::default(),
         })
         .await
         .unwrap();

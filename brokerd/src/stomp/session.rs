@@ -362,16 +362,19 @@ impl Session {
                 .silence_limit
                 .filter(|_| held.is_none())
                 .map(|d| self.conn.last_read() + d);
-            let room_by = held.as_ref().map(|h| h.deadline);
+            let room_by = held.as_ref().map(|h| (h.scheduled, h.deadline));
             tokio::select! {
                 read = self.conn.read_frame(), if held.is_none() => {
                     match read {
                         Ok(Some(frame)) => {
                             self.ctx.stats.frame_received();
-                            if Command::of(&frame) == Command::Send && !self.memory_fits() {
-                                debug!(limit = self.ctx.memory_limit, "memory limit reached: holding a SEND");
+                            let send = Command::of(&frame) == Command::Send;
+                            let scheduled = send && scheduled(&frame);
+                            if send && !self.memory_fits(scheduled) {
+                                debug!(limit = self.ctx.memory_limit, scheduled, "memory limit reached: holding a SEND");
                                 held = Some(Held {
                                     frame,
+                                    scheduled,
                                     deadline: tokio::time::Instant::now() + self.ctx.send_wait,
                                 });
                                 continue;
@@ -524,8 +527,8 @@ impl Session {
     /// cannot be paged out to the store (non-persistent ones, topic backlogs), transactions'
     /// SENDs, deliveries in flight and store writes not yet done: persistent messages beyond a
     /// queue's page wait on disk instead (see [`crate::memory`]).
-    fn memory_fits(&self) -> bool {
-        self.ctx.memory.bytes() <= self.ctx.memory_limit
+    fn memory_fits(&self, scheduled: bool) -> bool {
+        self.ctx.memory.fits(self.ctx.memory_limit, scheduled)
     }
 
     /// Turns one client frame into a request to the broker core. `Ok(false)`: the client
@@ -742,18 +745,26 @@ fn encode_receipt(buf: &mut BytesMut, version: Version, receipt: &str) {
 /// A SEND read while memory was over the limit, waiting for room until `deadline`.
 struct Held {
     frame: Frame,
+    /// It schedules a job ([`crate::memory::Usage::fits`]).
+    scheduled: bool,
     deadline: tokio::time::Instant,
 }
 
-/// Waits for memory to go down to `limit`, until `deadline`; forever without one. Returns
-/// whether it fits (see [`crate::memory`]: released memory wakes it).
+/// Whether a SEND schedules a job (`AMQ_SCHEDULED_REPEAT` alone does not).
+fn scheduled(frame: &Frame) -> bool {
+    use crate::scheduler::spec::{CRON, DELAY, PERIOD};
+    [DELAY, PERIOD, CRON].iter().any(|h| frame.get(h).is_some())
+}
+
+/// Waits until a held SEND (scheduled or not) fits under `limit`, until `deadline`; forever
+/// without one. Returns whether it fits (see [`crate::memory`]: released memory wakes it).
 async fn wait_for_room(
     memory: &crate::memory::Usage,
     limit: usize,
-    deadline: Option<tokio::time::Instant>,
+    held: Option<(bool, tokio::time::Instant)>,
 ) -> bool {
-    match deadline {
-        Some(deadline) => memory.wait_for_room(limit, deadline).await,
+    match held {
+        Some((scheduled, deadline)) => memory.wait_for_room(limit, scheduled, deadline).await,
         None => std::future::pending().await,
     }
 }
