@@ -700,7 +700,7 @@ pub(crate) fn encode_key(space: &str, key: &[u8]) -> Vec<u8> {
 }
 
 /// The common prefix of every key in `space`.
-pub(crate) fn space_prefix(space: &str) -> Vec<u8> {
+fn space_prefix(space: &str) -> Vec<u8> {
     let len = u32::try_from(space.len()).unwrap_or(u32::MAX);
     let mut prefix = Vec::with_capacity(4 + space.len());
     prefix.extend_from_slice(&len.to_be_bytes());
@@ -814,14 +814,10 @@ impl Recovered {
         from: &[u8],
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
-        let prefix = space_prefix(space);
-        let skip = prefix.len();
-        let start = encode_key(space, from);
-        let end = prefix_successor(prefix);
-        let range = if end.is_empty() {
-            self.tree.range(start..)
-        } else {
-            self.tree.range(start..end)
+        let Page { start, end, skip } = Page::of(space, from);
+        let range = match end {
+            None => self.tree.range(start..),
+            Some(end) => self.tree.range(start..end),
         };
         range
             .take(limit)
@@ -886,9 +882,32 @@ impl Recovered {
     }
 }
 
+/// The keys of a page of `space` from the caller's key `from` on ([`Recovered::read_page`]).
+pub(crate) struct Page {
+    /// The first key, encoded.
+    pub start: Vec<u8>,
+    /// The first key after the space, if there is one.
+    pub end: Option<Vec<u8>>,
+    /// The length of the space's prefix, to strip from each key read.
+    pub skip: usize,
+}
+
+impl Page {
+    pub(crate) fn of(space: &str, from: &[u8]) -> Page {
+        let prefix = space_prefix(space);
+        let skip = prefix.len();
+        let end = Some(prefix_successor(prefix)).filter(|end| !end.is_empty());
+        Page {
+            start: encode_key(space, from),
+            end,
+            skip,
+        }
+    }
+}
+
 /// The smallest byte string greater than every string starting with `prefix`; empty if there
 /// is none (the prefix is all 0xff).
-pub(crate) fn prefix_successor(mut prefix: Vec<u8>) -> Vec<u8> {
+fn prefix_successor(mut prefix: Vec<u8>) -> Vec<u8> {
     while let Some(last) = prefix.pop() {
         if last < u8::MAX {
             prefix.push(last + 1);

@@ -193,9 +193,21 @@ fn ranges(numbers: &BTreeSet<u64>) -> String {
     out.join(",")
 }
 
-#[test]
-#[ignore = "needs root, /dev/fuse and fusermount3 (Debian fuse3); tests/run-all.sh runs it as root"]
-fn receipted_messages_survive_power_cuts() {
+/// One power cut: a producer sends to `queue` until it has `target` receipts, then the power
+/// goes and the node is SIGKILLed.
+struct Round {
+    queue: String,
+    body: usize,
+    target: usize,
+    delay_ms: Option<fn(u64) -> u64>,
+}
+
+/// A one-node cluster whose shared directory is on the power-cut filesystem, taken through
+/// `rounds` and started again: the cluster, its failover URL, the mount (kept until the end)
+/// and what each round's producer got a receipt for.
+fn after_power_cuts(
+    rounds: Vec<Round>,
+) -> (Cluster, String, Mount, BTreeMap<String, BTreeSet<u64>>) {
     ha_tests::fuse::require(powercut::unavailable());
     let mut cluster = Cluster::new(1, "");
     // The shared directory becomes the disk; an empty directory in its place is the mount
@@ -206,14 +218,14 @@ fn receipted_messages_survive_power_cuts() {
     std::fs::create_dir(&shared).unwrap();
     let mut mount = Mount::new(&disk, &shared);
     let url = failover_url(&cluster);
-    let mut receipted: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
-    for (round, (body, target)) in ROUNDS.into_iter().enumerate() {
+    let mut receipted = BTreeMap::new();
+    for (n, round) in rounds.into_iter().enumerate() {
         cluster.nodes[0].start();
         cluster.wait_for_one_active();
-        let queue = format!("/queue/power-{round}");
-        let producer = Producer::start(url.clone(), queue.clone(), body, None);
+        let producer =
+            Producer::start(url.clone(), round.queue.clone(), round.body, round.delay_ms);
         let deadline = Instant::now() + WAIT;
-        while producer.receipted() < target {
+        while producer.receipted() < round.target {
             assert!(
                 Instant::now() < deadline,
                 "only {} receipts within {WAIT:?}",
@@ -225,14 +237,28 @@ fn receipted_messages_survive_power_cuts() {
         cluster.nodes[0].kill(libc::SIGKILL);
         let got = producer.finish();
         eprintln!(
-            "round {round}: {} receipted on {queue}; power {lost}",
-            got.len()
+            "round {n}: {} receipted on {}; power {lost}",
+            got.len(),
+            round.queue
         );
-        receipted.insert(queue, got);
+        receipted.insert(round.queue, got);
         mount = mount.power_on();
     }
     cluster.nodes[0].start();
     cluster.wait_for_one_active();
+    (cluster, url, mount, receipted)
+}
+
+#[test]
+#[ignore = "needs root, /dev/fuse and fusermount3 (Debian fuse3); tests/run-all.sh runs it as root"]
+fn receipted_messages_survive_power_cuts() {
+    let rounds = ROUNDS.iter().enumerate().map(|(n, &(body, target))| Round {
+        queue: format!("/queue/power-{n}"),
+        body,
+        target,
+        delay_ms: None,
+    });
+    let (cluster, url, _mount, receipted) = after_power_cuts(rounds.collect());
     let mut lost = BTreeMap::new();
     for (queue, expected) in &receipted {
         let missing = consume(&url, queue, expected).missing;
@@ -261,42 +287,14 @@ fn receipted_messages_survive_power_cuts() {
 #[test]
 #[ignore = "needs root, /dev/fuse and fusermount3 (Debian fuse3); tests/run-all.sh runs it as root"]
 fn receipted_schedules_survive_power_cuts_and_are_delivered_once() {
-    ha_tests::fuse::require(powercut::unavailable());
-    let mut cluster = Cluster::new(1, "");
-    let shared = cluster.shared.clone();
-    let disk = cluster.root.join("disk");
-    std::fs::rename(&shared, &disk).unwrap();
-    std::fs::create_dir(&shared).unwrap();
-    let mut mount = Mount::new(&disk, &shared);
-    let url = failover_url(&cluster);
-    let mut receipted: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
-    for (round, target) in [150, 400].into_iter().enumerate() {
-        cluster.nodes[0].start();
-        cluster.wait_for_one_active();
-        let queue = format!("/queue/power-scheduled-{round}");
-        let delay = |seq: u64| if seq.is_multiple_of(2) { 300 } else { 3000 };
-        let producer = Producer::start(url.clone(), queue.clone(), 1000, Some(delay));
-        let deadline = Instant::now() + WAIT;
-        while producer.receipted() < target {
-            assert!(
-                Instant::now() < deadline,
-                "only {} receipts",
-                producer.receipted()
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let lost = mount.cut();
-        cluster.nodes[0].kill(libc::SIGKILL);
-        let got = producer.finish();
-        eprintln!(
-            "round {round}: {} scheduled SENDs receipted; power {lost}",
-            got.len()
-        );
-        receipted.insert(queue, got);
-        mount = mount.power_on();
-    }
-    cluster.nodes[0].start();
-    cluster.wait_for_one_active();
+    let delay_ms = |seq: u64| if seq.is_multiple_of(2) { 300 } else { 3000 };
+    let rounds = [150, 400].into_iter().enumerate().map(|(n, target)| Round {
+        queue: format!("/queue/power-scheduled-{n}"),
+        body: 1000,
+        target,
+        delay_ms: Some(delay_ms),
+    });
+    let (cluster, url, _mount, receipted) = after_power_cuts(rounds.collect());
     let mut wrong = BTreeMap::new();
     for (queue, expected) in &receipted {
         let Consumed { missing, repeated } = consume(&url, queue, expected);

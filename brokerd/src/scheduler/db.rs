@@ -14,7 +14,7 @@
 //! epoch of the last broker that opened it is in [`META`]: a broker of an older epoch refuses it,
 //! as the message store does ([`crate::store::Store::fence`]).
 
-use crate::journal::{self, encode_key, prefix_successor, space_prefix, Journal, JournalConfig};
+use crate::journal::{self, encode_key, Journal, JournalConfig, Page};
 use crate::store::{open_retrying, Retry, StoreError};
 use bytes::Bytes;
 use redb::{
@@ -210,16 +210,12 @@ impl View {
         from: &[u8],
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
-        let prefix = space_prefix(space);
-        let skip = prefix.len();
-        let start = encode_key(space, from);
-        let end = prefix_successor(prefix);
+        let Page { start, end, skip } = Page::of(space, from);
         let read = || -> Result<Vec<(Bytes, Bytes)>, redb::Error> {
             let table = self.db.begin_read()?.open_table(ENTRIES)?;
-            let range = if end.is_empty() {
-                table.range(&start[..]..)?
-            } else {
-                table.range(&start[..]..&end[..])?
+            let range = match &end {
+                None => table.range(&start[..]..)?,
+                Some(end) => table.range(&start[..]..&end[..])?,
             };
             let mut page = Vec::new();
             for entry in range.take(limit) {
