@@ -500,7 +500,7 @@ struct Batch {
 
 /// One write of a batch; dead writes were overwritten or cancelled within the batch.
 pub struct Write {
-    /// The backend's key: the space's prefix and the caller's key ([`encode_key`]).
+    /// The backend's key: the space's prefix and the caller's key (`encode_key`).
     pub key: Vec<u8>,
     /// `None`: a removal.
     pub value: Option<Bytes>,

@@ -6,10 +6,36 @@
 //! transactions are aborted when the drain starts, and a COMMIT during the drain is refused
 //! with an ERROR.
 
+use super::{Broker, Refused};
+use tokio::sync::oneshot;
+use tracing::debug;
+
 /// The ERROR that refuses a COMMIT during the drain; its transaction is aborted.
 pub(super) fn commit_refused(transaction: &str) -> String {
     format!(
         "transaction {transaction:?} aborted: the node is going passive; reconnect to another \
          node and run the transaction again"
     )
+}
+
+impl Broker {
+    /// The node goes passive: nothing new is dispatched, open transactions are aborted, and the
+    /// answer waits until every delivered message is acknowledged.
+    pub(super) fn drain(&mut self, reply: oneshot::Sender<()>) -> Result<(), Refused> {
+        // From now on nothing new is dispatched, and the answer waits until every
+        // delivered message is acknowledged: an ACK that arrived after the goodbye
+        // would be lost, and the next node would deliver the message again.
+        self.draining = true;
+        self.drained = Some(reply);
+        // Open transactions are aborted: their COMMIT is refused (see [`drain`]).
+        let mut aborted = 0;
+        for c in self.connections.values_mut() {
+            aborted += c.transactions.len();
+            c.transactions.clear();
+        }
+        if aborted > 0 {
+            debug!(aborted, "draining: aborted open transactions");
+        }
+        Ok(())
+    }
 }

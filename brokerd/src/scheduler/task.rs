@@ -1,7 +1,7 @@
 //! The scheduler's task: it owns the scheduler's store and a bounded cache of the jobs due
 //! next, and has the broker enqueue each delivery when it falls due.
 //!
-//! Deliveries due together are fired as one batch (up to [`FIRE_BATCH`]), which goes through
+//! Deliveries due together are fired as one batch (up to `FIRE_BATCH`), which goes through
 //! four writes, two in each store, so that each delivery is enqueued exactly once whatever is
 //! killed when (the stores cannot be written together):
 //! 1. scheduler store: [`FIRING`] `batch -> [(id, n)]` (the deliveries are being enqueued);

@@ -1,0 +1,195 @@
+//! Acknowledgements and redelivery: finding the delivery an ACK or NACK names, forgetting what was\nacknowledged, returning what was not, and the dead-letter queue past the redelivery limit.
+
+use super::*;
+
+impl Broker {
+    /// Returns a message to where it came from for another delivery, or to the dead-letter
+    /// queue once it has been redelivered too often: NACKed, or its consumer gone without an
+    /// ACK (a message that crashes every consumer must not loop forever).
+    pub(super) fn redeliver(&mut self, source: &Source, msg: Arc<Message>) {
+        if let Source::Topic(_) = source {
+            // A non-durable topic subscriber that leaves loses its messages, as in ActiveMQ.
+            return;
+        }
+        let mut msg = Arc::unwrap_or_clone(msg);
+        msg.redeliveries += 1;
+        if msg.redeliveries > self.settings.max_redeliveries {
+            let space = self.space_of(source);
+            // The dead-letter copy is written before the original is removed: the journal
+            // writes in order, so a crash in between leaves a duplicate, never a loss.
+            let key = key_of(&msg);
+            let persistent = msg.persistent;
+            self.dead_letter(msg);
+            if let (Some(space), true) = (space, persistent) {
+                self.store.remove(space, key);
+            }
+            return;
+        }
+        let msg = Arc::new(msg);
+        match source {
+            Source::Queue(q) => self.queue(q).pending.put_back(msg),
+            Source::Durable(d) => {
+                if let Some(durable) = self.durables.get_mut(d) {
+                    durable.pending.put_back(msg);
+                }
+            }
+            Source::Topic(_) => {}
+        }
+    }
+
+    /// Moves a message that kept failing to the dead-letter queue, naming where it came from.
+    pub(super) fn dead_letter(&mut self, mut msg: Message) {
+        warn!(message_id = %msg.id, destination = %msg.destination, redeliveries = msg.redeliveries, dlq = %self.settings.dead_letter_queue, "moving a message to the dead-letter queue");
+        msg.headers
+            .retain(|(name, _)| name != "original-destination");
+        msg.headers
+            .push(("original-destination".into(), msg.destination.to_string()));
+        msg.destination = self.settings.dead_letter_queue.as_str().into();
+        msg.redeliveries = 0;
+        self.publish(msg, None, false);
+    }
+
+    /// Which subscription and delivery an ACK/NACK names.
+    pub(super) fn find_delivery(
+        &self,
+        conn: ConnId,
+        which: &AckRef,
+    ) -> Result<(SubKey, u64), Refused> {
+        let c = self
+            .connections
+            .get(&conn)
+            .ok_or_else(|| Refused("session is not connected".into()))?;
+        let found = match which {
+            AckRef::Ack(ack) => c.subscriptions.values().find_map(|key| {
+                let sub = self.subscriptions.get(key)?;
+                sub.in_flight
+                    .iter()
+                    .find(|d| *d.ack == **ack)
+                    .map(|d| (*key, d.tag))
+            }),
+            AckRef::MessageId {
+                message_id,
+                subscription,
+            } => c
+                .subscriptions
+                .iter()
+                .filter(|(id, _)| subscription.as_ref().is_none_or(|s| s == *id))
+                .find_map(|(_, key)| {
+                    let sub = self.subscriptions.get(key)?;
+                    sub.in_flight
+                        .iter()
+                        .find(|d| *d.msg.id == **message_id)
+                        .map(|d| (*key, d.tag))
+                }),
+        };
+        found.ok_or_else(|| {
+            Refused(match which {
+                AckRef::Ack(ack) => format!("no unacknowledged message has ack id {ack:?}"),
+                AckRef::MessageId { message_id, .. } => {
+                    format!("no unacknowledged message has message-id {message_id:?}")
+                }
+            })
+        })
+    }
+
+    /// Applies an ACK or NACK: cumulative in client mode, one message otherwise.
+    pub(super) fn acknowledge(
+        &mut self,
+        conn: ConnId,
+        which: &AckRef,
+        nack: bool,
+    ) -> Result<(), Refused> {
+        let (key, tag) = self.find_delivery(conn, which)?;
+        let sub = self.subscriptions.get_mut(&key).expect("found above");
+        let taken: Vec<InFlight> = if sub.ack == AckMode::Client {
+            let upto = sub
+                .in_flight
+                .iter()
+                .position(|d| d.tag == tag)
+                .map_or(0, |i| i + 1);
+            sub.in_flight.drain(..upto).collect()
+        } else {
+            let at = sub
+                .in_flight
+                .iter()
+                .position(|d| d.tag == tag)
+                .expect("found above");
+            sub.in_flight.remove(at).into_iter().collect()
+        };
+        let source = sub.source.clone();
+        for delivery in taken {
+            if nack {
+                self.redeliver(&source, delivery.msg);
+            } else {
+                self.forget(&source, &delivery.msg);
+            }
+        }
+        self.dispatch(&source);
+        Ok(())
+    }
+
+    /// A message is done with: remove it from the store.
+    pub(super) fn forget(&self, source: &Source, msg: &Message) {
+        if self.unstored.get() == Some(msg.seq) {
+            // Dropped (expired) while being published: it was never stored, nothing to remove.
+            self.unstored.set(None);
+            return;
+        }
+        if !msg.persistent {
+            return;
+        }
+        if let Some(space) = self.space_of(source) {
+            self.store.remove(space, key_of(msg));
+        }
+    }
+
+    /// An ACK or NACK, now or in its transaction; its receipt once the removal is durable.
+    pub(super) fn ack(
+        &mut self,
+        conn: ConnId,
+        which: AckRef,
+        nack: bool,
+        transaction: Option<String>,
+        receipt: Option<String>,
+    ) -> Result<(), Refused> {
+        // An ack id from an earlier epoch names a delivery by the broker this one took
+        // over from: that delivery comes again (flagged) under a new id, so the late ACK
+        // is answered, and changes nothing.
+        let stale = matches!(&which, AckRef::Ack(id)
+            if !id.starts_with(&*self.ack_prefix));
+        if !stale {
+            // Resolve now, so an unknown id is refused at once, even inside a
+            // transaction.
+            self.find_delivery(conn, &which)?;
+            match transaction {
+                Some(tx) => self.transaction(conn, &tx)?.push(TxOp::Ack { which, nack }),
+                None => self.acknowledge(conn, &which, nack)?,
+            }
+        }
+        // The receipt waits until the removal is durable: an acknowledged message must
+        // not come back after a crash.
+        self.receipt_after_barrier(conn, receipt);
+        Ok(())
+    }
+
+    /// Auto mode: `count` deliveries of `sub` were written to the socket, which acknowledges them.
+    pub(super) fn written(&mut self, conn: ConnId, sub: SubKey, count: u32) -> Result<(), Refused> {
+        // A subscription that ended meanwhile already returned its unwritten messages;
+        // a new one under the same client id has other keys.
+        let live = self.subscriptions.get_mut(&sub).filter(|s| s.conn == conn);
+        if let Some(sub) = live {
+            let n = (count as usize).min(sub.unwritten.len());
+            let written: Vec<Unwritten> = sub.unwritten.drain(..n).collect();
+            let source = sub.source.clone();
+            // Sent is acknowledged, in auto mode.
+            for delivery in written {
+                match delivery.unstored_receipt {
+                    Some(receipt) => receipt(),
+                    None => self.forget(&source, &delivery.msg),
+                }
+            }
+            self.dispatch(&source);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! Destinations: queues made on first use within the destinations cap, and the state a takeover\nrecovers from the store (each queue's and durable subscription's first page).
+
+use super::*;
+
+/// A queue is idle when nothing would be lost by forgetting it: no consumer, no message in
+/// memory, none paged out or being read or counted.
+pub(super) fn idle(queue: &Queue) -> bool {
+    let paged = &queue.paged;
+    queue.consumers.is_empty()
+        && queue.pending.is_empty()
+        && paged.cursor.is_none()
+        && paged.reading.is_none()
+        && paged.counting.is_none()
+}
+
+impl Broker {
+    /// Refuses a client's request that would create `destination` past the destinations cap.
+    /// Only clients are refused: the broker's own routing (the dead-letter queue) is not.
+    pub(super) fn room_for(&self, destination: &str) -> Result<(), Refused> {
+        let exists = match message::kind_of(destination) {
+            Ok(Kind::Queue) => self.queues.contains_key(destination),
+            Ok(Kind::Topic) => self.topics.contains_key(destination),
+            // Refused later, with the reason.
+            Err(_) => return Ok(()),
+        };
+        let caps = self.settings.caps;
+        if exists || self.queues.len() + self.topics.len() < caps.destinations {
+            return Ok(());
+        }
+        Err(Refused(caps.too_many_destinations(destination)))
+    }
+
+    pub(super) fn queue(&mut self, destination: &Arc<str>) -> &mut Queue {
+        if !self.queues.contains_key(destination) {
+            let pending = self.new_pending();
+            self.queues.insert(
+                Arc::clone(destination),
+                Queue {
+                    space: queue_space(destination),
+                    pending,
+                    paged: Paged::default(),
+                    consumers: Vec::new(),
+                    next: 0,
+                },
+            );
+        }
+        self.queues.get_mut(destination).expect("inserted above")
+    }
+
+    /// Restores what the store holds: durable subscriptions, and the first page of every
+    /// queue's and durable subscription's messages (all of them with paging off). The rest
+    /// stays in the store until consumers make room, so a takeover costs about the store's open
+    /// time whatever the backlog. Blocking reads: run it before the router task starts, off
+    /// the async threads. Returns how many messages it brought into memory.
+    ///
+    /// Everything recovered may have been delivered before the takeover, so it is flagged
+    /// redelivered when delivered again (the JMS reading of the flag: "possibly delivered").
+    pub fn recover(&mut self, store: &dyn PageStore) -> Result<usize, StoreError> {
+        let page = self.paging.as_ref().map_or(usize::MAX, |p| p.page);
+        let mut restored = 0;
+        let spaces = store.spaces()?;
+        let registry = registry::recover(store, &spaces)?;
+        if !registry.migration.is_empty() {
+            self.store.store.apply(registry.migration, None);
+        }
+        for space in registry.orphans {
+            // A deleted subscription's purge, cut short by a crash: finish it.
+            self.purge_from(space, 0, u64::MAX);
+        }
+        for space in &spaces {
+            let Some(destination) = space.strip_prefix("q/") else {
+                continue;
+            };
+            let entries = store.read(space, &[], page)?;
+            let epoch = self.settings.epoch;
+            let queue = self.queue(&destination.into());
+            queue.paged.cursor = Some(0);
+            // Everything stored so far is to be counted: the first page comes in uncounted.
+            queue.paged.count_from_cursor(epoch << 40);
+            restored += queue.paged.load(&mut queue.pending, entries, page, epoch);
+        }
+        for entry in registry.entries {
+            let key: DurableKey = (entry.client_id, entry.name);
+            let space = entry.space;
+            let mut durable = Durable {
+                topic: entry.topic.into(),
+                pending: self.new_pending(),
+                paged: Paged {
+                    cursor: Some(0),
+                    ..Paged::default()
+                },
+                active: None,
+                space,
+            };
+            if spaces.contains(&durable.space) {
+                let entries = store.read(&durable.space, &[], page)?;
+                let (paged, pending) = (&mut durable.paged, &mut durable.pending);
+                paged.count_from_cursor(self.settings.epoch << 40);
+                restored += paged.load(pending, entries, page, self.settings.epoch);
+            } else {
+                durable.paged.cursor = None;
+            }
+            self.durables.insert(key, durable);
+        }
+        // Count what stays stored beyond the first pages, in the background: the requests
+        // queue up for the page reader, which starts with the router.
+        let sources: Vec<Source> = (self.queues.keys().cloned().map(Source::Queue))
+            .chain(self.durables.keys().cloned().map(Source::Durable))
+            .collect();
+        for source in sources {
+            self.refill(&source);
+        }
+        Ok(restored)
+    }
+}

@@ -1,0 +1,221 @@
+//! Publishing: a SEND becomes a message with its id and sequence, stored if persistent and\nrouted to its queue, topic subscribers and durable subscriptions.
+
+use super::*;
+
+impl Broker {
+    /// The next message seq: `(epoch << 40) | counter`, growing across failovers.
+    pub(super) fn next_seq(&mut self) -> u64 {
+        self.counter += 1;
+        (self.settings.epoch << 40) | self.counter
+    }
+
+    /// The `message-id` of this broker's message `seq`: node, epoch and counter.
+    pub(super) fn id_of(&self, seq: u64) -> Arc<str> {
+        let counter = seq & ((1 << 40) - 1);
+        format!(
+            "ID:{}-{}-{counter}",
+            self.settings.node, self.settings.epoch
+        )
+        .into()
+    }
+
+    pub(super) fn new_message(&mut self, published: Published, body: Bytes) -> Message {
+        let seq = self.next_seq();
+        Message {
+            id: self.id_of(seq),
+            seq,
+            destination: published.destination.into(),
+            headers: published.headers,
+            body,
+            persistent: published.persistent,
+            priority: published.priority,
+            expires: published.expires,
+            redeliveries: 0,
+        }
+    }
+
+    /// Routes a new message to its destination; `on_durable` runs once it is safe to receipt.
+    /// With `held_receipt`, `on_durable` is the only promise made about the message (a SEND
+    /// outside a transaction), so one an auto-mode consumer takes on the spot need not be
+    /// stored: the receipt waits for it to be written. Without it, a promise already made or
+    /// made for a whole group (a COMMIT's receipt, a dead-letter copy whose original is removed)
+    /// rests on the store, so the message is always stored.
+    pub(super) fn publish(
+        &mut self,
+        msg: Message,
+        on_durable: Option<OnDurable>,
+        held_receipt: bool,
+    ) {
+        let msg = Arc::new(msg);
+        match message::kind_of(&msg.destination) {
+            Ok(Kind::Queue) => {
+                let destination = Arc::clone(&msg.destination);
+                self.queue(&destination);
+                let paging = self.paging.as_ref();
+                let queue = self.queues.get_mut(&destination).expect("created above");
+                let space = Arc::clone(&queue.space);
+                if msg.persistent && queue.paged.pages_out(paging, &queue.pending, msg.seq) {
+                    // Paged out: behind the queue's other paged-out messages, in the store only.
+                    self.store
+                        .put(space, key_of(&msg), msg.encode(), on_durable);
+                    return;
+                }
+                if msg.persistent {
+                    queue.paged.loaded(msg.seq);
+                }
+                // Dispatch before storing: a consumer online gets the message now, not after
+                // the disk, and one that takes it in auto mode right here has consumed and
+                // acknowledged it before it ever needed storing (if only its receipt waits).
+                self.unstored.set(Some(msg.seq));
+                queue.pending.push(Arc::clone(&msg));
+                self.dispatch(&Source::Queue(Arc::clone(&destination)));
+                let expired = self.unstored.take().is_none();
+                let taken = self.taken_unstored.take().filter(|_| held_receipt);
+                if !msg.persistent || expired {
+                    if let Some(done) = on_durable {
+                        done();
+                    }
+                } else if let Some(sub) = taken.and_then(|k| self.subscriptions.get_mut(&k)) {
+                    // Taken in auto mode on the spot: no need to store it at all. The receipt
+                    // waits until it is written to the consumer (or stored, if that fails).
+                    if let Some(delivery) = sub
+                        .unwritten
+                        .iter_mut()
+                        .rev()
+                        .find(|d| d.msg.seq == msg.seq)
+                    {
+                        delivery.unstored_receipt =
+                            Some(on_durable.unwrap_or_else(|| Box::new(|| {})));
+                    }
+                } else {
+                    self.store
+                        .put(space, key_of(&msg), msg.encode(), on_durable);
+                }
+            }
+            Ok(Kind::Topic) => {
+                let mut on_durable = on_durable;
+                let durables: Vec<DurableKey> = self
+                    .durables
+                    .iter()
+                    .filter(|(_, d)| d.topic == msg.destination)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in durables {
+                    let paging = self.paging.as_ref();
+                    let durable = self.durables.get_mut(&key).expect("key just listed");
+                    if msg.persistent && durable.paged.pages_out(paging, &durable.pending, msg.seq)
+                    {
+                        // Paged out: in the store only, behind the subscription's others.
+                        self.store.put(
+                            Arc::clone(&durable.space),
+                            key_of(&msg),
+                            msg.encode(),
+                            None,
+                        );
+                        continue;
+                    }
+                    if msg.persistent {
+                        durable.paged.loaded(msg.seq);
+                        // Each durable subscription keeps its own copy; the last write carries
+                        // the receipt, since the journal writes in order.
+                        self.store.put(
+                            Arc::clone(&durable.space),
+                            key_of(&msg),
+                            msg.encode(),
+                            None,
+                        );
+                    }
+                    durable.pending.push(Arc::clone(&msg));
+                    self.dispatch(&Source::Durable(key));
+                }
+                match on_durable.take() {
+                    Some(done) if msg.persistent => self.store.barrier(done),
+                    Some(done) => done(),
+                    None => {}
+                }
+                let subscribers = self
+                    .topics
+                    .get(&msg.destination)
+                    .cloned()
+                    .unwrap_or_default();
+                // Counted once, when the first slow subscriber has to keep it.
+                let mut held: Option<Arc<Backlogged>> = None;
+                let limit = self.settings.topic_backlog;
+                for key in subscribers {
+                    let Some(sub) = self.subscriptions.get_mut(&key) else {
+                        continue;
+                    };
+                    if sub.backlog.is_empty() && sub.has_credit() && !self.draining {
+                        // A subscriber keeping up gets it at once; nothing waits.
+                        if !expired_now(&msg) {
+                            self.deliver(key, Arc::clone(&msg));
+                        }
+                        continue;
+                    }
+                    let entry =
+                        held.get_or_insert_with(|| Backlogged::new(Arc::clone(&msg), &self.memory));
+                    sub.backlog.push_back(Arc::clone(entry));
+                    if sub.backlog.len() > limit {
+                        sub.backlog.pop_front();
+                        debug!(subscription = %sub.id, limit, "slow topic subscriber: dropped its oldest message");
+                    }
+                    self.dispatch_backlog(key);
+                }
+            }
+            Err(err) => warn!(error = %err, "unroutable message dropped"),
+        }
+    }
+
+    /// A SEND: published now, held in its transaction, or scheduled.
+    pub(super) fn send(
+        &mut self,
+        conn: ConnId,
+        mut published: Published,
+        body: Bytes,
+        transaction: Option<String>,
+        receipt: Option<String>,
+    ) -> Result<(), Refused> {
+        if self.draining {
+            // Going passive: not taken, and no receipt, so a failover client resends it
+            // to the next node (a SEND without a receipt was best effort anyway). Not an
+            // ERROR now: it would close the session before the receipts still owed for
+            // the SENDs stored just before it, and those would be resent: duplicates.
+            // The goodbye ERROR follows once every owed receipt is written. No later
+            // receipt may go out on this connection: it would say this SEND was kept.
+            if let Some(c) = self.connections.get_mut(&conn) {
+                if c.standing == standing::Standing::Good {
+                    debug!(
+                        conn,
+                        "draining: dropped a SEND; no more receipts on this connection"
+                    );
+                    c.standing = standing::Standing::SendDropped;
+                }
+            }
+            return Ok(());
+        }
+        if scheduler::manage::is_management(&published.destination) {
+            return self.manage(conn, &published.headers, receipt);
+        }
+        if matches!(message::kind_of(&published.destination), Ok(Kind::Queue)) {
+            // A SEND to a topic without subscribers creates nothing.
+            self.room_for(&published.destination)?;
+        }
+        let schedule = published.schedule.take();
+        let msg = self.new_message(published, body);
+        if let Some(schedule) = schedule {
+            return self.schedule(conn, msg, schedule, transaction, receipt);
+        }
+        match transaction {
+            Some(tx) => {
+                let charge = Charge::new(&msg, &self.memory);
+                self.transaction(conn, &tx)?.push(TxOp::Send(msg, charge));
+                self.receipt_now(conn, receipt);
+            }
+            None => {
+                let on_durable = self.receipt_later(conn, receipt);
+                self.publish(msg, on_durable, true);
+            }
+        }
+        Ok(())
+    }
+}
