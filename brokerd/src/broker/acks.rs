@@ -1,4 +1,5 @@
-//! Acknowledgements and redelivery: finding the delivery an ACK or NACK names, forgetting what was\nacknowledged, returning what was not, and the dead-letter queue past the redelivery limit.
+//! Acknowledgements and redelivery: finding the delivery an ACK or NACK names, forgetting what was
+//! acknowledged, returning what was not, and the dead-letter queue past the redelivery limit.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Destinations: queues made on first use within the destinations cap, and the state a takeover\nrecovers from the store (each queue's and durable subscription's first page).
+//! Destinations: queues made on first use within the destinations cap, and the state a takeover
+//! recovers from the store (each queue's and durable subscription's first page).
 
 use super::*;
 

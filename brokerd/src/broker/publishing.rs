@@ -1,4 +1,5 @@
-//! Publishing: a SEND becomes a message with its id and sequence, stored if persistent and\nrouted to its queue, topic subscribers and durable subscriptions.
+//! Publishing: a SEND becomes a message with its id and sequence, stored if persistent and
+//! routed to its queue, topic subscribers and durable subscriptions.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Reading paged-out messages back: refilling a space from its cursor, counting what a takeover\nfound, purging a deleted durable subscription's pages (see [`super::paging`]).
+//! Reading paged-out messages back: refilling a space from its cursor, counting what a takeover
+//! found, purging a deleted durable subscription's pages (see [`super::paging`]).
 
 use super::*;
 

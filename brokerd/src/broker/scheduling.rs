@@ -1,4 +1,5 @@
-//! The broker's side of scheduled delivery: storing new jobs where a takeover finds them and handing\nthem to the scheduler, the management topic, and enqueueing what the scheduler fires.
+//! The broker's side of scheduled delivery: storing new jobs where a takeover finds them and handing
+//! them to the scheduler, the management topic, and enqueueing what the scheduler fires.
 
 use super::*;
 
