@@ -61,13 +61,13 @@ impl Broker {
             .get(&conn)
             .ok_or_else(|| Refused("session is not connected".into()))?;
         let found = match which {
-            AckRef::Ack(ack) => c.subscriptions.values().find_map(|key| {
-                let sub = self.subscriptions.get(key)?;
-                sub.in_flight
-                    .iter()
-                    .find(|d| *d.ack == **ack)
-                    .map(|d| (*key, d.tag))
-            }),
+            AckRef::Ack(ack) => AckId::parse(ack)
+                .filter(|id| id.epoch == self.settings.epoch)
+                .filter(|id| {
+                    let sub = self.subscriptions.get(&id.sub);
+                    sub.is_some_and(|sub| sub.conn == conn && sub.position(id.tag).is_some())
+                })
+                .map(|id| (id.sub, id.tag)),
             AckRef::MessageId {
                 message_id,
                 subscription,
@@ -102,19 +102,10 @@ impl Broker {
     ) -> Result<(), Refused> {
         let (key, tag) = self.find_delivery(conn, which)?;
         let sub = self.subscriptions.get_mut(&key).expect("found above");
+        let at = sub.position(tag).expect("found above");
         let taken: Vec<InFlight> = if sub.ack == AckMode::Client {
-            let upto = sub
-                .in_flight
-                .iter()
-                .position(|d| d.tag == tag)
-                .map_or(0, |i| i + 1);
-            sub.in_flight.drain(..upto).collect()
+            sub.in_flight.drain(..=at).collect()
         } else {
-            let at = sub
-                .in_flight
-                .iter()
-                .position(|d| d.tag == tag)
-                .expect("found above");
             sub.in_flight.remove(at).into_iter().collect()
         };
         let source = sub.source.clone();
@@ -157,7 +148,7 @@ impl Broker {
         // over from: that delivery comes again (flagged) under a new id, so the late ACK
         // is answered, and changes nothing.
         let stale = matches!(&which, AckRef::Ack(id)
-            if !id.starts_with(&*self.ack_prefix));
+            if AckId::parse(id).is_none_or(|id| id.epoch != self.settings.epoch));
         if !stale {
             // Resolve now, so an unknown id is refused at once, even inside a
             // transaction.

@@ -147,16 +147,16 @@ impl Broker {
             }
             AckMode::Client | AckMode::ClientIndividual => {
                 sub.next_tag += 1;
-                // The epoch makes ack ids unique across failovers: a late ACK of a delivery by
-                // the previous broker can never acknowledge a different message here.
-                let ack: Arc<str> = format!("{}{key}-{}", self.ack_prefix, sub.next_tag).into();
                 sub.in_flight.push_back(InFlight {
                     tag: sub.next_tag,
-                    ack: Arc::clone(&ack),
                     msg: Arc::clone(&msg),
                     _charge: Charge::new(&msg, &self.memory),
                 });
-                Some(ack)
+                Some(AckId {
+                    epoch: self.settings.epoch,
+                    sub: key,
+                    tag: sub.next_tag,
+                })
             }
         };
         let subscription = Arc::clone(&sub.id);

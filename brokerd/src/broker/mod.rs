@@ -27,6 +27,7 @@ mod connections;
 mod destinations;
 mod dispatch;
 mod drain;
+mod durables;
 pub mod limits;
 pub mod message;
 pub mod paging;
@@ -44,6 +45,7 @@ use crate::memory::{Gauge, Meter};
 use crate::scheduler::{self, job::Job};
 use crate::store::StoreError;
 use bytes::Bytes;
+use durables::Durables;
 use message::{Kind, Message, Published};
 use paging::{PageRead, PageStore, Paged, Paging};
 use pending::{Backlogged, Charge, Pending};
@@ -117,6 +119,34 @@ pub enum AckMode {
     Client,
     /// An ACK acknowledges exactly one message.
     ClientIndividual,
+}
+
+/// The `ack` header of a delivery in a client ack mode: `EPOCH-SUB-TAG`. The epoch makes ack
+/// ids unique across failovers (a late ACK of a delivery by the previous broker can never
+/// acknowledge a different message here); the subscription and tag find the delivery without
+/// a search. Written straight into the frame, never as a `String`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckId {
+    pub epoch: u64,
+    pub sub: SubKey,
+    pub tag: u64,
+}
+
+impl std::fmt::Display for AckId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}-{}", self.epoch, self.sub, self.tag)
+    }
+}
+
+impl AckId {
+    /// The ack id `text` names, if it is one this broker's kind writes.
+    pub fn parse(text: &str) -> Option<AckId> {
+        let mut parts = text.splitn(3, '-').map(str::parse::<u64>);
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(epoch)), Some(Ok(sub)), Some(Ok(tag))) => Some(AckId { epoch, sub, tag }),
+            _ => None,
+        }
+    }
 }
 
 /// What a SUBSCRIBE asked for.
@@ -250,7 +280,7 @@ pub enum Outbound {
         /// The broker's subscription, which the session names when it reports it written.
         sub: SubKey,
         /// The `ack` header, in client modes.
-        ack: Option<Arc<str>>,
+        ack: Option<AckId>,
         msg: Arc<Message>,
     },
     Receipt(String),
@@ -303,8 +333,8 @@ fn expired_now(msg: &Message) -> bool {
 /// One delivery awaiting its ACK.
 #[derive(Debug)]
 struct InFlight {
+    /// Its place in the subscription's deliveries (they are kept in tag order).
     tag: u64,
-    ack: Arc<str>,
     msg: Arc<Message>,
     /// Held in memory until acknowledged: counted against the producers' memory limit.
     _charge: Charge,
@@ -343,6 +373,12 @@ struct Subscription {
 }
 
 impl Subscription {
+    /// Where delivery `tag` is among those awaiting their ACK (a binary search: they are
+    /// kept in tag order).
+    fn position(&self, tag: u64) -> Option<usize> {
+        self.in_flight.binary_search_by_key(&tag, |d| d.tag).ok()
+    }
+
     fn has_credit(&self) -> bool {
         let used = match self.ack {
             AckMode::Auto => self.unwritten.len(),
@@ -439,7 +475,7 @@ pub struct Broker {
     next_sub: SubKey,
     queues: HashMap<Arc<str>, Queue>,
     topics: HashMap<Arc<str>, Vec<SubKey>>,
-    durables: HashMap<DurableKey, Durable>,
+    durables: Durables,
     draining: bool,
     /// Bytes of every waiting message, shared with the sessions for flow control.
     memory: Gauge,
@@ -447,8 +483,6 @@ pub struct Broker {
     scheduling: Gauge,
     /// The answer to a Drain, owed once every delivered message is acknowledged.
     drained: Option<oneshot::Sender<()>>,
-    /// `EPOCH-`, the start of every ack id this broker hands out.
-    ack_prefix: Box<str>,
     /// While a queue message is being published: its sequence, until it is consumed.
     unstored: std::cell::Cell<Option<u64>>,
     /// The auto-mode subscription that took the message being published, if one did.
@@ -524,7 +558,6 @@ fn registry_key(key: &DurableKey) -> Bytes {
 impl Broker {
     /// A broker with nothing in it.
     pub fn new(settings: Settings, store: Box<dyn Durability>) -> Broker {
-        let ack_prefix = format!("{}-", settings.epoch).into();
         let memory = Gauge::default();
         Broker {
             settings,
@@ -539,12 +572,11 @@ impl Broker {
             next_sub: 1,
             queues: HashMap::new(),
             topics: HashMap::new(),
-            durables: HashMap::new(),
+            durables: Durables::default(),
             draining: false,
             memory: Arc::clone(&memory),
             scheduling: Arc::new(Meter::sharing(Arc::clone(memory.room()))),
             drained: None,
-            ack_prefix,
             unstored: std::cell::Cell::new(None),
             taken_unstored: std::cell::Cell::new(None),
             paging: None,

@@ -95,12 +95,9 @@ impl Broker {
             }
             Ok(Kind::Topic) => {
                 let mut on_durable = on_durable;
-                let durables: Vec<DurableKey> = self
-                    .durables
-                    .iter()
-                    .filter(|(_, d)| d.topic == msg.destination)
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                let durables = self.durables.of_topic(&msg.destination).to_vec();
+                // Encoded once for every durable subscription that stores it.
+                let mut encoded: Option<Bytes> = None;
                 for key in durables {
                     let paging = self.paging.as_ref();
                     let durable = self.durables.get_mut(&key).expect("key just listed");
@@ -110,7 +107,7 @@ impl Broker {
                         self.store.put(
                             Arc::clone(&durable.space),
                             key_of(&msg),
-                            msg.encode(),
+                            encoded.get_or_insert_with(|| msg.encode()).clone(),
                             None,
                         );
                         continue;
@@ -122,7 +119,7 @@ impl Broker {
                         self.store.put(
                             Arc::clone(&durable.space),
                             key_of(&msg),
-                            msg.encode(),
+                            encoded.get_or_insert_with(|| msg.encode()).clone(),
                             None,
                         );
                     }

@@ -63,26 +63,34 @@ impl Broker {
                     Some(durable) if durable.topic == destination => None,
                     _ => Some(registry::space(self.incarnation())),
                 };
-                let durable = match self.durables.entry(durable_key.clone()) {
-                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(entry) => {
-                        let space = new_space.clone().expect("a new subscription's space");
-                        self.store.put(
-                            registry::REGISTRY.into(),
-                            registry_key(durable_key),
-                            registry::value(&space, &destination),
-                            None,
-                        );
-                        entry.insert(Durable {
-                            topic: Arc::clone(&destination),
-                            space,
-                            pending: fresh,
-                            paged: Paged::default(),
-                            active: None,
-                        })
-                    }
-                };
-                if durable.topic != destination {
+                if self.durables.get(durable_key).is_none() {
+                    let space = new_space.clone().expect("a new subscription's space");
+                    self.store.put(
+                        registry::REGISTRY.into(),
+                        registry_key(durable_key),
+                        registry::value(&space, &destination),
+                        None,
+                    );
+                    let durable = Durable {
+                        topic: Arc::clone(&destination),
+                        space,
+                        pending: fresh,
+                        paged: Paged::default(),
+                        active: None,
+                    };
+                    self.durables.insert(durable_key.clone(), durable);
+                }
+                let moved = self
+                    .durables
+                    .get(durable_key)
+                    .expect("inserted above")
+                    .topic
+                    != destination;
+                if moved {
+                    self.durables.retopic(durable_key, &destination);
+                }
+                let durable = self.durables.get_mut(durable_key).expect("inserted above");
+                if moved {
                     // ActiveMQ re-creates a durable subscription moved to another topic.
                     let old = durable.pending.drain();
                     for msg in old {
@@ -93,7 +101,6 @@ impl Broker {
                         std::mem::replace(&mut durable.space, space),
                         std::mem::take(&mut durable.paged),
                     ));
-                    durable.topic = Arc::clone(&destination);
                     self.store.put(
                         registry::REGISTRY.into(),
                         registry_key(durable_key),

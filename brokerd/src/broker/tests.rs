@@ -518,6 +518,24 @@ fn bad_requests_are_refused_with_an_error_naming_the_problem() {
     // Epoch 7 is this broker's: an id of its own that names nothing is refused.
     ack(&mut b, &client, "7-99-1", false);
     assert!(refused(&mut client).contains("no unacknowledged message has ack id \"7-99-1\""));
+    // Nor may a connection acknowledge another's delivery, though its ack id names it.
+    let producer = open(&mut b, 11, None);
+    let mut owner = open(&mut b, 12, None);
+    subscribe(
+        &mut b,
+        &owner,
+        "s",
+        "/queue/owned",
+        AckMode::ClientIndividual,
+        1,
+    );
+    send(&mut b, &producer, "/queue/owned", "mine", &[]);
+    let id = received(&mut owner)[0].1.clone().expect("an ack id");
+    let mut other = open(&mut b, 13, None);
+    ack(&mut b, &other, &id, false);
+    assert!(refused(&mut other).contains("no unacknowledged message has ack id"));
+    ack(&mut b, &owner, &id, false);
+    assert!(owner.outbox.try_recv().is_err(), "the owner's ACK is taken");
     // An ERROR ends its session: each refusal below is on a connection of its own.
     let mut client = open(&mut b, 2, None);
     b.handle(Request::Commit {
