@@ -707,8 +707,9 @@ mod tests {
     mod sink {
         use std::collections::HashMap;
         use std::sync::{Arc, Mutex};
-        use stomp_client::frame::{encode, read_frame, Limits};
-        use stomp_client::Bytes;
+        use stomp_client::{Bytes, BytesMut};
+        use stomp_codec::frame::{encode, parse, Limits};
+        use stomp_codec::Version;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         use tokio::net::{TcpListener, TcpStream};
         use tokio::sync::mpsc;
@@ -730,12 +731,18 @@ mod tests {
 
         fn frame(command: &str, headers: &[(&str, &str)], body: &[u8]) -> Bytes {
             let mut out = bytes_mut();
-            encode(&mut out, command, headers.iter().copied(), body, true);
+            encode(
+                &mut out,
+                command,
+                headers.iter().copied(),
+                body,
+                Version::V1_2,
+            );
             out.freeze()
         }
 
-        fn bytes_mut() -> stomp_client::BytesMut {
-            stomp_client::BytesMut::new()
+        fn bytes_mut() -> BytesMut {
+            BytesMut::new()
         }
 
         async fn serve(conn: u64, stream: TcpStream, subs: Arc<Mutex<Subs>>) {
@@ -751,14 +758,16 @@ mod tests {
             let mut buf = bytes_mut();
             let mut ids = 0u64;
             'conn: loop {
-                while let Some(f) = read_frame(&mut buf, &Limits::default(), true).unwrap() {
-                    let dest = f.header("destination").unwrap_or("").to_string();
+                while let Some((f, used)) = parse(&buf, &Limits::default(), Version::V1_2).unwrap()
+                {
+                    let _ = buf.split_to(used);
+                    let dest = f.get("destination").unwrap_or("").to_string();
                     match f.command.as_str() {
                         "CONNECT" => {
                             let _ = tx.send(frame("CONNECTED", &[("version", "1.2")], b""));
                         }
                         "SUBSCRIBE" => {
-                            let id = f.header("id").unwrap().to_string();
+                            let id = f.get("id").unwrap().to_string();
                             let mut subs = subs.lock().unwrap();
                             subs.entry(dest).or_default().1.push((conn, id, tx.clone()));
                         }
@@ -786,7 +795,7 @@ mod tests {
                         }
                         _ => {}
                     }
-                    if let Some(receipt) = f.header("receipt") {
+                    if let Some(receipt) = f.get("receipt") {
                         let _ = tx.send(frame("RECEIPT", &[("receipt-id", receipt)], b""));
                     }
                     if f.command == "DISCONNECT" {

@@ -106,15 +106,7 @@ pub fn check_version(theirs: u32) -> Result<(), WireError> {
     }
 }
 
-/// The start of a bad line, printable, for error messages about input we refuse.
-pub fn excerpt(line: &[u8]) -> String {
-    let end = line.len().min(80);
-    let mut text = String::from_utf8_lossy(&line[..end]).into_owned();
-    if line.len() > end {
-        text.push('…');
-    }
-    text
-}
+pub use stomp_codec::excerpt;
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,6 @@
 //! reconnect invariants).
 
 use crate::backoff::Backoff;
-use crate::frame::Limits;
 use crate::session::{self, AckToken, Command, Done, Session};
 use crate::url::{FailoverUrl, UrlError};
 use bytes::Bytes;
@@ -14,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use stomp_codec::frame::Limits;
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 
 /// Errors of the client API.
@@ -125,7 +125,12 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(5),
             receipt_window: 100,
             subscription_buffer: 1024,
-            limits: Limits::default(),
+            // A broker's frames may be larger than what it takes from a client.
+            limits: Limits {
+                max_frame_bytes: 16 * 1024 * 1024,
+                max_headers: 1000,
+                max_header_bytes: 64 * 1024,
+            },
         }
     }
 }

@@ -1,7 +1,6 @@
 //! A STOMP client for brokers behind an ActiveMQ failover URL.
 //!
-//! - [`frame`]: the pure codec (STOMP 1.2 escaping, `content-length` bodies, heart-beat EOLs,
-//!   bounded frame size).
+//! - Frames go through `stomp-codec`, the broker's own codec (incremental, bounded).
 //! - [`url`]: `failover:(tcp://h1:61613,tcp://h2:61613)?options` and its reconnect policy.
 //! - [`backoff`]: the pause between connection passes, ActiveMQ's rules.
 //! - [`Client`]: connects to the first broker that answers CONNECT and, on any connection loss
@@ -33,7 +32,6 @@
 
 pub mod backoff;
 mod client;
-pub mod frame;
 mod session;
 pub mod url;
 
@@ -43,5 +41,5 @@ pub use client::{
     AckMode, Client, Error, Event, HeartBeat, Message, Options, Receipt, Stats, Subscription,
     Transaction,
 };
-pub use frame::{Frame, FrameError, Limits};
+pub use stomp_codec::frame::{Frame, FrameError, Limits};
 pub use url::{Address, FailoverUrl, ReconnectPolicy, UrlError};

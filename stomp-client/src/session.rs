@@ -30,13 +30,14 @@
 
 use crate::backoff::Backoff;
 use crate::client::{AckMode, Error, Event, Message, Options, Shared};
-use crate::frame::{encode_with, read_frame, Escapes, Frame, FrameError};
 use crate::url::{Address, ReconnectPolicy};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
+use stomp_codec::frame::{self, Decoder, Frame, FrameError, Limits};
+use stomp_codec::Version;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -142,14 +143,48 @@ pub(crate) struct Conn {
     read: OwnedReadHalf,
     write: OwnedWriteHalf,
     rbuf: BytesMut,
+    /// The frame being read from `rbuf`, parsed as far as it has arrived.
+    decoder: Decoder,
     wbuf: BytesMut,
     send_every: Option<Duration>,
     expect_every: Option<Duration>,
 }
 
 impl Conn {
-    fn escape(&self) -> bool {
-        self.version >= 11
+    /// The version frames are written in.
+    fn writing(&self) -> Version {
+        match self.version {
+            10 => Version::V1_0,
+            11 => Version::V1_1,
+            _ => Version::V1_2,
+        }
+    }
+
+    /// The version frames are read in: leniently, 1.2's escapes from a 1.1 broker too.
+    fn reading(&self) -> Version {
+        match self.version {
+            10 => Version::V1_0,
+            _ => Version::V1_2,
+        }
+    }
+
+    /// Takes the next whole frame off the read buffer (heart-beat EOLs before it dropped),
+    /// going on from where the last read left the parse: a frame arriving in many reads is
+    /// parsed once, not again on each.
+    fn next_frame(&mut self, limits: &Limits) -> Result<Option<Frame>, FrameError> {
+        if self.decoder.is_idle() {
+            let beats = frame::heartbeat_len(&self.rbuf);
+            self.rbuf.advance(beats);
+        }
+        let version = self.reading();
+        match self.decoder.decode(&self.rbuf, limits, version) {
+            Ok(Some((frame, used))) => {
+                self.rbuf.advance(used);
+                Ok(Some(frame))
+            }
+            Ok(None) => Ok(None),
+            Err(refused) => Err(refused.error),
+        }
     }
 
     fn put<K: AsRef<str>, V: AsRef<str>>(
@@ -158,12 +193,8 @@ impl Conn {
         headers: impl IntoIterator<Item = (K, V)>,
         body: &[u8],
     ) {
-        let escapes = match self.version {
-            10 => Escapes::None,
-            11 => Escapes::V1_1,
-            _ => Escapes::V1_2,
-        };
-        encode_with(&mut self.wbuf, command, headers, body, escapes);
+        let version = self.writing();
+        frame::encode(&mut self.wbuf, command, headers, body, version);
     }
 }
 
@@ -194,6 +225,7 @@ pub(crate) async fn connect_once(
             read,
             write,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
+            decoder: Decoder::default(),
             wbuf: BytesMut::with_capacity(READ_CHUNK),
             send_every: None,
             expect_every: None,
@@ -218,7 +250,7 @@ pub(crate) async fn connect_once(
         conn.write.write_all(&conn.wbuf).await.map_err(io)?;
         conn.wbuf.clear();
         let reply = loop {
-            match read_frame(&mut conn.rbuf, &options.limits, true) {
+            match conn.next_frame(&options.limits) {
                 Ok(Some(frame)) => break frame,
                 Ok(None) => {}
                 Err(e) => return Err(ConnectError::Unreachable(e.to_string())),
@@ -232,12 +264,12 @@ pub(crate) async fn connect_once(
         };
         match reply.command.as_str() {
             "CONNECTED" => {
-                conn.version = match reply.header("version") {
+                conn.version = match reply.get("version") {
                     Some("1.2") => 12,
                     Some("1.1") => 11,
                     _ => 10,
                 };
-                let (sx, sy) = parse_heart_beat(reply.header("heart-beat"));
+                let (sx, sy) = parse_heart_beat(reply.get("heart-beat"));
                 let (cx, cy) = (hb.send, hb.receive);
                 // STOMP 1.1+: each side's period is the larger of what one offers and the
                 // other wants, and zero on either side switches that direction off.
@@ -251,7 +283,7 @@ pub(crate) async fn connect_once(
                 }
                 Ok(conn)
             }
-            "ERROR" => Err(ConnectError::Refused(reply.error_text())),
+            "ERROR" => Err(ConnectError::Refused(error_text(&reply))),
             other => Err(ConnectError::Unreachable(format!(
                 "expected CONNECTED, got {other}"
             ))),
@@ -582,9 +614,8 @@ impl Session {
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
         loop {
-            let escape = conn.escape();
             while self.held.is_empty() {
-                match read_frame(&mut conn.rbuf, &self.options.limits, escape) {
+                match conn.next_frame(&self.options.limits) {
                     Ok(Some(frame)) => match self.on_frame(frame, conn) {
                         Ok(true) => {}
                         Ok(false) => return Ended::Closed,
@@ -672,17 +703,17 @@ impl Session {
         match frame.command.as_str() {
             "MESSAGE" => self.on_message(frame, conn),
             "RECEIPT" => {
-                let id = frame.header("receipt-id").unwrap_or("");
+                let id = frame.get("receipt-id").unwrap_or("");
                 if id == "bye" {
                     return Ok(false);
                 }
                 self.on_receipt(id);
             }
             "ERROR" => {
-                let text = frame.error_text();
+                let text = error_text(&frame);
                 // An ERROR naming a SEND's receipt rejects that SEND: resending it would only
                 // be rejected again.
-                if let Some(seq) = frame.header("receipt-id").and_then(|r| parse_id(r, 's')) {
+                if let Some(seq) = frame.get("receipt-id").and_then(|r| parse_id(r, 's')) {
                     if let Some(send) = self.sends.remove(&seq) {
                         let _ = send.done.send(Err(Error::Rejected(text.clone())));
                     }
@@ -717,16 +748,16 @@ impl Session {
     }
 
     fn on_message(&mut self, frame: Frame, conn: &mut Conn) {
-        let subscription = frame.header("subscription").unwrap_or("").to_string();
+        let subscription = frame.get("subscription").unwrap_or("").to_string();
         let Some(sub) = self.subs.get_mut(&subscription) else {
             tracing::debug!(%subscription, "MESSAGE for an unknown subscription");
             return;
         };
         let token = (sub.ack != AckMode::Auto).then(|| {
-            let message_id = frame.header("message-id").unwrap_or("").to_string();
+            let message_id = frame.get("message-id").unwrap_or("").to_string();
             AckToken {
                 ack: frame
-                    .header("ack")
+                    .get("ack")
                     .map_or_else(|| message_id.clone(), str::to_string),
                 message_id,
                 subscription: subscription.clone(),
@@ -765,11 +796,10 @@ impl Session {
     /// module's invariants). Auto-ack messages go to `held` (or straight to the application);
     /// receipts and errors count as usual; client-ack messages are left to the broker.
     fn salvage(&mut self, conn: &mut Conn) {
-        let escape = conn.escape();
         let mut read = 0;
         loop {
             loop {
-                match read_frame(&mut conn.rbuf, &self.options.limits, escape) {
+                match conn.next_frame(&self.options.limits) {
                     Ok(Some(frame)) => self.on_salvaged(frame, conn),
                     Ok(None) => break,
                     // Garbage (maybe why the connection was dropped): nothing more to read.
@@ -793,7 +823,7 @@ impl Session {
     /// One frame read from a connection already lost.
     fn on_salvaged(&mut self, frame: Frame, conn: &mut Conn) {
         if frame.command == "MESSAGE" {
-            let subscription = frame.header("subscription").unwrap_or("");
+            let subscription = frame.get("subscription").unwrap_or("");
             if self
                 .subs
                 .get(subscription)
@@ -982,6 +1012,19 @@ async fn tick_opt(tick: &mut Option<Interval>) {
             tick.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+/// A one-line description of an ERROR frame: its `message` header and the body's first line.
+fn error_text(frame: &Frame) -> String {
+    let message = frame.get("message").unwrap_or("");
+    let body = String::from_utf8_lossy(&frame.body);
+    let detail = body.lines().next().unwrap_or("").trim();
+    match (message.is_empty(), detail.is_empty() || detail == message) {
+        (true, true) => "ERROR frame without a message".to_string(),
+        (false, true) => message.to_string(),
+        (true, false) => detail.to_string(),
+        (false, false) => format!("{message}: {detail}"),
     }
 }
 

@@ -4,8 +4,9 @@
 
 use bytes::BytesMut;
 use std::time::Duration;
-use stomp_client::frame::{encode, read_frame, Frame, Limits};
 use stomp_client::{AckMode, Client, Error, Event, HeartBeat, Options};
+use stomp_codec::frame::{encode, parse, Frame, Limits};
+use stomp_codec::Version;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -88,7 +89,9 @@ impl Peer {
     async fn next(&mut self) -> Frame {
         bounded("a frame from the client", async {
             loop {
-                if let Some(frame) = read_frame(&mut self.buf, &Limits::default(), true).unwrap() {
+                let limits = Limits::default();
+                if let Some((frame, used)) = parse(&self.buf, &limits, Version::V1_2).unwrap() {
+                    let _ = self.buf.split_to(used);
                     return frame;
                 }
                 let n = self.stream.read_buf(&mut self.buf).await.unwrap();
@@ -106,7 +109,13 @@ impl Peer {
 
     async fn put(&mut self, command: &str, headers: &[(&str, &str)], body: &[u8]) {
         let mut out = BytesMut::new();
-        encode(&mut out, command, headers.iter().copied(), body, true);
+        encode(
+            &mut out,
+            command,
+            headers.iter().copied(),
+            body,
+            Version::V1_2,
+        );
         self.stream.write_all(&out).await.unwrap();
     }
 
@@ -122,10 +131,7 @@ impl Peer {
     }
 
     async fn receipt(&mut self, frame: &Frame) {
-        let id = frame
-            .header("receipt")
-            .expect("a receipt header")
-            .to_string();
+        let id = frame.get("receipt").expect("a receipt header").to_string();
         self.put("RECEIPT", &[("receipt-id", &id)], b"").await;
     }
 
@@ -137,8 +143,8 @@ impl Peer {
     }
 
     async fn message(&mut self, sub: &Frame, id: &str, body: &[u8]) {
-        let subscription = sub.header("id").unwrap().to_string();
-        let destination = sub.header("destination").unwrap().to_string();
+        let subscription = sub.get("id").unwrap().to_string();
+        let destination = sub.get("destination").unwrap().to_string();
         self.put(
             "MESSAGE",
             &[
@@ -199,9 +205,9 @@ async fn connect_sends_credentials_and_a_refusal_is_reported_at_once() {
     let script = async {
         let mut peer = mock.accept().await;
         let connect = peer.expect("CONNECT").await;
-        assert_eq!(connect.header("login"), Some("alice"));
-        assert_eq!(connect.header("passcode"), Some("p:w"));
-        assert_eq!(connect.header("accept-version"), Some("1.0,1.1,1.2"));
+        assert_eq!(connect.get("login"), Some("alice"));
+        assert_eq!(connect.get("passcode"), Some("p:w"));
+        assert_eq!(connect.get("accept-version"), Some("1.0,1.1,1.2"));
         peer.put("ERROR", &[("message", "bad credentials")], b"")
             .await;
         peer
@@ -240,7 +246,7 @@ async fn resubscribes_and_resends_unreceipted_sends_after_a_dropped_connection()
         &headers,
     )
     .await;
-    assert_eq!(first.header("ack"), Some("client-individual"));
+    assert_eq!(first.get("ack"), Some("client-individual"));
 
     let mut receipts = Vec::new();
     for i in 0..3 {
@@ -256,7 +262,7 @@ async fn resubscribes_and_resends_unreceipted_sends_after_a_dropped_connection()
     for _ in 0..3 {
         sends.push(peer.expect("SEND").await);
     }
-    assert_eq!(sends[0].header("persistent"), Some("true"));
+    assert_eq!(sends[0].get("persistent"), Some("true"));
     peer.receipt(&sends[0]).await;
     peer.message(&first, "old", b"delivered before the drop")
         .await;
@@ -268,9 +274,9 @@ async fn resubscribes_and_resends_unreceipted_sends_after_a_dropped_connection()
 
     let mut peer = mock.accept_connected().await;
     let again = peer.expect("SUBSCRIBE").await;
-    assert_eq!(again.header("receipt"), None, "already confirmed once");
+    assert_eq!(again.get("receipt"), None, "already confirmed once");
     for name in ["id", "destination", "ack", "activemq.prefetchSize"] {
-        assert_eq!(again.header(name), first.header(name), "{name}");
+        assert_eq!(again.get(name), first.get(name), "{name}");
     }
     let resent = [peer.expect("SEND").await, peer.expect("SEND").await];
     assert_eq!(&resent[0].body[..], b"m1");
@@ -292,7 +298,7 @@ async fn resubscribes_and_resends_unreceipted_sends_after_a_dropped_connection()
     assert_eq!(&new.body[..], b"after");
     client.ack(&new).await.unwrap();
     let ack = peer.expect("ACK").await;
-    assert_eq!(ack.header("id"), Some("ack-new"));
+    assert_eq!(ack.get("id"), Some("ack-new"));
 
     let mut seen = Vec::new();
     while let Ok(event) = events.try_recv() {
@@ -343,7 +349,7 @@ async fn an_error_naming_a_send_rejects_it_instead_of_resending() {
     let (client, mut peer) = mock.connected("", quiet()).await;
     let rejected = client.send("/queue/forbidden", &[], "x").await.unwrap();
     let send = peer.expect("SEND").await;
-    let id = send.header("receipt").unwrap().to_string();
+    let id = send.get("receipt").unwrap().to_string();
     peer.put(
         "ERROR",
         &[("message", "no such destination"), ("receipt-id", &id)],
@@ -358,7 +364,7 @@ async fn an_error_naming_a_send_rejects_it_instead_of_resending() {
     let next = client.send("/queue/ok", &[], "y").await.unwrap();
     let send = peer.expect("SEND").await;
     assert_eq!(
-        send.header("destination"),
+        send.get("destination"),
         Some("/queue/ok"),
         "the rejected SEND was not resent"
     );
@@ -407,7 +413,7 @@ async fn a_silent_broker_is_dropped_after_missed_heart_beats() {
     let script = async {
         let mut peer = mock.accept().await;
         let connect = peer.handshake("20,20").await;
-        assert_eq!(connect.header("heart-beat"), Some("20,20"));
+        assert_eq!(connect.get("heart-beat"), Some("20,20"));
         peer
     };
     let (client, mut silent) = tokio::join!(connect(url(&[&mock.addr], ""), options), script);
@@ -436,7 +442,7 @@ async fn a_transaction_cut_by_a_reconnect_fails_its_commit() {
     tx.send("/queue/t", &[], "in tx").await.unwrap();
     let begin = peer.expect("BEGIN").await;
     let send = peer.expect("SEND").await;
-    assert_eq!(send.header("transaction"), begin.header("transaction"));
+    assert_eq!(send.get("transaction"), begin.get("transaction"));
     drop(peer);
     let _peer = mock.accept_connected().await;
     bounded("the reconnect", async {
@@ -474,7 +480,7 @@ async fn a_transactional_ack_for_a_message_of_an_earlier_connection_fails_the_co
     tx.ack(&message).await.unwrap();
     let begin = peer.expect("BEGIN").await;
     let abort = peer.expect("ABORT").await;
-    assert_eq!(abort.header("transaction"), begin.header("transaction"));
+    assert_eq!(abort.get("transaction"), begin.get("transaction"));
     assert!(matches!(
         bounded("commit", tx.commit()).await,
         Err(Error::TransactionLost(_))
@@ -515,7 +521,7 @@ async fn bodies_with_nul_bytes_and_escaped_headers_reach_the_subscriber() {
     let mock = Mock::bind().await;
     let (client, mut peer) = mock.connected("", quiet()).await;
     let (mut sub, frame) = subscribed(&client, &mut peer, "/topic/t", AckMode::Auto, &[]).await;
-    let subscription = frame.header("id").unwrap().to_string();
+    let subscription = frame.get("id").unwrap().to_string();
     peer.put(
         "MESSAGE",
         &[
@@ -590,7 +596,7 @@ async fn acks_queued_before_disconnect_reach_the_broker_before_it() {
     let broker = async {
         for i in 0..3 {
             let ack = peer.expect("ACK").await;
-            assert_eq!(ack.header("id"), Some(format!("ack-{i}").as_str()));
+            assert_eq!(ack.get("id"), Some(format!("ack-{i}").as_str()));
         }
         let bye = peer.expect("DISCONNECT").await;
         peer.receipt(&bye).await;
@@ -671,7 +677,7 @@ async fn client_ack_messages_not_yet_taken_are_left_to_the_broker_to_deliver_aga
         peer.put(
             "MESSAGE",
             &[
-                ("subscription", frame.header("id").unwrap()),
+                ("subscription", frame.get("id").unwrap()),
                 ("message-id", &id),
                 ("ack", &ack),
                 ("destination", "/queue/q"),
@@ -699,6 +705,6 @@ async fn client_ack_messages_not_yet_taken_are_left_to_the_broker_to_deliver_aga
     // Only the second connection's messages are acked on it; the first one's ack is dropped.
     for i in 1..6 {
         let ack = peer.expect("ACK").await;
-        assert_eq!(ack.header("id"), Some(format!("again-{i}").as_str()));
+        assert_eq!(ack.get("id"), Some(format!("again-{i}").as_str()));
     }
 }

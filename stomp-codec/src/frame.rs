@@ -8,7 +8,7 @@
 //! Header escaping follows the negotiated [`Version`]; repeated headers are all kept in order, and
 //! lookups return the first, as the specification requires.
 
-use super::{Escaping, Version};
+use crate::{excerpt, Escaping, Version};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Bounds on what a client may send in one frame; each error names the bound it hit so an
@@ -111,35 +111,58 @@ impl Frame {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Serialises the frame for a client speaking `version`. A non-empty body gets a
-    /// `content-length` header unless the frame has one, so bodies may contain NUL. Where the
-    /// version has no escaping (1.0, CONNECTED), CR and LF in headers cannot be represented and
-    /// are sent as spaces rather than breaking the frame.
+    /// Serialises the frame for a peer speaking `version` ([`encode`]).
     pub fn encode(&self, version: Version) -> Bytes {
         let mut out = BytesMut::with_capacity(64 + self.body.len());
         self.encode_into(&mut out, version);
         out.freeze()
     }
 
-    /// [`Frame::encode`], appending to `out`: a session batching several frames into one write
+    /// [`Frame::encode`], appending to `out`: a writer batching several frames into one write
     /// encodes each in place instead of copying it from a buffer of its own.
     pub fn encode_into(&self, out: &mut BytesMut, version: Version) {
-        let escaped = version.escaping(&self.command);
-        out.put_slice(self.command.as_bytes());
-        out.put_u8(b'\n');
-        for (name, value) in &self.headers {
-            put_header_text(out, name, escaped);
-            out.put_u8(b':');
-            put_header_text(out, value, escaped);
-            out.put_u8(b'\n');
-        }
-        if !self.body.is_empty() && self.get("content-length").is_none() {
-            out.put_slice(format!("content-length:{}\n", self.body.len()).as_bytes());
-        }
-        out.put_u8(b'\n');
-        out.put_slice(&self.body);
-        out.put_u8(0);
+        let headers = self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+        encode(out, &self.command, headers, &self.body, version);
     }
+}
+
+/// Appends one frame to `out`, for a peer speaking `version`, without building a [`Frame`].
+/// Headers are escaped as the version and command say ([`Version::escaping`]); where there is
+/// no escaping (1.0, CONNECT, CONNECTED), CR and LF cannot be represented and go as spaces
+/// rather than breaking the frame. A `content-length` in `headers` is dropped and the body's
+/// true length written when it is not empty, so a body may hold NUL octets.
+pub fn encode<K, V>(
+    out: &mut BytesMut,
+    command: &str,
+    headers: impl IntoIterator<Item = (K, V)>,
+    body: &[u8],
+    version: Version,
+) where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    use std::fmt::Write;
+    let escaped = version.escaping(command);
+    out.reserve(command.len() + body.len() + 64);
+    out.put_slice(command.as_bytes());
+    out.put_u8(b'\n');
+    for (name, value) in headers {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        if name == "content-length" {
+            continue;
+        }
+        put_header_text(out, name, escaped);
+        out.put_u8(b':');
+        put_header_text(out, value, escaped);
+        out.put_u8(b'\n');
+    }
+    if !body.is_empty() {
+        // Formatting into a BytesMut cannot fail.
+        let _ = writeln!(out, "content-length:{}", body.len());
+    }
+    out.put_u8(b'\n');
+    out.put_slice(body);
+    out.put_u8(0);
 }
 
 /// How many bytes at the front of `buf` are heart-beat end-of-lines (`\n` or `\r\n`) that
@@ -395,7 +418,7 @@ fn next_line<'a>(
 fn parse_command(line: &[u8]) -> Result<&str, FrameError> {
     if line.is_empty() || !line.iter().all(|b| b.is_ascii_graphic()) {
         return Err(FrameError::InvalidCommand {
-            excerpt: shared_proto::wire::excerpt(line),
+            excerpt: excerpt(line),
         });
     }
     std::str::from_utf8(line).map_err(|_| FrameError::InvalidUtf8 { what: "command" })
@@ -408,14 +431,14 @@ fn parse_header(line: &[u8], escaping: Escaping) -> Result<(String, String), Fra
     })?;
     let Some((name, value)) = text.split_once(':') else {
         return Err(FrameError::MissingColon {
-            excerpt: shared_proto::wire::excerpt(line),
+            excerpt: excerpt(line),
         });
     };
     if escaping == Escaping::None {
         return Ok((name.to_owned(), value.to_owned()));
     }
     let invalid = || FrameError::InvalidEscape {
-        excerpt: shared_proto::wire::excerpt(line),
+        excerpt: excerpt(line),
         escaping,
     };
     Ok((
@@ -500,6 +523,27 @@ mod tests {
 
     fn parse_err(input: &[u8], limits: &Limits, version: Version) -> ParseError {
         parse(input, limits, version).expect_err("invalid frame")
+    }
+
+    #[test]
+    fn encode_writes_the_bodys_true_length_whatever_content_length_it_was_given() {
+        let mut out = BytesMut::new();
+        let headers = [("content-length", "999"), ("a", "x:y")];
+        encode(&mut out, "SEND", headers, b"a\0b", Version::V1_2);
+        assert_eq!(&out[..], b"SEND\na:x\\cy\ncontent-length:3\n\na\0b\0");
+        let mut out = BytesMut::new();
+        encode(
+            &mut out,
+            "SEND",
+            [("content-length", "0")],
+            b"",
+            Version::V1_2,
+        );
+        assert_eq!(&out[..], b"SEND\n\n\0", "no body: no content-length");
+        let (frame, used) = parse(b"MESSAGE\na:\\r\n\n\0", &Limits::default(), Version::V1_2)
+            .unwrap()
+            .unwrap();
+        assert_eq!((frame.get("a"), used), (Some("\r"), 15), "1.2 reads \\r");
     }
 
     #[test]
