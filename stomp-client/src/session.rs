@@ -172,19 +172,10 @@ impl Conn {
     /// going on from where the last read left the parse: a frame arriving in many reads is
     /// parsed once, not again on each.
     fn next_frame(&mut self, limits: &Limits) -> Result<Option<Frame>, FrameError> {
-        if self.decoder.is_idle() {
-            let beats = frame::heartbeat_len(&self.rbuf);
-            self.rbuf.advance(beats);
-        }
         let version = self.reading();
-        match self.decoder.decode(&self.rbuf, limits, version) {
-            Ok(Some((frame, used))) => {
-                self.rbuf.advance(used);
-                Ok(Some(frame))
-            }
-            Ok(None) => Ok(None),
-            Err(refused) => Err(refused.error),
-        }
+        (self.decoder)
+            .next_frame(&mut self.rbuf, limits, version)
+            .map_err(|refused| refused.error)
     }
 
     fn put<K: AsRef<str>, V: AsRef<str>>(

@@ -9,7 +9,8 @@
 //! lookups return the first, as the specification requires.
 
 use crate::{excerpt, Escaping, Version};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::ops::Range;
 
 /// Bounds on what a client may send in one frame; each error names the bound it hit so an
 /// operator knows which option to raise.
@@ -192,6 +193,11 @@ pub fn parse(
     Ok(parsed.map(|(frame, used)| (frame, start + used)))
 }
 
+/// Bodies this large are handed out sharing the read buffer's memory instead of copied. A
+/// smaller one is copied: sharing would keep the whole buffer it arrived in alive for as long as
+/// the message waits, many times the message's size.
+pub const SHARED_BODY_BYTES: usize = 64 * 1024;
+
 /// A frame being received, parsed as far as its bytes have arrived, so that more bytes resume
 /// the parse instead of starting it over: header lines already read are not read again, and the
 /// search for the NUL that ends a body without `content-length` goes on from where it stopped.
@@ -246,6 +252,57 @@ impl Decoder {
         limits: &Limits,
         version: Version,
     ) -> Result<Option<(Frame, usize)>, ParseError> {
+        let complete = self.complete(input, limits, version)?;
+        Ok(complete.map(|c| {
+            let frame = Frame {
+                command: c.command,
+                headers: c.headers,
+                body: Bytes::copy_from_slice(&input[c.body]),
+            };
+            (frame, c.used)
+        }))
+    }
+
+    /// Takes the next frame off the front of `buf`, heart-beat EOLs before it dropped, going
+    /// on from where the last call left the parse: the one read loop of the broker's
+    /// connections and of the client. The caller only appends to `buf` between calls. A body
+    /// of [`SHARED_BODY_BYTES`] or more is not copied: it shares the buffer's memory.
+    pub fn next_frame(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+        version: Version,
+    ) -> Result<Option<Frame>, ParseError> {
+        if self.is_idle() {
+            // Dropped here so that heart-beats never count against the frame limit.
+            buf.advance(heartbeat_len(buf));
+        }
+        let Some(c) = self.complete(buf, limits, version)? else {
+            return Ok(None);
+        };
+        let body = if c.body.len() >= SHARED_BODY_BYTES {
+            let mut taken = buf.split_to(c.used);
+            taken.truncate(c.body.end);
+            taken.split_off(c.body.start).freeze()
+        } else {
+            let body = Bytes::copy_from_slice(&buf[c.body]);
+            buf.advance(c.used);
+            body
+        };
+        Ok(Some(Frame {
+            command: c.command,
+            headers: c.headers,
+            body,
+        }))
+    }
+
+    /// Reads as much of the frame as `input` holds: the whole frame, if it is there.
+    fn complete(
+        &mut self,
+        input: &[u8],
+        limits: &Limits,
+        version: Version,
+    ) -> Result<Option<Complete>, ParseError> {
         let result = match self.advance(input, limits, version) {
             // Everything in `input` belongs to this frame while it is incomplete, so this check
             // bounds what a client can make us buffer.
@@ -266,7 +323,7 @@ impl Decoder {
         input: &[u8],
         limits: &Limits,
         version: Version,
-    ) -> Result<Option<(Frame, usize)>, FrameError> {
+    ) -> Result<Option<Complete>, FrameError> {
         let head = match &mut self.head {
             Some(head) => head,
             None => {
@@ -323,13 +380,22 @@ impl Decoder {
             });
         }
         let head = self.head.take().expect("a frame in progress");
-        let frame = Frame {
+        Ok(Some(Complete {
             command: head.command,
             headers: head.headers,
-            body: Bytes::copy_from_slice(&input[start..end]),
-        };
-        Ok(Some((frame, frame_end)))
+            body: start..end,
+            used: frame_end,
+        }))
     }
+}
+
+/// A frame read whole, its body still where it is in the input.
+struct Complete {
+    command: String,
+    headers: Vec<(String, String)>,
+    body: Range<usize>,
+    /// The bytes the frame took, its NUL included.
+    used: usize,
 }
 
 impl Head {
@@ -523,6 +589,48 @@ mod tests {
 
     fn parse_err(input: &[u8], limits: &Limits, version: Version) -> ParseError {
         parse(input, limits, version).expect_err("invalid frame")
+    }
+
+    #[test]
+    fn next_frame_takes_frames_fed_in_pieces_and_shares_only_large_bodies() {
+        let large = vec![b'x'; SHARED_BODY_BYTES];
+        let mut wire = b"\r\n\n".to_vec();
+        for body in [&b"small"[..], &large[..]] {
+            let mut out = BytesMut::new();
+            encode(
+                &mut out,
+                "SEND",
+                [("destination", "/queue/a")],
+                body,
+                Version::V1_2,
+            );
+            wire.extend_from_slice(&out);
+            wire.push(b'\n');
+        }
+        let (limits, mut decoder, mut buf) =
+            (Limits::default(), Decoder::default(), BytesMut::new());
+        let mut frames = Vec::new();
+        for piece in wire.chunks(4096) {
+            buf.extend_from_slice(piece);
+            while let Some(frame) = decoder
+                .next_frame(&mut buf, &limits, Version::V1_2)
+                .unwrap()
+            {
+                frames.push((frame, buf.as_ptr()));
+            }
+        }
+        assert_eq!(frames.len(), 2);
+        assert_eq!(&frames[0].0.body[..], b"small");
+        assert_eq!(frames[1].0.body.len(), SHARED_BODY_BYTES);
+        assert_eq!(frames[1].0.get("destination"), Some("/queue/a"));
+        // The large body is the buffer's own bytes, just before what the buffer holds now.
+        let (body, rest) = (frames[1].0.body.as_ptr(), frames[1].1);
+        assert_eq!(
+            body as usize + SHARED_BODY_BYTES + 1,
+            rest as usize,
+            "shared, not copied"
+        );
+        assert!(buf.is_empty(), "the heart-beats are dropped: {buf:?}");
     }
 
     #[test]

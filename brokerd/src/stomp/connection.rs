@@ -6,9 +6,9 @@
 //! size however small the reads. Closing lingers briefly so the client receives our last frame
 //! (an ERROR) instead of a connection reset.
 
-use super::frame::{self, Decoder, Frame, Limits, ParseError};
+use super::frame::{Decoder, Frame, Limits, ParseError};
 use super::Version;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -83,16 +83,9 @@ impl Connection {
     /// taken off it).
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, ConnectionError> {
         loop {
-            if self.decoder.is_idle() {
-                // Heart-beat EOLs are dropped here so they never count against the frame limit.
-                let beats = frame::heartbeat_len(&self.buffer);
-                self.buffer.advance(beats);
-            }
-            let decoded = self
-                .decoder
-                .decode(&self.buffer, &self.limits, self.version)?;
-            if let Some((frame, used)) = decoded {
-                self.buffer.advance(used);
+            let decoded =
+                (self.decoder).next_frame(&mut self.buffer, &self.limits, self.version)?;
+            if let Some(frame) = decoded {
                 return Ok(Some(frame));
             }
             // Reads straight into the buffer; reserving reuses the space of frames already
