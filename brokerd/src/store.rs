@@ -62,7 +62,7 @@ pub enum StoreError {
         source: sled::Error,
     },
     /// redb (the scheduler's store) failed.
-    #[error("store {path:?}: {action} failed")]
+    #[error("store {path:?}: {action} failed: {source}")]
     Redb {
         path: PathBuf,
         action: &'static str,

@@ -27,6 +27,8 @@ use std::time::Duration;
 
 /// The database's file in `scheduler_dir`.
 pub const FILE: &str = "jobs.redb";
+/// Where a new database is made before it is renamed to [`FILE`].
+const FRESH: &str = "jobs.redb.new";
 /// Every space's entries.
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 /// The epoch of the last broker that opened the store.
@@ -55,9 +57,12 @@ impl JobsDb {
             });
         }
         let path = dir.join(FILE);
+        if !path.exists() {
+            create(dir, &path)?;
+        }
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .create(&path)
+            .open(&path)
             .map_err(|err| match err {
                 DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
                     path: path.clone(),
@@ -111,6 +116,36 @@ impl JobsDb {
             path: self.path.clone(),
         }
     }
+}
+
+/// Creates the database at `path` so that a crash never leaves half of one there: redb writes
+/// a new file's header in place, and a broker killed meanwhile left a file no later broker
+/// could open ("not a redb database"). It is made under [`FRESH`], synced, and renamed into
+/// place; a [`FRESH`] file found here is such a leftover, which never held a job.
+fn create(dir: &Path, path: &Path) -> Result<(), StoreError> {
+    let fresh = dir.join(FRESH);
+    let io = |action: &'static str| {
+        let fresh = fresh.clone();
+        move |source| StoreError::Sync {
+            path: fresh,
+            action,
+            source,
+        }
+    };
+    if let Err(e) = std::fs::remove_file(&fresh) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(io("removing a leftover")(e));
+        }
+    }
+    let db = Database::builder()
+        .create(&fresh)
+        .map_err(|err| failed(&fresh, "creating", err))?;
+    drop(db);
+    std::fs::File::open(&fresh)
+        .and_then(|file| file.sync_all())
+        .map_err(io("syncing the new database"))?;
+    std::fs::rename(&fresh, path).map_err(io("renaming the new database into place"))?;
+    shared_proto::shared_file::sync_dir(dir).map_err(io("syncing the scheduler directory"))
 }
 
 fn failed(path: &Path, action: &'static str, source: impl Into<redb::Error>) -> StoreError {
@@ -307,6 +342,23 @@ mod tests {
         JobsDb::open(dir.path(), brief, 5)
             .await
             .expect("the same epoch again");
+    }
+
+    #[tokio::test]
+    async fn a_database_half_made_by_a_killed_broker_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a broker killed while redb wrote the new file's header leaves.
+        std::fs::write(dir.path().join(FRESH), b"redb\0").unwrap();
+        let db = JobsDb::open(dir.path(), Retry::default(), 1).await.unwrap();
+        let journal = db.journal(JournalConfig::default()).unwrap();
+        durable(&journal, vec![put("jobs", "a", "1")]).await;
+        assert!(!dir.path().join(FRESH).exists());
+        drop((journal, db));
+        let db = JobsDb::open(dir.path(), Retry::default(), 2).await.unwrap();
+        assert_eq!(
+            db.view().get("jobs", b"a").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
     }
 
     #[tokio::test]
