@@ -61,6 +61,67 @@ pub const JOURNAL_TREE: &str = "journal";
 /// be quick and must not block: typically it sends on a channel or completes a oneshot.
 pub type Durable = Box<dyn FnOnce() + Send + 'static>;
 
+/// Something the journal's writer turns into the bytes it stores: a message is encoded on the
+/// writer's thread, not on the broker's task.
+pub trait Encode: Send + Sync {
+    /// The bytes to store.
+    fn encode(&self) -> Bytes;
+    /// About how many bytes that is, for [`Journal::pending_bytes`].
+    fn size(&self) -> usize;
+}
+
+/// A value to store: its bytes, or what the writer encodes into them.
+#[derive(Clone)]
+pub enum Value {
+    Bytes(Bytes),
+    Later(Arc<dyn Encode>),
+}
+
+impl Value {
+    fn size(&self) -> usize {
+        match self {
+            Value::Bytes(bytes) => bytes.len(),
+            Value::Later(later) => later.size(),
+        }
+    }
+
+    /// The bytes (encoding them, if they are not yet).
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Value::Bytes(bytes) => bytes,
+            Value::Later(later) => later.encode(),
+        }
+    }
+}
+
+impl From<Bytes> for Value {
+    fn from(bytes: Bytes) -> Value {
+        Value::Bytes(bytes)
+    }
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Bytes(bytes) => bytes.fmt(f),
+            Value::Later(later) => write!(f, "Later({} bytes)", later.size()),
+        }
+    }
+}
+
+/// Equal bytes, or the same thing to encode.
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Bytes(a), Value::Bytes(b)) => a == b,
+            (Value::Later(a), Value::Later(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Value {}
+
 /// One write. `space` names a key space ("q/<destination>", "d/<client-id>/<subscription>",
 /// "subs", ...); the journal treats spaces, keys and values as opaque bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +132,8 @@ pub enum Op {
         space: Arc<str>,
         /// The key within the space; spaces are read back in byte order of their keys.
         key: Bytes,
-        /// The stored bytes.
-        value: Bytes,
+        /// The stored bytes, or what the writer encodes into them.
+        value: Value,
     },
     /// Delete `key` from `space`, if present.
     Remove {
@@ -87,7 +148,7 @@ impl Op {
     /// The bytes this op holds in the queue, for [`Journal::pending_bytes`].
     fn weight(&self) -> u64 {
         let len = match self {
-            Op::Put { space, key, value } => space.len() + key.len() + value.len(),
+            Op::Put { space, key, value } => space.len() + key.len() + value.size(),
             Op::Remove { space, key } => space.len() + key.len(),
         };
         len as u64
@@ -238,7 +299,14 @@ impl Journal {
 
     /// Queues a put; `on_durable` runs after a flush covering it, or when a later remove
     /// cancelled it.
-    pub fn put(&self, space: Arc<str>, key: Bytes, value: Bytes, on_durable: Option<Durable>) {
+    pub fn put(
+        &self,
+        space: Arc<str>,
+        key: Bytes,
+        value: impl Into<Value>,
+        on_durable: Option<Durable>,
+    ) {
+        let value = value.into();
         let op = Op::Put { space, key, value };
         let weight = op.weight();
         self.submit(Command::One(op, weight, on_durable), weight);
@@ -581,7 +649,11 @@ impl Writer {
         let lone = ops.len() == 1;
         for op in ops {
             let (key, value) = match op {
-                Op::Put { space, key, value } => (encode_key(&space, &key), Some(value)),
+                // SAFETY (ordering): encoded here, on the writer's thread, before anything of
+                // the batch is written; a message waiting to be written is immutable.
+                Op::Put { space, key, value } => {
+                    (encode_key(&space, &key), Some(value.into_bytes()))
+                }
                 Op::Remove { space, key } => (encode_key(&space, &key), None),
             };
             let mut live = true;
@@ -1191,12 +1263,12 @@ mod tests {
                 Op::Put {
                     space: space("q/out"),
                     key: key(1),
-                    value: Bytes::from_static(b"sent"),
+                    value: Bytes::from_static(b"sent").into(),
                 },
                 Op::Put {
                     space: space("d/client/sub"),
                     key: key(1),
-                    value: Bytes::from_static(b"copy"),
+                    value: Bytes::from_static(b"copy").into(),
                 },
                 Op::Remove {
                     space: space("q/in"),
@@ -1248,7 +1320,7 @@ mod tests {
         let put = |name: &str, n, value: &'static [u8]| Op::Put {
             space: space(name),
             key: key(n),
-            value: Bytes::from_static(value),
+            value: Bytes::from_static(value).into(),
         };
         // A transaction: a SEND to q/out and the ACK of q/in's message, then q/out's message is
         // consumed before any of it was written.
@@ -1290,7 +1362,7 @@ mod tests {
         let put = |n, value: &'static [u8]| Op::Put {
             space: space("subs"),
             key: key(n),
-            value: Bytes::from_static(value),
+            value: Bytes::from_static(value).into(),
         };
         journal.apply(vec![put(1, b"group"), put(2, b"other")], report(&tx, 1));
         put_static(&journal, "subs", 1, b"lone", report(&tx, 2));

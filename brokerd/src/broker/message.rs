@@ -90,6 +90,17 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
 }
 
 /// Owned header pairs, for tests.
+/// The store's copy of a message is made on the journal's writer thread.
+impl crate::journal::Encode for Message {
+    fn encode(&self) -> Bytes {
+        Message::encode(self)
+    }
+
+    fn size(&self) -> usize {
+        self.footprint()
+    }
+}
+
 #[cfg(test)]
 pub fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs

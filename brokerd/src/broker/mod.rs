@@ -40,7 +40,7 @@ mod standing;
 mod subscriptions;
 mod transactions;
 
-use crate::journal::Op;
+use crate::journal::{Op, Value};
 use crate::memory::{Gauge, Meter};
 use crate::scheduler::{self, job::Job};
 use crate::store::StoreError;
@@ -65,7 +65,7 @@ pub type OnDurable = Box<dyn FnOnce() + Send + 'static>;
 /// [`Volatile`].
 pub trait Durability: Send {
     /// Stores `value` under `key` in `space`; `on_durable` runs once it is durable.
-    fn put(&self, space: Arc<str>, key: Bytes, value: Bytes, on_durable: Option<OnDurable>);
+    fn put(&self, space: Arc<str>, key: Bytes, value: Value, on_durable: Option<OnDurable>);
     /// Removes `key`; a put still waiting to be written is cancelled, and its `on_durable` runs.
     fn remove(&self, space: Arc<str>, key: Bytes);
     /// Runs `on_durable` once everything submitted before is durable.
@@ -75,7 +75,7 @@ pub trait Durability: Send {
 }
 
 impl Durability for crate::journal::Journal {
-    fn put(&self, space: Arc<str>, key: Bytes, value: Bytes, on_durable: Option<OnDurable>) {
+    fn put(&self, space: Arc<str>, key: Bytes, value: Value, on_durable: Option<OnDurable>) {
         crate::journal::Journal::put(self, space, key, value, on_durable);
     }
     fn remove(&self, space: Arc<str>, key: Bytes) {
@@ -94,7 +94,7 @@ impl Durability for crate::journal::Journal {
 pub struct Volatile;
 
 impl Durability for Volatile {
-    fn put(&self, _: Arc<str>, _: Bytes, _: Bytes, on_durable: Option<OnDurable>) {
+    fn put(&self, _: Arc<str>, _: Bytes, _: Value, on_durable: Option<OnDurable>) {
         if let Some(done) = on_durable {
             done();
         }
@@ -504,7 +504,14 @@ struct Persist {
 }
 
 impl Persist {
-    fn put(&self, space: Arc<str>, key: Bytes, value: Bytes, on_durable: Option<OnDurable>) {
+    fn put(
+        &self,
+        space: Arc<str>,
+        key: Bytes,
+        value: impl Into<Value>,
+        on_durable: Option<OnDurable>,
+    ) {
+        let value = value.into();
         match self.batch.borrow_mut().as_mut() {
             Some(ops) => ops.push(Op::Put { space, key, value }),
             None => self.store.put(space, key, value, on_durable),
@@ -842,6 +849,11 @@ impl Broker {
 /// A message's key in its space: its sequence, big-endian, so keys sort in FIFO order.
 fn key_of(msg: &Message) -> Bytes {
     Bytes::copy_from_slice(&msg.seq.to_be_bytes())
+}
+
+/// A message as the store keeps it: encoded by the journal's writer, off the broker's task.
+fn stored(msg: &Arc<Message>) -> Value {
+    Value::Later(Arc::clone(msg) as Arc<dyn crate::journal::Encode>)
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ impl Broker {
                 if msg.persistent && queue.paged.pages_out(paging, &queue.pending, msg.seq) {
                     // Paged out: behind the queue's other paged-out messages, in the store only.
                     self.store
-                        .put(space, key_of(&msg), msg.encode(), on_durable);
+                        .put(space, key_of(&msg), stored(&msg), on_durable);
                     return;
                 }
                 if msg.persistent {
@@ -90,14 +90,12 @@ impl Broker {
                     }
                 } else {
                     self.store
-                        .put(space, key_of(&msg), msg.encode(), on_durable);
+                        .put(space, key_of(&msg), stored(&msg), on_durable);
                 }
             }
             Ok(Kind::Topic) => {
                 let mut on_durable = on_durable;
                 let durables = self.durables.of_topic(&msg.destination).to_vec();
-                // Encoded once for every durable subscription that stores it.
-                let mut encoded: Option<Bytes> = None;
                 for key in durables {
                     let paging = self.paging.as_ref();
                     let durable = self.durables.get_mut(&key).expect("key just listed");
@@ -107,7 +105,7 @@ impl Broker {
                         self.store.put(
                             Arc::clone(&durable.space),
                             key_of(&msg),
-                            encoded.get_or_insert_with(|| msg.encode()).clone(),
+                            stored(&msg),
                             None,
                         );
                         continue;
@@ -119,7 +117,7 @@ impl Broker {
                         self.store.put(
                             Arc::clone(&durable.space),
                             key_of(&msg),
-                            encoded.get_or_insert_with(|| msg.encode()).clone(),
+                            stored(&msg),
                             None,
                         );
                     }

@@ -160,7 +160,7 @@ pub fn recover(store: &dyn PageStore, spaces: &[Arc<str>]) -> Result<Registry, S
             registry.migration.push(Op::Put {
                 space: REGISTRY.into(),
                 key: self::key(&entry.client_id, &entry.name),
-                value: value(&entry.space, &entry.topic),
+                value: value(&entry.space, &entry.topic).into(),
             });
             registry.migration.push(Op::Remove {
                 space: LEGACY_REGISTRY.into(),

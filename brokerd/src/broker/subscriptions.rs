@@ -166,7 +166,7 @@ impl Broker {
                 match self.space_of(&sub.source) {
                     Some(space) => self
                         .store
-                        .put(space, key_of(msg), msg.encode(), Some(receipt)),
+                        .put(space, key_of(msg), stored(msg), Some(receipt)),
                     None => receipt(),
                 }
             }

@@ -730,7 +730,8 @@ impl MapStore {
 }
 
 impl Durability for MapStore {
-    fn put(&self, space: Arc<str>, key: Bytes, value: Bytes, on_durable: Option<OnDurable>) {
+    fn put(&self, space: Arc<str>, key: Bytes, value: Value, on_durable: Option<OnDurable>) {
+        let value = value.into_bytes();
         self.map().insert((space.to_string(), key.to_vec()), value);
         if let Some(done) = on_durable {
             done();
@@ -1254,7 +1255,7 @@ impl HeldStore {
 }
 
 impl Durability for HeldStore {
-    fn put(&self, _: Arc<str>, _: Bytes, _: Bytes, on_durable: Option<OnDurable>) {
+    fn put(&self, _: Arc<str>, _: Bytes, _: Value, on_durable: Option<OnDurable>) {
         self.hold(on_durable);
     }
     fn remove(&self, _: Arc<str>, _: Bytes) {}

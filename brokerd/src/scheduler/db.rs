@@ -275,7 +275,7 @@ mod tests {
         Op::Put {
             space: space.into(),
             key: Bytes::copy_from_slice(key.as_bytes()),
-            value: Bytes::copy_from_slice(value.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()).into(),
         }
     }
 

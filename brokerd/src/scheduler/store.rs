@@ -132,7 +132,7 @@ pub fn put(space: &str, key: impl AsRef<[u8]>, value: Bytes) -> Op {
     Op::Put {
         space: space.into(),
         key: Bytes::copy_from_slice(key.as_ref()),
-        value,
+        value: value.into(),
     }
 }
 
