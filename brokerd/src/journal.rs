@@ -34,7 +34,8 @@
 //!
 //! Within a batch only the last write of a key is written where that cannot split a group:
 //! a put followed by a remove of its key (the message was consumed before it was written)
-//! writes nothing and still runs the put's callback.
+//! writes nothing, is never encoded ([`Value::Later`] is encoded only as it is written), and
+//! still runs the put's callback.
 
 use crate::fence::Fence;
 use crate::memory::Room;
@@ -85,10 +86,11 @@ impl Value {
         }
     }
 
-    /// The bytes (encoding them, if they are not yet).
-    pub fn into_bytes(self) -> Bytes {
+    /// The bytes to store, encoding them if they are not yet: a backend asks once per write
+    /// it makes, so a put cancelled within its batch is never encoded.
+    pub fn to_bytes(&self) -> Bytes {
         match self {
-            Value::Bytes(bytes) => bytes,
+            Value::Bytes(bytes) => bytes.clone(),
             Value::Later(later) => later.encode(),
         }
     }
@@ -394,8 +396,6 @@ impl Journal {
         }
     }
 
-    /// Stops accepting, writes and flushes everything queued before this call, and joins the
-    /// writer thread. Blocks for that long: from async code, call it in `spawn_blocking`.
     /// How long the writer has been in its current batch (writing or flushing); `None` while
     /// it waits for work.
     pub fn busy_for(&self) -> Option<Duration> {
@@ -430,6 +430,8 @@ impl Journal {
         }
     }
 
+    /// Stops accepting, writes and flushes everything queued before this call, and joins the
+    /// writer thread. Blocks for that long: from async code, call it in `spawn_blocking`.
     /// Submissions from other handles after this call are dropped without their callbacks.
     pub fn close(self) -> Result<(), StoreError> {
         // A send error means the writer has already stopped; its failure, if any, is below.
@@ -513,7 +515,10 @@ impl Backend for SledBackend {
             // in order, so a crash keeps a prefix of the writes; none of them was receipted
             // yet, since the flush comes after.
             [write] => match &write.value {
-                Some(value) => self.tree.insert(&write.key[..], &value[..]).map(drop),
+                Some(value) => self
+                    .tree
+                    .insert(&write.key[..], &value.to_bytes()[..])
+                    .map(drop),
                 None => self.tree.remove(&write.key[..]).map(drop),
             }
             .map_err(failed),
@@ -521,7 +526,7 @@ impl Backend for SledBackend {
                 let mut sled_batch = sled::Batch::default();
                 for write in writes {
                     match &write.value {
-                        Some(value) => sled_batch.insert(&write.key[..], &value[..]),
+                        Some(value) => sled_batch.insert(&write.key[..], &value.to_bytes()[..]),
                         None => sled_batch.remove(&write.key[..]),
                     }
                 }
@@ -571,7 +576,7 @@ pub struct Write {
     /// The backend's key: the space's prefix and the caller's key (`encode_key`).
     pub key: Vec<u8>,
     /// `None`: a removal.
-    pub value: Option<Bytes>,
+    pub value: Option<Value>,
     live: bool,
     /// The submission it came from: the live writes of one `apply` are written as one unit.
     command: u64,
@@ -649,11 +654,7 @@ impl Writer {
         let lone = ops.len() == 1;
         for op in ops {
             let (key, value) = match op {
-                // SAFETY (ordering): encoded here, on the writer's thread, before anything of
-                // the batch is written; a message waiting to be written is immutable.
-                Op::Put { space, key, value } => {
-                    (encode_key(&space, &key), Some(value.into_bytes()))
-                }
+                Op::Put { space, key, value } => (encode_key(&space, &key), Some(value)),
                 Op::Remove { space, key } => (encode_key(&space, &key), None),
             };
             let mut live = true;
@@ -1018,6 +1019,45 @@ mod tests {
         let store = open(dir.path());
         let journal = Journal::start(&store, JournalConfig::default()).unwrap();
         (dir, store, journal)
+    }
+
+    /// A value the writer encodes, counting how often it does.
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl Encode for Counted {
+        fn encode(&self) -> Bytes {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Bytes::from_static(b"encoded")
+        }
+
+        fn size(&self) -> usize {
+            7
+        }
+    }
+
+    #[test]
+    fn a_later_value_is_encoded_once_as_it_is_written_and_never_if_its_put_is_cancelled() {
+        let (_dir, store, journal) = started();
+        let (tx, rx) = channel();
+        let later = Arc::new(Counted(Default::default()));
+        let put = |n| Op::Put {
+            space: space("q/a"),
+            key: key(n),
+            value: Value::Later(Arc::clone(&later) as Arc<dyn Encode>),
+        };
+        let removed = Op::Remove {
+            space: space("q/a"),
+            key: key(1),
+        };
+        // Put and removed in one group: the put is dropped within the batch.
+        journal.apply(vec![put(1), removed], report(&tx, 1));
+        journal.apply(vec![put(2)], report(&tx, 2));
+        assert_eq!(wait_for(&rx, 2), [1, 2]);
+        assert_eq!(later.0.load(Ordering::SeqCst), 1, "encoded for key 2 only");
+        assert_eq!(
+            entries(&store, "q/a"),
+            [(key(2).to_vec(), b"encoded".to_vec())]
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! What counts ([`Usage::bytes`]): the bytes in the broker's [`Gauge`] (waiting messages that
 //! paging cannot bound: non-persistent ones in queues and durable subscriptions, and every
 //! message held in a slow topic subscriber's backlog; the SENDs of open transactions; and
-//! deliveries not yet acknowledged, or in auto mode not yet written) plus the store writes
-//! queued and not yet written (the journal's pending bytes). Persistent queue messages beyond a
+//! deliveries not yet acknowledged, or in auto mode not yet written), the scheduled SENDs not
+//! yet in the scheduler's store, and the store writes queued and not yet written (the
+//! journal's pending bytes). Persistent queue messages beyond a
 //! page are bounded by paging instead.
 //!
 //! A session over the limit waits on the gauge's [`Room`] ([`Usage::wait_for_room`]) until
@@ -120,11 +121,11 @@ impl Room {
     }
 }
 
-/// What the producers' memory limit looks at (see the module documentation).
 /// Bytes of new jobs on their way into the scheduler's store past which a scheduled SEND waits
 /// (like a SEND at the memory limit): about half a second of the scheduler store's writes.
 pub const SCHEDULING_BACKLOG: usize = 16 << 20;
 
+/// What the producers' memory limit looks at (see the module documentation).
 #[derive(Clone, Default)]
 pub struct Usage {
     /// The broker's [`Gauge`].

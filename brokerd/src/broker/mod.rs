@@ -852,6 +852,9 @@ fn key_of(msg: &Message) -> Bytes {
 }
 
 /// A message as the store keeps it: encoded by the journal's writer, off the broker's task.
+/// SAFETY (what is stored): a published message is never changed in place while the journal
+/// holds it (a redelivery takes it with `Arc::unwrap_or_clone`, which copies a shared one), so
+/// the writer encodes the message as it was published.
 fn stored(msg: &Arc<Message>) -> Value {
     Value::Later(Arc::clone(msg) as Arc<dyn crate::journal::Encode>)
 }

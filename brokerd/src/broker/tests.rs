@@ -731,7 +731,7 @@ impl MapStore {
 
 impl Durability for MapStore {
     fn put(&self, space: Arc<str>, key: Bytes, value: Value, on_durable: Option<OnDurable>) {
-        let value = value.into_bytes();
+        let value = value.to_bytes();
         self.map().insert((space.to_string(), key.to_vec()), value);
         if let Some(done) = on_durable {
             done();

@@ -192,7 +192,7 @@ impl journal::Backend for Backend {
             let mut table = txn.open_table(ENTRIES)?;
             for w in unit {
                 match &w.value {
-                    Some(value) => drop(table.insert(&w.key[..], &value[..])?),
+                    Some(value) => drop(table.insert(&w.key[..], &value.to_bytes()[..])?),
                     None => drop(table.remove(&w.key[..])?),
                 }
             }
