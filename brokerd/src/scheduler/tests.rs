@@ -337,3 +337,52 @@ async fn jobs_beyond_the_cache_are_read_in_pages_and_all_delivered_in_due_order(
     assert_eq!(delivered, total);
     no_fire_within(&mut requests, Duration::from_millis(300)).await;
 }
+
+/// Invariant 1 for the scheduler's store: its journal passes the epoch fence like the message
+/// store's, so a write the fence cannot verify (here the shared epoch becomes unreadable) is not
+/// made, and the failure stops the broker (it reaches the message journal).
+#[tokio::test]
+async fn the_schedulers_store_takes_no_write_the_epoch_fence_cannot_verify() {
+    let shared = tempfile::tempdir().unwrap();
+    let layout = shared_proto::layout::Layout::new(shared.path());
+    layout.init(None).unwrap();
+    std::fs::write(layout.epoch(), "2\n").unwrap();
+    let fence = crate::fence::watch(layout.clone(), 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("data"), Retry::default())
+        .await
+        .unwrap();
+    let messages = Journal::start(&store, JournalConfig::default()).unwrap();
+    let scheduler_dir = dir.path().join("scheduler");
+    std::fs::create_dir(&scheduler_dir).unwrap();
+    let clock = Clock::new(1);
+    let (link, parts) = super::service::channel(clock, Default::default());
+    let (broker, _requests) = mpsc::channel(64);
+    // The scheduler's start writes nothing when nothing was in flight: its first write is the
+    // job below, made once the epoch can no longer be read.
+    std::fs::remove_file(layout.epoch()).unwrap();
+    std::fs::create_dir(layout.epoch()).unwrap();
+    let beside = super::service::Beside {
+        dir: scheduler_dir.clone(),
+        epoch: 2,
+        fence: Some(fence),
+        messages: messages.clone(),
+        messages_view: journal::recover(&store).unwrap(),
+        broker,
+    };
+    super::service::spawn(beside, parts);
+    let job = job(clock.now(), 0);
+    link.commands.send(Command::Add(job.clone())).unwrap();
+    let failure = tokio::time::timeout(Duration::from_secs(10), messages.failed())
+        .await
+        .expect("the broker is stopped within 10 s");
+    assert!(
+        matches!(&*failure, crate::store::StoreError::WriterFailed { cause, .. }
+            if matches!(**cause, crate::store::StoreError::FenceUncertain { .. })),
+        "{failure}"
+    );
+    let db = JobsDb::open(&scheduler_dir, Retry::default(), 2)
+        .await
+        .unwrap();
+    assert_eq!(db.view().get(JOBS, job.id.as_bytes()).unwrap(), None);
+}
