@@ -4,7 +4,7 @@
 //! to it through an unbounded channel, so submitting never blocks an async task; the writer
 //! drains whatever has queued (up to [`JournalConfig`]'s caps), writes it to the store's
 //! [`Backend`] and makes it durable once (for sled, the message store: sled's flush plus the
-//! fsyncs it leaves out, through the store's [`Flusher`]; for redb, the scheduler's store: one
+//! fsyncs it leaves out, through the store's [`Flusher`](crate::store::Flusher); for redb, the scheduler's store: one
 //! commit), and only then runs the batch's `on_durable` callbacks in submission order. While it flushes, new
 //! submissions queue up and form the next batch, so one flush covers every frame that arrived
 //! during the previous one.
@@ -37,9 +37,17 @@
 //! writes nothing, is never encoded ([`Value::Later`] is encoded only as it is written), and
 //! still runs the put's callback.
 
+mod backend;
+mod read;
+
+use backend::SledBackend;
+pub use backend::{Backend, Encode, Value};
+pub(crate) use read::{encode_key, Page};
+pub use read::{recover, Entry, Recovered};
+
 use crate::fence::Fence;
 use crate::memory::Room;
-use crate::store::{Flusher, Store, StoreError};
+use crate::store::{Store, StoreError};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -61,68 +69,6 @@ pub const JOURNAL_TREE: &str = "journal";
 /// Runs on the writer thread once everything it covers is durable (or was cancelled). It must
 /// be quick and must not block: typically it sends on a channel or completes a oneshot.
 pub type Durable = Box<dyn FnOnce() + Send + 'static>;
-
-/// Something the journal's writer turns into the bytes it stores: a message is encoded on the
-/// writer's thread, not on the broker's task.
-pub trait Encode: Send + Sync {
-    /// The bytes to store.
-    fn encode(&self) -> Bytes;
-    /// About how many bytes that is, for [`Journal::pending_bytes`].
-    fn size(&self) -> usize;
-}
-
-/// A value to store: its bytes, or what the writer encodes into them.
-#[derive(Clone)]
-pub enum Value {
-    Bytes(Bytes),
-    Later(Arc<dyn Encode>),
-}
-
-impl Value {
-    fn size(&self) -> usize {
-        match self {
-            Value::Bytes(bytes) => bytes.len(),
-            Value::Later(later) => later.size(),
-        }
-    }
-
-    /// The bytes to store, encoding them if they are not yet: a backend asks once per write
-    /// it makes, so a put cancelled within its batch is never encoded.
-    pub fn to_bytes(&self) -> Bytes {
-        match self {
-            Value::Bytes(bytes) => bytes.clone(),
-            Value::Later(later) => later.encode(),
-        }
-    }
-}
-
-impl From<Bytes> for Value {
-    fn from(bytes: Bytes) -> Value {
-        Value::Bytes(bytes)
-    }
-}
-
-impl std::fmt::Debug for Value {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Value::Bytes(bytes) => bytes.fmt(f),
-            Value::Later(later) => write!(f, "Later({} bytes)", later.size()),
-        }
-    }
-}
-
-/// Equal bytes, or the same thing to encode.
-impl PartialEq for Value {
-    fn eq(&self, other: &Value) -> bool {
-        match (self, other) {
-            (Value::Bytes(a), Value::Bytes(b)) => a == b,
-            (Value::Later(a), Value::Later(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
-    }
-}
-
-impl Eq for Value {}
 
 /// One write. `space` names a key space ("q/<destination>", "d/<client-id>/<subscription>",
 /// "subs", ...); the journal treats spaces, keys and values as opaque bytes.
@@ -472,79 +418,6 @@ impl Journal {
     }
 }
 
-/// Where a journal's batches are written and made durable: sled for the message store
-/// ([`Journal::start`]), redb for the scheduler's (`crate::scheduler::db`).
-pub trait Backend: Send + 'static {
-    /// Whether `key` is stored now (a batch asks before it drops a put a remove cancelled).
-    fn contains(&self, key: &[u8]) -> Result<bool, StoreError>;
-    /// Writes one submission's writes, in order after every earlier unit. Atomic: a crash
-    /// keeps all of a unit or none of it.
-    fn write_unit(&mut self, unit: &[Write]) -> Result<(), StoreError>;
-    /// Makes every unit written so far durable; callbacks (and so receipts) wait for it.
-    fn sync(&mut self) -> Result<(), StoreError>;
-}
-
-/// The message store's backend: one sled tree, flushed through the store's [`Flusher`].
-struct SledBackend {
-    tree: sled::Tree,
-    flusher: Arc<Flusher>,
-    path: PathBuf,
-}
-
-impl SledBackend {
-    fn sled_error(&self, action: &'static str, source: sled::Error) -> StoreError {
-        StoreError::Sled {
-            path: self.path.clone(),
-            action,
-            source,
-        }
-    }
-}
-
-impl Backend for SledBackend {
-    fn contains(&self, key: &[u8]) -> Result<bool, StoreError> {
-        (self.tree.contains_key(key))
-            .map_err(|source| self.sled_error("checking a key before cancelling its put", source))
-    }
-
-    fn write_unit(&mut self, unit: &[Write]) -> Result<(), StoreError> {
-        let failed = |source| self.sled_error("writing", source);
-        match unit {
-            // A lone put or remove needs no atomicity, and a plain insert costs about a quarter
-            // of a one-entry apply_batch (measured: 10 us against 40 us). sled recovers its log
-            // in order, so a crash keeps a prefix of the writes; none of them was receipted
-            // yet, since the flush comes after.
-            [write] => match &write.value {
-                Some(value) => self
-                    .tree
-                    .insert(&write.key[..], &value.to_bytes()[..])
-                    .map(drop),
-                None => self.tree.remove(&write.key[..]).map(drop),
-            }
-            .map_err(failed),
-            writes => {
-                let mut sled_batch = sled::Batch::default();
-                for write in writes {
-                    match &write.value {
-                        Some(value) => sled_batch.insert(&write.key[..], &value.to_bytes()[..]),
-                        None => sled_batch.remove(&write.key[..]),
-                    }
-                }
-                // SAFETY (atomicity): sled seals an apply_batch in its log so that recovery
-                // replays all of it or none: this is what makes `Journal::apply` atomic.
-                self.tree.apply_batch(sled_batch).map_err(failed)
-            }
-        }
-    }
-
-    fn sync(&mut self) -> Result<(), StoreError> {
-        // SAFETY (durability): sled's background flush is off (see store.rs), so this thread
-        // is the only one flushing journal writes. The flusher syncs what sled's own flush
-        // does not (see store.rs): without it a power cut loses receipted messages.
-        self.flusher.flush()
-    }
-}
-
 /// The writer thread's state.
 struct Writer {
     backend: Box<dyn Backend>,
@@ -763,231 +636,6 @@ fn open_tree(db: &sled::Db, path: &Path) -> Result<sled::Tree, StoreError> {
             action: "opening the journal tree",
             source,
         })
-}
-
-/// The sled key of `key` in `space`: `u32 BE length of space ++ space ++ key`.
-pub(crate) fn encode_key(space: &str, key: &[u8]) -> Vec<u8> {
-    let mut encoded = space_prefix(space);
-    encoded.extend_from_slice(key);
-    encoded
-}
-
-/// The common prefix of every key in `space`.
-fn space_prefix(space: &str) -> Vec<u8> {
-    let len = u32::try_from(space.len()).unwrap_or(u32::MAX);
-    let mut prefix = Vec::with_capacity(4 + space.len());
-    prefix.extend_from_slice(&len.to_be_bytes());
-    prefix.extend_from_slice(space.as_bytes());
-    prefix
-}
-
-/// Splits a sled key into its space and the caller's key.
-fn decode_key(encoded: &[u8]) -> Option<(&str, usize)> {
-    let len = u32::from_be_bytes(encoded.get(..4)?.try_into().ok()?);
-    let end = 4usize.checked_add(usize::try_from(len).ok()?)?;
-    let space = std::str::from_utf8(encoded.get(4..end)?).ok()?;
-    Some((space, end))
-}
-
-/// One stored entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Its space.
-    pub space: Arc<str>,
-    /// Its key within the space.
-    pub key: sled::IVec,
-    /// Its value.
-    pub value: sled::IVec,
-}
-
-/// A read view of everything the journal stored, for rebuilding state after a takeover and for
-/// reading paged-out messages back later. Reads are lazy: iterating holds one sled leaf at a
-/// time, not every value, so a million queued messages need not fit in RAM. Reads see what the
-/// writer has applied, which may be slightly ahead of what is durable.
-#[derive(Clone)]
-pub struct Recovered {
-    tree: sled::Tree,
-    path: PathBuf,
-}
-
-/// Opens the read view of the journal's data in `store` (sled has already replayed its log
-/// while the store opened).
-pub fn recover(store: &Store) -> Result<Recovered, StoreError> {
-    Ok(Recovered {
-        tree: open_tree(store.db(), store.path())?,
-        path: store.path().to_path_buf(),
-    })
-}
-
-impl Recovered {
-    /// The names of all spaces that hold at least one entry, without reading their values
-    /// beyond each space's first entry.
-    pub fn spaces(&self) -> Result<Vec<Arc<str>>, StoreError> {
-        let mut spaces = Vec::new();
-        let mut from: Vec<u8> = Vec::new();
-        loop {
-            let Some(first) = self.tree.range(from.as_slice()..).next() else {
-                return Ok(spaces);
-            };
-            let (key, _) = first.map_err(|source| self.sled_error("listing spaces", source))?;
-            let (space, _) = decode_key(&key).ok_or_else(|| self.corrupt(&key))?;
-            // The next space starts after every key with this prefix: the prefix plus 0xff...
-            // is not a bound, so seek to the prefix's successor instead.
-            from = prefix_successor(space_prefix(space));
-            spaces.push(Arc::from(space));
-            if from.is_empty() {
-                return Ok(spaces);
-            }
-        }
-    }
-
-    /// Every entry of `space`, in key order.
-    pub fn scan(&self, space: &str) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
-        let space: Arc<str> = Arc::from(space);
-        let prefix = space_prefix(&space);
-        let skip = prefix.len();
-        self.tree.scan_prefix(prefix).map(move |item| {
-            let (key, value) = item.map_err(|source| self.sled_error("reading a space", source))?;
-            Ok(Entry {
-                space: Arc::clone(&space),
-                key: key.subslice(skip, key.len() - skip),
-                value,
-            })
-        })
-    }
-
-    /// Every entry of every space, grouped by space, each space in key order.
-    pub fn iter(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
-        let mut last: Option<Arc<str>> = None;
-        self.tree.iter().map(move |item| {
-            let (key, value) =
-                item.map_err(|source| self.sled_error("reading the store", source))?;
-            let (space, skip) = decode_key(&key).ok_or_else(|| self.corrupt(&key))?;
-            let space = match &last {
-                Some(same) if **same == *space => Arc::clone(same),
-                _ => {
-                    let fresh: Arc<str> = Arc::from(space);
-                    last = Some(Arc::clone(&fresh));
-                    fresh
-                }
-            };
-            Ok(Entry {
-                space,
-                key: key.subslice(skip, key.len() - skip),
-                value,
-            })
-        })
-    }
-
-    /// Up to `limit` entries of `space` whose keys are `from` or after, in key order: one page
-    /// of a paged-out queue. Reads only those entries (a range, not a scan from the start).
-    pub fn read_page(
-        &self,
-        space: &str,
-        from: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
-        let Page { start, end, skip } = Page::of(space, from);
-        let range = match end {
-            None => self.tree.range(start..),
-            Some(end) => self.tree.range(start..end),
-        };
-        range
-            .take(limit)
-            .map(|item| {
-                let (key, value) =
-                    item.map_err(|source| self.sled_error("reading a page", source))?;
-                Ok((
-                    Bytes::copy_from_slice(&key[skip..]),
-                    Bytes::copy_from_slice(&value),
-                ))
-            })
-            .collect()
-    }
-
-    /// How many keys of `space` are `from` or after and before `below`, counting at most
-    /// `limit`, and the last one counted: the paged-out messages a takeover found, counted a
-    /// chunk at a time. Reads keys in a range, like [`Recovered::read_page`], copying nothing.
-    pub fn count_keys(
-        &self,
-        space: &str,
-        from: &[u8],
-        below: &[u8],
-        limit: usize,
-    ) -> Result<(usize, Option<Bytes>), StoreError> {
-        let skip = space_prefix(space).len();
-        let range = self
-            .tree
-            .range(encode_key(space, from)..encode_key(space, below));
-        let mut counted = 0;
-        let mut last = None;
-        for item in range.take(limit) {
-            let (key, _) = item.map_err(|source| self.sled_error("counting a space", source))?;
-            counted += 1;
-            last = Some(key);
-        }
-        Ok((
-            counted,
-            last.map(|key| Bytes::copy_from_slice(&key[skip..])),
-        ))
-    }
-
-    /// The value of `key` in `space`, if stored.
-    pub fn get(&self, space: &str, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        self.tree
-            .get(encode_key(space, key))
-            .map_err(|source| self.sled_error("reading a value", source))
-    }
-
-    fn sled_error(&self, action: &'static str, source: sled::Error) -> StoreError {
-        StoreError::Sled {
-            path: self.path.clone(),
-            action,
-            source,
-        }
-    }
-
-    fn corrupt(&self, key: &[u8]) -> StoreError {
-        StoreError::CorruptKey {
-            path: self.path.clone(),
-            len: key.len(),
-        }
-    }
-}
-
-/// The keys of a page of `space` from the caller's key `from` on ([`Recovered::read_page`]).
-pub(crate) struct Page {
-    /// The first key, encoded.
-    pub start: Vec<u8>,
-    /// The first key after the space, if there is one.
-    pub end: Option<Vec<u8>>,
-    /// The length of the space's prefix, to strip from each key read.
-    pub skip: usize,
-}
-
-impl Page {
-    pub(crate) fn of(space: &str, from: &[u8]) -> Page {
-        let prefix = space_prefix(space);
-        let skip = prefix.len();
-        let end = Some(prefix_successor(prefix)).filter(|end| !end.is_empty());
-        Page {
-            start: encode_key(space, from),
-            end,
-            skip,
-        }
-    }
-}
-
-/// The smallest byte string greater than every string starting with `prefix`; empty if there
-/// is none (the prefix is all 0xff).
-fn prefix_successor(mut prefix: Vec<u8>) -> Vec<u8> {
-    while let Some(last) = prefix.pop() {
-        if last < u8::MAX {
-            prefix.push(last + 1);
-            return prefix;
-        }
-    }
-    prefix
 }
 
 #[cfg(test)]
@@ -1610,15 +1258,5 @@ mod tests {
             entries(&store, "q/a"),
             [(key(1).to_vec(), b"before".to_vec())]
         );
-    }
-
-    #[test]
-    fn keys_round_trip_through_the_layout() {
-        let encoded = encode_key("q/é", b"\x00\xff");
-        assert_eq!(decode_key(&encoded), Some(("q/é", 4 + "q/é".len())));
-        assert_eq!(decode_key(b"\x00\x00"), None);
-        assert_eq!(decode_key(b"\x00\x00\x00\x09short"), None);
-        assert_eq!(prefix_successor(vec![1, 0xff]), vec![2]);
-        assert!(prefix_successor(vec![0xff]).is_empty());
     }
 }
