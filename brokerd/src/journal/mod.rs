@@ -70,8 +70,8 @@ pub const JOURNAL_TREE: &str = "journal";
 /// be quick and must not block: typically it sends on a channel or completes a oneshot.
 pub type Durable = Box<dyn FnOnce() + Send + 'static>;
 
-/// One write. `space` names a key space ("q/<destination>", "d/<client-id>/<subscription>",
-/// "subs", ...); the journal treats spaces, keys and values as opaque bytes.
+/// One write. `space` names a key space (`q/<destination>`, `d/<client-id>/<subscription>`,
+/// `subs`, ...); the journal treats spaces, keys and values as opaque bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Store `value` under `key` in `space`, replacing any earlier value.
