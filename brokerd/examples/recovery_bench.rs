@@ -480,6 +480,8 @@ async fn fill(dir: &Path, messages: u64, size: usize, tuning: Tuning) -> Result<
             priority: 4,
             expires: 0,
             redeliveries: 0,
+            timestamp: n,
+            sized: true,
         };
         journal.put(
             Arc::from(format!("q/{destination}")),

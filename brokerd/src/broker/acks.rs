@@ -108,15 +108,15 @@ impl Broker {
         } else {
             sub.in_flight.remove(at).into_iter().collect()
         };
-        let source = sub.source.clone();
-        for delivery in taken {
+        let sources: Vec<Source> = taken.iter().map(|d| sub.origin(&d.msg)).collect();
+        for (delivery, source) in taken.into_iter().zip(&sources) {
             if nack {
-                self.redeliver(&source, delivery.msg);
+                self.redeliver(source, delivery.msg);
             } else {
-                self.forget(&source, &delivery.msg);
+                self.forget(source, &delivery.msg);
             }
         }
-        self.dispatch(&source);
+        self.dispatch_feed(key);
         Ok(())
     }
 
@@ -168,20 +168,20 @@ impl Broker {
     pub(super) fn written(&mut self, conn: ConnId, sub: SubKey, count: u32) -> Result<(), Refused> {
         // A subscription that ended meanwhile already returned its unwritten messages;
         // a new one under the same client id has other keys.
-        let live = self.subscriptions.get_mut(&sub).filter(|s| s.conn == conn);
-        if let Some(sub) = live {
-            let n = (count as usize).min(sub.unwritten.len());
-            let written: Vec<Unwritten> = sub.unwritten.drain(..n).collect();
-            let source = sub.source.clone();
-            // Sent is acknowledged, in auto mode.
-            for delivery in written {
-                match delivery.unstored_receipt {
-                    Some(receipt) => receipt(),
-                    None => self.forget(&source, &delivery.msg),
-                }
+        let Some(live) = self.subscriptions.get_mut(&sub).filter(|s| s.conn == conn) else {
+            return Ok(());
+        };
+        let n = (count as usize).min(live.unwritten.len());
+        let written: Vec<Unwritten> = live.unwritten.drain(..n).collect();
+        let live = &self.subscriptions[&sub];
+        // Sent is acknowledged, in auto mode.
+        for delivery in written {
+            match delivery.unstored_receipt {
+                Some(receipt) => receipt(),
+                None => self.forget(&live.origin(&delivery.msg), &delivery.msg),
             }
-            self.dispatch(&source);
         }
+        self.dispatch_feed(sub);
         Ok(())
     }
 }

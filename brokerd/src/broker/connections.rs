@@ -7,6 +7,7 @@ impl Broker {
     pub(super) fn open(
         &mut self,
         conn: ConnId,
+        session: &str,
         client_id: Option<String>,
         peer: String,
         outbox: mpsc::UnboundedSender<Outbound>,
@@ -37,6 +38,8 @@ impl Broker {
             conn,
             Connection {
                 outbox,
+                temporary: names::temporary_prefix(session),
+                temporaries: Vec::new(),
                 client_id,
                 peer,
                 subscriptions: HashMap::new(),
@@ -55,6 +58,9 @@ impl Broker {
             }
             for key in c.subscriptions.into_values() {
                 self.end_subscription(key);
+            }
+            for name in c.temporaries {
+                self.delete_temporary(&name);
             }
         }
         Ok(())

@@ -15,14 +15,44 @@ pub(super) fn idle(queue: &Queue) -> bool {
 }
 
 impl Broker {
+    /// The destinations a client's header names, canonical ([`names`]): a temporary one it
+    /// names as `/temp-queue/NAME` is created; one of another connection must still exist.
+    pub(super) fn resolve(&mut self, conn: ConnId, header: &str) -> Result<Vec<Arc<str>>, Refused> {
+        let c = self.connection(conn)?;
+        let prefix = Arc::clone(&c.temporary);
+        let resolved = names::resolve(header, &prefix).map_err(|e| Refused(e.to_string()))?;
+        for name in resolved.iter().filter(|n| names::is_temporary(n)) {
+            if self.temporaries.contains_key(name) {
+                continue;
+            }
+            if !names::created_by(name, &prefix) {
+                return Err(Refused(format!(
+                    "temporary destination {name} does not exist: the connection that created it has ended"
+                )));
+            }
+            self.room_for(name)?;
+            self.temporaries.insert(Arc::clone(name), conn);
+            self.connection(conn)?.temporaries.push(Arc::clone(name));
+            debug!(conn, destination = %name, "temporary destination created");
+        }
+        Ok(resolved)
+    }
+
+    /// A temporary destination goes with the connection that created it (after its
+    /// subscriptions, the only ones it had), and its messages with it: they were never stored.
+    pub(super) fn delete_temporary(&mut self, name: &Arc<str>) {
+        self.temporaries.remove(name);
+        self.queues.remove(name);
+        self.topics.remove(name);
+        debug!(destination = %name, "temporary destination deleted");
+    }
+
     /// Refuses a client's request that would create `destination` past the destinations cap.
     /// Only clients are refused: the broker's own routing (the dead-letter queue) is not.
     pub(super) fn room_for(&self, destination: &str) -> Result<(), Refused> {
-        let exists = match message::kind_of(destination) {
-            Ok(Kind::Queue) => self.queues.contains_key(destination),
-            Ok(Kind::Topic) => self.topics.contains_key(destination),
-            // Refused later, with the reason.
-            Err(_) => return Ok(()),
+        let exists = match names::kind(destination) {
+            Kind::Queue => self.queues.contains_key(destination),
+            Kind::Topic => self.topics.contains_key(destination),
         };
         let caps = self.settings.caps;
         if exists || self.queues.len() + self.topics.len() < caps.destinations {
@@ -44,8 +74,29 @@ impl Broker {
                     next: 0,
                 },
             );
+            self.attach_filters(destination);
         }
         self.queues.get_mut(destination).expect("inserted above")
+    }
+
+    /// A new queue feeds every subscription whose filter matches it.
+    fn attach_filters(&mut self, destination: &Arc<str>) {
+        let mut matched = Vec::new();
+        for key in &self.queue_filters {
+            if let Some(Subscription {
+                feed: Feed::Queues { filter, queues },
+                ..
+            }) = self.subscriptions.get_mut(key)
+            {
+                if filter.matches(destination) {
+                    queues.push(Arc::clone(destination));
+                    matched.push(*key);
+                }
+            }
+        }
+        if let Some(queue) = self.queues.get_mut(destination) {
+            queue.consumers.extend(matched);
+        }
     }
 
     /// Restores what the store holds: durable subscriptions, and the first page of every

@@ -33,6 +33,19 @@ impl Broker {
         }
     }
 
+    /// Delivers what waits for subscription `key`, from wherever it reads.
+    pub(super) fn dispatch_feed(&mut self, key: SubKey) {
+        let queues = match self.subscriptions.get(&key).map(|s| &s.feed) {
+            Some(Feed::One(source)) => return self.dispatch(&source.clone()),
+            Some(Feed::Topics(_)) => return self.dispatch_backlog(key),
+            Some(Feed::Queues { queues, .. }) => queues.clone(),
+            None => return,
+        };
+        for queue in queues {
+            self.dispatch(&Source::Queue(queue));
+        }
+    }
+
     pub(super) fn dispatch_queue(&mut self, destination: &Arc<str>) {
         if self.draining {
             // Going passive: what is not delivered yet stays for the next node.

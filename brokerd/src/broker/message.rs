@@ -6,9 +6,13 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::sync::Arc;
 
-/// Headers that belong to one hop of the protocol, never passed from a SEND to a MESSAGE.
-const HOP_HEADERS: [&str; 9] = [
+/// Headers that belong to one hop of the protocol, or that the broker keeps as fields and
+/// writes itself, never passed from a SEND to a MESSAGE as they came.
+const HOP_HEADERS: [&str; 12] = [
     "destination",
+    "expires",
+    "priority",
+    "timestamp",
     "receipt",
     "transaction",
     "content-length",
@@ -40,6 +44,11 @@ pub struct Message {
     pub expires: u64,
     /// Times it was delivered and not acknowledged (NACK, consumer gone, failover).
     pub redeliveries: u32,
+    /// JMSTimestamp: Unix milliseconds when the broker took it (or the SEND's `timestamp`).
+    pub timestamp: u64,
+    /// The SEND gave a `content-length`, so every MESSAGE carries one (ActiveMQ's bytes
+    /// message); without it, none (its text message): the header is never invented.
+    pub sized: bool,
 }
 
 /// Why a SEND's headers are unacceptable.
@@ -47,38 +56,14 @@ pub struct Message {
 pub enum HeaderError {
     #[error("SEND needs a destination header")]
     NoDestination,
-    #[error("destination {0:?} is neither /queue/NAME nor /topic/NAME")]
-    BadDestination(String),
-    #[error("priority {0:?} is not a number from 0 to 9")]
+    #[error("priority {0:?} is not a number")]
     BadPriority(String),
     #[error("expires {0:?} is not a time in milliseconds since the Unix epoch")]
     BadExpires(String),
-    #[error("persistent {0:?} is neither true nor false")]
-    BadPersistent(String),
+    #[error("timestamp {0:?} is not a time in milliseconds since the Unix epoch")]
+    BadTimestamp(String),
     #[error(transparent)]
     BadSchedule(#[from] crate::scheduler::spec::ScheduleError),
-}
-
-/// What a destination name is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Queue,
-    Topic,
-}
-
-/// Checks a destination name and says what it is.
-pub fn kind_of(destination: &str) -> Result<Kind, HeaderError> {
-    let (kind, name) = if let Some(name) = destination.strip_prefix("/queue/") {
-        (Kind::Queue, name)
-    } else if let Some(name) = destination.strip_prefix("/topic/") {
-        (Kind::Topic, name)
-    } else {
-        return Err(HeaderError::BadDestination(destination.into()));
-    };
-    if name.is_empty() || name.contains('\0') {
-        return Err(HeaderError::BadDestination(destination.into()));
-    }
-    Ok(kind)
 }
 
 /// The value of a frame's header `name`: its first occurrence, as STOMP says.
@@ -112,11 +97,16 @@ pub fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 /// The parts of a SEND frame the broker interprets, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
+    /// As the SEND named it: the broker resolves it ([`super::names`]) for the connection.
     pub destination: String,
     pub headers: Vec<(String, String)>,
     pub persistent: bool,
     pub priority: u8,
     pub expires: u64,
+    /// The SEND's `timestamp`, which ActiveMQ keeps as the JMSTimestamp.
+    pub timestamp: Option<u64>,
+    /// The SEND gave a `content-length` ([`Message::sized`]).
+    pub sized: bool,
     /// ActiveMQ's scheduling headers: a job, not a message (their headers are not passed on).
     pub schedule: Option<crate::scheduler::spec::Schedule>,
 }
@@ -126,26 +116,23 @@ impl Published {
     pub fn from_headers(headers: &[(String, String)]) -> Result<Published, HeaderError> {
         let get = |name: &str| header(headers, name);
         let destination = get("destination").ok_or(HeaderError::NoDestination)?;
-        kind_of(destination)?;
-        let persistent = match get("persistent") {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => return Err(HeaderError::BadPersistent(other.into())),
-        };
+        // ActiveMQ's leniency: anything but `true` is non-persistent, and a priority outside
+        // 0-9 is taken as the nearest (its JMS client would refuse it; its STOMP does not).
+        let persistent = get("persistent") == Some("true");
         let priority = match get("priority") {
             None => DEFAULT_PRIORITY,
             Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= 9)
-                .ok_or_else(|| HeaderError::BadPriority(p.into()))?,
+                .trim()
+                .parse::<i64>()
+                .map(|p| p.clamp(0, 9) as u8)
+                .map_err(|_| HeaderError::BadPriority(p.into()))?,
         };
-        let expires = match get("expires") {
-            None => 0,
-            Some(e) => e
-                .parse::<u64>()
-                .map_err(|_| HeaderError::BadExpires(e.into()))?,
+        let millis = |name: &str, err: fn(String) -> HeaderError| match get(name) {
+            None => Ok(None),
+            Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| err(v.into())),
         };
+        let expires = millis("expires", HeaderError::BadExpires)?.unwrap_or(0);
+        let timestamp = millis("timestamp", HeaderError::BadTimestamp)?;
         let schedule = crate::scheduler::spec::Schedule::from_headers(headers)?;
         let mut passed: Vec<(String, String)> = Vec::new();
         for (name, value) in headers {
@@ -165,6 +152,8 @@ impl Published {
             persistent,
             priority,
             expires,
+            timestamp,
+            sized: get("content-length").is_some(),
             schedule,
         })
     }
@@ -186,10 +175,11 @@ impl Message {
         self.body.len() + headers + self.destination.len() + self.id.len() + 128
     }
 
-    /// The store's encoding: a version byte, then the fields, length-prefixed.
+    /// The store's encoding: a version byte, then the fields, length-prefixed. Version 2 added
+    /// the timestamp and the flags byte (bit 0: [`Message::sized`]).
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(self.footprint());
-        out.put_u8(1);
+        out.put_u8(2);
         out.put_u64(self.seq);
         put_str(&mut out, &self.id);
         put_str(&mut out, &self.destination);
@@ -197,6 +187,8 @@ impl Message {
         out.put_u8(self.priority);
         out.put_u64(self.expires);
         out.put_u32(self.redeliveries);
+        out.put_u64(self.timestamp);
+        out.put_u8(u8::from(self.sized));
         out.put_u32(self.headers.len() as u32);
         for (name, value) in &self.headers {
             put_str(&mut out, name);
@@ -207,9 +199,14 @@ impl Message {
         out.freeze()
     }
 
-    /// Reads [`Message::encode`]'s output; `None` if it is not a message of this version.
+    /// Reads [`Message::encode`]'s output, or version 1's (stored by an older brokerd: no
+    /// timestamp, and always sized); `None` if it is neither.
     pub fn decode(mut buf: &[u8]) -> Option<Message> {
-        if buf.remaining() < 1 || buf.get_u8() != 1 || buf.remaining() < 8 {
+        if buf.remaining() < 1 {
+            return None;
+        }
+        let version = buf.get_u8();
+        if !(1..=2).contains(&version) || buf.remaining() < 8 {
             return None;
         }
         let seq = buf.get_u64();
@@ -222,6 +219,11 @@ impl Message {
         let priority = buf.get_u8();
         let expires = buf.get_u64();
         let redeliveries = buf.get_u32();
+        let (timestamp, sized) = match version {
+            1 => (0, true),
+            _ if buf.remaining() < 8 + 1 + 4 => return None,
+            _ => (buf.get_u64(), buf.get_u8() & 1 != 0),
+        };
         let count = buf.get_u32() as usize;
         let mut headers = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
@@ -246,6 +248,8 @@ impl Message {
             priority,
             expires,
             redeliveries,
+            timestamp,
+            sized,
         })
     }
 }
@@ -279,6 +283,7 @@ mod tests {
             ("receipt", "r1"),
             ("persistent", "true"),
             ("priority", "7"),
+            ("timestamp", "1700000000000"),
             ("reply-to", "/queue/b"),
             ("x", "1"),
             ("x", "2"),
@@ -286,30 +291,43 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(p.destination, "/queue/a");
-        assert!(p.persistent);
-        assert_eq!(p.priority, 7);
-        assert_eq!(
-            p.headers,
-            headers(&[("priority", "7"), ("reply-to", "/queue/b"), ("x", "1")])
-        );
+        assert!(p.persistent && p.sized);
+        assert_eq!((p.priority, p.timestamp), (7, Some(1_700_000_000_000)));
+        assert_eq!(p.headers, headers(&[("reply-to", "/queue/b"), ("x", "1")]));
         for (name, value, expected) in [
-            ("priority", "10", "priority \"10\""),
+            ("priority", "high", "priority \"high\""),
             ("expires", "soon", "expires \"soon\""),
-            ("persistent", "yes", "persistent \"yes\""),
+            ("timestamp", "-1", "timestamp \"-1\""),
         ] {
             let err =
                 Published::from_headers(&headers(&[("destination", "/topic/t"), (name, value)]))
                     .unwrap_err();
             assert!(err.to_string().contains(expected), "{err}");
         }
-        let err =
-            Published::from_headers(&headers(&[("destination", "/elsewhere/x")])).unwrap_err();
-        assert_eq!(err, HeaderError::BadDestination("/elsewhere/x".into()));
         assert_eq!(
             Published::from_headers(&[]).unwrap_err(),
             HeaderError::NoDestination
         );
-        assert!(kind_of("/queue/").is_err());
+    }
+
+    #[test]
+    fn send_headers_are_read_as_leniently_as_activemq_reads_them() {
+        let read = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("destination", "/queue/a")];
+            all.extend_from_slice(pairs);
+            Published::from_headers(&headers(&all)).unwrap()
+        };
+        // Anything but "true" is non-persistent.
+        for value in ["yes", "TRUE", "1", "false", ""] {
+            assert!(!read(&[("persistent", value)]).persistent, "{value}");
+        }
+        // A priority outside 0-9 is the nearest one.
+        for (value, expected) in [("12", 9), ("-3", 0), (" 5", 5), ("9", 9)] {
+            assert_eq!(read(&[("priority", value)]).priority, expected, "{value}");
+        }
+        let plain = read(&[]);
+        assert!(!plain.sized && plain.timestamp.is_none());
+        assert_eq!(plain.priority, DEFAULT_PRIORITY);
     }
 
     #[test]
@@ -324,10 +342,36 @@ mod tests {
             priority: 9,
             expires: 123,
             redeliveries: 2,
+            timestamp: 1_700_000_000_123,
+            sized: false,
         };
         let encoded = msg.encode();
-        assert_eq!(Message::decode(&encoded), Some(msg));
+        assert_eq!(Message::decode(&encoded), Some(msg.clone()));
         assert_eq!(Message::decode(&encoded[..encoded.len() - 1]), None);
         assert_eq!(Message::decode(b"\x02"), None);
+        assert_eq!(Message::decode(b"\x03"), None);
+        // Version 1, as an older brokerd stored it: no timestamp, no flags, always sized.
+        let mut v1 = BytesMut::new();
+        v1.put_u8(1);
+        v1.put_u64(msg.seq);
+        put_str(&mut v1, &msg.id);
+        put_str(&mut v1, &msg.destination);
+        v1.put_u8(1);
+        v1.put_u8(9);
+        v1.put_u64(123);
+        v1.put_u32(2);
+        v1.put_u32(2);
+        for (name, value) in &msg.headers {
+            put_str(&mut v1, name);
+            put_str(&mut v1, value);
+        }
+        v1.put_u32(msg.body.len() as u32);
+        v1.put_slice(&msg.body);
+        let old = Message {
+            timestamp: 0,
+            sized: true,
+            ..msg
+        };
+        assert_eq!(Message::decode(&v1), Some(old));
     }
 }

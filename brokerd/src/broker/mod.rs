@@ -30,6 +30,7 @@ mod drain;
 mod durables;
 pub mod limits;
 pub mod message;
+pub mod names;
 pub mod paging;
 pub mod pending;
 mod publishing;
@@ -46,7 +47,8 @@ use crate::scheduler::{self, job::Job};
 use crate::store::StoreError;
 use bytes::Bytes;
 use durables::Durables;
-use message::{Kind, Message, Published};
+use message::{Message, Published};
+use names::{Kind, Pattern};
 use paging::{PageRead, PageStore, Paged, Paging};
 use pending::{Backlogged, Charge, Pending};
 use std::cell::RefCell;
@@ -181,6 +183,9 @@ pub enum Request {
     /// (the session answers CONNECTED) or why not (a `client-id` already connected).
     Open {
         conn: ConnId,
+        /// The session id (CONNECTED's `session`): it names the connection's temporary
+        /// destinations ([`names::temporary_prefix`]).
+        session: String,
         client_id: Option<String>,
         /// The client's address, named when another client asks for its client-id.
         peer: String,
@@ -340,12 +345,40 @@ struct InFlight {
     _charge: Charge,
 }
 
-/// Where a subscription's messages come from.
+/// Where a message waits for a subscription: where it returns to when not acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
     Queue(Arc<str>),
     Topic(Arc<str>),
     Durable(DurableKey),
+}
+
+/// Where a subscription's messages come from.
+#[derive(Debug, Clone)]
+enum Feed {
+    /// One queue, topic or durable subscription.
+    One(Source),
+    /// Every queue the filter matches, those there are and those to come (wildcards, or a
+    /// composite list): the queues it consumes from now.
+    Queues {
+        filter: Arc<Filter>,
+        queues: Vec<Arc<str>>,
+    },
+    /// Every topic the filter matches.
+    Topics(Arc<Filter>),
+}
+
+/// Names and wildcard patterns of one kind: a subscription's composite destination.
+#[derive(Debug, Default)]
+struct Filter {
+    names: Vec<Arc<str>>,
+    patterns: Vec<Pattern>,
+}
+
+impl Filter {
+    fn matches(&self, name: &str) -> bool {
+        self.names.iter().any(|n| **n == *name) || self.patterns.iter().any(|p| p.matches(name))
+    }
 }
 
 type DurableKey = (String, String);
@@ -358,7 +391,7 @@ pub type SubKey = u64;
 struct Subscription {
     conn: ConnId,
     id: Arc<str>,
-    source: Source,
+    feed: Feed,
     ack: AckMode,
     prefetch: u32,
     next_tag: u64,
@@ -373,6 +406,15 @@ struct Subscription {
 }
 
 impl Subscription {
+    /// Where a message delivered to this subscription came from.
+    fn origin(&self, msg: &Message) -> Source {
+        match &self.feed {
+            Feed::One(source) => source.clone(),
+            Feed::Queues { .. } => Source::Queue(Arc::clone(&msg.destination)),
+            Feed::Topics(_) => Source::Topic(Arc::clone(&msg.destination)),
+        }
+    }
+
     /// Where delivery `tag` is among those awaiting their ACK (a binary search: they are
     /// kept in tag order).
     fn position(&self, tag: u64) -> Option<usize> {
@@ -455,6 +497,10 @@ enum TxOp {
 
 struct Connection {
     outbox: mpsc::UnboundedSender<Outbound>,
+    /// The prefix of its temporary destinations' names.
+    temporary: Arc<str>,
+    /// The temporary destinations it created: deleted when it ends.
+    temporaries: Vec<Arc<str>>,
     client_id: Option<String>,
     peer: String,
     subscriptions: HashMap<String, SubKey>,
@@ -475,6 +521,12 @@ pub struct Broker {
     next_sub: SubKey,
     queues: HashMap<Arc<str>, Queue>,
     topics: HashMap<Arc<str>, Vec<SubKey>>,
+    /// Subscriptions fed by every queue a filter matches: each new queue is matched.
+    queue_filters: Vec<SubKey>,
+    /// The temporary destinations there are, and the connection that created each.
+    temporaries: HashMap<Arc<str>, ConnId>,
+    /// Subscriptions fed by every topic a filter matches: each publish is matched.
+    topic_filters: Vec<SubKey>,
     durables: Durables,
     draining: bool,
     /// Bytes of every waiting message, shared with the sessions for flow control.
@@ -579,6 +631,9 @@ impl Broker {
             next_sub: 1,
             queues: HashMap::new(),
             topics: HashMap::new(),
+            queue_filters: Vec::new(),
+            temporaries: HashMap::new(),
+            topic_filters: Vec::new(),
             durables: Durables::default(),
             draining: false,
             memory: Arc::clone(&memory),
@@ -691,11 +746,12 @@ impl Broker {
         match request {
             Request::Open {
                 conn,
+                session,
                 client_id,
                 peer,
                 outbox,
                 verdict,
-            } => self.open(conn, client_id, peer, outbox, verdict),
+            } => self.open(conn, &session, client_id, peer, outbox, verdict),
             Request::Send {
                 conn,
                 published,

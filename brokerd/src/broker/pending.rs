@@ -182,6 +182,8 @@ mod tests {
             priority,
             expires: 0,
             redeliveries: 0,
+            timestamp: 0,
+            sized: true,
         })
     }
 

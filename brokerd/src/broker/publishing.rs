@@ -32,7 +32,28 @@ impl Broker {
             priority: published.priority,
             expires: published.expires,
             redeliveries: 0,
+            timestamp: published.timestamp.unwrap_or_else(now_ms),
+            sized: published.sized,
         }
+    }
+
+    /// A `reply-to` naming one of the connection's temporary destinations is rewritten to the
+    /// name every other connection knows it by (creating it), as ActiveMQ does; any other value
+    /// is passed on as it came.
+    fn rewrite_reply_to(
+        &mut self,
+        conn: ConnId,
+        headers: &mut [(String, String)],
+    ) -> Result<(), Refused> {
+        let Some((_, value)) = headers.iter_mut().find(|(n, _)| n == "reply-to") else {
+            return Ok(());
+        };
+        if value.starts_with("/temp-queue/") || value.starts_with("/temp-topic/") {
+            if let [name] = &self.resolve(conn, value)?[..] {
+                *value = name.to_string();
+            }
+        }
+        Ok(())
     }
 
     /// Routes a new message to its destination; `on_durable` runs once it is safe to receipt.
@@ -48,8 +69,8 @@ impl Broker {
         held_receipt: bool,
     ) {
         let msg = Arc::new(msg);
-        match message::kind_of(&msg.destination) {
-            Ok(Kind::Queue) => {
+        match names::kind(&msg.destination) {
+            Kind::Queue => {
                 let destination = Arc::clone(&msg.destination);
                 self.queue(&destination);
                 let paging = self.paging.as_ref();
@@ -93,7 +114,7 @@ impl Broker {
                         .put(space, key_of(&msg), stored(&msg), on_durable);
                 }
             }
-            Ok(Kind::Topic) => {
+            Kind::Topic => {
                 let mut on_durable = on_durable;
                 let durables = self.durables.of_topic(&msg.destination).to_vec();
                 for key in durables {
@@ -129,11 +150,15 @@ impl Broker {
                     Some(done) => done(),
                     None => {}
                 }
-                let subscribers = self
+                let mut subscribers = self
                     .topics
                     .get(&msg.destination)
                     .cloned()
                     .unwrap_or_default();
+                subscribers.extend(self.topic_filters.iter().copied().filter(|key| {
+                    matches!(self.subscriptions.get(key).map(|s| &s.feed),
+                        Some(Feed::Topics(filter)) if filter.matches(&msg.destination))
+                }));
                 // Counted once, when the first slow subscriber has to keep it.
                 let mut held: Option<Arc<Backlogged>> = None;
                 let limit = self.settings.topic_backlog;
@@ -158,7 +183,6 @@ impl Broker {
                     self.dispatch_backlog(key);
                 }
             }
-            Err(err) => warn!(error = %err, "unroutable message dropped"),
         }
     }
 
@@ -192,26 +216,58 @@ impl Broker {
         if scheduler::manage::is_management(&published.destination) {
             return self.manage(conn, &published.headers, receipt);
         }
-        if matches!(message::kind_of(&published.destination), Ok(Kind::Queue)) {
-            // A SEND to a topic without subscribers creates nothing.
-            self.room_for(&published.destination)?;
+        let targets = self.resolve(conn, &published.destination)?;
+        self.rewrite_reply_to(conn, &mut published.headers)?;
+        for target in &targets {
+            if names::kind(target) == Kind::Queue {
+                // A SEND to a topic without subscribers creates nothing.
+                self.room_for(target)?;
+            }
         }
         let schedule = published.schedule.take();
-        let msg = self.new_message(published, body);
+        let mut msg = self.new_message(published, body);
+        // A composite SEND: one copy per destination, with the same id.
+        let others: Vec<Message> = (targets[1..].iter())
+            .map(|target| addressed(msg.clone(), target))
+            .collect();
+        msg = addressed(msg, &targets[0]);
         if let Some(schedule) = schedule {
+            if !others.is_empty() {
+                return Err(Refused(format!(
+                    "a scheduled SEND names one destination, not a composite list: {:?}",
+                    targets.iter().map(|t| &**t).collect::<Vec<_>>().join(",")
+                )));
+            }
             return self.schedule(conn, msg, schedule, transaction, receipt);
         }
         match transaction {
             Some(tx) => {
-                let charge = Charge::new(&msg, &self.memory);
-                self.transaction(conn, &tx)?.push(TxOp::Send(msg, charge));
+                for msg in std::iter::once(msg).chain(others) {
+                    let charge = Charge::new(&msg, &self.memory);
+                    self.transaction(conn, &tx)?.push(TxOp::Send(msg, charge));
+                }
                 self.receipt_now(conn, receipt);
             }
-            None => {
+            None if others.is_empty() => {
                 let on_durable = self.receipt_later(conn, receipt);
                 self.publish(msg, on_durable, true);
+            }
+            None => {
+                // Its receipt once every copy is safe: the barrier follows their writes.
+                for msg in std::iter::once(msg).chain(others) {
+                    self.publish(msg, None, false);
+                }
+                self.receipt_after_barrier(conn, receipt);
             }
         }
         Ok(())
     }
+}
+
+/// A new message for one of its SEND's destinations (canonical). One for a temporary
+/// destination is never stored: the destination goes with its connection.
+fn addressed(mut msg: Message, target: &Arc<str>) -> Message {
+    msg.destination = Arc::clone(target);
+    msg.persistent &= !names::is_temporary(target);
+    msg
 }

@@ -5,12 +5,10 @@ use super::*;
 
 impl Broker {
     pub(super) fn subscribe(&mut self, conn: ConnId, spec: SubscribeSpec) -> Result<(), Refused> {
-        let kind = message::kind_of(&spec.destination).map_err(|e| Refused(e.to_string()))?;
+        let resolved = self.resolve(conn, &spec.destination)?;
+        let first = Arc::clone(&resolved[0]);
+        let feed = self.feed(conn, &spec, resolved)?;
         let caps = self.settings.caps;
-        if spec.durable_name.is_none() {
-            // A durable subscription feeds from its own space, not from a topic entry.
-            self.room_for(&spec.destination)?;
-        }
         let c = self.connection(conn)?;
         if c.subscriptions.contains_key(&spec.id) {
             return Err(Refused(format!(
@@ -21,22 +19,7 @@ impl Broker {
         if c.subscriptions.len() >= caps.subscriptions_per_connection {
             return Err(Refused(caps.too_many_subscriptions()));
         }
-        let client_id = c.client_id.clone();
-        let destination: Arc<str> = spec.destination.as_str().into();
-        let source = match (kind, &spec.durable_name) {
-            (Kind::Queue, _) => Source::Queue(Arc::clone(&destination)),
-            (Kind::Topic, None) => Source::Topic(Arc::clone(&destination)),
-            (Kind::Topic, Some(name)) => {
-                let Some(client_id) = client_id else {
-                    return Err(Refused(
-                        "a durable subscription (activemq.subscriptionName) needs a client-id header on CONNECT"
-                            .into(),
-                    ));
-                };
-                Source::Durable((client_id, name.clone()))
-            }
-        };
-        if let Source::Durable(durable_key) = &source {
+        if let Feed::One(Source::Durable(durable_key)) = &feed {
             // Checked before anything changes: a refused SUBSCRIBE must leave the active
             // subscription's messages alone, even one naming another topic.
             if let Some(active) = self.durables.get(durable_key).and_then(|d| d.active) {
@@ -52,10 +35,19 @@ impl Broker {
             .subscriptions
             .insert(spec.id.clone(), key);
         let fresh = self.new_pending();
-        match &source {
-            Source::Queue(q) => self.queue(q).consumers.push(key),
-            Source::Topic(t) => self.topics.entry(Arc::clone(t)).or_default().push(key),
-            Source::Durable(durable_key) => {
+        match &feed {
+            Feed::One(Source::Queue(q)) => self.queue(q).consumers.push(key),
+            Feed::One(Source::Topic(t)) => self.topics.entry(Arc::clone(t)).or_default().push(key),
+            Feed::Queues { filter, .. } => {
+                // Named ones are made now; the rest are matched as they come.
+                for name in &filter.names {
+                    self.queue(name);
+                }
+                self.queue_filters.push(key);
+            }
+            Feed::Topics(_) => self.topic_filters.push(key),
+            Feed::One(Source::Durable(durable_key)) => {
+                let destination = first;
                 let mut purge = None;
                 // A new subscription, or one moved to another topic, gets a space never used
                 // before: a crash before the old one's purge finished cannot mix the two.
@@ -119,7 +111,7 @@ impl Broker {
             Subscription {
                 conn,
                 id: spec.id.into(),
-                source: source.clone(),
+                feed,
                 ack: spec.ack,
                 prefetch: spec.prefetch.max(1),
                 next_tag: 0,
@@ -128,22 +120,112 @@ impl Broker {
                 backlog: VecDeque::new(),
             },
         );
-        self.dispatch(&source);
+        self.attach_queues(key);
+        self.dispatch_feed(key);
         Ok(())
+    }
+
+    /// Where a SUBSCRIBE's messages come from, checked before anything changes.
+    fn feed(
+        &mut self,
+        conn: ConnId,
+        spec: &SubscribeSpec,
+        resolved: Vec<Arc<str>>,
+    ) -> Result<Feed, Refused> {
+        let kind = names::kind(&resolved[0]);
+        if resolved.iter().any(|n| names::kind(n) != kind) {
+            return Err(Refused(format!(
+                "destination {:?} lists both queues and topics: a subscription reads one kind",
+                spec.destination
+            )));
+        }
+        let c = self.connection(conn)?;
+        let (client_id, prefix) = (c.client_id.clone(), Arc::clone(&c.temporary));
+        if let Some(name) = resolved
+            .iter()
+            .find(|n| names::is_temporary(n) && !names::created_by(n, &prefix))
+        {
+            return Err(Refused(format!(
+                "temporary destination {name} belongs to another connection: only the one that created it may subscribe"
+            )));
+        }
+        let mut filter = Filter::default();
+        for name in resolved {
+            match Pattern::new(&name) {
+                Some(pattern) => filter.patterns.push(pattern),
+                None => filter.names.push(name),
+            }
+        }
+        let single = filter.patterns.is_empty() && filter.names.len() == 1;
+        if spec.durable_name.is_none() {
+            // A durable subscription feeds from its own space, not from a topic entry.
+            for name in &filter.names {
+                self.room_for(name)?;
+            }
+        }
+        Ok(match (kind, &spec.durable_name, single) {
+            (Kind::Queue, Some(_), _) => {
+                return Err(Refused(format!(
+                    "activemq.subscriptionName on queue {:?}: durable subscriptions are for topics (a queue keeps its messages anyway)",
+                    spec.destination
+                )))
+            }
+            (Kind::Topic, Some(_), false) => {
+                return Err(Refused(format!(
+                    "a durable subscription names one topic, without wildcards: {:?}",
+                    spec.destination
+                )))
+            }
+            (Kind::Queue, None, true) => Feed::One(Source::Queue(filter.names.remove(0))),
+            (Kind::Topic, None, true) => Feed::One(Source::Topic(filter.names.remove(0))),
+            (Kind::Topic, Some(name), true) => {
+                let Some(client_id) = client_id else {
+                    return Err(Refused(
+                        "a durable subscription (activemq.subscriptionName) needs a client-id header on CONNECT"
+                            .into(),
+                    ));
+                };
+                Feed::One(Source::Durable((client_id, name.clone())))
+            }
+            (Kind::Queue, None, false) => Feed::Queues {
+                filter: Arc::new(filter),
+                queues: Vec::new(),
+            },
+            (Kind::Topic, None, false) => Feed::Topics(Arc::new(filter)),
+        })
+    }
+
+    /// A new filtered queue subscription consumes from every queue its filter matches.
+    fn attach_queues(&mut self, key: SubKey) {
+        let Some(Subscription {
+            feed: Feed::Queues { filter, queues },
+            ..
+        }) = self.subscriptions.get_mut(&key)
+        else {
+            return;
+        };
+        for (name, queue) in self.queues.iter_mut() {
+            if filter.matches(name) {
+                queue.consumers.push(key);
+                queues.push(Arc::clone(name));
+            }
+        }
     }
 
     /// Ends a subscription: its unacknowledged deliveries go back, flagged redelivered.
     pub(super) fn end_subscription(&mut self, key: SubKey) {
-        let Some(sub) = self.subscriptions.remove(&key) else {
+        let Some(mut sub) = self.subscriptions.remove(&key) else {
             return;
         };
-        match &sub.source {
-            Source::Queue(q) => {
-                if let Some(queue) = self.queues.get_mut(q) {
-                    queue.consumers.retain(|k| *k != key);
-                }
+        let mut left: Vec<Arc<str>> = Vec::new();
+        match &sub.feed {
+            Feed::One(Source::Queue(q)) => left.push(Arc::clone(q)),
+            Feed::Queues { queues, .. } => {
+                self.queue_filters.retain(|k| *k != key);
+                left.extend(queues.iter().cloned());
             }
-            Source::Topic(t) => {
+            Feed::Topics(_) => self.topic_filters.retain(|k| *k != key),
+            Feed::One(Source::Topic(t)) => {
                 if let Some(subs) = self.topics.get_mut(t) {
                     subs.retain(|k| *k != key);
                     if subs.is_empty() {
@@ -151,36 +233,57 @@ impl Broker {
                     }
                 }
             }
-            Source::Durable(d) => {
+            Feed::One(Source::Durable(d)) => {
                 if let Some(durable) = self.durables.get_mut(d) {
                     durable.active = None;
                 }
             }
         }
+        for q in &left {
+            if let Some(queue) = self.queues.get_mut(q) {
+                queue.consumers.retain(|k| *k != key);
+            }
+        }
         // Auto-mode messages the session never wrote were never acknowledged: they go back
         // (flagged, as some may have reached the socket). One taken before it was stored is
         // stored now, and its producer's receipt waits for that.
-        for delivery in sub.unwritten {
+        let mut sources: Vec<Source> = Vec::new();
+        for delivery in std::mem::take(&mut sub.unwritten) {
+            let source = sub.origin(&delivery.msg);
             if let Some(receipt) = delivery.unstored_receipt {
                 let msg = &delivery.msg;
-                match self.space_of(&sub.source) {
+                match self.space_of(&source) {
                     Some(space) => self
                         .store
                         .put(space, key_of(msg), stored(msg), Some(receipt)),
                     None => receipt(),
                 }
             }
-            self.redeliver(&sub.source, delivery.msg);
+            self.redeliver(&source, delivery.msg);
+            if !sources.contains(&source) {
+                sources.push(source);
+            }
         }
-        for delivery in sub.in_flight {
-            self.redeliver(&sub.source, delivery.msg);
+        for delivery in std::mem::take(&mut sub.in_flight) {
+            let source = sub.origin(&delivery.msg);
+            self.redeliver(&source, delivery.msg);
+            if !sources.contains(&source) {
+                sources.push(source);
+            }
         }
-        self.dispatch(&sub.source);
-        if let Source::Queue(q) = &sub.source {
+        if let Feed::One(source) = &sub.feed {
+            if !sources.contains(source) {
+                sources.push(source.clone());
+            }
+        }
+        for source in &sources {
+            self.dispatch(source);
+        }
+        for q in left {
             // Unique reply-queue names must not pile up: an idle queue is removed, and comes
             // back as new if used again.
-            if self.queues.get(q).is_some_and(idle) {
-                self.queues.remove(q);
+            if self.queues.get(&q).is_some_and(idle) && !names::is_temporary(&q) {
+                self.queues.remove(&q);
                 debug!(queue = %q, "removed an empty, unused queue");
             }
         }

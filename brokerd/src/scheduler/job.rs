@@ -219,6 +219,8 @@ mod tests {
             priority: 4,
             expires: 0,
             redeliveries: 0,
+            timestamp: 0,
+            sized: true,
         };
         Job::new(template, schedule, 10_000).unwrap()
     }

@@ -97,6 +97,8 @@ fn job(now: u64, repeat: u32) -> Job {
         priority: 4,
         expires: 0,
         redeliveries: 0,
+        timestamp: 0,
+        sized: true,
     };
     let schedule = Schedule {
         delay_ms: 1,

@@ -13,6 +13,7 @@ use super::connection::{Connection, ConnectionError};
 use super::frame::{put_header_text, Frame};
 use super::Version;
 use crate::broker::message::Published;
+use crate::broker::names;
 use crate::broker::{AckMode, AckRef, ConnId, Outbound, Request, SubKey, SubscribeSpec};
 use crate::stats::Stats;
 use bytes::{BufMut, BytesMut};
@@ -125,6 +126,9 @@ struct Session {
     silence_limit: Option<Duration>,
     /// A DISCONNECT's receipt we wait for before closing.
     closing: Option<String>,
+    /// The prefix of this connection's temporary destinations, which it sees by the names
+    /// it gave them.
+    temporary: Arc<str>,
 }
 
 /// Serves one client until its session ends, then closes the connection.
@@ -296,6 +300,7 @@ async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Op
     let (verdict_tx, verdict) = oneshot::channel();
     let open = Request::Open {
         conn: ctx.conn,
+        session: ctx.id.clone(),
         client_id: frame.get("client-id").map(str::to_owned),
         peer: ctx.peer.to_string(),
         outbox: outbox_tx,
@@ -330,6 +335,7 @@ async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Op
         return None;
     }
     Some(Session {
+        temporary: names::temporary_prefix(&ctx.id),
         conn,
         ctx,
         version,
@@ -479,7 +485,14 @@ impl Session {
                     ack,
                     msg,
                 } => {
-                    encode_message(&mut buf, self.version, &subscription, ack, &msg);
+                    encode_message(
+                        &mut buf,
+                        self.version,
+                        &subscription,
+                        ack,
+                        &msg,
+                        &self.temporary,
+                    );
                     if ack.is_none() {
                         *written.entry(sub).or_default() += 1;
                     }
@@ -697,13 +710,17 @@ impl Session {
 }
 
 /// Writes a MESSAGE frame straight into `buf`, without building a [`Frame`] first: this is the
-/// broker's hottest path.
+/// broker's hottest path. The headers are ActiveMQ's: `expires`, `priority` and `timestamp`
+/// always, `persistent` when true, `content-length` only when the SEND had one. The
+/// connection's own temporary destinations (`temporary`, their prefix) appear by the names it
+/// gave them, in `destination` and `reply-to`.
 fn encode_message(
     buf: &mut BytesMut,
     version: Version,
     subscription: &str,
     ack: Option<crate::broker::AckId>,
     msg: &crate::broker::message::Message,
+    temporary: &str,
 ) {
     use std::fmt::Write;
     let escaped = version.escaping("MESSAGE");
@@ -716,7 +733,11 @@ fn encode_message(
     buf.put_slice(b"MESSAGE\n");
     header(buf, "subscription", subscription);
     header(buf, "message-id", &msg.id);
-    header(buf, "destination", &msg.destination);
+    header(
+        buf,
+        "destination",
+        &names::shown(&msg.destination, temporary),
+    );
     if let Some(ack) = ack {
         // Digits and dashes: nothing to escape, and no String made.
         let _ = writeln!(buf, "ack:{ack}");
@@ -724,13 +745,23 @@ fn encode_message(
     if msg.redeliveries > 0 {
         buf.put_slice(b"redelivered:true\n");
     }
+    let _ = writeln!(
+        buf,
+        "expires:{}\npriority:{}\ntimestamp:{}",
+        msg.expires, msg.priority, msg.timestamp
+    );
     if msg.persistent {
         buf.put_slice(b"persistent:true\n");
     }
     for (name, value) in &msg.headers {
-        header(buf, name, value);
+        match name.as_str() {
+            "reply-to" => header(buf, name, &names::shown(value, temporary)),
+            _ => header(buf, name, value),
+        }
     }
-    let _ = writeln!(buf, "content-length:{}", msg.body.len());
+    if msg.sized {
+        let _ = writeln!(buf, "content-length:{}", msg.body.len());
+    }
     buf.put_u8(b'\n');
     buf.put_slice(&msg.body);
     buf.put_u8(0);

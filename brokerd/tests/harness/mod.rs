@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod node;
+
 use shared_proto::control::{BrokerStats, FromBroker, ToBroker, CONTROL_FD_ENV};
 use shared_proto::wire;
 use std::io::{BufRead, BufReader, Read, Write};

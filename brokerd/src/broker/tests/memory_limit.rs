@@ -91,6 +91,8 @@ fn slow_topic_subscribers_backlogs_count_against_the_memory_limit_once_per_messa
             priority: 4,
             expires: 0,
             redeliveries: 0,
+            timestamp: 0,
+            sized: true,
         }
         .footprint()
     };

@@ -42,6 +42,7 @@ fn open(broker: &mut Broker, conn: ConnId, client_id: Option<&str>) -> Client {
     let (verdict, mut answer) = oneshot::channel();
     broker.handle(Request::Open {
         conn,
+        session: format!("n1-7-{conn}"),
         client_id: client_id.map(str::to_owned),
         peer: format!("127.0.0.1:{conn}"),
         outbox,

@@ -66,6 +66,7 @@ fn a_client_id_already_connected_is_refused_as_activemq_does() {
     let (verdict, mut answer) = oneshot::channel();
     b.handle(Request::Open {
         conn: 2,
+        session: "n1-7-2".into(),
         client_id: Some("app".into()),
         peer: "127.0.0.1:2".into(),
         outbox,

@@ -1,0 +1,300 @@
+//! ActiveMQ's STOMP extensions and edge behaviours against the real brokerd binary (issue 10):
+//! destination names as ActiveMQ reads them, the headers of a MESSAGE, wildcard and composite
+//! destinations, and temporary destinations for request/reply.
+//!
+//! As in `protocol.rs`, no test sleeps to synchronise: a RECEIPT is a barrier, and "nothing was
+//! delivered" is shown by a marker arriving first.
+
+mod harness;
+
+use harness::node::*;
+use harness::RawFrame;
+
+/// The next MESSAGE's destination and body.
+fn delivered(client: &mut Session) -> (String, String) {
+    let msg = next_message(client);
+    (msg.header("destination").to_owned(), msg.text().to_owned())
+}
+
+#[test]
+fn a_destination_without_a_known_prefix_is_a_queue_of_that_literal_name() {
+    let node = Node::start(&[]);
+    let mut client = node.client("1.2");
+    subscribe(&mut client, "plain", "orders", "auto");
+    subscribe(&mut client, "exchange", "/exchange/amq.topic/x", "auto");
+    send(&mut client, "orders", "o1");
+    assert_eq!(
+        delivered(&mut client),
+        ("/queue/orders".into(), "o1".into())
+    );
+    // The same queue by its /queue/ name.
+    send(&mut client, "/queue/orders", "o2");
+    assert_eq!(
+        delivered(&mut client),
+        ("/queue/orders".into(), "o2".into())
+    );
+    send(&mut client, "/exchange/amq.topic/x", "e1");
+    assert_eq!(
+        delivered(&mut client),
+        ("/queue//exchange/amq.topic/x".into(), "e1".into())
+    );
+    // Padding is trimmed, as ActiveMQ does.
+    send(&mut client, "  /queue/orders ", "o3");
+    assert_eq!(
+        delivered(&mut client),
+        ("/queue/orders".into(), "o3".into())
+    );
+}
+
+#[test]
+fn a_message_carries_activemq_headers_and_a_content_length_only_if_sent_one() {
+    let node = Node::start(&[]);
+    let mut client = node.client("1.2");
+    subscribe(&mut client, "s", "/queue/headers", "auto");
+    let before = shared_proto::unix_ms();
+    // No content-length: none delivered (ActiveMQ's text message).
+    client.send_frame(
+        "SEND",
+        &["destination:/queue/headers", "receipt:r1", "type:order"],
+        b"text",
+    );
+    client.expect_receipt("r1");
+    let text = next_message(&mut client);
+    let after = shared_proto::unix_ms();
+    assert_eq!(text.get("content-length"), None, "{text:?}");
+    assert_eq!(text.get("expires"), Some("0"));
+    assert_eq!(text.get("priority"), Some("4"));
+    assert_eq!(text.get("persistent"), None);
+    assert_eq!(text.get("type"), Some("order"));
+    let stamp: u64 = text.header("timestamp").parse().unwrap();
+    assert!(
+        (before..=after).contains(&stamp),
+        "{before} <= {stamp} <= {after}"
+    );
+    // With one: kept. A SEND's timestamp, priority and expires are the message's.
+    client.send(
+        b"SEND\ndestination:/queue/headers\nreceipt:r2\ncontent-length:3\npersistent:true\n\
+          timestamp:1700000000000\npriority:7\nexpires:4102444800000\n\na\0b\0",
+    );
+    client.expect_receipt("r2");
+    let bytes = next_message(&mut client);
+    assert_eq!(bytes.get("content-length"), Some("3"));
+    assert_eq!(bytes.body, b"a\0b");
+    assert_eq!(bytes.get("persistent"), Some("true"));
+    assert_eq!(bytes.get("timestamp"), Some("1700000000000"));
+    assert_eq!(bytes.get("priority"), Some("7"));
+    assert_eq!(bytes.get("expires"), Some("4102444800000"));
+    // Each header once.
+    for name in ["timestamp", "priority", "expires", "content-length"] {
+        assert_eq!(bytes.headers.iter().filter(|(n, _)| n == name).count(), 1);
+    }
+}
+
+#[test]
+fn header_values_activemq_accepts_are_accepted() {
+    let node = Node::start(&[]);
+    let mut client = node.client("1.2");
+    subscribe(&mut client, "s", "/queue/lenient", "auto");
+    send_with(&mut client, "/queue/lenient", &["priority:10"], "high");
+    let high = next_message(&mut client);
+    assert_eq!((high.text(), high.get("priority")), ("high", Some("9")));
+    send_with(&mut client, "/queue/lenient", &["priority:-1"], "low");
+    assert_eq!(next_message(&mut client).get("priority"), Some("0"));
+    // Anything but "true" is non-persistent.
+    send_with(&mut client, "/queue/lenient", &["persistent:yes"], "maybe");
+    let maybe = next_message(&mut client);
+    assert_eq!((maybe.text(), maybe.get("persistent")), ("maybe", None));
+}
+
+#[test]
+fn topic_wildcards_deliver_every_matching_topic_with_its_own_name() {
+    let node = Node::start(&[]);
+    let mut one = node.client("1.2");
+    subscribe(&mut one, "one", "/topic/prices.*", "auto");
+    let mut rest = node.client("1.2");
+    subscribe(&mut rest, "rest", "/topic/prices.>", "auto");
+    let mut producer = node.client("1.2");
+    for (topic, body) in [
+        ("/topic/prices.eu", "eu"),
+        ("/topic/prices.eu.fr", "fr"),
+        ("/topic/prices", "root"),
+        ("/topic/other.eu", "other"),
+        ("/topic/prices.us", "us"),
+    ] {
+        send(&mut producer, topic, body);
+    }
+    assert_eq!(
+        delivered(&mut one),
+        ("/topic/prices.eu".into(), "eu".into())
+    );
+    assert_eq!(
+        delivered(&mut one),
+        ("/topic/prices.us".into(), "us".into())
+    );
+    assert_nothing_delivered(&mut one, "one");
+    // `>` matches none or more segments, as ActiveMQ's.
+    for (topic, body) in [
+        ("/topic/prices.eu", "eu"),
+        ("/topic/prices.eu.fr", "fr"),
+        ("/topic/prices", "root"),
+        ("/topic/prices.us", "us"),
+    ] {
+        assert_eq!(delivered(&mut rest), (topic.into(), body.into()));
+    }
+    assert_nothing_delivered(&mut rest, "rest");
+}
+
+#[test]
+fn a_queue_wildcard_consumes_from_queues_there_are_and_queues_to_come() {
+    let node = Node::start(&[]);
+    let mut producer = node.client("1.2");
+    send(&mut producer, "/queue/orders.eu", "before");
+    let mut consumer = node.client("1.2");
+    subscribe(&mut consumer, "all", "/queue/orders.>", "client-individual");
+    let first = next_message(&mut consumer);
+    assert_eq!(
+        (first.header("destination"), first.text()),
+        ("/queue/orders.eu", "before")
+    );
+    send(&mut producer, "/queue/orders.us.east", "new queue");
+    send(&mut producer, "/queue/invoices.eu", "not matched");
+    let second = next_message(&mut consumer);
+    assert_eq!(
+        (second.header("destination"), second.text()),
+        ("/queue/orders.us.east", "new queue")
+    );
+    // Acknowledged from the queue it came from; the unmatched queue keeps its message.
+    for msg in [&first, &second] {
+        let ack = format!("id:{}", msg.header("ack"));
+        consumer.send_frame("ACK", &[&ack, "receipt:acked"], b"");
+        consumer.expect_receipt("acked");
+    }
+    disconnect(&mut consumer);
+    let mut again = node.client("1.2");
+    subscribe(&mut again, "all", "/queue/orders.>", "auto");
+    subscribe(&mut again, "invoices", "/queue/invoices.eu", "auto");
+    assert_eq!(
+        delivered(&mut again),
+        ("/queue/invoices.eu".into(), "not matched".into())
+    );
+    assert_nothing_delivered(&mut again, "acked");
+}
+
+#[test]
+fn unacknowledged_messages_of_a_wildcard_subscription_return_to_their_own_queues() {
+    let node = Node::start(&[]);
+    let mut producer = node.client("1.2");
+    send(&mut producer, "/queue/jobs.a", "a");
+    send(&mut producer, "/queue/jobs.b", "b");
+    let mut consumer = node.client("1.2");
+    subscribe(&mut consumer, "all", "/queue/jobs.*", "client-individual");
+    let mut got = [delivered(&mut consumer), delivered(&mut consumer)];
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("/queue/jobs.a".into(), "a".into()),
+            ("/queue/jobs.b".into(), "b".into())
+        ]
+    );
+    disconnect(&mut consumer);
+    let mut b = node.client("1.2");
+    subscribe(&mut b, "b", "/queue/jobs.b", "auto");
+    let back = next_message(&mut b);
+    assert_eq!((back.text(), back.get("redelivered")), ("b", Some("true")));
+    assert_nothing_delivered(&mut b, "b");
+}
+
+#[test]
+fn a_composite_send_reaches_every_destination_it_lists() {
+    let node = Node::start(&[]);
+    let mut client = node.client("1.2");
+    subscribe(&mut client, "a", "/queue/comp.a", "auto");
+    subscribe(&mut client, "t", "/topic/comp.t", "auto");
+    send(&mut client, "/queue/comp.a,/topic/comp.t", "both");
+    let mut got = [next_message(&mut client), next_message(&mut client)];
+    got.sort_by(|x, y| x.header("destination").cmp(y.header("destination")));
+    assert_eq!(got[0].header("destination"), "/queue/comp.a");
+    assert_eq!(got[1].header("destination"), "/topic/comp.t");
+    // One message, one id, as ActiveMQ's composite send.
+    assert_eq!(got[0].header("message-id"), got[1].header("message-id"));
+    assert!(got.iter().all(|m| m.text() == "both"));
+}
+
+#[test]
+fn a_composite_subscription_reads_every_queue_it_lists() {
+    let node = Node::start(&[]);
+    let mut client = node.client("1.2");
+    subscribe(&mut client, "ab", "/queue/list.a, /queue/list.b", "auto");
+    send(&mut client, "/queue/list.b", "b");
+    assert_eq!(delivered(&mut client), ("/queue/list.b".into(), "b".into()));
+    send(&mut client, "/queue/list.c", "c");
+    send(&mut client, "/queue/list.a", "a");
+    assert_eq!(delivered(&mut client), ("/queue/list.a".into(), "a".into()));
+    // Queues and topics do not mix in one subscription.
+    client.send(b"SUBSCRIBE\nid:mixed\ndestination:/queue/x,/topic/y\n\n\0");
+    client.expect_refusal("lists both queues and topics");
+}
+
+/// A request/reply round over a temporary queue, as an ActiveMQ user writes it: returns the
+/// requester (still connected) and the reply-to the responder saw.
+fn request_reply(node: &Node) -> (Session, String) {
+    let mut requester = node.client("1.2");
+    subscribe(&mut requester, "replies", "/temp-queue/replies", "auto");
+    let mut responder = node.client("1.2");
+    subscribe(&mut responder, "requests", "/queue/service", "auto");
+    send_with(
+        &mut requester,
+        "/queue/service",
+        &["reply-to:/temp-queue/replies", "correlation-id:c1"],
+        "question",
+    );
+    let request = next_message(&mut responder);
+    let reply_to = request.header("reply-to").to_owned();
+    assert!(
+        reply_to.starts_with("/remote-temp-queue/"),
+        "rewritten for other connections: {reply_to}"
+    );
+    send_with(&mut responder, &reply_to, &["correlation-id:c1"], "answer");
+    let reply = next_message(&mut requester);
+    // The requester sees its temporary queue by the name it gave it.
+    assert_eq!(reply.header("destination"), "/temp-queue/replies");
+    assert_eq!(
+        (reply.text(), reply.get("correlation-id")),
+        ("answer", Some("c1"))
+    );
+    disconnect(&mut responder);
+    (requester, reply_to)
+}
+
+#[test]
+fn request_reply_over_a_temporary_queue() {
+    let node = Node::start(&[]);
+    let (mut requester, reply_to) = request_reply(&node);
+    // Private to its connection: another may send to it, not read it.
+    let mut other = node.client("1.2");
+    other.send(format!("SUBSCRIBE\nid:x\ndestination:{reply_to}\n\n\0").as_bytes());
+    other.expect_refusal("belongs to another connection");
+    disconnect(&mut requester);
+    // Gone with its connection, and whatever waited in it.
+    let mut late = node.client("1.2");
+    late.send(format!("SEND\ndestination:{reply_to}\nreceipt:late\n\nlate\0").as_bytes());
+    let error: RawFrame = late.expect_refusal("does not exist");
+    assert_eq!(error.get("receipt-id"), Some("late"));
+    node.assert_still_serving();
+}
+
+#[test]
+fn a_temporary_queue_is_never_stored() {
+    let node = Node::start(&[]);
+    let (mut requester, _) = request_reply(&node);
+    send_with(
+        &mut requester,
+        "/temp-queue/replies",
+        &["persistent:true"],
+        "own",
+    );
+    let own = next_message(&mut requester);
+    assert_eq!((own.text(), own.get("persistent")), ("own", None));
+    disconnect(&mut requester);
+}
