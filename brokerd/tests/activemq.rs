@@ -298,3 +298,86 @@ fn a_temporary_queue_is_never_stored() {
     assert_eq!((own.text(), own.get("persistent")), ("own", None));
     disconnect(&mut requester);
 }
+
+/// Browses `queue` on `client` (with `extra` SUBSCRIBE headers): the bodies of the snapshot,
+/// checking the end marker after.
+fn browse_with(client: &mut Session, id: &str, queue: &str, extra: &[&str]) -> Vec<String> {
+    let mut headers = vec!["browser:true"];
+    headers.extend_from_slice(extra);
+    subscribe_with(client, id, queue, "auto", &headers);
+    let mut bodies = Vec::new();
+    loop {
+        let msg = next_message(client);
+        if msg.get("browser") == Some("end") {
+            assert_eq!(msg.get("subscription"), Some(id));
+            assert_eq!(msg.get("message-id"), Some("0"));
+            assert_eq!(msg.get("destination"), Some(queue));
+            assert!(msg.body.is_empty(), "{msg:?}");
+            return bodies;
+        }
+        assert_eq!(msg.get("ack"), None, "a browsed copy needs no ACK");
+        bodies.push(msg.text().to_owned());
+    }
+}
+
+fn browse(client: &mut Session, id: &str, queue: &str) -> Vec<String> {
+    browse_with(client, id, queue, &[])
+}
+
+#[test]
+fn a_browser_gets_a_snapshot_then_the_end_marker_and_consumes_nothing() {
+    let node = Node::start(&[]);
+    let mut producer = node.client("1.2");
+    for body in ["m1", "m2", "m3"] {
+        send_with(&mut producer, "/queue/browsed", &["persistent:true"], body);
+    }
+    let mut browser = node.client("1.2");
+    assert_eq!(
+        browse(&mut browser, "b1", "/queue/browsed"),
+        ["m1", "m2", "m3"]
+    );
+    // A snapshot: what comes later is not browsed.
+    send(&mut producer, "/queue/browsed", "m4");
+    assert_nothing_delivered(&mut browser, "after-end");
+    // An empty queue: the marker alone.
+    assert!(browse(&mut browser, "b2", "/queue/nothing-here").is_empty());
+    let mut consumer = node.client("1.2");
+    subscribe(&mut consumer, "c", "/queue/browsed", "auto");
+    assert_eq!(bodies(&mut consumer, 4), ["m1", "m2", "m3", "m4"]);
+}
+
+#[test]
+fn a_browser_reads_what_is_paged_out_too() {
+    let node = Node::start(&["--page-size", "3"]);
+    let mut producer = node.client("1.2");
+    let sent: Vec<String> = (1..=11).map(|n| format!("m{n}")).collect();
+    for body in &sent {
+        send_with(&mut producer, "/queue/deep", &["persistent:true"], body);
+    }
+    let mut browser = node.client("1.2");
+    // A prefetch smaller than a page: the snapshot waits for credit, in order.
+    assert_eq!(
+        browse_with(
+            &mut browser,
+            "b",
+            "/queue/deep",
+            &["activemq.prefetchSize:2"]
+        ),
+        sent,
+        "every message, memory's and the store's"
+    );
+    let mut consumer = node.client("1.2");
+    subscribe(&mut consumer, "c", "/queue/deep", "auto");
+    assert_eq!(bodies(&mut consumer, sent.len()), sent);
+}
+
+#[test]
+fn browsing_is_for_one_queue_on_stomp_1_1_and_later() {
+    let node = Node::start(&[]);
+    let mut client = node.client("1.2");
+    client.send(b"SUBSCRIBE\nid:b\ndestination:/topic/t\nbrowser:true\n\n\0");
+    client.expect_refusal("browses one queue");
+    let mut old = node.client_with(&[], "1.0");
+    old.send(b"SUBSCRIBE\ndestination:/queue/q\nbrowser:true\n\n\0");
+    old.expect_refusal("browser:true needs STOMP 1.1");
+}

@@ -38,6 +38,7 @@ impl Broker {
         let queues = match self.subscriptions.get(&key).map(|s| &s.feed) {
             Some(Feed::One(source)) => return self.dispatch(&source.clone()),
             Some(Feed::Topics(_)) => return self.dispatch_backlog(key),
+            Some(Feed::Browse(_)) => return self.dispatch_browse(key),
             Some(Feed::Queues { queues, .. }) => queues.clone(),
             None => return,
         };

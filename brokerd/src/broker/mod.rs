@@ -23,6 +23,7 @@
 //! `drain` (going passive).
 
 mod acks;
+mod browsing;
 mod connections;
 mod destinations;
 mod dispatch;
@@ -163,6 +164,8 @@ pub struct SubscribeSpec {
     /// `activemq.subscriptionName` on a topic: a durable subscription of the connection's
     /// client-id.
     pub durable_name: Option<String>,
+    /// `browser:true`: a snapshot of a queue, not consumed, then an end marker.
+    pub browser: bool,
 }
 
 /// How an ACK or NACK names its message.
@@ -289,6 +292,11 @@ pub enum Outbound {
         msg: Arc<Message>,
     },
     Receipt(String),
+    /// ActiveMQ's end-of-browse marker: a MESSAGE with `browser:end` and `message-id:0`.
+    BrowseEnd {
+        subscription: Arc<str>,
+        destination: Arc<str>,
+    },
     /// An ERROR frame, after which the session closes.
     Error {
         message: String,
@@ -354,7 +362,7 @@ enum Source {
 }
 
 /// Where a subscription's messages come from.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Feed {
     /// One queue, topic or durable subscription.
     One(Source),
@@ -366,6 +374,8 @@ enum Feed {
     },
     /// Every topic the filter matches.
     Topics(Arc<Filter>),
+    /// A queue browser's snapshot: copies, never consumed.
+    Browse(Box<browsing::Browse>),
 }
 
 /// Names and wildcard patterns of one kind: a subscription's composite destination.
@@ -411,7 +421,9 @@ impl Subscription {
         match &self.feed {
             Feed::One(source) => source.clone(),
             Feed::Queues { .. } => Source::Queue(Arc::clone(&msg.destination)),
-            Feed::Topics(_) => Source::Topic(Arc::clone(&msg.destination)),
+            // A copy, like a topic subscriber's: it returns nowhere, and is removed from
+            // nowhere when acknowledged.
+            Feed::Topics(_) | Feed::Browse(_) => Source::Topic(Arc::clone(&msg.destination)),
         }
     }
 
@@ -479,6 +491,12 @@ enum Ticket {
     /// (a subscription re-created under the same name only has newer ones).
     Purge {
         space: Arc<str>,
+        upto: u64,
+        limit: usize,
+    },
+    /// Reading a page of what a browser's snapshot found paged out: keys below `upto`.
+    Browse {
+        sub: SubKey,
         upto: u64,
         limit: usize,
     },

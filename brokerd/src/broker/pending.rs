@@ -80,6 +80,11 @@ impl Pending {
         Some(msg)
     }
 
+    /// The waiting messages in the order they would be delivered (a browser's snapshot).
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Message>> {
+        self.levels.iter().rev().flatten()
+    }
+
     /// Whether a message is waiting.
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -185,6 +185,9 @@ impl Broker {
         let Some(purpose) = self.tickets.remove(&ticket) else {
             return;
         };
+        if let Ticket::Browse { sub, upto, limit } = purpose {
+            return self.browsed_page(sub, result, upto, limit);
+        }
         let entries = match result {
             Ok(entries) => entries,
             Err(err) => {
@@ -241,7 +244,7 @@ impl Broker {
                 }
             }
             // Counts are answered with Request::Counted.
-            Ticket::Count { .. } => {}
+            Ticket::Count { .. } | Ticket::Browse { .. } => {}
         }
     }
 

@@ -46,6 +46,7 @@ impl Broker {
                 self.queue_filters.push(key);
             }
             Feed::Topics(_) => self.topic_filters.push(key),
+            Feed::Browse(_) => {}
             Feed::One(Source::Durable(durable_key)) => {
                 let destination = first;
                 let mut purge = None;
@@ -112,7 +113,12 @@ impl Broker {
                 conn,
                 id: spec.id.into(),
                 feed,
-                ack: spec.ack,
+                // A browser's deliveries are copies: nothing to acknowledge.
+                ack: if spec.browser {
+                    AckMode::Auto
+                } else {
+                    spec.ack
+                },
                 prefetch: spec.prefetch.max(1),
                 next_tag: 0,
                 in_flight: VecDeque::new(),
@@ -157,6 +163,18 @@ impl Broker {
             }
         }
         let single = filter.patterns.is_empty() && filter.names.len() == 1;
+        if spec.browser {
+            // ActiveMQ browses queues only, one at a time.
+            return match (kind, single) {
+                (Kind::Queue, true) => {
+                    Ok(Feed::Browse(Box::new(self.browse(filter.names.remove(0)))))
+                }
+                _ => Err(Refused(format!(
+                    "browser:true browses one queue, not {:?}",
+                    spec.destination
+                ))),
+            };
+        }
         if spec.durable_name.is_none() {
             // A durable subscription feeds from its own space, not from a topic entry.
             for name in &filter.names {
@@ -225,6 +243,7 @@ impl Broker {
                 left.extend(queues.iter().cloned());
             }
             Feed::Topics(_) => self.topic_filters.retain(|k| *k != key),
+            Feed::Browse(_) => {}
             Feed::One(Source::Topic(t)) => {
                 if let Some(subs) = self.topics.get_mut(t) {
                     subs.retain(|k| *k != key);

@@ -497,6 +497,10 @@ impl Session {
                         *written.entry(sub).or_default() += 1;
                     }
                 }
+                Outbound::BrowseEnd {
+                    subscription,
+                    destination,
+                } => encode_browse_end(&mut buf, self.version, &subscription, &destination),
                 Outbound::Receipt(receipt) => {
                     encode_receipt(&mut buf, self.version, &receipt);
                     if self.closing.as_deref() == Some(receipt.as_str()) {
@@ -583,6 +587,11 @@ impl Session {
                         )
                     }
                 };
+                let browser = frame.get("browser") == Some("true");
+                if browser && self.version == Version::V1_0 {
+                    // As ActiveMQ.
+                    return refuse("browser:true needs STOMP 1.1 or later".into(), "");
+                }
                 let prefetch = match frame.get("activemq.prefetchSize") {
                     None => DEFAULT_PREFETCH,
                     Some(p) => match p.parse::<u32>() {
@@ -605,6 +614,7 @@ impl Session {
                         ack,
                         prefetch,
                         durable_name: frame.get("activemq.subscriptionName").map(str::to_owned),
+                        browser,
                     },
                     receipt,
                 }
@@ -765,6 +775,17 @@ fn encode_message(
     buf.put_u8(b'\n');
     buf.put_slice(&msg.body);
     buf.put_u8(0);
+}
+
+/// Writes ActiveMQ's end-of-browse marker: a MESSAGE with `browser:end`, `message-id:0` and
+/// no body.
+fn encode_browse_end(buf: &mut BytesMut, version: Version, subscription: &str, destination: &str) {
+    let escaped = version.escaping("MESSAGE");
+    buf.put_slice(b"MESSAGE\nsubscription:");
+    put_header_text(buf, subscription, escaped);
+    buf.put_slice(b"\ndestination:");
+    put_header_text(buf, destination, escaped);
+    buf.put_slice(b"\nmessage-id:0\nbrowser:end\n\n\0");
 }
 
 /// Writes a RECEIPT frame straight into `buf`, as [`Frame::encode`] would write it: one goes

@@ -13,6 +13,7 @@ fn a_durable_subscription_keeps_messages_while_offline() {
         ack: AckMode::ClientIndividual,
         prefetch: 10,
         durable_name: Some("daily".into()),
+        browser: false,
     };
     b.handle(Request::Subscribe {
         conn: sub.conn,
@@ -44,6 +45,7 @@ fn a_durable_subscription_pages_out_and_its_deletion_purges_the_store() {
         ack: AckMode::ClientIndividual,
         prefetch: 2,
         durable_name: Some("daily".into()),
+        browser: false,
     };
     let sub = open(&mut b, 2, Some("client-a"));
     b.handle(Request::Subscribe {

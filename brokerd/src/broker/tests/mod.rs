@@ -90,6 +90,7 @@ fn subscribe(
             ack,
             prefetch,
             durable_name: None,
+            browser: false,
         },
         receipt: None,
     });
@@ -105,7 +106,7 @@ fn received(client: &mut Client) -> Vec<(String, Option<String>, bool)> {
                 ack.map(|a| a.to_string()),
                 msg.redeliveries > 0,
             )),
-            Outbound::Receipt(_) => {}
+            Outbound::Receipt(_) | Outbound::BrowseEnd { .. } => {}
             Outbound::Error { message, .. } => panic!("unexpected ERROR: {message}"),
         }
     }
@@ -157,7 +158,7 @@ fn answers(client: &mut Client) -> (Vec<String>, Vec<(String, Option<String>)>) 
         match frame {
             Outbound::Receipt(r) => receipts.push(r),
             Outbound::Error { message, receipt } => errors.push((message, receipt)),
-            Outbound::Message { .. } => {}
+            Outbound::Message { .. } | Outbound::BrowseEnd { .. } => {}
         }
     }
     (receipts, errors)
@@ -368,6 +369,7 @@ fn subscribe_durable(
             ack: AckMode::ClientIndividual,
             prefetch: 1,
             durable_name: Some("feed".into()),
+            browser: false,
         },
         receipt: receipt.map(str::to_owned),
     });
@@ -411,6 +413,7 @@ fn subscribe_durable_named(b: &mut Broker, client: &Client, name: &str) {
             ack: AckMode::ClientIndividual,
             prefetch: 2,
             durable_name: Some(name.into()),
+            browser: false,
         },
         receipt: None,
     });

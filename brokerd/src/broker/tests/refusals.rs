@@ -52,6 +52,7 @@ fn bad_requests_are_refused_with_an_error_naming_the_problem() {
             ack: AckMode::Auto,
             prefetch: 1,
             durable_name: Some("n".into()),
+            browser: false,
         },
         receipt: None,
     });
