@@ -482,6 +482,7 @@ async fn fill(dir: &Path, messages: u64, size: usize, tuning: Tuning) -> Result<
             redeliveries: 0,
             timestamp: n,
             sized: true,
+            from: 0,
         };
         journal.put(
             Arc::from(format!("q/{destination}")),

@@ -381,3 +381,41 @@ fn browsing_is_for_one_queue_on_stomp_1_1_and_later() {
     old.send(b"SUBSCRIBE\ndestination:/queue/q\nbrowser:true\n\n\0");
     old.expect_refusal("browser:true needs STOMP 1.1");
 }
+
+#[test]
+fn consumer_options_are_read_from_activemq_headers() {
+    let node = Node::start(&[]);
+    let mut plain = node.client("1.2");
+    subscribe_with(
+        &mut plain,
+        "p",
+        "/queue/opts",
+        "auto",
+        &["activemq.dispatchAsync:true"],
+    );
+    let mut only = node.client("1.2");
+    subscribe_with(
+        &mut only,
+        "e",
+        "/queue/opts",
+        "auto",
+        &["activemq.exclusive:TRUE", "activemq.priority:5"],
+    );
+    send(&mut plain, "/queue/opts", "to the exclusive one");
+    assert_eq!(next_message(&mut only).text(), "to the exclusive one");
+    assert_nothing_delivered(&mut plain, "exclusive");
+    // noLocal: the topic message this connection sent is not delivered to it.
+    subscribe_with(
+        &mut plain,
+        "t",
+        "/topic/opts",
+        "auto",
+        &["activemq.noLocal:true"],
+    );
+    send(&mut plain, "/topic/opts", "own");
+    send(&mut only, "/topic/opts", "other");
+    let msg = next_message(&mut plain);
+    assert_eq!((msg.get("subscription"), msg.text()), (Some("t"), "other"));
+    plain.send(b"SUBSCRIBE\nid:x\ndestination:/queue/y\nactivemq.priority:200\n\n\0");
+    plain.expect_refusal("activemq.priority \"200\" is not a number from 0 to 127");
+}

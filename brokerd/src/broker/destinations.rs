@@ -72,6 +72,8 @@ impl Broker {
                     paged: Paged::default(),
                     consumers: Vec::new(),
                     next: 0,
+                    choosy_consumers: 0,
+                    groups: HashMap::new(),
                 },
             );
             self.attach_filters(destination);
@@ -81,21 +83,21 @@ impl Broker {
 
     /// A new queue feeds every subscription whose filter matches it.
     fn attach_filters(&mut self, destination: &Arc<str>) {
-        let mut matched = Vec::new();
+        let Some(queue) = self.queues.get_mut(destination) else {
+            return;
+        };
         for key in &self.queue_filters {
             if let Some(Subscription {
                 feed: Feed::Queues { filter, queues },
+                options,
                 ..
             }) = self.subscriptions.get_mut(key)
             {
                 if filter.matches(destination) {
                     queues.push(Arc::clone(destination));
-                    matched.push(*key);
+                    queue.attach(*key, options);
                 }
             }
-        }
-        if let Some(queue) = self.queues.get_mut(destination) {
-            queue.consumers.extend(matched);
         }
     }
 

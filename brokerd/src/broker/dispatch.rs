@@ -60,6 +60,12 @@ impl Broker {
             if queue.pending.is_empty() || queue.consumers.is_empty() {
                 return;
             }
+            if queue.choosy() {
+                if !self.dispatch_one_chosen(destination) {
+                    return;
+                }
+                continue;
+            }
             let n = queue.consumers.len();
             let chosen = (0..n).find_map(|i| {
                 let key = queue.consumers[(queue.next + i) % n];

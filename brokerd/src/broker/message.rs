@@ -49,6 +49,9 @@ pub struct Message {
     /// The SEND gave a `content-length`, so every MESSAGE carries one (ActiveMQ's bytes
     /// message); without it, none (its text message): the header is never invented.
     pub sized: bool,
+    /// The connection that sent it (`activemq.noLocal`); 0 for one the broker made or read
+    /// back from the store. Not stored: connections do not outlive the broker.
+    pub from: u64,
 }
 
 /// Why a SEND's headers are unacceptable.
@@ -250,6 +253,7 @@ impl Message {
             redeliveries,
             timestamp,
             sized,
+            from: 0,
         })
     }
 }
@@ -344,6 +348,7 @@ mod tests {
             redeliveries: 2,
             timestamp: 1_700_000_000_123,
             sized: false,
+            from: 0,
         };
         let encoded = msg.encode();
         assert_eq!(Message::decode(&encoded), Some(msg.clone()));
@@ -370,6 +375,7 @@ mod tests {
         let old = Message {
             timestamp: 0,
             sized: true,
+            from: 0,
             ..msg
         };
         assert_eq!(Message::decode(&v1), Some(old));

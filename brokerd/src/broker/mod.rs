@@ -25,6 +25,7 @@
 mod acks;
 mod browsing;
 mod connections;
+pub mod consumers;
 mod destinations;
 mod dispatch;
 mod drain;
@@ -166,6 +167,7 @@ pub struct SubscribeSpec {
     pub durable_name: Option<String>,
     /// `browser:true`: a snapshot of a queue, not consumed, then an end marker.
     pub browser: bool,
+    pub options: consumers::ConsumerOptions,
 }
 
 /// How an ACK or NACK names its message.
@@ -402,6 +404,7 @@ struct Subscription {
     conn: ConnId,
     id: Arc<str>,
     feed: Feed,
+    options: consumers::ConsumerOptions,
     ack: AckMode,
     prefetch: u32,
     next_tag: u64,
@@ -468,8 +471,13 @@ struct Queue {
     space: Arc<str>,
     pending: Pending,
     paged: Paged,
+    /// Changed only through [`Queue::attach`] and [`Queue::detach`].
     consumers: Vec<SubKey>,
     next: usize,
+    /// Consumers with options ([`consumers`]): while there are any, every delivery chooses.
+    choosy_consumers: usize,
+    /// Each message group's consumer.
+    groups: HashMap<Arc<str>, SubKey>,
 }
 
 #[derive(Debug)]
@@ -541,6 +549,8 @@ pub struct Broker {
     topics: HashMap<Arc<str>, Vec<SubKey>>,
     /// Subscriptions fed by every queue a filter matches: each new queue is matched.
     queue_filters: Vec<SubKey>,
+    /// Each topic's retained message, for retroactive subscribers ([`consumers`]).
+    retained: HashMap<Arc<str>, Arc<Message>>,
     /// The temporary destinations there are, and the connection that created each.
     temporaries: HashMap<Arc<str>, ConnId>,
     /// Subscriptions fed by every topic a filter matches: each publish is matched.
@@ -651,6 +661,7 @@ impl Broker {
             topics: HashMap::new(),
             queue_filters: Vec::new(),
             temporaries: HashMap::new(),
+            retained: HashMap::new(),
             topic_filters: Vec::new(),
             durables: Durables::default(),
             draining: false,

@@ -85,6 +85,24 @@ impl Pending {
         self.levels.iter().rev().flatten()
     }
 
+    /// The next message to deliver, left in place.
+    pub fn peek(&self) -> Option<&Arc<Message>> {
+        self.levels.iter().rev().find_map(VecDeque::front)
+    }
+
+    /// Takes `msg` out, wherever it waits (a consumer chose it over those before it).
+    pub fn remove(&mut self, msg: &Arc<Message>) -> bool {
+        let queue = &mut self.levels[level(msg)];
+        // From the front: a chosen message is seldom far behind the next one.
+        let Some(at) = queue.iter().position(|m| Arc::ptr_eq(m, msg)) else {
+            return false;
+        };
+        queue.remove(at);
+        self.len -= 1;
+        self.shrink(msg);
+        true
+    }
+
     /// Whether a message is waiting.
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -189,6 +207,7 @@ mod tests {
             redeliveries: 0,
             timestamp: 0,
             sized: true,
+            from: 0,
         })
     }
 

@@ -20,7 +20,12 @@ impl Broker {
         .into()
     }
 
-    pub(super) fn new_message(&mut self, published: Published, body: Bytes) -> Message {
+    pub(super) fn new_message(
+        &mut self,
+        from: ConnId,
+        published: Published,
+        body: Bytes,
+    ) -> Message {
         let seq = self.next_seq();
         Message {
             id: self.id_of(seq),
@@ -34,6 +39,7 @@ impl Broker {
             redeliveries: 0,
             timestamp: published.timestamp.unwrap_or_else(now_ms),
             sized: published.sized,
+            from,
         }
     }
 
@@ -64,10 +70,13 @@ impl Broker {
     /// rests on the store, so the message is always stored.
     pub(super) fn publish(
         &mut self,
-        msg: Message,
+        mut msg: Message,
         on_durable: Option<OnDurable>,
         held_receipt: bool,
     ) {
+        if names::kind(&msg.destination) == Kind::Topic {
+            self.retain(&mut msg);
+        }
         let msg = Arc::new(msg);
         match names::kind(&msg.destination) {
             Kind::Queue => {
@@ -166,6 +175,9 @@ impl Broker {
                     let Some(sub) = self.subscriptions.get_mut(&key) else {
                         continue;
                     };
+                    if !sub.accepts(&msg) {
+                        continue;
+                    }
                     if sub.backlog.is_empty() && sub.has_credit() && !self.draining {
                         // A subscriber keeping up gets it at once; nothing waits.
                         if !expired_now(&msg) {
@@ -225,7 +237,7 @@ impl Broker {
             }
         }
         let schedule = published.schedule.take();
-        let mut msg = self.new_message(published, body);
+        let mut msg = self.new_message(conn, published, body);
         // A composite SEND: one copy per destination, with the same id.
         let others: Vec<Message> = (targets[1..].iter())
             .map(|target| addressed(msg.clone(), target))

@@ -36,7 +36,7 @@ impl Broker {
             .insert(spec.id.clone(), key);
         let fresh = self.new_pending();
         match &feed {
-            Feed::One(Source::Queue(q)) => self.queue(q).consumers.push(key),
+            Feed::One(Source::Queue(q)) => self.queue(q).attach(key, &spec.options),
             Feed::One(Source::Topic(t)) => self.topics.entry(Arc::clone(t)).or_default().push(key),
             Feed::Queues { filter, .. } => {
                 // Named ones are made now; the rest are matched as they come.
@@ -119,6 +119,7 @@ impl Broker {
                 } else {
                     spec.ack
                 },
+                options: spec.options,
                 prefetch: spec.prefetch.max(1),
                 next_tag: 0,
                 in_flight: VecDeque::new(),
@@ -127,6 +128,7 @@ impl Broker {
             },
         );
         self.attach_queues(key);
+        self.recover_retained(key);
         self.dispatch_feed(key);
         Ok(())
     }
@@ -217,6 +219,7 @@ impl Broker {
     fn attach_queues(&mut self, key: SubKey) {
         let Some(Subscription {
             feed: Feed::Queues { filter, queues },
+            options,
             ..
         }) = self.subscriptions.get_mut(&key)
         else {
@@ -224,7 +227,7 @@ impl Broker {
         };
         for (name, queue) in self.queues.iter_mut() {
             if filter.matches(name) {
-                queue.consumers.push(key);
+                queue.attach(key, options);
                 queues.push(Arc::clone(name));
             }
         }
@@ -260,7 +263,7 @@ impl Broker {
         }
         for q in &left {
             if let Some(queue) = self.queues.get_mut(q) {
-                queue.consumers.retain(|k| *k != key);
+                queue.detach(key, &sub.options);
             }
         }
         // Auto-mode messages the session never wrote were never acknowledged: they go back

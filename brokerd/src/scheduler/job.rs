@@ -221,6 +221,7 @@ mod tests {
             redeliveries: 0,
             timestamp: 0,
             sized: true,
+            from: 0,
         };
         Job::new(template, schedule, 10_000).unwrap()
     }

@@ -99,6 +99,7 @@ fn job(now: u64, repeat: u32) -> Job {
         redeliveries: 0,
         timestamp: 0,
         sized: true,
+        from: 0,
     };
     let schedule = Schedule {
         delay_ms: 1,

@@ -12,6 +12,7 @@ use super::command::Command;
 use super::connection::{Connection, ConnectionError};
 use super::frame::{put_header_text, Frame};
 use super::Version;
+use crate::broker::consumers::ConsumerOptions;
 use crate::broker::message::Published;
 use crate::broker::names;
 use crate::broker::{AckMode, AckRef, ConnId, Outbound, Request, SubKey, SubscribeSpec};
@@ -615,6 +616,10 @@ impl Session {
                         prefetch,
                         durable_name: frame.get("activemq.subscriptionName").map(str::to_owned),
                         browser,
+                        options: match consumer_options(&frame) {
+                            Ok(options) => options,
+                            Err(message) => return refuse(message, ""),
+                        },
                     },
                     receipt,
                 }
@@ -775,6 +780,32 @@ fn encode_message(
     buf.put_u8(b'\n');
     buf.put_slice(&msg.body);
     buf.put_u8(0);
+}
+
+/// ActiveMQ's per-consumer SUBSCRIBE headers (`activemq.dispatchAsync` is accepted and has
+/// nothing to change: every dispatch here is asynchronous).
+fn consumer_options(frame: &Frame) -> Result<ConsumerOptions, String> {
+    // ActiveMQ reads these as Java booleans: "true" in any case.
+    let flag = |name: &str| {
+        frame
+            .get(name)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    };
+    let priority = match frame.get("activemq.priority") {
+        None => 0,
+        Some(v) => v
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= 127)
+            .ok_or_else(|| format!("activemq.priority {v:?} is not a number from 0 to 127"))?,
+    };
+    Ok(ConsumerOptions {
+        exclusive: flag("activemq.exclusive"),
+        priority,
+        no_local: flag("activemq.noLocal"),
+        retroactive: flag("activemq.retroactive"),
+    })
 }
 
 /// Writes ActiveMQ's end-of-browse marker: a MESSAGE with `browser:end`, `message-id:0` and

@@ -14,6 +14,7 @@ fn a_durable_subscription_keeps_messages_while_offline() {
         prefetch: 10,
         durable_name: Some("daily".into()),
         browser: false,
+        options: Default::default(),
     };
     b.handle(Request::Subscribe {
         conn: sub.conn,
@@ -46,6 +47,7 @@ fn a_durable_subscription_pages_out_and_its_deletion_purges_the_store() {
         prefetch: 2,
         durable_name: Some("daily".into()),
         browser: false,
+        options: Default::default(),
     };
     let sub = open(&mut b, 2, Some("client-a"));
     b.handle(Request::Subscribe {

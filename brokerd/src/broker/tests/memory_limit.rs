@@ -93,6 +93,7 @@ fn slow_topic_subscribers_backlogs_count_against_the_memory_limit_once_per_messa
             redeliveries: 0,
             timestamp: 0,
             sized: true,
+            from: 0,
         }
         .footprint()
     };

@@ -5,6 +5,7 @@ use crate::journal::Op;
 use message::Published;
 
 mod commits;
+mod consumer_options;
 mod dispatch_acks;
 mod draining;
 mod durable_subscriptions;
@@ -82,6 +83,27 @@ fn subscribe(
     ack: AckMode,
     prefetch: u32,
 ) {
+    subscribe_with(
+        broker,
+        client,
+        id,
+        destination,
+        ack,
+        prefetch,
+        Default::default(),
+    );
+}
+
+/// [`subscribe`] with consumer options.
+fn subscribe_with(
+    broker: &mut Broker,
+    client: &Client,
+    id: &str,
+    destination: &str,
+    ack: AckMode,
+    prefetch: u32,
+    options: consumers::ConsumerOptions,
+) {
     broker.handle(Request::Subscribe {
         conn: client.conn,
         spec: SubscribeSpec {
@@ -91,6 +113,7 @@ fn subscribe(
             prefetch,
             durable_name: None,
             browser: false,
+            options,
         },
         receipt: None,
     });
@@ -370,6 +393,7 @@ fn subscribe_durable(
             prefetch: 1,
             durable_name: Some("feed".into()),
             browser: false,
+            options: Default::default(),
         },
         receipt: receipt.map(str::to_owned),
     });
@@ -414,6 +438,7 @@ fn subscribe_durable_named(b: &mut Broker, client: &Client, name: &str) {
             prefetch: 2,
             durable_name: Some(name.into()),
             browser: false,
+            options: Default::default(),
         },
         receipt: None,
     });

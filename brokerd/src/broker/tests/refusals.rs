@@ -53,6 +53,7 @@ fn bad_requests_are_refused_with_an_error_naming_the_problem() {
             prefetch: 1,
             durable_name: Some("n".into()),
             browser: false,
+            options: Default::default(),
         },
         receipt: None,
     });
