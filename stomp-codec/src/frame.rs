@@ -127,6 +127,11 @@ impl Frame {
     }
 }
 
+/// How every frame ends: its NUL, then an end of line, as ActiveMQ writes them. STOMP allows
+/// end-of-lines between frames (every decoder skips them as heart-beats), and PECL's stomp
+/// extension expects one after each NUL: without it, it drops a byte of the next frame.
+pub const FRAME_END: &[u8] = b"\0\n";
+
 /// Appends one frame to `out`, for a peer speaking `version`, without building a [`Frame`].
 /// Headers are escaped as the version and command say ([`Version::escaping`]); where there is
 /// no escaping (1.0, CONNECT, CONNECTED), CR and LF cannot be represented and go as spaces
@@ -163,7 +168,7 @@ pub fn encode<K, V>(
     }
     out.put_u8(b'\n');
     out.put_slice(body);
-    out.put_u8(0);
+    out.put_slice(FRAME_END);
 }
 
 /// How many bytes at the front of `buf` are heart-beat end-of-lines (`\n` or `\r\n`) that

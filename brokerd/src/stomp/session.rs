@@ -10,7 +10,7 @@
 
 use super::command::Command;
 use super::connection::{Connection, ConnectionError};
-use super::frame::{put_header_text, Frame};
+use super::frame::{put_header_text, Frame, FRAME_END};
 use super::Version;
 use crate::broker::consumers::ConsumerOptions;
 use crate::broker::message::Published;
@@ -779,7 +779,7 @@ fn encode_message(
     }
     buf.put_u8(b'\n');
     buf.put_slice(&msg.body);
-    buf.put_u8(0);
+    buf.put_slice(FRAME_END);
 }
 
 /// ActiveMQ's per-consumer SUBSCRIBE headers (`activemq.dispatchAsync` is accepted and has
@@ -816,7 +816,8 @@ fn encode_browse_end(buf: &mut BytesMut, version: Version, subscription: &str, d
     put_header_text(buf, subscription, escaped);
     buf.put_slice(b"\ndestination:");
     put_header_text(buf, destination, escaped);
-    buf.put_slice(b"\nmessage-id:0\nbrowser:end\n\n\0");
+    buf.put_slice(b"\nmessage-id:0\nbrowser:end\n\n");
+    buf.put_slice(FRAME_END);
 }
 
 /// Writes a RECEIPT frame straight into `buf`, as [`Frame::encode`] would write it: one goes
@@ -824,7 +825,8 @@ fn encode_browse_end(buf: &mut BytesMut, version: Version, subscription: &str, d
 fn encode_receipt(buf: &mut BytesMut, version: Version, receipt: &str) {
     buf.put_slice(b"RECEIPT\nreceipt-id:");
     put_header_text(buf, receipt, version.escaping("RECEIPT"));
-    buf.put_slice(b"\n\n\0");
+    buf.put_slice(b"\n\n");
+    buf.put_slice(FRAME_END);
 }
 
 /// A SEND read while memory was over the limit, waiting for room until `deadline`.

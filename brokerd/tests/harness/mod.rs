@@ -319,13 +319,17 @@ impl Client {
         }
     }
 
-    /// Asserts the broker closes the connection (after any frames already read).
+    /// Asserts the broker closes the connection (after any frames already read, and the
+    /// end-of-line that follows every frame's NUL).
     pub fn expect_eof(&mut self) {
         let mut rest = Vec::new();
         self.reader
             .read_to_end(&mut rest)
             .expect("EOF within the time limit");
-        assert!(rest.is_empty(), "unexpected bytes before EOF: {rest:?}");
+        assert!(
+            rest.iter().all(|b| *b == b'\n'),
+            "unexpected bytes before EOF: {rest:?}"
+        );
     }
 }
 
@@ -487,7 +491,11 @@ impl Client {
     }
 
     /// The next frame if one starts within the read timeout, else `None`; panics on EOF.
+    /// End-of-lines before it (heart-beats, the one after each frame's NUL) are skipped.
     pub fn try_read_raw(&mut self) -> Option<RawFrame> {
+        while let Ok([b'\n' | b'\r', ..]) = self.reader.fill_buf() {
+            self.reader.consume(1);
+        }
         match self.reader.fill_buf() {
             Ok([]) => panic!("EOF instead of a frame"),
             Ok(_) => Some(self.read_raw()),
