@@ -52,7 +52,8 @@ struct Args {
     /// This node's name, for logs and session ids.
     #[arg(long, default_value = "local")]
     node: String,
-    /// Largest STOMP frame a client may send, in bytes.
+    /// Largest STOMP frame a client may send, in bytes (ActiveMQ's default maxDataLength);
+    /// never more than --memory-limit-mb.
     #[arg(long, default_value_t = Limits::default().max_frame_bytes)]
     max_frame_bytes: usize,
     /// Most headers in one client frame.
@@ -216,7 +217,9 @@ fn main() -> ExitCode {
         listen: args.listen,
         node: args.node,
         limits: Limits {
-            max_frame_bytes: args.max_frame_bytes,
+            // A frame is held whole before its SEND is taken: one larger than the memory limit
+            // could never fit.
+            max_frame_bytes: args.max_frame_bytes.min(args.memory_limit_mb << 20),
             max_headers: args.max_headers,
             max_header_bytes: args.max_header_bytes,
         },

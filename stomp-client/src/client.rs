@@ -127,7 +127,7 @@ impl Default for Options {
             subscription_buffer: 1024,
             // A broker's frames may be larger than what it takes from a client.
             limits: Limits {
-                max_frame_bytes: 16 * 1024 * 1024,
+                max_frame_bytes: Limits::default().max_frame_bytes,
                 max_headers: 1000,
                 max_header_bytes: 64 * 1024,
             },

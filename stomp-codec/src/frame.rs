@@ -27,7 +27,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_frame_bytes: 1024 * 1024,
+            // ActiveMQ's default maxDataLength: clients written against it send frames this big.
+            max_frame_bytes: 100 * 1024 * 1024,
             max_headers: 64,
             max_header_bytes: 8192,
         }
