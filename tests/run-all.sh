@@ -26,11 +26,19 @@ if [ "$(id -u)" = 0 ]; then
     if ! command -v fusermount3 >/dev/null; then
         apt-get update -qq && apt-get install -y -qq fuse3 >/dev/null
     fi
+    # The other-language client tests (tests/tests/other_clients.rs) drive Ruby's stomp gem
+    # and PHP's PECL stomp extension, both from Debian.
+    if ! ruby -e "require 'stomp'" 2>/dev/null \
+        || ! php -r "exit(extension_loaded('stomp') ? 0 : 1);" 2>/dev/null; then
+        echo "== ruby-stomp and php8.2-stomp for the other-language client tests"
+        apt-get update -qq && apt-get install -y -qq ruby-stomp php8.2-cli php8.2-stomp >/dev/null
+    fi
 fi
-# Tests that need root or FUSE (bindfs, the power-cut filesystem, ctl as another uid) are
-# #[ignore = "needs root ..."]: `cargo test` reports them as ignored, never as passed. As root
-# this script runs them too, with --include-ignored in the same run so none is counted twice;
-# run that way, a test whose prerequisite is missing fails with what to install.
+# Tests that need root or FUSE (bindfs, the power-cut filesystem, ctl as another uid), or
+# packages only root can install (ruby-stomp, php8.2-stomp), are #[ignore = "needs ..."]:
+# `cargo test` reports them as ignored, never as passed. As root this script runs them too,
+# with --include-ignored in the same run so none is counted twice; run that way, a test
+# whose prerequisite is missing fails with what to install.
 # --no-fail-fast: every test binary runs, so the summary counts every test.
 ignored=()
 if [ "$(id -u)" = 0 ]; then

@@ -595,6 +595,9 @@ pub fn as_user(mut cmd: Command, uid: u32, gid: u32, groups: &[u32]) -> Command 
 
 // ---- Client programs run beside a cluster (e.g. the stomp.py scenarios in tests/python) ----
 
+/// Bound on one whole client scenario; each of its own waits is bounded more tightly.
+pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// A client program a test runs against a cluster. Its stdout arrives line by line, so the
 /// test can act on what it prints (kill a node when it prints `KILL`), and everything it wrote
 /// to stdout and stderr is kept for a failing test's message. Killed when dropped.
@@ -670,6 +673,20 @@ impl ClientProcess {
                         self.transcript()
                     )
                 }
+            }
+        }
+    }
+
+    /// Waits for a client scenario to end, within [`SCENARIO_TIMEOUT`], and asserts it passed
+    /// (exit status 0: every check it made held), with its output if it did not.
+    pub fn assert_passes(mut self) {
+        let status = self.finish(SCENARIO_TIMEOUT);
+        let (what, transcript) = (&self.what, self.transcript());
+        match status {
+            Some(status) if status.success() => print!("{transcript}"),
+            Some(status) => panic!("{what} failed ({status}); its output:\n{transcript}"),
+            None => {
+                panic!("{what} still running after {SCENARIO_TIMEOUT:?}; its output:\n{transcript}")
             }
         }
     }

@@ -9,10 +9,6 @@ use ha_tests::*;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
-
-/// Bound on one whole scenario; each of its own waits is bounded more tightly.
-const SCENARIO_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Panics with how to install stomp.py if python3 cannot import it.
 fn require_stomp_py() {
@@ -50,19 +46,6 @@ fn scenario(script: &str, args: &[&str], cluster: &Cluster) -> ClientProcess {
     ClientProcess::spawn(script, cmd)
 }
 
-/// Waits for a scenario to end and asserts it passed, with its output if it did not.
-fn assert_passes(mut client: ClientProcess, script: &str) {
-    let status = client.finish(SCENARIO_TIMEOUT);
-    let transcript = client.transcript();
-    match status {
-        Some(status) if status.success() => print!("{transcript}"),
-        Some(status) => panic!("{script} failed ({status}); its output:\n{transcript}"),
-        None => {
-            panic!("{script} still running after {SCENARIO_TIMEOUT:?}; its output:\n{transcript}")
-        }
-    }
-}
-
 /// One node, active, with `extra` config lines.
 fn one_node(extra: &str) -> Cluster {
     let mut cluster = Cluster::new(1, extra);
@@ -74,7 +57,7 @@ fn one_node(extra: &str) -> Cluster {
 /// Runs `script` against a fresh single node to the end.
 fn run_on_one_node(script: &str, args: &[&str], extra: &str) {
     let cluster = one_node(extra);
-    assert_passes(scenario(script, args, &cluster), script);
+    scenario(script, args, &cluster).assert_passes();
 }
 
 #[test]
@@ -124,5 +107,5 @@ fn stomp_py_host_list_fails_over_across_a_sigkill_without_losing_receipted_messa
         "killed {}; {} took over",
         cluster.nodes[active].name, cluster.nodes[next].name
     );
-    assert_passes(client, "failover.py");
+    client.assert_passes();
 }
