@@ -419,3 +419,41 @@ fn consumer_options_are_read_from_activemq_headers() {
     plain.send(b"SUBSCRIBE\nid:x\ndestination:/queue/y\nactivemq.priority:200\n\n\0");
     plain.expect_refusal("activemq.priority \"200\" is not a number from 0 to 127");
 }
+
+#[test]
+fn a_selector_subscription_gets_what_it_matches_and_a_bad_one_is_refused_at_its_token() {
+    let node = Node::start(&[]);
+    let mut client = node.client("1.2");
+    subscribe_with(
+        &mut client,
+        "big",
+        "/queue/sized",
+        "auto",
+        &["selector:size > 10 AND JMSPriority >= 5"],
+    );
+    send_with(
+        &mut client,
+        "/queue/sized",
+        &["size:5", "priority:9"],
+        "small",
+    );
+    send_with(
+        &mut client,
+        "/queue/sized",
+        &["size:50", "priority:9"],
+        "big",
+    );
+    send_with(&mut client, "/queue/sized", &["size:50"], "low");
+    assert_eq!(next_message(&mut client).text(), "big");
+    subscribe(&mut client, "rest", "/queue/sized", "auto");
+    assert_eq!(bodies(&mut client, 2), ["small", "low"]);
+    client.send(b"SUBSCRIBE\nid:bad\ndestination:/queue/x\nselector:size > AND x = 1\n\n\0");
+    let error = client.expect_refusal("unexpected \"AND\" at column 8");
+    assert!(
+        error
+            .unescaped("message")
+            .unwrap()
+            .contains("size > AND x = 1"),
+        "{error:?}"
+    );
+}

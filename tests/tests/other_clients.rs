@@ -161,7 +161,9 @@ scenarios! {
     RubyStomp "wildcards" ruby_stomp_subscribes_with_wildcards;
     RubyStomp "request_reply" ruby_stomp_does_request_reply_over_a_temporary_queue;
     RubyStomp "browse" ruby_stomp_browses_a_queue_without_consuming_it;
+    RubyStomp "selector" ruby_stomp_subscribes_with_a_selector;
     PeclStomp "wildcards" pecl_stomp_subscribes_with_wildcards;
     PeclStomp "request_reply" pecl_stomp_does_request_reply_over_a_temporary_queue;
     PeclStomp "browse" pecl_stomp_browses_a_queue_without_consuming_it;
+    PeclStomp "selector" pecl_stomp_subscribes_with_a_selector;
 }

@@ -56,7 +56,7 @@ impl Broker {
                 return;
             }
             if let Some(msg) = browse.waiting.pop_front() {
-                if !msg.expired(now) {
+                if !msg.expired(now) && sub.accepts(&msg) {
                     self.deliver(key, msg);
                 }
                 continue;

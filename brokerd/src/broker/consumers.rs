@@ -1,8 +1,8 @@
 //! What ActiveMQ's consumers ask for per subscription, and how a queue honours it: an exclusive
 //! consumer gets every message while it is there, consumers of a higher `activemq.priority` are
 //! served first, all messages of a group (`JMSXGroupID`) go to one consumer until it leaves,
-//! and a consumer never gets what it declines (`activemq.noLocal`). A message no consumer with
-//! credit takes waits for one, without holding up the messages behind it.
+//! and a consumer never gets what it declines (its `selector`, `activemq.noLocal`). A message
+//! no consumer with credit takes waits for one, without holding up the messages behind it.
 //!
 //! Topics keep ActiveMQ's default retained message: the last one published with
 //! `ActiveMQ.Retain:true` (an empty one clears it), given first to a retroactive subscriber
@@ -18,8 +18,8 @@ const RETAIN: &str = "ActiveMQ.Retain";
 const RETAINED: &str = "ActiveMQ.Retained";
 
 /// A consumer's options beyond where and how it acknowledges (ActiveMQ's `activemq.*`
-/// SUBSCRIBE headers). The default is a plain consumer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// SUBSCRIBE headers, and `selector`). The default is a plain consumer.
+#[derive(Debug, Clone, Default)]
 pub struct ConsumerOptions {
     /// `activemq.exclusive`: on a queue, the one consumer that gets every message while it is
     /// there (the first of the highest priority, if several ask).
@@ -31,12 +31,47 @@ pub struct ConsumerOptions {
     pub no_local: bool,
     /// `activemq.retroactive`: on a topic, first gets the topic's retained message.
     pub retroactive: bool,
+    /// `selector`: only the messages it matches ([`MessageFields`] are what it reads).
+    pub selector: Option<Arc<selector::Selector>>,
 }
 
 impl ConsumerOptions {
     /// Whether a queue must choose among its consumers message by message.
     fn choosy(&self) -> bool {
-        *self != ConsumerOptions::default()
+        self.exclusive || self.priority != 0 || self.no_local || self.selector.is_some()
+    }
+}
+
+/// A message as a selector reads it: ActiveMQ's JMS header names, typed as ActiveMQ types them,
+/// and every other header as a string property.
+pub struct MessageFields<'a>(pub &'a Message);
+
+impl selector::Fields for MessageFields<'_> {
+    fn field(&self, name: &str) -> Option<selector::Value<'_>> {
+        use selector::Value::{Bool, Long, Str};
+        let msg = self.0;
+        let header = |name: &str| message::header(&msg.headers, name);
+        Some(match name {
+            "JMSPriority" => Long(i64::from(msg.priority)),
+            "JMSTimestamp" => Long(i64::try_from(msg.timestamp).unwrap_or(i64::MAX)),
+            "JMSExpiration" => Long(i64::try_from(msg.expires).unwrap_or(i64::MAX)),
+            "JMSDeliveryMode" => Str(if msg.persistent {
+                "PERSISTENT"
+            } else {
+                "NON_PERSISTENT"
+            }),
+            "JMSMessageID" => Str(&msg.id),
+            "JMSRedelivered" => Bool(msg.redeliveries > 0),
+            "JMSXDeliveryCount" => Long(i64::from(msg.redeliveries) + 1),
+            "JMSCorrelationID" => Str(header("correlation-id")?),
+            "JMSType" => Str(header("type")?),
+            "JMSReplyTo" => Str(header("reply-to")?),
+            "JMSXGroupSeq" => {
+                let seq = header(GROUP_SEQ)?;
+                seq.parse().map_or(Str(seq), Long)
+            }
+            _ => Str(header(name)?),
+        })
     }
 }
 
@@ -49,6 +84,7 @@ impl Subscription {
     /// Whether this consumer takes `msg` at all.
     pub(super) fn accepts(&self, msg: &Message) -> bool {
         !(self.options.no_local && msg.from == self.conn)
+            && (self.options.selector.as_ref()).is_none_or(|s| s.matches(&MessageFields(msg)))
     }
 }
 

@@ -112,7 +112,10 @@ impl Broker {
                 return;
             };
             let source = Source::Durable(key.clone());
-            if msg.expired(now) {
+            // A durable subscription keeps every message of its topic while no one reads it;
+            // its reader's selector (or noLocal) decides what it gets.
+            let declined = !self.subscriptions[&sub_key].accepts(&msg);
+            if msg.expired(now) || declined {
                 self.forget(&source, &msg);
                 continue;
             }

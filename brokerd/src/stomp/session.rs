@@ -782,8 +782,8 @@ fn encode_message(
     buf.put_slice(FRAME_END);
 }
 
-/// ActiveMQ's per-consumer SUBSCRIBE headers (`activemq.dispatchAsync` is accepted and has
-/// nothing to change: every dispatch here is asynchronous).
+/// ActiveMQ's per-consumer SUBSCRIBE headers and the `selector` (`activemq.dispatchAsync` is
+/// accepted and has nothing to change: every dispatch here is asynchronous).
 fn consumer_options(frame: &Frame) -> Result<ConsumerOptions, String> {
     // ActiveMQ reads these as Java booleans: "true" in any case.
     let flag = |name: &str| {
@@ -800,11 +800,20 @@ fn consumer_options(frame: &Frame) -> Result<ConsumerOptions, String> {
             .filter(|p| *p <= 127)
             .ok_or_else(|| format!("activemq.priority {v:?} is not a number from 0 to 127"))?,
     };
+    // ActiveMQ's STOMP reads selectors with string conversion on: a header `price:12`
+    // matches `price > 10`.
+    let selector = match frame.get("selector") {
+        None => None,
+        Some(text) => Some(Arc::new(
+            selector::Selector::parse_stomp(text).map_err(|e| format!("selector {text:?}: {e}"))?,
+        )),
+    };
     Ok(ConsumerOptions {
         exclusive: flag("activemq.exclusive"),
         priority,
         no_local: flag("activemq.noLocal"),
         retroactive: flag("activemq.retroactive"),
+        selector,
     })
 }
 

@@ -321,3 +321,96 @@ fn a_retroactive_subscriber_gets_the_retained_message_first() {
     assert!(bodies(&mut late).is_empty());
     drop(producer.outbox.try_recv());
 }
+
+fn selecting(text: &str) -> ConsumerOptions {
+    ConsumerOptions {
+        selector: Some(Arc::new(selector::Selector::parse_stomp(text).unwrap())),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn selectors_share_a_queue_and_what_one_skips_waits_for_another() {
+    let mut b = broker();
+    let (mut red, mut blue) = (open(&mut b, 1, None), open(&mut b, 2, None));
+    let producer = open(&mut b, 3, None);
+    subscribe_with(
+        &mut b,
+        &red,
+        "r",
+        "/queue/paint",
+        AckMode::Auto,
+        100,
+        selecting("color = 'red'"),
+    );
+    for (body, color) in [
+        ("r1", "red"),
+        ("b1", "blue"),
+        ("r2", "red"),
+        ("g1", "green"),
+    ] {
+        send(&mut b, &producer, "/queue/paint", body, &[("color", color)]);
+    }
+    assert_eq!(
+        bodies(&mut red),
+        ["r1", "r2"],
+        "the others do not hold it up"
+    );
+    subscribe_with(
+        &mut b,
+        &blue,
+        "b",
+        "/queue/paint",
+        AckMode::Auto,
+        100,
+        selecting("color <> 'red'"),
+    );
+    assert_eq!(
+        bodies(&mut blue),
+        ["b1", "g1"],
+        "they waited for a consumer of their own"
+    );
+}
+
+#[test]
+fn selectors_read_jms_fields_and_string_headers_as_activemq_stomp_does() {
+    let mut b = broker();
+    let (mut client, producer) = (open(&mut b, 1, None), open(&mut b, 2, None));
+    let selector = "JMSPriority > 4 AND price > 10 AND JMSDeliveryMode = 'PERSISTENT' \
+                    AND JMSType = 'order' AND JMSCorrelationID LIKE 'c-%'";
+    subscribe_with(
+        &mut b,
+        &client,
+        "s",
+        "/topic/orders",
+        AckMode::Auto,
+        100,
+        selecting(selector),
+    );
+    let base = [
+        ("priority", "7"),
+        ("price", "12"),
+        ("persistent", "true"),
+        ("type", "order"),
+        ("correlation-id", "c-1"),
+    ];
+    send(&mut b, &producer, "/topic/orders", "match", &base);
+    for (at, (name, value)) in [
+        (0, ("priority", "4")),
+        (1, ("price", "9")),
+        (2, ("persistent", "false")),
+        (3, ("type", "refund")),
+        (4, ("correlation-id", "x-1")),
+    ] {
+        let mut headers = base;
+        headers[at] = (name, value);
+        send(
+            &mut b,
+            &producer,
+            "/topic/orders",
+            &format!("no {name}"),
+            &headers,
+        );
+    }
+    assert_eq!(bodies(&mut client), ["match"]);
+}
