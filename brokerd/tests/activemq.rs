@@ -457,3 +457,40 @@ fn a_selector_subscription_gets_what_it_matches_and_a_bad_one_is_refused_at_its_
         "{error:?}"
     );
 }
+
+#[test]
+fn a_receipt_comes_before_what_its_frame_causes_on_the_same_connection() {
+    let node = Node::start(&[]);
+    let mut client = node.client("1.2");
+    send(&mut client, "/queue/own", "waiting");
+    // A SUBSCRIBE's RECEIPT before the messages it finds waiting.
+    client.send(b"SUBSCRIBE\nid:s\ndestination:/queue/own\nreceipt:sub\n\n\0");
+    let raw = &mut client.client;
+    let first = raw.read_raw();
+    assert_eq!(
+        (first.command.as_str(), first.get("receipt-id")),
+        ("RECEIPT", Some("sub"))
+    );
+    assert_eq!(raw.read_raw().text(), "waiting");
+    // A SEND's RECEIPT before the MESSAGE it causes here, persistent (stored first) or not.
+    for n in 0..100 {
+        let persistent = if n % 2 == 0 { "true" } else { "false" };
+        raw.send(
+            format!(
+                "SEND\ndestination:/queue/own\npersistent:{persistent}\nreceipt:r{n}\n\nm{n}\0"
+            )
+            .as_bytes(),
+        );
+        let receipt = raw.read_raw();
+        assert_eq!(
+            (receipt.command.as_str(), receipt.get("receipt-id")),
+            ("RECEIPT", Some(format!("r{n}").as_str())),
+            "{receipt:?}"
+        );
+        let message = raw.read_raw();
+        assert_eq!(
+            (message.command.as_str(), message.text()),
+            ("MESSAGE", format!("m{n}").as_str())
+        );
+    }
+}

@@ -794,13 +794,15 @@ impl Broker {
                 receipt,
             } => {
                 let durable = spec.durable_name.is_some();
-                self.subscribe(conn, spec)?;
+                let key = self.subscribe(conn, spec)?;
                 if durable {
                     // The registry entry must be durable before the client is told it exists.
                     self.receipt_after_barrier(conn, receipt);
                 } else {
+                    // As ActiveMQ: the RECEIPT before anything the subscription finds waiting.
                     self.receipt_now(conn, receipt);
                 }
+                self.start_feed(key);
                 Ok(())
             }
             Request::Unsubscribe {

@@ -101,7 +101,15 @@ impl Broker {
                 queue.pending.push(Arc::clone(&msg));
                 self.dispatch(&Source::Queue(Arc::clone(&destination)));
                 let expired = self.unstored.take().is_none();
-                let taken = self.taken_unstored.take().filter(|_| held_receipt);
+                let taken = self.taken_unstored.take().filter(|key| {
+                    // The producer's own connection writes the receipt before the message
+                    // (ActiveMQ's order): there the receipt cannot wait for the message.
+                    held_receipt
+                        && self
+                            .subscriptions
+                            .get(key)
+                            .is_some_and(|s| s.conn != msg.from)
+                });
                 if !msg.persistent || expired {
                     if let Some(done) = on_durable {
                         done();

@@ -4,7 +4,12 @@ use super::destinations::idle;
 use super::*;
 
 impl Broker {
-    pub(super) fn subscribe(&mut self, conn: ConnId, spec: SubscribeSpec) -> Result<(), Refused> {
+    /// Registers a SUBSCRIBE; nothing is delivered to it yet ([`Broker::start_feed`]).
+    pub(super) fn subscribe(
+        &mut self,
+        conn: ConnId,
+        spec: SubscribeSpec,
+    ) -> Result<SubKey, Refused> {
         let resolved = self.resolve(conn, &spec.destination)?;
         let first = Arc::clone(&resolved[0]);
         let feed = self.feed(conn, &spec, resolved)?;
@@ -128,9 +133,14 @@ impl Broker {
             },
         );
         self.attach_queues(key);
+        Ok(key)
+    }
+
+    /// Starts delivering to a new subscription what it finds: a retroactive one's retained
+    /// messages, then what waits.
+    pub(super) fn start_feed(&mut self, key: SubKey) {
         self.recover_retained(key);
         self.dispatch_feed(key);
-        Ok(())
     }
 
     /// Where a SUBSCRIBE's messages come from, checked before anything changes.

@@ -11,6 +11,7 @@
 use super::command::Command;
 use super::connection::{Connection, ConnectionError};
 use super::frame::{put_header_text, Frame, FRAME_END};
+use super::receipt_order::ReceiptOrder;
 use super::Version;
 use crate::broker::consumers::ConsumerOptions;
 use crate::broker::message::Published;
@@ -130,6 +131,8 @@ struct Session {
     /// The prefix of this connection's temporary destinations, which it sees by the names
     /// it gave them.
     temporary: Arc<str>,
+    /// RECEIPTs before the MESSAGEs their SENDs cause here, as ActiveMQ writes them.
+    order: ReceiptOrder,
 }
 
 /// Serves one client until its session ends, then closes the connection.
@@ -337,6 +340,7 @@ async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Op
     }
     Some(Session {
         temporary: names::temporary_prefix(&ctx.id),
+        order: ReceiptOrder::default(),
         conn,
         ctx,
         version,
@@ -479,43 +483,8 @@ impl Session {
         let mut count = 0;
         while let Some(out) = next.take() {
             count += 1;
-            match out {
-                Outbound::Message {
-                    subscription,
-                    sub,
-                    ack,
-                    msg,
-                } => {
-                    encode_message(
-                        &mut buf,
-                        self.version,
-                        &subscription,
-                        ack,
-                        &msg,
-                        &self.temporary,
-                    );
-                    if ack.is_none() {
-                        *written.entry(sub).or_default() += 1;
-                    }
-                }
-                Outbound::BrowseEnd {
-                    subscription,
-                    destination,
-                } => encode_browse_end(&mut buf, self.version, &subscription, &destination),
-                Outbound::Receipt(receipt) => {
-                    encode_receipt(&mut buf, self.version, &receipt);
-                    if self.closing.as_deref() == Some(receipt.as_str()) {
-                        keep_going = false;
-                        break;
-                    }
-                }
-                Outbound::Error { message, receipt } => {
-                    let refusal = Refusal {
-                        detail: message.clone(),
-                        message,
-                        receipt,
-                    };
-                    refusal.into_frame().encode_into(&mut buf, self.version);
+            if let Some(out) = self.order.pass(self.ctx.conn, out) {
+                if !self.encode_out(&mut buf, &mut written, out) {
                     keep_going = false;
                     break;
                 }
@@ -539,6 +508,51 @@ impl Session {
             }
         }
         keep_going
+    }
+
+    /// Encodes one frame for the client, counting auto-mode MESSAGEs as `written`; a RECEIPT
+    /// brings the MESSAGEs it released with it. False once the session is to end (an ERROR,
+    /// or the DISCONNECT's RECEIPT).
+    fn encode_out(
+        &mut self,
+        buf: &mut BytesMut,
+        written: &mut HashMap<SubKey, u32>,
+        out: Outbound,
+    ) -> bool {
+        match out {
+            Outbound::Message {
+                subscription,
+                sub,
+                ack,
+                msg,
+            } => {
+                encode_message(buf, self.version, &subscription, ack, &msg, &self.temporary);
+                if ack.is_none() {
+                    *written.entry(sub).or_default() += 1;
+                }
+            }
+            Outbound::BrowseEnd {
+                subscription,
+                destination,
+            } => encode_browse_end(buf, self.version, &subscription, &destination),
+            Outbound::Receipt(receipt) => {
+                encode_receipt(buf, self.version, &receipt);
+                for released in self.order.written(&receipt) {
+                    self.encode_out(buf, written, released);
+                }
+                return self.closing.as_deref() != Some(receipt.as_str());
+            }
+            Outbound::Error { message, receipt } => {
+                let refusal = Refusal {
+                    detail: message.clone(),
+                    message,
+                    receipt,
+                };
+                refusal.into_frame().encode_into(buf, self.version);
+                return false;
+            }
+        }
+        true
     }
 
     /// Whether memory counted against the limit is at or below it. It counts messages that
@@ -713,6 +727,17 @@ impl Session {
                 )
             }
         };
+        if let Request::Send {
+            receipt: Some(receipt),
+            ..
+        }
+        | Request::Commit {
+            receipt: Some(receipt),
+            ..
+        } = &request
+        {
+            self.order.asked(receipt);
+        }
         if self.ctx.broker.send(request).await.is_err() {
             // Without receipt-id: a passing condition, the client should fail over and resend.
             return Err(Refusal::new(
