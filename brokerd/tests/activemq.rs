@@ -494,3 +494,30 @@ fn a_receipt_comes_before_what_its_frame_causes_on_the_same_connection() {
         );
     }
 }
+
+#[test]
+fn an_ack_of_nothing_awaiting_one_gets_an_error_and_the_connection_stays_open() {
+    let node = Node::start(&[]);
+    // STOMP 1.2: the node runs at epoch 1, so this id of its own epoch names nothing. (One of
+    // an earlier epoch is a late ACK of the previous broker's delivery: answered, not refused.)
+    let mut client = node.client("1.2");
+    client.send(b"ACK\nid:1-99-1\nreceipt:r-4\n\n\0");
+    let error = client.read_raw();
+    assert_eq!(error.command, "ERROR", "{error:?}");
+    assert_eq!(error.get("receipt-id"), Some("r-4"));
+    let message = error.unescaped("message").unwrap();
+    assert!(
+        message.contains("no unacknowledged message has ack id \"1-99-1\""),
+        "{message}"
+    );
+    // As ActiveMQ: the connection goes on.
+    subscribe(&mut client, "s", "/queue/after-ack", "client");
+    send(&mut client, "/queue/after-ack", "served");
+    assert_eq!(next_message(&mut client).text(), "served");
+    // STOMP 1.1 names a message-id.
+    let mut old = node.client("1.1");
+    old.send(b"ACK\nmessage-id:ID:nothing\nsubscription:s\n\n\0");
+    let error = old.read_raw();
+    assert_eq!(error.command, "ERROR", "{error:?}");
+    disconnect(&mut old);
+}

@@ -732,19 +732,6 @@ fn send_without_destination_is_refused() {
 }
 
 #[test]
-fn ack_of_an_unknown_id_is_refused() {
-    let node = Node::start(&[]);
-    let error = refused(
-        &node,
-        // The node runs at epoch 1: an id of its own epoch that names nothing. (An id of an
-        // earlier epoch is a late ACK of the previous broker's delivery: answered, not refused.)
-        b"ACK\nid:1-99-1\nreceipt:r-4\n\n\0",
-        "no unacknowledged message has ack id \"1-99-1\"",
-    );
-    assert_eq!(error.get("receipt-id"), Some("r-4"));
-}
-
-#[test]
 fn commit_of_an_unknown_transaction_is_refused() {
     let node = Node::start(&[]);
     let error = refused(

@@ -150,9 +150,15 @@ impl Broker {
         let stale = matches!(&which, AckRef::Ack(id)
             if AckId::parse(id).is_none_or(|id| id.epoch != self.settings.epoch));
         if !stale {
-            // Resolve now, so an unknown id is refused at once, even inside a
-            // transaction.
-            self.find_delivery(conn, &which)?;
+            // Resolve now, so an unknown id is answered at once, even inside a transaction:
+            // with an ERROR that leaves the connection open, as ActiveMQ's.
+            if let Err(Refused(message)) = self.find_delivery(conn, &which) {
+                debug!(conn, %message, "an ACK or NACK of nothing awaiting one");
+                if let Some(c) = self.connections.get(&conn) {
+                    let _ = c.outbox.send(Outbound::Warning { message, receipt });
+                }
+                return Ok(());
+            }
             match transaction {
                 Some(tx) => self.transaction(conn, &tx)?.push(TxOp::Ack { which, nack }),
                 None => self.acknowledge(conn, &which, nack)?,

@@ -304,6 +304,13 @@ pub enum Outbound {
         message: String,
         receipt: Option<String>,
     },
+    /// An ERROR frame that leaves the session open: ActiveMQ's answer to a frame it does not
+    /// take but need not end the connection for (an ACK of nothing awaiting one). The frame
+    /// changed nothing; later ones are taken as usual.
+    Warning {
+        message: String,
+        receipt: Option<String>,
+    },
 }
 
 /// Broker figures.

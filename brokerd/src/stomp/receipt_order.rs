@@ -36,7 +36,9 @@ impl ReceiptOrder {
             Outbound::Message { msg, .. } => msg.from == conn,
             Outbound::BrowseEnd { .. } => false,
             // Never held: a receipt is what releases, an ERROR ends the session.
-            Outbound::Receipt(_) | Outbound::Error { .. } => return Some(out),
+            Outbound::Receipt(_) | Outbound::Error { .. } | Outbound::Warning { .. } => {
+                return Some(out)
+            }
         };
         if own && !self.owed.is_empty() {
             self.held.push_back((self.asked, out));

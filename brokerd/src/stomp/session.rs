@@ -551,6 +551,14 @@ impl Session {
                 refusal.into_frame().encode_into(buf, self.version);
                 return false;
             }
+            Outbound::Warning { message, receipt } => {
+                let warning = Refusal {
+                    detail: format!("{message}. The connection stays open."),
+                    message,
+                    receipt,
+                };
+                warning.into_frame().encode_into(buf, self.version);
+            }
         }
         true
     }

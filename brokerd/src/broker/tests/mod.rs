@@ -130,7 +130,9 @@ fn received(client: &mut Client) -> Vec<(String, Option<String>, bool)> {
                 msg.redeliveries > 0,
             )),
             Outbound::Receipt(_) | Outbound::BrowseEnd { .. } => {}
-            Outbound::Error { message, .. } => panic!("unexpected ERROR: {message}"),
+            Outbound::Error { message, .. } | Outbound::Warning { message, .. } => {
+                panic!("unexpected ERROR: {message}")
+            }
         }
     }
     out
@@ -180,7 +182,9 @@ fn answers(client: &mut Client) -> (Vec<String>, Vec<(String, Option<String>)>) 
     while let Ok(frame) = client.outbox.try_recv() {
         match frame {
             Outbound::Receipt(r) => receipts.push(r),
-            Outbound::Error { message, receipt } => errors.push((message, receipt)),
+            Outbound::Error { message, receipt } | Outbound::Warning { message, receipt } => {
+                errors.push((message, receipt))
+            }
             Outbound::Message { .. } | Outbound::BrowseEnd { .. } => {}
         }
     }

@@ -3,16 +3,16 @@
 use super::*;
 
 #[test]
-fn bad_requests_are_refused_with_an_error_naming_the_problem() {
+fn an_ack_of_nothing_awaiting_one_is_answered_with_an_error_that_leaves_the_session_open() {
     let mut b = broker();
-    let mut client = open(&mut b, 1, None);
-    let refused = |client: &mut Client| match client.outbox.try_recv() {
-        Ok(Outbound::Error { message, .. }) => message,
-        other => panic!("expected an ERROR, got {other:?}"),
+    let warned = |client: &mut Client| match client.outbox.try_recv() {
+        Ok(Outbound::Warning { message, .. }) => message,
+        other => panic!("expected an ERROR that leaves the session open, got {other:?}"),
     };
-    // Epoch 7 is this broker's: an id of its own that names nothing is refused.
+    // Epoch 7 is this broker's: an id of its own that names nothing.
+    let mut client = open(&mut b, 1, None);
     ack(&mut b, &client, "7-99-1", false);
-    assert!(refused(&mut client).contains("no unacknowledged message has ack id \"7-99-1\""));
+    assert!(warned(&mut client).contains("no unacknowledged message has ack id \"7-99-1\""));
     // Nor may a connection acknowledge another's delivery, though its ack id names it.
     let producer = open(&mut b, 11, None);
     let mut owner = open(&mut b, 12, None);
@@ -28,9 +28,22 @@ fn bad_requests_are_refused_with_an_error_naming_the_problem() {
     let id = received(&mut owner)[0].1.clone().expect("an ack id");
     let mut other = open(&mut b, 13, None);
     ack(&mut b, &other, &id, false);
-    assert!(refused(&mut other).contains("no unacknowledged message has ack id"));
+    assert!(warned(&mut other).contains("no unacknowledged message has ack id"));
+    // The session goes on: its next frames are taken.
+    subscribe(&mut b, &other, "s", "/queue/other", AckMode::Auto, 1);
+    send(&mut b, &producer, "/queue/other", "still served", &[]);
+    assert_eq!(bodies(&mut other), ["still served"]);
     ack(&mut b, &owner, &id, false);
     assert!(owner.outbox.try_recv().is_err(), "the owner's ACK is taken");
+}
+
+#[test]
+fn bad_requests_are_refused_with_an_error_naming_the_problem() {
+    let mut b = broker();
+    let refused = |client: &mut Client| match client.outbox.try_recv() {
+        Ok(Outbound::Error { message, .. }) => message,
+        other => panic!("expected an ERROR, got {other:?}"),
+    };
     // An ERROR ends its session: each refusal below is on a connection of its own.
     let mut client = open(&mut b, 2, None);
     b.handle(Request::Commit {
