@@ -91,6 +91,39 @@ fn stomp_py_durable_subscription_keeps_messages_published_while_away() {
     run_on_one_node("durable.py", &[], "");
 }
 
+// The six below are the Ruby and PHP scenarios of `other_clients.rs`, written for stomp.py;
+// each also passes against ActiveMQ 5.17 (Debian's activemq).
+
+#[test]
+fn stomp_py_subscribes_with_wildcards_and_gets_the_concrete_destinations() {
+    run_on_one_node("wildcards.py", &[], "");
+}
+
+#[test]
+fn stomp_py_subscribes_with_a_selector_and_leaves_the_rest_on_the_queue() {
+    run_on_one_node("selector.py", &[], "");
+}
+
+#[test]
+fn stomp_py_does_request_reply_over_a_temporary_queue() {
+    run_on_one_node("request_reply.py", &[], "");
+}
+
+#[test]
+fn stomp_py_browses_a_queue_without_consuming_it() {
+    run_on_one_node("browse.py", &[], "");
+}
+
+#[test]
+fn stomp_py_sends_and_receives_a_16_mib_message_intact() {
+    run_on_one_node("big_message.py", &[], "");
+}
+
+#[test]
+fn stomp_py_gets_every_receipt_sending_to_a_queue_it_is_subscribed_to() {
+    run_on_one_node("receipt_while_subscribed.py", &[], "");
+}
+
 // Fails today only because persistent messages are not yet written to the store before their
 // RECEIPT: every message receipted before the kill is lost. Remove the ignore with the journal.
 #[test]
