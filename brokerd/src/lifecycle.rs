@@ -65,9 +65,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Heart-beat interval offered to and asked of clients.
     pub heartbeat: Duration,
-    /// Deliveries without an ACK after which a message goes to the dead-letter queue.
-    pub max_redeliveries: u32,
-    pub dead_letter_queue: String,
+    /// Redelivery delays and dead-letter queues.
+    pub redelivery: crate::broker::redelivery::RedeliveryPolicy,
     /// Messages a slow non-durable topic subscriber may have waiting.
     pub topic_backlog: usize,
     /// Who may connect; empty: anyone.
@@ -416,8 +415,7 @@ async fn open_broker(
     let settings = broker::Settings {
         node: config.node.clone(),
         epoch,
-        max_redeliveries: config.max_redeliveries,
-        dead_letter_queue: config.dead_letter_queue.clone(),
+        redelivery: config.redelivery.clone(),
         topic_backlog: config.topic_backlog,
         caps: config.caps,
     };

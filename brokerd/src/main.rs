@@ -11,6 +11,7 @@
 //! opened or flushed.
 
 use brokerd::broker::limits::Caps;
+use brokerd::broker::redelivery::RedeliveryPolicy;
 use brokerd::lifecycle::{self, Config, Outcome};
 use brokerd::{control, server, stomp, store};
 use clap::Parser;
@@ -73,12 +74,35 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     heartbeat_ms: u64,
     /// Deliveries without an ACK (NACK, consumer gone) after which a message goes to the
-    /// dead-letter queue (ActiveMQ's default is 6).
-    #[arg(long, default_value_t = 6)]
+    /// dead-letter queue (ActiveMQ's default is 6; 0 sends a NACKed message there at once, as
+    /// ActiveMQ does without its redelivery plugin).
+    #[arg(long, default_value_t = RedeliveryPolicy::default().max_redeliveries)]
     max_redeliveries: u32,
-    /// Where messages that kept failing go.
-    #[arg(long, default_value = "/queue/DLQ")]
+    /// Wait before a message that came back is delivered again, in ms (0: at once).
+    #[arg(long, default_value_t = RedeliveryPolicy::default().initial_delay_ms)]
+    redelivery_delay_ms: u64,
+    /// Each further redelivery of a message waits this many times longer (ActiveMQ's
+    /// backOffMultiplier; 1: the same delay each time).
+    #[arg(long, default_value_t = RedeliveryPolicy::default().backoff)]
+    redelivery_backoff: f64,
+    /// The longest redelivery wait, in ms.
+    #[arg(long, default_value_t = RedeliveryPolicy::default().max_delay_ms)]
+    max_redelivery_delay_ms: u64,
+    /// Where messages that kept failing or expired go (ActiveMQ's ActiveMQ.DLQ).
+    #[arg(long, default_value_t = RedeliveryPolicy::default().dead_letter_queue)]
     dead_letter_queue: String,
+    /// One dead-letter queue per destination, named as ActiveMQ's individual strategy names
+    /// them (/queue/ActiveMQ.DLQ.Queue.NAME, /queue/ActiveMQ.DLQ.Topic.NAME).
+    #[arg(long)]
+    dead_letter_per_destination: bool,
+    /// Non-persistent messages go to the dead-letter queue too, instead of being dropped
+    /// (ActiveMQ's processNonPersistent).
+    #[arg(long)]
+    dead_letter_non_persistent: bool,
+    /// Expired messages are dropped instead of going to the dead-letter queue (ActiveMQ's
+    /// processExpired=false).
+    #[arg(long)]
+    drop_expired: bool,
     /// Messages a slow non-durable topic subscriber may have waiting before the oldest are
     /// dropped; their bytes count towards --memory-limit-mb.
     #[arg(long, default_value_t = 10_000)]
@@ -226,8 +250,16 @@ fn main() -> ExitCode {
         max_connections: args.max_connections,
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
         heartbeat: Duration::from_millis(args.heartbeat_ms),
-        max_redeliveries: args.max_redeliveries,
-        dead_letter_queue: args.dead_letter_queue,
+        redelivery: RedeliveryPolicy {
+            max_redeliveries: args.max_redeliveries,
+            initial_delay_ms: args.redelivery_delay_ms,
+            backoff: args.redelivery_backoff,
+            max_delay_ms: args.max_redelivery_delay_ms,
+            dead_letter_queue: args.dead_letter_queue,
+            individual: args.dead_letter_per_destination,
+            non_persistent: args.dead_letter_non_persistent,
+            expired: !args.drop_expired,
+        },
         topic_backlog: args.topic_backlog,
         users: std::sync::Arc::new(users),
         memory_limit: args.memory_limit_mb << 20,

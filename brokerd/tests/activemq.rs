@@ -521,3 +521,37 @@ fn an_ack_of_nothing_awaiting_one_gets_an_error_and_the_connection_stays_open() 
     assert_eq!(error.command, "ERROR", "{error:?}");
     disconnect(&mut old);
 }
+
+/// NACKs `msg` (STOMP 1.2) and waits for the receipt.
+fn nack(client: &mut Session, msg: &RawFrame) {
+    let id = format!("id:{}", msg.header("ack"));
+    client.send_frame("NACK", &[&id, "receipt:nacked"], b"");
+    client.expect_receipt("nacked");
+}
+
+#[test]
+fn a_nacked_message_comes_back_after_the_redelivery_delay_then_goes_to_activemq_dlq() {
+    let node = Node::start(&["--redelivery-delay-ms", "300", "--max-redeliveries", "1"]);
+    let mut client = node.client("1.2");
+    subscribe(&mut client, "s", "/queue/flaky", "client-individual");
+    send_with(&mut client, "/queue/flaky", &["persistent:true"], "poison");
+    let first = next_message(&mut client);
+    let nacked = std::time::Instant::now();
+    nack(&mut client, &first);
+    let again = next_message(&mut client);
+    assert!(
+        nacked.elapsed() >= std::time::Duration::from_millis(300),
+        "redelivered after {:?}",
+        nacked.elapsed()
+    );
+    assert_eq!(
+        (again.text(), again.get("redelivered")),
+        ("poison", Some("true"))
+    );
+    nack(&mut client, &again);
+    subscribe(&mut client, "dlq", "/queue/ActiveMQ.DLQ", "auto");
+    let dead = next_message(&mut client);
+    assert_eq!(dead.text(), "poison");
+    assert_eq!(dead.get("original-destination"), Some("/queue/flaky"));
+    assert!(dead.get("dlqDeliveryFailureCause").is_some(), "{dead:?}");
+}

@@ -364,7 +364,12 @@ fn nack_redelivers_flagged_redelivered() {
 fn a_message_nacked_past_max_redeliveries_goes_to_the_dead_letter_queue() {
     let node = Node::start(&["--max-redeliveries", "2"]);
     let mut client = node.client("1.2");
-    send_with(&mut client, "/queue/poison", &["x-custom:kept"], "m1");
+    send_with(
+        &mut client,
+        "/queue/poison",
+        &["x-custom:kept", "persistent:true"],
+        "m1",
+    );
     subscribe(&mut client, "s", "/queue/poison", "client-individual");
     // The first delivery and two redeliveries; the third NACK is one too many.
     for delivery in 0..3 {
@@ -375,11 +380,11 @@ fn a_message_nacked_past_max_redeliveries_goes_to_the_dead_letter_queue() {
         client.send_frame("NACK", &[&id, &receipt], b"");
         client.expect_receipt(&format!("nack-{delivery}"));
     }
-    subscribe(&mut client, "dlq", "/queue/DLQ", "auto");
+    subscribe(&mut client, "dlq", "/queue/ActiveMQ.DLQ", "auto");
     let dead = next_message(&mut client);
     assert_eq!(dead.text(), "m1");
     assert_eq!(dead.get("subscription"), Some("dlq"));
-    assert_eq!(dead.get("destination"), Some("/queue/DLQ"));
+    assert_eq!(dead.get("destination"), Some("/queue/ActiveMQ.DLQ"));
     assert_eq!(dead.get("original-destination"), Some("/queue/poison"));
     assert_eq!(dead.get("x-custom"), Some("kept"));
 }
@@ -389,7 +394,7 @@ fn a_message_whose_consumers_keep_vanishing_goes_to_the_dead_letter_queue() {
     // --max-redeliveries documents "deliveries without an ACK (NACK, consumer gone)".
     let mut node = Node::start(&["--max-redeliveries", "1"]);
     let mut producer = node.client("1.2");
-    send(&mut producer, "/queue/crashy", "m1");
+    send_with(&mut producer, "/queue/crashy", &["persistent:true"], "m1");
     for delivery in 0..2 {
         let mut consumer = node.client("1.2");
         subscribe(&mut consumer, "s", "/queue/crashy", "client-individual");
@@ -402,7 +407,7 @@ fn a_message_whose_consumers_keep_vanishing_goes_to_the_dead_letter_queue() {
         wait_for_connections(&mut node, 1);
     }
     let mut watcher = node.client("1.2");
-    subscribe(&mut watcher, "dlq", "/queue/DLQ", "auto");
+    subscribe(&mut watcher, "dlq", "/queue/ActiveMQ.DLQ", "auto");
     subscribe(&mut watcher, "again", "/queue/crashy", "client-individual");
     let message = next_message(&mut watcher);
     assert_eq!(message.get("subscription"), Some("dlq"), "{message:?}");

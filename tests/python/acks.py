@@ -5,8 +5,8 @@ redelivery to the dead-letter queue.
   consumer gets exactly 2 and 4, flagged redelivered.
 - client: ACK of the third of five acknowledges the first three; a new consumer gets 4 and 5.
 - NACK: a NACKed message comes back with redelivered:true; after --max-redeliveries
-  redeliveries the next NACK moves it to /queue/DLQ with original-destination set, and the
-  consumer sees it no more.
+  redeliveries the next NACK moves it to /queue/ActiveMQ.DLQ with original-destination set,
+  and the consumer sees it no more.
 """
 
 from scenario import (check, connect, disconnect, log, parse_args, redelivered, run, send,
@@ -68,7 +68,7 @@ def client_cumulative(hosts):
 def nack_to_dlq(hosts, max_redeliveries):
     destination = "/queue/acks-nack"
     conn, recorder = connect(hosts, "nack")
-    subscribe(conn, recorder, "/queue/DLQ", "dlq")
+    subscribe(conn, recorder, "/queue/ActiveMQ.DLQ", "dlq")
     subscribe(conn, recorder, destination, "work", ack="client-individual")
     [body] = fill(hosts, destination, 1)
     deliveries = 0
@@ -84,7 +84,7 @@ def nack_to_dlq(hosts, max_redeliveries):
               f"nack: delivery {delivery + 1} has redelivered={m.headers.get('redelivered')}")
         conn.nack(m.headers["ack"], receipt=f"nack-{delivery}")
         recorder.wait_for_receipt(f"nack-{delivery}")
-    recorder.wait_until("the message on /queue/DLQ",
+    recorder.wait_until("the message on /queue/ActiveMQ.DLQ",
                         lambda: any(m.headers.get("subscription") == "dlq"
                                     for m in recorder.messages))
     got = recorder.take() + recorder.quiet_for(1.0)
@@ -96,7 +96,7 @@ def nack_to_dlq(hosts, max_redeliveries):
           f"nack: dead letter lacks original-destination: {dead.headers}")
     disconnect(conn, recorder)
     log(f"NACK: delivered {deliveries} times (redelivered:true after the first), "
-        f"then on /queue/DLQ with original-destination")
+        f"then on /queue/ActiveMQ.DLQ with original-destination")
 
 
 def main():

@@ -1,55 +1,9 @@
-//! Acknowledgements and redelivery: finding the delivery an ACK or NACK names, forgetting what was
-//! acknowledged, returning what was not, and the dead-letter queue past the redelivery limit.
+//! Acknowledgements: finding the delivery an ACK or NACK names, forgetting what was
+//! acknowledged, returning what was not (see [`super::redelivery`]).
 
 use super::*;
 
 impl Broker {
-    /// Returns a message to where it came from for another delivery, or to the dead-letter
-    /// queue once it has been redelivered too often: NACKed, or its consumer gone without an
-    /// ACK (a message that crashes every consumer must not loop forever).
-    pub(super) fn redeliver(&mut self, source: &Source, msg: Arc<Message>) {
-        if let Source::Topic(_) = source {
-            // A non-durable topic subscriber that leaves loses its messages, as in ActiveMQ.
-            return;
-        }
-        let mut msg = Arc::unwrap_or_clone(msg);
-        msg.redeliveries += 1;
-        if msg.redeliveries > self.settings.max_redeliveries {
-            let space = self.space_of(source);
-            // The dead-letter copy is written before the original is removed: the journal
-            // writes in order, so a crash in between leaves a duplicate, never a loss.
-            let key = key_of(&msg);
-            let persistent = msg.persistent;
-            self.dead_letter(msg);
-            if let (Some(space), true) = (space, persistent) {
-                self.store.remove(space, key);
-            }
-            return;
-        }
-        let msg = Arc::new(msg);
-        match source {
-            Source::Queue(q) => self.queue(q).pending.put_back(msg),
-            Source::Durable(d) => {
-                if let Some(durable) = self.durables.get_mut(d) {
-                    durable.pending.put_back(msg);
-                }
-            }
-            Source::Topic(_) => {}
-        }
-    }
-
-    /// Moves a message that kept failing to the dead-letter queue, naming where it came from.
-    pub(super) fn dead_letter(&mut self, mut msg: Message) {
-        warn!(message_id = %msg.id, destination = %msg.destination, redeliveries = msg.redeliveries, dlq = %self.settings.dead_letter_queue, "moving a message to the dead-letter queue");
-        msg.headers
-            .retain(|(name, _)| name != "original-destination");
-        msg.headers
-            .push(("original-destination".into(), msg.destination.to_string()));
-        msg.destination = self.settings.dead_letter_queue.as_str().into();
-        msg.redeliveries = 0;
-        self.publish(msg, None, false);
-    }
-
     /// Which subscription and delivery an ACK/NACK names.
     pub(super) fn find_delivery(
         &self,

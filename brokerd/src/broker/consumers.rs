@@ -167,7 +167,7 @@ impl Broker {
             }
         }
         if msg.expired(now_ms()) {
-            self.forget(&Source::Queue(Arc::clone(destination)), &msg);
+            self.expire(&Source::Queue(Arc::clone(destination)), &msg);
         } else {
             self.deliver(key, msg);
         }

@@ -79,9 +79,8 @@ impl Broker {
             };
             queue.next = (queue.next + i + 1) % n;
             let msg = queue.pending.pop().expect("checked non-empty");
-            let source = Source::Queue(Arc::clone(destination));
             if msg.expired(now) {
-                self.forget(&source, &msg);
+                self.expire(&Source::Queue(Arc::clone(destination)), &msg);
                 continue;
             }
             self.deliver(key, msg);
@@ -114,8 +113,11 @@ impl Broker {
             let source = Source::Durable(key.clone());
             // A durable subscription keeps every message of its topic while no one reads it;
             // its reader's selector (or noLocal) decides what it gets.
-            let declined = !self.subscriptions[&sub_key].accepts(&msg);
-            if msg.expired(now) || declined {
+            if msg.expired(now) {
+                self.expire(&source, &msg);
+                continue;
+            }
+            if !self.subscriptions[&sub_key].accepts(&msg) {
                 self.forget(&source, &msg);
                 continue;
             }

@@ -37,6 +37,7 @@ pub mod paging;
 pub mod pending;
 mod publishing;
 mod reading;
+pub mod redelivery;
 pub mod registry;
 mod scheduling;
 mod standing;
@@ -332,9 +333,8 @@ pub struct Counts {
 pub struct Settings {
     pub node: String,
     pub epoch: u64,
-    /// Deliveries without an ACK (NACK, consumer gone) after which a message goes to the DLQ.
-    pub max_redeliveries: u32,
-    pub dead_letter_queue: String,
+    /// Redelivery delays and dead-letter queues.
+    pub redelivery: redelivery::RedeliveryPolicy,
     /// Messages a slow non-durable topic subscriber may have waiting before the oldest are
     /// dropped.
     pub topic_backlog: usize,
@@ -345,6 +345,12 @@ pub struct Settings {
 /// Unix milliseconds now.
 fn now_ms() -> u64 {
     shared_proto::unix_ms()
+}
+
+/// Sleeps until the Unix time `at_ms` (not at all if it has passed).
+async fn sleep_until_unix_ms(at_ms: u64) {
+    let wait = at_ms.saturating_sub(now_ms());
+    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
 }
 
 /// Whether `msg` has expired, reading the clock only for messages that can expire.
@@ -579,6 +585,9 @@ pub struct Broker {
     next_ticket: u64,
     /// Page reads asked for and not answered yet.
     tickets: HashMap<u64, Ticket>,
+    /// Messages waiting out their redelivery delay.
+    delayed: redelivery::DelayedSet,
+    next_delayed: u64,
     /// Where scheduled SENDs go; `None` until one is attached.
     scheduler: Option<scheduler::Link>,
 }
@@ -681,6 +690,8 @@ impl Broker {
             next_ticket: 1,
             tickets: HashMap::new(),
             scheduler: None,
+            delayed: redelivery::DelayedSet::new(),
+            next_delayed: 0,
         }
     }
 
@@ -724,7 +735,18 @@ impl Broker {
 
     /// Serves requests until every sender is gone.
     pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
-        while let Some(request) = requests.recv().await {
+        loop {
+            let due = self.next_due();
+            let request = tokio::select! {
+                request = requests.recv() => request,
+                () = sleep_until_unix_ms(due.unwrap_or(0)), if due.is_some() => {
+                    self.release_delayed();
+                    continue;
+                }
+            };
+            let Some(request) = request else {
+                return;
+            };
             self.handle(request);
         }
     }
@@ -931,7 +953,7 @@ impl Broker {
             + self.durables.values().map(|d| d.paged.out).sum::<u64>();
         Counts {
             destinations: (self.queues.len() + self.topics.len()) as u64,
-            messages: (pending + in_flight) as u64 + stored,
+            messages: (pending + in_flight + self.delayed.len()) as u64 + stored,
             consumers: self.subscriptions.len() as u64,
             // What the memory limit counts of the broker's own (waiting messages, transaction
             // contents, deliveries in flight), not a second tally of it.

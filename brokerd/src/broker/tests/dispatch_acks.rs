@@ -85,7 +85,13 @@ fn nacked_messages_are_redelivered_then_dead_lettered_with_their_origin() {
         10,
     );
     let mut dlq = open(&mut b, 3, None);
-    send(&mut b, &producer, "/queue/work", "poison", &[]);
+    send(
+        &mut b,
+        &producer,
+        "/queue/work",
+        "poison",
+        &[("persistent", "true")],
+    );
     // max_redeliveries is 2: delivered, nacked, redelivered twice, then the DLQ.
     for attempt in 0..3 {
         let got = received(&mut consumer);
@@ -105,6 +111,10 @@ fn nacked_messages_are_redelivered_then_dead_lettered_with_their_origin() {
             assert!(msg
                 .headers
                 .contains(&("original-destination".into(), "/queue/work".into())));
+            assert_eq!(
+                message::header(&msg.headers, "dlqDeliveryFailureCause"),
+                Some("redelivered 2 times, more than the limit of 2")
+            );
         }
         other => panic!("expected the dead letter, got {other:?}"),
     }

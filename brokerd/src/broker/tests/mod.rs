@@ -6,6 +6,7 @@ use message::Published;
 
 mod commits;
 mod consumer_options;
+mod dead_letters;
 mod dispatch_acks;
 mod draining;
 mod durable_subscriptions;
@@ -24,8 +25,11 @@ fn settings(epoch: u64, max_redeliveries: u32) -> Settings {
     Settings {
         node: "n1".into(),
         epoch,
-        max_redeliveries,
-        dead_letter_queue: "/queue/DLQ".into(),
+        redelivery: redelivery::RedeliveryPolicy {
+            max_redeliveries,
+            dead_letter_queue: "/queue/DLQ".into(),
+            ..Default::default()
+        },
         topic_backlog: 3,
         caps: limits::Caps {
             subscriptions_per_connection: 4,
