@@ -555,3 +555,37 @@ fn a_nacked_message_comes_back_after_the_redelivery_delay_then_goes_to_activemq_
     assert_eq!(dead.get("original-destination"), Some("/queue/flaky"));
     assert!(dead.get("dlqDeliveryFailureCause").is_some(), "{dead:?}");
 }
+
+#[test]
+fn a_virtual_topic_fans_out_to_its_consumer_queues() {
+    let node = Node::start(&[]);
+    let mut group = node.client("1.2");
+    subscribe(
+        &mut group,
+        "a",
+        "/queue/Consumer.A.VirtualTopic.Events",
+        "auto",
+    );
+    let mut other = node.client("1.2");
+    subscribe(
+        &mut other,
+        "b",
+        "/queue/Consumer.B.VirtualTopic.Events",
+        "auto",
+    );
+    let mut producer = node.client("1.2");
+    send_with(
+        &mut producer,
+        "/topic/VirtualTopic.Events",
+        &["persistent:true"],
+        "e1",
+    );
+    for client in [&mut group, &mut other] {
+        let msg = next_message(client);
+        assert_eq!(msg.text(), "e1");
+        assert!(
+            msg.header("destination").ends_with(".VirtualTopic.Events"),
+            "{msg:?}"
+        );
+    }
+}

@@ -77,6 +77,7 @@ impl Broker {
                 },
             );
             self.attach_filters(destination);
+            self.note_queue(destination, false);
         }
         self.queues.get_mut(destination).expect("inserted above")
     }
@@ -121,6 +122,7 @@ impl Broker {
             // A deleted subscription's purge, cut short by a crash: finish it.
             self.purge_from(space, 0, u64::MAX);
         }
+        self.recover_virtual_queues(store, &spaces)?;
         for space in &spaces {
             let Some(destination) = space.strip_prefix("q/") else {
                 continue;

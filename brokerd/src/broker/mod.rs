@@ -43,6 +43,7 @@ mod scheduling;
 mod standing;
 mod subscriptions;
 mod transactions;
+pub mod virtual_topics;
 
 use crate::journal::{Op, Value};
 use crate::memory::{Gauge, Meter};
@@ -562,6 +563,8 @@ pub struct Broker {
     topics: HashMap<Arc<str>, Vec<SubKey>>,
     /// Subscriptions fed by every queue a filter matches: each new queue is matched.
     queue_filters: Vec<SubKey>,
+    /// Each virtual topic's consumer queues ([`virtual_topics`]).
+    virtual_queues: HashMap<Arc<str>, Vec<Arc<str>>>,
     /// Each topic's retained message, for retroactive subscribers ([`consumers`]).
     retained: HashMap<Arc<str>, Arc<Message>>,
     /// The temporary destinations there are, and the connection that created each.
@@ -678,6 +681,7 @@ impl Broker {
             queue_filters: Vec::new(),
             temporaries: HashMap::new(),
             retained: HashMap::new(),
+            virtual_queues: HashMap::new(),
             topic_filters: Vec::new(),
             durables: Durables::default(),
             draining: false,

@@ -162,6 +162,8 @@ impl Broker {
                     durable.pending.push(Arc::clone(&msg));
                     self.dispatch(&Source::Durable(key));
                 }
+                // Before the receipt's barrier, which then follows the copies' writes too.
+                self.fan_out(&msg);
                 match on_durable.take() {
                     Some(done) if msg.persistent => self.store.barrier(done),
                     Some(done) => done(),

@@ -314,7 +314,8 @@ impl Broker {
         for q in left {
             // Unique reply-queue names must not pile up: an idle queue is removed, and comes
             // back as new if used again.
-            if self.queues.get(&q).is_some_and(idle) && !names::is_temporary(&q) {
+            let kept = names::is_temporary(&q) || self.is_consumer_queue(&q);
+            if self.queues.get(&q).is_some_and(idle) && !kept {
                 self.queues.remove(&q);
                 debug!(queue = %q, "removed an empty, unused queue");
             }

@@ -13,6 +13,7 @@ mod durable_subscriptions;
 mod memory_limit;
 mod paged;
 mod refusals;
+mod virtual_topics;
 
 struct Client {
     conn: ConnId,
