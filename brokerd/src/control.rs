@@ -12,6 +12,7 @@
 //! lost lockd.
 
 use shared_proto::control::{BrokerStats, FromBroker, ToBroker, CONTROL_FD_ENV};
+use shared_proto::destinations::DestinationCall;
 use shared_proto::schedules::Cancel;
 use shared_proto::wire::{self, WireError};
 use shared_proto::PROTOCOL_VERSION;
@@ -68,6 +69,8 @@ pub enum Request {
     ListSchedules { id: u64, limit: u32 },
     /// Cancel scheduled jobs; answered through [`Deferred`] once durable.
     CancelSchedules { id: u64, which: Cancel },
+    /// List, purge or delete destinations; answered through [`Deferred`].
+    Destinations { id: u64, call: DestinationCall },
 }
 
 /// lockd is gone, or said something that shows the channel is out of step.
@@ -200,6 +203,9 @@ impl Control {
                         }
                         Ok(Some(ToBroker::CancelSchedules { id, which })) => {
                             Ok(Request::CancelSchedules { id, which })
+                        }
+                        Ok(Some(ToBroker::Destinations { id, call })) => {
+                            Ok(Request::Destinations { id, call })
                         }
                         Ok(Some(ToBroker::Stop {
                             deadline_ms,

@@ -12,6 +12,7 @@
 use crate::broker::paging::Pager;
 use crate::broker::{self, Broker, Counts, Request as BrokerRequest};
 use crate::control::{Activation, Control, Deferred, Lost, Replies, Request, Requests};
+use crate::destinations;
 use crate::fence;
 use crate::journal::{self, Journal, JournalConfig};
 use crate::memory::Usage;
@@ -238,6 +239,10 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
                     let schedules = schedules.clone();
                     deferred.defer(async move { Some(schedules.cancel(id, which).await) });
                 }
+                Ok(Request::Destinations { id, call }) => {
+                    let broker = broker.clone();
+                    deferred.defer(async move { Some(destinations::answer(&broker, id, call).await) });
+                }
                 Ok(Request::Stop { deadline, reason }) => {
                     if let Some(stop) = stop_tx.take() {
                         info!(%reason, ?deadline, "lockd asked for a graceful stop");
@@ -345,6 +350,11 @@ async fn answer_while<T>(
                 // lockd asks only once the broker is Ready; answered all the same.
                 Ok(Request::ListSchedules { id, .. } | Request::CancelSchedules { id, .. }) => {
                     if let Err(lost) = replies.send(&schedules::not_started(id)).await {
+                        return Phase::Lost(lost);
+                    }
+                }
+                Ok(Request::Destinations { id, .. }) => {
+                    if let Err(lost) = replies.send(&destinations::not_started(id)).await {
                         return Phase::Lost(lost);
                     }
                 }

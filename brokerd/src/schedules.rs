@@ -23,7 +23,7 @@ pub struct Schedules(pub mpsc::UnboundedSender<Command>);
 /// The answer to a scheduler request `id` that came while the broker was still opening its store
 /// (before its scheduler exists).
 pub fn not_started(id: u64) -> FromBroker {
-    FromBroker::SchedulerError {
+    FromBroker::CallFailed {
         id,
         message: "the broker is still opening its store; its scheduler starts once it serves: \
                   retry shortly"
@@ -49,7 +49,7 @@ impl Schedules {
                     listing: Listing::fit(summaries, more),
                 }
             }
-            Err(message) => FromBroker::SchedulerError { id, message },
+            Err(message) => FromBroker::CallFailed { id, message },
         }
     }
 
@@ -64,7 +64,7 @@ impl Schedules {
                 id,
                 removed: removed as u64,
             },
-            Err(message) => FromBroker::SchedulerError { id, message },
+            Err(message) => FromBroker::CallFailed { id, message },
         }
     }
 
@@ -105,7 +105,7 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         drop(rx);
         match Schedules(tx).cancel(5, Cancel::All).await {
-            FromBroker::SchedulerError { id: 5, message } => {
+            FromBroker::CallFailed { id: 5, message } => {
                 assert!(message.contains("scheduler has stopped"), "{message}")
             }
             other => panic!("{other:?}"),
@@ -147,7 +147,7 @@ mod tests {
     async fn a_silent_scheduler_times_out_with_a_reason() {
         let (tx, _rx) = mpsc::unbounded_channel();
         match Schedules(tx).list(2, 10).await {
-            FromBroker::SchedulerError { message, .. } => {
+            FromBroker::CallFailed { message, .. } => {
                 assert!(message.contains("did not answer within 10 s"), "{message}")
             }
             other => panic!("{other:?}"),

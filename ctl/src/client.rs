@@ -1,7 +1,7 @@
 //! The ctl side of lockd's control socket.
 
 use anyhow::{bail, Context};
-use shared_proto::admin::{Request, Response, Status};
+use shared_proto::admin::{ErrorCode, Request, Response, Status};
 use shared_proto::wire;
 use shared_proto::PROTOCOL_VERSION;
 use std::path::{Path, PathBuf};
@@ -55,6 +55,19 @@ impl Client {
         match wire::read_message(&mut self.reader, &mut self.buf).await? {
             Some(response) => Ok(response),
             None => bail!("lockd closed the connection without answering"),
+        }
+    }
+
+    /// Sends `request`; an error answer becomes a [`crate::Refused`] (exit 1) with lockd's
+    /// words (a passive node names the active one).
+    pub async fn ask(&mut self, request: Request) -> anyhow::Result<Response> {
+        match self.request(&request).await? {
+            Response::Error {
+                code: ErrorCode::Denied,
+                message,
+            } => Err(crate::Refused(format!("refused: {message}")).into()),
+            Response::Error { message, .. } => Err(crate::Refused(message).into()),
+            response => Ok(response),
         }
     }
 

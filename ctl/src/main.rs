@@ -8,11 +8,14 @@
 //! or connection errors.
 
 mod bench;
+mod browse;
 mod client;
+mod destinations;
 mod receive;
 mod schedules;
 mod send;
 mod status;
+mod table;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -62,6 +65,26 @@ enum Cmd {
     /// List the active node's pending scheduled jobs (id, destination, next due time, remaining
     /// repeats, cron), or cancel them (`schedules cancel ID`, `schedules cancel --all`).
     Schedules(schedules::Args),
+    /// The active node's queues and topics: depth, consumers, enqueued, dequeued, oldest
+    /// message, paged out (like ActiveMQ's `activemq dstat`).
+    Destinations {
+        /// One JSON document (a stable interface for scripts): {"node", "destinations", "cut"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a queue's messages, headers and bodies, without consuming them.
+    Browse(browse::Args),
+    /// Remove every message waiting on a queue (not those delivered and unacknowledged).
+    /// Admins only.
+    Purge {
+        /// The queue, e.g. /queue/orders.
+        queue: String,
+    },
+    /// Remove a queue or topic that has no consumers, and its messages. Admins only.
+    Delete {
+        /// The destination, e.g. /queue/orders or /topic/prices.
+        destination: String,
+    },
     /// Send messages through a failover URL (like ActiveMQ's producer command).
     Send(send::Args),
     /// Receive messages through a failover URL (like ActiveMQ's consumer command).
@@ -190,6 +213,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let client = Client::connect(&client::socket_path(args.socket)?).await?;
             schedules::run(client, schedules).await
         }
+        Cmd::Destinations { json } => {
+            let client = Client::connect(&client::socket_path(args.socket)?).await?;
+            destinations::list(client, json).await
+        }
+        Cmd::Purge { queue } => {
+            let client = Client::connect(&client::socket_path(args.socket)?).await?;
+            destinations::purge(client, queue).await
+        }
+        Cmd::Delete { destination } => {
+            let client = Client::connect(&client::socket_path(args.socket)?).await?;
+            destinations::delete(client, destination).await
+        }
+        Cmd::Browse(args) => browse::run(args).await,
         Cmd::Send(args) => send::run(args).await,
         Cmd::Receive(args) => receive::run(args).await,
         Cmd::Bench(args) => bench::run(args).await,

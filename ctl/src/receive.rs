@@ -1,6 +1,7 @@
 //! `ctl receive`: take messages off a destination through a failover URL, like ActiveMQ's
-//! consumer command. In client ack modes every message is acked after it is counted (and
-//! printed), and DISCONNECT waits for its receipt, so acked means processed by the broker.
+//! consumer command, printing each one's headers and body (`--quiet`: the summary alone). In
+//! client ack modes every message is acked after it is printed, and DISCONNECT waits for its
+//! receipt, so acked means processed by the broker.
 
 use crate::{Refused, StompArgs};
 use anyhow::Context;
@@ -25,8 +26,11 @@ pub struct Args {
     /// Give up when no message arrived for this long.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
-    /// Print each message (headers, blank line, body) on stdout; the summary goes to stderr.
+    /// Print only the summary, not each message's headers and body.
     #[arg(long)]
+    quiet: bool,
+    /// Print each message (the default; kept for scripts written when it was not).
+    #[arg(long, hide = true, conflicts_with = "quiet")]
     print: bool,
     /// `activemq.prefetchSize` for the subscription (default: --count, at most 1000; 1000 when
     /// --count is 0).
@@ -67,15 +71,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         };
         received += 1;
         redelivered += u64::from(message.redelivered());
-        if args.print {
-            let mut out = stdout.lock();
-            for (k, v) in &message.headers {
-                writeln!(out, "{k}:{v}")?;
-            }
-            writeln!(out)?;
-            out.write_all(&message.body)?;
-            writeln!(out)?;
-            writeln!(out)?;
+        if !args.quiet {
+            print_message(&mut stdout.lock(), &message)?;
         }
         client.ack(&message).await.context("acking")?;
     }
@@ -90,10 +87,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         stats.address.as_deref().unwrap_or("-"),
         stats.reconnects
     );
-    if args.print {
-        eprintln!("{summary}");
-    } else {
+    if args.quiet {
         println!("{summary}");
+    } else {
+        eprintln!("{summary}");
     }
     if args.count > 0 && received < args.count {
         return Err(Refused(format!(
@@ -103,4 +100,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// One message as ctl prints it: its headers, a blank line, its body, a blank line.
+pub fn print_message(out: &mut impl Write, message: &stomp_client::Message) -> std::io::Result<()> {
+    for (k, v) in &message.headers {
+        writeln!(out, "{k}:{v}")?;
+    }
+    writeln!(out)?;
+    out.write_all(&message.body)?;
+    writeln!(out)?;
+    writeln!(out)
 }

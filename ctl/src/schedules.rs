@@ -8,7 +8,7 @@ use crate::client::Client;
 use crate::status::format_utc;
 use crate::Refused;
 use anyhow::bail;
-use shared_proto::admin::{ErrorCode, Request, Response};
+use shared_proto::admin::{Request, Response};
 use shared_proto::schedules::{Cancel, Cut, Listing};
 use std::fmt::Write;
 
@@ -52,11 +52,10 @@ struct Document<'a> {
 pub async fn run(mut client: Client, args: Args) -> anyhow::Result<()> {
     match args.action {
         None => {
-            let listing =
-                match answer(&mut client, Request::Schedules { limit: args.limit }).await? {
-                    Response::Schedules { listing } => listing,
-                    other => bail!("unexpected answer to schedules: {other:?}"),
-                };
+            let listing = match client.ask(Request::Schedules { limit: args.limit }).await? {
+                Response::Schedules { listing } => listing,
+                other => bail!("unexpected answer to schedules: {other:?}"),
+            };
             if args.json {
                 let document = Document {
                     node: &client.node,
@@ -78,7 +77,7 @@ pub async fn run(mut client: Client, args: Args) -> anyhow::Result<()> {
                 Cancel::Job { id } => Some(id.clone()),
                 Cancel::All => None,
             };
-            match answer(&mut client, Request::CancelSchedules { which }).await? {
+            match client.ask(Request::CancelSchedules { which }).await? {
                 Response::SchedulesCancelled { removed } => {
                     println!("{}: cancelled {removed} scheduled job(s)", client.node);
                     match one {
@@ -93,18 +92,6 @@ pub async fn run(mut client: Client, args: Args) -> anyhow::Result<()> {
                 other => bail!("unexpected answer to schedules cancel: {other:?}"),
             }
         }
-    }
-}
-
-/// Sends `request`; an error answer becomes a [`Refused`] (exit 1) with lockd's words.
-async fn answer(client: &mut Client, request: Request) -> anyhow::Result<Response> {
-    match client.request(&request).await? {
-        Response::Error {
-            code: ErrorCode::Denied,
-            message,
-        } => Err(Refused(format!("refused: {message}")).into()),
-        Response::Error { message, .. } => Err(Refused(message).into()),
-        response => Ok(response),
     }
 }
 
@@ -133,19 +120,7 @@ fn render(listing: &Listing, limit: u32, now_unix_ms: u64) -> String {
         })
         .collect();
     let header = ["ID", "DESTINATION", "NEXT DUE (UTC)", "REMAINING", "CRON"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    for row in std::iter::once(header.map(String::from)).chain(rows) {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            let _ = write!(line, "{cell:<width$}  ", width = widths[i]);
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
-    }
+    out.push_str(&crate::table::render(header, &rows));
     let shown = listing.jobs.len();
     match listing.cut {
         None => {}

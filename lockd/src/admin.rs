@@ -11,6 +11,7 @@
 //! directory and renamed into place, never connectable with wider permissions in between.
 
 use shared_proto::admin::{ErrorCode, Request, Response, Status};
+use shared_proto::destinations::DestinationCall;
 use shared_proto::schedules::Cancel;
 use shared_proto::wire::{self, WireError};
 use shared_proto::PROTOCOL_VERSION;
@@ -38,7 +39,7 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a scheduler request may wait for the broker's answer: longer than brokerd's own
 /// bound (brokerd's `schedules::ANSWER_TIMEOUT`, 10 s), so its explanation normally arrives first.
-const SCHEDULER_TIMEOUT: Duration = Duration::from_secs(15);
+const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A connection that sends no request for this long is closed, so idle clients cannot take
 /// every slot and lock operators out.
@@ -57,21 +58,23 @@ pub enum Call {
         by_uid: u32,
         reply: oneshot::Sender<Response>,
     },
-    /// A request the active node's broker answers (`ctl schedules`); the reply is dropped if
-    /// the broker goes away first.
-    Scheduler {
-        request: SchedulerCall,
+    /// A request the active node's broker answers (`ctl schedules`, `ctl destinations`); the
+    /// reply is dropped if the broker goes away first.
+    Broker {
+        request: BrokerCall,
         reply: oneshot::Sender<Response>,
     },
 }
 
-/// What `ctl schedules` asks of the broker's scheduler.
+/// What ctl asks of the active broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SchedulerCall {
-    /// Up to `limit` pending jobs.
+pub enum BrokerCall {
+    /// Up to `limit` pending scheduled jobs.
     List { limit: u32 },
-    /// Cancel jobs; `by_uid` is the admin who asked, for the log.
+    /// Cancel scheduled jobs; `by_uid` is the admin who asked, for the log.
     Cancel { which: Cancel, by_uid: u32 },
+    /// List, purge or delete destinations; `by_uid` is who asked, for the log.
+    Destinations { call: DestinationCall, by_uid: u32 },
 }
 
 /// The kernel's word on who is at the other end of a connection, as of its connect.
@@ -361,7 +364,7 @@ async fn serve_connection(
                 }
             }
             Request::Schedules { limit } => {
-                match ask_scheduler(calls, SchedulerCall::List { limit }, &access.node).await {
+                match ask_broker(calls, BrokerCall::List { limit }, &access.node).await {
                     Some(response) => response,
                     None => return Ok(()),
                 }
@@ -372,16 +375,42 @@ async fn serve_connection(
                     error(ErrorCode::Denied, message)
                 }
                 Ok(()) => {
-                    let call = SchedulerCall::Cancel {
+                    let call = BrokerCall::Cancel {
                         which,
                         by_uid: peer.uid,
                     };
-                    match ask_scheduler(calls, call, &access.node).await {
+                    match ask_broker(calls, call, &access.node).await {
                         Some(response) => response,
                         None => return Ok(()),
                     }
                 }
             },
+            Request::Destinations { call } => {
+                let allowed = match call.changes_something() {
+                    true => access.check_admin(&peer),
+                    false => Ok(()),
+                };
+                match allowed {
+                    Err(message) => {
+                        tracing::warn!(
+                            uid = peer.uid,
+                            ?call,
+                            "destination call refused: not an admin"
+                        );
+                        error(ErrorCode::Denied, message)
+                    }
+                    Ok(()) => {
+                        let call = BrokerCall::Destinations {
+                            call,
+                            by_uid: peer.uid,
+                        };
+                        match ask_broker(calls, call, &access.node).await {
+                            Some(response) => response,
+                            None => return Ok(()),
+                        }
+                    }
+                }
+            }
             Request::Failover => match access.check_admin(&peer) {
                 Err(message) => {
                     tracing::warn!(uid = peer.uid, "failover refused: not an admin");
@@ -410,16 +439,16 @@ async fn serve_connection(
     }
 }
 
-/// Passes a scheduler request to the state machine and waits, bounded, for the broker's answer;
+/// Passes a broker request to the state machine and waits, bounded, for the broker's answer;
 /// `None` once the state machine is gone (lockd is exiting).
-async fn ask_scheduler(
+async fn ask_broker(
     calls: &mpsc::Sender<Call>,
-    request: SchedulerCall,
+    request: BrokerCall,
     node: &str,
 ) -> Option<Response> {
     let (reply, rx) = oneshot::channel();
-    calls.send(Call::Scheduler { request, reply }).await.ok()?;
-    Some(match tokio::time::timeout(SCHEDULER_TIMEOUT, rx).await {
+    calls.send(Call::Broker { request, reply }).await.ok()?;
+    Some(match tokio::time::timeout(BROKER_CALL_TIMEOUT, rx).await {
         Ok(Ok(response)) => response,
         Ok(Err(_)) => error(
             ErrorCode::Unavailable,
@@ -432,7 +461,7 @@ async fn ask_scheduler(
             ErrorCode::Unavailable,
             format!(
                 "{node}'s broker did not answer within {} s: see `ctl status` and brokerd's log",
-                SCHEDULER_TIMEOUT.as_secs()
+                BROKER_CALL_TIMEOUT.as_secs()
             ),
         ),
     })

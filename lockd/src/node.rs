@@ -14,7 +14,7 @@
 //! - the lock is released, and competed for again, only once the previous broker is known dead
 //!   (DESIGN invariant 6).
 
-use crate::admin::{Call, SchedulerCall};
+use crate::admin::{BrokerCall, Call};
 use crate::broker::{Broker, BrokerEvent};
 use crate::config::Settings;
 use crate::keeper::{Command, Event as KeeperEvent};
@@ -222,7 +222,7 @@ pub struct Node {
     epoch: Option<u64>,
     generation: u64,
     /// Scheduler requests sent to brokers so far: the next one's id.
-    scheduler_requests: u64,
+    broker_requests: u64,
     /// Why this node believes the shared filesystem's locks are broken, once the keeper saw it.
     broken_locks: Option<String>,
     /// Release commands the keeper has not yet confirmed. Until it has, an `Acquired` or
@@ -263,7 +263,7 @@ impl Node {
             reason: "started".into(),
             epoch: None,
             generation: 0,
-            scheduler_requests: 0,
+            broker_requests: 0,
             broken_locks: None,
             releases_pending: 0,
             restarts: VecDeque::new(),
@@ -522,7 +522,12 @@ impl Node {
                     let _ = reply.send(Response::SchedulesCancelled { removed });
                 }
             }
-            BrokerEvent::Message(FromBroker::SchedulerError { id, message }) => {
+            BrokerEvent::Message(FromBroker::Destinations { id, answer }) => {
+                if let Some(reply) = child.pending.remove(&id) {
+                    let _ = reply.send(Response::Destinations { answer });
+                }
+            }
+            BrokerEvent::Message(FromBroker::CallFailed { id, message }) => {
                 if let Some(reply) = child.pending.remove(&id) {
                     let _ = reply.send(Response::Error {
                         code: ErrorCode::Unavailable,
@@ -743,13 +748,13 @@ impl Node {
             Call::Failover { by_uid, reply } => {
                 let _ = reply.send(self.failover(by_uid));
             }
-            Call::Scheduler { request, reply } => self.ask_scheduler(request, reply),
+            Call::Broker { request, reply } => self.ask_broker(request, reply),
         }
     }
 
     /// Passes a scheduler request to the serving broker, whose answer (by the same id) goes to
     /// `reply`; on any other role, answers at once naming the active node.
-    fn ask_scheduler(&mut self, request: SchedulerCall, reply: oneshot::Sender<Response>) {
+    fn ask_broker(&mut self, request: BrokerCall, reply: oneshot::Sender<Response>) {
         let State::Active { child, .. } = &mut self.state else {
             let message = self.not_active();
             let _ = reply.send(Response::Error {
@@ -758,16 +763,22 @@ impl Node {
             });
             return;
         };
-        self.scheduler_requests += 1;
-        let id = self.scheduler_requests;
+        self.broker_requests += 1;
+        let id = self.broker_requests;
         // Answers that timed out in the ctl connection are not waited for any longer.
         child.pending.retain(|_, waiting| !waiting.is_closed());
         child.pending.insert(id, reply);
         let message = match request {
-            SchedulerCall::List { limit } => ToBroker::ListSchedules { id, limit },
-            SchedulerCall::Cancel { which, by_uid } => {
+            BrokerCall::List { limit } => ToBroker::ListSchedules { id, limit },
+            BrokerCall::Cancel { which, by_uid } => {
                 tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), by_uid, ?which, "cancelling scheduled jobs");
                 ToBroker::CancelSchedules { id, which }
+            }
+            BrokerCall::Destinations { call, by_uid } => {
+                if call.changes_something() {
+                    tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), by_uid, ?call, "destination call");
+                }
+                ToBroker::Destinations { id, call }
             }
         };
         child.broker.send(message);
@@ -1153,11 +1164,11 @@ mod tests {
 
     /// `ctl schedules` on a node whose broker does not serve: refused at once with the role,
     /// naming the node that holder.json says is active, if another is.
-    async fn ask_scheduler(node: &Harness) -> (ErrorCode, String) {
+    async fn ask_broker(node: &Harness) -> (ErrorCode, String) {
         let (reply, rx) = oneshot::channel();
-        let request = SchedulerCall::List { limit: 10 };
+        let request = BrokerCall::List { limit: 10 };
         node.calls
-            .send(Call::Scheduler { request, reply })
+            .send(Call::Broker { request, reply })
             .await
             .unwrap();
         match rx.await.unwrap() {
@@ -1167,9 +1178,9 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn scheduler_requests_to_a_node_not_serving_name_the_active_node() {
+    async fn broker_requests_to_a_node_not_serving_name_the_active_node() {
         let node = start();
-        let (code, message) = ask_scheduler(&node).await;
+        let (code, message) = ask_broker(&node).await;
         assert_eq!(code, ErrorCode::WrongRole);
         assert!(
             message.starts_with("n1 is passive, and holder.json names no other active node"),
@@ -1184,7 +1195,7 @@ mod tests {
             since_unix_ms: 0,
             heartbeat_unix_ms: 0,
         }));
-        let (_, message) = ask_scheduler(&node).await;
+        let (_, message) = ask_broker(&node).await;
         assert!(
             message.starts_with("n1 is passive; the active node is n2 (host h2, epoch 4, active)"),
             "{message}"
@@ -1192,10 +1203,10 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn scheduler_requests_to_a_starting_node_say_it_does_not_serve_yet() {
+    async fn broker_requests_to_a_starting_node_say_it_does_not_serve_yet() {
         let node = start();
         node.acquire(1).await;
-        let (code, message) = ask_scheduler(&node).await;
+        let (code, message) = ask_broker(&node).await;
         assert_eq!(code, ErrorCode::WrongRole);
         assert!(
             message.starts_with("n1 is starting, not active: its broker does not serve now"),

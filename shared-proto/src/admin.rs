@@ -4,6 +4,7 @@
 //! checks the peer's credentials (SO_PEERCRED) before any request that changes something.
 
 use crate::control::BrokerStats;
+use crate::destinations::{DestinationAnswer, DestinationCall};
 use crate::schedules::{Cancel, Listing};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,9 @@ pub enum Request {
     Schedules { limit: u32 },
     /// Cancel scheduled jobs, answered by `SchedulesCancelled` once durable. Admins only.
     CancelSchedules { which: Cancel },
+    /// A destination call, answered by `Destinations`; only the active node can answer.
+    /// Listing is allowed like `Status`; purging and deleting are for admins only.
+    Destinations { call: DestinationCall },
 }
 
 /// Responses lockd sends, one per request.
@@ -42,6 +46,8 @@ pub enum Response {
     Schedules { listing: Listing },
     /// Answer to `CancelSchedules`: this many jobs are durably gone.
     SchedulesCancelled { removed: u64 },
+    /// Answer to `Destinations`.
+    Destinations { answer: DestinationAnswer },
     /// The request was refused or failed; `code` is stable for scripts, `message` says what to do.
     Error { code: ErrorCode, message: String },
 }

@@ -10,9 +10,11 @@
 //! task that owns the broker's state, has handled the ping, so a broker whose control channel
 //! still reads but whose core is stuck stays silent, and lockd replaces it like a crashed one.
 //!
-//! Scheduler requests (v3, for `ctl schedules`) carry an `id` that their answer repeats, since
-//! they are answered out of order with the rest.
+//! Scheduler requests (v3, for `ctl schedules`) and destination calls (v4, for `ctl
+//! destinations`, `purge` and `delete`) carry an `id` that their answer repeats, since they are
+//! answered out of order with the rest.
 
+use crate::destinations::{DestinationAnswer, DestinationCall};
 use crate::schedules::{Cancel, Listing};
 use serde::{Deserialize, Serialize};
 
@@ -37,11 +39,14 @@ pub enum ToBroker {
     /// still serves, not only that its control socket is read.
     Ping { seq: u64 },
     /// Up to `limit` pending scheduled jobs (`ctl schedules`); answered by `Schedules` or
-    /// `SchedulerError` with the same `id`.
+    /// `CallFailed` with the same `id`.
     ListSchedules { id: u64, limit: u32 },
     /// Cancel scheduled jobs (`ctl schedules cancel`); answered by `SchedulesCancelled` once the
-    /// removal is durable, or `SchedulerError`, with the same `id`.
+    /// removal is durable, or `CallFailed`, with the same `id`.
     CancelSchedules { id: u64, which: Cancel },
+    /// A destination call (`ctl destinations`, `purge`, `delete`); answered by `Destinations`
+    /// or `CallFailed` with the same `id`.
+    Destinations { id: u64, call: DestinationCall },
 }
 
 /// Messages brokerd sends to lockd.
@@ -63,9 +68,11 @@ pub enum FromBroker {
     Schedules { id: u64, listing: Listing },
     /// Answer to [`ToBroker::CancelSchedules`]: `removed` jobs are durably gone.
     SchedulesCancelled { id: u64, removed: u64 },
-    /// A scheduler request `id` could not be answered; `message` says why (the scheduler has not
-    /// started yet, or failed) and what to do.
-    SchedulerError { id: u64, message: String },
+    /// Answer to [`ToBroker::Destinations`].
+    Destinations { id: u64, answer: DestinationAnswer },
+    /// A request `id` (scheduler or destinations) could not be answered; `message` says why (the
+    /// scheduler or the broker core has not started yet, or failed) and what to do.
+    CallFailed { id: u64, message: String },
 }
 
 /// What the broker holds, for `ctl status`.

@@ -12,6 +12,7 @@
 //! - [`shared_file`]: the one safe way to read and atomically write files there (no links
 //!   followed, regular files only, bounded reads).
 //! - [`schedules`]: pending scheduled jobs as `ctl schedules` lists and cancels them.
+//! - [`destinations`]: destinations as `ctl destinations` lists them, purges and deletes them.
 //! - [`wire`]: the newline-delimited JSON framing both protocols use, bounded in length so a
 //!   peer that sends garbage gets a clear error instead of growing our memory.
 //!
@@ -20,6 +21,7 @@
 
 pub mod admin;
 pub mod control;
+pub mod destinations;
 pub mod holder;
 pub mod layout;
 pub mod lock_check;
@@ -33,7 +35,7 @@ pub mod wire;
 
 /// Version of both control protocols; bumped on any incompatible change so mixed binaries after a
 /// partial upgrade refuse each other loudly instead of misreading messages.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Milliseconds since the Unix epoch, for timestamps that humans and other nodes read.
 /// Never used for fencing decisions: those use monotonic time and shared counters.

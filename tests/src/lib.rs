@@ -748,6 +748,32 @@ pub fn failover_url(cluster: &Cluster) -> String {
     )
 }
 
+/// Runs `work` with a connected failover client on a runtime of its own.
+pub fn with_client<T>(url: &str, work: impl AsyncFnOnce(&stomp_client::Client) -> T) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = stomp_client::Client::connect(url, stomp_client::Options::default())
+            .await
+            .unwrap();
+        let result = work(&client).await;
+        let _ = tokio::time::timeout(WAIT, client.disconnect()).await;
+        result
+    })
+}
+
+/// A finished command's stdout, as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A finished command's stderr, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Sends one receipted SEND with `headers` (a scheduled one: its receipt means the schedule is
 /// durable) through the failover URL `url`, on a runtime of its own; returns when it was sent.
 pub fn send_receipted(url: &str, destination: &str, headers: &[(&str, &str)]) -> Instant {

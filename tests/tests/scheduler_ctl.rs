@@ -7,23 +7,8 @@
 
 use ha_tests::*;
 use serde_json::Value;
-use std::process::Output;
 use std::time::Duration;
-use stomp_client::{AckMode, Client, Options};
-
-/// Runs `work` with a connected failover client on a runtime of its own.
-fn with_client<T>(url: &str, work: impl AsyncFnOnce(&Client) -> T) -> T {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = Client::connect(url, Options::default()).await.unwrap();
-        let result = work(&client).await;
-        let _ = tokio::time::timeout(WAIT, client.disconnect()).await;
-        result
-    })
-}
+use stomp_client::AckMode;
 
 /// Every message that reaches `destination` within `quiet` of the last one (or of subscribing):
 /// the scheduledJobId of each.
@@ -39,14 +24,6 @@ fn drain(url: &str, destination: &str, quiet: Duration) -> Vec<String> {
         }
         ids
     })
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// `ctl schedules --json [more]`, parsed; panics with ctl's words if it failed.

@@ -74,18 +74,27 @@ impl Broker {
         Ok(())
     }
 
-    /// A message is done with: remove it from the store.
+    /// A message is done with: counted, and removed from the store.
     pub(super) fn forget(&self, source: &Source, msg: &Message) {
+        // One lookup for both: this runs for every message consumed.
+        let (counters, space) = match source {
+            Source::Queue(q) => match self.queues.get(q) {
+                Some(q) => (Some(&q.counters), Some(&q.space)),
+                None => (None, None),
+            },
+            Source::Topic(t) => (self.topic_counters.get(t), None),
+            Source::Durable(d) => (None, self.durables.get(d).map(|d| &d.space)),
+        };
+        if let Some(counters) = counters {
+            counters.dequeued();
+        }
         if self.unstored.get() == Some(msg.seq) {
             // Dropped (expired) while being published: it was never stored, nothing to remove.
             self.unstored.set(None);
             return;
         }
-        if !msg.persistent {
-            return;
-        }
-        if let Some(space) = self.space_of(source) {
-            self.store.remove(space, key_of(msg));
+        if let (Some(space), true) = (space, msg.persistent) {
+            self.store.remove(Arc::clone(space), key_of(msg));
         }
     }
 

@@ -44,6 +44,7 @@ impl Broker {
         self.temporaries.remove(name);
         self.queues.remove(name);
         self.topics.remove(name);
+        self.topic_counters.remove(name);
         debug!(destination = %name, "temporary destination deleted");
     }
 
@@ -74,6 +75,7 @@ impl Broker {
                     next: 0,
                     choosy_consumers: 0,
                     groups: HashMap::new(),
+                    counters: admin::Counters::default(),
                 },
             );
             self.attach_filters(destination);
@@ -120,7 +122,7 @@ impl Broker {
         }
         for space in registry.orphans {
             // A deleted subscription's purge, cut short by a crash: finish it.
-            self.purge_from(space, 0, u64::MAX);
+            self.purge_from(space, 0, u64::MAX, None);
         }
         self.recover_virtual_queues(store, &spaces)?;
         for space in &spaces {

@@ -23,6 +23,7 @@
 //! `drain` (going passive).
 
 mod acks;
+mod admin;
 mod browsing;
 mod connections;
 pub mod consumers;
@@ -59,7 +60,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// A session's identity within the broker.
 pub type ConnId = u64;
@@ -254,6 +255,11 @@ pub enum Request {
     Close { conn: ConnId },
     /// Figures for `ctl status`.
     Stats(oneshot::Sender<Counts>),
+    /// An operator's destination call (`ctl destinations`, `purge`, `delete`).
+    Destinations {
+        call: shared_proto::destinations::DestinationCall,
+        reply: admin::Reply,
+    },
     /// lockd's liveness ping: answered once every request queued before it was handled.
     Ping(oneshot::Sender<()>),
     /// The node goes passive: refuse further SENDs, and answer once every stored message and
@@ -492,6 +498,7 @@ struct Queue {
     choosy_consumers: usize,
     /// Each message group's consumer.
     groups: HashMap<Arc<str>, SubKey>,
+    counters: admin::Counters,
 }
 
 #[derive(Debug)]
@@ -515,6 +522,8 @@ enum Ticket {
         space: Arc<str>,
         upto: u64,
         limit: usize,
+        /// Runs once the purge's last removal is durable (a purged queue's answer).
+        done: Option<OnDurable>,
     },
     /// Reading a page of what a browser's snapshot found paged out: keys below `upto`.
     Browse {
@@ -561,6 +570,8 @@ pub struct Broker {
     next_sub: SubKey,
     queues: HashMap<Arc<str>, Queue>,
     topics: HashMap<Arc<str>, Vec<SubKey>>,
+    /// The traffic of each topic in `topics`, kept as long as it has subscribers.
+    topic_counters: HashMap<Arc<str>, admin::Counters>,
     /// Subscriptions fed by every queue a filter matches: each new queue is matched.
     queue_filters: Vec<SubKey>,
     /// Each virtual topic's consumer queues ([`virtual_topics`]).
@@ -678,6 +689,7 @@ impl Broker {
             next_sub: 1,
             queues: HashMap::new(),
             topics: HashMap::new(),
+            topic_counters: HashMap::new(),
             queue_filters: Vec::new(),
             temporaries: HashMap::new(),
             retained: HashMap::new(),
@@ -889,6 +901,10 @@ impl Broker {
             Request::Close { conn } => self.close(conn),
             Request::Stats(reply) => {
                 let _ = reply.send(self.counts());
+                Ok(())
+            }
+            Request::Destinations { call, reply } => {
+                self.destinations(call, reply);
                 Ok(())
             }
             Request::Ping(reply) => {

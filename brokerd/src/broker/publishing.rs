@@ -81,7 +81,7 @@ impl Broker {
         match names::kind(&msg.destination) {
             Kind::Queue => {
                 let destination = Arc::clone(&msg.destination);
-                self.queue(&destination);
+                self.queue(&destination).counters.enqueued();
                 let paging = self.paging.as_ref();
                 let queue = self.queues.get_mut(&destination).expect("created above");
                 let space = Arc::clone(&queue.space);
@@ -132,6 +132,9 @@ impl Broker {
                 }
             }
             Kind::Topic => {
+                if let Some(counters) = self.topic_counters.get(&msg.destination) {
+                    counters.enqueued();
+                }
                 let mut on_durable = on_durable;
                 let durables = self.durables.of_topic(&msg.destination).to_vec();
                 for key in durables {

@@ -142,19 +142,35 @@ impl Broker {
         self.next_seq()
     }
 
-    /// Removes a deleted durable subscription's paged-out messages from the store, a page at a
-    /// time, off the router.
-    pub(super) fn purge(&mut self, space: Arc<str>, paged: &Paged) {
-        if let Some(cursor) = paged.cursor {
-            // Every message of the deleted subscription is older than the next one published.
-            let upto = (self.settings.epoch << 40) | self.counter;
-            self.purge_from(space, cursor, upto);
+    /// Removes a deleted durable subscription's (or a purged queue's) paged-out messages from
+    /// the store, a page at a time, off the router; `done` runs once every removal is durable.
+    pub(super) fn purge(&mut self, space: Arc<str>, paged: &Paged, done: Option<OnDurable>) {
+        match paged.cursor {
+            Some(cursor) => {
+                // Every message paged out so far is older than the next one published.
+                let upto = (self.settings.epoch << 40) | self.counter;
+                self.purge_from(space, cursor, upto, done);
+            }
+            None => {
+                if let Some(done) = done {
+                    self.store.barrier(done);
+                }
+            }
         }
     }
 
     /// Asks for the next page of a purge: keys from `from`, removing those up to `upto`.
-    pub(super) fn purge_from(&mut self, space: Arc<str>, from: u64, upto: u64) {
+    pub(super) fn purge_from(
+        &mut self,
+        space: Arc<str>,
+        from: u64,
+        upto: u64,
+        done: Option<OnDurable>,
+    ) {
         let Some(page) = self.paging.as_ref().map(|p| p.page) else {
+            if let Some(done) = done {
+                self.store.barrier(done);
+            }
             return;
         };
         let ticket = self.next_ticket;
@@ -165,6 +181,7 @@ impl Broker {
                 space: Arc::clone(&space),
                 upto,
                 limit: page,
+                done,
             },
         );
         self.read_after_barrier(PageRead {
@@ -226,7 +243,12 @@ impl Broker {
                 debug!(loaded, cursor = ?paged.cursor, "paged messages in");
                 self.dispatch(&source);
             }
-            Ticket::Purge { space, upto, limit } => {
+            Ticket::Purge {
+                space,
+                upto,
+                limit,
+                done,
+            } => {
                 let full = entries.len() >= limit;
                 let mut last = None;
                 for (key, _) in entries {
@@ -239,8 +261,10 @@ impl Broker {
                     .and_then(|k| <[u8; 8]>::try_from(k.as_ref()).ok())
                     .map(u64::from_be_bytes)
                     .filter(|last| full && *last < upto);
-                if let Some(last) = next {
-                    self.purge_from(space, last + 1, upto);
+                match (next, done) {
+                    (Some(last), done) => self.purge_from(space, last + 1, upto, done),
+                    (None, Some(done)) => self.store.barrier(done),
+                    (None, None) => {}
                 }
             }
             // Counts are answered with Request::Counted.

@@ -107,6 +107,17 @@ pub(super) struct Delayed {
     _charge: Charge,
 }
 
+impl Delayed {
+    /// Where it returns to.
+    pub(super) fn source(&self) -> &Source {
+        &self.source
+    }
+
+    pub(super) fn msg(&self) -> &Arc<Message> {
+        &self.msg
+    }
+}
+
 /// Messages waiting out their redelivery delays, by due time (Unix ms) and arrival.
 pub(super) type DelayedSet = BTreeMap<(u64, u64), Delayed>;
 
@@ -224,6 +235,7 @@ impl Broker {
         } else {
             debug!(message_id = %msg.id, destination = %msg.destination, "dropping a non-persistent message the dead-letter policy does not keep");
         }
+        self.count_dequeued(source);
         if let (Some(space), true, false) = (space, persistent, never_stored) {
             self.store.remove(space, key);
         }

@@ -42,7 +42,10 @@ impl Broker {
         let fresh = self.new_pending();
         match &feed {
             Feed::One(Source::Queue(q)) => self.queue(q).attach(key, &spec.options),
-            Feed::One(Source::Topic(t)) => self.topics.entry(Arc::clone(t)).or_default().push(key),
+            Feed::One(Source::Topic(t)) => {
+                self.topics.entry(Arc::clone(t)).or_default().push(key);
+                self.topic_counters.entry(Arc::clone(t)).or_default();
+            }
             Feed::Queues { filter, .. } => {
                 // Named ones are made now; the rest are matched as they come.
                 for name in &filter.names {
@@ -108,7 +111,7 @@ impl Broker {
                 }
                 durable.active = Some(key);
                 if let Some((space, paged)) = purge {
-                    self.purge(space, &paged);
+                    self.purge(space, &paged, None);
                 }
             }
         }
@@ -262,6 +265,7 @@ impl Broker {
                     subs.retain(|k| *k != key);
                     if subs.is_empty() {
                         self.topics.remove(t);
+                        self.topic_counters.remove(t);
                     }
                 }
             }
@@ -343,7 +347,7 @@ impl Broker {
             for msg in durable.pending.drain() {
                 self.store.remove(Arc::clone(&durable.space), key_of(&msg));
             }
-            self.purge(Arc::clone(&durable.space), &durable.paged);
+            self.purge(Arc::clone(&durable.space), &durable.paged, None);
         }
         Ok(())
     }

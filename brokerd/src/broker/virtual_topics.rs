@@ -43,6 +43,18 @@ impl Broker {
         }
     }
 
+    /// A consumer queue deleted by an operator: no longer fed, nor recorded.
+    pub(super) fn forget_consumer_queue(&mut self, queue: &Arc<str>) {
+        let Some(topic) = virtual_topic_of(queue) else {
+            return;
+        };
+        if let Some(queues) = self.virtual_queues.get_mut(topic.as_str()) {
+            queues.retain(|q| q != queue);
+        }
+        let key = Bytes::copy_from_slice(queue.as_bytes());
+        self.store.remove(VIRTUAL_QUEUES.into(), key);
+    }
+
     /// Whether a queue must be kept while idle: a consumer queue of a virtual topic.
     pub(super) fn is_consumer_queue(&self, queue: &str) -> bool {
         virtual_topic_of(queue).is_some_and(|t| {
