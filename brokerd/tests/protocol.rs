@@ -126,8 +126,20 @@ fn stomp_1_0_headers_are_not_escaped() {
     assert_eq!(message.get("path"), Some(value));
     // The first colon separates name and value; later ones belong to the value.
     assert_eq!(message.get("ratio"), Some("a:b"));
-    // In 1.0 a subscription without an id is named by its destination.
-    assert_eq!(message.get("subscription"), Some("/queue/raw"));
+    // As ActiveMQ: a 1.0 subscription without an id gets MESSAGEs without one, and no 1.0
+    // MESSAGE has an ack header (1.0 acknowledges by message-id).
+    assert_eq!(message.get("subscription"), None, "{message:?}");
+    assert_eq!(message.get("ack"), None, "{message:?}");
+    client.send_frame(
+        "SUBSCRIBE",
+        &["destination:/queue/raw-id", "id:named", "ack:client"],
+        b"",
+    );
+    client.send_frame("SEND", &["destination:/queue/raw-id", "receipt:r-2"], b"y");
+    client.expect_receipt("r-2");
+    let named = next_message(&mut client);
+    assert_eq!(named.get("subscription"), Some("named"));
+    assert_eq!(named.get("ack"), None, "{named:?}");
 }
 
 fn escaped_headers_round_trip(version: &str) {

@@ -133,6 +133,8 @@ struct Session {
     temporary: Arc<str>,
     /// RECEIPTs before the MESSAGEs their SENDs cause here, as ActiveMQ writes them.
     order: ReceiptOrder,
+    /// STOMP 1.0 subscriptions made without an `id` (named by their destination).
+    implicit_ids: std::collections::HashSet<String>,
 }
 
 /// Serves one client until its session ends, then closes the connection.
@@ -341,6 +343,7 @@ async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Op
     Some(Session {
         temporary: names::temporary_prefix(&ctx.id),
         order: ReceiptOrder::default(),
+        implicit_ids: Default::default(),
         conn,
         ctx,
         version,
@@ -526,7 +529,11 @@ impl Session {
                 ack,
                 msg,
             } => {
-                encode_message(buf, self.version, &subscription, ack, &msg, &self.temporary);
+                // As ActiveMQ: a 1.0 SUBSCRIBE without an id gets MESSAGEs without one.
+                let implicit =
+                    self.version == Version::V1_0 && self.implicit_ids.contains(&*subscription);
+                let shown = (!implicit).then_some(&*subscription);
+                encode_message(buf, self.version, shown, ack, &msg, &self.temporary);
                 if ack.is_none() {
                     *written.entry(sub).or_default() += 1;
                 }
@@ -596,7 +603,10 @@ impl Session {
                 };
                 let id = match (frame.get("id"), self.version) {
                     (Some(id), _) => id.to_owned(),
-                    (None, Version::V1_0) => destination.to_owned(),
+                    (None, Version::V1_0) => {
+                        self.implicit_ids.insert(destination.to_owned());
+                        destination.to_owned()
+                    }
                     (None, _) => return refuse("SUBSCRIBE needs an id header".into(), ""),
                 };
                 let ack = match frame.get("ack").unwrap_or("auto") {
@@ -759,13 +769,14 @@ impl Session {
 
 /// Writes a MESSAGE frame straight into `buf`, without building a [`Frame`] first: this is the
 /// broker's hottest path. The headers are ActiveMQ's: `expires`, `priority` and `timestamp`
-/// always, `persistent` when true, `content-length` only when the SEND had one. The
+/// always, `persistent` when true, `content-length` only when the SEND had one, `ack` on 1.2
+/// only, `subscription` unless a 1.0 SUBSCRIBE gave no id. The
 /// connection's own temporary destinations (`temporary`, their prefix) appear by the names it
 /// gave them, in `destination` and `reply-to`.
 fn encode_message(
     buf: &mut BytesMut,
     version: Version,
-    subscription: &str,
+    subscription: Option<&str>,
     ack: Option<crate::broker::AckId>,
     msg: &crate::broker::message::Message,
     temporary: &str,
@@ -779,14 +790,17 @@ fn encode_message(
         buf.put_u8(b'\n');
     };
     buf.put_slice(b"MESSAGE\n");
-    header(buf, "subscription", subscription);
+    if let Some(subscription) = subscription {
+        header(buf, "subscription", subscription);
+    }
     header(buf, "message-id", &msg.id);
     header(
         buf,
         "destination",
         &names::shown(&msg.destination, temporary),
     );
-    if let Some(ack) = ack {
+    // The `ack` header is STOMP 1.2's; earlier versions acknowledge by message-id.
+    if let Some(ack) = ack.filter(|_| version == Version::V1_2) {
         // Digits and dashes: nothing to escape, and no String made.
         let _ = writeln!(buf, "ack:{ack}");
     }
