@@ -1,6 +1,9 @@
 //! Durable topic subscriptions by key, and each topic's, so that a message published to a
-//! topic finds that topic's durable subscriptions without looking at every other one.
+//! topic finds that topic's durable subscriptions without looking at every other one. A
+//! subscription to a wildcard pattern (`/topic/prices.>`) is matched against each topic
+//! published instead.
 
+use super::names::Pattern;
 use super::{Durable, DurableKey};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +14,8 @@ use std::sync::Arc;
 pub(super) struct Durables {
     by_key: HashMap<DurableKey, Durable>,
     by_topic: HashMap<Arc<str>, Vec<DurableKey>>,
+    /// Subscriptions to wildcard patterns.
+    by_pattern: Vec<(Pattern, DurableKey)>,
 }
 
 impl Durables {
@@ -28,7 +33,18 @@ impl Durables {
         if let Some(old) = self.by_key.insert(key.clone(), durable) {
             self.unindex(&old.topic, &key);
         }
-        self.by_topic.entry(topic).or_default().push(key);
+        self.index(&topic, key);
+    }
+
+    fn index(&mut self, topic: &Arc<str>, key: DurableKey) {
+        match Pattern::new(topic) {
+            Some(pattern) => self.by_pattern.push((pattern, key)),
+            None => self
+                .by_topic
+                .entry(Arc::clone(topic))
+                .or_default()
+                .push(key),
+        }
     }
 
     pub(super) fn remove(&mut self, key: &DurableKey) -> Option<Durable> {
@@ -44,15 +60,18 @@ impl Durables {
         };
         let old = std::mem::replace(&mut durable.topic, Arc::clone(topic));
         self.unindex(&old, key);
-        self.by_topic
-            .entry(Arc::clone(topic))
-            .or_default()
-            .push(key.clone());
+        self.index(topic, key.clone());
     }
 
-    /// The keys of `topic`'s durable subscriptions.
-    pub(super) fn of_topic(&self, topic: &str) -> &[DurableKey] {
-        self.by_topic.get(topic).map_or(&[], Vec::as_slice)
+    /// The keys of the durable subscriptions a message published on `topic` goes to: the
+    /// topic's own, then those whose pattern it matches.
+    pub(super) fn of_topic(&self, topic: &str) -> Vec<DurableKey> {
+        let own = self.by_topic.get(topic).map_or(&[][..], Vec::as_slice);
+        let mut keys = own.to_vec();
+        (self.by_pattern.iter())
+            .filter(|(pattern, _)| pattern.matches(topic))
+            .for_each(|(_, key)| keys.push(key.clone()));
+        keys
     }
 
     pub(super) fn keys(&self) -> impl Iterator<Item = &DurableKey> {
@@ -64,6 +83,7 @@ impl Durables {
     }
 
     fn unindex(&mut self, topic: &str, key: &DurableKey) {
+        self.by_pattern.retain(|(_, k)| k != key);
         if let Some(keys) = self.by_topic.get_mut(topic) {
             keys.retain(|k| k != key);
             if keys.is_empty() {
@@ -107,7 +127,19 @@ mod tests {
         assert!(d.of_topic("/topic/x").is_empty());
         assert_eq!(d.of_topic("/topic/y"), [a.clone(), b.clone()]);
         d.remove(&a);
-        assert_eq!(d.of_topic("/topic/y"), [b]);
+        assert_eq!(d.of_topic("/topic/y"), std::slice::from_ref(&b));
         assert!(d.get(&a).is_none());
+        // A pattern's subscription gets every topic it matches, until it moves or goes.
+        let w = ("c".to_owned(), "w".to_owned());
+        d.insert(w.clone(), durable("/topic/y.>"));
+        assert_eq!(d.of_topic("/topic/y"), [b.clone(), w.clone()]);
+        assert_eq!(d.of_topic("/topic/y.z"), std::slice::from_ref(&w));
+        d.retopic(&w, &Arc::from("/topic/q"));
+        assert!(d.of_topic("/topic/y.z").is_empty());
+        assert_eq!(d.of_topic("/topic/q"), std::slice::from_ref(&w));
+        d.retopic(&w, &Arc::from("/topic/*"));
+        assert_eq!(d.of_topic("/topic/q"), std::slice::from_ref(&w));
+        d.remove(&w);
+        assert!(d.of_topic("/topic/q").is_empty());
     }
 }

@@ -136,7 +136,7 @@ impl Broker {
                     counters.enqueued();
                 }
                 let mut on_durable = on_durable;
-                let durables = self.durables.of_topic(&msg.destination).to_vec();
+                let durables = self.durables.of_topic(&msg.destination);
                 for key in durables {
                     let paging = self.paging.as_ref();
                     let durable = self.durables.get_mut(&key).expect("key just listed");

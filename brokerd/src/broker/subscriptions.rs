@@ -203,15 +203,15 @@ impl Broker {
                     spec.destination
                 )))
             }
-            (Kind::Topic, Some(_), false) => {
+            (Kind::Topic, Some(_), false) if !(filter.names.is_empty() && filter.patterns.len() == 1) => {
                 return Err(Refused(format!(
-                    "a durable subscription names one topic, without wildcards: {:?}",
+                    "a durable subscription names one topic or one wildcard pattern, not the list {:?}",
                     spec.destination
                 )))
             }
             (Kind::Queue, None, true) => Feed::One(Source::Queue(filter.names.remove(0))),
             (Kind::Topic, None, true) => Feed::One(Source::Topic(filter.names.remove(0))),
-            (Kind::Topic, Some(name), true) => {
+            (Kind::Topic, Some(name), _) => {
                 let Some(client_id) = client_id else {
                     return Err(Refused(
                         "a durable subscription (activemq.subscriptionName) needs a client-id header on CONNECT"

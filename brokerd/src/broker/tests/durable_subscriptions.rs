@@ -286,3 +286,40 @@ fn a_subscription_in_both_registries_refuses_the_start_instead_of_purging_either
     assert_eq!(store.count("subs"), 1, "nothing migrated or purged");
     assert_eq!(store.count(registry::REGISTRY), 1);
 }
+
+#[test]
+fn a_durable_subscription_to_a_wildcard_keeps_every_matching_topic_while_away_and_after_a_takeover()
+{
+    let store = MapStore::default();
+    let mut b = stored_broker(&store);
+    let producer = open(&mut b, 1, None);
+    let reader = open(&mut b, 2, Some("app"));
+    subscribe_durable(&mut b, &reader, "d", "/topic/prices.>", None);
+    unsubscribe(&mut b, &reader, "d");
+    for (topic, body) in [
+        ("/topic/prices.eu", "eu"),
+        ("/topic/other", "no"),
+        ("/topic/prices.us.ny", "ny"),
+    ] {
+        send(&mut b, &producer, topic, body, &[("persistent", "true")]);
+    }
+    drop(b);
+    // The next broker reads the subscription back, pattern and all.
+    let mut next = Broker::new(settings(8, 2), Box::new(store.clone()));
+    next.recover(&store).unwrap();
+    let mut reader = open(&mut next, 2, Some("app"));
+    subscribe_durable(&mut next, &reader, "d", "/topic/prices.>", None);
+    let got = received(&mut reader);
+    assert_eq!(got.len(), 1, "prefetch 1: {got:?}");
+    assert_eq!(got[0].0, "eu");
+    ack(&mut next, &reader, got[0].1.as_deref().unwrap(), false);
+    assert_eq!(bodies(&mut reader), ["ny"]);
+}
+
+#[test]
+fn a_durable_subscription_names_one_topic_or_one_pattern() {
+    let mut b = broker();
+    let mut client = open(&mut b, 1, Some("app"));
+    subscribe_durable(&mut b, &client, "d", "/topic/a,/topic/b", None);
+    assert!(refusal(&mut client).contains("one topic or one wildcard pattern"));
+}
