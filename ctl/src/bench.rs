@@ -14,6 +14,13 @@
 //!
 //! `--preset issue3` runs issue 3's five configurations one after another, each on a fresh
 //! queue, and prints them beside ActiveMQ Classic's figures and the 3x target.
+//!
+//! Selectors: with `--shards N` every SEND also carries `shard` (0, 1, .. N-1 in turn over all
+//! messages, so the shards are even), and with `--selectors` consumer i subscribes with the
+//! selector `shard = 'i mod N'` and counts an error for any message of another shard, so a
+//! broker that ignored selectors could not look fast. `--preset selectors` runs issue 10's
+//! check: one queue, 10 consumers, without selectors and then with a different one each, and
+//! prints the ratio of the two rates.
 
 use crate::{Refused, StompArgs};
 use anyhow::{anyhow, bail, Context};
@@ -58,6 +65,13 @@ pub struct Args {
     /// One JSON object on stdout instead of text.
     #[arg(long)]
     json: bool,
+    /// Stamp every SEND with a `shard` header, 0..N-1 in turn over all messages (0: none).
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// Consumer i subscribes with the selector `shard = 'i mod N'` (needs --shards N and at
+    /// least N consumers on a queue).
+    #[arg(long, requires = "shards")]
+    selectors: bool,
     /// Run a named set of configurations instead (ignores the load options above except
     /// --messages, --ack, --prefetch).
     #[arg(long, value_enum)]
@@ -72,6 +86,11 @@ enum Preset {
     /// Issue 3's table: 1 KiB bodies, five configurations, with ActiveMQ's figures. The
     /// client's CPU per message is shown too: it shares the cores with the broker.
     Issue3,
+    /// Issue 10's selector check: 1 KiB bodies spread over 10 shards, 4 producers and 10
+    /// consumers on one queue, first without selectors, then each consumer selecting its own
+    /// shard; persistent and non-persistent, with the ratio of the rates (the issue asks for
+    /// selectors to cost at most 2x).
+    Selectors,
 }
 
 /// One load configuration.
@@ -87,6 +106,10 @@ struct Config {
     prefetch: Option<u32>,
     dest: String,
     timeout: Duration,
+    /// Messages carry `shard` 0..shards-1 in turn (0: no such header).
+    shards: usize,
+    /// Consumer i selects shard i mod `shards`.
+    selectors: bool,
 }
 
 /// One row of issue 3's table.
@@ -142,6 +165,46 @@ const ISSUE3: [Row; 5] = [
     },
 ];
 
+/// `--preset selectors`: clients and shards (10 consumers, each with its own shard).
+const SELECTOR_PRODUCERS: usize = 4;
+const SELECTOR_CONSUMERS: usize = 10;
+
+/// One row of the selector comparison; a run with selectors follows the same run without.
+struct SelectorRow {
+    label: &'static str,
+    persistent: bool,
+    selectors: bool,
+}
+
+const SELECTOR_ROWS: [SelectorRow; 4] = [
+    SelectorRow {
+        label: "persistent, no selectors",
+        persistent: true,
+        selectors: false,
+    },
+    SelectorRow {
+        label: "persistent, a selector each",
+        persistent: true,
+        selectors: true,
+    },
+    SelectorRow {
+        label: "non-persistent, no selectors",
+        persistent: false,
+        selectors: false,
+    },
+    SelectorRow {
+        label: "non-persistent, a selector each",
+        persistent: false,
+        selectors: true,
+    },
+];
+
+/// The slowdown issue 10 allows selectors: their rate at least half the rate without.
+const SELECTOR_MIN_RATIO: f64 = 0.5;
+
+/// The header the producers stamp and the selectors read.
+const SHARD: &str = "shard";
+
 #[derive(Debug, Serialize)]
 struct Latency {
     p50: Option<f64>,
@@ -165,6 +228,8 @@ struct Report {
     receipt_window: usize,
     ack: &'static str,
     prefetch: Option<u32>,
+    shards: usize,
+    selectors: bool,
     t0_unix_ms: u64,
     sent: u64,
     received: u64,
@@ -199,30 +264,43 @@ impl Report {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let run_id = run_id();
-    let Some(Preset::Issue3) = args.preset else {
-        let config = Config {
-            producers: args.producers,
-            consumers: args.consumers,
-            messages: args.messages,
-            size: args.size,
-            persistent: args.persistent,
-            receipt_window: args.receipt_window,
-            ack: args.ack,
-            prefetch: args.prefetch,
-            dest: args
-                .dest
-                .clone()
-                .unwrap_or_else(|| format!("/queue/bench-{run_id}")),
-            timeout: Duration::from_secs(args.timeout_s),
-        };
-        let report = measure(&args.stomp, &config, &run_id).await?;
-        if args.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            print!("{}", render(&report));
-        }
-        return verdict(&[&report]);
+    match args.preset {
+        None => single(&args, &run_id).await,
+        Some(Preset::Issue3) => issue3(&args, &run_id).await,
+        Some(Preset::Selectors) => selectors(&args, &run_id).await,
+    }
+}
+
+/// One run of the configuration the options describe.
+async fn single(args: &Args, run_id: &str) -> anyhow::Result<()> {
+    let config = Config {
+        producers: args.producers,
+        consumers: args.consumers,
+        messages: args.messages,
+        size: args.size,
+        persistent: args.persistent,
+        receipt_window: args.receipt_window,
+        ack: args.ack,
+        prefetch: args.prefetch,
+        dest: args
+            .dest
+            .clone()
+            .unwrap_or_else(|| format!("/queue/bench-{run_id}")),
+        timeout: Duration::from_secs(args.timeout_s),
+        shards: args.shards,
+        selectors: args.selectors,
     };
+    let report = measure(&args.stomp, &config, run_id).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    verdict(&[&report])
+}
+
+/// `--preset issue3`: issue 3's table.
+async fn issue3(args: &Args, run_id: &str) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     for (i, row) in ISSUE3.iter().enumerate() {
         let config = Config {
@@ -236,11 +314,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             prefetch: args.prefetch,
             dest: format!("/queue/bench-{run_id}-{}", i + 1),
             timeout: Duration::from_secs(args.timeout_s),
+            shards: 0,
+            selectors: false,
         };
         if !args.json {
             eprintln!("ctl bench: {} ...", row.label);
         }
-        let report = measure(&args.stomp, &config, &run_id)
+        let report = measure(&args.stomp, &config, run_id)
             .await
             .with_context(|| row.label)?;
         reports.push(report);
@@ -264,6 +344,80 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", render_table(&reports));
     }
     verdict(&reports.iter().collect::<Vec<_>>())
+}
+
+/// `--preset selectors`: the same queue load without and with a selector per consumer.
+async fn selectors(args: &Args, run_id: &str) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    for (i, row) in SELECTOR_ROWS.iter().enumerate() {
+        let config = Config {
+            producers: SELECTOR_PRODUCERS,
+            consumers: SELECTOR_CONSUMERS,
+            messages: args.messages,
+            size: 1024,
+            persistent: row.persistent,
+            receipt_window: 100,
+            ack: args.ack,
+            prefetch: args.prefetch,
+            dest: format!("/queue/bench-{run_id}-{}", i + 1),
+            timeout: Duration::from_secs(args.timeout_s),
+            shards: SELECTOR_CONSUMERS,
+            selectors: row.selectors,
+        };
+        if !args.json {
+            eprintln!("ctl bench: {} ...", row.label);
+        }
+        let report = measure(&args.stomp, &config, run_id)
+            .await
+            .with_context(|| row.label)?;
+        reports.push(report);
+    }
+    let ratios = selector_ratios(&reports);
+    if args.json {
+        let runs: Vec<serde_json::Value> = SELECTOR_ROWS
+            .iter()
+            .zip(&reports)
+            .map(|(row, report)| {
+                let mut value = serde_json::to_value(report).unwrap_or_default();
+                value["label"] = row.label.into();
+                value
+            })
+            .collect();
+        let ratios: serde_json::Map<String, serde_json::Value> = ratios
+            .iter()
+            .map(|(persistence, ratio)| (persistence.replace('-', "_"), (*ratio).into()))
+            .collect();
+        let out = serde_json::json!({
+            "tool": "ctl bench",
+            "preset": "selectors",
+            "url": args.stomp.url,
+            "runs": runs,
+            "ratios": ratios,
+            "min_ratio": SELECTOR_MIN_RATIO,
+        });
+        println!("{out}");
+    } else {
+        print!("{}", render_selector_table(&reports, &ratios));
+    }
+    verdict(&reports.iter().collect::<Vec<_>>())
+}
+
+/// Per persistence, the rate with selectors over the rate without (rows come in such pairs).
+fn selector_ratios(reports: &[Report]) -> Vec<(&'static str, f64)> {
+    reports
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [without, with] if !without.selectors && with.selectors => Some((
+                if with.persistent {
+                    "persistent"
+                } else {
+                    "non-persistent"
+                },
+                r3(with.rate() / without.rate()),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 fn verdict(reports: &[&Report]) -> anyhow::Result<()> {
@@ -315,9 +469,29 @@ async fn measure(stomp: &StompArgs, config: &Config, run_id: &str) -> anyhow::Re
     if config.producers == 0 && config.consumers == 0 {
         bail!("nothing to do: --producers and --consumers are both 0");
     }
+    let topic = config.dest.starts_with("/topic/");
+    if config.selectors && config.shards == 0 {
+        bail!("--selectors needs --shards");
+    }
+    if config.selectors && !topic && config.consumers < config.shards {
+        bail!(
+            "--selectors with {} shards needs at least {} consumers, or some shards are never \
+             consumed",
+            config.shards,
+            config.shards
+        );
+    }
+    // The shard consumer i selects, if it selects one.
+    let selected = |i: usize| config.selectors.then(|| i % config.shards);
     let expected = match (config.producers, config.consumers) {
         (_, 0) => 0,
-        (_, c) if config.dest.starts_with("/topic/") => config.messages * c as u64,
+        (_, c) if topic => (0..c)
+            .map(|i| {
+                selected(i).map_or(config.messages, |k| {
+                    in_shard(config.messages, config.shards, k)
+                })
+            })
+            .sum(),
         _ => config.messages,
     };
     let deadline = tokio::time::Instant::now() + config.timeout;
@@ -348,16 +522,23 @@ async fn measure(stomp: &StompArgs, config: &Config, run_id: &str) -> anyhow::Re
         if let Some(p) = &prefetch {
             headers.push(("activemq.prefetchSize", p.as_str()));
         }
+        let shard = selected(i);
+        let expression = shard.map(selector);
+        if let Some(expression) = &expression {
+            headers.push(("selector", expression.as_str()));
+        }
         let sub = client
             .subscribe(&config.dest, config.ack, &headers)
             .await
             .with_context(|| format!("consumer {i}: subscribing to {}", config.dest))?;
         clients.push(client.clone());
-        consumers.push(tokio::spawn(consume(client, sub, shared.clone())));
+        consumers.push(tokio::spawn(consume(client, sub, shard, shared.clone())));
     }
     let (go, go_rx) = watch::channel(false);
     let mut producers = Vec::new();
     let body = crate::send::filler(config.size);
+    // Producer i sends messages first..first+share of the run (they number the shards).
+    let mut first = 0;
     for i in 0..config.producers {
         let client = stomp.connect(options.clone()).await?;
         let share = config.messages / config.producers as u64
@@ -365,12 +546,13 @@ async fn measure(stomp: &StompArgs, config: &Config, run_id: &str) -> anyhow::Re
         clients.push(client.clone());
         producers.push(tokio::spawn(produce(
             client,
-            share,
+            first..first + share,
             config.clone(),
             body.clone(),
             shared.clone(),
             go_rx.clone(),
         )));
+        first += share;
     }
     let t0_us = shared.now_us();
     let t0_unix_ms = wall_us() / 1000;
@@ -427,6 +609,8 @@ async fn measure(stomp: &StompArgs, config: &Config, run_id: &str) -> anyhow::Re
         receipt_window: config.receipt_window,
         ack: config.ack.as_str(),
         prefetch: config.prefetch,
+        shards: config.shards,
+        selectors: config.selectors,
         t0_unix_ms,
         sent,
         received,
@@ -453,7 +637,7 @@ async fn measure(stomp: &StompArgs, config: &Config, run_id: &str) -> anyhow::Re
 
 async fn produce(
     client: Client,
-    count: u64,
+    numbers: std::ops::Range<u64>,
     config: Config,
     body: Bytes,
     shared: Arc<Shared>,
@@ -474,11 +658,15 @@ async fn produce(
             anyhow::Ok(())
         })
     };
-    for _ in 0..count {
+    for number in numbers {
         let ts = wall_us().to_string();
+        let shard = (config.shards > 0).then(|| (number % config.shards as u64).to_string());
         let mut headers = vec![("bench-run", shared.run_id.as_str()), ("bench-ts", &ts)];
         if config.persistent {
             headers.push(("persistent", "true"));
+        }
+        if let Some(shard) = &shard {
+            headers.push((SHARD, shard));
         }
         if window == 0 {
             client
@@ -502,13 +690,17 @@ async fn produce(
     Ok(())
 }
 
+/// Receives (and acks) until the run has everything; with `shard`, a message of another shard
+/// is an error: the broker did not honour the consumer's selector.
 async fn consume(
     client: Client,
     mut sub: stomp_client::Subscription,
+    shard: Option<usize>,
     shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
     let mut stop = shared.stop.subscribe();
     let mut lat = Vec::with_capacity(4096);
+    let shard = shard.map(|k| k.to_string());
     let result: anyhow::Result<()> = async {
         loop {
             let message = tokio::select! {
@@ -519,6 +711,15 @@ async fn consume(
             if message.header("bench-run") != Some(shared.run_id.as_str()) {
                 shared.stale.fetch_add(1, Relaxed);
                 continue;
+            }
+            if let Some(want) = &shard {
+                let got = message.header(SHARD);
+                if got != Some(want.as_str()) {
+                    shared.error(&anyhow!(
+                        "a consumer selecting shard {want} got shard {}",
+                        got.unwrap_or("(none)")
+                    ));
+                }
             }
             if let Some(ts) = message
                 .header("bench-ts")
@@ -541,6 +742,17 @@ async fn consume(
     drop(sub);
     crate::close(client).await?;
     Ok(())
+}
+
+/// The selector of the consumer that takes shard `k`.
+fn selector(k: usize) -> String {
+    format!("{SHARD} = '{k}'")
+}
+
+/// How many of `messages` (stamped 0, 1, .. shards-1 in turn) carry shard `k`.
+fn in_shard(messages: u64, shards: usize, k: usize) -> u64 {
+    let shards = shards as u64;
+    messages / shards + u64::from((k as u64) < messages % shards)
 }
 
 /// Joins the tasks until `deadline`; false if it passed first.
@@ -582,6 +794,18 @@ fn render(r: &Report) -> String {
         r.ack,
         r.dest
     );
+    if r.shards > 0 {
+        out += &format!(
+            "shards    {} ({} header){}\n",
+            r.shards,
+            SHARD,
+            if r.selectors {
+                format!(", consumer i selects {SHARD} = 'i mod {}'", r.shards)
+            } else {
+                ", no selectors".to_string()
+            }
+        );
+    }
     out += &format!(
         "sent      {} in {:.3} s: {:.0} msg/s\n",
         r.sent, r.send_s, r.sent_per_s
@@ -661,6 +885,42 @@ fn render_table(reports: &[Report]) -> String {
     out
 }
 
+fn render_selector_table(reports: &[Report], ratios: &[(&str, f64)]) -> String {
+    let mut out = format!(
+        "{:<44} {:>10} {:>10} {:>9} {:>9} {:>11}\n",
+        format!("1 KiB, {SELECTOR_PRODUCERS} producers, {SELECTOR_CONSUMERS} consumers, one queue"),
+        "sent/s",
+        "recv/s",
+        "p50 ms",
+        "p99 ms",
+        "client us/m",
+    );
+    for (row, r) in SELECTOR_ROWS.iter().zip(reports) {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        out += &format!(
+            "{:<44} {:>10.0} {:>10.0} {:>9} {:>9} {:>11.1}{}\n",
+            row.label,
+            r.sent_per_s,
+            r.received_per_s,
+            ms(r.latency_ms.p50),
+            ms(r.latency_ms.p99),
+            r.client_cpu_s * 1e6 / r.sent.max(r.received).max(1) as f64,
+            if r.clean() { "" } else { "  errors" }
+        );
+    }
+    for (persistence, ratio) in ratios {
+        out += &format!(
+            "{persistence}: with selectors {ratio:.2}x the rate without ({})\n",
+            if *ratio >= SELECTOR_MIN_RATIO {
+                "within 2x"
+            } else {
+                "more than 2x slower"
+            }
+        );
+    }
+    out
+}
+
 fn run_id() -> String {
     format!("{:x}-{}", wall_us(), std::process::id())
 }
@@ -703,7 +963,8 @@ mod tests {
     use crate::StompArgs;
 
     /// A tiny in-test broker: queues go round-robin to subscribers, every frame with a receipt
-    /// gets its RECEIPT, acks are ignored. Enough to run `measure` end to end.
+    /// gets its RECEIPT, acks are ignored. Enough to run `measure` end to end. The only
+    /// selector it knows is the bench's own, `shard = 'k'`.
     mod sink {
         use std::collections::HashMap;
         use std::sync::{Arc, Mutex};
@@ -714,16 +975,28 @@ mod tests {
         use tokio::net::{TcpListener, TcpStream};
         use tokio::sync::mpsc;
 
-        type Subs = HashMap<String, (usize, Vec<(u64, String, mpsc::UnboundedSender<Bytes>)>)>;
+        /// Per destination: the round-robin counter and the subscribers (connection, id, the
+        /// shard a selector asks for, where its frames go).
+        type Subs = HashMap<String, (usize, Vec<Sub>)>;
+        type Sub = (u64, String, Option<String>, mpsc::UnboundedSender<Bytes>);
 
         pub async fn start() -> String {
+            listen(true).await
+        }
+
+        /// A sink that takes selectors and then ignores them.
+        pub async fn start_ignoring_selectors() -> String {
+            listen(false).await
+        }
+
+        async fn listen(selectors: bool) -> String {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();
             let subs = Arc::new(Mutex::new(Subs::new()));
             tokio::spawn(async move {
                 for conn in 0.. {
                     let (stream, _) = listener.accept().await.unwrap();
-                    tokio::spawn(serve(conn, stream, subs.clone()));
+                    tokio::spawn(serve(conn, stream, selectors, subs.clone()));
                 }
             });
             addr
@@ -745,7 +1018,7 @@ mod tests {
             BytesMut::new()
         }
 
-        async fn serve(conn: u64, stream: TcpStream, subs: Arc<Mutex<Subs>>) {
+        async fn serve(conn: u64, stream: TcpStream, selectors: bool, subs: Arc<Mutex<Subs>>) {
             let (mut read, mut write) = stream.into_split();
             let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
             tokio::spawn(async move {
@@ -768,14 +1041,29 @@ mod tests {
                         }
                         "SUBSCRIBE" => {
                             let id = f.get("id").unwrap().to_string();
+                            let shard = f.get("selector").filter(|_| selectors).map(|s| {
+                                let k = s
+                                    .strip_prefix("shard = '")
+                                    .and_then(|k| k.strip_suffix('\''));
+                                k.expect("the bench's selector").to_string()
+                            });
                             let mut subs = subs.lock().unwrap();
-                            subs.entry(dest).or_default().1.push((conn, id, tx.clone()));
+                            subs.entry(dest)
+                                .or_default()
+                                .1
+                                .push((conn, id, shard, tx.clone()));
                         }
                         "SEND" => {
                             let mut subs = subs.lock().unwrap();
                             let (next, list) = subs.entry(dest.clone()).or_default();
-                            *next = (*next + 1) % list.len().max(1);
-                            if let Some((_, id, to)) = list.get(*next) {
+                            let shard = f.get("shard");
+                            let takers: Vec<&Sub> = (list.iter())
+                                .filter(|(_, _, want, _)| {
+                                    want.is_none() || want.as_deref() == shard
+                                })
+                                .collect();
+                            *next = (*next + 1) % takers.len().max(1);
+                            if let Some((_, id, _, to)) = takers.get(*next) {
                                 ids += 1;
                                 let mid = format!("{conn}-{ids}");
                                 let mut headers = vec![
@@ -787,7 +1075,7 @@ mod tests {
                                 headers.extend(
                                     f.headers
                                         .iter()
-                                        .filter(|(k, _)| k.starts_with("bench-"))
+                                        .filter(|(k, _)| k.starts_with("bench-") || k == "shard")
                                         .map(|(k, v)| (k.as_str(), v.as_str())),
                                 );
                                 let _ = to.send(frame("MESSAGE", &headers, &f.body));
@@ -807,7 +1095,7 @@ mod tests {
                 }
             }
             for (_, list) in subs.lock().unwrap().values_mut() {
-                list.retain(|(c, _, _)| *c != conn);
+                list.retain(|(c, _, _, _)| *c != conn);
             }
         }
     }
@@ -824,6 +1112,8 @@ mod tests {
             prefetch: Some(10),
             dest: dest.to_string(),
             timeout: Duration::from_secs(60),
+            shards: 0,
+            selectors: false,
         }
     }
 
@@ -858,6 +1148,52 @@ mod tests {
         ] {
             assert!(json.get(field).is_some(), "{field}");
         }
+    }
+
+    #[tokio::test]
+    async fn selectors_split_the_run_by_shard_and_catch_a_wrong_one() {
+        let stomp = StompArgs {
+            url: format!("failover:(tcp://{})", sink::start().await),
+            login: None,
+            passcode: None,
+        };
+        let sharded = Config {
+            consumers: 3,
+            messages: 2_001,
+            shards: 3,
+            selectors: true,
+            ..config("/queue/s")
+        };
+        let report = measure(&stomp, &sharded, "run-s").await.unwrap();
+        assert!(report.clean(), "{report:?}");
+        assert_eq!((report.sent, report.received), (2_001, 2_001));
+        // Fewer consumers than shards would leave a shard unread.
+        let short = Config {
+            consumers: 2,
+            ..sharded.clone()
+        };
+        assert!(measure(&stomp, &short, "run-t").await.is_err());
+        // A broker that ignores selectors gives consumers other shards: errors, not a figure.
+        let stomp = StompArgs {
+            url: format!(
+                "failover:(tcp://{})",
+                sink::start_ignoring_selectors().await
+            ),
+            ..stomp
+        };
+        let report = measure(&stomp, &sharded, "run-w").await.unwrap();
+        assert!(!report.clean() && report.errors > 0, "{report:?}");
+        let error = report.first_error.unwrap();
+        assert!(error.contains("got shard"), "{error}");
+    }
+
+    #[test]
+    fn shards_are_even_and_selectors_name_them() {
+        assert_eq!(in_shard(10, 3, 0), 4);
+        assert_eq!(in_shard(10, 3, 1), 3);
+        assert_eq!(in_shard(10, 3, 2), 3);
+        assert_eq!((0..7).map(|k| in_shard(1_000, 7, k)).sum::<u64>(), 1_000);
+        assert_eq!(selector(3), "shard = '3'");
     }
 
     #[test]

@@ -5,14 +5,16 @@
 #   tests/bench/broker.sh [--messages N]
 # If the neutral load generator ../shared/stompbench is built (cargo build --release there),
 # the same configurations are also run with it, for comparison with the ActiveMQ figures.
+# Builds into ${CARGO_TARGET_DIR:-target}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --quiet -p brokerd -p ctl
+bin=${CARGO_TARGET_DIR:-target}/release
 messages=20000
 [ "${1:-}" = "--messages" ] && messages=$2
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-./target/release/brokerd --data-dir "$dir/data" --listen "127.0.0.1:$port" 2> "$dir/brokerd.log" &
+"$bin/brokerd" --data-dir "$dir/data" --listen "127.0.0.1:$port" 2> "$dir/brokerd.log" &
 broker=$!
 trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
@@ -20,7 +22,7 @@ rss() { awk '/^VmRSS/ {print $2}' /proc/$broker/status; }
 cpu_ticks() { awk '{print $14 + $15}' /proc/$broker/stat; }
 idle_rss=$(rss)
 ticks_before=$(cpu_ticks)
-./target/release/ctl bench --url "127.0.0.1:$port" --preset issue3 --messages "$messages"
+"$bin/ctl" bench --url "127.0.0.1:$port" --preset issue3 --messages "$messages"
 ticks_after=$(cpu_ticks)
 hz=$(getconf CLK_TCK)
 # Five runs, each sending and receiving $messages.
@@ -34,6 +36,6 @@ if [ -x "$stompbench" ]; then
                 "--receipt-window 100" "--receipt-window 100 --producers 4 --consumers 4" "--persistent --receipt-window 1"; do
     # shellcheck disable=SC2086
     "$stompbench" --url "127.0.0.1:$port" --messages "$messages" --dest "/queue/sb$RANDOM" $config 2>/dev/null |
-      python3 -c 'import json,sys; d=json.load(sys.stdin); print(f"{sys.argv[1]:60} {d[\"sent_per_s\"]:>9.0f} sent/s {d[\"received_per_s\"]:>9.0f} recv/s  p50 {d[\"latency_ms\"][\"p50\"]} ms")' "$config"
+      python3 -c 'import json,sys; d=json.load(sys.stdin); print("{:60} {:>9.0f} sent/s {:>9.0f} recv/s  p50 {} ms".format(sys.argv[1], d["sent_per_s"], d["received_per_s"], d["latency_ms"]["p50"]))' "$config"
   done
 fi
