@@ -93,6 +93,7 @@ impl Queue {
     pub(super) fn attach(&mut self, key: SubKey, options: &ConsumerOptions) {
         self.consumers.push(key);
         self.choosy_consumers += usize::from(options.choosy());
+        self.exclusive_consumers += usize::from(options.exclusive);
     }
 
     /// Removes a consumer, with its options; its groups go to whoever takes their next message.
@@ -101,6 +102,7 @@ impl Queue {
         self.consumers.retain(|k| *k != key);
         if self.consumers.len() < before {
             self.choosy_consumers -= usize::from(options.choosy());
+            self.exclusive_consumers -= usize::from(options.exclusive);
         }
         self.groups.retain(|_, owner| *owner != key);
     }
@@ -113,65 +115,89 @@ impl Queue {
 }
 
 impl Broker {
-    /// One delivery from a queue whose consumers or messages need choosing: the first waiting
-    /// message (in priority and FIFO order) that a consumer with credit takes, to the consumer
-    /// the options prefer. Returns whether one was delivered.
-    pub(super) fn dispatch_one_chosen(&mut self, destination: &Arc<str>) -> bool {
+    /// Delivers from a queue whose consumers or messages need choosing, in one pass over the
+    /// waiting messages (priority and FIFO order): each goes to the consumer the options prefer
+    /// among those with room that take it (the exclusive one if there is one, else the highest
+    /// priority, round robin among equals); one no consumer with room takes stays. Each
+    /// consumer is looked up once per pass, not once per message.
+    pub(super) fn dispatch_chosen(&mut self, destination: &Arc<str>) {
+        let now = now_ms();
         let subscriptions = &self.subscriptions;
         let Some(queue) = self.queues.get_mut(destination) else {
-            return false;
+            return;
         };
         let n = queue.consumers.len();
-        let live = |k: &SubKey| subscriptions.get(k);
-        // Round robin among equals: start after the last one served.
-        let mut ready: Vec<SubKey> = (0..n)
+        // (priority, key, room, subscription), round robin from the last one served.
+        let mut ready: Vec<(u8, SubKey, usize, &Subscription)> = (0..n)
             .map(|i| queue.consumers[(queue.next + i) % n])
-            .filter(|k| live(k).is_some_and(Subscription::has_credit))
+            .filter_map(|k| subscriptions.get(&k).map(|s| (k, s)))
+            .map(|(k, s)| (s.options.priority, k, s.room(), s))
             .collect();
-        let exclusive = (queue.consumers.iter())
-            .filter(|k| live(k).is_some_and(|s| s.options.exclusive))
-            .max_by_key(|k| (live(k).map(|s| s.options.priority), std::cmp::Reverse(**k)))
-            .copied();
-        if let Some(owner) = exclusive {
-            ready.retain(|k| *k == owner);
+        if queue.exclusive_consumers > 0 {
+            let owner = (ready.iter())
+                .filter(|(.., s)| s.options.exclusive)
+                .max_by_key(|(p, k, ..)| (*p, std::cmp::Reverse(*k)))
+                .map(|(_, k, ..)| *k);
+            ready.retain(|(_, k, ..)| Some(*k) == owner);
         }
-        // Stable: equals keep their round-robin order.
-        ready.sort_by_key(|k| std::cmp::Reverse(live(k).map_or(0, |s| s.options.priority)));
-        if ready.is_empty() {
-            return false;
+        ready.retain(|(_, _, room, _)| *room > 0);
+        if ready.windows(2).any(|w| w[0].0 != w[1].0) {
+            // Stable: equals keep their round-robin order.
+            ready.sort_by_key(|(p, ..)| std::cmp::Reverse(*p));
         }
-        let owners = &queue.groups;
-        let chosen = queue.pending.iter().find_map(|msg| {
-            let takes = |k: &SubKey| live(k).is_some_and(|s| s.accepts(msg));
-            let key = match group_of(msg).and_then(|g| owners.get(g)) {
+        let mut chosen: Vec<(Arc<Message>, Option<SubKey>)> = Vec::new();
+        let mut open = ready.len();
+        for msg in queue.pending.iter() {
+            if open == 0 {
+                break;
+            }
+            if msg.expired(now) {
+                chosen.push((Arc::clone(msg), None));
+                continue;
+            }
+            let group = group_of(msg);
+            let owner = group.and_then(|g| queue.groups.get(g)).copied();
+            let at = ready.iter().position(|(_, k, room, s)| {
                 // A group's messages wait for its consumer.
-                Some(owner) => ready.iter().find(|k| *k == owner && takes(k)),
-                None => ready.iter().find(|k| takes(k)),
+                *room > 0 && owner.is_none_or(|o| o == *k) && s.accepts(msg)
+            });
+            let Some(at) = at else {
+                continue;
             };
-            key.map(|k| (Arc::clone(msg), *k))
-        });
-        let Some((msg, key)) = chosen else {
-            return false;
-        };
-        if !queue.pending.remove(&msg) {
-            return false;
+            let key = ready[at].1;
+            ready[at].2 -= 1;
+            if ready[at].2 == 0 {
+                open -= 1;
+            }
+            // Round robin: the one served goes behind the others of its priority.
+            let end = (at..ready.len())
+                .find(|&j| ready[j].0 != ready[at].0)
+                .unwrap_or(ready.len());
+            ready[at..end].rotate_left(1);
+            if let Some(group) = group {
+                if message::header(&msg.headers, GROUP_SEQ) == Some("-1") {
+                    queue.groups.remove(group);
+                } else if owner.is_none() {
+                    queue.groups.insert(group.into(), key);
+                }
+            }
+            chosen.push((Arc::clone(msg), Some(key)));
         }
-        if let Some(at) = queue.consumers.iter().position(|k| *k == key) {
-            queue.next = (at + 1) % n;
-        }
-        if let Some(group) = group_of(&msg) {
-            if message::header(&msg.headers, GROUP_SEQ) == Some("-1") {
-                queue.groups.remove(group);
-            } else if !queue.groups.contains_key(group) {
-                queue.groups.insert(group.into(), key);
+        if let Some(last) = chosen.iter().rev().find_map(|(_, k)| *k) {
+            if let Some(at) = queue.consumers.iter().position(|k| *k == last) {
+                queue.next = (at + 1) % n;
             }
         }
-        if msg.expired(now_ms()) {
-            self.expire(&Source::Queue(Arc::clone(destination)), &msg);
-        } else {
-            self.deliver(key, msg);
+        for (msg, _) in &chosen {
+            queue.pending.remove(msg);
         }
-        true
+        let source = Source::Queue(Arc::clone(destination));
+        for (msg, key) in chosen {
+            match key {
+                Some(key) => self.deliver(key, msg),
+                None => self.expire(&source, &msg),
+            }
+        }
     }
 
     /// Keeps a topic message published with `ActiveMQ.Retain:true` as the topic's retained

@@ -74,6 +74,7 @@ impl Broker {
                     consumers: Vec::new(),
                     next: 0,
                     choosy_consumers: 0,
+                    exclusive_consumers: 0,
                     groups: HashMap::new(),
                     counters: admin::Counters::default(),
                 },

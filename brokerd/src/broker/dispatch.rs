@@ -61,10 +61,7 @@ impl Broker {
                 return;
             }
             if queue.choosy() {
-                if !self.dispatch_one_chosen(destination) {
-                    return;
-                }
-                continue;
+                return self.dispatch_chosen(destination);
             }
             let n = queue.consumers.len();
             let chosen = (0..n).find_map(|i| {

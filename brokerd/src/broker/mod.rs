@@ -457,11 +457,16 @@ impl Subscription {
     }
 
     fn has_credit(&self) -> bool {
+        self.room() > 0
+    }
+
+    /// Deliveries it may take now, within its prefetch.
+    fn room(&self) -> usize {
         let used = match self.ack {
             AckMode::Auto => self.unwritten.len(),
             _ => self.in_flight.len(),
         };
-        used < self.prefetch as usize
+        (self.prefetch as usize).saturating_sub(used)
     }
 }
 
@@ -496,6 +501,8 @@ struct Queue {
     next: usize,
     /// Consumers with options ([`consumers`]): while there are any, every delivery chooses.
     choosy_consumers: usize,
+    /// Of those, exclusive ones.
+    exclusive_consumers: usize,
     /// Each message group's consumer.
     groups: HashMap<Arc<str>, SubKey>,
     counters: admin::Counters,
