@@ -589,3 +589,29 @@ fn a_virtual_topic_fans_out_to_its_consumer_queues() {
         );
     }
 }
+
+#[test]
+fn a_temporary_topic_is_private_to_its_connection_and_reachable_through_reply_to() {
+    let node = Node::start(&[]);
+    let mut owner = node.client("1.2");
+    subscribe(&mut owner, "events", "/temp-topic/events", "auto");
+    send_with(
+        &mut owner,
+        "/queue/ask",
+        &["reply-to:/temp-topic/events"],
+        "question",
+    );
+    let mut other = node.client("1.2");
+    subscribe(&mut other, "ask", "/queue/ask", "auto");
+    let request = next_message(&mut other);
+    let reply_to = request.header("reply-to").to_owned();
+    assert!(reply_to.starts_with("/remote-temp-topic/"), "{reply_to}");
+    send(&mut other, &reply_to, "event");
+    let event = next_message(&mut owner);
+    assert_eq!(
+        (event.header("destination"), event.text()),
+        ("/temp-topic/events", "event")
+    );
+    other.send(format!("SUBSCRIBE\nid:x\ndestination:{reply_to}\n\n\0").as_bytes());
+    other.expect_refusal("belongs to another connection");
+}
