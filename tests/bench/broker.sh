@@ -8,18 +8,11 @@
 # Builds into ${CARGO_TARGET_DIR:-target}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release --quiet -p brokerd -p ctl
-bin=${CARGO_TARGET_DIR:-target}/release
 messages=20000
 [ "${1:-}" = "--messages" ] && messages=$2
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin/brokerd" --data-dir "$dir/data" --listen "127.0.0.1:$port" 2> "$dir/brokerd.log" &
-broker=$!
-trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
+# shellcheck source=tests/bench/standalone-brokerd.sh
+. tests/bench/standalone-brokerd.sh
 rss() { awk '/^VmRSS/ {print $2}' /proc/$broker/status; }
-cpu_ticks() { awk '{print $14 + $15}' /proc/$broker/stat; }
 idle_rss=$(rss)
 ticks_before=$(cpu_ticks)
 "$bin/ctl" bench --url "127.0.0.1:$port" --preset issue3 --messages "$messages"

@@ -20,15 +20,8 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--messages N] [--rounds N]" >&2; exit 2 ;;
   esac
 done
-cargo build --release --quiet -p brokerd -p ctl
-bin=${CARGO_TARGET_DIR:-target}/release
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin/brokerd" --data-dir "$dir/data" --listen "127.0.0.1:$port" 2> "$dir/brokerd.log" &
-broker=$!
-trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
-cpu_ticks() { awk '{print $14 + $15}' /proc/$broker/stat; }
+# shellcheck source=tests/bench/standalone-brokerd.sh
+. tests/bench/standalone-brokerd.sh
 failed=0
 for round in $(seq "$rounds"); do
   [ "$rounds" -gt 1 ] && echo "== round $round of $rounds"
