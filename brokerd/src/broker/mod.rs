@@ -15,12 +15,14 @@
 //!   (see [`paging`]). Priority orders what is in memory: a paged-out message waits for its
 //!   page even if its priority is higher than that of messages already in memory.
 //!
-//! This module holds the broker's state and routes each [`Request`]; the work is split by
-//! concept, each an `impl Broker` of its own: `connections` (open and close), `publishing`
-//! (SEND), `destinations` (queues, caps, recovery), `subscriptions`, `dispatch`,
-//! `acks` (acknowledgement, redelivery, the dead-letter queue), `transactions`,
-//! `reading` (paged-out messages read back), `scheduling` (the scheduler's side) and
-//! `drain` (going passive).
+//! This module holds the broker's state and routes each [`Request`] (the requests and answers
+//! themselves are in `requests`); the work is split by concept, each an `impl Broker` of its
+//! own: `connections` (open and close), `publishing` (SEND), `names` (destination names and
+//! wildcards), `destinations` (queues, temporary destinations, caps, recovery),
+//! `subscriptions`, `consumers` (consumer options, choosing among consumers), `dispatch`,
+//! `acks` (acknowledgement), `redelivery` (delays and dead letters), `browsing`,
+//! `virtual_topics`, `transactions`, `reading` (paged-out messages read back), `scheduling`
+//! (the scheduler's side), `admin` (destination management) and `drain` (going passive).
 
 mod acks;
 mod admin;
@@ -40,6 +42,7 @@ mod publishing;
 mod reading;
 pub mod redelivery;
 pub mod registry;
+mod requests;
 mod scheduling;
 mod standing;
 mod subscriptions;
@@ -56,6 +59,7 @@ use message::{Message, Published};
 use names::{Kind, Pattern};
 use paging::{PageRead, PageStore, Paged, Paging};
 use pending::{Backlogged, Charge, Pending};
+pub use requests::*;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -115,238 +119,6 @@ impl Durability for Volatile {
             done();
         }
     }
-}
-
-/// How a subscription acknowledges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckMode {
-    /// Delivered = acknowledged.
-    Auto,
-    /// An ACK acknowledges that message and every earlier one of the subscription.
-    Client,
-    /// An ACK acknowledges exactly one message.
-    ClientIndividual,
-}
-
-/// The `ack` header of a delivery in a client ack mode: `EPOCH-SUB-TAG`. The epoch makes ack
-/// ids unique across failovers (a late ACK of a delivery by the previous broker can never
-/// acknowledge a different message here); the subscription and tag find the delivery without
-/// a search. Written straight into the frame, never as a `String`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AckId {
-    pub epoch: u64,
-    pub sub: SubKey,
-    pub tag: u64,
-}
-
-impl std::fmt::Display for AckId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}-{}", self.epoch, self.sub, self.tag)
-    }
-}
-
-impl AckId {
-    /// The ack id `text` names, if it is one this broker's kind writes.
-    pub fn parse(text: &str) -> Option<AckId> {
-        let mut parts = text.splitn(3, '-').map(str::parse::<u64>);
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(Ok(epoch)), Some(Ok(sub)), Some(Ok(tag))) => Some(AckId { epoch, sub, tag }),
-            _ => None,
-        }
-    }
-}
-
-/// What a SUBSCRIBE asked for.
-#[derive(Debug, Clone)]
-pub struct SubscribeSpec {
-    /// The client's subscription id (the `subscription` header of every MESSAGE).
-    pub id: String,
-    pub destination: String,
-    pub ack: AckMode,
-    /// Unacknowledged (or, in auto mode, unwritten) deliveries at most.
-    pub prefetch: u32,
-    /// `activemq.subscriptionName` on a topic: a durable subscription of the connection's
-    /// client-id.
-    pub durable_name: Option<String>,
-    /// `browser:true`: a snapshot of a queue, not consumed, then an end marker.
-    pub browser: bool,
-    pub options: consumers::ConsumerOptions,
-}
-
-/// How an ACK or NACK names its message.
-#[derive(Debug, Clone)]
-pub enum AckRef {
-    /// STOMP 1.2: the MESSAGE's `ack` header.
-    Ack(String),
-    /// STOMP 1.0/1.1: `message-id`, and `subscription` when given.
-    MessageId {
-        message_id: String,
-        subscription: Option<String>,
-    },
-}
-
-/// What a session asks of the broker.
-pub enum Request {
-    /// A session connected; frames for it go to `outbox`. `verdict` says whether it may go on
-    /// (the session answers CONNECTED) or why not (a `client-id` already connected).
-    Open {
-        conn: ConnId,
-        /// The session id (CONNECTED's `session`): it names the connection's temporary
-        /// destinations ([`names::temporary_prefix`]).
-        session: String,
-        client_id: Option<String>,
-        /// The client's address, named when another client asks for its client-id.
-        peer: String,
-        outbox: mpsc::UnboundedSender<Outbound>,
-        verdict: oneshot::Sender<Result<(), String>>,
-    },
-    Send {
-        conn: ConnId,
-        published: Published,
-        body: Bytes,
-        transaction: Option<String>,
-        receipt: Option<String>,
-    },
-    Subscribe {
-        conn: ConnId,
-        spec: SubscribeSpec,
-        receipt: Option<String>,
-    },
-    Unsubscribe {
-        conn: ConnId,
-        id: String,
-        /// `activemq.subscriptionName` on UNSUBSCRIBE: delete the durable subscription.
-        durable_name: Option<String>,
-        receipt: Option<String>,
-    },
-    Ack {
-        conn: ConnId,
-        which: AckRef,
-        nack: bool,
-        transaction: Option<String>,
-        receipt: Option<String>,
-    },
-    Begin {
-        conn: ConnId,
-        transaction: String,
-        receipt: Option<String>,
-    },
-    Commit {
-        conn: ConnId,
-        transaction: String,
-        receipt: Option<String>,
-    },
-    Abort {
-        conn: ConnId,
-        transaction: String,
-        receipt: Option<String>,
-    },
-    /// The session wrote `count` auto-acknowledged messages of subscription `sub` to its
-    /// socket (the [`Outbound::Message`]'s `sub`).
-    Written {
-        conn: ConnId,
-        sub: SubKey,
-        count: u32,
-    },
-    /// A receipt once everything before it is processed and durable (DISCONNECT, or any other
-    /// frame the session handles itself).
-    Receipt { conn: ConnId, receipt: String },
-    /// The session ended: its subscriptions end, its deliveries return, its transactions abort.
-    Close { conn: ConnId },
-    /// Figures for `ctl status`.
-    Stats(oneshot::Sender<Counts>),
-    /// An operator's destination call (`ctl destinations`, `purge`, `delete`).
-    Destinations {
-        call: shared_proto::destinations::DestinationCall,
-        reply: admin::Reply,
-    },
-    /// lockd's liveness ping: answered once every request queued before it was handled.
-    Ping(oneshot::Sender<()>),
-    /// The node goes passive: refuse further SENDs, and answer once every stored message and
-    /// every receipt already owed is durable.
-    Drain(oneshot::Sender<()>),
-    /// The scheduler enqueues a batch of deliveries: each goes to its destination, and the
-    /// batch's fired marker into the store with them, in one atomic group; `done` runs once
-    /// that is durable (never, if the broker is draining: the next broker enqueues them).
-    Fire {
-        batch: u64,
-        deliveries: Vec<Message>,
-        done: OnDurable,
-    },
-    /// A message the broker itself publishes (the scheduler's BROWSE copies): it gets its id
-    /// and seq here; it is not stored (non-persistent).
-    Publish { msg: Message },
-    /// The answer to a [`PageRead`]: paged-out messages read back from the store, off the
-    /// router task.
-    Page {
-        ticket: u64,
-        result: Result<paging::Entries, Arc<StoreError>>,
-    },
-    /// The answer to a counting [`PageRead`].
-    Counted {
-        ticket: u64,
-        result: Result<paging::Counted, Arc<StoreError>>,
-    },
-}
-
-/// What the broker sends a session.
-#[derive(Debug)]
-pub enum Outbound {
-    Message {
-        /// The client's subscription id, for the `subscription` header.
-        subscription: Arc<str>,
-        /// The broker's subscription, which the session names when it reports it written.
-        sub: SubKey,
-        /// The `ack` header, in client modes.
-        ack: Option<AckId>,
-        msg: Arc<Message>,
-    },
-    Receipt(String),
-    /// ActiveMQ's end-of-browse marker: a MESSAGE with `browser:end` and `message-id:0`.
-    BrowseEnd {
-        subscription: Arc<str>,
-        destination: Arc<str>,
-    },
-    /// An ERROR frame, after which the session closes.
-    Error {
-        message: String,
-        receipt: Option<String>,
-    },
-    /// An ERROR frame that leaves the session open: ActiveMQ's answer to a frame it does not
-    /// take but need not end the connection for (an ACK of nothing awaiting one). The frame
-    /// changed nothing; later ones are taken as usual.
-    Warning {
-        message: String,
-        receipt: Option<String>,
-    },
-}
-
-/// Broker figures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub destinations: u64,
-    /// Messages held for consumers: waiting (queues, durable subscriptions, topic backlogs, a
-    /// topic subscriber's copy each) in memory or paged out to the store, delivered and not yet
-    /// acknowledged (or, in auto mode, not yet written). Right after a takeover, messages stored
-    /// beyond the first page of each queue are added as a background count reaches them.
-    pub messages: u64,
-    pub consumers: u64,
-    /// Bytes of the waiting messages in memory.
-    pub memory_bytes: u64,
-}
-
-/// Settings the broker core needs.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub node: String,
-    pub epoch: u64,
-    /// Redelivery delays and dead-letter queues.
-    pub redelivery: redelivery::RedeliveryPolicy,
-    /// Messages a slow non-durable topic subscriber may have waiting before the oldest are
-    /// dropped.
-    pub topic_backlog: usize,
-    /// Subscriptions per connection and destinations in total at most.
-    pub caps: limits::Caps,
 }
 
 /// Unix milliseconds now.
