@@ -615,3 +615,29 @@ fn a_temporary_topic_is_private_to_its_connection_and_reachable_through_reply_to
     other.send(format!("SUBSCRIBE\nid:x\ndestination:{reply_to}\n\n\0").as_bytes());
     other.expect_refusal("belongs to another connection");
 }
+
+#[test]
+fn a_16_mib_message_fans_out_to_several_topic_subscribers_by_default() {
+    let node = Node::start(&[]);
+    let mut subscribers: Vec<Session> = (0..3)
+        .map(|n| {
+            let mut client = node.client("1.2");
+            subscribe(&mut client, &format!("s{n}"), "/topic/big", "auto");
+            client
+        })
+        .collect();
+    let body: Vec<u8> = (0..16 << 20).map(|i| (i % 251) as u8).collect();
+    let mut producer = node.client("1.2");
+    let length = format!("content-length:{}", body.len());
+    producer.send_frame(
+        "SEND",
+        &["destination:/topic/big", "receipt:big", &length],
+        &body,
+    );
+    producer.expect_receipt("big");
+    for client in &mut subscribers {
+        let msg = next_message(client);
+        assert_eq!(msg.body.len(), body.len());
+        assert!(msg.body == body, "the body arrives intact");
+    }
+}
