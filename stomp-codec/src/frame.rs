@@ -581,3 +581,6 @@ fn parse_content_length(value: &str) -> Result<usize, FrameError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod properties;
