@@ -554,10 +554,14 @@ pub fn put_header_text(out: &mut BytesMut, text: &str, escaping: Escaping) {
         out.put_slice(text.as_bytes());
         return;
     }
-    for &b in text.as_bytes() {
+    let last = text.len() - 1;
+    for (i, &b) in text.as_bytes().iter().enumerate() {
         // Only ASCII bytes are rewritten, so multi-byte UTF-8 sequences pass through whole.
         match (b, escaping) {
             (b'\r' | b'\n', Escaping::None) => out.put_u8(b' '),
+            // 1.1 cannot escape CR, and one that ends the text would be read as part of the
+            // line end (by this decoder and most others): it goes as a space, as in 1.0.
+            (b'\r', Escaping::V1_1) if i == last => out.put_u8(b' '),
             (_, Escaping::None) => out.put_u8(b),
             (b'\\', _) => out.put_slice(b"\\\\"),
             (b'\n', _) => out.put_slice(b"\\n"),

@@ -72,7 +72,8 @@ impl Version {
 /// ordinary header text, sent and received as it is, and `\r` is an undefined escape (a fatal
 /// protocol error, as for any other). STOMP 1.2 lets lines end with CRLF and adds `\r`.
 /// The broker reads CRLF line ends from clients of every version, as many 1.0 and 1.1 clients
-/// send them, so a CR that ends a 1.1 header line is taken as part of the line end.
+/// send them, so a CR that ends a 1.1 header line is taken as part of the line end; for the
+/// same reason one that ends a header's text is sent to a 1.1 peer as a space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Escaping {
     /// STOMP 1.0, CONNECT and CONNECTED: nothing is escaped.

@@ -563,3 +563,15 @@ fn encoded_frames_parse_back_to_themselves() {
         assert_eq!(parsed.body, frame.body);
     }
 }
+
+#[test]
+fn a_cr_ending_header_text_goes_to_a_1_1_peer_as_a_space() {
+    // Found by the stomp_decoder fuzz target: sent raw, it read back as part of the line end.
+    let frame = Frame::new("MESSAGE")
+        .with_header("x", "v\r")
+        .with_header("y", "a\rb");
+    let wire = frame.encode(Version::V1_1);
+    assert_eq!(&wire[..], b"MESSAGE\nx:v \ny:a\rb\n\n\0\n");
+    let (back, _) = parse_one(&wire, Version::V1_1);
+    assert_eq!((back.get("x"), back.get("y")), (Some("v "), Some("a\rb")));
+}
