@@ -55,7 +55,9 @@ class Client:
                 self.conn.connect(wait=True)
                 if self.conn.is_connected():
                     break
-            except stomp.exception.StompException as e:
+            except (stomp.exception.StompException, OSError) as e:
+                # OSError: stomp.py's receiver thread for the dropped socket can close the
+                # socket a new CONNECT just opened (EBADF, seen once in CI): try again.
                 last = f"{type(e).__name__}: {e}"
             else:
                 last = "not connected after CONNECT"
