@@ -9,14 +9,14 @@
 //! - [`broker`]: the broker core, one task owning every destination and subscription.
 //! - [`scheduler`]: scheduled delivery (ActiveMQ's `AMQ_SCHEDULED_*`), with its own store;
 //!   [`schedules`]: lockd's requests to list and cancel its jobs (`ctl schedules`).
-//! - [`destinations`]: lockd's calls to list, purge and delete destinations.
+//! - [`destination_calls`]: lockd's calls to list, purge and delete destinations.
 //! - [`server`] and [`stomp`]: listeners, sessions and the STOMP codec.
 //! - [`memory`]: the producers' memory limit, and producers waiting at it.
 //! - [`stats`]: counters for `ctl status`.
 
 pub mod broker;
 pub mod control;
-pub mod destinations;
+pub mod destination_calls;
 pub mod fence;
 pub mod journal;
 pub mod lifecycle;

@@ -12,7 +12,7 @@
 use crate::broker::paging::Pager;
 use crate::broker::{self, Broker, Counts, Request as BrokerRequest};
 use crate::control::{Activation, Control, Deferred, Lost, Replies, Request, Requests};
-use crate::destinations;
+use crate::destination_calls;
 use crate::fence;
 use crate::journal::{self, Journal, JournalConfig};
 use crate::memory::Usage;
@@ -241,7 +241,7 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
                 }
                 Ok(Request::Destinations { id, call }) => {
                     let broker = broker.clone();
-                    deferred.defer(async move { Some(destinations::answer(&broker, id, call).await) });
+                    deferred.defer(async move { Some(destination_calls::answer(&broker, id, call).await) });
                 }
                 Ok(Request::Stop { deadline, reason }) => {
                     if let Some(stop) = stop_tx.take() {
@@ -354,7 +354,7 @@ async fn answer_while<T>(
                     }
                 }
                 Ok(Request::Destinations { id, .. }) => {
-                    if let Err(lost) = replies.send(&destinations::not_started(id)).await {
+                    if let Err(lost) = replies.send(&destination_calls::not_started(id)).await {
                         return Phase::Lost(lost);
                     }
                 }

@@ -128,10 +128,7 @@ impl Broker {
         let full = entries.len() >= limit;
         let mut last = None;
         for (key, value) in entries {
-            let Some(seq) = <[u8; 8]>::try_from(key.as_ref())
-                .ok()
-                .map(u64::from_be_bytes)
-            else {
+            let Some(seq) = paging::seq_of(&key) else {
                 continue;
             };
             last = Some(seq);

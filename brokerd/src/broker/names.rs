@@ -100,7 +100,14 @@ fn canonical(name: &str, prefix: &str) -> Option<Arc<str>> {
     ];
     for (given, kind, id) in known {
         if let Some(rest) = name.strip_prefix(given) {
-            return (!rest.is_empty()).then(|| format!("{kind}{id}{rest}").into());
+            if rest.is_empty() {
+                return None;
+            }
+            // The common case, a name already canonical: one allocation, as every SEND has one.
+            if given == kind {
+                return Some(name.into());
+            }
+            return Some(format!("{kind}{id}{rest}").into());
         }
     }
     // ActiveMQ's fallback: any other name is a queue of that literal name.

@@ -391,7 +391,8 @@ impl Paged {
 }
 
 /// A store key's message sequence (big-endian, see `key_of`).
-fn seq_of(key: &[u8]) -> Option<u64> {
+/// The message sequence a store key holds (keys are big-endian sequences).
+pub(super) fn seq_of(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 

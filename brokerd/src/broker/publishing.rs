@@ -74,11 +74,12 @@ impl Broker {
         on_durable: Option<OnDurable>,
         held_receipt: bool,
     ) {
-        if names::kind(&msg.destination) == Kind::Topic {
+        let kind = names::kind(&msg.destination);
+        if kind == Kind::Topic {
             self.retain(&mut msg);
         }
         let msg = Arc::new(msg);
-        match names::kind(&msg.destination) {
+        match kind {
             Kind::Queue => {
                 let destination = Arc::clone(&msg.destination);
                 self.queue(&destination).counters.enqueued();

@@ -39,8 +39,7 @@ impl Broker {
             }
             Ok((n, last)) => {
                 paged.out += n as u64;
-                let last = last.and_then(|k| <[u8; 8]>::try_from(k.as_ref()).ok());
-                match last.map(u64::from_be_bytes) {
+                match last.and_then(|k| paging::seq_of(&k)) {
                     Some(last) if n >= paging::COUNT_CHUNK => counting.next = last + 1,
                     _ => paged.counting = None,
                 }
@@ -258,8 +257,7 @@ impl Broker {
                     }
                 }
                 let next = last
-                    .and_then(|k| <[u8; 8]>::try_from(k.as_ref()).ok())
-                    .map(u64::from_be_bytes)
+                    .and_then(|k| paging::seq_of(&k))
                     .filter(|last| full && *last < upto);
                 match (next, done) {
                     (Some(last), done) => self.purge_from(space, last + 1, upto, done),
