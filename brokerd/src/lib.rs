@@ -21,6 +21,7 @@ pub mod fence;
 pub mod journal;
 pub mod lifecycle;
 pub mod memory;
+pub mod reload;
 pub mod scheduler;
 pub mod schedules;
 pub mod server;

@@ -222,6 +222,21 @@ fn main() -> ExitCode {
         .init();
     let span = info_span!("brokerd", node = %args.node, epoch = tracing::field::Empty);
     let _entered = span.enter();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!("cannot start the async runtime: {err}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let _runtime_entered = runtime.enter();
+    if let Err(err) = brokerd::reload::absorb_sighup() {
+        error!("cannot install the SIGHUP handler: {err}");
+        return ExitCode::from(exit::FAILURE);
+    }
     let users = match args.users_file.as_deref().map(load_users).transpose() {
         Ok(users) => users.unwrap_or_default(),
         Err(err) => {
@@ -279,16 +294,6 @@ fn main() -> ExitCode {
         Ok(fd) => fd,
         Err(err) => {
             error!("{err:#}");
-            return ExitCode::from(exit::FAILURE);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            error!("cannot start the async runtime: {err}");
             return ExitCode::from(exit::FAILURE);
         }
     };

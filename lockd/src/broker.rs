@@ -197,6 +197,13 @@ impl Broker {
         }
     }
 
+    /// Sends the broker SIGHUP: it reads its users file and certificates again.
+    pub fn hang_up(&self) {
+        if self.pid != 0 {
+            spawn::hang_up(self.pid);
+        }
+    }
+
     /// SIGKILLs the broker's process group. Safe to repeat.
     pub fn kill(&self) {
         if self.pid != 0 {

@@ -6,7 +6,8 @@
 //! Threads: the main thread runs a current-thread tokio runtime with the state machine, the ctl
 //! socket and brokerd's control channel, and is the only thread that forks brokerd (so
 //! PR_SET_PDEATHSIG, which follows the forking thread, fires exactly when lockd dies). The keeper
-//! thread does all shared-directory I/O. The signal thread turns SIGTERM/SIGINT into a shutdown.
+//! thread does all shared-directory I/O. The signal thread turns SIGTERM/SIGINT into a shutdown,
+//! and SIGHUP into a reload that brokerd is told of.
 
 mod admin;
 mod broker;
@@ -114,6 +115,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
     let (holder_tx, holder) = watch::channel(None);
     let (nodes_tx, nodes) = watch::channel(Vec::new());
     let (shutdown_tx, shutdown) = mpsc::channel(4);
+    let (reload_tx, reload) = mpsc::channel(1);
     let (calls_tx, calls) = mpsc::channel(32);
     let (broker_events_tx, broker_events) = mpsc::channel(64);
 
@@ -129,7 +131,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
             settings.admin_group.as_ref().map(|(_, gid)| *gid),
         )?
     };
-    spawn_signal_thread(shutdown_tx)?;
+    spawn_signal_thread(shutdown_tx, reload_tx)?;
     let keeper_config = keeper::KeeperConfig {
         node: settings.node.clone(),
         lock_poll: settings.lock_poll,
@@ -184,6 +186,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
                 holder,
                 calls,
                 shutdown,
+                reload,
             },
             broker_events,
         )
@@ -398,16 +401,26 @@ fn broker_command(
     })
 }
 
-/// SIGTERM/SIGINT become shutdown requests: the first graceful, a second one immediate.
-fn spawn_signal_thread(shutdown: mpsc::Sender<node::Shutdown>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+/// SIGTERM/SIGINT become shutdown requests: the first graceful, a second one immediate. SIGHUP
+/// (`systemctl reload`) becomes a reload request, passed on to the broker; requests arriving
+/// while one waits are one request.
+fn spawn_signal_thread(
+    shutdown: mpsc::Sender<node::Shutdown>,
+    reload: mpsc::Sender<()>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut seen = 0;
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    // Full: a reload is already waiting, and it will read the files anew.
+                    let _ = reload.try_send(());
+                    continue;
+                }
                 seen += 1;
                 tracing::info!(signal, "shutdown requested");
                 let kind = if seen == 1 {

@@ -44,6 +44,8 @@ pub struct Inputs {
     pub holder: watch::Receiver<Option<Holder>>,
     pub calls: mpsc::Receiver<Call>,
     pub shutdown: mpsc::Receiver<Shutdown>,
+    /// SIGHUP: the broker reads its users file and certificates again.
+    pub reload: mpsc::Receiver<()>,
 }
 
 /// The lock as the keeper reported it held.
@@ -311,6 +313,7 @@ impl Node {
                 Some((generation, event)) = broker_events.recv() => self.on_broker(generation, event),
                 Some(call) = inputs.calls.recv() => self.on_call(call),
                 Some(shutdown) = inputs.shutdown.recv() => self.on_shutdown(shutdown),
+                Some(()) = inputs.reload.recv() => self.on_reload(),
                 Ok(()) = inputs.holder.changed() => {
                     let holder = inputs.holder.borrow_and_update().clone();
                     self.on_holder(holder);
@@ -845,6 +848,20 @@ impl Node {
         }
     }
 
+    /// Passes SIGHUP on to a running broker, which reads its users file and certificates
+    /// again; a passive node has nothing to reload (its next broker reads them at start).
+    fn on_reload(&self) {
+        match self.state.child() {
+            Some(child) => {
+                tracing::info!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), pid = child.broker.pid, "reload requested; passing SIGHUP to brokerd");
+                child.broker.hang_up();
+            }
+            None => {
+                tracing::info!(node = %self.settings.node, "reload requested; no broker running, nothing to reload")
+            }
+        }
+    }
+
     fn on_shutdown(&mut self, shutdown: Shutdown) {
         let immediate = shutdown == Shutdown::Immediate || self.state.exiting();
         let deadline = self.settings.broker_stop_timeout;
@@ -1126,6 +1143,7 @@ mod tests {
         let (holder_tx, holder) = watch::channel(None);
         let (calls_tx, calls) = mpsc::channel(8);
         let (shutdown_tx, shutdown) = mpsc::channel(1);
+        let (_, reload) = mpsc::channel(1);
         let (broker_tx, broker_rx) = mpsc::channel(8);
         let command = BrokerCommand {
             program: PathBuf::from("/bin/sleep"),
@@ -1150,6 +1168,7 @@ mod tests {
             holder,
             calls,
             shutdown,
+            reload,
         };
         let task = tokio::spawn(node.run(inputs, broker_rx));
         Harness {

@@ -287,6 +287,14 @@ pub fn kill_group(pid: u32) {
     }
 }
 
+/// Sends SIGHUP to the broker process alone: brokerd reloads on it.
+pub fn hang_up(pid: u32) {
+    // SAFETY: kill(2) on one pid; no memory is involved.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGHUP);
+    }
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;
