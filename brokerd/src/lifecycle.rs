@@ -9,6 +9,7 @@
 //! Both return an [`Outcome`] (or an error) to `main`, which decides how the process exits, with
 //! one exception: the epoch fence ([`crate::fence`]) ends a superseded broker on the spot.
 
+use crate::auth::Security;
 use crate::broker::paging::Pager;
 use crate::broker::{self, Broker, Counts, Request as BrokerRequest};
 use crate::control::{Activation, Control, Deferred, Lost, Replies, Request, Requests};
@@ -16,12 +17,12 @@ use crate::destination_calls;
 use crate::fence;
 use crate::journal::{self, Journal, JournalConfig};
 use crate::memory::Usage;
+use crate::reload::Current;
 use crate::scheduler::{clock::Clock, service};
 use crate::schedules::{self, Schedules};
 use crate::server::{self, Settings, Shutdown};
 use crate::stats::Stats;
 use crate::stomp::frame::Limits;
-use crate::stomp::session::Users;
 use crate::store::{off_async, Retry, Store, StoreError};
 use anyhow::{Context, Result};
 use shared_proto::control::{BrokerStats, FromBroker};
@@ -70,8 +71,8 @@ pub struct Config {
     pub redelivery: crate::broker::redelivery::RedeliveryPolicy,
     /// Messages a slow non-durable topic subscriber may have waiting.
     pub topic_backlog: usize,
-    /// Who may connect; empty: anyone.
-    pub users: Arc<Users>,
+    /// Who may connect and what they may do (the users file); `None`: anyone, anything.
+    pub security: Option<Current<Security>>,
     /// Waiting messages' bytes past which SENDs wait, then are refused.
     pub memory_limit: usize,
     /// How long a SEND waits for memory.
@@ -396,7 +397,7 @@ fn settings(config: &Config, epoch: u64) -> Settings {
         session_prefix: format!("{}-{epoch}", config.node),
         connect_timeout: config.connect_timeout,
         heartbeat: config.heartbeat,
-        users: Arc::clone(&config.users),
+        security: config.security.clone(),
         memory_limit: config.memory_limit,
         send_wait: config.send_wait,
     }

@@ -13,7 +13,7 @@
 use brokerd::broker::limits::Caps;
 use brokerd::broker::redelivery::RedeliveryPolicy;
 use brokerd::lifecycle::{self, Config, Outcome};
-use brokerd::{control, server, stomp, store};
+use brokerd::{auth, control, reload, server, stomp, store};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -107,8 +107,9 @@ struct Args {
     /// dropped; their bytes count towards --memory-limit-mb.
     #[arg(long, default_value_t = 10_000)]
     topic_backlog: usize,
-    /// TOML file with a [users] table of login = "passcode"; when given, anonymous clients are
-    /// refused.
+    /// TOML file of users (argon2id passwords from `ctl passwd`, groups) and authorisation
+    /// entries (README: Security); when given, only its users connect, unless it allows
+    /// anonymous clients. Read again on SIGHUP.
     #[arg(long)]
     users_file: Option<PathBuf>,
     /// Memory for waiting messages, in MiB, past which producers are slowed down, then refused.
@@ -137,26 +138,25 @@ struct Args {
     test_wedge_core_on_sigusr1: bool,
 }
 
-/// The users file.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UsersFile {
-    users: std::collections::HashMap<String, String>,
-}
-
-/// Reads the users file; a broken one stops the broker at start, naming what is wrong.
-fn load_users(path: &std::path::Path) -> anyhow::Result<stomp::session::Users> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read users file {}: {e}", path.display()))?;
-    let file: UsersFile =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("users file {}: {e}", path.display()))?;
-    if file.users.is_empty() {
-        anyhow::bail!(
-            "users file {} has no users: add `name = \"passcode\"` lines under [users], or drop --users-file to allow anonymous clients",
-            path.display()
+/// Reads the users file, warning about clear-text passwords the file allows.
+fn load_users(path: &std::path::Path) -> anyhow::Result<auth::Security> {
+    let security = auth::users_file::load(path)?;
+    if !security.clear_text_users().is_empty() {
+        tracing::warn!(
+            users_file = %path.display(),
+            users = ?security.clear_text_users(),
+            "users with clear-text passwords (allow_clear_text_passwords = true): hash them with `ctl passwd`"
         );
     }
-    Ok(file.users)
+    Ok(security)
+}
+
+/// The users file as it is now: read at start (an error stops the broker), again on SIGHUP.
+fn watch_users(path: PathBuf) -> anyhow::Result<reload::Current<auth::Security>> {
+    let security = load_users(&path)?;
+    Ok(reload::on_sighup("users file", security, move || {
+        load_users(&path)
+    })?)
 }
 
 /// `scheduler` beside the data directory: under lockd the shared directory's `scheduler/`.
@@ -233,12 +233,12 @@ fn main() -> ExitCode {
         }
     };
     let _runtime_entered = runtime.enter();
-    if let Err(err) = brokerd::reload::absorb_sighup() {
+    if let Err(err) = reload::absorb_sighup() {
         error!("cannot install the SIGHUP handler: {err}");
         return ExitCode::from(exit::FAILURE);
     }
-    let users = match args.users_file.as_deref().map(load_users).transpose() {
-        Ok(users) => users.unwrap_or_default(),
+    let security = match args.users_file.map(watch_users).transpose() {
+        Ok(security) => security,
         Err(err) => {
             error!("{err:#}");
             return ExitCode::from(exit::CONFIG);
@@ -276,7 +276,7 @@ fn main() -> ExitCode {
             expired: !args.drop_expired,
         },
         topic_backlog: args.topic_backlog,
-        users: std::sync::Arc::new(users),
+        security,
         memory_limit: args.memory_limit_mb << 20,
         send_wait: Duration::from_millis(args.send_wait_ms),
         page_size: usize::try_from(args.page_size).unwrap_or(usize::MAX),

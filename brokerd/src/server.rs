@@ -5,12 +5,14 @@
 //! caller (lockd's Stop, or a signal in standalone mode); when it resolves the listeners are
 //! dropped first, so no new client can connect while the others are told to leave.
 
+use crate::auth::Security;
 use crate::broker::Request;
 use crate::memory::Usage;
+use crate::reload::Current;
 use crate::stats::Stats;
 use crate::stomp::connection::Connection;
 use crate::stomp::frame::{Frame, Limits};
-use crate::stomp::session::{self, SessionContext, Users};
+use crate::stomp::session::{self, SessionContext};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -40,8 +42,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Heart-beat interval offered to and asked of clients; zero disables heart-beating.
     pub heartbeat: Duration,
-    /// Who may connect; empty: anyone.
-    pub users: Arc<Users>,
+    /// Who may connect and what they may do; `None`: anyone, anything.
+    pub security: Option<Current<Security>>,
     /// Waiting messages' bytes past which SENDs wait, then are refused.
     pub memory_limit: usize,
     pub send_wait: Duration,
@@ -121,7 +123,7 @@ pub async fn run(
             broker: broker.clone(),
             connect_timeout: settings.connect_timeout,
             heartbeat: settings.heartbeat,
-            users: Arc::clone(&settings.users),
+            security: settings.security.clone(),
             memory: memory.clone(),
             memory_limit: settings.memory_limit,
             send_wait: settings.send_wait,

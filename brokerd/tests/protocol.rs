@@ -899,7 +899,12 @@ fn a_durable_subscription_needs_a_client_id() {
 fn users_node() -> Node {
     let dirs = Dirs::new();
     let users = dirs.data.with_extension("users.toml");
-    std::fs::write(&users, "[users]\nalice = \"s3cret\"\n").unwrap();
+    // alice's password is s3cret (`ctl passwd --password s3cret`).
+    std::fs::write(
+        &users,
+        "[users.alice]\npassword = \"$argon2id$v=19$m=19456,t=2,p=1$1R+t2fNEcMk5SAADz3rniw$DEHXuMlcAO7w7mGhf2MdyQop4OJiiwsegLXwXVYBc3E\"\n",
+    )
+    .unwrap();
     let mut broker = Broker::spawn(&dirs.data, &["--users-file", users.to_str().unwrap()]);
     let addr = broker.activate(1);
     Node {

@@ -1,6 +1,6 @@
 //! ctl: the operator's tool. Prepares shared directories, shows a node's status, asks the
 //! active node for a controlled failover, lists and cancels scheduled jobs, and talks STOMP through a failover URL (send,
-//! receive, bench) with the project's failover client.
+//! receive, bench) with the project's failover client. Hashes passwords for the users file.
 //!
 //! Tests a shared directory's locks (`check-lock`).
 //!
@@ -11,6 +11,7 @@ mod bench;
 mod browse;
 mod client;
 mod destinations;
+mod passwd;
 mod receive;
 mod schedules;
 mod send;
@@ -91,6 +92,8 @@ enum Cmd {
     Receive(receive::Args),
     /// Measure throughput and latency: producers and consumers, each on its own connection.
     Bench(bench::Args),
+    /// Hash a password for brokerd's users file: prints the argon2id PHC string.
+    Passwd(passwd::Args),
     /// Self-test of a shared directory's locks: can two processes hold lockd's lock at once?
     /// Exits 1 when the lock is not exclusive (or a known trap makes it unsafe).
     CheckLock {
@@ -229,6 +232,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Send(args) => send::run(args).await,
         Cmd::Receive(args) => receive::run(args).await,
         Cmd::Bench(args) => bench::run(args).await,
+        Cmd::Passwd(args) => passwd::run(args),
         Cmd::CheckLock {
             dir,
             other_path,

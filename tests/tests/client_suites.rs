@@ -33,8 +33,8 @@ const TEST_TIMEOUT_S: &str = "120";
 /// The suites' user: stomp.py's setup.ini logs in as admin/password, and its
 /// TestConnectionErrors logs in as someone else and expects to be refused, as ActiveMQ does in
 /// the baseline runs (it lets in only this user there too; `client_suite.py` logs stompest in
-/// as this user as well).
-const USERS_FILE: &str = "[users]\nadmin = \"password\"\n";
+/// as this user as well). Its password is hashed by `ctl passwd --password password`.
+const USERS_FILE: &str = "[users.admin]\npassword = \"$argon2id$v=19$m=19456,t=2,p=1$m/tq9pPX9fc6jlcYHpqG+Q$L3fSgC3jpAJqH+qKy/uo8frfqe7gBCmFTFmePDJmkls\"\n";
 
 fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")

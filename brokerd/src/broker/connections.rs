@@ -4,15 +4,16 @@ use super::*;
 
 impl Broker {
     /// A session opened: refused if its client-id is connected already (ActiveMQ's rule).
-    pub(super) fn open(
-        &mut self,
-        conn: ConnId,
-        session: &str,
-        client_id: Option<String>,
-        peer: String,
-        outbox: mpsc::UnboundedSender<Outbound>,
-        verdict: oneshot::Sender<Result<(), String>>,
-    ) -> Result<(), Refused> {
+    pub(super) fn open(&mut self, opening: Opening) -> Result<(), Refused> {
+        let Opening {
+            conn,
+            session,
+            client_id,
+            peer,
+            access,
+            outbox,
+            verdict,
+        } = opening;
         // ActiveMQ refuses a second connection with a client-id already connected
         // (InvalidClientIDException): a durable subscription has one reader.
         let holder = client_id
@@ -38,10 +39,11 @@ impl Broker {
             conn,
             Connection {
                 outbox,
-                temporary: names::temporary_prefix(session),
+                temporary: names::temporary_prefix(&session),
                 temporaries: Vec::new(),
                 client_id,
                 peer,
+                access,
                 subscriptions: HashMap::new(),
                 transactions: HashMap::new(),
                 standing: standing::Standing::Good,

@@ -2,6 +2,7 @@
 //! recovers from the store (each queue's and durable subscription's first page).
 
 use super::*;
+use crate::auth::Operation;
 
 /// A queue is idle when nothing would be lost by forgetting it: no consumer, no message in
 /// memory, none paged out or being read or counted.
@@ -30,7 +31,7 @@ impl Broker {
                     "temporary destination {name} does not exist: the connection that created it has ended"
                 )));
             }
-            self.room_for(name)?;
+            self.room_for(conn, name)?;
             self.temporaries.insert(Arc::clone(name), conn);
             self.connection(conn)?.temporaries.push(Arc::clone(name));
             debug!(conn, destination = %name, "temporary destination created");
@@ -48,15 +49,27 @@ impl Broker {
         debug!(destination = %name, "temporary destination deleted");
     }
 
-    /// Refuses a client's request that would create `destination` past the destinations cap.
-    /// Only clients are refused: the broker's own routing (the dead-letter queue) is not.
-    pub(super) fn room_for(&self, destination: &str) -> Result<(), Refused> {
+    /// Refuses a client's request that would create `destination` past the destinations cap,
+    /// or without `admin` on it where the users file says who may create what (as ActiveMQ's
+    /// authorisation does). Only clients are refused: the broker's own routing (the
+    /// dead-letter queue) is not.
+    pub(super) fn room_for(&self, conn: ConnId, destination: &str) -> Result<(), Refused> {
         let exists = match names::kind(destination) {
             Kind::Queue => self.queues.contains_key(destination),
             Kind::Topic => self.topics.contains_key(destination),
         };
+        if exists {
+            return Ok(());
+        }
+        let access = self.connections.get(&conn).and_then(|c| c.access.as_ref());
+        if let Some(access) = access.filter(|a| !a.permits(Operation::Admin, destination)) {
+            let prefix = &self.connections[&conn].temporary;
+            let denied = access.denied(Operation::Admin, &names::shown(destination, prefix));
+            debug!(conn, reason = %denied, "refused to create a destination");
+            return Err(Refused(format!("{denied} (create it)")));
+        }
         let caps = self.settings.caps;
-        if exists || self.queues.len() + self.topics.len() < caps.destinations {
+        if self.queues.len() + self.topics.len() < caps.destinations {
             return Ok(());
         }
         Err(Refused(caps.too_many_destinations(destination)))

@@ -331,6 +331,8 @@ struct Connection {
     temporaries: Vec<Arc<str>>,
     client_id: Option<String>,
     peer: String,
+    /// What the users file lets it do; `None`: anything.
+    access: Option<crate::auth::Access>,
     subscriptions: HashMap<String, SubKey>,
     transactions: HashMap<String, Vec<TxOp>>,
     /// Whether its receipts may still go out (see [`standing`]).
@@ -597,14 +599,7 @@ impl Broker {
 
     fn apply(&mut self, request: Request) -> Result<(), Refused> {
         match request {
-            Request::Open {
-                conn,
-                session,
-                client_id,
-                peer,
-                outbox,
-                verdict,
-            } => self.open(conn, &session, client_id, peer, outbox, verdict),
+            Request::Open(opening) => self.open(opening),
             Request::Send {
                 conn,
                 published,

@@ -48,6 +48,29 @@ pub fn kind(canonical: &str) -> Kind {
     }
 }
 
+/// The kind prefix of a canonical name and the rest of it: what authorisation entries match.
+pub fn split_kind(canonical: &str) -> Option<(&'static str, &str)> {
+    [QUEUE, TOPIC, REMOTE_TEMP_QUEUE, REMOTE_TEMP_TOPIC]
+        .into_iter()
+        .find_map(|kind| canonical.strip_prefix(kind).map(|rest| (kind, rest)))
+}
+
+/// Whether a name starts with one of the prefixes, instead of naming a queue by ActiveMQ's
+/// fallback: configuration (authorisation entries) must say what it means.
+pub fn has_known_prefix(name: &str) -> bool {
+    let name = name.trim();
+    [
+        QUEUE,
+        TOPIC,
+        TEMP_QUEUE,
+        TEMP_TOPIC,
+        REMOTE_TEMP_QUEUE,
+        REMOTE_TEMP_TOPIC,
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
+}
+
 /// Whether a canonical name is a temporary destination: never stored, gone with its creator.
 pub fn is_temporary(canonical: &str) -> bool {
     canonical.starts_with(REMOTE_TEMP_QUEUE) || canonical.starts_with(REMOTE_TEMP_TOPIC)

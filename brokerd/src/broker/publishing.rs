@@ -247,7 +247,7 @@ impl Broker {
         for target in &targets {
             if names::kind(target) == Kind::Queue {
                 // A SEND to a topic without subscribers creates nothing.
-                self.room_for(target)?;
+                self.room_for(conn, target)?;
             }
         }
         let schedule = published.schedule.take();

@@ -72,21 +72,27 @@ pub enum AckRef {
     },
 }
 
+/// A session that connected: frames for it go to `outbox`; `verdict` says whether it may go
+/// on (the session answers CONNECTED) or why not (a `client-id` already connected).
+pub struct Opening {
+    pub conn: ConnId,
+    /// The session id (CONNECTED's `session`): it names the connection's temporary
+    /// destinations ([`names::temporary_prefix`]).
+    pub session: String,
+    pub client_id: Option<String>,
+    /// The client's address, named when another client asks for its client-id.
+    pub peer: String,
+    /// Who the client is, where the users file says what it may do: destinations it may not
+    /// create (`admin`) are refused.
+    pub access: Option<crate::auth::Access>,
+    pub outbox: mpsc::UnboundedSender<Outbound>,
+    pub verdict: oneshot::Sender<Result<(), String>>,
+}
+
 /// What a session asks of the broker.
 pub enum Request {
-    /// A session connected; frames for it go to `outbox`. `verdict` says whether it may go on
-    /// (the session answers CONNECTED) or why not (a `client-id` already connected).
-    Open {
-        conn: ConnId,
-        /// The session id (CONNECTED's `session`): it names the connection's temporary
-        /// destinations ([`names::temporary_prefix`]).
-        session: String,
-        client_id: Option<String>,
-        /// The client's address, named when another client asks for its client-id.
-        peer: String,
-        outbox: mpsc::UnboundedSender<Outbound>,
-        verdict: oneshot::Sender<Result<(), String>>,
-    },
+    /// A session connected.
+    Open(Opening),
     Send {
         conn: ConnId,
         published: Published,

@@ -193,7 +193,7 @@ impl Broker {
         if spec.durable_name.is_none() {
             // A durable subscription feeds from its own space, not from a topic entry.
             for name in &filter.names {
-                self.room_for(name)?;
+                self.room_for(conn, name)?;
             }
         }
         Ok(match (kind, &spec.durable_name, single) {

@@ -13,17 +13,19 @@ use super::connection::{Connection, ConnectionError};
 use super::frame::{put_header_text, Frame, FRAME_END};
 use super::receipt_order::ReceiptOrder;
 use super::Version;
+use crate::auth::{Access, Guard, Operation, Security};
 use crate::broker::consumers::ConsumerOptions;
 use crate::broker::message::Published;
 use crate::broker::names;
-use crate::broker::{AckMode, AckRef, ConnId, Outbound, Request, SubKey, SubscribeSpec};
+use crate::broker::{AckMode, AckRef, ConnId, Opening, Outbound, Request, SubKey, SubscribeSpec};
+use crate::reload::Current;
 use crate::stats::Stats;
 use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::debug;
+use tracing::{debug, info};
 
 /// The `server` header of CONNECTED frames.
 const SERVER: &str = concat!("brokerd/", env!("CARGO_PKG_VERSION"));
@@ -61,17 +63,14 @@ pub struct SessionContext {
     pub connect_timeout: Duration,
     /// Heart-beat interval this broker offers and asks for; zero disables heart-beating.
     pub heartbeat: Duration,
-    /// Who may connect; empty: anyone, without credentials.
-    pub users: Arc<Users>,
+    /// Who may connect and what they may do; `None`: anyone, without credentials, anything.
+    pub security: Option<Current<Security>>,
     /// Bytes held by waiting messages, and the limit past which SENDs wait.
     pub memory: crate::memory::Usage,
     pub memory_limit: usize,
     /// How long a SEND waits for memory before it is refused.
     pub send_wait: Duration,
 }
-
-/// Logins and passcodes from the users file.
-pub type Users = HashMap<String, String>;
 
 /// An ERROR frame about to end the session.
 struct Refusal {
@@ -135,6 +134,8 @@ struct Session {
     order: ReceiptOrder,
     /// STOMP 1.0 subscriptions made without an `id` (named by their destination).
     implicit_ids: std::collections::HashSet<String>,
+    /// What the client may read and write, where the users file has authorisation entries.
+    guard: Option<Guard>,
 }
 
 /// Serves one client until its session ends, then closes the connection.
@@ -276,21 +277,25 @@ async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Op
             return None;
         }
     };
-    if !ctx.users.is_empty() {
-        let login = frame.get("login").unwrap_or_default();
-        let passcode = frame.get("passcode").unwrap_or_default();
-        if ctx.users.get(login).is_none_or(|p| p != passcode) {
-            debug!(login, "refusing a client: authentication failed");
-            let refusal = Refusal::new(
-                "authentication failed: unknown login or wrong passcode",
-                "This broker only accepts the users of its users file; send login and passcode \
-                 headers on CONNECT.",
-            );
-            send(&mut conn, refusal.into_frame()).await;
-            conn.close().await;
-            return None;
+    let access = match &ctx.security {
+        None => None,
+        Some(security) => {
+            match Access::authenticate(security, frame.get("login"), frame.get("passcode")).await {
+                Ok(access) => Some(access),
+                Err(err) => {
+                    info!(login = frame.get("login").unwrap_or_default(), reason = %err, "refusing a client: authentication failed");
+                    let refusal = Refusal::new(
+                        "authentication failed: unknown login or wrong passcode",
+                        "This broker only accepts the users of its users file; send login and \
+                         passcode headers on CONNECT.",
+                    );
+                    send(&mut conn, refusal.into_frame()).await;
+                    conn.close().await;
+                    return None;
+                }
+            }
         }
-    }
+    };
     // STOMP 1.0 has no heart-beating.
     let ours = if version == Version::V1_0 {
         0
@@ -304,14 +309,15 @@ async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Op
     conn.set_version(version);
     let (outbox_tx, outbox) = mpsc::unbounded_channel();
     let (verdict_tx, verdict) = oneshot::channel();
-    let open = Request::Open {
+    let open = Request::Open(Opening {
         conn: ctx.conn,
         session: ctx.id.clone(),
         client_id: frame.get("client-id").map(str::to_owned),
         peer: ctx.peer.to_string(),
+        access: access.clone(),
         outbox: outbox_tx,
         verdict: verdict_tx,
-    };
+    });
     if ctx.broker.send(open).await.is_err() {
         return None;
     }
@@ -340,8 +346,10 @@ async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Op
         let _ = ctx.broker.send(Request::Close { conn: ctx.conn }).await;
         return None;
     }
+    let temporary = names::temporary_prefix(&ctx.id);
     Some(Session {
-        temporary: names::temporary_prefix(&ctx.id),
+        guard: access.map(|access| Guard::new(access, Arc::clone(&temporary))),
+        temporary,
         order: ReceiptOrder::default(),
         implicit_ids: Default::default(),
         conn,
@@ -580,6 +588,22 @@ impl Session {
 
     /// Turns one client frame into a request to the broker core. `Ok(false)`: the client
     /// disconnected and expects no receipt.
+    /// Refuses a SEND (`Write`) or SUBSCRIBE (`Read`) the users file does not allow.
+    fn authorise(
+        &mut self,
+        op: Operation,
+        destination: &str,
+        frame: &Frame,
+    ) -> Result<(), Refusal> {
+        let Some(guard) = &mut self.guard else {
+            return Ok(());
+        };
+        guard.check(op, destination).map_err(|denied| {
+            info!(reason = %denied, "refused a client's {}", frame.command);
+            Refusal::new(denied.to_string(), denied.detail()).answering(frame)
+        })
+    }
+
     async fn handle(&mut self, frame: Frame) -> Result<bool, Refusal> {
         let conn = self.ctx.conn;
         let receipt = frame.get("receipt").map(str::to_owned);
@@ -588,19 +612,23 @@ impl Session {
             |message: String, detail: &str| Err(Refusal::new(message, detail).answering(&frame));
         let request = match Command::of(&frame) {
             Command::Send => match Published::from_headers(&frame.headers) {
-                Ok(published) => Request::Send {
-                    conn,
-                    published,
-                    body: frame.body.clone(),
-                    transaction,
-                    receipt,
-                },
+                Ok(published) => {
+                    self.authorise(Operation::Write, &published.destination, &frame)?;
+                    Request::Send {
+                        conn,
+                        published,
+                        body: frame.body.clone(),
+                        transaction,
+                        receipt,
+                    }
+                }
                 Err(err) => return refuse(err.to_string(), "The SEND was not accepted."),
             },
             Command::Subscribe => {
                 let Some(destination) = frame.get("destination") else {
                     return refuse("SUBSCRIBE needs a destination header".into(), "");
                 };
+                self.authorise(Operation::Read, destination, &frame)?;
                 let id = match (frame.get("id"), self.version) {
                     (Some(id), _) => id.to_owned(),
                     (None, Version::V1_0) => {

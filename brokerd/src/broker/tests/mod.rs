@@ -46,14 +46,15 @@ fn broker() -> Broker {
 fn open(broker: &mut Broker, conn: ConnId, client_id: Option<&str>) -> Client {
     let (outbox, rx) = mpsc::unbounded_channel();
     let (verdict, mut answer) = oneshot::channel();
-    broker.handle(Request::Open {
+    broker.handle(Request::Open(Opening {
         conn,
         session: format!("n1-7-{conn}"),
         client_id: client_id.map(str::to_owned),
         peer: format!("127.0.0.1:{conn}"),
+        access: None,
         outbox,
         verdict,
-    });
+    }));
     assert_eq!(answer.try_recv(), Ok(Ok(())), "connection {conn} refused");
     Client { conn, outbox: rx }
 }

@@ -79,14 +79,15 @@ fn a_client_id_already_connected_is_refused_as_activemq_does() {
     let first = open(&mut b, 1, Some("app"));
     let (outbox, _rx) = mpsc::unbounded_channel();
     let (verdict, mut answer) = oneshot::channel();
-    b.handle(Request::Open {
+    b.handle(Request::Open(Opening {
         conn: 2,
         session: "n1-7-2".into(),
         client_id: Some("app".into()),
         peer: "127.0.0.1:2".into(),
+        access: None,
         outbox,
         verdict,
-    });
+    }));
     assert_eq!(
         answer.try_recv(),
         Ok(Err(
