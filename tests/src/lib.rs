@@ -175,6 +175,23 @@ impl Cluster {
         }
     }
 
+    /// Gives every node's brokerd `text` as its users file (`--users-file`), readable by the
+    /// broker user; call before the nodes start. Returns the file's path.
+    pub fn users_file(&mut self, text: &str) -> PathBuf {
+        let users = self.root.join("users.toml");
+        fs::write(&users, text).unwrap();
+        fs::set_permissions(&users, fs::Permissions::from_mode(0o644)).unwrap();
+        for node in &self.nodes {
+            let mut config = fs::read_to_string(&node.config).unwrap();
+            config.push_str(&format!(
+                "broker_args = [\"--users-file\", \"{}\"]\n",
+                users.display()
+            ));
+            fs::write(&node.config, config).unwrap();
+        }
+        users
+    }
+
     /// Starts every node, one after the other.
     pub fn start_all(&mut self) {
         for node in &mut self.nodes {

@@ -93,10 +93,6 @@ fn suite_node() -> Cluster {
         "the stomp.py suite's IPv6 test needs the ::1 loopback address"
     );
     let mut cluster = Cluster::new(1, "");
-    let users = cluster.root.join("users.toml");
-    fs::write(&users, USERS_FILE).unwrap();
-    // brokerd runs as nobody under root and must read it.
-    fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let node = &cluster.nodes[0];
     let config = fs::read_to_string(&node.config).unwrap();
     let listen = format!("listen = [\"127.0.0.1:{}\"]", node.port);
@@ -107,11 +103,9 @@ fn suite_node() -> Cluster {
     let config = config.replace(
         &listen,
         &format!("listen = [\"127.0.0.1:{0}\", \"[::1]:{0}\"]", node.port),
-    ) + &format!(
-        "broker_args = [\"--users-file\", \"{}\"]\n",
-        users.display()
     );
     fs::write(&node.config, config).unwrap();
+    cluster.users_file(USERS_FILE);
     cluster.start_all();
     cluster.wait_for_one_active();
     cluster

@@ -124,8 +124,6 @@ fn stomp_py_gets_every_receipt_sending_to_a_queue_it_is_subscribed_to() {
     run_on_one_node("receipt_while_subscribed.py", &[], "");
 }
 
-// Fails today only because persistent messages are not yet written to the store before their
-// RECEIPT: every message receipted before the kill is lost. Remove the ignore with the journal.
 #[test]
 fn stomp_py_host_list_fails_over_across_a_sigkill_without_losing_receipted_messages() {
     let mut cluster = Cluster::new(3, "");
@@ -141,4 +139,34 @@ fn stomp_py_host_list_fails_over_across_a_sigkill_without_losing_receipted_messa
         cluster.nodes[active].name, cluster.nodes[next].name
     );
     client.assert_passes();
+}
+
+/// The PHC string `ctl passwd --password PASSWORD` prints as its last line.
+fn hashed(password: &str) -> String {
+    let out = Command::new(&bins().ctl)
+        .args(["passwd", "--password", password])
+        .output()
+        .expect("run ctl passwd");
+    assert!(out.status.success(), "ctl passwd: {}", stderr(&out));
+    let printed = stdout(&out);
+    let last = printed.lines().last().expect("ctl passwd printed nothing");
+    assert!(last.starts_with("$argon2id$v=19$"), "{printed}");
+    last.to_owned()
+}
+
+#[test]
+fn stomp_py_logs_in_with_passwords_from_ctl_passwd_and_is_authorised_per_destination() {
+    let users = format!(
+        "[users.alice]\npassword = \"{}\"\ngroups = [\"apps\"]\n\
+         [users.bob]\npassword = \"{}\"\ngroups = [\"readers\"]\n\
+         [[authorization]]\ndestination = \"/queue/orders.>\"\n\
+         read = [\"apps\", \"readers\"]\nwrite = [\"apps\"]\nadmin = [\"apps\", \"readers\"]\n",
+        hashed("alice-pw"),
+        hashed("bob-pw")
+    );
+    let mut cluster = Cluster::new(1, "");
+    cluster.users_file(&users);
+    cluster.start_all();
+    cluster.wait_for_one_active();
+    scenario("authorisation.py", &[], &cluster).assert_passes();
 }
