@@ -14,6 +14,7 @@
 //! - [`memory`]: the producers' memory limit, and producers waiting at it.
 //! - [`stats`]: counters for `ctl status`.
 
+pub mod admission;
 pub mod auth;
 pub mod broker;
 pub mod control;

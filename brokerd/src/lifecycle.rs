@@ -63,6 +63,10 @@ pub struct Config {
     pub limits: Limits,
     /// Open client connections beyond which new ones are refused.
     pub max_connections: u64,
+    /// Open connections one client address may hold.
+    pub max_connections_per_source: u32,
+    /// How long one client frame may take from its first byte to its last.
+    pub frame_timeout: Duration,
     /// How long a new connection may take to send CONNECT.
     pub connect_timeout: Duration,
     /// Heart-beat interval offered to and asked of clients.
@@ -394,6 +398,8 @@ fn settings(config: &Config, epoch: u64) -> Settings {
     Settings {
         limits: config.limits,
         max_connections: config.max_connections,
+        max_connections_per_source: config.max_connections_per_source,
+        frame_timeout: config.frame_timeout,
         session_prefix: format!("{}-{epoch}", config.node),
         connect_timeout: config.connect_timeout,
         heartbeat: config.heartbeat,

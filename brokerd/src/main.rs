@@ -66,6 +66,15 @@ struct Args {
     /// Most open client connections; more are refused with an ERROR frame.
     #[arg(long, default_value_t = 10_000)]
     max_connections: u64,
+    /// Most open connections from one client address; more from it are refused with an ERROR
+    /// frame, so that one client (or a flood from one host) cannot take every slot.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_source: u32,
+    /// How long one client frame may take to arrive, from its first byte to its last, in ms:
+    /// a client that sends a frame a byte at a time, or never finishes one, is cut off with an
+    /// ERROR. Raise it for very large messages over slow links.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    frame_timeout_ms: u64,
     /// How long a new connection may take to send its CONNECT frame before it is closed with
     /// an ERROR, in ms (ActiveMQ's default is the same 30 s).
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
@@ -263,6 +272,8 @@ fn main() -> ExitCode {
             max_header_bytes: args.max_header_bytes,
         },
         max_connections: args.max_connections,
+        max_connections_per_source: args.max_connections_per_source,
+        frame_timeout: Duration::from_millis(args.frame_timeout_ms),
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         redelivery: RedeliveryPolicy {

@@ -5,6 +5,7 @@
 //! caller (lockd's Stop, or a signal in standalone mode); when it resolves the listeners are
 //! dropped first, so no new client can connect while the others are told to leave.
 
+use crate::admission::Sources;
 use crate::auth::Security;
 use crate::broker::Request;
 use crate::memory::Usage;
@@ -36,6 +37,10 @@ pub struct Settings {
     pub limits: Limits,
     /// Open client connections beyond which new ones are refused.
     pub max_connections: u64,
+    /// Open connections one client address may hold; more from it are refused.
+    pub max_connections_per_source: u32,
+    /// How long one frame may take to arrive, from its first byte to its last.
+    pub frame_timeout: Duration,
     /// Start of every session id, unique to this node and epoch.
     pub session_prefix: String,
     /// How long a new connection may take to send CONNECT before it is closed.
@@ -104,15 +109,37 @@ pub async fn run(
     let (passive_tx, passive_rx) = watch::channel(None);
     let mut sessions = JoinSet::new();
     let mut next_session = 0u64;
+    let sources = Sources::new(settings.max_connections_per_source);
     let mut start = |sessions: &mut JoinSet<()>, stream: TcpStream, peer: SocketAddr| {
         next_session += 1;
         let span = info_span!("client", %peer);
-        if stats.connections() >= settings.max_connections {
-            warn!(%peer, limit = settings.max_connections, "refusing a client: connection limit reached");
-            sessions
-                .spawn(refuse(stream, settings.max_connections, settings.limits).instrument(span));
+        let limit = settings.max_connections;
+        if stats.connections() >= limit {
+            warn!(%peer, limit, "refusing a client: connection limit reached");
+            let refusal = Refusal {
+                message: format!("connection limit {limit} reached"),
+                detail: format!(
+                    "This node already serves {limit} connections (--max-connections). Try \
+                     again later or another node.\n"
+                ),
+            };
+            sessions.spawn(refuse(stream, refusal, settings.limits).instrument(span));
             return;
         }
+        let Some(slot) = sources.admit(peer.ip()) else {
+            let limit = sources.limit();
+            warn!(%peer, limit, "refusing a client: connection limit per address reached");
+            let refusal = Refusal {
+                message: format!("connection limit per address {limit} reached"),
+                detail: format!(
+                    "{} already holds {limit} connections to this node \
+                     (--max-connections-per-source). Close some first.\n",
+                    peer.ip()
+                ),
+            };
+            sessions.spawn(refuse(stream, refusal, settings.limits).instrument(span));
+            return;
+        };
         let open = stats.open_connection();
         let ctx = SessionContext {
             id: format!("{}-{next_session}", settings.session_prefix),
@@ -128,11 +155,11 @@ pub async fn run(
             memory_limit: settings.memory_limit,
             send_wait: settings.send_wait,
         };
-        let conn = Connection::new(stream, settings.limits);
+        let conn = Connection::new(stream, settings.limits, settings.frame_timeout);
         sessions.spawn(
             async move {
                 session::run(conn, ctx).await;
-                drop(open);
+                drop((open, slot));
             }
             .instrument(span),
         );
@@ -202,16 +229,20 @@ async fn accept(listener: TcpListener, accepted: mpsc::Sender<(TcpStream, Socket
     }
 }
 
-/// Tells a client over the connection limit why it cannot stay, then closes.
-async fn refuse(stream: TcpStream, limit: u64, limits: Limits) {
-    let mut conn = Connection::new(stream, limits);
+/// Why a client over a connection limit cannot stay.
+struct Refusal {
+    message: String,
+    detail: String,
+}
+
+/// Tells a client over a connection limit why it cannot stay, then closes.
+async fn refuse(stream: TcpStream, refusal: Refusal, limits: Limits) {
+    // Not read from: the deadline is never reached.
+    let mut conn = Connection::new(stream, limits, Duration::MAX);
     let frame = Frame::new("ERROR")
-        .with_header("message", format!("connection limit {limit} reached"))
+        .with_header("message", refusal.message)
         .with_header("content-type", "text/plain")
-        .with_body(format!(
-            "This node already serves {limit} connections (--max-connections). Try again later \
-             or another node.\n"
-        ));
+        .with_body(refusal.detail);
     if let Err(err) = conn.write_frame(&frame).await {
         debug!(error = %err, "could not tell a refused client why");
     }

@@ -35,6 +35,10 @@ pub enum ConnectionError {
     /// The client hung up in the middle of a frame; there is nobody left to tell.
     #[error("client closed the connection in the middle of a frame")]
     Truncated,
+    /// A frame did not arrive whole in time: a client sending a byte at a time, or one that
+    /// never finishes its frame, must not hold a connection slot and its buffer forever.
+    #[error("frame not complete within {} ms of its first byte", .0.as_millis())]
+    FrameTimeout(Duration),
     #[error("i/o error on client connection: {0}")]
     Io(#[from] io::Error),
 }
@@ -50,12 +54,19 @@ pub struct Connection {
     version: Version,
     /// When the client last sent anything, heart-beat EOLs included.
     last_read: tokio::time::Instant,
+    /// When [`Connection::read_frame`] first found the frame it is reading incomplete;
+    /// `None` between frames. Time the session spends not reading (a held SEND) starts after
+    /// a frame was returned, so it never counts against the next one.
+    frame_started: Option<tokio::time::Instant>,
+    /// How long one frame may take from then.
+    frame_timeout: Duration,
 }
 
 impl Connection {
     /// Wraps an accepted socket. Until [`Connection::set_version`] is called the connection
-    /// speaks 1.0 framing, which is also how every CONNECT frame is read.
-    pub fn new(stream: TcpStream, limits: Limits) -> Self {
+    /// speaks 1.0 framing, which is also how every CONNECT frame is read. A frame must arrive
+    /// whole within `frame_timeout` of the first read that found it incomplete.
+    pub fn new(stream: TcpStream, limits: Limits, frame_timeout: Duration) -> Self {
         Connection {
             stream,
             buffer: BytesMut::with_capacity(READ_CHUNK),
@@ -63,6 +74,8 @@ impl Connection {
             limits,
             version: Version::V1_0,
             last_read: tokio::time::Instant::now(),
+            frame_started: None,
+            frame_timeout,
         }
     }
 
@@ -86,12 +99,27 @@ impl Connection {
             let decoded =
                 (self.decoder).next_frame(&mut self.buffer, &self.limits, self.version)?;
             if let Some(frame) = decoded {
+                self.frame_started = None;
                 return Ok(Some(frame));
             }
+            // Heart-beats between frames are gone from the buffer: what is left is the start
+            // of a frame.
+            let deadline = (!self.buffer.is_empty()).then(|| {
+                let started = *self
+                    .frame_started
+                    .get_or_insert_with(tokio::time::Instant::now);
+                started.checked_add(self.frame_timeout)
+            });
             // Reads straight into the buffer; reserving reuses the space of frames already
             // taken off its front when it can.
             self.buffer.reserve(READ_CHUNK);
-            let n = self.stream.read_buf(&mut self.buffer).await?;
+            let read = self.stream.read_buf(&mut self.buffer);
+            let n = match deadline.flatten() {
+                None => read.await?,
+                Some(at) => tokio::time::timeout_at(at, read)
+                    .await
+                    .map_err(|_| ConnectionError::FrameTimeout(self.frame_timeout))??,
+            };
             self.last_read = tokio::time::Instant::now();
             if n == 0 {
                 return if self.buffer.is_empty() {

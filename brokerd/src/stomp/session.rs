@@ -196,6 +196,18 @@ async fn refuse_read(conn: &mut Connection, err: ConnectionError) {
             };
             send(conn, refusal.into_frame()).await;
         }
+        ConnectionError::FrameTimeout(limit) => {
+            info!(
+                limit_ms = limit.as_millis() as u64,
+                "cutting off a client whose frame did not arrive in time"
+            );
+            let refusal = Refusal::new(
+                err.to_string(),
+                "A frame must arrive whole within --frame-timeout-ms of its first byte; the \
+                 connection is closed.",
+            );
+            send(conn, refusal.into_frame()).await;
+        }
         err => debug!(error = %err, "client connection ended"),
     }
 }
