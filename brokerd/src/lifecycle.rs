@@ -73,8 +73,8 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Redelivery delays and dead-letter queues.
     pub redelivery: crate::broker::redelivery::RedeliveryPolicy,
-    /// Messages a slow non-durable topic subscriber may have waiting.
-    pub topic_backlog: usize,
+    /// What a slow non-durable topic subscriber may have waiting.
+    pub topic_backlog: crate::broker::pending::BacklogLimit,
     /// Who may connect and what they may do (the users file); `None`: anyone, anything.
     pub security: Option<Current<Security>>,
     /// Waiting messages' bytes past which SENDs wait, then are refused.

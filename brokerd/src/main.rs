@@ -11,6 +11,7 @@
 //! opened or flushed.
 
 use brokerd::broker::limits::Caps;
+use brokerd::broker::pending::BacklogLimit;
 use brokerd::broker::redelivery::RedeliveryPolicy;
 use brokerd::lifecycle::{self, Config, Outcome};
 use brokerd::{auth, control, reload, server, stomp, store};
@@ -116,6 +117,11 @@ struct Args {
     /// dropped; their bytes count towards --memory-limit-mb.
     #[arg(long, default_value_t = 10_000)]
     topic_backlog: usize,
+    /// Bytes (MiB) a slow non-durable topic subscriber may have waiting before the oldest are
+    /// dropped; default: a sixteenth of --memory-limit-mb, so that one slow subscriber never
+    /// holds the producers (or the topic's other subscribers) at the memory limit.
+    #[arg(long)]
+    topic_backlog_mb: Option<usize>,
     /// TOML file of users (argon2id passwords from `ctl passwd`, groups) and authorisation
     /// entries (README: Security); when given, only its users connect, unless it allows
     /// anonymous clients. Read again on SIGHUP.
@@ -286,7 +292,12 @@ fn main() -> ExitCode {
             non_persistent: args.dead_letter_non_persistent,
             expired: !args.drop_expired,
         },
-        topic_backlog: args.topic_backlog,
+        topic_backlog: BacklogLimit {
+            messages: args.topic_backlog,
+            bytes: args
+                .topic_backlog_mb
+                .map_or(args.memory_limit_mb << 20 >> 4, |mb| mb << 20),
+        },
         security,
         memory_limit: args.memory_limit_mb << 20,
         send_wait: Duration::from_millis(args.send_wait_ms),

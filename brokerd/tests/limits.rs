@@ -1,7 +1,8 @@
 //! Bounded load against the real brokerd binary (issue 11 item 5): a frame sent a byte at a
 //! time or never finished is cut off by the frame deadline; a connection flood from one address
 //! stops at the per-address limit and one from everywhere at the total, while clients within
-//! the limits are served throughout. Counts and waits are bounded; nothing here measures speed.
+//! the limits are served throughout; a slow consumer holds up neither producers nor the other
+//! subscribers of its topic. Counts and waits are bounded; nothing here measures speed.
 
 mod harness;
 
@@ -108,5 +109,103 @@ fn a_connection_flood_stops_at_the_total_limit() {
     wait_for_connections(&mut node, 30);
     drop(held);
     wait_for_connections(&mut node, 0);
+    node.assert_still_serving();
+}
+
+#[test]
+fn a_slow_consumer_holds_up_neither_producers_nor_the_fast_subscribers_of_its_topic() {
+    // 4 MiB of memory; 200 messages of 64 KiB are 12.5 MiB. A SEND held at the limit would be
+    // refused after 200 ms, so every RECEIPT below shows the producer was never held.
+    let mut node = Node::start(&["--memory-limit-mb", "4", "--send-wait-ms", "200"]);
+    // Slow in both ways: one never acknowledges (prefetch 1), one never reads its socket.
+    let mut unacking = node.client("1.2");
+    subscribe_with(
+        &mut unacking,
+        "slow",
+        "/topic/ticks",
+        "client-individual",
+        &["activemq.prefetchSize:1"],
+    );
+    let mut unreading = node.client("1.2");
+    subscribe_with(
+        &mut unreading,
+        "stuck",
+        "/topic/ticks",
+        "auto",
+        &["activemq.prefetchSize:1"],
+    );
+    let mut fast = node.client("1.2");
+    subscribe(&mut fast, "fast", "/topic/ticks", "auto");
+    // A queue whose consumer never acknowledges either.
+    let mut queue_consumer = node.client("1.2");
+    subscribe_with(
+        &mut queue_consumer,
+        "q",
+        "/queue/work",
+        "client",
+        &["activemq.prefetchSize:1"],
+    );
+
+    let mut producer = node.client("1.2");
+    let mut other = node.client("1.2");
+    let body = vec![b't'; 64 * 1024];
+    let length = format!("content-length:{}", body.len());
+    for n in 0..200 {
+        let (receipt, number) = (format!("receipt:tick-{n}"), format!("n:{n}"));
+        producer.send_frame(
+            "SEND",
+            &["destination:/topic/ticks", &receipt, &number, &length],
+            &body,
+        );
+        producer.expect_receipt(&format!("tick-{n}"));
+        // The fast subscriber keeps up, message by message.
+        let got = next_message(&mut fast);
+        assert_eq!(got.body.len(), body.len());
+        if n % 20 == 0 {
+            // Producers to other destinations go on too.
+            send_with(
+                &mut other,
+                "/queue/work",
+                &["persistent:true"],
+                &format!("work-{n}"),
+            );
+        }
+    }
+    let stats = node.broker.stats();
+    assert!(stats.memory_bytes <= 4 << 20, "{stats:?}");
+    // The slow subscriber missed the oldest, not the newest: after its one in-flight message
+    // (the first) come the last few, in order, as many as a sixteenth of the limit holds.
+    let mut got = vec![next_message(&mut unacking)];
+    for round in 0.. {
+        let last = got.last().unwrap();
+        unacking.send_frame("ACK", &[&format!("id:{}", last.header("ack"))], b"");
+        // What the ACK let through arrives before this probe's receipt.
+        let probe = format!("probe-{round}");
+        unacking.send_frame("BEGIN", &["transaction:p"], b"");
+        unacking.send_frame(
+            "ABORT",
+            &["transaction:p", &format!("receipt:{probe}")],
+            b"",
+        );
+        unacking.expect_receipt(&probe);
+        match unacking.early.pop_front() {
+            Some(message) => got.push(message),
+            None => break,
+        }
+        assert!(
+            got.len() <= 10,
+            "the backlog kept more than its bytes allow"
+        );
+    }
+    let numbers: Vec<&str> = got.iter().map(|m| m.header("n")).collect();
+    let kept = &numbers[1..];
+    let expected: Vec<String> = (200 - kept.len()..200).map(|n| n.to_string()).collect();
+    assert!(
+        numbers[0] == "0" && !kept.is_empty() && kept == expected,
+        "the slow subscriber got {numbers:?}"
+    );
+    assert_nothing_delivered(&mut unacking, "slow");
+    drop(unreading);
+    disconnect(&mut fast);
     node.assert_still_serving();
 }

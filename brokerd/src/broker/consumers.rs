@@ -244,7 +244,10 @@ impl Broker {
             return;
         };
         for msg in recovered {
-            sub.backlog.push_back(Backlogged::new(msg, &self.memory));
+            sub.backlog.push(
+                Backlogged::new(msg, &self.memory),
+                self.settings.topic_backlog,
+            );
         }
         self.dispatch_backlog(key);
     }

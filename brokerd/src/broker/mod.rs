@@ -207,7 +207,7 @@ struct Subscription {
     unwritten: VecDeque<Unwritten>,
     /// Non-durable topic subscriptions: messages waiting for credit, counted in the memory
     /// gauge (once each, however many backlogs share them).
-    backlog: VecDeque<Arc<Backlogged>>,
+    backlog: pending::TopicBacklog,
 }
 
 impl Subscription {

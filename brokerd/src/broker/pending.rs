@@ -186,6 +186,53 @@ impl Backlogged {
     }
 }
 
+/// How much one slow non-durable topic subscriber may have waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct BacklogLimit {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+/// A slow non-durable topic subscriber's waiting messages, bounded in count and in bytes: past
+/// either bound the oldest are dropped (ActiveMQ's pending-message limit for slow topic
+/// consumers), so that one slow subscriber can take neither the memory limit nor, through it,
+/// the producers and the other subscribers. The newest message always stays.
+#[derive(Debug, Default)]
+pub struct TopicBacklog {
+    entries: VecDeque<Arc<Backlogged>>,
+    bytes: usize,
+}
+
+impl TopicBacklog {
+    /// Appends `entry`; returns how many of the oldest were dropped to stay within `limit`.
+    pub fn push(&mut self, entry: Arc<Backlogged>, limit: BacklogLimit) -> usize {
+        self.bytes += entry.bytes();
+        self.entries.push_back(entry);
+        let mut dropped = 0;
+        while self.entries.len() > 1
+            && (self.entries.len() > limit.messages || self.bytes > limit.bytes)
+        {
+            self.pop_front();
+            dropped += 1;
+        }
+        dropped
+    }
+
+    pub fn pop_front(&mut self) -> Option<Arc<Backlogged>> {
+        let entry = self.entries.pop_front()?;
+        self.bytes -= entry.bytes();
+        Some(entry)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 fn level(msg: &Message) -> usize {
     usize::from(msg.priority).min(LEVELS - 1)
 }

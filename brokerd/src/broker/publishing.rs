@@ -201,10 +201,9 @@ impl Broker {
                     }
                     let entry =
                         held.get_or_insert_with(|| Backlogged::new(Arc::clone(&msg), &self.memory));
-                    sub.backlog.push_back(Arc::clone(entry));
-                    if sub.backlog.len() > limit {
-                        sub.backlog.pop_front();
-                        debug!(subscription = %sub.id, limit, "slow topic subscriber: dropped its oldest message");
+                    let dropped = sub.backlog.push(Arc::clone(entry), limit);
+                    if dropped > 0 {
+                        debug!(subscription = %sub.id, dropped, messages = limit.messages, bytes = limit.bytes, "slow topic subscriber: dropped its oldest messages");
                     }
                     self.dispatch_backlog(key);
                 }

@@ -235,9 +235,9 @@ pub struct Settings {
     pub epoch: u64,
     /// Redelivery delays and dead-letter queues.
     pub redelivery: redelivery::RedeliveryPolicy,
-    /// Messages a slow non-durable topic subscriber may have waiting before the oldest are
+    /// What a slow non-durable topic subscriber may have waiting before the oldest are
     /// dropped.
-    pub topic_backlog: usize,
+    pub topic_backlog: pending::BacklogLimit,
     /// Subscriptions per connection and destinations in total at most.
     pub caps: limits::Caps,
 }

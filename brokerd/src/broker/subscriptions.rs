@@ -132,7 +132,7 @@ impl Broker {
                 next_tag: 0,
                 in_flight: VecDeque::new(),
                 unwritten: VecDeque::new(),
-                backlog: VecDeque::new(),
+                backlog: pending::TopicBacklog::default(),
             },
         );
         self.attach_queues(key);

@@ -31,7 +31,10 @@ fn settings(epoch: u64, max_redeliveries: u32) -> Settings {
             dead_letter_queue: "/queue/DLQ".into(),
             ..Default::default()
         },
-        topic_backlog: 3,
+        topic_backlog: pending::BacklogLimit {
+            messages: 3,
+            bytes: usize::MAX,
+        },
         caps: limits::Caps {
             subscriptions_per_connection: 4,
             destinations: 8,
