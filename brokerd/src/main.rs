@@ -13,7 +13,7 @@
 use brokerd::broker::limits::Caps;
 use brokerd::broker::redelivery::RedeliveryPolicy;
 use brokerd::lifecycle::{self, Config, Outcome};
-use brokerd::{control, server, stomp, store};
+use brokerd::{confine, control, server, stomp, store};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -135,6 +135,10 @@ struct Args {
     /// Test hook for the liveness tests: SIGUSR1 wedges the broker core.
     #[arg(long, hide = true)]
     test_wedge_core_on_sigusr1: bool,
+    /// Test hook for the confinement tests: once confined, try to create this file and log
+    /// whether the kernel refused.
+    #[arg(long, hide = true)]
+    test_try_write: Option<PathBuf>,
 }
 
 /// The users file.
@@ -222,21 +226,6 @@ fn main() -> ExitCode {
         .init();
     let span = info_span!("brokerd", node = %args.node, epoch = tracing::field::Empty);
     let _entered = span.enter();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            error!("cannot start the async runtime: {err}");
-            return ExitCode::from(exit::FAILURE);
-        }
-    };
-    let _runtime_entered = runtime.enter();
-    if let Err(err) = brokerd::reload::absorb_sighup() {
-        error!("cannot install the SIGHUP handler: {err}");
-        return ExitCode::from(exit::FAILURE);
-    }
     let users = match args.users_file.as_deref().map(load_users).transpose() {
         Ok(users) => users.unwrap_or_default(),
         Err(err) => {
@@ -290,6 +279,32 @@ fn main() -> ExitCode {
         error!("{err:#}");
         return ExitCode::from(exit::CONFIG);
     }
+    // Before the runtime starts any thread: Landlock binds only threads started after it.
+    let confinement = match confine::confine(&[&config.data_dir, &config.scheduler_dir]) {
+        Ok(confinement) => confinement,
+        Err(err) => {
+            error!("{err:#}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!("cannot start the async runtime: {err}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let _runtime_entered = runtime.enter();
+    if let Err(err) = brokerd::reload::absorb_sighup() {
+        error!("cannot install the SIGHUP handler: {err}");
+        return ExitCode::from(exit::FAILURE);
+    }
+    if let Some(path) = args.test_try_write {
+        runtime.block_on(confine::try_write(path).instrument(span.clone()));
+    }
     let fd = match control::fd_from_env() {
         Ok(fd) => fd,
         Err(err) => {
@@ -300,7 +315,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(
         async {
             match fd {
-                Some(fd) => lifecycle::run_controlled(config, fd).await,
+                Some(fd) => lifecycle::run_controlled(config, fd, confinement).await,
                 None => lifecycle::run_standalone(config).await,
             }
         }
