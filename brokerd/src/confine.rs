@@ -6,9 +6,10 @@
 //! Why: brokerd parses what any client sends. A broker taken over through a bug could otherwise
 //! write wherever its user can, and in the shared directory that includes files the broker user
 //! may reach by mistake (DESIGN.md: "A broker that could delete or replace `lock` could hand a
-//! second node the lock while it still runs"). Those two directories are all brokerd writes: sled
-//! keeps every file under its directory, the scheduler's redb file and its `.fresh` twin sit in
-//! theirs, and the shared directory's epoch is only read (`crate::fence`).
+//! second node the lock while it still runs"). Those two directories are all brokerd writes
+//! (checked with strace): sled keeps every file under its directory, the scheduler's
+//! `jobs.redb` and its `jobs.redb.new` twin sit in theirs, and the shared directory's epoch is
+//! only read (`crate::fence`).
 //!
 //! Landlock restricts the calling thread and the threads it starts afterwards, not those already
 //! running (restricting every thread at once needs ABI 8). So `main` confines before it starts
