@@ -3,6 +3,7 @@
 //!
 //! - [`lifecycle`]: a broker's life under lockd or standalone: activate, serve, stop.
 //! - [`control`]: the control channel to lockd.
+//! - [`confine`]: Landlock, so that brokerd can write only to its store directories.
 //! - [`store`] and [`journal`]: the sled store, the epoch fence, durable writes with group commit.
 //! - [`fence`]: under lockd, a fast poll of the shared directory's epoch that ends a broker
 //!   superseded on broken cluster locks.
@@ -17,6 +18,7 @@
 pub mod admission;
 pub mod auth;
 pub mod broker;
+pub mod confine;
 pub mod control;
 pub mod destination_calls;
 pub mod fence;

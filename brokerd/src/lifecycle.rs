@@ -25,7 +25,7 @@ use crate::stats::Stats;
 use crate::stomp::frame::Limits;
 use crate::store::{off_async, Retry, Store, StoreError};
 use anyhow::{Context, Result};
-use shared_proto::control::{BrokerStats, FromBroker};
+use shared_proto::control::{BrokerStats, Confinement, FromBroker};
 use shared_proto::layout::Layout;
 use std::future::Future;
 use std::os::fd::RawFd;
@@ -103,8 +103,12 @@ pub enum Outcome {
     ControlLost(Lost),
 }
 
-/// Runs under lockd, on the control socket `fd`.
-pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
+/// Runs under lockd, on the control socket `fd`; `confinement` is reported in `Ready`.
+pub async fn run_controlled(
+    config: Config,
+    fd: RawFd,
+    confinement: Confinement,
+) -> Result<Outcome> {
     let mut control = Control::adopt(fd).context("taking over lockd's control socket")?;
     control
         .handshake()
@@ -171,6 +175,7 @@ pub async fn run_controlled(config: Config, fd: RawFd) -> Result<Outcome> {
     let ready = FromBroker::Ready {
         epoch,
         listeners: addrs.clone(),
+        confinement,
     };
     if let Err(lost) = replies.send(&ready).await {
         store.abandon();

@@ -14,7 +14,7 @@ use brokerd::broker::limits::Caps;
 use brokerd::broker::pending::BacklogLimit;
 use brokerd::broker::redelivery::RedeliveryPolicy;
 use brokerd::lifecycle::{self, Config, Outcome};
-use brokerd::{auth, control, reload, server, stomp, store};
+use brokerd::{auth, confine, control, reload, server, stomp, store};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -151,6 +151,10 @@ struct Args {
     /// Test hook for the liveness tests: SIGUSR1 wedges the broker core.
     #[arg(long, hide = true)]
     test_wedge_core_on_sigusr1: bool,
+    /// Test hook for the confinement tests: once confined, try to create this file and log
+    /// whether the kernel refused.
+    #[arg(long, hide = true)]
+    test_try_write: Option<PathBuf>,
 }
 
 /// Reads the users file, warning about clear-text passwords the file allows.
@@ -164,14 +168,6 @@ fn load_users(path: &std::path::Path) -> anyhow::Result<auth::Security> {
         );
     }
     Ok(security)
-}
-
-/// The users file as it is now: read at start (an error stops the broker), again on SIGHUP.
-fn watch_users(path: PathBuf) -> anyhow::Result<reload::Current<auth::Security>> {
-    let security = load_users(&path)?;
-    Ok(reload::on_sighup("users file", security, move || {
-        load_users(&path)
-    })?)
 }
 
 /// `scheduler` beside the data directory: under lockd the shared directory's `scheduler/`.
@@ -237,24 +233,14 @@ fn main() -> ExitCode {
         .init();
     let span = info_span!("brokerd", node = %args.node, epoch = tracing::field::Empty);
     let _entered = span.enter();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    // Read now, watched for SIGHUP once the runtime runs.
+    let users = match args
+        .users_file
+        .map(|path| load_users(&path).map(|users| (path, users)))
     {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            error!("cannot start the async runtime: {err}");
-            return ExitCode::from(exit::FAILURE);
-        }
-    };
-    let _runtime_entered = runtime.enter();
-    if let Err(err) = reload::absorb_sighup() {
-        error!("cannot install the SIGHUP handler: {err}");
-        return ExitCode::from(exit::FAILURE);
-    }
-    let security = match args.users_file.map(watch_users).transpose() {
-        Ok(security) => security,
-        Err(err) => {
+        None => None,
+        Some(Ok(users)) => Some(users),
+        Some(Err(err)) => {
             error!("{err:#}");
             return ExitCode::from(exit::CONFIG);
         }
@@ -262,7 +248,7 @@ fn main() -> ExitCode {
     let scheduler_dir = args
         .scheduler_dir
         .unwrap_or_else(|| default_scheduler_dir(&args.data_dir));
-    let config = Config {
+    let mut config = Config {
         scheduler_dir,
         scheduler_allow_local: args.scheduler_allow_local,
         test_scheduler_clock_rate: args.test_scheduler_clock_rate,
@@ -298,7 +284,7 @@ fn main() -> ExitCode {
                 .topic_backlog_mb
                 .map_or(args.memory_limit_mb << 20 >> 4, |mb| mb << 20),
         },
-        security,
+        security: None,
         memory_limit: args.memory_limit_mb << 20,
         send_wait: Duration::from_millis(args.send_wait_ms),
         page_size: usize::try_from(args.page_size).unwrap_or(usize::MAX),
@@ -312,6 +298,41 @@ fn main() -> ExitCode {
         error!("{err:#}");
         return ExitCode::from(exit::CONFIG);
     }
+    // Before the runtime starts any thread: Landlock binds only threads started after it.
+    let confinement = match confine::confine(&[&config.data_dir, &config.scheduler_dir]) {
+        Ok(confinement) => confinement,
+        Err(err) => {
+            error!("{err:#}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!("cannot start the async runtime: {err}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let _runtime_entered = runtime.enter();
+    if let Err(err) = reload::absorb_sighup() {
+        error!("cannot install the SIGHUP handler: {err}");
+        return ExitCode::from(exit::FAILURE);
+    }
+    if let Some((path, users)) = users {
+        match reload::on_sighup("users file", users, move || load_users(&path)) {
+            Ok(security) => config.security = Some(security),
+            Err(err) => {
+                error!("cannot install the SIGHUP handler: {err}");
+                return ExitCode::from(exit::FAILURE);
+            }
+        }
+    }
+    if let Some(path) = args.test_try_write {
+        runtime.block_on(confine::try_write(path).instrument(span.clone()));
+    }
     let fd = match control::fd_from_env() {
         Ok(fd) => fd,
         Err(err) => {
@@ -322,7 +343,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(
         async {
             match fd {
-                Some(fd) => lifecycle::run_controlled(config, fd).await,
+                Some(fd) => lifecycle::run_controlled(config, fd, confinement).await,
                 None => lifecycle::run_standalone(config).await,
             }
         }

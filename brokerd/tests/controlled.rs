@@ -270,9 +270,15 @@ fn a_broker_opens_its_client_port_only_once_activated() {
     assert!(!dirs.store_exists());
     broker.send(&ToBroker::Activate { epoch: 1 });
     match broker.recv() {
-        FromBroker::Ready { epoch, listeners } => {
+        FromBroker::Ready {
+            epoch,
+            listeners,
+            confinement,
+        } => {
             assert_eq!(epoch, 1);
             assert!(listeners.contains(&addr), "{listeners:?}");
+            let scheduler = dirs.data.with_file_name("scheduler");
+            harness::assert_confinement_fits_the_kernel(&confinement, &[&dirs.data, &scheduler]);
         }
         other => panic!("expected Ready, got {other:?}"),
     }

@@ -3,7 +3,8 @@
 
 mod harness;
 
-use harness::{Client, Dirs, PATIENCE};
+use harness::{kernel_landlock_abi, Client, Dirs, PATIENCE};
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -18,10 +19,15 @@ struct Standalone {
 
 impl Standalone {
     fn spawn(dirs: &Dirs) -> Standalone {
+        Standalone::spawn_with(dirs, &[])
+    }
+
+    fn spawn_with(dirs: &Dirs, extra: &[&OsStr]) -> Standalone {
         let mut child = Command::new(env!("CARGO_BIN_EXE_brokerd"))
             .arg("--data-dir")
             .arg(&dirs.data)
             .args(["--listen", "127.0.0.1:0", "--node", "dev"])
+            .args(extra)
             .env_remove(shared_proto::control::CONTROL_FD_ENV)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -119,4 +125,75 @@ fn each_start_claims_the_next_epoch_and_sigterm_stops_gracefully() {
     assert_eq!(epoch, "2");
     second.terminate();
     assert_eq!(second.wait_exit().code(), Some(0));
+}
+
+/// Issue 11: brokerd can write only beneath its two stores. Told to (a hidden test hook), it
+/// tries, once confined, to create a file in a directory its user may write: the kernel refuses
+/// (EACCES), and the broker still stores and delivers a persistent message.
+#[test]
+fn a_confined_broker_cannot_write_outside_its_stores_yet_keeps_messages() {
+    let dirs = Dirs::new();
+    let elsewhere = dirs.data.with_file_name("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let probe = elsewhere.join("probe");
+    let mut broker =
+        Standalone::spawn_with(&dirs, &["--test-try-write".as_ref(), probe.as_os_str()]);
+    if kernel_landlock_abi() == 0 {
+        // Nothing to enforce with: the log must say so, and the write goes through.
+        broker.wait_for_line("not fully confined");
+        let line = broker.wait_for_line("--test-try-write");
+        assert!(line.contains("allowed") && probe.exists(), "{line}");
+        return;
+    }
+    let confined = broker.wait_for_line("confine");
+    assert!(
+        confined.contains(&format!("writes only under {}", dirs.data.display())),
+        "{confined}"
+    );
+    let line = broker.wait_for_line("--test-try-write");
+    assert!(
+        line.contains("refused") && line.contains("errno=13"),
+        "{line}"
+    );
+    assert!(!probe.exists(), "{} was created", probe.display());
+
+    let (_, addr) = broker.ready();
+    let mut client = Client::stomp(&addr);
+    client.send_frame(
+        "SEND",
+        &[
+            "destination:/queue/confined",
+            "persistent:true",
+            "receipt:sent",
+        ],
+        b"kept",
+    );
+    client.expect_receipt("sent");
+    client.send_frame(
+        "SUBSCRIBE",
+        &["destination:/queue/confined", "id:0", "ack:auto"],
+        b"",
+    );
+    let message = client.read_frame();
+    assert_eq!(
+        (message.command.as_str(), message.body.as_str()),
+        ("MESSAGE", "kept")
+    );
+    broker.terminate();
+    assert_eq!(broker.wait_exit().code(), Some(0));
+}
+
+/// The other side of the confinement: a file beneath the data directory may be created.
+#[test]
+fn a_confined_broker_may_write_beneath_its_data_directory() {
+    let dirs = Dirs::new();
+    let probe = dirs.data.join("probe");
+    let mut broker =
+        Standalone::spawn_with(&dirs, &["--test-try-write".as_ref(), probe.as_os_str()]);
+    let line = broker.wait_for_line("--test-try-write");
+    assert!(line.contains("allowed"), "{line}");
+    assert!(probe.is_file());
+    broker.ready();
+    broker.terminate();
+    assert_eq!(broker.wait_exit().code(), Some(0));
 }

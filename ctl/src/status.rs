@@ -57,6 +57,9 @@ pub fn render(status: &Status, now_unix_ms: u64) -> String {
             stats.consumers
         );
     }
+    if let Some(confinement) = &status.confinement {
+        let _ = writeln!(out, "confinement {confinement}");
+    }
     if status.restarts > 0 {
         let _ = writeln!(out, "restarts  {} in the current window", status.restarts);
     }

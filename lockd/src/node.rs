@@ -21,7 +21,7 @@ use crate::keeper::{Command, Event as KeeperEvent};
 use crate::notify;
 use crate::sys::spawn::BrokerCommand;
 use shared_proto::admin::{ErrorCode, Response, Role, Status};
-use shared_proto::control::{BrokerStats, FromBroker, ToBroker};
+use shared_proto::control::{BrokerStats, Confinement, FromBroker, ToBroker};
 use shared_proto::holder::{Holder, HolderState};
 use shared_proto::nodes::NodeRecord;
 use std::collections::{HashMap, VecDeque};
@@ -104,11 +104,12 @@ enum State {
         child: Child,
         ready_by: Option<Instant>,
     },
-    /// The broker serves clients on `listeners`.
+    /// The broker serves clients on `listeners`, confined as it said in `Ready`.
     Active {
         lease: Lease,
         child: Child,
         listeners: Vec<String>,
+        confinement: Confinement,
     },
     /// The broker was asked to stop; it is killed at `kill_at` (None once killed).
     Stopping {
@@ -494,18 +495,31 @@ impl Node {
             return;
         };
         match event {
-            BrokerEvent::Message(FromBroker::Ready { epoch, listeners }) => {
+            BrokerEvent::Message(FromBroker::Ready {
+                epoch,
+                listeners,
+                confinement,
+            }) => {
                 let state = self.take_state();
                 match state {
                     State::Starting { lease, child, .. } if lease.epoch == epoch => {
                         child.broker.send(ToBroker::Stats);
                         self.keeper_command(Command::SetState(HolderState::Active));
+                        match confinement.warning() {
+                            None => {
+                                tracing::info!(node = %self.settings.node, epoch, %confinement, "brokerd confined")
+                            }
+                            Some(warning) => {
+                                tracing::warn!(node = %self.settings.node, epoch, %confinement, "{warning}")
+                            }
+                        }
                         let reason = format!("brokerd ready on {}", listeners.join(", "));
                         self.enter(
                             State::Active {
                                 lease,
                                 child,
                                 listeners,
+                                confinement,
                             },
                             reason,
                         );
@@ -960,6 +974,11 @@ impl Node {
                  filesystem, then restart lockd"
             ));
         }
+        let confinement = match &self.state {
+            State::Active { confinement, .. } => Some(confinement.clone()),
+            _ => None,
+        };
+        warnings.extend(confinement.as_ref().and_then(Confinement::warning));
         let holder = self.holder.borrow();
         Status {
             node: self.settings.node.clone(),
@@ -977,6 +996,7 @@ impl Node {
             shared_dir: self.settings.shared_dir.display().to_string(),
             holder: holder.as_ref().map(|h| h.view(now)),
             broker: self.state.child().and_then(|c| c.stats.clone()),
+            confinement,
             nodes,
             warnings,
         }

@@ -3,7 +3,7 @@
 //! One connection carries `Hello` each way, then any number of request/response pairs. lockd
 //! checks the peer's credentials (SO_PEERCRED) before any request that changes something.
 
-use crate::control::BrokerStats;
+use crate::control::{BrokerStats, Confinement};
 use crate::destinations::{DestinationAnswer, DestinationCall};
 use crate::schedules::{Cancel, Listing};
 use serde::{Deserialize, Serialize};
@@ -121,6 +121,10 @@ pub struct Status {
     pub holder: Option<HolderView>,
     /// What the broker holds; present when active.
     pub broker: Option<BrokerStats>,
+    /// Which writes the kernel refuses the broker, as it reported when it became ready;
+    /// present when active. When not fully enforced, `warnings` says what to do.
+    #[serde(default)]
+    pub confinement: Option<Confinement>,
     /// Every node's own account, from `nodes/`, this one included.
     #[serde(default)]
     pub nodes: Vec<crate::nodes::NodeView>,

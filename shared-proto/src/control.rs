@@ -12,7 +12,8 @@
 //!
 //! Scheduler requests (v3, for `ctl schedules`) and destination calls (v4, for `ctl
 //! destinations`, `purge` and `delete`) carry an `id` that their answer repeats, since they are
-//! answered out of order with the rest.
+//! answered out of order with the rest. `Ready` says how the broker is confined (v5,
+//! [`Confinement`]).
 
 use crate::destinations::{DestinationAnswer, DestinationCall};
 use crate::schedules::{Cancel, Listing};
@@ -55,8 +56,13 @@ pub enum ToBroker {
 pub enum FromBroker {
     /// First message, with brokerd's pid as it sees it.
     Hello { version: u32, pid: u32 },
-    /// The store is open under `epoch` and clients can connect to `listeners` ("host:port").
-    Ready { epoch: u64, listeners: Vec<String> },
+    /// The store is open under `epoch` and clients can connect to `listeners` ("host:port");
+    /// `confinement` says which writes the kernel refuses this broker (v5), for `ctl status`.
+    Ready {
+        epoch: u64,
+        listeners: Vec<String>,
+        confinement: Confinement,
+    },
     /// Answer to [`ToBroker::Stats`].
     Stats { stats: BrokerStats },
     /// brokerd is about to exit; `reason` says why (a graceful stop, a refused epoch, a store
@@ -73,6 +79,75 @@ pub enum FromBroker {
     /// A request `id` (scheduler or destinations) could not be answered; `message` says why (the
     /// scheduler or the broker core has not started yet, or failed) and what to do.
     CallFailed { id: u64, message: String },
+}
+
+/// How far the kernel confines brokerd's writes beyond no_new_privs (issue 11): a broker that
+/// could write anywhere its user can could, once compromised, damage the shared directory's lock
+/// or another service's files. brokerd confines itself with Landlock before it opens its store,
+/// says so in its log and in `Ready`, and `ctl status` shows it (a warning when not enforced).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "landlock", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Confinement {
+    /// Landlock refuses every kind of write outside the `writable` directories (the message
+    /// and scheduler stores), under the kernel's Landlock ABI `abi`.
+    Enforced { abi: u32, writable: Vec<String> },
+    /// The kernel's Landlock (ABI `abi`) is too old to restrict the kinds of write named in
+    /// `unrestricted` (e.g. `truncate`): those are still allowed wherever brokerd's user may;
+    /// every other kind is refused outside `writable`.
+    Partial {
+        abi: u32,
+        writable: Vec<String>,
+        unrestricted: Vec<String>,
+    },
+    /// No Landlock: brokerd can write wherever its user can; `reason` says why (the kernel
+    /// lacks Landlock, or does not enable it).
+    Unavailable { reason: String },
+}
+
+impl Confinement {
+    /// What an operator should do about a broker that is not fully confined; `None` when it is.
+    /// lockd repeats it among `ctl status`'s warnings.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            Confinement::Enforced { .. } => None,
+            Confinement::Partial { .. } | Confinement::Unavailable { .. } => Some(format!(
+                "brokerd is not fully confined ({self}); run a kernel with Landlock ABI {FULL_LANDLOCK_ABI} \
+                 (Linux 6.10 or later) and Landlock enabled (CONFIG_SECURITY_LANDLOCK=y, `landlock` \
+                 in the lsm= boot parameter) so that it can write only to its stores"
+            )),
+        }
+    }
+}
+
+/// The Landlock ABI that restricts every kind of write brokerd confines (device ioctls came
+/// last, in ABI 5 of Linux 6.10); an older one confines it only partly.
+pub const FULL_LANDLOCK_ABI: u32 = 5;
+
+/// The line `ctl status` shows after `confinement`, and brokerd logs at start.
+impl std::fmt::Display for Confinement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Confinement::Enforced { abi, writable } => write!(
+                f,
+                "landlock ABI {abi} (writes only under {})",
+                writable.join(" and ")
+            ),
+            Confinement::Partial {
+                abi,
+                writable,
+                unrestricted,
+            } => write!(
+                f,
+                "landlock ABI {abi}, partly: writes only under {}, except {} (allowed wherever \
+                 brokerd's user may: the kernel's Landlock cannot restrict them)",
+                writable.join(" and "),
+                unrestricted.join(", ")
+            ),
+            Confinement::Unavailable { reason } => {
+                write!(f, "none: {reason}; brokerd can write wherever its user can")
+            }
+        }
+    }
 }
 
 /// What the broker holds, for `ctl status`.
@@ -109,11 +184,16 @@ mod tests {
         let ready = FromBroker::Ready {
             epoch: 3,
             listeners: vec!["127.0.0.1:61613".into()],
+            confinement: Confinement::Enforced {
+                abi: 7,
+                writable: vec!["/s/data".into(), "/s/scheduler".into()],
+            },
         };
         let line = encode(&ready);
         assert_eq!(
             std::str::from_utf8(&line).unwrap(),
-            "{\"type\":\"ready\",\"epoch\":3,\"listeners\":[\"127.0.0.1:61613\"]}\n"
+            "{\"type\":\"ready\",\"epoch\":3,\"listeners\":[\"127.0.0.1:61613\"],\
+             \"confinement\":{\"landlock\":\"enforced\",\"abi\":7,\"writable\":[\"/s/data\",\"/s/scheduler\"]}}\n"
         );
         assert_eq!(
             decode::<FromBroker>(&line[..line.len() - 1]).unwrap(),
@@ -130,6 +210,45 @@ mod tests {
             decode::<FromBroker>(&line[..line.len() - 1]).unwrap(),
             stats
         );
+    }
+
+    #[test]
+    fn confinement_reads_as_a_status_line_with_a_warning_unless_enforced() {
+        let writable = vec!["/s/data".to_owned(), "/s/scheduler".to_owned()];
+        let enforced = Confinement::Enforced {
+            abi: 7,
+            writable: writable.clone(),
+        };
+        assert_eq!(
+            enforced.to_string(),
+            "landlock ABI 7 (writes only under /s/data and /s/scheduler)"
+        );
+        assert_eq!(enforced.warning(), None);
+        let partial = Confinement::Partial {
+            abi: 2,
+            writable,
+            unrestricted: vec!["truncate".into(), "ioctl on devices".into()],
+        };
+        assert!(
+            partial
+                .to_string()
+                .contains("except truncate, ioctl on devices"),
+            "{partial}"
+        );
+        let none = Confinement::Unavailable {
+            reason: "the kernel has no Landlock".into(),
+        };
+        assert_eq!(
+            none.to_string(),
+            "none: the kernel has no Landlock; brokerd can write wherever its user can"
+        );
+        for confinement in [partial, none] {
+            let warning = confinement.warning().unwrap();
+            assert!(
+                warning.contains(&confinement.to_string()) && warning.contains("Linux 6.10"),
+                "{warning}"
+            );
+        }
     }
 
     #[test]

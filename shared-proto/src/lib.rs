@@ -35,7 +35,7 @@ pub mod wire;
 
 /// Version of both control protocols; bumped on any incompatible change so mixed binaries after a
 /// partial upgrade refuse each other loudly instead of misreading messages.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Milliseconds since the Unix epoch, for timestamps that humans and other nodes read.
 /// Never used for fencing decisions: those use monotonic time and shared counters.

@@ -4,6 +4,7 @@
 
 use ha_tests::*;
 use shared_proto::admin::Role;
+use shared_proto::control::{Confinement, FULL_LANDLOCK_ABI};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -256,4 +257,87 @@ fn a_scheduler_directory_the_broker_cannot_write_is_refused_at_start() {
             && stderr.contains("not writable by the broker user"),
         "{stderr}"
     );
+}
+
+/// Issue 11 item 4: under lockd, brokerd runs as broker_user without any capability it could
+/// ever regain (effective, permitted, bounding and ambient sets empty, no_new_privs set), and
+/// `ctl status` (human and --json) says how Landlock confines its writes to data/ and
+/// scheduler/, with a warning on a kernel that cannot.
+#[test]
+#[ignore = "needs root, so that brokerd runs as broker_user; tests/run-all.sh runs it as root"]
+fn brokerd_holds_no_capability_and_status_shows_its_confinement() {
+    require_root("so that lockd starts brokerd as broker_user");
+    let mut cluster = Cluster::new(1, "");
+    cluster.start_all();
+    let node = &cluster.nodes[0];
+    let status = node.wait_for_role(Role::Active);
+    let pid = status.broker_pid.expect("an active node has a broker");
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status:\n{proc_status}"))
+    };
+    assert_eq!(field("Uid").split_whitespace().next(), Some("65534"));
+    for caps in ["CapEff", "CapPrm", "CapBnd", "CapAmb"] {
+        assert_eq!(field(caps), "0000000000000000", "{caps}:\n{proc_status}");
+    }
+    assert_eq!(field("NoNewPrivs"), "1");
+
+    let confinement = status
+        .confinement
+        .clone()
+        .unwrap_or_else(|| panic!("no confinement in the status: {status:?}"));
+    let (data, scheduler) = (
+        cluster.shared.join("data"),
+        cluster.shared.join("scheduler"),
+    );
+    let abi = kernel_landlock_abi();
+    let warned = status
+        .warnings
+        .iter()
+        .any(|w| w.contains("not fully confined"));
+    match &confinement {
+        Confinement::Enforced { abi: reported, .. } => {
+            assert!(
+                abi >= FULL_LANDLOCK_ABI && *reported == abi && !warned,
+                "{status:?}"
+            );
+            assert!(
+                confinement.to_string().contains(&format!(
+                    "writes only under {} and {}",
+                    data.display(),
+                    scheduler.display()
+                )),
+                "{confinement}"
+            );
+        }
+        Confinement::Partial { .. } => assert!((1..FULL_LANDLOCK_ABI).contains(&abi) && warned),
+        Confinement::Unavailable { .. } => assert!(abi == 0 && warned, "{status:?}"),
+    }
+    let human = stdout(&node.ctl(&["status"]));
+    assert!(
+        human
+            .lines()
+            .any(|l| l == format!("confinement {confinement}")),
+        "{human}"
+    );
+}
+
+/// The running kernel's Landlock ABI, 0 without Landlock: what brokerd's confinement must say.
+fn kernel_landlock_abi() -> u32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) only returns the ABI version (or -1
+    // with ENOSYS/EOPNOTSUPP); it reads no memory.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    u32::try_from(abi).unwrap_or(0)
 }

@@ -6,7 +6,7 @@
 
 pub mod node;
 
-use shared_proto::control::{BrokerStats, FromBroker, ToBroker, CONTROL_FD_ENV};
+use shared_proto::control::{BrokerStats, Confinement, FromBroker, ToBroker, CONTROL_FD_ENV};
 use shared_proto::wire;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -136,6 +136,7 @@ impl Broker {
             FromBroker::Ready {
                 epoch: ready,
                 listeners,
+                ..
             } => {
                 assert_eq!(ready, epoch);
                 assert!(!listeners.is_empty());
@@ -218,6 +219,50 @@ pub fn wait_exit(child: &mut Child) -> ExitStatus {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The running kernel's Landlock ABI, 0 without Landlock: what brokerd's confinement must say.
+pub fn kernel_landlock_abi() -> u32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) only returns the ABI version (or -1
+    // with ENOSYS/EOPNOTSUPP); it reads no memory.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    u32::try_from(abi).unwrap_or(0)
+}
+
+/// Checks that brokerd reported the confinement this kernel allows, with `writable` as the
+/// directories it may write beneath.
+pub fn assert_confinement_fits_the_kernel(confinement: &Confinement, writable: &[&Path]) {
+    let writable: Vec<String> = writable.iter().map(|d| d.display().to_string()).collect();
+    let abi = kernel_landlock_abi();
+    let fits = match confinement {
+        Confinement::Enforced {
+            abi: reported,
+            writable: dirs,
+        } => abi >= 5 && *reported == abi && *dirs == writable,
+        Confinement::Partial {
+            abi: reported,
+            writable: dirs,
+            unrestricted,
+        } => {
+            (1..5).contains(&abi)
+                && *reported == abi
+                && *dirs == writable
+                && !unrestricted.is_empty()
+        }
+        Confinement::Unavailable { .. } => abi == 0,
+    };
+    assert!(
+        fits,
+        "kernel Landlock ABI {abi}, brokerd reported {confinement:?}"
+    );
 }
 
 /// A temporary shared directory with the store path inside it (not created: brokerd must do that

@@ -10,6 +10,7 @@
 //! not used here), and reports a failure as an errno tagged with its [`Step`], which the parent
 //! turns into a message.
 
+use super::users::{self, CAP_SETPCAP};
 use shared_proto::control::CONTROL_FD_ENV;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -79,6 +80,8 @@ pub fn spawn(command: &BrokerCommand) -> io::Result<Spawned> {
         cmd.env_remove(var);
     }
     let credentials = command.credentials;
+    // Worked out before the fork: the child may not read files or allocate.
+    let bounding = droppable_bounding_set();
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
     // calls are allowed: it makes raw syscalls (dup2, fcntl, setgroups, setgid, setuid,
     // getgroups, prctl, getppid) on values copied in before the fork, and allocates nothing
@@ -87,6 +90,8 @@ pub fn spawn(command: &BrokerCommand) -> io::Result<Spawned> {
         cmd.pre_exec(move || {
             move_to_control_fd(their_fd)?;
             close_other_descriptors_on_exec();
+            // Before setuid, which takes away the CAP_SETPCAP this needs.
+            drop_capabilities_for_good(bounding)?;
             if let Some((uid, gid)) = credentials {
                 drop_privileges(uid, gid)?;
             }
@@ -110,6 +115,47 @@ pub fn spawn(command: &BrokerCommand) -> io::Result<Spawned> {
         child,
         control: ours,
     })
+}
+
+/// The last capability of the bounding set brokerd should drop, if lockd may drop it: only with
+/// CAP_SETPCAP (root has it; a lockd given only CAP_SETUID, CAP_SETGID and CAP_KILL has not,
+/// and then no_new_privs alone keeps brokerd from gaining a capability at exec). Read before the
+/// fork; a kernel that does not say how many it has gets every bit a capability set holds.
+fn droppable_bounding_set() -> Option<libc::c_ulong> {
+    let may = users::capabilities().is_ok_and(|caps| caps[0].effective & (1 << CAP_SETPCAP) != 0);
+    may.then(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|last| last.trim().parse().ok())
+            .unwrap_or(63)
+    })
+}
+
+/// Issue 11's "no capabilities": brokerd runs as broker_user, so its effective and permitted
+/// sets are empty; this also empties its bounding set (up to `bounding`, when lockd may) and its
+/// ambient set, so nothing it executes could ever bring a capability back. Runs in the child.
+fn drop_capabilities_for_good(bounding: Option<libc::c_ulong>) -> io::Result<()> {
+    // An errno read without allocating: safe in the forked child.
+    let errno = || io::Error::last_os_error().raw_os_error();
+    // SAFETY: prctl on this (single-threaded, forked) process; async-signal-safe, no memory.
+    unsafe {
+        if let Some(last) = bounding {
+            for cap in 0..=last {
+                // EINVAL: a capability this kernel does not have (cap_last_cap was unreadable).
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+                    && errno() != Some(libc::EINVAL)
+                {
+                    return Err(Step::BoundingSet.failed());
+                }
+            }
+        }
+        // EINVAL: a kernel before 4.3, which has no ambient capabilities to clear.
+        let clear = libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong;
+        if libc::prctl(libc::PR_CAP_AMBIENT, clear, 0, 0, 0) != 0 && errno() != Some(libc::EINVAL) {
+            return Err(Step::AmbientCapabilities.failed());
+        }
+    }
+    Ok(())
 }
 
 /// Opens brokerd's binary for [`BrokerCommand::opened`]: O_PATH (no read access needed), and
@@ -141,6 +187,8 @@ pub fn open_program(path: &std::path::Path) -> io::Result<OwnedFd> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     ControlFd = 1,
+    BoundingSet,
+    AmbientCapabilities,
     SetGroups,
     SetGid,
     SetUid,
@@ -155,8 +203,10 @@ enum Step {
 const STEP_SHIFT: u32 = 16;
 
 impl Step {
-    const ALL: [Step; 8] = [
+    const ALL: [Step; 10] = [
         Step::ControlFd,
+        Step::BoundingSet,
+        Step::AmbientCapabilities,
         Step::SetGroups,
         Step::SetGid,
         Step::SetUid,
@@ -191,6 +241,12 @@ impl Step {
         let cause = io::Error::from_raw_os_error(code & 0xffff);
         let what = match step {
             Step::ControlFd => format!("putting the control socket on fd 3 failed: {cause}"),
+            Step::BoundingSet => format!(
+                "emptying its capability bounding set (PR_CAPBSET_DROP) failed: {cause}; refusing to start a brokerd that could regain capabilities"
+            ),
+            Step::AmbientCapabilities => format!(
+                "clearing its ambient capabilities failed: {cause}; refusing to start a brokerd that would keep them"
+            ),
             Step::SetGroups => format!(
                 "dropping its supplementary groups (setgroups) failed: {cause}; lockd needs root or CAP_SETGID to run brokerd as broker_user"
             ),
@@ -354,6 +410,51 @@ pub mod tests {
         // Errors std makes itself (e.g. exec's ENOENT) pass through unchanged.
         let err = Step::describe(io::Error::from_raw_os_error(libc::ENOENT));
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    }
+
+    /// Issue 11: brokerd holds no capability and can never regain one. As broker_user its
+    /// effective and permitted sets are empty; lockd also empties its bounding and ambient sets,
+    /// so not even a program it executes (here grep, run by the shell) gets one back.
+    #[tokio::test]
+    #[ignore = "needs root (it starts the child as nobody); run as root with --ignored"]
+    async fn the_child_holds_no_capability_and_can_never_regain_one() {
+        assert_eq!(users::effective_uid(), 0, "run as root");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let report = dir.path().join("status");
+        let script = format!(
+            "grep -E '^(Cap(Eff|Prm|Bnd|Amb)|NoNewPrivs):' /proc/self/status > {}",
+            report.display()
+        );
+        let command = BrokerCommand {
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), script],
+            credentials: Some((65534, 65534)),
+            opened: None,
+        };
+        let mut spawned = spawn(&command).unwrap();
+        assert!(spawned.child.wait().await.unwrap().success());
+        let status = std::fs::read_to_string(&report).unwrap();
+        let fields: Vec<(&str, &str)> = status
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name, value.trim()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("CapPrm", "0000000000000000"),
+                ("CapEff", "0000000000000000"),
+                ("CapBnd", "0000000000000000"),
+                ("CapAmb", "0000000000000000"),
+                ("NoNewPrivs", "1"),
+            ],
+            "{status}"
+        );
     }
 
     /// Set in the copy of this test binary that plays a lockd without CAP_SETGID: where it

@@ -124,6 +124,8 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 pub const CAP_KILL: u32 = 5;
 pub const CAP_SETGID: u32 = 6;
 pub const CAP_SETUID: u32 = 7;
+/// Needed to drop capabilities from a bounding set (brokerd's, before its exec).
+pub const CAP_SETPCAP: u32 = 8;
 
 /// This thread's capabilities (capget).
 pub fn capabilities() -> std::io::Result<[CapData; 2]> {
