@@ -258,10 +258,14 @@ pub async fn run(
         let limits = settings.limits;
         sessions.spawn(
             async move {
-                // The handshake is part of the time a client has to say CONNECT.
+                // A TLS handshake is part of the time a client has to say CONNECT: the session
+                // gets what is left of it (a plain connection, all of it).
                 let started = tokio::time::Instant::now();
+                let handshake = tls.is_some();
                 if let Some(stream) = secure(stream, tls, ctx.connect_timeout).await {
-                    ctx.connect_timeout = ctx.connect_timeout.saturating_sub(started.elapsed());
+                    if handshake {
+                        ctx.connect_timeout = ctx.connect_timeout.saturating_sub(started.elapsed());
+                    }
                     session::run(Connection::new(stream, limits), ctx).await;
                 }
                 drop(open);
