@@ -21,6 +21,10 @@ if [ "$(id -u)" = 0 ]; then
         echo "== bindfs for the hostile-storage tests"
         apt-get update -qq && apt-get install -y -qq bindfs >/dev/null
     fi
+    # The TLS tests (tests/tests/tls.rs) make their test CA and certificates with openssl.
+    if ! command -v openssl >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+    fi
     # The power-cut test (tests/tests/power_loss.rs) mounts its own FUSE filesystem through
     # fusermount3 (Debian's fuse3; bindfs pulls it in too).
     if ! command -v fusermount3 >/dev/null; then

@@ -11,7 +11,8 @@
 //! - [`scheduler`]: scheduled delivery (ActiveMQ's `AMQ_SCHEDULED_*`), with its own store;
 //!   [`schedules`]: lockd's requests to list and cancel its jobs (`ctl schedules`).
 //! - [`destination_calls`]: lockd's calls to list, purge and delete destinations.
-//! - [`server`] and [`stomp`]: listeners, sessions and the STOMP codec.
+//! - [`server`] and [`stomp`]: listeners, sessions and the STOMP codec; [`tls`]: certificates
+//!   for `ssl://` listeners, reloaded on SIGHUP ([`reload`]).
 //! - [`memory`]: the producers' memory limit, and producers waiting at it.
 //! - [`stats`]: counters for `ctl status`.
 
@@ -32,3 +33,4 @@ pub mod server;
 pub mod stats;
 pub mod stomp;
 pub mod store;
+pub mod tls;

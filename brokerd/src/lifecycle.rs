@@ -32,7 +32,6 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn, Instrument};
@@ -55,8 +54,10 @@ pub struct Config {
     pub scheduler_dir: PathBuf,
     /// The operator accepted a `scheduler_dir` off the shared filesystem (already warned).
     pub scheduler_allow_local: bool,
-    /// Client listen addresses, `host:port`.
-    pub listen: Vec<String>,
+    /// Client listeners: plain and `ssl://`.
+    pub listen: Vec<server::Endpoint>,
+    /// The TLS configuration of the `ssl://` listeners, reloaded on SIGHUP; `None` without any.
+    pub tls: Option<crate::reload::Current<rustls::ServerConfig>>,
     /// This node's name, for logs and session ids.
     pub node: String,
     /// Bounds on client frames.
@@ -166,7 +167,7 @@ pub async fn run_controlled(
             }
             Phase::Lost(lost) => return Ok(Outcome::ControlLost(lost)),
         };
-    let listeners = match server::bind(&config.listen).await {
+    let listeners = match server::bind(&config.listen, config.tls.as_ref()).await {
         Ok(listeners) => listeners,
         Err(err) => return Err(refuse(&mut replies, err.into(), true).await),
     };
@@ -287,7 +288,7 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let epoch = store.claim_next_epoch().await?;
     tracing::Span::current().record("epoch", epoch);
     let (journal, core, pager, scheduler) = open_broker(&config, epoch, &store, None).await?;
-    let listeners = server::bind(&config.listen).await?;
+    let listeners = server::bind(&config.listen, config.tls.as_ref()).await?;
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
     let (broker, memory) = start_broker(core, pager, &journal, config.test_wedge_core_on_sigusr1)?;
@@ -578,14 +579,10 @@ async fn ping_core(broker: mpsc::Sender<BrokerRequest>) -> bool {
 }
 
 /// The bound addresses, which differ from the configured ones when a port was 0.
-fn local_addrs(listeners: &[TcpListener]) -> Result<Vec<String>> {
+fn local_addrs(listeners: &[server::Listener]) -> Result<Vec<String>> {
     listeners
         .iter()
-        .map(|l| {
-            l.local_addr()
-                .map(|a| a.to_string())
-                .context("reading a listener's bound address")
-        })
+        .map(|l| l.local_addr().context("reading a listener's bound address"))
         .collect()
 }
 

@@ -6,15 +6,15 @@
 //! the runtime, logging, and the exit code; everything below returns values.
 //!
 //! Exit codes: 0 stopped as asked; 1 failure, including a lost or misbehaving control channel;
-//! 2 bad command line, a listen address that cannot be bound, or a scheduler directory off the
-//! shared filesystem; 3 refused a stale epoch (another node took over); 4 the store could not be
+//! 2 bad command line, a listen address that cannot be bound, unusable TLS certificate or key
+//! files, or a scheduler directory off the shared filesystem; 3 refused a stale epoch (another node took over); 4 the store could not be
 //! opened or flushed.
 
 use brokerd::broker::limits::Caps;
 use brokerd::broker::pending::BacklogLimit;
 use brokerd::broker::redelivery::RedeliveryPolicy;
 use brokerd::lifecycle::{self, Config, Outcome};
-use brokerd::{auth, confine, control, reload, server, stomp, store};
+use brokerd::{auth, confine, control, reload, server, stomp, store, tls};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -48,9 +48,21 @@ struct Args {
     /// (lockd passes it for `scheduler_allow_local = true`).
     #[arg(long)]
     scheduler_allow_local: bool,
-    /// Client listen address, HOST:PORT; repeat for several. Port 0 picks a free port.
+    /// Client listen address: HOST:PORT or tcp://HOST:PORT for plain STOMP, ssl://HOST:PORT for
+    /// STOMP over TLS (needs --tls-cert-file and --tls-key-file); repeat for several. Port 0
+    /// picks a free port.
     #[arg(long = "listen", required = true)]
-    listen: Vec<String>,
+    listen: Vec<server::Endpoint>,
+    /// PEM certificate chain (leaf first) served on ssl:// listeners; read again on SIGHUP.
+    #[arg(long, requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file; read again on SIGHUP.
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: when given, ssl:// clients must present a certificate signed by one
+    /// of them; read again on SIGHUP.
+    #[arg(long, requires = "tls_cert_file")]
+    tls_client_ca_file: Option<PathBuf>,
     /// This node's name, for logs and session ids.
     #[arg(long, default_value = "local")]
     node: String,
@@ -170,6 +182,37 @@ fn load_users(path: &std::path::Path) -> anyhow::Result<auth::Security> {
     Ok(security)
 }
 
+/// The TLS configuration of the ssl:// listeners, checked now so that unusable files stop the
+/// broker at start (status 2) rather than when it turns active; `main` watches the files for
+/// SIGHUP once the runtime runs. `None` when no listener is ssl://.
+fn tls_config(
+    listen: &[server::Endpoint],
+    files: Option<tls::Files>,
+) -> anyhow::Result<Option<(tls::Files, rustls::ServerConfig)>> {
+    let secure = listen
+        .iter()
+        .find(|e| e.transport == server::Transport::Ssl);
+    match (secure, files) {
+        (None, None) => Ok(None),
+        (None, Some(files)) => {
+            tracing::warn!(
+                cert = %files.cert.display(),
+                "--tls-cert-file is given but no --listen is ssl://HOST:PORT; it is not used"
+            );
+            Ok(None)
+        }
+        (Some(endpoint), None) => anyhow::bail!(
+            "--listen ssl://{} needs a certificate: give --tls-cert-file and --tls-key-file \
+             (lockd: tls_cert_file and tls_key_file)",
+            endpoint.addr
+        ),
+        (Some(_), Some(files)) => {
+            let initial = tls::load(&files)?;
+            Ok(Some((files, initial)))
+        }
+    }
+}
+
 /// `scheduler` beside the data directory: under lockd the shared directory's `scheduler/`.
 fn default_scheduler_dir(data_dir: &std::path::Path) -> PathBuf {
     data_dir.parent().unwrap_or(data_dir).join("scheduler")
@@ -245,6 +288,21 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
+    let tls_files = args
+        .tls_cert_file
+        .zip(args.tls_key_file)
+        .map(|(cert, key)| tls::Files {
+            cert,
+            key,
+            client_ca: args.tls_client_ca_file,
+        });
+    let tls = match tls_config(&args.listen, tls_files) {
+        Ok(tls) => tls,
+        Err(err) => {
+            error!("{err:#}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
     let scheduler_dir = args
         .scheduler_dir
         .unwrap_or_else(|| default_scheduler_dir(&args.data_dir));
@@ -255,6 +313,7 @@ fn main() -> ExitCode {
         data_dir: args.data_dir,
         shared_dir: args.shared_dir,
         listen: args.listen,
+        tls: None,
         node: args.node,
         limits: Limits {
             // A frame is held whole before its SEND is taken: one larger than the memory limit
@@ -317,18 +376,23 @@ fn main() -> ExitCode {
         }
     };
     let _runtime_entered = runtime.enter();
-    if let Err(err) = reload::absorb_sighup() {
+    // SIGHUP from now on reads the users file and the certificates again, and never ends the
+    // process.
+    let watched = (|| -> std::io::Result<()> {
+        reload::absorb_sighup()?;
+        if let Some((path, users)) = users {
+            let load = move || load_users(&path);
+            config.security = Some(reload::on_sighup("users file", users, load)?);
+        }
+        if let Some((files, initial)) = tls {
+            let load = move || tls::load(&files);
+            config.tls = Some(reload::on_sighup("TLS certificates", initial, load)?);
+        }
+        Ok(())
+    })();
+    if let Err(err) = watched {
         error!("cannot install the SIGHUP handler: {err}");
         return ExitCode::from(exit::FAILURE);
-    }
-    if let Some((path, users)) = users {
-        match reload::on_sighup("users file", users, move || load_users(&path)) {
-            Ok(security) => config.security = Some(security),
-            Err(err) => {
-                error!("cannot install the SIGHUP handler: {err}");
-                return ExitCode::from(exit::FAILURE);
-            }
-        }
     }
     if let Some(path) = args.test_try_write {
         runtime.block_on(confine::try_write(path).instrument(span.clone()));

@@ -1,5 +1,8 @@
-//! The client-facing side: binding the listeners, accepting connections within the connection
-//! limit, and ending every session when the node goes passive.
+//! The client-facing side: binding the listeners (plain `tcp://` and TLS `ssl://`), accepting
+//! connections within the connection limit, and ending every session when the node goes passive.
+//!
+//! A TLS handshake runs in the connection's own task, never in the accept loop, and counts
+//! against the CONNECT deadline: a client that stalls its handshake holds only its own slot.
 //!
 //! [`run`] owns the listeners and every session task. Shutdown is a future passed in by the
 //! caller (lockd's Stop, or a signal in standalone mode); when it resolves the listeners are
@@ -14,9 +17,12 @@ use crate::stats::Stats;
 use crate::stomp::connection::Connection;
 use crate::stomp::frame::{Frame, Limits};
 use crate::stomp::session::{self, SessionContext};
+use crate::stomp::stream::Stream;
+use rustls::ServerConfig;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -63,37 +69,150 @@ pub struct Shutdown {
     pub drain: Duration,
 }
 
-/// A `--listen` address that could not be bound.
-#[derive(Debug, thiserror::Error)]
-#[error("could not listen on {addr}")]
-pub struct BindError {
-    /// The address as given on the command line.
+/// How clients talk to a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// STOMP in the clear: `tcp://HOST:PORT` or a bare `HOST:PORT`.
+    Tcp,
+    /// STOMP inside TLS: `ssl://HOST:PORT` (ActiveMQ's `stomp+ssl`).
+    Ssl,
+}
+
+/// One `--listen` value: where to listen and how clients talk there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub transport: Transport,
+    /// `HOST:PORT`, without the scheme.
     pub addr: String,
-    #[source]
-    pub source: io::Error,
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, String> {
+        let (transport, addr) = match spec.split_once("://") {
+            None => (Transport::Tcp, spec),
+            Some(("tcp" | "stomp", addr)) => (Transport::Tcp, addr),
+            Some(("ssl" | "stomp+ssl", addr)) => (Transport::Ssl, addr),
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "{spec:?}: unknown scheme {scheme:?}; use HOST:PORT, tcp://HOST:PORT or \
+                     ssl://HOST:PORT"
+                ))
+            }
+        };
+        if addr.is_empty() || !addr.contains(':') {
+            return Err(format!(
+                "{spec:?} is not HOST:PORT, tcp://HOST:PORT or ssl://HOST:PORT"
+            ));
+        }
+        Ok(Endpoint {
+            transport,
+            addr: addr.to_owned(),
+        })
+    }
+}
+
+/// A bound listener, with the TLS configuration its connections use when it is `ssl://`.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<Current<ServerConfig>>,
+}
+
+impl Listener {
+    /// The bound address as clients name it: `HOST:PORT` for plain listeners (the form lockd
+    /// and the tests have always read), `ssl://HOST:PORT` for TLS ones.
+    pub fn local_addr(&self) -> io::Result<String> {
+        let addr = self.tcp.local_addr()?;
+        Ok(match self.tls {
+            Some(_) => format!("ssl://{addr}"),
+            None => addr.to_string(),
+        })
+    }
+}
+
+/// A `--listen` address that could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("could not listen on {addr}")]
+    Bind {
+        /// The address as given on the command line.
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "listener ssl://{addr} needs a certificate: give --tls-cert-file and --tls-key-file \
+         (lockd: tls_cert_file and tls_key_file)"
+    )]
+    NoCertificate { addr: String },
 }
 
 /// Binds every address, all or nothing: a node that serves only some of its addresses would
-/// confuse clients whose failover URL names the others.
-pub async fn bind(addrs: &[String]) -> Result<Vec<TcpListener>, BindError> {
-    let mut listeners = Vec::with_capacity(addrs.len());
-    for addr in addrs {
-        let listener = TcpListener::bind(addr.as_str())
+/// confuse clients whose failover URL names the others. `tls` serves the `ssl://` ones.
+pub async fn bind(
+    endpoints: &[Endpoint],
+    tls: Option<&Current<ServerConfig>>,
+) -> Result<Vec<Listener>, BindError> {
+    let mut listeners = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        let addr = &endpoint.addr;
+        let tls = match endpoint.transport {
+            Transport::Tcp => None,
+            Transport::Ssl => Some(
+                tls.cloned()
+                    .ok_or_else(|| BindError::NoCertificate { addr: addr.clone() })?,
+            ),
+        };
+        let tcp = TcpListener::bind(addr.as_str())
             .await
-            .map_err(|source| BindError {
+            .map_err(|source| BindError::Bind {
                 addr: addr.clone(),
                 source,
             })?;
-        listeners.push(listener);
+        listeners.push(Listener { tcp, tls });
     }
     Ok(listeners)
+}
+
+/// A socket just accepted, with the TLS configuration current when it was accepted (`ssl://`).
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<ServerConfig>>,
+}
+
+/// Runs the TLS handshake of an `ssl://` connection within `deadline`; a plain one passes
+/// through. `None` (logged) when the handshake failed: a client that does not trust our
+/// certificate, one without the client certificate we require, or one that stalled.
+async fn secure(
+    stream: TcpStream,
+    tls: Option<Arc<ServerConfig>>,
+    deadline: Duration,
+) -> Option<Stream> {
+    let Some(config) = tls else {
+        return Some(Stream::Plain(stream));
+    };
+    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    match tokio::time::timeout(deadline, handshake).await {
+        Ok(Ok(tls)) => Some(Stream::Tls(Box::new(tls))),
+        Ok(Err(err)) => {
+            info!(error = %err, "TLS handshake failed; closing");
+            None
+        }
+        Err(_) => {
+            info!(timeout = ?deadline, "no TLS handshake within the CONNECT deadline; closing");
+            None
+        }
+    }
 }
 
 /// Serves clients on `listeners` until `shutdown` resolves, then stops accepting, tells every
 /// client the node is going passive, and returns once their sessions ended or the drain time
 /// passed.
 pub async fn run(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     settings: Settings,
     stats: Arc<Stats>,
     broker: mpsc::Sender<Request>,
@@ -110,9 +229,19 @@ pub async fn run(
     let mut sessions = JoinSet::new();
     let mut next_session = 0u64;
     let sources = Sources::new(settings.max_connections_per_source);
-    let mut start = |sessions: &mut JoinSet<()>, stream: TcpStream, peer: SocketAddr| {
+    let mut start = |sessions: &mut JoinSet<()>, accepted: Accepted| {
+        let Accepted { stream, peer, tls } = accepted;
         next_session += 1;
-        let span = info_span!("client", %peer);
+        let span = info_span!("client", %peer, tls = tls.is_some());
+        let refuse = |stream, refusal| {
+            refuse(
+                stream,
+                tls.clone(),
+                settings.connect_timeout,
+                refusal,
+                settings.limits,
+            )
+        };
         let limit = settings.max_connections;
         if stats.connections() >= limit {
             warn!(%peer, limit, "refusing a client: connection limit reached");
@@ -123,7 +252,7 @@ pub async fn run(
                      again later or another node.\n"
                 ),
             };
-            sessions.spawn(refuse(stream, refusal, settings.limits).instrument(span));
+            sessions.spawn(refuse(stream, refusal).instrument(span));
             return;
         }
         let Some(slot) = sources.admit(peer.ip()) else {
@@ -137,11 +266,11 @@ pub async fn run(
                     peer.ip()
                 ),
             };
-            sessions.spawn(refuse(stream, refusal, settings.limits).instrument(span));
+            sessions.spawn(refuse(stream, refusal).instrument(span));
             return;
         };
         let open = stats.open_connection();
-        let ctx = SessionContext {
+        let mut ctx = SessionContext {
             id: format!("{}-{next_session}", settings.session_prefix),
             conn: next_session,
             peer,
@@ -155,10 +284,19 @@ pub async fn run(
             memory_limit: settings.memory_limit,
             send_wait: settings.send_wait,
         };
-        let conn = Connection::new(stream, settings.limits, settings.frame_timeout);
+        let (limits, frame_timeout) = (settings.limits, settings.frame_timeout);
         sessions.spawn(
             async move {
-                session::run(conn, ctx).await;
+                // A TLS handshake is part of the time a client has to say CONNECT: the session
+                // gets what is left of it (a plain connection, all of it).
+                let started = tokio::time::Instant::now();
+                let handshake = tls.is_some();
+                if let Some(stream) = secure(stream, tls, ctx.connect_timeout).await {
+                    if handshake {
+                        ctx.connect_timeout = ctx.connect_timeout.saturating_sub(started.elapsed());
+                    }
+                    session::run(Connection::new(stream, limits, frame_timeout), ctx).await;
+                }
                 drop((open, slot));
             }
             .instrument(span),
@@ -168,7 +306,7 @@ pub async fn run(
     let shutdown = loop {
         tokio::select! {
             shutdown = &mut shutdown => break shutdown,
-            Some((stream, peer)) = accepted.recv() => start(&mut sessions, stream, peer),
+            Some(socket) = accepted.recv() => start(&mut sessions, socket),
             Some(ended) = sessions.join_next() => log_session_end(ended),
         }
     };
@@ -176,8 +314,8 @@ pub async fn run(
     // Dropping the acceptors closes the listeners. Sockets they already accepted are still
     // served, only to be told at once that the node is going passive.
     acceptors.shutdown().await;
-    while let Ok((stream, peer)) = accepted.try_recv() {
-        start(&mut sessions, stream, peer);
+    while let Ok(socket) = accepted.try_recv() {
+        start(&mut sessions, socket);
     }
     // Before telling clients to leave: refuse further SENDs, let what is in flight land, and
     // wait until every stored message is durable, so each receipt owed is in its session's
@@ -208,16 +346,20 @@ pub async fn run(
     }
 }
 
-/// Accepts connections on one listener and hands them to the run loop until dropped.
-async fn accept(listener: TcpListener, accepted: mpsc::Sender<(TcpStream, SocketAddr)>) {
+/// Accepts connections on one listener and hands them to the run loop until dropped. Each
+/// `ssl://` connection takes the TLS configuration current at its accept (a SIGHUP reload
+/// serves the next connection, never an open one).
+async fn accept(listener: Listener, accepted: mpsc::Sender<Accepted>) {
     loop {
-        match listener.accept().await {
+        match listener.tcp.accept().await {
             Ok((stream, peer)) => {
                 // STOMP frames are small and latency matters more than packet count.
                 if let Err(err) = stream.set_nodelay(true) {
                     debug!(%peer, error = %err, "could not set TCP_NODELAY");
                 }
-                if accepted.send((stream, peer)).await.is_err() {
+                let tls = listener.tls.as_ref().map(|tls| Arc::clone(&tls.borrow()));
+                let socket = Accepted { stream, peer, tls };
+                if accepted.send(socket).await.is_err() {
                     return;
                 }
             }
@@ -235,9 +377,19 @@ struct Refusal {
     detail: String,
 }
 
-/// Tells a client over a connection limit why it cannot stay, then closes.
-async fn refuse(stream: TcpStream, refusal: Refusal, limits: Limits) {
-    // Not read from: the deadline is never reached.
+/// Tells a client over a connection limit why it cannot stay (over TLS on an `ssl://`
+/// listener, within the CONNECT deadline), then closes.
+async fn refuse(
+    stream: TcpStream,
+    tls: Option<Arc<ServerConfig>>,
+    deadline: Duration,
+    refusal: Refusal,
+    limits: Limits,
+) {
+    let Some(stream) = secure(stream, tls, deadline).await else {
+        return;
+    };
+    // Not read from: the frame deadline is never reached.
     let mut conn = Connection::new(stream, limits, Duration::MAX);
     let frame = Frame::new("ERROR")
         .with_header("message", refusal.message)

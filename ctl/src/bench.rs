@@ -1123,6 +1123,9 @@ mod tests {
             url: format!("failover:(tcp://{})", sink::start().await),
             login: None,
             passcode: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         };
         let report = measure(&stomp, &config("/queue/a"), "run-a").await.unwrap();
         assert!(report.clean(), "{report:?}");
@@ -1156,6 +1159,9 @@ mod tests {
             url: format!("failover:(tcp://{})", sink::start().await),
             login: None,
             passcode: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         };
         let sharded = Config {
             consumers: 3,

@@ -112,7 +112,8 @@ enum Cmd {
 #[derive(Debug, Clone, clap::Args)]
 struct StompArgs {
     /// Broker: failover:(tcp://h1:61613,tcp://h2:61613)?options (ActiveMQ's syntax and
-    /// defaults, so randomize=true unless given), tcp://host:port, host:port or a comma list.
+    /// defaults, so randomize=true unless given), tcp://host:port, host:port or a comma list;
+    /// ssl://host:port for STOMP over TLS (with --tls-ca-file), mixed with tcp:// as needed.
     #[arg(
         long,
         env = "STOMP_URL",
@@ -123,6 +124,15 @@ struct StompArgs {
     login: Option<String>,
     #[arg(long, env = "STOMP_PASSCODE", hide_env_values = true)]
     passcode: Option<String>,
+    /// PEM CA certificates that ssl:// brokers' certificates must chain to.
+    #[arg(long, env = "STOMP_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for ssl:// brokers that require one.
+    #[arg(long, env = "STOMP_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "STOMP_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
 }
 
 impl StompArgs {
@@ -130,6 +140,11 @@ impl StompArgs {
         stomp_client::Options {
             login: self.login.clone(),
             passcode: self.passcode.clone(),
+            tls: stomp_client::TlsOptions {
+                ca_file: self.tls_ca_file.clone(),
+                cert_file: self.tls_cert_file.clone(),
+                key_file: self.tls_key_file.clone(),
+            },
             ..stomp_client::Options::default()
         }
     }

@@ -24,8 +24,18 @@ pub struct Config {
     /// Group that may change anything through the socket (failover), besides root and lockd's
     /// user; the socket's group is set to it.
     pub admin_group: Option<String>,
-    /// STOMP listeners brokerd opens when active, "host:port".
+    /// STOMP listeners brokerd opens when active: "host:port" or "tcp://host:port" for plain
+    /// STOMP, "ssl://host:port" for STOMP over TLS (needs tls_cert_file and tls_key_file).
     pub listen: Vec<String>,
+    /// PEM certificate chain for the ssl:// listeners, passed to brokerd (`--tls-cert-file`),
+    /// which reads it again on `systemctl reload`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of tls_cert_file (`--tls-key-file`); brokerd's user must be able to read
+    /// it.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: when set, ssl:// clients must present a certificate signed by one of
+    /// them (`--tls-client-ca-file`).
+    pub tls_client_ca_file: Option<PathBuf>,
     /// The brokerd binary; default: `brokerd` beside lockd's own executable.
     pub broker_binary: Option<PathBuf>,
     /// User and group brokerd runs as when lockd runs as root (default: `nobody`).
@@ -94,6 +104,9 @@ impl Default for Config {
             socket_mode: "0660".into(),
             admin_group: None,
             listen: vec!["127.0.0.1:61613".into()],
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
             broker_binary: None,
             broker_user: None,
             broker_group: None,
@@ -137,6 +150,8 @@ pub struct Settings {
     /// (name, gid)
     pub admin_group: Option<(String, u32)>,
     pub listen: Vec<String>,
+    /// brokerd's `--tls-*-file` options, checked: present when a listener is ssl://.
+    pub tls_args: Vec<String>,
     pub broker_binary: PathBuf,
     pub broker_credentials: Option<(u32, u32)>,
     pub broker_args: Vec<String>,
@@ -225,6 +240,12 @@ impl Config {
         for addr in &self.listen {
             check_listen(addr)?;
         }
+        let tls_args = tls_args(
+            &self.listen,
+            self.tls_cert_file.as_deref(),
+            self.tls_key_file.as_deref(),
+            self.tls_client_ca_file.as_deref(),
+        )?;
         let socket_mode = u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
             .ok()
             .filter(|m| *m <= 0o777)
@@ -315,6 +336,7 @@ impl Config {
             socket_mode,
             admin_group,
             listen: self.listen,
+            tls_args,
             broker_binary,
             broker_credentials,
             broker_args: self.broker_args,
@@ -365,16 +387,76 @@ fn scheduler_dir(configured: Option<PathBuf>, shared_dir: &Path) -> Result<PathB
     Ok(dir)
 }
 
-fn check_listen(addr: &str) -> Result<(), String> {
+/// A listen entry: `HOST:PORT`, `tcp://HOST:PORT` or `ssl://HOST:PORT`, the forms brokerd's
+/// `--listen` takes.
+fn check_listen(entry: &str) -> Result<(), String> {
+    let addr = match entry.split_once("://") {
+        None => entry,
+        Some(("tcp" | "ssl", addr)) => addr,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "listen entry {entry:?}: unknown scheme {scheme:?}; use HOST:PORT, \
+                 tcp://HOST:PORT or ssl://HOST:PORT"
+            ))
+        }
+    };
     if addr.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }
     match addr.to_socket_addrs().map(|mut addrs| addrs.next()) {
         Ok(Some(_)) => Ok(()),
         _ => Err(format!(
-            "listen address {addr:?} is not HOST:PORT (for example 127.0.0.1:61613)"
+            "listen entry {entry:?} is not HOST:PORT, tcp://HOST:PORT or ssl://HOST:PORT (for \
+             example 127.0.0.1:61613)"
         )),
     }
+}
+
+/// brokerd's TLS options from the `tls_*_file` keys. An ssl:// listener needs a certificate and
+/// its key; each file named must be a regular file. Whether the files hold a matching
+/// certificate and key brokerd checks at its start (lockd has no TLS code): a node refusing
+/// them fails at its first activation with brokerd's message, exit status 2.
+fn tls_args(
+    listen: &[String],
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    client_ca: Option<&Path>,
+) -> Result<Vec<String>, String> {
+    let secure = listen.iter().find(|entry| entry.starts_with("ssl://"));
+    let (cert, key) = match (secure, cert, key) {
+        (None, None, None) if client_ca.is_none() => return Ok(Vec::new()),
+        (None, _, _) => {
+            return Err(
+                "tls_cert_file, tls_key_file and tls_client_ca_file serve ssl://HOST:PORT \
+                 listen entries, and there is none: add one, or remove the tls_* keys"
+                    .into(),
+            )
+        }
+        (Some(_), Some(cert), Some(key)) => (cert, key),
+        (Some(entry), _, _) => {
+            return Err(format!(
+                "listen entry {entry:?} needs tls_cert_file and tls_key_file: the PEM \
+                 certificate chain and private key it serves"
+            ))
+        }
+    };
+    let mut args = Vec::new();
+    for (key_name, option, path) in [
+        ("tls_cert_file", "--tls-cert-file", Some(cert)),
+        ("tls_key_file", "--tls-key-file", Some(key)),
+        ("tls_client_ca_file", "--tls-client-ca-file", client_ca),
+    ] {
+        let Some(path) = path else { continue };
+        if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            return Err(format!(
+                "{key_name} {} is missing or not a regular file: give the path of a PEM file",
+                path.display()
+            ));
+        }
+        args.push(option.to_owned());
+        args.push(path.display().to_string());
+    }
+    Ok(args)
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -498,6 +580,57 @@ mod tests {
         assert!(
             format!("{err:#}").contains("unknown field `keepalive`"),
             "{err:#}"
+        );
+    }
+
+    #[test]
+    fn ssl_listeners_need_certificate_files_that_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, "").unwrap();
+        std::fs::write(&key, "").unwrap();
+        let listen = |entries: &[&str]| entries.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        let ssl = listen(&["tcp://127.0.0.1:61613", "ssl://127.0.0.1:61614"]);
+        for entry in ["127.0.0.1:1", "tcp://127.0.0.1:1", "ssl://localhost:1"] {
+            check_listen(entry).unwrap_or_else(|e| panic!("{entry}: {e}"));
+        }
+        assert!(check_listen("udp://127.0.0.1:1")
+            .unwrap_err()
+            .contains("unknown scheme \"udp\""));
+        assert_eq!(
+            tls_args(&listen(&["127.0.0.1:1"]), None, None, None),
+            Ok(vec![])
+        );
+        let err = tls_args(&ssl, Some(&cert), None, None).unwrap_err();
+        assert!(
+            err.contains("needs tls_cert_file and tls_key_file"),
+            "{err}"
+        );
+        let err = tls_args(&listen(&["127.0.0.1:1"]), Some(&cert), Some(&key), None).unwrap_err();
+        assert!(err.contains("there is none"), "{err}");
+        let missing = dir.path().join("ca.pem");
+        let err = tls_args(&ssl, Some(&cert), Some(&key), Some(&missing)).unwrap_err();
+        assert!(
+            err.contains("tls_client_ca_file") && err.contains("ca.pem"),
+            "{err}"
+        );
+        let err = tls_args(&ssl, Some(dir.path()), Some(&key), None).unwrap_err();
+        assert!(
+            err.contains("tls_cert_file") && err.contains("not a regular file"),
+            "{err}"
+        );
+        let args = tls_args(&ssl, Some(&cert), Some(&key), Some(&cert)).unwrap();
+        assert_eq!(
+            args,
+            [
+                "--tls-cert-file",
+                &cert.display().to_string(),
+                "--tls-key-file",
+                &key.display().to_string(),
+                "--tls-client-ca-file",
+                &cert.display().to_string(),
+            ]
         );
     }
 

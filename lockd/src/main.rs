@@ -44,7 +44,8 @@ struct Args {
     /// This node's name, unique in the cluster.
     #[arg(long)]
     node: Option<String>,
-    /// STOMP listener for brokerd when active, HOST:PORT; repeatable.
+    /// STOMP listener for brokerd when active: HOST:PORT, tcp://HOST:PORT or ssl://HOST:PORT
+    /// (ssl:// needs tls_cert_file and tls_key_file in the config); repeatable.
     #[arg(long)]
     listen: Vec<String>,
     /// Unix socket for ctl.
@@ -377,6 +378,7 @@ fn broker_command(
         args.push("--listen".into());
         args.push(addr.clone());
     }
+    args.extend(settings.tls_args.iter().cloned());
     args.extend(settings.broker_args.iter().cloned());
     let program = settings.broker_binary.clone();
     let opened = match settings.broker_credentials {

@@ -1136,6 +1136,7 @@ mod tests {
             socket_mode: 0o660,
             admin_group: None,
             listen: vec!["127.0.0.1:0".into()],
+            tls_args: Vec::new(),
             broker_binary: PathBuf::from("/bin/sleep"),
             broker_credentials: None,
             broker_args: Vec::new(),

@@ -3,6 +3,7 @@
 
 use crate::backoff::Backoff;
 use crate::session::{self, AckToken, Command, Done, Session};
+use crate::transport::{TlsError, TlsOptions};
 use crate::url::{FailoverUrl, UrlError};
 use bytes::Bytes;
 use std::fmt;
@@ -21,6 +22,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 pub enum Error {
     #[error(transparent)]
     Url(#[from] UrlError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("no broker accepted a STOMP connection after {passes} passes over the address list (last: {last})")]
     GaveUp { passes: u32, last: String },
     #[error("{address} refused the connection: {message}")]
@@ -109,6 +112,8 @@ pub struct Options {
     /// Messages buffered per subscription before the client stops reading (default 1024).
     pub subscription_buffer: usize,
     pub limits: Limits,
+    /// The CA (and client certificate) for `ssl://` addresses; read once, at [`Client::connect`].
+    pub tls: TlsOptions,
 }
 
 impl Default for Options {
@@ -131,6 +136,7 @@ impl Default for Options {
                 max_headers: 1000,
                 max_header_bytes: 64 * 1024,
             },
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -260,6 +266,11 @@ impl Client {
     pub async fn connect_to(url: FailoverUrl, mut options: Options) -> Result<Client, Error> {
         options.receipt_window = options.receipt_window.max(1);
         options.subscription_buffer = options.subscription_buffer.max(1);
+        // Only when some address needs it: a plain URL works without any TLS file.
+        let tls = match url.addresses.iter().any(|a| a.tls) {
+            true => Some(options.tls.load()?),
+            false => None,
+        };
         let rng = seed();
         let (commands, commands_rx) = mpsc::channel(1024);
         let (close, close_rx) = mpsc::channel(4);
@@ -273,6 +284,7 @@ impl Client {
         let window = Arc::new(Semaphore::new(options.receipt_window));
         let mut session = Session::new(
             url.addresses,
+            tls,
             url.reconnect,
             options,
             commands_rx,
@@ -283,6 +295,7 @@ impl Client {
         let mut backoff = Backoff::new(&session.policy, true);
         let conn = session::establish(
             &session.addresses,
+            session.tls.as_ref(),
             &session.policy,
             &session.options,
             &mut backoff,

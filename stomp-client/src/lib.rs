@@ -1,7 +1,8 @@
 //! A STOMP client for brokers behind an ActiveMQ failover URL.
 //!
 //! - Frames go through `stomp-codec`, the broker's own codec (incremental, bounded).
-//! - [`url`]: `failover:(tcp://h1:61613,tcp://h2:61613)?options` and its reconnect policy.
+//! - [`url`]: `failover:(tcp://h1:61613,ssl://h2:61614)?options` and its reconnect policy;
+//!   [`TlsOptions`]: the CA and client certificate for `ssl://` addresses.
 //! - [`backoff`]: the pause between connection passes, ActiveMQ's rules.
 //! - [`Client`]: connects to the first broker that answers CONNECT and, on any connection loss
 //!   or ERROR frame, reconnects with back-off, renews every subscription and resends every SEND
@@ -33,6 +34,7 @@
 pub mod backoff;
 mod client;
 mod session;
+mod transport;
 pub mod url;
 
 /// Bodies and codec buffers (re-exported so callers need no `bytes` dependency).
@@ -42,4 +44,5 @@ pub use client::{
     Transaction,
 };
 pub use stomp_codec::frame::{Frame, FrameError, Limits};
+pub use transport::{TlsError, TlsOptions};
 pub use url::{Address, FailoverUrl, ReconnectPolicy, UrlError};

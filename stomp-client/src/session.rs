@@ -30,8 +30,10 @@
 
 use crate::backoff::Backoff;
 use crate::client::{AckMode, Error, Event, Message, Options, Shared};
+use crate::transport::{self, ReadHalf, WriteHalf};
 use crate::url::{Address, ReconnectPolicy};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use rustls::ClientConfig;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -39,8 +41,6 @@ use std::time::Duration;
 use stomp_codec::frame::{self, Decoder, Frame, FrameError, Limits};
 use stomp_codec::Version;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
@@ -140,8 +140,8 @@ pub(crate) struct Conn {
     pub address: Address,
     /// Negotiated version: 10, 11 or 12.
     pub version: u8,
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+    read: ReadHalf,
+    write: WriteHalf,
     rbuf: BytesMut,
     /// The frame being read from `rbuf`, parsed as far as it has arrived.
     decoder: Decoder,
@@ -198,18 +198,18 @@ pub(crate) enum ConnectError {
     Refused(String),
 }
 
-/// TCP connect, CONNECT, wait for CONNECTED; all within `options.connect_timeout`.
+/// TCP connect (and for `ssl://`, the TLS handshake with `tls`), CONNECT, wait for CONNECTED;
+/// all within `options.connect_timeout`.
 pub(crate) async fn connect_once(
     address: &Address,
     options: &Options,
+    tls: Option<&Arc<ClientConfig>>,
 ) -> Result<Conn, ConnectError> {
     let attempt = async {
-        let target = address.to_string();
-        let stream = TcpStream::connect(&target)
+        let tls = if address.tls { tls } else { None };
+        let (read, write) = transport::open(&address.host, address.port, tls)
             .await
-            .map_err(|e| ConnectError::Unreachable(format!("TCP connect: {e}")))?;
-        let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+            .map_err(|e| ConnectError::Unreachable(format!("connect: {e}")))?;
         let mut conn = Conn {
             address: address.clone(),
             version: 10,
@@ -239,6 +239,7 @@ pub(crate) async fn connect_once(
         conn.put("CONNECT", headers, b"");
         let io = |e: std::io::Error| ConnectError::Unreachable(e.to_string());
         conn.write.write_all(&conn.wbuf).await.map_err(io)?;
+        conn.write.flush().await.map_err(io)?;
         conn.wbuf.clear();
         let reply = loop {
             match conn.next_frame(&options.limits) {
@@ -328,9 +329,12 @@ pub(crate) fn pass_order(
 
 /// Passes over the address list until one accepts CONNECT, pausing between passes as the
 /// policy says. At startup, a broker that answers CONNECT with ERROR ends the attempt at once:
-/// it is up and refuses us, and retrying will not change its mind.
+/// it is up and refuses us, and retrying will not change its mind. `tls` serves the `ssl://`
+/// addresses.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn establish(
     addresses: &[Address],
+    tls: Option<&Arc<ClientConfig>>,
     policy: &ReconnectPolicy,
     options: &Options,
     backoff: &mut Backoff,
@@ -342,7 +346,7 @@ pub(crate) async fn establish(
         let order = pass_order(addresses, policy.randomize, rng, last_failed.as_ref());
         let mut last_error = String::new();
         for address in &order {
-            match connect_once(address, options).await {
+            match connect_once(address, options, tls).await {
                 Ok(conn) => return Ok(conn),
                 Err(ConnectError::Refused(message)) if startup => {
                     return Err(Error::Refused {
@@ -374,6 +378,8 @@ pub(crate) async fn establish(
 /// The session task's state.
 pub(crate) struct Session {
     pub addresses: Vec<Address>,
+    /// The TLS configuration for `ssl://` addresses, read once at start.
+    pub tls: Option<Arc<ClientConfig>>,
     pub policy: ReconnectPolicy,
     pub options: Options,
     pub commands: mpsc::Receiver<Command>,
@@ -408,6 +414,7 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         addresses: Vec<Address>,
+        tls: Option<Arc<ClientConfig>>,
         policy: ReconnectPolicy,
         options: Options,
         commands: mpsc::Receiver<Command>,
@@ -417,6 +424,7 @@ impl Session {
     ) -> Session {
         Session {
             addresses,
+            tls,
             policy,
             options,
             commands,
@@ -507,6 +515,7 @@ impl Session {
         let mut backoff = Backoff::new(&self.policy, false);
         let attempt = establish(
             &self.addresses,
+            self.tls.as_ref(),
             &self.policy,
             &self.options,
             &mut backoff,
@@ -632,12 +641,15 @@ impl Session {
                     Ok(_) => last_read = Instant::now(),
                     Err(e) => return Ended::Lost(e.into()),
                 },
-                n = conn.write.write(&conn.wbuf), if !conn.wbuf.is_empty() => match n {
-                    Ok(0) => return Ended::Lost(Lost::Eof),
-                    Ok(n) => {
+                // With nothing left to write, a flush of what TLS still holds (never on TCP).
+                n = conn.write.write_or_flush(&conn.wbuf),
+                    if !conn.wbuf.is_empty() || conn.write.unflushed() => match n {
+                    Ok(Some(0)) => return Ended::Lost(Lost::Eof),
+                    Ok(Some(n)) => {
                         conn.wbuf.advance(n);
                         last_write = Instant::now();
                     }
+                    Ok(None) => {}
                     Err(e) => return Ended::Lost(e.into()),
                 },
                 permit = reserve(stall_tx.as_ref()), if stall_tx.is_some() => {
@@ -1028,6 +1040,7 @@ mod tests {
         Address {
             host: host.into(),
             port: port.parse().unwrap(),
+            tls: false,
         }
     }
 

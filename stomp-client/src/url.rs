@@ -2,7 +2,9 @@
 //!
 //! Accepted spellings: `failover:(tcp://h1:61613,tcp://h2:61613)?opt=value&...`,
 //! `failover:tcp://h1:61613,tcp://h2:61613`, a bare `tcp://h:p`, `h:p`, and a comma list of
-//! either. Schemes `tcp`, `stomp` and `stomp+nio` are plain STOMP over TCP. Options and their
+//! either. Schemes `tcp`, `stomp` and `stomp+nio` are plain STOMP over TCP; `ssl` and
+//! `stomp+ssl` are STOMP over TLS (the CA file and a client certificate are in
+//! [`crate::TlsOptions`]), and may be mixed with plain addresses in one list. Options and their
 //! defaults are ActiveMQ Classic's (5.6 and later), with one consequence worth knowing:
 //! **`randomize` defaults to true**, so with several addresses the first one tried is random;
 //! pass `randomize=false` to try them in the order written. Unknown options, and ActiveMQ
@@ -17,9 +19,9 @@ use std::time::Duration;
 pub enum UrlError {
     #[error("no broker address in {0:?}")]
     Empty(String),
-    #[error("bad broker address {0:?}: expected host:port, tcp://host:port or stomp://host:port")]
+    #[error("bad broker address {0:?}: expected host:port, tcp://host:port or ssl://host:port")]
     Address(String),
-    #[error("unsupported scheme {scheme:?} in {address:?}: this client speaks plain STOMP over TCP (tcp://, stomp://)")]
+    #[error("unsupported scheme {scheme:?} in {address:?}: this client speaks STOMP over TCP (tcp://, stomp://) and over TLS (ssl://)")]
     Scheme { scheme: String, address: String },
     #[error("unknown failover option {0:?} (known: initialReconnectDelay, maxReconnectDelay, useExponentialBackOff, backOffMultiplier, randomize, maxReconnectAttempts, startupMaxReconnectAttempts, timeout, warnAfterReconnectAttempts)")]
     UnknownOption(String),
@@ -42,10 +44,15 @@ pub enum UrlError {
 pub struct Address {
     pub host: String,
     pub port: u16,
+    /// `ssl://`: STOMP over TLS; the broker's certificate must name `host`.
+    pub tls: bool,
 }
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tls {
+            f.write_str("ssl://")?;
+        }
         if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
@@ -182,17 +189,16 @@ impl FromStr for FailoverUrl {
 
 fn parse_address(part: &str) -> Result<Address, UrlError> {
     let bad = || UrlError::Address(part.to_string());
-    let rest = match part.split_once("://") {
-        Some((scheme, rest)) => {
-            if !matches!(scheme, "tcp" | "stomp" | "stomp+nio" | "nio") {
-                return Err(UrlError::Scheme {
-                    scheme: scheme.to_string(),
-                    address: part.to_string(),
-                });
-            }
-            rest
+    let (tls, rest) = match part.split_once("://") {
+        Some(("tcp" | "stomp" | "stomp+nio" | "nio", rest)) => (false, rest),
+        Some(("ssl" | "stomp+ssl", rest)) => (true, rest),
+        Some((scheme, _)) => {
+            return Err(UrlError::Scheme {
+                scheme: scheme.to_string(),
+                address: part.to_string(),
+            })
         }
-        None => part,
+        None => (false, part),
     };
     let (hostport, query) = match rest.split_once('?') {
         Some((hp, q)) => (hp, Some(q)),
@@ -223,6 +229,7 @@ fn parse_address(part: &str) -> Result<Address, UrlError> {
     Ok(Address {
         host: host.to_string(),
         port,
+        tls,
     })
 }
 
@@ -326,6 +333,10 @@ mod tests {
             ),
             ("tcp://[::1]:61613", vec!["[::1]:61613"]),
             ("failover:(a:1)", vec!["a:1"]),
+            (
+                "failover:(ssl://a:1,tcp://b:2,stomp+ssl://c:3)",
+                vec!["ssl://a:1", "b:2", "ssl://c:3"],
+            ),
         ] {
             let url: FailoverUrl = spec.parse().unwrap_or_else(|e| panic!("{spec}: {e}"));
             assert_eq!(addrs(&url), want, "{spec}");
@@ -347,7 +358,7 @@ mod tests {
         );
         assert!(err("failover:(tcp://a:1)?randomize=yes").contains("true or false"));
         assert!(err("tcp://a:1?wireFormat.maxInactivityDuration=0").contains("wireFormat"));
-        assert!(err("ssl://a:1").contains("\"ssl\""));
+        assert!(err("udp://a:1").contains("\"udp\""));
         assert!(err("a").contains("expected host:port"));
         assert!(err("a:notaport").contains("expected host:port"));
         assert!(err("failover:()").contains("no broker address"));

@@ -10,6 +10,7 @@ pub mod bindfs;
 pub mod fuse;
 pub mod powercut;
 pub mod soak;
+pub mod tls;
 
 use accept::AcceptProber;
 use anyhow::{bail, Context};

@@ -1,4 +1,5 @@
-//! One client's TCP socket and its read buffer: whole frames in, whole frames out.
+//! One client's stream (TCP or TLS, [`Stream`]) and its read buffer: whole frames in, whole
+//! frames out.
 //!
 //! The buffer never holds more than one frame's limit plus one read, because the
 //! [`frame::Decoder`] refuses an incomplete frame as soon as it is over the limit; the decoder
@@ -7,12 +8,12 @@
 //! (an ERROR) instead of a connection reset.
 
 use super::frame::{Decoder, Frame, Limits, ParseError};
+use super::stream::Stream;
 use super::Version;
 use bytes::BytesMut;
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Room made in the read buffer before each read, at least.
 const READ_CHUNK: usize = 8 * 1024;
@@ -43,10 +44,10 @@ pub enum ConnectionError {
     Io(#[from] io::Error),
 }
 
-/// A client socket speaking STOMP.
+/// A client stream speaking STOMP.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     buffer: BytesMut,
     /// The frame at the front of `buffer`, parsed as far as it has arrived.
     decoder: Decoder,
@@ -63,10 +64,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Wraps an accepted socket. Until [`Connection::set_version`] is called the connection
-    /// speaks 1.0 framing, which is also how every CONNECT frame is read. A frame must arrive
-    /// whole within `frame_timeout` of the first read that found it incomplete.
-    pub fn new(stream: TcpStream, limits: Limits, frame_timeout: Duration) -> Self {
+    /// Wraps an accepted stream (its TLS handshake done). Until [`Connection::set_version`] is
+    /// called the connection speaks 1.0 framing, which is also how every CONNECT frame is read.
+    /// A frame must arrive whole within `frame_timeout` of the first read that found it
+    /// incomplete.
+    pub fn new(stream: Stream, limits: Limits, frame_timeout: Duration) -> Self {
         Connection {
             stream,
             buffer: BytesMut::with_capacity(READ_CHUNK),
@@ -137,8 +139,14 @@ impl Connection {
     }
 
     /// Writes bytes that are already whole frames (or heart-beats), within [`WRITE_TIMEOUT`].
+    /// The flush sends what TLS still holds when the socket was full (a no-op on TCP), so a
+    /// frame never waits in a buffer for the next one.
     pub async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(bytes)).await {
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
             Ok(result) => result,
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -150,7 +158,8 @@ impl Connection {
         }
     }
 
-    /// Closes the connection after everything written so far: half-closes our side, then reads
+    /// Closes the connection after everything written so far: half-closes our side (over TLS,
+    /// after a close_notify), then reads
     /// and discards the client's input until it closes too or [`LINGER`] passes.
     pub async fn close(mut self) {
         // A failed shutdown means the peer is already gone; dropping the socket is all that is
