@@ -270,7 +270,7 @@ pub async fn run(
             return;
         };
         let open = stats.open_connection();
-        let mut ctx = SessionContext {
+        let ctx = SessionContext {
             id: format!("{}-{next_session}", settings.session_prefix),
             conn: next_session,
             peer,
@@ -278,6 +278,7 @@ pub async fn run(
             passive: passive_rx.clone(),
             broker: broker.clone(),
             connect_timeout: settings.connect_timeout,
+            accepted: tokio::time::Instant::now(),
             heartbeat: settings.heartbeat,
             security: settings.security.clone(),
             memory: memory.clone(),
@@ -287,14 +288,9 @@ pub async fn run(
         let (limits, frame_timeout) = (settings.limits, settings.frame_timeout);
         sessions.spawn(
             async move {
-                // A TLS handshake is part of the time a client has to say CONNECT: the session
-                // gets what is left of it (a plain connection, all of it).
-                let started = tokio::time::Instant::now();
-                let handshake = tls.is_some();
+                // A TLS handshake is part of the time a client has to say CONNECT: the deadline
+                // counts from the accept.
                 if let Some(stream) = secure(stream, tls, ctx.connect_timeout).await {
-                    if handshake {
-                        ctx.connect_timeout = ctx.connect_timeout.saturating_sub(started.elapsed());
-                    }
                     session::run(Connection::new(stream, limits, frame_timeout), ctx).await;
                 }
                 drop((open, slot));

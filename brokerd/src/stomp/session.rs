@@ -58,9 +58,12 @@ pub struct SessionContext {
     pub passive: Passive,
     /// The broker core.
     pub broker: mpsc::Sender<Request>,
-    /// A connection that sends no whole CONNECT within this long is closed with an ERROR, so
-    /// idle sockets cannot hold connection slots (`--connect-timeout-ms`).
+    /// A connection that sends no whole CONNECT within this long of `accepted` (its TLS
+    /// handshake included) is closed with an ERROR, so idle sockets cannot hold connection
+    /// slots (`--connect-timeout-ms`).
     pub connect_timeout: Duration,
+    /// When the connection was accepted.
+    pub accepted: tokio::time::Instant,
     /// Heart-beat interval this broker offers and asks for; zero disables heart-beating.
     pub heartbeat: Duration,
     /// Who may connect and what they may do; `None`: anyone, without credentials, anything.
@@ -142,7 +145,7 @@ struct Session {
 pub async fn run(mut conn: Connection, mut ctx: SessionContext) {
     let first = tokio::select! {
         read = conn.read_frame() => read,
-        () = tokio::time::sleep(ctx.connect_timeout) => {
+        () = tokio::time::sleep_until(ctx.accepted + ctx.connect_timeout) => {
             debug!(timeout = ?ctx.connect_timeout, "no CONNECT in time; closing");
             let refusal = Refusal::new(
                 format!("no CONNECT frame within {} ms", ctx.connect_timeout.as_millis()),
