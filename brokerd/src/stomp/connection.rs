@@ -112,6 +112,12 @@ impl Connection {
                     .get_or_insert_with(tokio::time::Instant::now);
                 started.checked_add(self.frame_timeout)
             });
+            if self.buffer.is_empty() && self.stream.read_ready_now().await == Some(false) {
+                // Idle between frames: wait for bytes holding no read buffer, so that idle
+                // connections cost none; a busy one, whose next bytes are there, keeps it.
+                self.buffer = BytesMut::new();
+                self.stream.readable().await?;
+            }
             // Reads straight into the buffer; reserving reuses the space of frames already
             // taken off its front when it can.
             self.buffer.reserve(READ_CHUNK);

@@ -79,3 +79,22 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+impl Stream {
+    /// On plain TCP, whether bytes are waiting to be read right now; `None` on TLS, where
+    /// decrypted bytes held inside rustls do not show in the socket's readiness.
+    pub async fn read_ready_now(&self) -> Option<bool> {
+        let Stream::Plain(tcp) = self else {
+            return None;
+        };
+        Some(std::future::poll_fn(|cx| Poll::Ready(tcp.poll_read_ready(cx).is_ready())).await)
+    }
+
+    /// Waits until plain TCP has bytes to read (without reading them); returns at once on TLS.
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.readable().await,
+            Stream::Tls(_) => Ok(()),
+        }
+    }
+}
