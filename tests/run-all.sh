@@ -37,6 +37,21 @@ if [ "$(id -u)" = 0 ]; then
         echo "== ruby-stomp and php8.2-stomp for the other-language client tests"
         apt-get update -qq && apt-get install -y -qq ruby-stomp php8.2-cli php8.2-stomp >/dev/null
     fi
+    # The package tests (tests/tests/package.rs) run systemd-analyze, systemd-sysusers and
+    # systemd-tmpfiles (Debian's systemd; the unit's sandbox test needs only systemd-analyze).
+    if ! command -v systemd-analyze >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq systemd >/dev/null
+    fi
+    # The package tests (tests/tests/package.rs) install the Debian package into a scratch root
+    # (dpkg --root, root only) and take it from target/debian/: built here, once, as it ships
+    # (the release profile, fat LTO: about 7 minutes on 2 cores, plus 1.5 to install cargo-deb
+    # the first time). Without root those tests are skipped, so the build is too.
+    if ! cargo deb --version >/dev/null 2>&1; then
+        echo "== cargo-deb for the package tests"
+        cargo install --quiet cargo-deb --locked
+    fi
+    echo "== the Debian package (cargo deb -p lockd)"
+    cargo deb -p lockd
 fi
 # Tests that need root or FUSE (bindfs, the power-cut filesystem, ctl as another uid), or
 # packages only root can install (ruby-stomp, php8.2-stomp), are #[ignore = "needs ..."]:
