@@ -9,7 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Up to `limit` bytes of a regular file, and whether it held more.
@@ -96,8 +96,7 @@ pub fn write_atomically(path: &Path, tag: &str, contents: &[u8]) -> io::Result<(
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{tag}.tmp"));
-    // An explicit mode, whatever lockd's umask: brokerd (another user) reads the epoch file.
-    // A leftover (a crash mid-write, or something planted) is removed and the create tried once
+    // 0644 whatever lockd's umask: brokerd (another user) reads the epoch file. A leftover (a crash mid-write, or something planted) is removed and the create tried once
     // more; the common case costs no extra metadata round trip (one per keepalive on NFS).
     let mut file = match create_new(&tmp) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -112,16 +111,43 @@ pub fn write_atomically(path: &Path, tag: &str, contents: &[u8]) -> io::Result<(
     sync_dir(dir)
 }
 
-/// Creates a new regular file (mode 0644) that did not exist, link or not: how epochs are claimed
-/// and temporary files made.
+/// The mode of every file created in the shared directory: brokerd, another user, reads them.
+const FILE_MODE: u32 = 0o644;
+
+/// Creates a new regular file (mode 0644, whatever the umask) that did not exist, link or not:
+/// how epochs are claimed and temporary files made.
 pub fn create_new(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| opening(path, e))
+        .map_err(|e| opening(path, e))?;
+    // The umask cuts the mode given to open(2); only then is a chmod needed (on NFS, one more
+    // round trip on every keepalive).
+    if umask_cuts(FILE_MODE) {
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+            .map_err(|e| named(path, e))?;
+    }
+    Ok(file)
+}
+
+/// Whether the process's umask removes bits of `mode`. Read once from /proc/self/status (the
+/// umask cannot be read without setting it, which would race other threads); unknown counts as
+/// cutting everything.
+fn umask_cuts(mode: u32) -> bool {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let umask = *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+            })
+            .unwrap_or(0o777)
+    });
+    umask & mode != 0
 }
 
 /// fsyncs a directory, so the entries created or renamed in it survive a crash; a link where the

@@ -113,6 +113,8 @@ pub struct Node {
     pub port: u16,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// The umask lockd starts with (systemd's `UMask=`); the harness's own when `None`.
+    pub umask: Option<u32>,
 }
 
 impl Cluster {
@@ -162,6 +164,7 @@ impl Cluster {
                     socket,
                     port,
                     child: None,
+                    umask: None,
                 }
             })
             .collect::<Vec<Node>>();
@@ -289,7 +292,8 @@ impl Node {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(&bins().lockd)
+        let mut command = Command::new(&bins().lockd);
+        command
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info")
@@ -297,9 +301,17 @@ impl Node {
             .env("NOTIFY_SOCKET", self.log.with_extension("notify"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn lockd");
+            .stderr(log);
+        if let Some(mask) = self.umask {
+            // SAFETY: umask(2) in the child between fork and exec; async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().expect("spawn lockd");
         self.child = Some(child);
         let socket = self.socket.clone();
         wait_until(&format!("{} to serve its socket", self.name), || {

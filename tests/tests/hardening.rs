@@ -341,3 +341,22 @@ fn kernel_landlock_abi() -> u32 {
     };
     u32::try_from(abi).unwrap_or(0)
 }
+
+#[test]
+#[ignore = "needs root, so that brokerd runs as another user; tests/run-all.sh runs it as root"]
+fn files_lockd_writes_stay_readable_by_the_broker_under_a_strict_umask() {
+    require_root("so that lockd starts brokerd as broker_user");
+    let mut cluster = Cluster::new(1, "");
+    // A unit with UMask=0027 or stricter: the epoch file brokerd's fence reads must still be
+    // 0644, or the broker (another user) could never start.
+    cluster.nodes[0].umask = Some(0o077);
+    cluster.start_all();
+    cluster.wait_for_one_active();
+    let mode = std::fs::metadata(cluster.shared.join("epoch"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644, "epoch is {:o}", mode & 0o777);
+    let url = failover_url(&cluster);
+    send_receipted(&url, "/queue/umask", &[]);
+}
