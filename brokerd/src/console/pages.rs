@@ -12,7 +12,8 @@ pub const STYLE: &str = include_str!("assets/console.css");
 
 /// Scripts and styles from the console itself only, and never in a frame: an injected value
 /// could not run a script even if it escaped escaping.
-const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+const POLICY: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                       frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -54,7 +55,8 @@ pub fn with_headers(status: StatusCode, content_type: &str, body: String) -> Res
     set(headers, header::CACHE_CONTROL, "no-store");
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(headers, header::CONTENT_SECURITY_POLICY, POLICY);
-    set(headers, header::REFERRER_POLICY, "no-referrer");
+    // Same-origin requests keep their Origin (no-referrer would make a form's Origin "null").
+    set(headers, header::REFERRER_POLICY, "same-origin");
     response
 }
 
