@@ -526,7 +526,7 @@ async fn open_broker(
 
 /// Binds the console's address, after the STOMP listeners, with the users file it logs in
 /// against; `None` when the console is off. A bind failure is a configuration error.
-async fn bind_console(config: &Config) -> Result<Option<(console::Bound, Current<Security>)>> {
+async fn bind_console(config: &Config) -> Result<Option<ConsoleToServe>> {
     let Some(wanted) = &config.console else {
         return Ok(None);
     };
@@ -537,7 +537,18 @@ async fn bind_console(config: &Config) -> Result<Option<(console::Bound, Current
         .local_addr()
         .context("reading the console's bound address")?;
     info!(console = %addr, group = %wanted.group, "console listener bound");
-    Ok(Some((bound, security)))
+    Ok(Some(ConsoleToServe {
+        bound,
+        security,
+        group: wanted.group.clone(),
+    }))
+}
+
+/// The console's listener, bound, with who may log in to it.
+struct ConsoleToServe {
+    bound: console::Bound,
+    security: Current<Security>,
+    group: String,
 }
 
 /// What the console serves from, once the broker core runs.
@@ -553,9 +564,9 @@ struct Serving<'a> {
 
 impl Serving<'_> {
     /// Serves the bound console until the returned handle is dropped.
-    fn serve(self, (bound, security): (console::Bound, Current<Security>)) -> console::Console {
+    fn serve(self, console: ConsoleToServe) -> console::Console {
         let config = self.config;
-        bound.serve(console::Parts {
+        console.bound.serve(console::Parts {
             node: config.node.clone(),
             epoch: self.epoch,
             broker: self.broker.clone(),
@@ -565,11 +576,8 @@ impl Serving<'_> {
             memory_limit: config.memory_limit as u64,
             flush_seconds: self.flush_seconds,
             shared: config.shared_dir.as_ref().map(Layout::new),
-            security,
-            group: config
-                .console
-                .as_ref()
-                .map_or_else(|| console::DEFAULT_GROUP.to_owned(), |c| c.group.clone()),
+            security: console.security,
+            group: console.group,
         })
     }
 }
