@@ -37,6 +37,12 @@ if [ "$(id -u)" = 0 ]; then
         echo "== ruby-stomp and php8.2-stomp for the other-language client tests"
         apt-get update -qq && apt-get install -y -qq ruby-stomp php8.2-cli php8.2-stomp >/dev/null
     fi
+    # The web console test (tests/tests/console.rs) drives Debian's headless chromium through
+    # chromedriver; its screenshots go to target/test-artifacts/console/.
+    if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+        echo "== chromium and chromium-driver for the web console test"
+        apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+    fi
     # The package tests (tests/tests/package.rs) run systemd-analyze, systemd-sysusers and
     # systemd-tmpfiles (Debian's systemd; the unit's sandbox test needs only systemd-analyze).
     if ! command -v systemd-analyze >/dev/null; then

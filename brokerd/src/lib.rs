@@ -15,11 +15,13 @@
 //!   for `ssl://` listeners, reloaded on SIGHUP ([`reload`]).
 //! - [`memory`]: the producers' memory limit, and producers waiting at it.
 //! - [`stats`]: counters for `ctl status`.
+//! - [`console`]: the web console and `/metrics` on `--console-listen`, while active.
 
 pub mod admission;
 pub mod auth;
 pub mod broker;
 pub mod confine;
+pub mod console;
 pub mod control;
 pub mod destination_calls;
 pub mod fence;

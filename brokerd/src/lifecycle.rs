@@ -12,6 +12,7 @@
 use crate::auth::Security;
 use crate::broker::paging::Pager;
 use crate::broker::{self, Broker, Counts, Request as BrokerRequest};
+use crate::console;
 use crate::control::{Activation, Control, Deferred, Lost, Replies, Request, Requests};
 use crate::destination_calls;
 use crate::fence;
@@ -93,6 +94,17 @@ pub struct Config {
     /// never polled again, as if deadlocked, while the control channel and everything else run
     /// on. Hidden on the command line; never set in production.
     pub test_wedge_core_on_sigusr1: bool,
+    /// The web console and `/metrics`; `None`: off.
+    pub console: Option<ConsoleConfig>,
+}
+
+/// Where the console listens and who may log in to it.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// `HOST:PORT`, bound while active only.
+    pub listen: String,
+    /// Users of the users file in this group may log in.
+    pub group: String,
 }
 
 /// How the broker's life ended, for `main` to turn into an exit.
@@ -137,6 +149,7 @@ pub async fn run_controlled(
     tracing::Span::current().record("epoch", epoch);
     info!(data_dir = ?config.data_dir, "activated by lockd; opening the store");
     let (mut requests, mut replies) = control.listen();
+    let flush_seconds = console::metrics::flush_histogram();
 
     let opening = async {
         let fence = match &config.shared_dir {
@@ -145,7 +158,7 @@ pub async fn run_controlled(
         };
         let store = Store::open(&config.data_dir, Retry::default()).await?;
         store.fence(epoch).await?;
-        let opened = open_broker(&config, epoch, &store, fence).await?;
+        let opened = open_broker(&config, epoch, &store, fence, &flush_seconds).await?;
         Ok::<_, StoreError>((store, opened))
     };
     let (store, (journal, core, pager, scheduler)) =
@@ -171,6 +184,10 @@ pub async fn run_controlled(
         Ok(listeners) => listeners,
         Err(err) => return Err(refuse(&mut replies, err.into(), true).await),
     };
+    let console = match bind_console(&config).await {
+        Ok(console) => console,
+        Err(err) => return Err(refuse(&mut replies, err, true).await),
+    };
     let addrs = local_addrs(&listeners)?;
     let stats = Arc::new(Stats::start());
     let ready = FromBroker::Ready {
@@ -190,6 +207,16 @@ pub async fn run_controlled(
             Err(err) => return Err(refuse(&mut replies, err, true).await),
         };
     let schedules = scheduler.spawn(&config, epoch, &journal, &broker);
+    let serving_console = Serving {
+        config: &config,
+        epoch,
+        broker: &broker,
+        stats: &stats,
+        store: &store,
+        schedules: &schedules,
+        flush_seconds,
+    };
+    let mut console = console.map(|bound| serving_console.serve(bound));
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut stop_tx = Some(stop_tx);
     let mut stop_reason = None;
@@ -257,6 +284,8 @@ pub async fn run_controlled(
                 Ok(Request::Stop { deadline, reason }) => {
                     if let Some(stop) = stop_tx.take() {
                         info!(%reason, ?deadline, "lockd asked for a graceful stop");
+                        // The console closes with the listeners: this node stops serving.
+                        drop(console.take());
                         // Half the deadline for clients, the rest for flushing and exiting.
                         let shutdown = Shutdown { reason: reason.clone(), drain: deadline / 2 };
                         // The receiver lives inside `serving`, which has not returned yet.
@@ -287,17 +316,32 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let store = Store::open(&config.data_dir, Retry::default()).await?;
     let epoch = store.claim_next_epoch().await?;
     tracing::Span::current().record("epoch", epoch);
-    let (journal, core, pager, scheduler) = open_broker(&config, epoch, &store, None).await?;
+    let flush_seconds = console::metrics::flush_histogram();
+    let (journal, core, pager, scheduler) =
+        open_broker(&config, epoch, &store, None, &flush_seconds).await?;
     let listeners = server::bind(&config.listen, config.tls.as_ref()).await?;
+    let console = bind_console(&config).await?;
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
     let (broker, memory) = start_broker(core, pager, &journal, config.test_wedge_core_on_sigusr1)?;
-    // Standalone, nobody asks the scheduler directly: only STOMP clients, through the core.
-    drop(scheduler.spawn(&config, epoch, &journal, &broker));
+    let schedules = scheduler.spawn(&config, epoch, &journal, &broker);
+    let stats = Arc::new(Stats::start());
+    let serving_console = Serving {
+        config: &config,
+        epoch,
+        broker: &broker,
+        stats: &stats,
+        store: &store,
+        schedules: &schedules,
+        flush_seconds,
+    };
+    let console = console.map(|bound| serving_console.serve(bound));
     // A store that fails (a write, a flush, a page read) stops the broker at once, as under
     // lockd; closing the journal below then returns that failure, and brokerd exits with it.
     let failing = journal.clone();
     let shutdown = async move {
+        // The console closes as the listeners do, when the stop begins.
+        let _console = console;
         tokio::select! {
             shutdown = shutdown => shutdown,
             err = failing.failed() => {
@@ -312,7 +356,7 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     server::run(
         listeners,
         settings(&config, epoch),
-        Arc::new(Stats::start()),
+        stats,
         broker,
         memory,
         shutdown,
@@ -424,11 +468,13 @@ async fn open_broker(
     epoch: u64,
     store: &Store,
     fence: Option<fence::Fence>,
+    flush_seconds: &prometheus_client::metrics::histogram::Histogram,
 ) -> Result<(Journal, Broker, Pager, SchedulerToStart), StoreError> {
     let journal = Journal::start(
         store,
         JournalConfig {
             fence: fence.clone(),
+            flush_seconds: Some(flush_seconds.clone()),
             ..JournalConfig::default()
         },
     )?;
@@ -476,6 +522,64 @@ async fn open_broker(
         fail: Box::new(move |err| failing.fail(err)),
     };
     Ok((journal, core, pager, scheduler))
+}
+
+/// Binds the console's address, after the STOMP listeners, with the users file it logs in
+/// against; `None` when the console is off. A bind failure is a configuration error.
+async fn bind_console(config: &Config) -> Result<Option<ConsoleToServe>> {
+    let Some(wanted) = &config.console else {
+        return Ok(None);
+    };
+    let security = (config.security.clone())
+        .context("--console-listen needs --users-file: nobody could log in to the console")?;
+    let bound = console::bind(&wanted.listen).await?;
+    let addr = bound
+        .local_addr()
+        .context("reading the console's bound address")?;
+    info!(console = %addr, group = %wanted.group, "console listener bound");
+    Ok(Some(ConsoleToServe {
+        bound,
+        security,
+        group: wanted.group.clone(),
+    }))
+}
+
+/// The console's listener, bound, with who may log in to it.
+struct ConsoleToServe {
+    bound: console::Bound,
+    security: Current<Security>,
+    group: String,
+}
+
+/// What the console serves from, once the broker core runs.
+struct Serving<'a> {
+    config: &'a Config,
+    epoch: u64,
+    broker: &'a mpsc::Sender<BrokerRequest>,
+    stats: &'a Arc<Stats>,
+    store: &'a Store,
+    schedules: &'a Schedules,
+    flush_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Serving<'_> {
+    /// Serves the bound console until the returned handle is dropped.
+    fn serve(self, console: ConsoleToServe) -> console::Console {
+        let config = self.config;
+        console.bound.serve(console::Parts {
+            node: config.node.clone(),
+            epoch: self.epoch,
+            broker: self.broker.clone(),
+            stats: Arc::clone(self.stats),
+            store: self.store.db().clone(),
+            schedules: self.schedules.clone(),
+            memory_limit: config.memory_limit as u64,
+            flush_seconds: self.flush_seconds,
+            shared: config.shared_dir.as_ref().map(Layout::new),
+            security: console.security,
+            group: console.group,
+        })
+    }
 }
 
 /// The scheduler, attached to the broker core, to start once the broker serves.

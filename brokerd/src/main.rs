@@ -6,7 +6,8 @@
 //! the runtime, logging, and the exit code; everything below returns values.
 //!
 //! Exit codes: 0 stopped as asked; 1 failure, including a lost or misbehaving control channel;
-//! 2 bad command line, a listen address that cannot be bound, unusable TLS certificate or key
+//! 2 bad command line, a listen or console address that cannot be bound, --console-listen
+//! without --users-file, unusable TLS certificate or key
 //! files, or a scheduler directory off the shared filesystem; 3 refused a stale epoch (another node took over); 4 the store could not be
 //! opened or flushed.
 
@@ -139,6 +140,14 @@ struct Args {
     /// anonymous clients. Read again on SIGHUP.
     #[arg(long)]
     users_file: Option<PathBuf>,
+    /// Address of the web console and of `/metrics` (HOST:PORT), opened only while this node
+    /// is active, after the STOMP listeners; off when not given. Needs --users-file: only its
+    /// users in --console-group may log in (`/metrics` is open to anyone who can reach it).
+    #[arg(long)]
+    console_listen: Option<String>,
+    /// The users-file group whose users may log in to the console.
+    #[arg(long, default_value = brokerd::console::DEFAULT_GROUP)]
+    console_group: String,
     /// Memory for waiting messages, in MiB, past which producers are slowed down, then refused.
     #[arg(long, default_value_t = 1024)]
     memory_limit_mb: usize,
@@ -288,6 +297,16 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
+    if let (Some(addr), None) = (&args.console_listen, &users) {
+        // Without users there is nobody to log in as, and a console that anyone reaching the
+        // port could use to purge queues is not one to start by accident.
+        error!(
+            "--console-listen {addr} needs --users-file (lockd: broker_args): only users of \
+             the users file in group {:?} may log in to the console",
+            args.console_group
+        );
+        return ExitCode::from(exit::CONFIG);
+    }
     let tls_files = args
         .tls_cert_file
         .zip(args.tls_key_file)
@@ -352,6 +371,10 @@ fn main() -> ExitCode {
             destinations: args.max_destinations,
         },
         test_wedge_core_on_sigusr1: args.test_wedge_core_on_sigusr1,
+        console: args.console_listen.map(|listen| lifecycle::ConsoleConfig {
+            listen,
+            group: args.console_group,
+        }),
     };
     if let Err(err) = check_scheduler_dir(&config) {
         error!("{err:#}");

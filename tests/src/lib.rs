@@ -8,6 +8,7 @@
 pub mod accept;
 pub mod bindfs;
 pub mod fuse;
+pub mod http;
 pub mod powercut;
 pub mod soak;
 pub mod tls;
@@ -194,6 +195,26 @@ impl Cluster {
             fs::write(&node.config, config).unwrap();
         }
         users
+    }
+
+    /// Gives every node's brokerd `text` as its users file and a console (`--console-listen`) on
+    /// a port of its own; call before the nodes start. Returns each node's console address.
+    pub fn console(&mut self, users: &str) -> Vec<SocketAddr> {
+        let path = self.root.join("users.toml");
+        fs::write(&path, users).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut addrs = Vec::new();
+        for node in &self.nodes {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let mut config = fs::read_to_string(&node.config).unwrap();
+            config.push_str(&format!(
+                "broker_args = [\"--users-file\", \"{}\", \"--console-listen\", \"{addr}\"]\n",
+                path.display()
+            ));
+            fs::write(&node.config, config).unwrap();
+            addrs.push(addr);
+        }
+        addrs
     }
 
     /// Starts every node, one after the other.

@@ -165,6 +165,15 @@ impl Access {
         &self.identity
     }
 
+    /// Whether this is a user of the users file in `group` now: a reload that removed the user
+    /// or took them out of the group answers no from then on. Anonymous access never is.
+    pub fn in_group(&self, group: &str) -> bool {
+        matches!(self.identity, Identity::User(_))
+            && (self.security.borrow().groups(&self.identity))
+                .iter()
+                .any(|g| &**g == group)
+    }
+
     /// Whether the connection may do `op` on the canonical destination `canonical` now.
     pub fn permits(&self, op: Operation, canonical: &str) -> bool {
         self.security

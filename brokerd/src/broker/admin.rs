@@ -168,6 +168,17 @@ impl Broker {
         Ok(())
     }
 
+    /// Every figure of `/metrics`: one answer per scrape, built here from what the core keeps
+    /// anyway (nothing more is counted on the hot path than two integers).
+    pub(super) fn figures(&self) -> Figures {
+        Figures {
+            counts: self.counts(),
+            destinations: self.listing(),
+            redelivered: self.redelivered,
+            dead_lettered: self.dead_lettered,
+        }
+    }
+
     /// Every queue and topic with its figures.
     fn listing(&self) -> Vec<Destination> {
         let now = now_ms();

@@ -385,6 +385,10 @@ pub struct Broker {
     next_delayed: u64,
     /// Where scheduled SENDs go; `None` until one is attached.
     scheduler: Option<scheduler::Link>,
+    /// Messages that came back for another delivery, since this broker started.
+    redelivered: u64,
+    /// Messages moved to a dead-letter queue, since this broker started.
+    dead_lettered: u64,
 }
 
 /// The store as the broker writes it: straight through, or, while a COMMIT is being applied,
@@ -489,6 +493,8 @@ impl Broker {
             scheduler: None,
             delayed: redelivery::DelayedSet::new(),
             next_delayed: 0,
+            redelivered: 0,
+            dead_lettered: 0,
         }
     }
 
@@ -675,6 +681,10 @@ impl Broker {
             Request::Close { conn } => self.close(conn),
             Request::Stats(reply) => {
                 let _ = reply.send(self.counts());
+                Ok(())
+            }
+            Request::Figures(reply) => {
+                let _ = reply.send(self.figures());
                 Ok(())
             }
             Request::Destinations { call, reply } => {

@@ -130,6 +130,7 @@ impl Broker {
             // A non-durable topic subscriber that leaves loses its messages, as in ActiveMQ.
             return;
         }
+        self.redelivered += 1;
         let mut msg = Arc::unwrap_or_clone(msg);
         msg.redeliveries += 1;
         let policy = &self.settings.redelivery;
@@ -244,6 +245,7 @@ impl Broker {
     /// Publishes a copy of a message on its dead-letter queue, naming where it came from and
     /// why, without an expiry (ActiveMQ's).
     fn dead_letter(&mut self, mut msg: Message, cause: Cause) {
+        self.dead_lettered += 1;
         let dlq = self.settings.redelivery.dead_letter_queue(&msg.destination);
         let cause = match cause {
             Cause::Redelivered(limit) => {

@@ -148,6 +148,8 @@ pub enum Request {
     Close { conn: ConnId },
     /// Figures for `ctl status`.
     Stats(oneshot::Sender<Counts>),
+    /// Every figure the console's `/metrics` shows, in one answer per scrape.
+    Figures(oneshot::Sender<Figures>),
     /// An operator's destination call (`ctl destinations`, `purge`, `delete`).
     Destinations {
         call: shared_proto::destinations::DestinationCall,
@@ -226,6 +228,18 @@ pub struct Counts {
     pub consumers: u64,
     /// Bytes of the waiting messages in memory.
     pub memory_bytes: u64,
+}
+
+/// The broker core's figures for `/metrics`: [`Counts`], every destination as `ctl
+/// destinations` lists it (uncut), and counters since this broker started.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub counts: Counts,
+    pub destinations: Vec<shared_proto::destinations::Destination>,
+    /// Messages that came back for another delivery (NACKed, or their consumer went away).
+    pub redelivered: u64,
+    /// Messages moved to a dead-letter queue.
+    pub dead_lettered: u64,
 }
 
 /// Settings the broker core needs.

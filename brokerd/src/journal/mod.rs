@@ -114,6 +114,9 @@ pub struct JournalConfig {
     pub max_batch_bytes: u64,
     /// The writer stops draining the queue once a batch holds this many ops.
     pub max_batch_ops: usize,
+    /// Where each sync of a batch that wrote is timed (`brokerd_store_flush_seconds`), when the
+    /// console serves `/metrics`: one observation per batch, off the broker core.
+    pub flush_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl Default for JournalConfig {
@@ -125,6 +128,7 @@ impl Default for JournalConfig {
             fence: None,
             max_batch_bytes: 8 * 1024 * 1024,
             max_batch_ops: 8192,
+            flush_seconds: None,
         }
     }
 }
@@ -591,6 +595,9 @@ impl Writer {
             // callbacks ran.
             self.backend.sync()?;
             flushed = started.elapsed() - applied;
+            if let Some(histogram) = &self.config.flush_seconds {
+                histogram.observe(flushed.as_secs_f64());
+            }
         }
         if let Some(shared) = self.shared.upgrade() {
             let c = &shared.counters;

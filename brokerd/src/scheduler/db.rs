@@ -237,6 +237,25 @@ impl View {
         self.read_page(space, &[], usize::MAX)
     }
 
+    /// How many entries `space` holds (keys only: no value is copied).
+    pub fn count(&self, space: &str) -> Result<u64, StoreError> {
+        let Page { start, end, .. } = Page::of(space, &[]);
+        let read = || -> Result<u64, redb::Error> {
+            let table = self.db.begin_read()?.open_table(ENTRIES)?;
+            let range = match &end {
+                None => table.range(&start[..]..)?,
+                Some(end) => table.range(&start[..]..&end[..])?,
+            };
+            let mut count = 0;
+            for entry in range {
+                entry?;
+                count += 1;
+            }
+            Ok(count)
+        };
+        read().map_err(|err| failed(&self.path, "counting entries", err))
+    }
+
     /// Up to `limit` entries of `space` (keys without the space) from key `from` on, in key
     /// order.
     pub fn read_page(
