@@ -1,6 +1,6 @@
 //! Arbitrary bytes as the contents of each file lockd reads from the shared directory, parsed as
 //! lockd parses them: `holder.json` and `nodes/NODE.json` are refused above their size limit and
-//! otherwise read with serde_json ([`Holder`], [`NodeRecord`]), as lockd's `read_holder` and
+//! otherwise read with serde_json ([`Holder`], [`NodeRecord`]), as `shared_proto::records`'s `read_holder` and
 //! `read_nodes` do; `cluster.json` goes through [`Layout::check`] itself, from a real file in a
 //! scratch directory, so its size limit, its parse and its layout-version check are all the
 //! real ones.

@@ -29,6 +29,7 @@ pub mod lockfile;
 pub mod mounts;
 pub mod nodes;
 pub mod placement;
+pub mod records;
 pub mod schedules;
 pub mod shared_file;
 pub mod wire;

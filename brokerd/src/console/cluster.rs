@@ -5,18 +5,14 @@
 
 use serde::Serialize;
 use shared_proto::admin::HolderView;
-use shared_proto::holder::{self, Holder, HolderState};
+use shared_proto::holder::HolderState;
 use shared_proto::layout::Layout;
-use shared_proto::nodes::{self, NodeRecord, NodeView};
-use shared_proto::shared_file;
-use std::io;
+use shared_proto::nodes::NodeView;
+use shared_proto::records;
 
 /// A holder whose heartbeat is older than this is warned about: lockd's default
 /// `stale_holder_ms` (brokerd does not know the configured one).
 pub const STALE_HOLDER_MS: u64 = 15_000;
-
-/// Bytes of `broken-locks` shown, at most.
-const BROKEN_LOCKS_SHOWN: usize = 1024;
 
 /// What the console shows of the cluster.
 #[derive(Debug, Default, Serialize)]
@@ -40,7 +36,7 @@ pub async fn read(layout: Layout) -> Cluster {
 fn read_blocking(layout: &Layout) -> Cluster {
     let now = shared_proto::unix_ms();
     let mut cluster = Cluster::default();
-    match read_holder(layout) {
+    match records::read_holder(layout) {
         Ok(Some(holder)) => {
             let age = now.saturating_sub(holder.heartbeat_unix_ms);
             if holder.state != HolderState::Released && age > STALE_HOLDER_MS {
@@ -57,57 +53,19 @@ fn read_blocking(layout: &Layout) -> Cluster {
         Ok(None) => {}
         Err(err) => cluster.warnings.push(err.to_string()),
     }
-    match read_nodes(layout) {
+    match records::read_nodes(layout) {
         Ok(records) => cluster.nodes = records.iter().map(|r| r.view(now)).collect(),
         Err(err) => cluster
             .warnings
             .push(format!("{}: {err}", layout.nodes().display())),
     }
-    match shared_file::read_prefix(&layout.broken_locks(), BROKEN_LOCKS_SHOWN) {
-        Ok(prefix) => cluster.warnings.push(format!(
-            "broken locks: the shared filesystem's locks did not keep another node out ({}); \
-             run `ctl check-lock` on every node's mount",
-            String::from_utf8_lossy(&prefix.bytes).trim()
+    match records::read_broken_locks(layout) {
+        Ok(Some(record)) => cluster.warnings.push(format!(
+            "broken locks: the shared filesystem's locks did not keep another node out ({record}); \
+             run `ctl check-lock` on every node's mount"
         )),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        // Present in any form, it still means the locks are broken.
+        Ok(None) => {}
         Err(err) => cluster.warnings.push(format!("broken locks: {err}")),
     }
     cluster
-}
-
-fn read_holder(layout: &Layout) -> io::Result<Option<Holder>> {
-    let path = layout.holder();
-    match shared_file::read_regular(&path, holder::LIMIT) {
-        Ok(text) => serde_json::from_slice(&text).map(Some).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: not a holder record: {e}", path.display()),
-            )
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// At most [`nodes::MAX_RECORDS`] node files among the first [`nodes::MAX_ENTRIES`] entries,
-/// by name; one that cannot be read or parsed is skipped, as `ctl status` does.
-fn read_nodes(layout: &Layout) -> io::Result<Vec<NodeRecord>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(layout.nodes())?.take(nodes::MAX_ENTRIES) {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".json") && !name.starts_with('.') {
-            names.push(name);
-        }
-    }
-    names.sort();
-    let records = names
-        .iter()
-        .filter_map(|name| {
-            let text = shared_file::read_regular(&layout.nodes().join(name), nodes::RECORD_LIMIT);
-            serde_json::from_slice::<NodeRecord>(&text.ok()?).ok()
-        })
-        .take(nodes::MAX_RECORDS)
-        .collect();
-    Ok(records)
 }

@@ -6,6 +6,7 @@
 use super::{Event, Keeper};
 use crate::shared_dir;
 use shared_proto::holder::HolderState;
+use shared_proto::records;
 use std::time::Instant;
 
 /// What identifies one heartbeat of one holder.
@@ -50,7 +51,7 @@ impl Keeper {
         if self.broken_locks.is_some() {
             return;
         }
-        if let Ok(Some(record)) = shared_dir::read_broken_locks(&self.layout) {
+        if let Ok(Some(record)) = records::read_broken_locks(&self.layout) {
             let evidence = format!(
                 "recorded in {}: {record}",
                 self.layout.broken_locks().display()
@@ -93,7 +94,7 @@ impl Keeper {
             return;
         }
         self.next_keepalive = Instant::now() + self.config.keepalive;
-        match shared_dir::read_holder(&self.layout) {
+        match records::read_holder(&self.layout) {
             Ok(holder) => {
                 let beat = holder.as_ref().map(|h| HolderBeat {
                     node: h.node.clone(),

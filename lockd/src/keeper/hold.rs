@@ -6,6 +6,7 @@ use super::{Event, Keeper, Mode};
 use crate::shared_dir;
 use shared_proto::holder::{Holder, HolderState};
 use shared_proto::lockfile::LockFile;
+use shared_proto::records;
 use std::time::Instant;
 
 /// Why a keepalive failed, and whether that proves the lock already gone.
@@ -68,7 +69,7 @@ impl Keeper {
     /// Claims a new epoch under a held lock and checks it with a first keepalive. On failure
     /// the lock file is closed, which releases the lock.
     pub(super) fn claim(&mut self, lock: LockFile, since_unix_ms: u64) -> Result<Held, String> {
-        let previous = shared_dir::read_holder(&self.layout);
+        let previous = records::read_holder(&self.layout);
         let epoch = shared_dir::claim_epoch(&self.layout, &self.config.node)
             .map_err(|e| format!("cannot claim an epoch: {e}"))?;
         // No grace only when we are certain no other broker can be running: we held the epoch
@@ -113,7 +114,7 @@ impl Keeper {
             }
             return;
         }
-        match shared_dir::read_holder(&self.layout) {
+        match records::read_holder(&self.layout) {
             Ok(Some(mut holder))
                 if holder.node == self.config.node && holder.epoch == held.epoch =>
             {
@@ -212,7 +213,7 @@ impl Keeper {
         // Another node naming itself holder under our epoch or a newer one believes it holds the
         // lock too (broken cluster locks): the newer epoch wins, so we step down. One with an
         // older epoch is the previous holder (on our claim) or a stale node that fences itself.
-        match shared_dir::read_holder(&self.layout) {
+        match records::read_holder(&self.layout) {
             Ok(Some(other)) if other.node != self.config.node && other.epoch >= held.epoch => {
                 let reason = format!(
                     "holder.json names {} with epoch {}, we hold {}: another node believes it holds the lock",

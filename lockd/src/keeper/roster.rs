@@ -9,6 +9,7 @@
 use crate::shared_dir;
 use shared_proto::layout::Layout;
 use shared_proto::nodes::NodeRecord;
+use shared_proto::records;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -50,7 +51,7 @@ fn run(
                 tracing::debug!(error = %e, "cannot write this node's record in nodes/");
             }
         }
-        match shared_dir::read_nodes(layout) {
+        match records::read_nodes(layout) {
             Ok(records) => {
                 nodes.send_replace(records);
             }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::shared_dir;
+use shared_proto::records;
 
 struct Running {
     commands: std::sync::mpsc::Sender<Command>,
@@ -315,7 +316,7 @@ fn a_claim_under_our_lock_is_recorded_for_all_and_then_only_a_released_holder_is
     }
     // A newer epoch does not prove our lock gone: a keeps it until its broker is dead.
     assert!(matches!(next(&mut a), Event::MustFence { epoch: 1, .. }));
-    let record = shared_dir::read_broken_locks(&layout).unwrap().unwrap();
+    let record = records::read_broken_locks(&layout).unwrap().unwrap();
     assert!(record.starts_with("a: "), "{record}");
     a.commands.send(Command::Release).unwrap();
     assert_eq!(next(&mut a), Event::Released);
@@ -352,12 +353,12 @@ fn a_release_marks_holder_json_released() {
     assert_eq!(acquired(next(&mut a)), Some(1));
     a.commands.send(Command::Release).unwrap();
     assert_eq!(next(&mut a), Event::Released);
-    let seen = shared_dir::read_holder(&layout).unwrap().unwrap();
+    let seen = records::read_holder(&layout).unwrap().unwrap();
     assert_eq!(
         (seen.node.as_str(), seen.epoch, seen.state),
         ("a", 1, HolderState::Released)
     );
-    assert!(shared_dir::read_broken_locks(&layout).unwrap().is_none());
+    assert!(records::read_broken_locks(&layout).unwrap().is_none());
 }
 
 /// Regression: between another node's claim and its `holder.json`, the file still names
