@@ -53,6 +53,11 @@ struct Args {
     /// picks a free port.
     #[arg(long = "listen", required = true)]
     listen: Vec<server::Endpoint>,
+    /// HTTP address of the web console and brokerd's /metrics while active (lockd passes its
+    /// console_listen); served by the web console.
+    #[arg(long)]
+    #[allow(dead_code)]
+    console_listen: Option<String>,
     /// PEM certificate chain (leaf first) served on ssl:// listeners; read again on SIGHUP.
     #[arg(long, requires = "tls_key_file")]
     tls_cert_file: Option<PathBuf>,
