@@ -140,8 +140,9 @@ struct Args {
     /// anonymous clients. Read again on SIGHUP.
     #[arg(long)]
     users_file: Option<PathBuf>,
-    /// Address of the web console and of `/metrics` (HOST:PORT), opened only while this node
-    /// is active, after the STOMP listeners; off when not given. Needs --users-file: only its
+    /// Address of the web console and of `/metrics` (HOST:PORT; lockd passes its
+    /// console_listen), opened only while this node is active, after the STOMP listeners; off
+    /// when not given. Needs --users-file: only its
     /// users in --console-group may log in (`/metrics` is open to anyone who can reach it).
     #[arg(long)]
     console_listen: Option<String>,

@@ -557,6 +557,7 @@ async fn measure(stomp: &StompArgs, config: &Config, run_id: &str) -> anyhow::Re
     let t0_us = shared.now_us();
     let t0_unix_ms = wall_us() / 1000;
     go.send_replace(true);
+    let progress = show_progress(&shared, config);
 
     let mut timed_out = !join_until(&mut producers, deadline, &shared).await;
     if config.producers == 0 {
@@ -576,6 +577,8 @@ async fn measure(stomp: &StompArgs, config: &Config, run_id: &str) -> anyhow::Re
     for handle in producers.iter().chain(consumers.iter()) {
         handle.abort();
     }
+    progress.abort();
+    let _ = progress.await;
     let (mut reconnects, mut resent) = (0, 0);
     for client in &clients {
         let stats = client.stats();
@@ -632,6 +635,36 @@ async fn measure(stomp: &StompArgs, config: &Config, run_id: &str) -> anyhow::Re
         client_cpu_s: r3(cpu_seconds() - cpu0),
         reconnects,
         resent,
+    })
+}
+
+/// A progress bar (on a terminal) following the run's counters until the returned task is
+/// aborted, which clears it: received of expected, or receipted of sent when nothing consumes.
+fn show_progress(shared: &Arc<Shared>, config: &Config) -> JoinHandle<()> {
+    let consuming = shared.expected > 0;
+    let total = if consuming {
+        shared.expected
+    } else {
+        config.messages
+    };
+    let bar = crate::progress::bar(Some(total), &format!("bench {}", config.dest));
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        // Cleared however the task ends (aborted at the end of the run).
+        struct Clear(indicatif::ProgressBar);
+        impl Drop for Clear {
+            fn drop(&mut self) {
+                self.0.finish_and_clear();
+            }
+        }
+        let bar = Clear(bar);
+        loop {
+            let (sent, received) = (shared.sent.load(Relaxed), shared.received.load(Relaxed));
+            bar.0.set_position(if consuming { received } else { sent });
+            bar.0
+                .set_message(format!("sent {sent}, received {received}"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     })
 }
 

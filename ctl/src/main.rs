@@ -12,6 +12,7 @@ mod browse;
 mod client;
 mod destinations;
 mod passwd;
+mod progress;
 mod receive;
 mod schedules;
 mod send;
@@ -50,9 +51,19 @@ enum Cmd {
     },
     /// Show this node's role, epoch, broker and the lock holder.
     Status {
-        /// One JSON object (a stable interface for scripts).
+        /// One JSON object (a stable interface for scripts); with --watch, one per line.
         #[arg(long)]
         json: bool,
+        /// Show the status again every --interval-ms until Ctrl-C: redrawn in place on a
+        /// terminal, otherwise printed again as a new block (a JSON line with --json).
+        #[arg(long)]
+        watch: bool,
+        /// How often --watch refreshes, in milliseconds.
+        #[arg(long, default_value_t = 1000, requires = "watch", value_parser = clap::value_parser!(u64).range(50..))]
+        interval_ms: u64,
+        /// With --watch: stop after this many refreshes (0: until Ctrl-C).
+        #[arg(long, default_value_t = 0, requires = "watch")]
+        count: u64,
     },
     /// Controlled handover: the active node stops its broker gracefully and releases the lock.
     Failover {
@@ -213,7 +224,16 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Cmd::Init { dir, broker_user } => init(dir, broker_user),
-        Cmd::Status { json } => {
+        Cmd::Status {
+            json,
+            watch: true,
+            interval_ms,
+            count,
+        } => {
+            let socket = client::socket_path(args.socket)?;
+            status::watch(&socket, json, Duration::from_millis(interval_ms), count).await
+        }
+        Cmd::Status { json, .. } => {
             let mut client = Client::connect(&client::socket_path(args.socket)?).await?;
             let status = client.status().await?;
             if json {

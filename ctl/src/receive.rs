@@ -63,6 +63,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut received = 0u64;
     let mut redelivered = 0u64;
     let stdout = std::io::stdout();
+    let progress = crate::progress::bar(
+        (args.count > 0).then_some(args.count),
+        &format!("receive {}", args.dest),
+    );
     while args.count == 0 || received < args.count {
         let message = match tokio::time::timeout(idle, sub.next()).await {
             Ok(Some(message)) => message,
@@ -72,10 +76,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         received += 1;
         redelivered += u64::from(message.redelivered());
         if !args.quiet {
-            print_message(&mut stdout.lock(), &message)?;
+            // Above the bar, which is drawn again below it.
+            progress.suspend(|| print_message(&mut stdout.lock(), &message))?;
         }
         client.ack(&message).await.context("acking")?;
+        progress.inc(1);
     }
+    progress.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let stats = client.stats();
     drop(sub);

@@ -67,14 +67,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (None, None) => None,
     };
     let started = Instant::now();
+    let progress = crate::progress::bar(Some(args.count), &format!("send {}", args.dest));
     // Receipts are awaited in order on their own task while sending goes on; the client's
     // window bounds how many are outstanding.
     let (receipts, mut pending) = mpsc::channel::<Receipt>(args.receipt_window.max(1));
+    let receipted = progress.clone();
     let collector = tokio::spawn(async move {
         let mut tally = Tally::default();
         while let Some(receipt) = pending.recv().await {
             match receipt.await {
-                Ok(()) => tally.receipted += 1,
+                Ok(()) => {
+                    tally.receipted += 1;
+                    receipted.inc(1);
+                }
                 Err(e) => {
                     tally.failed += 1;
                     tally.first_error.get_or_insert_with(|| e.to_string());
@@ -93,6 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .send_unreceipted(&args.dest, &headers, body)
                 .await
                 .context("sending")?;
+            progress.inc(1);
         } else {
             let receipt = client
                 .send(&args.dest, &headers, body)
@@ -108,6 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut tally = collector.await.context("receipt collector")?;
     let stats = client.stats();
     crate::close(client).await?;
+    progress.finish_and_clear();
     if args.receipt_window == 0 {
         // The DISCONNECT receipt covers every SEND before it.
         tally.receipted = written;

@@ -1,7 +1,137 @@
-//! `ctl status`: one node's view of itself and of the lock holder.
+//! `ctl status`: one node's view of itself and of the lock holder; `--watch` shows it again
+//! every interval, redrawn in place on a terminal.
 
+use crate::client::Client;
 use shared_proto::admin::Status;
 use std::fmt::Write;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+/// `ctl status --watch`: the status every `interval` until Ctrl-C (or `count` refreshes, when
+/// not 0). On a terminal (and without `--json`) the screen is redrawn in place; otherwise each
+/// refresh is printed after the last, a block of text with its time, or a JSON line, so it can
+/// be logged or piped. The first connection must succeed (a wrong socket is an error at once);
+/// later failures, such as lockd restarting, are shown and retried at the next refresh.
+pub async fn watch(
+    socket: &Path,
+    json: bool,
+    interval: Duration,
+    count: u64,
+) -> anyhow::Result<()> {
+    let mut connection = Some(Client::connect(socket).await?);
+    let in_place = !json && std::io::stdout().is_terminal();
+    let mut screen = Screen::new(in_place);
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shown = 0u64;
+    // One handler for the whole watch, so a Ctrl-C during a refresh is not missed.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = interrupt.recv() => break,
+        }
+        let now = shared_proto::unix_ms();
+        let status = match connection.take() {
+            Some(mut c) => c.status().await.map(|s| (s, c)),
+            None => match Client::connect(socket).await {
+                Ok(mut c) => c.status().await.map(|s| (s, c)),
+                Err(e) => Err(e),
+            },
+        };
+        let frame = match status {
+            Ok((status, c)) => {
+                connection = Some(c);
+                if json {
+                    serde_json::to_string(&status)? + "\n"
+                } else {
+                    render(&status, now)
+                }
+            }
+            Err(e) if json => {
+                eprintln!("ctl: {e:#}");
+                String::new()
+            }
+            Err(e) => format!("ctl: {e:#} (retrying every {} ms)\n", interval.as_millis()),
+        };
+        let header = (!json).then(|| {
+            format!(
+                "ctl status of {} at {} (every {} ms{})",
+                socket.display(),
+                format_utc(now),
+                interval.as_millis(),
+                if in_place { "; Ctrl-C to stop" } else { "" }
+            )
+        });
+        screen.show(header.as_deref(), &frame)?;
+        shown += 1;
+        if count > 0 && shown >= count {
+            break;
+        }
+    }
+    screen.done()
+}
+
+/// Where `--watch` shows its refreshes.
+struct Screen {
+    /// Redraw in place (a terminal): cursor home, each line cleared to its end, the rest of
+    /// the screen cleared below the frame.
+    in_place: bool,
+    /// Whether anything was drawn yet (the first frame clears the screen).
+    drawn: bool,
+}
+
+impl Screen {
+    fn new(in_place: bool) -> Screen {
+        Screen {
+            in_place,
+            drawn: false,
+        }
+    }
+
+    fn show(&mut self, header: Option<&str>, frame: &str) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut out = String::new();
+        if self.in_place {
+            // Hide the cursor while watching; clear once, then overwrite line by line, so the
+            // screen never flickers blank between two refreshes.
+            out.push_str(if self.drawn {
+                "\x1b[H"
+            } else {
+                "\x1b[?25l\x1b[2J\x1b[H"
+            });
+            for line in header.into_iter().chain(frame.lines()) {
+                out.push_str(line);
+                out.push_str("\x1b[K\n");
+            }
+            out.push_str("\x1b[J");
+        } else {
+            if let Some(header) = header {
+                out.push_str(&format!("# {header}\n"));
+            }
+            out.push_str(frame);
+            if header.is_some() {
+                out.push('\n');
+            }
+        }
+        self.drawn = true;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(out.as_bytes())?;
+        stdout.flush()
+    }
+
+    /// Gives the terminal its cursor back.
+    fn done(self) -> anyhow::Result<()> {
+        if self.in_place && self.drawn {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(b"\x1b[?25h")?;
+            stdout.flush()?;
+        }
+        Ok(())
+    }
+}
 
 /// The human form of a status report.
 pub fn render(status: &Status, now_unix_ms: u64) -> String {

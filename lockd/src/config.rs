@@ -83,6 +83,12 @@ pub struct Config {
     /// Start anyway with a `scheduler_dir` off the shared filesystem, warning in the log and in
     /// `ctl status` (one host, or schedules the operator can afford to lose).
     pub scheduler_allow_local: bool,
+    /// HOST:PORT where lockd serves its own metrics at `/metrics` (Prometheus text format);
+    /// off when absent.
+    pub metrics_listen: Option<String>,
+    /// HOST:PORT of the web console: brokerd serves it (with its `/metrics`) while this node is
+    /// active; otherwise lockd answers there with a page naming the active node. Off when absent.
+    pub console_listen: Option<String>,
 }
 
 /// lockd's answer to a shared directory whose lock failed the self-test at start.
@@ -125,6 +131,8 @@ impl Default for Config {
             lock_check_other_path: None,
             scheduler_dir: None,
             scheduler_allow_local: false,
+            metrics_listen: None,
+            console_listen: None,
         }
     }
 }
@@ -170,6 +178,10 @@ pub struct Settings {
     /// The scheduler's store, absolute: `scheduler_dir`, or the shared directory's `scheduler/`.
     pub scheduler_dir: PathBuf,
     pub scheduler_allow_local: bool,
+    /// Where lockd serves `/metrics`, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The web console's address (brokerd's while active, lockd's page otherwise), if any.
+    pub console_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -324,6 +336,14 @@ impl Config {
             None => None,
         };
         let scheduler_dir = scheduler_dir(self.scheduler_dir, &shared_dir)?;
+        let metrics_listen = http_listen("metrics_listen", self.metrics_listen.as_deref())?;
+        let console_listen = http_listen("console_listen", self.console_listen.as_deref())?;
+        if metrics_listen.is_some() && metrics_listen == console_listen {
+            return Err(
+                "metrics_listen and console_listen are the same address: lockd's metrics need one of their own (brokerd's are on console_listen)"
+                    .into(),
+            );
+        }
         check_watchdog(
             self.keepalive_ms,
             std::env::var("WATCHDOG_USEC").ok().as_deref(),
@@ -354,6 +374,8 @@ impl Config {
             lock_check_other_path,
             scheduler_dir,
             scheduler_allow_local: self.scheduler_allow_local,
+            metrics_listen,
+            console_listen,
         })
     }
 }
@@ -410,6 +432,24 @@ fn check_listen(entry: &str) -> Result<(), String> {
              example 127.0.0.1:61613)"
         )),
     }
+}
+
+/// An HTTP listen address (`metrics_listen`, `console_listen`): HOST:PORT, resolved now, with a
+/// port of its own (0 would let the address change at every start, and scrapers and browsers
+/// must know it).
+fn http_listen(key: &str, entry: Option<&str>) -> Result<Option<SocketAddr>, String> {
+    let Some(entry) = entry else { return Ok(None) };
+    let addr = entry
+        .parse::<SocketAddr>()
+        .ok()
+        .or_else(|| entry.to_socket_addrs().ok()?.next())
+        .ok_or_else(|| format!("{key} {entry:?} is not HOST:PORT (for example 127.0.0.1:9571)"))?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "{key} {entry:?} has port 0: give a fixed port, which scrapers and browsers can find"
+        ));
+    }
+    Ok(Some(addr))
 }
 
 /// brokerd's TLS options from the `tls_*_file` keys. An ssl:// listener needs a certificate and
@@ -632,6 +672,67 @@ mod tests {
                 &cert.display().to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn http_addresses_are_checked_and_passed_on_resolved() {
+        let base = || Config {
+            node: "n1".into(),
+            shared_dir: "/tmp".into(),
+            socket: "/tmp/x.sock".into(),
+            broker_binary: Some("/bin/sh".into()),
+            broker_user: (users::effective_uid() == 0).then(|| "nobody".into()),
+            ..Config::default()
+        };
+        let settings = Config {
+            metrics_listen: Some("127.0.0.1:9571".into()),
+            console_listen: Some("localhost:8161".into()),
+            ..base()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(
+            settings.metrics_listen,
+            Some("127.0.0.1:9571".parse().unwrap())
+        );
+        assert_eq!(settings.console_listen.map(|a| a.port()), Some(8161));
+        assert_eq!(base().validate().unwrap().metrics_listen, None);
+        for (metrics, console, named) in [
+            (
+                Some("nonsense"),
+                None,
+                "metrics_listen \"nonsense\" is not HOST:PORT",
+            ),
+            (
+                None,
+                Some("0.0.0.0:0"),
+                "console_listen \"0.0.0.0:0\" has port 0",
+            ),
+            (
+                Some("127.0.0.1:80"),
+                Some("127.0.0.1:80"),
+                "the same address",
+            ),
+        ] {
+            let err = Config {
+                metrics_listen: metrics.map(Into::into),
+                console_listen: console.map(Into::into),
+                ..base()
+            }
+            .validate()
+            .unwrap_err();
+            assert!(err.contains(named), "{err}");
+        }
+        // The example's commented keys, uncommented, are valid settings.
+        let example = include_str!("../../systemd/lockd.example.toml");
+        for key in ["metrics_listen", "console_listen"] {
+            let line = example
+                .lines()
+                .find_map(|l| l.strip_prefix("# ").filter(|l| l.starts_with(key)))
+                .unwrap_or_else(|| panic!("{key} is not in the example config"));
+            let config = Config::from_toml(&format!("node = \"n1\"\n{line}\n")).unwrap();
+            assert!(config.metrics_listen.is_some() || config.console_listen.is_some());
+        }
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct KeeperConfig {
     /// until its epoch poll sees our claim. `lock_check::TAKEOVER_GRACE`, or longer when the
     /// start-up lock check measured a slower visibility lag.
     pub takeover_grace: Duration,
+    /// Where each keepalive's duration is counted (atomics: the keeper never waits on a
+    /// scrape).
+    pub keepalive_durations: std::sync::Arc<crate::metrics::KeepaliveHistogram>,
 }
 
 enum Mode {

@@ -7,12 +7,17 @@
 //! socket and brokerd's control channel, and is the only thread that forks brokerd (so
 //! PR_SET_PDEATHSIG, which follows the forking thread, fires exactly when lockd dies). The keeper
 //! thread does all shared-directory I/O. The signal thread turns SIGTERM/SIGINT into a shutdown,
-//! and SIGHUP into a reload that brokerd is told of.
+//! and SIGHUP into a reload that brokerd is told of. The optional HTTP pages (`/metrics` on
+//! `metrics_listen`, the passive console page on `console_listen`) run on the same runtime and
+//! read only what the state machine and the keeper publish.
 
 mod admin;
 mod broker;
 mod config;
+mod console;
+mod http;
 mod keeper;
+mod metrics;
 mod node;
 mod notify;
 mod shared_dir;
@@ -132,6 +137,21 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
             settings.admin_group.as_ref().map(|(_, gid)| *gid),
         )?
     };
+    // Bound now, so a taken address refuses the start (exit 2) instead of failing unseen.
+    let metrics_listener = match settings.metrics_listen {
+        Some(addr) => {
+            let _guard = runtime.enter();
+            let listener = std::net::TcpListener::bind(addr)
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    tokio::net::TcpListener::from_std(l)
+                })
+                .with_context(|| format!("cannot listen on metrics_listen {addr}"))?;
+            Some(listener)
+        }
+        None => None,
+    };
+    let keepalive_durations = std::sync::Arc::new(metrics::KeepaliveHistogram::default());
     spawn_signal_thread(shutdown_tx, reload_tx)?;
     let keeper_config = keeper::KeeperConfig {
         node: settings.node.clone(),
@@ -139,6 +159,7 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
         keepalive: settings.keepalive,
         fence_timeout: settings.fence_timeout,
         takeover_grace,
+        keepalive_durations: keepalive_durations.clone(),
     };
     let roster = keeper::roster::spawn(layout.clone(), settings.keepalive, nodes_tx)
         .context("cannot start the roster thread")?;
@@ -166,9 +187,15 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
         shared_dir = %settings.shared_dir.display(),
         socket = %settings.socket.display(),
         listen = ?settings.listen,
+        metrics_listen = ?settings.metrics_listen,
+        console_listen = ?settings.console_listen,
         "lockd started; passive, competing for the lock"
     );
-    let node = node::Node::new(
+    let node_name = settings.node.clone();
+    let console_listen = settings.console_listen;
+    let page_holder = holder.clone();
+    let page_nodes = nodes.clone();
+    let mut node = node::Node::new(
         settings,
         broker_command,
         keeper_tx,
@@ -178,8 +205,25 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
         nodes,
     )
     .with_start_warnings(start_warnings);
+    let snapshots = node.snapshots();
+    if let Some(addr) = console_listen {
+        let page = console::Page {
+            node: node_name,
+            snapshot: snapshots.clone(),
+            holder: page_holder,
+            nodes: page_nodes,
+        };
+        node = node.with_console(console::Console::new(addr, page));
+    }
     let outcome = runtime.block_on(async move {
         tokio::spawn(admin::serve(listener, access, calls_tx));
+        if let Some(listener) = metrics_listener {
+            let registry = std::sync::Arc::new(metrics::registry(metrics::Source {
+                snapshot: snapshots,
+                keepalive: keepalive_durations,
+            }));
+            tokio::spawn(http::serve(listener, metrics::handler(registry)));
+        }
         notify::ready();
         node.run(
             node::Inputs {
@@ -377,6 +421,10 @@ fn broker_command(
     for addr in &settings.listen {
         args.push("--listen".into());
         args.push(addr.clone());
+    }
+    if let Some(addr) = settings.console_listen {
+        args.push("--console-listen".into());
+        args.push(addr.to_string());
     }
     args.extend(settings.tls_args.iter().cloned());
     args.extend(settings.broker_args.iter().cloned());

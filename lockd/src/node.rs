@@ -17,7 +17,9 @@
 use crate::admin::{BrokerCall, Call};
 use crate::broker::{Broker, BrokerEvent};
 use crate::config::Settings;
+use crate::console::Console;
 use crate::keeper::{Command, Event as KeeperEvent};
+use crate::metrics::{FenceReason, Snapshot};
 use crate::notify;
 use crate::sys::spawn::BrokerCommand;
 use shared_proto::admin::{ErrorCode, Response, Role, Status};
@@ -242,6 +244,15 @@ pub struct Node {
     /// What the start-up checks accepted only because the operator opted out (a local
     /// `scheduler_dir`): repeated in every status, so it cannot scroll out of sight.
     start_warnings: Vec<String>,
+    /// The figures lockd's metrics report; role, epoch and broken locks are filled in when
+    /// published.
+    figures: Snapshot,
+    /// Where [`Node::publish`] puts them after every event, for scrapes and the console page.
+    published: watch::Sender<Snapshot>,
+    /// When this node last began competing for the lock (for `lockd_lock_acquire_seconds`).
+    competing_since: Option<Instant>,
+    /// The passive console page on `console_listen`, open only while no broker of ours runs.
+    console: Option<Console>,
 }
 
 impl Node {
@@ -275,7 +286,22 @@ impl Node {
             nodes,
             stale_warned: None,
             start_warnings: Vec::new(),
+            figures: Snapshot::default(),
+            published: watch::channel(Snapshot::default()).0,
+            competing_since: None,
+            console: None,
         }
+    }
+
+    /// The figures this node publishes after every event (lockd's metrics, the console page).
+    pub fn snapshots(&self) -> watch::Receiver<Snapshot> {
+        self.published.subscribe()
+    }
+
+    /// Serves the passive console page on `console` while no broker of ours runs.
+    pub fn with_console(mut self, console: Console) -> Node {
+        self.console = Some(console);
+        self
     }
 
     /// Adds warnings from the start-up checks to every status this node gives.
@@ -294,6 +320,8 @@ impl Node {
     ) -> Result<(), String> {
         self.record();
         self.keeper_command(Command::Compete);
+        self.sync_console();
+        self.publish();
         let mut watchdog = tokio::time::interval(self.settings.keepalive);
         loop {
             let fence_at = self
@@ -319,6 +347,11 @@ impl Node {
                     let holder = inputs.holder.borrow_and_update().clone();
                     self.on_holder(holder);
                 }
+                stream = accept_console(self.console.as_ref()) => {
+                    if let Some(console) = &self.console {
+                        console.serve(stream);
+                    }
+                }
                 () = sleep_until(fence_at) => {
                     // No Release yet: the lock is given back only once the broker is dead
                     // (`on_exit`), and the keeper handles it whenever its stuck call returns.
@@ -327,7 +360,7 @@ impl Node {
                         .lease()
                         .map(|lease| lease.last_keepalive.elapsed())
                         .unwrap_or_default();
-                    self.fence(format!(
+                    self.fence(FenceReason::KeepaliveTimeout, format!(
                         "keepalive has not completed for {} ms (limit {} ms): the shared filesystem may be stalled",
                         silent.as_millis(),
                         self.settings.fence_timeout.as_millis()
@@ -344,6 +377,8 @@ impl Node {
                 !matches!(self.state, State::Moved),
                 "a state transition left the node without a state"
             );
+            self.sync_console();
+            self.publish();
             if matches!(self.state, State::Exiting) {
                 self.keeper_command(Command::Release);
                 self.await_release(&mut inputs.keeper_events).await;
@@ -384,6 +419,7 @@ impl Node {
     }
 
     fn on_keeper(&mut self, event: KeeperEvent) {
+        let certain_loss = matches!(event, KeeperEvent::Lost { .. });
         match event {
             KeeperEvent::Acquired { epoch, started } => {
                 if self.releases_pending > 0 {
@@ -401,14 +437,24 @@ impl Node {
                 // running, give the lock back at once.
                 match self.state {
                     State::Passive | State::Renewing { .. } => {
+                        if matches!(self.state, State::Passive) {
+                            self.figures.failovers += 1;
+                            self.figures.lock_acquire_seconds = self
+                                .competing_since
+                                .take()
+                                .map(|since| since.elapsed().as_secs_f64());
+                        }
                         self.epoch = Some(epoch);
                         self.start_broker(lease);
                     }
                     State::Starting { .. } | State::Active { .. } | State::Stopping { .. } => {
-                        self.fence(format!(
-                            "the keeper reported epoch {epoch} claimed while brokerd ran as {}",
-                            self.state.role()
-                        ));
+                        self.fence(
+                            FenceReason::UnexpectedAcquisition,
+                            format!(
+                                "the keeper reported epoch {epoch} claimed while brokerd ran as {}",
+                                self.state.role()
+                            ),
+                        );
                     }
                     State::Fencing { .. } => {
                         tracing::warn!(node = %self.settings.node, epoch, "lock acquisition while fencing; released once brokerd has exited");
@@ -433,10 +479,15 @@ impl Node {
                 }
             }
             KeeperEvent::Lost { epoch, reason } | KeeperEvent::MustFence { epoch, reason } => {
+                let kind = if certain_loss {
+                    FenceReason::LockLost
+                } else {
+                    FenceReason::KeepaliveFailed
+                };
                 // Either way the broker dies now; the lock is released (a no-op after a
                 // certain loss, where the keeper already closed it) once it is dead.
                 if self.state.lease().is_some() && self.releases_pending == 0 {
-                    self.fence(reason);
+                    self.fence(kind, reason);
                 } else {
                     tracing::debug!(node = %self.settings.node, epoch, %reason, "loss of a lock already given up");
                 }
@@ -449,6 +500,11 @@ impl Node {
     }
 
     fn start_broker(&mut self, lease: Lease) {
+        // Before the fork: brokerd binds console_listen as soon as it is active, and the
+        // listener must be closed by then (it is, when `close` returns).
+        if let Some(console) = &mut self.console {
+            console.close(&self.settings.node);
+        }
         self.generation += 1;
         match Broker::start(
             &self.broker_command,
@@ -654,6 +710,7 @@ impl Node {
         }
         if self.restarts.len() < self.settings.max_restarts as usize {
             self.restarts.push_back(now);
+            self.figures.broker_restarts += 1;
             let reason = format!(
                 "{why}; restart {} of {} within {} s",
                 self.restarts.len(),
@@ -682,8 +739,8 @@ impl Node {
 
     /// Kills the broker at once because the lock can no longer be trusted. The lock is released
     /// only once the broker has exited (`on_exit`).
-    fn fence(&mut self, reason: String) {
-        tracing::error!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), %reason, "fencing: killing brokerd");
+    fn fence(&mut self, kind: FenceReason, reason: String) {
+        tracing::error!(node = %self.settings.node, epoch = self.epoch.unwrap_or_default(), reason_kind = kind.label(), %reason, "fencing: killing brokerd");
         let next = match self.take_state() {
             State::Starting { child, .. } | State::Active { child, .. } => {
                 child.broker.kill();
@@ -710,6 +767,7 @@ impl Node {
                 return;
             }
         };
+        self.figures.count_fence(kind);
         self.enter(next, format!("fenced: {reason}"));
     }
 
@@ -1029,12 +1087,48 @@ impl Node {
         });
     }
 
+    /// Publishes the figures for scrapes and the console page (only when they changed).
+    fn publish(&mut self) {
+        let mut figures = self.figures.clone();
+        figures.role = self.state.role();
+        figures.epoch = self.epoch.unwrap_or_default();
+        figures.broken_locks = self.broken_locks.is_some();
+        self.published.send_if_modified(|old| {
+            let changed = *old != figures;
+            if changed {
+                *old = figures;
+            }
+            changed
+        });
+    }
+
+    /// Opens the console page while no broker of ours may run (passive, holding off) and lockd
+    /// is not exiting; it is closed in [`Node::start_broker`], right before the fork.
+    fn sync_console(&mut self) {
+        let serve = matches!(self.state, State::Passive | State::HoldOff { .. });
+        if let Some(console) = &mut self.console {
+            if serve {
+                console.open(&self.settings.node);
+            }
+        }
+    }
+
     fn keeper_command(&mut self, command: Command) {
-        if matches!(command, Command::Release) {
-            self.releases_pending += 1;
+        match command {
+            Command::Release => self.releases_pending += 1,
+            Command::Compete => self.competing_since = Some(Instant::now()),
+            _ => {}
         }
         // A send fails only if the keeper thread died; its event channel closing tells `run`.
         let _ = self.keeper.send(command);
+    }
+}
+
+/// The next connection to the console page, or never without one (or while it is closed).
+async fn accept_console(console: Option<&Console>) -> tokio::net::TcpStream {
+    match console {
+        Some(console) => console.accept().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1154,6 +1248,8 @@ mod tests {
             lock_check_other_path: None,
             scheduler_dir: PathBuf::from("/nonexistent/scheduler"),
             scheduler_allow_local: false,
+            metrics_listen: None,
+            console_listen: None,
         }
     }
 

@@ -29,6 +29,11 @@ use std::time::{Duration, Instant};
 /// Generous bound for anything the tests wait for; never a measure of speed.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// A users file with one console user, `admin` (password `password`, group `admins`), and
+/// anonymous STOMP clients allowed: what [`Cluster::with_http_pages`] needs when a test does not
+/// care who logs in.
+pub const CONSOLE_USERS: &str = "allow_anonymous = true\n[users.admin]\npassword = \"$argon2id$v=19$m=19456,t=2,p=1$m/tq9pPX9fc6jlcYHpqG+Q$L3fSgC3jpAJqH+qKy/uo8frfqe7gBCmFTFmePDJmkls\"\ngroups = [\"admins\"]\n";
+
 /// The uid tests use for "somebody else" when they run as root.
 pub const NOBODY: u32 = 65534;
 
@@ -116,6 +121,10 @@ pub struct Node {
     pub child: Option<Child>,
     /// The umask lockd starts with (systemd's `UMask=`); the harness's own when `None`.
     pub umask: Option<u32>,
+    /// lockd's `metrics_listen`, once [`Cluster::with_http_pages`] set it.
+    pub metrics: Option<SocketAddr>,
+    /// The node's `console_listen`, once [`Cluster::with_http_pages`] set it.
+    pub console: Option<SocketAddr>,
 }
 
 impl Cluster {
@@ -166,6 +175,8 @@ impl Cluster {
                     port,
                     child: None,
                     umask: None,
+                    metrics: None,
+                    console: None,
                 }
             })
             .collect::<Vec<Node>>();
@@ -197,24 +208,22 @@ impl Cluster {
         users
     }
 
-    /// Gives every node's brokerd `text` as its users file and a console (`--console-listen`) on
-    /// a port of its own; call before the nodes start. Returns each node's console address.
-    pub fn console(&mut self, users: &str) -> Vec<SocketAddr> {
-        let path = self.root.join("users.toml");
-        fs::write(&path, users).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let mut addrs = Vec::new();
-        for node in &self.nodes {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    /// Gives every node a `metrics_listen` and a `console_listen` of its own, and brokerd
+    /// `users` as its users file (the console's logins; [`CONSOLE_USERS`] will do); call before
+    /// the nodes start.
+    pub fn with_http_pages(&mut self, users: &str) {
+        self.users_file(users);
+        for node in &mut self.nodes {
+            let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let console = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let mut config = fs::read_to_string(&node.config).unwrap();
             config.push_str(&format!(
-                "broker_args = [\"--users-file\", \"{}\", \"--console-listen\", \"{addr}\"]\n",
-                path.display()
+                "metrics_listen = \"{metrics}\"\nconsole_listen = \"{console}\"\n"
             ));
             fs::write(&node.config, config).unwrap();
-            addrs.push(addr);
+            node.metrics = Some(metrics);
+            node.console = Some(console);
         }
-        addrs
     }
 
     /// Starts every node, one after the other.
@@ -583,6 +592,46 @@ pub fn read_frame(stream: &mut impl Read) -> anyhow::Result<String> {
     }
 }
 
+/// Sends `request` (raw bytes) to an HTTP server at `addr` and reads the answer to its end;
+/// returns (status, body). Every step is bounded by [`WAIT`].
+pub fn http_request(addr: SocketAddr, request: &[u8]) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT)?;
+    stream.set_read_timeout(Some(WAIT))?;
+    stream.set_write_timeout(Some(WAIT))?;
+    stream.write_all(request)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no end of the response head in {text:?}"))?;
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("no HTTP/1.1 status line in {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+/// `GET path` from the HTTP server at `addr`: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    http_request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    )
+}
+
+/// A Prometheus text exposition as `name{labels}` -> value (comments skipped).
+pub fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Whether a broker answers CONNECT with CONNECTED at `addr` right now.
 pub fn answers_stomp(addr: SocketAddr) -> bool {
     stomp_connect(addr, Duration::from_secs(2)).is_ok_and(|f| f.starts_with("CONNECTED"))
@@ -813,6 +862,73 @@ pub fn with_client<T>(url: &str, work: impl AsyncFnOnce(&stomp_client::Client) -
         let _ = tokio::time::timeout(WAIT, client.disconnect()).await;
         result
     })
+}
+
+/// Runs `cmd` with stdout and stderr on a new pseudo-terminal (120 columns, 40 rows) and stdin
+/// closed; returns its exit status and everything it wrote to the terminal, or `None` for the
+/// status when it was still running after `timeout` (then it was killed). For the terminal
+/// behaviour of ctl (redrawn screens, progress bars).
+pub fn run_in_pty(
+    mut cmd: Command,
+    timeout: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two descriptors into the ints we pass; no name buffer, default
+    // termios, a window size that lives across the call.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned by nobody else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap())
+        .spawn()
+        .expect("spawn a command on a pseudo-terminal");
+    // Only the child holds the terminal now (the command kept copies of it until dropped):
+    // reads end (EIO) once it has exited.
+    drop(cmd);
+    drop(slave);
+    let reader = std::thread::spawn(move || {
+        let mut file = fs::File::from(master);
+        let mut all = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = file.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait().expect("wait for the command") {
+            Some(status) => break Some(status),
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    (status, reader.join().expect("the terminal reader"))
 }
 
 /// A finished command's stdout, as text.

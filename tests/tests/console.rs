@@ -233,7 +233,8 @@ fn the_console_logs_in_sends_browses_and_purges_in_a_real_browser() {
         return;
     }
     let mut cluster = Cluster::new(1, "");
-    let consoles = cluster.console(USERS);
+    cluster.with_http_pages(USERS);
+    let consoles: Vec<_> = cluster.nodes.iter().map(|n| n.console.unwrap()).collect();
     cluster.start_all();
     let active = cluster.wait_for_one_active();
     let console = consoles[active];

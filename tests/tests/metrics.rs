@@ -6,10 +6,6 @@ use ha_tests::*;
 use std::net::SocketAddr;
 use stomp_client::AckMode;
 
-/// An admin for the console, and anonymous STOMP clients (the failover client has no login).
-/// The hash is `ctl passwd --password password`.
-const USERS: &str = "allow_anonymous = true\n[users.admin]\npassword = \"$argon2id$v=19$m=19456,t=2,p=1$m/tq9pPX9fc6jlcYHpqG+Q$L3fSgC3jpAJqH+qKy/uo8frfqe7gBCmFTFmePDJmkls\"\ngroups = [\"admins\"]\n";
-
 const QUEUE: &str = "/queue/metrics";
 const SENT: u64 = 7;
 const CONSUMED: u64 = 3;
@@ -69,7 +65,8 @@ fn assert_complete(text: &str) {
 #[test]
 fn metrics_follow_the_active_node_and_count_what_was_sent() {
     let mut cluster = Cluster::new(2, "");
-    let consoles = cluster.console(USERS);
+    cluster.with_http_pages(CONSOLE_USERS);
+    let consoles: Vec<_> = cluster.nodes.iter().map(|n| n.console.unwrap()).collect();
     cluster.start_all();
     let active = cluster.wait_for_one_active();
     let passive = 1 - active;

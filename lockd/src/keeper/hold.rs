@@ -131,7 +131,10 @@ impl Keeper {
 
     /// One keepalive while holding: reports a heartbeat, or the failure.
     pub(super) fn keepalive(&mut self, mut held: Held) -> Mode {
-        match self.beat(&mut held) {
+        let began = Instant::now();
+        let beat = self.beat(&mut held);
+        self.config.keepalive_durations.observe(began.elapsed());
+        match beat {
             Ok(()) => {
                 self.report(Event::Heartbeat {
                     epoch: held.epoch,

@@ -50,6 +50,7 @@ fn start_graced(
         keepalive: Duration::from_millis(20),
         fence_timeout,
         takeover_grace,
+        keepalive_durations: Default::default(),
     };
     let layout = layout.clone();
     std::thread::spawn(move || run(layout, config, command_rx, event_tx, holder_tx));

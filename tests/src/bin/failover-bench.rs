@@ -5,9 +5,13 @@
 //! - `failover`: `ctl failover` on the active node (planned failover).
 //!
 //! Prints each round, then min/median/max in ms per mode, and one JSON line. Also prints the
-//! active lockd's resident memory. Build first: `cargo build --release --workspace --bins`.
+//! active lockd's resident memory, with its metrics and console page on (`metrics_listen`,
+//! `console_listen`) and every node's `/metrics` scraped each round, as in production.
+//! Build first: `cargo build --release --workspace --bins`.
 
-use ha_tests::{answers_stomp, status_kib, summarize, wait_until_every, BenchOptions, Cluster};
+use ha_tests::{
+    answers_stomp, http_get, status_kib, summarize, wait_until_every, BenchOptions, Cluster,
+};
 use shared_proto::admin::Role;
 use std::time::{Duration, Instant};
 
@@ -23,6 +27,7 @@ fn time_to_connect(cluster: &Cluster, down: usize, t0: Instant) -> Duration {
 fn main() {
     let options = BenchOptions::parse_or_exit("failover-bench", 10, ["kill", "failover"]);
     let mut cluster = Cluster::new(3, "");
+    cluster.with_http_pages(ha_tests::CONSOLE_USERS);
     cluster.start_all();
     let mut results = serde_json::Map::new();
     let mut rss = Vec::new();
@@ -30,6 +35,12 @@ fn main() {
         let mut samples = Vec::new();
         for round in 1..=options.rounds {
             let active = cluster.wait_for_one_active();
+            // Every lockd answers a scrape and its console address before it is measured.
+            for node in &cluster.nodes {
+                let (status, _) = http_get(node.metrics.unwrap(), "/metrics").expect("scrape");
+                assert_eq!(status, 200, "{}'s /metrics", node.name);
+                let _ = http_get(node.console.unwrap(), "/");
+            }
             if let Some(kib) = cluster.nodes[active]
                 .child
                 .as_ref()
