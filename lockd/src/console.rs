@@ -11,6 +11,7 @@
 use crate::http::{self, Handler, Reply};
 use crate::metrics::Snapshot;
 use shared_proto::holder::{Holder, HolderState};
+use shared_proto::html::escape;
 use shared_proto::nodes::NodeRecord;
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -214,22 +215,6 @@ pub fn render(
         out.push_str("</table>\n");
     }
     out.push_str("</body></html>\n");
-    out
-}
-
-/// Text made safe inside HTML (host names and reasons come from files on the shared directory).
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
     out
 }
 

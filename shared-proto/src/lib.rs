@@ -23,6 +23,7 @@ pub mod admin;
 pub mod control;
 pub mod destinations;
 pub mod holder;
+pub mod html;
 pub mod layout;
 pub mod lock_check;
 pub mod lockfile;

@@ -12,7 +12,7 @@
 //! - the console asks the broker core through its inbox, as a session does, one request per
 //!   page refresh or scrape, with a bounded wait; it never blocks the core, and reads the shared
 //!   directory off the async threads;
-//! - every value rendered into HTML is escaped ([`pages::escape`]), message bodies are cut to
+//! - every value rendered into HTML is escaped ([`shared_proto::html::escape`]), message bodies are cut to
 //!   [`core_calls::PREVIEW_BYTES`], and the script writes text, never markup.
 
 mod api;
