@@ -392,3 +392,46 @@ fn hang_up(pid: u32) {
     // SAFETY: kill(2) on the broker this test started; no memory is involved.
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) }, 0);
 }
+
+#[test]
+fn scheduler_browse_copies_go_only_where_the_client_may_write() {
+    let secured = Secured::start(&format!(
+        "{USERS}\n[[authorization]]\ndestination = \"/topic/ActiveMQ.Scheduler.Management\"\nwrite = [\"apps\"]\n"
+    ));
+    let mut alice = secured.login(ALICE);
+    send_with(
+        &mut alice,
+        "/queue/orders.later",
+        &["AMQ_SCHEDULED_DELAY:600000"],
+        "scheduled",
+    );
+    // A queue alice may not write: no copy of her job lands there.
+    alice.send_frame(
+        "SEND",
+        &[
+            "destination:/topic/ActiveMQ.Scheduler.Management",
+            "AMQ_SCHEDULER_ACTION:BROWSE",
+            "reply-to:/queue/payments",
+            "receipt:browse",
+        ],
+        b"",
+    );
+    let error = alice.expect_refusal("user \"alice\" is not authorised to write /queue/payments");
+    assert_eq!(error.get("receipt-id"), Some("browse"));
+    let mut root = secured.login(ROOT);
+    subscribe(&mut root, "pay", "/queue/payments", "auto");
+    assert_nothing_delivered(&mut root, "payments");
+    // One she may write: the copy arrives.
+    let mut alice = secured.login(ALICE);
+    subscribe(&mut alice, "replies", "/queue/orders.replies", "auto");
+    send_with(
+        &mut alice,
+        "/topic/ActiveMQ.Scheduler.Management",
+        &[
+            "AMQ_SCHEDULER_ACTION:BROWSE",
+            "reply-to:/queue/orders.replies",
+        ],
+        "browse",
+    );
+    assert_eq!(next_message(&mut alice).text(), "scheduled");
+}

@@ -61,18 +61,35 @@ impl Broker {
         if exists {
             return Ok(());
         }
-        let access = self.connections.get(&conn).and_then(|c| c.access.as_ref());
-        if let Some(access) = access.filter(|a| !a.permits(Operation::Admin, destination)) {
-            let prefix = &self.connections[&conn].temporary;
-            let denied = access.denied(Operation::Admin, &names::shown(destination, prefix));
-            debug!(conn, reason = %denied, "refused to create a destination");
-            return Err(Refused(format!("{denied} (create it)")));
-        }
+        self.authorised(conn, Operation::Admin, destination)
+            .map_err(|Refused(denied)| Refused(format!("{denied} (create it)")))?;
         let caps = self.settings.caps;
         if self.queues.len() + self.topics.len() < caps.destinations {
             return Ok(());
         }
         Err(Refused(caps.too_many_destinations(destination)))
+    }
+
+    /// Refuses `op` on the canonical `destination` where the users file does not grant it to
+    /// the connection; the checks the core makes itself (creating a destination, where the
+    /// scheduler puts BROWSE copies), beside the session's of each SEND and SUBSCRIBE.
+    pub(super) fn authorised(
+        &self,
+        conn: ConnId,
+        op: Operation,
+        destination: &str,
+    ) -> Result<(), Refused> {
+        let Some(c) = self.connections.get(&conn) else {
+            return Ok(());
+        };
+        match &c.access {
+            Some(access) if !access.permits(op, destination) => {
+                let denied = access.denied(op, &names::shown(destination, &c.temporary));
+                debug!(conn, reason = %denied, "refused");
+                Err(Refused(denied.to_string()))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub(super) fn queue(&mut self, destination: &Arc<str>) -> &mut Queue {

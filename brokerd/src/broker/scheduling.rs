@@ -2,6 +2,7 @@
 //! them to the scheduler, the management topic, and enqueueing what the scheduler fires.
 
 use super::*;
+use crate::auth::Operation;
 
 impl Broker {
     /// A scheduled SEND: a job, stored in the message store like a message (so that its
@@ -50,8 +51,25 @@ impl Broker {
         headers: &[(String, String)],
         receipt: Option<String>,
     ) -> Result<(), Refused> {
-        let action =
-            scheduler::manage::Action::from_headers(headers).map_err(|e| Refused(e.to_string()))?;
+        use scheduler::manage::{Action, DESTINATION};
+        let mut action = Action::from_headers(headers).map_err(|e| Refused(e.to_string()))?;
+        // The session checked the header as written; the topic matches case-insensitively.
+        self.authorised(conn, Operation::Write, DESTINATION)?;
+        if let Action::Browse { reply_to, .. } = &mut action {
+            // The copies go where the client could send them itself, and nowhere else.
+            let targets = self.resolve(conn, reply_to)?;
+            let [target] = &targets[..] else {
+                return Err(Refused(format!(
+                    "reply-to {reply_to:?} names {} destinations; BROWSE copies go to one",
+                    targets.len()
+                )));
+            };
+            self.authorised(conn, Operation::Write, target)?;
+            if names::kind(target) == Kind::Queue {
+                self.room_for(conn, target)?;
+            }
+            *reply_to = target.to_string();
+        }
         let Some(link) = &self.scheduler else {
             return Err(Refused(
                 "this broker runs without a scheduler: nothing to manage".into(),
