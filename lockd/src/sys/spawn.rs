@@ -84,7 +84,7 @@ pub fn spawn(command: &BrokerCommand) -> io::Result<Spawned> {
     let bounding = droppable_bounding_set();
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
     // calls are allowed: it makes raw syscalls (dup2, fcntl, setgroups, setgid, setuid,
-    // getgroups, prctl, getppid) on values copied in before the fork, and allocates nothing
+    // getgroups, prctl, sigaction, getppid) on values copied in before the fork, and allocates nothing
     // (its errors are plain errnos, see `Step`).
     unsafe {
         cmd.pre_exec(move || {
@@ -101,6 +101,12 @@ pub fn spawn(command: &BrokerCommand) -> io::Result<Spawned> {
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(Step::DeathSignal.failed());
+            }
+            // A reload lockd passes on (SIGHUP) must not end brokerd with the signal's default
+            // action before brokerd handles it: ignored here, it stays ignored across exec
+            // until brokerd installs its handler.
+            if libc::signal(libc::SIGHUP, libc::SIG_IGN) == libc::SIG_ERR {
+                return Err(Step::IgnoreHangup.failed());
             }
             // lockd may have died before PDEATHSIG was armed; then nothing would ever kill us.
             if libc::getppid() != parent {
@@ -197,13 +203,15 @@ enum Step {
     NoNewPrivs,
     DeathSignal,
     ParentGone,
+    /// Ignoring SIGHUP until brokerd handles it.
+    IgnoreHangup,
 }
 
 /// Where the step sits in a tagged errno; errnos are far below it.
 const STEP_SHIFT: u32 = 16;
 
 impl Step {
-    const ALL: [Step; 10] = [
+    const ALL: [Step; 11] = [
         Step::ControlFd,
         Step::BoundingSet,
         Step::AmbientCapabilities,
@@ -214,6 +222,7 @@ impl Step {
         Step::NoNewPrivs,
         Step::DeathSignal,
         Step::ParentGone,
+        Step::IgnoreHangup,
     ];
 
     /// `errno` tagged with this step. Allocates nothing: safe in the forked child.
@@ -258,6 +267,7 @@ impl Step {
             ),
             Step::KeptGroups => "it still held supplementary groups after dropping them, so it would have run with groups it was not meant to have; refusing to start it".into(),
             Step::NoNewPrivs => format!("setting no_new_privs failed: {cause}"),
+            Step::IgnoreHangup => format!("ignoring SIGHUP failed: {cause}"),
             Step::DeathSignal => format!("arming the parent-death signal failed: {cause}"),
             Step::ParentGone => "lockd exited while starting brokerd".into(),
         };
@@ -368,7 +378,7 @@ pub mod tests {
         let dir = tempfile::tempdir().unwrap();
         let report = dir.path().join("report");
         let script = format!(
-            "(exec ls /proc/self/fd > {0}.fds); ps -o pgid= -p $$ > {0}.pgid; echo $PPID > {0}.ppid; cat /proc/self/status | grep -E '^NoNewPrivs' > {0}.nnp; env > {0}.env",
+            "(exec ls /proc/self/fd > {0}.fds); ps -o pgid= -p $$ > {0}.pgid; echo $PPID > {0}.ppid; cat /proc/self/status | grep -E '^NoNewPrivs' > {0}.nnp; cat /proc/self/status | grep -E '^SigIgn' > {0}.sigign; env > {0}.env",
             report.display()
         );
         let command = BrokerCommand {
@@ -392,6 +402,10 @@ pub mod tests {
         assert_eq!(read("pgid").trim(), pid.to_string(), "own process group");
         assert_eq!(read("ppid").trim(), std::process::id().to_string());
         assert!(read("nnp").contains('1'), "no_new_privs set");
+        // SIGHUP (bit 0 of the mask) stays ignored until brokerd handles it.
+        let ignored = read("sigign");
+        let mask = u64::from_str_radix(ignored.trim_start_matches("SigIgn:").trim(), 16).unwrap();
+        assert_eq!(mask & 1, 1, "SIGHUP ignored: {ignored}");
         let env = read("env");
         assert!(env.contains("LOCKD_CONTROL_FD=3"), "{env}");
     }
