@@ -249,9 +249,9 @@ impl Config {
         if self.listen.is_empty() {
             return Err("listen is empty: give at least one --listen HOST:PORT".into());
         }
-        for addr in &self.listen {
-            check_listen(addr)?;
-        }
+        let stomp = (self.listen.iter())
+            .map(|entry| check_listen(entry))
+            .collect::<Result<Vec<_>, _>>()?;
         let tls_args = tls_args(
             &self.listen,
             self.tls_cert_file.as_deref(),
@@ -338,9 +338,37 @@ impl Config {
         let scheduler_dir = scheduler_dir(self.scheduler_dir, &shared_dir)?;
         let metrics_listen = http_listen("metrics_listen", self.metrics_listen.as_deref())?;
         let console_listen = http_listen("console_listen", self.console_listen.as_deref())?;
-        if metrics_listen.is_some() && metrics_listen == console_listen {
+        if let (Some(metrics), Some(console)) = (metrics_listen, console_listen) {
+            if same_port(metrics, console) {
+                return Err(format!(
+                    "metrics_listen {metrics} and console_listen {console} take the same address: \
+                     lockd's metrics need one of their own (brokerd's are on console_listen)"
+                ));
+            }
+        }
+        // On a STOMP port, lockd's pages would answer failover clients on a passive node
+        // (DESIGN invariant 5), and brokerd could not bind it when the node turns active.
+        for (key, http) in [
+            ("metrics_listen", metrics_listen),
+            ("console_listen", console_listen),
+        ] {
+            if let Some(http) = http {
+                if let Some(addr) = stomp.iter().find(|addr| same_port(**addr, http)) {
+                    return Err(format!(
+                        "{key} {http} takes the same address as the STOMP listener {addr}: give \
+                         it a port of its own"
+                    ));
+                }
+            }
+        }
+        // brokerd refuses a console without logins; refused here, not at every activation.
+        if console_listen.is_some()
+            && !(self.broker_args.iter())
+                .any(|arg| arg == "--users-file" || arg.starts_with("--users-file="))
+        {
             return Err(
-                "metrics_listen and console_listen are the same address: lockd's metrics need one of their own (brokerd's are on console_listen)"
+                "console_listen needs a users file for its logins: add \"--users-file\", \"FILE\" \
+                 to broker_args (README: Security)"
                     .into(),
             );
         }
@@ -411,7 +439,7 @@ fn scheduler_dir(configured: Option<PathBuf>, shared_dir: &Path) -> Result<PathB
 
 /// A listen entry: `HOST:PORT`, `tcp://HOST:PORT` or `ssl://HOST:PORT`, the forms brokerd's
 /// `--listen` takes.
-fn check_listen(entry: &str) -> Result<(), String> {
+fn check_listen(entry: &str) -> Result<SocketAddr, String> {
     let addr = match entry.split_once("://") {
         None => entry,
         Some(("tcp" | "ssl", addr)) => addr,
@@ -422,27 +450,27 @@ fn check_listen(entry: &str) -> Result<(), String> {
             ))
         }
     };
-    if addr.parse::<SocketAddr>().is_ok() {
-        return Ok(());
-    }
-    match addr.to_socket_addrs().map(|mut addrs| addrs.next()) {
-        Ok(Some(_)) => Ok(()),
-        _ => Err(format!(
+    resolve(addr).ok_or_else(|| {
+        format!(
             "listen entry {entry:?} is not HOST:PORT, tcp://HOST:PORT or ssl://HOST:PORT (for \
              example 127.0.0.1:61613)"
-        )),
-    }
+        )
+    })
 }
 
-/// An HTTP listen address (`metrics_listen`, `console_listen`): HOST:PORT, resolved now, with a
-/// port of its own (0 would let the address change at every start, and scrapers and browsers
-/// must know it).
+/// `HOST:PORT` as an address, the host by name if it is not an IP.
+fn resolve(addr: &str) -> Option<SocketAddr> {
+    (addr.parse().ok()).or_else(|| addr.to_socket_addrs().ok()?.next())
+}
+
+/// Whether two listeners would take the same port: the same address, or either on all of them.
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 fn http_listen(key: &str, entry: Option<&str>) -> Result<Option<SocketAddr>, String> {
     let Some(entry) = entry else { return Ok(None) };
-    let addr = entry
-        .parse::<SocketAddr>()
-        .ok()
-        .or_else(|| entry.to_socket_addrs().ok()?.next())
+    let addr = resolve(entry)
         .ok_or_else(|| format!("{key} {entry:?} is not HOST:PORT (for example 127.0.0.1:9571)"))?;
     if addr.port() == 0 {
         return Err(format!(
@@ -682,6 +710,7 @@ mod tests {
             socket: "/tmp/x.sock".into(),
             broker_binary: Some("/bin/sh".into()),
             broker_user: (users::effective_uid() == 0).then(|| "nobody".into()),
+            broker_args: vec!["--users-file".into(), "/etc/lockd/users.toml".into()],
             ..Config::default()
         };
         let settings = Config {
@@ -713,6 +742,18 @@ mod tests {
                 Some("127.0.0.1:80"),
                 "the same address",
             ),
+            (Some("0.0.0.0:80"), Some("127.0.0.1:80"), "the same address"),
+            // The default STOMP listener is 127.0.0.1:61613.
+            (
+                Some("0.0.0.0:61613"),
+                None,
+                "metrics_listen 0.0.0.0:61613 takes the same address as the STOMP listener",
+            ),
+            (
+                None,
+                Some("127.0.0.1:61613"),
+                "console_listen 127.0.0.1:61613 takes the same address as the STOMP listener",
+            ),
         ] {
             let err = Config {
                 metrics_listen: metrics.map(Into::into),
@@ -723,6 +764,14 @@ mod tests {
             .unwrap_err();
             assert!(err.contains(named), "{err}");
         }
+        let err = Config {
+            console_listen: Some("127.0.0.1:8161".into()),
+            broker_args: Vec::new(),
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.contains("console_listen needs a users file"), "{err}");
         // The example's commented keys, uncommented, are valid settings.
         let example = include_str!("../../systemd/lockd.example.toml");
         for key in ["metrics_listen", "console_listen"] {
