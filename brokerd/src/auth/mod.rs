@@ -115,6 +115,9 @@ pub enum LoginError {
     UnknownUser,
     #[error("wrong passcode")]
     WrongPasscode,
+    /// Password checks were busy (a flood of logins) until the CONNECT deadline.
+    #[error("no password check free before the CONNECT deadline")]
+    TimedOut,
 }
 
 /// A connection's identity and the users file as it is now: what the session and the broker
@@ -142,14 +145,19 @@ impl Access {
             }
             None => return Err(LoginError::NoLogin),
             Some(login) => {
-                let password = security
+                let known = security
                     .borrow()
                     .users
                     .get(login)
-                    .map(|user| user.password.clone())
-                    .ok_or(LoginError::UnknownUser)?;
-                if !password.verify(passcode.unwrap_or_default()).await {
-                    return Err(LoginError::WrongPasscode);
+                    .map(|user| user.password.clone());
+                // An unknown login costs a check too, so that the time taken does not tell
+                // which logins exist.
+                let password = known.clone().unwrap_or_else(Password::unknown_user);
+                let right = password.verify(passcode.unwrap_or_default()).await;
+                match (known, right) {
+                    (None, _) => return Err(LoginError::UnknownUser),
+                    (Some(_), false) => return Err(LoginError::WrongPasscode),
+                    (Some(_), true) => {}
                 }
                 Identity::User(login.into())
             }
@@ -255,9 +263,11 @@ impl Guard {
             self.readable.clear();
             self.writable.clear();
         }
+        // Creating (`Admin`) is the core's check, where it knows what exists; a session asks
+        // only to read or write, and remembers each apart.
         let allowed = match op {
             Operation::Read => &mut self.readable,
-            _ => &mut self.writable,
+            Operation::Write | Operation::Admin => &mut self.writable,
         };
         if allowed.contains(header) {
             return Ok(());

@@ -41,6 +41,16 @@ impl Password {
         Ok(Password::Hashed(value.into()))
     }
 
+    /// What an unknown login is checked against: an argon2id hash (of a password nobody
+    /// knows) with the defaults `ctl passwd` uses, so that it costs what a real check costs.
+    pub fn unknown_user() -> Password {
+        Password::Hashed(
+            "$argon2id$v=19$m=19456,t=2,p=1$qHm2K2NP3kI9LSQJ/rGdeQ$\
+             o/7rk1VzA0xZepC4YYnUZJ9dhBtPGveyz4ChTpCnnRU"
+                .into(),
+        )
+    }
+
     /// Whether `given` is this password. Waits for a free check slot first.
     pub async fn verify(&self, given: &str) -> bool {
         match self {
@@ -98,6 +108,14 @@ mod tests {
         assert!(password.verify("pass").await);
         assert!(!password.verify("pas").await);
         assert!(!password.verify("passs").await);
+    }
+
+    #[test]
+    fn an_unknown_login_is_checked_against_a_real_hash() {
+        let Password::Hashed(phc) = Password::unknown_user() else {
+            panic!("not a hash");
+        };
+        assert!(matches!(Password::parse(&phc), Ok(Password::Hashed(_))));
     }
 
     #[test]

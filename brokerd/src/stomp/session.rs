@@ -13,7 +13,7 @@ use super::connection::{Connection, ConnectionError};
 use super::frame::{put_header_text, Frame, FRAME_END};
 use super::receipt_order::ReceiptOrder;
 use super::Version;
-use crate::auth::{Access, Guard, Operation, Security};
+use crate::auth::{Access, Guard, LoginError, Operation, Security};
 use crate::broker::consumers::ConsumerOptions;
 use crate::broker::message::Published;
 use crate::broker::names;
@@ -295,7 +295,10 @@ async fn connect(mut conn: Connection, ctx: SessionContext, frame: &Frame) -> Op
     let access = match &ctx.security {
         None => None,
         Some(security) => {
-            match Access::authenticate(security, frame.get("login"), frame.get("passcode")).await {
+            let login = Access::authenticate(security, frame.get("login"), frame.get("passcode"));
+            let deadline = ctx.accepted + ctx.connect_timeout;
+            let login = tokio::time::timeout_at(deadline, login).await;
+            match login.unwrap_or(Err(LoginError::TimedOut)) {
                 Ok(access) => Some(access),
                 Err(err) => {
                     info!(login = frame.get("login").unwrap_or_default(), reason = %err, "refusing a client: authentication failed");
@@ -601,8 +604,6 @@ impl Session {
         self.ctx.memory.fits(self.ctx.memory_limit, scheduled)
     }
 
-    /// Turns one client frame into a request to the broker core. `Ok(false)`: the client
-    /// disconnected and expects no receipt.
     /// Refuses a SEND (`Write`) or SUBSCRIBE (`Read`) the users file does not allow.
     fn authorise(
         &mut self,
@@ -619,6 +620,8 @@ impl Session {
         })
     }
 
+    /// Turns one client frame into a request to the broker core. `Ok(false)`: the client
+    /// disconnected and expects no receipt.
     async fn handle(&mut self, frame: Frame) -> Result<bool, Refusal> {
         let conn = self.ctx.conn;
         let receipt = frame.get("receipt").map(str::to_owned);
