@@ -435,3 +435,64 @@ fn scheduler_browse_copies_go_only_where_the_client_may_write() {
     );
     assert_eq!(next_message(&mut alice).text(), "scheduled");
 }
+
+#[test]
+fn another_application_s_durable_subscription_is_neither_deleted_nor_moved() {
+    let secured = Secured::start(&format!(
+        "{USERS}\n[[authorization]]\ndestination = \"/topic/public\"\nread = [\"anonymous\"]\nadmin = [\"anonymous\"]\n"
+    ));
+    let durable = |user: Credentials| {
+        let credentials = user
+            .map(|(login, passcode)| [format!("login:{login}"), format!("passcode:{passcode}")]);
+        let mut headers = vec!["accept-version:1.2", "client-id:audit-app"];
+        if let Some(lines) = &credentials {
+            headers.extend(lines.iter().map(String::as_str));
+        }
+        secured.node.client_with(&headers, "1.2")
+    };
+    let mut alice = durable(ALICE);
+    subscribe_with(
+        &mut alice,
+        "d",
+        "/topic/prices.eu",
+        "auto",
+        &["activemq.subscriptionName:audit"],
+    );
+    alice.send_frame("UNSUBSCRIBE", &["id:d", "receipt:off"], b"");
+    alice.expect_receipt("off");
+    disconnect(&mut alice);
+    let mut publisher = secured.login(ALICE);
+    send(&mut publisher, "/topic/prices.eu", "kept");
+
+    // Anonymous, with alice's client-id, may not delete it...
+    let mut intruder = durable(ANONYMOUS);
+    intruder.send_frame(
+        "UNSUBSCRIBE",
+        &["id:d", "activemq.subscriptionName:audit", "receipt:delete"],
+        b"",
+    );
+    intruder.expect_refusal("user anonymous is not authorised to read /topic/prices.eu");
+    // ...nor move it to a topic it may read, which would drop what it kept.
+    let mut intruder = durable(ANONYMOUS);
+    intruder.send_frame(
+        "SUBSCRIBE",
+        &[
+            "id:d",
+            "destination:/topic/public",
+            "activemq.subscriptionName:audit",
+            "receipt:move",
+        ],
+        b"",
+    );
+    intruder.expect_refusal("user anonymous is not authorised to read /topic/prices.eu");
+    // alice finds her subscription and what it kept.
+    let mut alice = durable(ALICE);
+    subscribe_with(
+        &mut alice,
+        "d",
+        "/topic/prices.eu",
+        "auto",
+        &["activemq.subscriptionName:audit"],
+    );
+    assert_eq!(next_message(&mut alice).text(), "kept");
+}

@@ -2,6 +2,7 @@
 
 use super::destinations::idle;
 use super::*;
+use crate::auth::Operation;
 
 impl Broker {
     /// Registers a SUBSCRIBE; nothing is delivered to it yet ([`Broker::start_feed`]).
@@ -32,6 +33,11 @@ impl Broker {
                     "durable subscription {:?} of client-id {:?} is already active (subscription {active})",
                     durable_key.1, durable_key.0
                 )));
+            }
+            // Moving it to another topic drops what it kept: only for who may read that. A
+            // client-id is not a login, so anyone could name another application's.
+            if let Some(durable) = self.durables.get(durable_key) {
+                self.authorised(conn, Operation::Read, &durable.topic)?;
             }
         }
         let key = self.next_sub;
@@ -331,6 +337,10 @@ impl Broker {
             Refused("deleting a durable subscription needs a client-id header on CONNECT".into())
         })?;
         let key = (client_id, name);
+        if let Some(durable) = self.durables.get(&key) {
+            // A client-id is not a login: only who may read its topic deletes it.
+            self.authorised(conn, Operation::Read, &durable.topic)?;
+        }
         if let Some(mut durable) = self.durables.remove(&key) {
             if let Some(active) = durable.active {
                 self.durables.insert(key.clone(), durable);
