@@ -33,10 +33,6 @@ pub fn request(
     body: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -46,21 +42,43 @@ pub fn request(
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())?;
+    head.push_str(body);
+    exchange(addr, head.as_bytes(), timeout).with_context(|| format!("{method} {path} at {addr}"))
+}
+
+/// Sends `bytes` as they are (a malformed request, an oversized head) and reads the answer.
+pub fn raw(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<Response> {
+    exchange(addr, bytes, crate::WAIT)
+}
+
+/// Writes `bytes` to a new connection to `addr` and reads the answer, within `timeout`.
+fn exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> anyhow::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).context("connecting")?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(bytes)?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     // Until the answer is whole: some servers (chromedriver) keep the connection open anyway.
     while !complete(&raw) {
-        let n = stream
-            .read(&mut buf)
-            .with_context(|| format!("reading the answer to {method} {path} from {addr}"))?;
+        let n = stream.read(&mut buf).context("reading the answer")?;
         if n == 0 {
             break;
         }
         raw.extend_from_slice(&buf[..n]);
     }
     parse(&raw)
+}
+
+/// A Prometheus text exposition as `name{labels}` -> value (comments skipped).
+pub fn metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Whether `raw` holds a whole answer: its headers, and its body as long as they say.

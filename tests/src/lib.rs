@@ -592,46 +592,6 @@ pub fn read_frame(stream: &mut impl Read) -> anyhow::Result<String> {
     }
 }
 
-/// Sends `request` (raw bytes) to an HTTP server at `addr` and reads the answer to its end;
-/// returns (status, body). Every step is bounded by [`WAIT`].
-pub fn http_request(addr: SocketAddr, request: &[u8]) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, WAIT)?;
-    stream.set_read_timeout(Some(WAIT))?;
-    stream.set_write_timeout(Some(WAIT))?;
-    stream.write_all(request)?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("no end of the response head in {text:?}"))?;
-    let status = head
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("no HTTP/1.1 status line in {head:?}"))?;
-    Ok((status, body.to_string()))
-}
-
-/// `GET path` from the HTTP server at `addr`: (status, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    http_request(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
-    )
-}
-
-/// A Prometheus text exposition as `name{labels}` -> value (comments skipped).
-pub fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 /// Whether a broker answers CONNECT with CONNECTED at `addr` right now.
 pub fn answers_stomp(addr: SocketAddr) -> bool {
     stomp_connect(addr, Duration::from_secs(2)).is_ok_and(|f| f.starts_with("CONNECTED"))

@@ -19,10 +19,10 @@ fn two_nodes() -> (Cluster, usize) {
 
 /// One scrape of `node`'s lockd metrics, parsed.
 fn scrape(node: &Node) -> BTreeMap<String, f64> {
-    let (status, body) = http_get(node.metrics.unwrap(), "/metrics")
+    let answer = http::get(node.metrics.unwrap(), "/metrics")
         .unwrap_or_else(|e| panic!("scraping {}: {e:#}", node.name));
-    assert_eq!(status, 200, "{body}");
-    parse_metrics(&body)
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    http::metrics(&answer.body)
 }
 
 /// The role whose `lockd_role` series is 1, checking that exactly one is.
@@ -120,20 +120,20 @@ fn lockd_metrics_refuse_what_they_do_not_serve_and_never_hang() {
         (b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
         (b"GET /admin HTTP/1.1\r\n\r\n", 404),
     ] {
-        let (got, body) = http_request(addr, request).unwrap();
-        assert_eq!(got, status, "{request:?}: {body}");
+        let answer = http::raw(addr, request).unwrap();
+        assert_eq!(answer.status, status, "{request:?}: {}", answer.body);
     }
     let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
     huge.resize(9000, b'a');
-    assert_eq!(http_request(addr, &huge).unwrap().0, 431);
+    assert_eq!(http::raw(addr, &huge).unwrap().status, 431);
 
     // Connections that never send a request hold a slot each, at most 8: a ninth is told 503
     // at once, and none of them delays the node.
     let silent: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
     wait_until("a ninth connection refused with 503", || {
-        http_get(addr, "/metrics")
+        http::get(addr, "/metrics")
             .ok()
-            .filter(|(status, _)| *status == 503)
+            .filter(|answer| answer.status == 503)
     });
     assert_eq!(cluster.nodes[active].status().unwrap().role, Role::Active);
     // Each silent one is cut off at the read deadline with 408, not left open.
@@ -148,22 +148,21 @@ fn lockd_metrics_refuse_what_they_do_not_serve_and_never_hang() {
         );
     }
     // Then scrapes are served again.
-    assert_eq!(http_get(addr, "/metrics").unwrap().0, 200);
+    assert_eq!(http::get(addr, "/metrics").unwrap().status, 200);
     // A client that sends half a request and goes away is no harm either.
     let mut gone = TcpStream::connect(addr).unwrap();
     gone.write_all(b"GET /met").unwrap();
     drop(gone);
-    assert_eq!(http_get(addr, "/metrics").unwrap().0, 200);
+    assert_eq!(http::get(addr, "/metrics").unwrap().status, 200);
 }
 
 /// What `addr` answers as a console, if anything: `Some(body)` for lockd's passive page.
 fn passive_page(addr: SocketAddr) -> Option<String> {
-    match http_get(addr, "/any/path?x=1") {
-        Ok((503, body)) if body.contains("the web console is served by the active node") => {
-            Some(body)
-        }
-        _ => None,
-    }
+    http::get(addr, "/any/path?x=1").ok().and_then(|answer| {
+        (answer.status == 503
+            && (answer.body).contains("the web console is served by the active node"))
+        .then_some(answer.body)
+    })
 }
 
 #[test]

@@ -18,9 +18,7 @@ fn scrape(addr: SocketAddr) -> Option<String> {
 
 /// The value of the sample `series` (name with its labels, as the text writes it).
 fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
+    http::metrics(text).get(series).copied()
 }
 
 fn labelled(name: &str) -> String {

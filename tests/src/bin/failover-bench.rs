@@ -10,7 +10,7 @@
 //! Build first: `cargo build --release --workspace --bins`.
 
 use ha_tests::{
-    answers_stomp, http_get, status_kib, summarize, wait_until_every, BenchOptions, Cluster,
+    answers_stomp, http, status_kib, summarize, wait_until_every, BenchOptions, Cluster,
 };
 use shared_proto::admin::Role;
 use std::time::{Duration, Instant};
@@ -37,9 +37,11 @@ fn main() {
             let active = cluster.wait_for_one_active();
             // Every lockd answers a scrape and its console address before it is measured.
             for node in &cluster.nodes {
-                let (status, _) = http_get(node.metrics.unwrap(), "/metrics").expect("scrape");
+                let status = http::get(node.metrics.unwrap(), "/metrics")
+                    .expect("scrape")
+                    .status;
                 assert_eq!(status, 200, "{}'s /metrics", node.name);
-                let _ = http_get(node.console.unwrap(), "/");
+                let _ = http::get(node.console.unwrap(), "/");
             }
             if let Some(kib) = cluster.nodes[active]
                 .child
