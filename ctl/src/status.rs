@@ -8,10 +8,14 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
+/// How long a refresh waits for lockd's answer at least.
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
+
 /// `ctl status --watch`: the status every `interval` until Ctrl-C (or `count` refreshes, when
 /// not 0). On a terminal (and without `--json`) the screen is redrawn in place; otherwise each
 /// refresh is printed after the last, a block of text with its time, or a JSON line, so it can
-/// be logged or piped. The first connection must succeed (a wrong socket is an error at once);
+/// be logged or piped. The first connection must succeed (a wrong socket, or a lockd that does
+/// not answer, is an error at once);
 /// later failures, such as lockd restarting, are shown and retried at the next refresh.
 pub async fn watch(
     socket: &Path,
@@ -19,7 +23,14 @@ pub async fn watch(
     interval: Duration,
     count: u64,
 ) -> anyhow::Result<()> {
-    let mut connection = Some(Client::connect(socket).await?);
+    let first = tokio::time::timeout(ANSWER_WAIT, Client::connect(socket)).await;
+    let mut connection = Some(first.unwrap_or_else(|_| {
+        Err(anyhow::anyhow!(
+            "lockd at {} did not answer within {} ms",
+            socket.display(),
+            ANSWER_WAIT.as_millis()
+        ))
+    })?);
     let in_place = !json && std::io::stdout().is_terminal();
     let mut screen = Screen::new(in_place);
     let mut ticks = tokio::time::interval(interval);
@@ -33,12 +44,21 @@ pub async fn watch(
             _ = interrupt.recv() => break,
         }
         let now = shared_proto::unix_ms();
-        let status = match connection.take() {
-            Some(mut c) => c.status().await.map(|s| (s, c)),
-            None => match Client::connect(socket).await {
-                Ok(mut c) => c.status().await.map(|s| (s, c)),
-                Err(e) => Err(e),
-            },
+        let fetch = async {
+            let mut c = match connection.take() {
+                Some(c) => c,
+                None => Client::connect(socket).await?,
+            };
+            c.status().await.map(|s| (s, c))
+        };
+        // A lockd that accepts but never answers is shown as such at the next refresh, and
+        // Ctrl-C ends the watch whatever it waits for.
+        let wait = interval.max(ANSWER_WAIT);
+        let status = tokio::select! {
+            status = tokio::time::timeout(wait, fetch) => status.unwrap_or_else(|_| {
+                Err(anyhow::anyhow!("lockd did not answer within {} ms", wait.as_millis()))
+            }),
+            _ = interrupt.recv() => break,
         };
         let frame = match status {
             Ok((status, c)) => {
@@ -70,7 +90,7 @@ pub async fn watch(
             break;
         }
     }
-    screen.done()
+    Ok(())
 }
 
 /// Where `--watch` shows its refreshes.
@@ -120,16 +140,17 @@ impl Screen {
         stdout.write_all(out.as_bytes())?;
         stdout.flush()
     }
+}
 
-    /// Gives the terminal its cursor back.
-    fn done(self) -> anyhow::Result<()> {
+impl Drop for Screen {
+    /// Gives the terminal its cursor back, however the watch ends (an error included).
+    fn drop(&mut self) {
         if self.in_place && self.drawn {
             use std::io::Write as _;
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(b"\x1b[?25h")?;
-            stdout.flush()?;
+            // Nothing more to do for a terminal that is gone.
+            let _ = stdout.write_all(b"\x1b[?25h").and_then(|()| stdout.flush());
         }
-        Ok(())
     }
 }
 

@@ -155,3 +155,28 @@ fn a_watch_of_a_socket_nobody_serves_fails_at_once() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_watch_of_a_lockd_that_never_answers_gives_up_at_once() {
+    // Accepts every connection and never answers, as a wedged lockd would.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("silent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(8).collect();
+        std::thread::sleep(WAIT);
+        drop(held);
+    });
+    let mut ctl = Command::new(&bins().ctl);
+    ctl.arg("--socket")
+        .arg(&socket)
+        .args(["status", "--watch", "--interval-ms", "100"]);
+    let mut ctl = ClientProcess::spawn("ctl status --watch", ctl);
+    let status = ctl.finish(WAIT).expect("ctl gave up");
+    assert_eq!(status.code(), Some(2), "{}", ctl.transcript());
+    assert!(
+        ctl.transcript().contains("did not answer within 2000 ms"),
+        "{}",
+        ctl.transcript()
+    );
+}
