@@ -13,6 +13,7 @@
 
 mod admin;
 mod broker;
+mod cli;
 mod config;
 mod console;
 mod http;
@@ -24,49 +25,16 @@ mod shared_dir;
 mod sys;
 
 use anyhow::Context;
-use clap::Parser;
+use cli::Args;
 use config::{Config, Overrides, Settings};
 use shared_proto::layout::Layout;
 use shared_proto::lock_check::TAKEOVER_GRACE;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-
-/// Holds the shared-directory lock and runs brokerd while it does.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// TOML config file (see systemd/lockd.example.toml); flags override it.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// The shared directory (cluster filesystem mount).
-    #[arg(long)]
-    shared_dir: Option<PathBuf>,
-    /// This node's name, unique in the cluster.
-    #[arg(long)]
-    node: Option<String>,
-    /// STOMP listener for brokerd when active: HOST:PORT, tcp://HOST:PORT or ssl://HOST:PORT
-    /// (ssl:// needs tls_cert_file and tls_key_file in the config); repeatable.
-    #[arg(long)]
-    listen: Vec<String>,
-    /// Unix socket for ctl.
-    #[arg(long, env = shared_proto::admin::SOCKET_ENV)]
-    socket: Option<PathBuf>,
-    /// User brokerd runs as when lockd runs as root (default: nobody).
-    #[arg(long)]
-    broker_user: Option<String>,
-    /// Milliseconds a ready brokerd may leave a liveness ping unanswered before it is killed
-    /// and replaced (config: broker_liveness_timeout_ms, default 2000).
-    #[arg(long)]
-    broker_liveness_timeout_ms: Option<u64>,
-    /// Prepare the shared directory first if it has no marker (as `ctl init` does).
-    #[arg(long)]
-    init: bool,
-}
 
 fn main() -> ExitCode {
     // `Targets` rather than `EnvFilter`: the same RUST_LOG syntax for levels and targets,
@@ -82,7 +50,25 @@ fn main() -> ExitCode {
         .finish()
         .with(filter)
         .init();
-    match run(Args::parse()) {
+    let args = match cli::parse(
+        std::env::args_os().skip(1),
+        std::env::var_os(shared_proto::admin::SOCKET_ENV),
+    ) {
+        Ok(cli::Command::Run(args)) => args,
+        Ok(cli::Command::Help) => {
+            print!("{}", cli::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Ok(cli::Command::Version) => {
+            println!("lockd {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("lockd: {e} (see lockd --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(failure)) => {
             tracing::error!(%failure, "lockd failed");
