@@ -69,6 +69,9 @@ pub struct Config {
     /// the log: its lockd may be dead while its lock lingers (NFSv3), or its host stalled.
     /// Longer than fence_timeout_ms, after which a healthy holder has fenced itself.
     pub stale_holder_ms: u64,
+    /// Whether lockd prepares a shared directory that has no marker yet (as `ctl init` does),
+    /// so that a package's install is: write the config, start the unit.
+    pub init: Init,
     /// What to do when the lock self-test (`ctl check-lock`) fails at start.
     pub lock_check: LockCheck,
     /// A second mount of the shared directory (as `ctl check-lock --other-path` takes). Through
@@ -89,6 +92,37 @@ pub struct Config {
     /// HOST:PORT of the web console: brokerd serves it (with its `/metrics`) while this node is
     /// active; otherwise lockd answers there with a page naming the active node. Off when absent.
     pub console_listen: Option<String>,
+}
+
+/// When lockd prepares a shared directory without a marker at start. The marker is what stops a
+/// node whose cluster filesystem is not mounted from locking the empty local directory beneath
+/// the mount point and becoming a second active, so only an operator's choice removes that guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    /// Refuse it: someone runs `ctl init` once per cluster.
+    Never,
+    /// Prepare it when it is the cluster filesystem's and not the directory beneath it: a
+    /// mount point of its own, or on a network or cluster filesystem, and holding nothing but
+    /// what a preparing peer puts there. Where the mount is missing, it is on the local disk
+    /// and not a mount point, and lockd still refuses.
+    IfMounted,
+    /// Prepare it wherever it is (`--init`): one host, or an operator at a terminal.
+    Always,
+}
+
+/// By hand, so that `init = true` (the likely slip) is told the three values.
+impl<'de> Deserialize<'de> for Init {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = toml::Value::deserialize(deserializer)?;
+        match value.as_str() {
+            Some("never") => Ok(Init::Never),
+            Some("if-mounted") => Ok(Init::IfMounted),
+            Some("always") => Ok(Init::Always),
+            _ => Err(serde::de::Error::custom(format!(
+                "init = {value} is not one of \"never\", \"if-mounted\" or \"always\""
+            ))),
+        }
+    }
 }
 
 /// lockd's answer to a shared directory whose lock failed the self-test at start.
@@ -127,6 +161,7 @@ impl Default for Config {
             max_restarts: 3,
             restart_window_ms: 60_000,
             stale_holder_ms: 15_000,
+            init: Init::Never,
             lock_check: LockCheck::Refuse,
             lock_check_other_path: None,
             scheduler_dir: None,
@@ -146,6 +181,8 @@ pub struct Overrides {
     pub listen: Vec<String>,
     pub broker_user: Option<String>,
     pub broker_liveness_timeout_ms: Option<u64>,
+    /// `--init`: prepare the shared directory wherever it is ([`Init::Always`]).
+    pub init: bool,
 }
 
 /// A checked configuration with everything resolved to what the code uses.
@@ -173,6 +210,7 @@ pub struct Settings {
     pub max_restarts: u32,
     pub restart_window: Duration,
     pub stale_holder: Duration,
+    pub init: Init,
     pub lock_check: LockCheck,
     pub lock_check_other_path: Option<PathBuf>,
     /// The scheduler's store, absolute: `scheduler_dir`, or the shared directory's `scheduler/`.
@@ -217,6 +255,9 @@ impl Config {
         }
         if let Some(ms) = overrides.broker_liveness_timeout_ms {
             self.broker_liveness_timeout_ms = ms;
+        }
+        if overrides.init {
+            self.init = Init::Always;
         }
     }
 
@@ -398,6 +439,7 @@ impl Config {
             max_restarts: self.max_restarts,
             restart_window: Duration::from_millis(self.restart_window_ms),
             stale_holder: Duration::from_millis(self.stale_holder_ms),
+            init: self.init,
             lock_check: self.lock_check,
             lock_check_other_path,
             scheduler_dir,
@@ -634,6 +676,32 @@ mod tests {
         assert_eq!(config.node, "node1");
         assert_eq!(config.keepalive_ms, 500);
         assert!(config.scheduler_dir.is_none() && !config.scheduler_allow_local);
+        assert_eq!(
+            config.init,
+            Init::IfMounted,
+            "the package installs in three steps"
+        );
+    }
+
+    #[test]
+    fn init_is_never_unless_set_and_names_its_values() {
+        assert_eq!(Config::default().init, Init::Never);
+        for (text, init) in [
+            ("never", Init::Never),
+            ("if-mounted", Init::IfMounted),
+            ("always", Init::Always),
+        ] {
+            let config = Config::from_toml(&format!("init = \"{text}\"\n")).unwrap();
+            assert_eq!(config.init, init);
+        }
+        let err = format!("{:#}", Config::from_toml("init = true\n").unwrap_err());
+        assert!(err.contains("if-mounted"), "{err}");
+        let mut config = Config::from_toml("init = \"never\"\n").unwrap();
+        config.apply(Overrides {
+            init: true,
+            ..Overrides::default()
+        });
+        assert_eq!(config.init, Init::Always, "--init overrides the file");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! read only what the state machine and the keeper publish.
 
 mod admin;
+mod auto_init;
 mod broker;
 mod cli;
 mod config;
@@ -94,11 +95,12 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
         listen: args.listen,
         broker_user: args.broker_user,
         broker_liveness_timeout_ms: args.broker_liveness_timeout_ms,
+        init: args.init,
     });
     let settings = config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let (layout, takeover_grace, start_warnings) = prepare_shared_dir(&settings, args.init)?;
+    let (layout, takeover_grace, start_warnings) = prepare_shared_dir(&settings)?;
     // Before any thread starts: it may switch the process's effective ids for a moment.
     let broker_command = broker_command(&settings, &layout)?;
 
@@ -228,25 +230,12 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
     Ok(outcome)
 }
 
-/// Checks the shared directory (or prepares it with --init) and that lockd can write it; returns
-/// it with the takeover grace its lock check calls for and the warnings `ctl status` repeats.
-fn prepare_shared_dir(
-    settings: &Settings,
-    init: bool,
-) -> anyhow::Result<(Layout, Duration, Vec<String>)> {
+/// Checks the shared directory (or prepares it, as the config's `init` allows) and that lockd
+/// can write it; returns it with the takeover grace its lock check calls for and the warnings
+/// `ctl status` repeats.
+fn prepare_shared_dir(settings: &Settings) -> anyhow::Result<(Layout, Duration, Vec<String>)> {
     let layout = Layout::new(&settings.shared_dir);
-    let marker = match layout.check() {
-        Ok(marker) => marker,
-        Err(
-            shared_proto::layout::LayoutError::NoMarker { .. }
-            | shared_proto::layout::LayoutError::Missing(_),
-        ) if init => {
-            let marker = layout.init(settings.broker_credentials)?;
-            tracing::info!(dir = %settings.shared_dir.display(), cluster = %marker.cluster_id, "prepared the shared directory");
-            marker
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let marker = auto_init::marker(&layout, settings.init, settings.broker_credentials)?;
     layout.check_control_paths(sys::users::effective_uid(), settings.broker_credentials)?;
     let warnings: Vec<String> = check_scheduler_dir(settings)?.into_iter().collect();
     if let Some((uid, gid)) = settings.broker_credentials {

@@ -1244,6 +1244,7 @@ mod tests {
             max_restarts: 3,
             restart_window: Duration::from_secs(60),
             stale_holder: Duration::from_secs(15),
+            init: crate::config::Init::Never,
             lock_check: crate::config::LockCheck::Refuse,
             lock_check_other_path: None,
             scheduler_dir: PathBuf::from("/nonexistent/scheduler"),

@@ -40,7 +40,7 @@ pub enum LayoutError {
     Missing(String),
     #[error("{0} is not a directory")]
     NotADirectory(String),
-    #[error("{dir} has no {MARKER} marker: is the shared filesystem mounted there? Prepare a new shared directory once with `ctl init {dir}` (or start lockd with --init)")]
+    #[error("{dir} has no {MARKER} marker: is the shared filesystem mounted there? Prepare a new shared directory once with `ctl init {dir}` (or set init = \"if-mounted\" in lockd's config where it is the cluster filesystem's mount, or start lockd with --init)")]
     NoMarker { dir: String },
     #[error("marker {path} is unreadable: {source}")]
     BadMarker { path: String, source: io::Error },
@@ -306,17 +306,42 @@ impl Layout {
     }
 }
 
-/// Creates `path` with `contents` unless it exists, fsyncing the file and its directory so the
-/// creation survives a crash of the node that prepared it.
+/// Creates `path` with `contents` unless it exists, so that it is never seen empty or half
+/// written: two nodes preparing one directory at once (their packages started together) must
+/// both read the one marker whole. The contents go to a temporary file of a random name, fsynced,
+/// then hard-linked to `path` (link(2) fails where `path` exists, on NFS too) and the directory
+/// fsynced so the creation survives a crash of the node that prepared it.
 fn create_if_missing(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut file = match shared_file::create_new(path) {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}{TEMPORARY_SUFFIX}", random_id()));
+    let mut file = shared_file::create_new(&tmp)?;
+    let linked = file
+        .write_all(contents)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::hard_link(&tmp, path));
+    let removed = fs::remove_file(&tmp);
+    match linked {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         other => other?,
-    };
-    file.write_all(contents)?;
-    file.sync_all()?;
-    shared_file::sync_dir(path.parent().unwrap_or(Path::new(".")))
+    }
+    removed?;
+    shared_file::sync_dir(dir)
 }
+
+/// Whether `name`, an entry of a shared directory, is one [`Layout::init`] makes (or one of its
+/// temporary files): all a directory another node is still preparing may hold besides what its
+/// filesystem puts there.
+pub fn made_by_init(name: &str) -> bool {
+    matches!(
+        name,
+        MARKER | "lock" | "epoch" | "epochs" | "nodes" | "data" | "scheduler"
+    ) || (name.starts_with('.') && name.ends_with(TEMPORARY_SUFFIX))
+}
+
+/// How the temporary files of [`Layout::init`] end: a directory being prepared by another node
+/// holds such names for a moment.
+pub const TEMPORARY_SUFFIX: &str = ".tmp";
 
 /// 128 random bits from the kernel, hex-encoded.
 fn random_id() -> String {
@@ -330,6 +355,30 @@ fn random_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_preparing_one_directory_at_once_all_read_one_whole_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let root = dir.path().join(format!("shared-{round}"));
+            let markers: Vec<Marker> = std::thread::scope(|scope| {
+                let preparing: Vec<_> = (0..8)
+                    .map(|_| scope.spawn(|| Layout::new(&root).init(None)))
+                    .collect();
+                preparing
+                    .into_iter()
+                    .map(|p| p.join().unwrap().expect("every node reads the marker"))
+                    .collect()
+            });
+            assert!(markers.iter().all(|m| m == &markers[0]), "{markers:?}");
+            let left: Vec<String> = fs::read_dir(&root)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| !made_by_init(name) || name.starts_with('.'))
+                .collect();
+            assert!(left.is_empty(), "no temporary file is left: {left:?}");
+        }
+    }
 
     #[test]
     fn init_prepares_once_and_check_accepts_it() {

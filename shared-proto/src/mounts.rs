@@ -108,6 +108,34 @@ impl Filesystem {
     }
 }
 
+/// Network filesystems: mounts on several hosts show the same files, served from one
+/// `server:/export` (the rule [`crate::placement::compare`] uses for two paths on them).
+pub fn is_network(fs_type: &str) -> bool {
+    matches!(
+        fs_type,
+        "nfs"
+            | "nfs4"
+            | "cifs"
+            | "smb3"
+            | "smbfs"
+            | "ceph"
+            | "fuse.ceph-fuse"
+            | "glusterfs"
+            | "fuse.glusterfs"
+            | "lustre"
+            | "gpfs"
+            | "beegfs"
+            | "9p"
+            | "afs"
+    )
+}
+
+/// Filesystems made to be shared between hosts: network ones and the shared-disk cluster
+/// filesystems (GFS2, OCFS2). A directory on one is a cluster's, not one host's local disk.
+pub fn is_shared(fs_type: &str) -> bool {
+    is_network(fs_type) || matches!(fs_type, "gfs2" | "ocfs2")
+}
+
 /// One line of `/proc/self/mountinfo`, the parts we use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MountEntry {

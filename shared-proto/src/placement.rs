@@ -88,7 +88,7 @@ pub fn compare(store: Filesystem, anchor: Filesystem) -> Verdict {
     let export = |fs: &Filesystem| {
         fs.source
             .as_deref()
-            .filter(|_| is_network_type(&fs.fs_type))
+            .filter(|_| crate::mounts::is_network(&fs.fs_type))
             .map(|source| source.trim_end_matches('/').to_owned())
     };
     let same_export = matches!((export(&store), export(&anchor)), (Some(a), Some(b)) if a == b)
@@ -98,28 +98,6 @@ pub fn compare(store: Filesystem, anchor: Filesystem) -> Verdict {
         return Verdict::SameExport;
     }
     Verdict::Different(Box::new(Mismatch { store, anchor }))
-}
-
-/// Filesystems whose mounts on several hosts show the same files: the ones rule 2 of
-/// [`compare`] applies to.
-fn is_network_type(fs_type: &str) -> bool {
-    matches!(
-        fs_type,
-        "nfs"
-            | "nfs4"
-            | "cifs"
-            | "smb3"
-            | "smbfs"
-            | "ceph"
-            | "fuse.ceph-fuse"
-            | "glusterfs"
-            | "fuse.glusterfs"
-            | "lustre"
-            | "gpfs"
-            | "beegfs"
-            | "9p"
-            | "afs"
-    )
 }
 
 impl Mismatch {
