@@ -193,6 +193,21 @@ pub fn next_message(client: &mut Session) -> RawFrame {
     frame
 }
 
+/// Receives `n` MESSAGEs, acknowledging each at once; returns (body, redelivered header).
+pub fn take_acking(client: &mut Session, n: usize) -> Vec<(String, Option<String>)> {
+    (0..n)
+        .map(|_| {
+            let message = next_message(client);
+            let id = format!("id:{}", message.header("ack"));
+            client.send_frame("ACK", &[&id], b"");
+            (
+                message.text().to_owned(),
+                message.get("redelivered").map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
 /// The bodies of the next `n` frames, which must be MESSAGEs.
 pub fn bodies(client: &mut Session, n: usize) -> Vec<String> {
     (0..n)
