@@ -168,8 +168,8 @@ struct Args {
     #[arg(long, default_value_t = Caps::default().destinations)]
     max_destinations: usize,
     /// Destinations the broker remembers as created, in its store, across restarts and
-    /// failovers (so that using one again needs no `admin`); a SEND or SUBSCRIBE that would
-    /// create one more is refused until `ctl delete` removes some.
+    /// failovers (so that using one again needs no `admin`); past it, new ones are used but
+    /// not remembered, until `ctl delete` removes some.
     #[arg(long, default_value_t = Caps::default().created_destinations)]
     max_created_destinations: usize,
     /// Test hook for the scheduler tests: its clock runs this many times as fast.

@@ -81,30 +81,38 @@ impl Broker {
 
     /// Refuses a client's request that would create `destination`, one not created before,
     /// without `admin` on it where the users file says who may create what (as ActiveMQ's
-    /// authorisation does), or past the registry's cap. One created before (idle and gone from
-    /// memory, without topic subscribers, or before a restart or failover) exists still.
+    /// authorisation does). One created before (idle and gone from memory, without topic
+    /// subscribers, or before a restart or failover) exists still.
     pub(super) fn creatable(&self, conn: ConnId, destination: &str) -> Result<(), Refused> {
         if self.created.contains(destination) {
             return Ok(());
         }
         self.authorised(conn, Operation::Admin, destination)
-            .map_err(|Refused(denied)| Refused(format!("{denied} (create it)")))?;
-        let caps = self.settings.caps;
-        if names::is_temporary(destination) || self.created.len() < caps.created_destinations {
-            return Ok(());
-        }
-        Err(Refused(caps.too_many_created(destination)))
+            .map_err(|Refused(denied)| Refused(format!("{denied} (create it)")))
     }
 
     /// Remembers `destination` as created, in memory and in the store, the first time it is
     /// made: once per destination, never on the SEND path of one that exists. A temporary
-    /// destination is never remembered (it ends with its connection).
+    /// destination is never remembered (it ends with its connection). Past
+    /// `--max-created-destinations` a new one is not remembered either (logged once), so
+    /// unique names cannot grow the registry, nor the time a takeover reads it, without bound;
+    /// it then only needs `admin` again once it is gone from memory. Nothing is refused: a
+    /// virtual topic's consumer queue, which must be fed while no one reads it, is remembered
+    /// regardless.
     pub(super) fn register(&mut self, destination: &Arc<str>) {
         if names::is_temporary(destination) || self.created.contains(destination) {
             return;
         }
+        let cap = self.settings.caps.created_destinations;
+        if self.created.len() >= cap && virtual_topics::virtual_topic_of(destination).is_none() {
+            if !self.created_full_logged {
+                self.created_full_logged = true;
+                warn!(%destination, cap, "not remembering more created destinations (--max-created-destinations): once out of memory, each new one needs admin again to be used");
+            }
+            return;
+        }
         self.created.insert(Arc::clone(destination));
-        // SAFETY (durability): no callback, so nothing waits for this write; it is durable
+        // Durability: no callback, so nothing waits for this write; it is durable
         // with the journal's next flush. A crash before that only makes the destination new
         // again (its next user needs `admin`); no message is lost (see `created`).
         self.store.put(

@@ -1,7 +1,7 @@
 //! Caps on what clients can make the broker hold besides messages: subscriptions per
 //! connection, destinations in memory, and destinations remembered as created. Each is a
-//! brokerd flag with a default here; a request past one is refused with an ERROR naming the
-//! limit and its flag.
+//! brokerd flag with a default here; a request past one of the first two is refused with an
+//! ERROR naming the limit and its flag.
 
 /// The caps, as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,9 +16,10 @@ pub struct Caps {
     /// in memory (consumers, waiting messages, counters): a remembered name costs its bytes.
     pub destinations: usize,
     /// Destinations the broker remembers as created, in memory and in its store
-    /// (`--max-created-destinations`): new names cannot grow the registry without bound.
-    /// Only a client creating a new name is refused past it; the broker's own routing (a
-    /// dead-letter queue) and what a takeover finds in the store are remembered regardless.
+    /// (`--max-created-destinations`): new names cannot grow the registry, nor what a takeover
+    /// reads, without bound. Past it, new names are not remembered (nothing is refused);
+    /// virtual topics' consumer queues and what a takeover finds in the store are remembered
+    /// regardless.
     pub created_destinations: usize,
 }
 
@@ -48,15 +49,6 @@ impl Caps {
             "cannot create {destination:?}: the broker holds its limit of {} destinations \
              (--max-destinations); consume and unsubscribe from unused ones",
             self.destinations
-        )
-    }
-
-    /// The refusal of a new destination past the registry's cap.
-    pub(super) fn too_many_created(&self, destination: &str) -> String {
-        format!(
-            "cannot create {destination:?}: the broker remembers its limit of {} created \
-             destinations (--max-created-destinations); delete unused ones (ctl delete)",
-            self.created_destinations
         )
     }
 }

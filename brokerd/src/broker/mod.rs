@@ -356,6 +356,8 @@ pub struct Broker {
     /// Every destination created and not deleted, in memory or not ([`created`]): using one
     /// again needs no `admin`.
     created: HashSet<Arc<str>>,
+    /// Whether the registry's cap was logged as reached (once per broker).
+    created_full_logged: bool,
     /// The traffic of each topic in `topics`, kept as long as it has subscribers.
     topic_counters: HashMap<Arc<str>, admin::Counters>,
     /// Subscriptions fed by every queue a filter matches: each new queue is matched.
@@ -480,6 +482,7 @@ impl Broker {
             queues: HashMap::new(),
             topics: HashMap::new(),
             created: HashSet::new(),
+            created_full_logged: false,
             topic_counters: HashMap::new(),
             queue_filters: Vec::new(),
             temporaries: HashMap::new(),

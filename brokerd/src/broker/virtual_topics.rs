@@ -14,7 +14,7 @@ const VIRTUAL_TOPIC: &str = "/topic/VirtualTopic.";
 const CONSUMER_QUEUE: &str = "/queue/Consumer.";
 
 /// The virtual topic whose consumer queue `queue` is, if it is one.
-fn virtual_topic_of(queue: &str) -> Option<String> {
+pub(super) fn virtual_topic_of(queue: &str) -> Option<String> {
     let (_group, topic) = queue.strip_prefix(CONSUMER_QUEUE)?.split_once('.')?;
     topic
         .starts_with("VirtualTopic.")

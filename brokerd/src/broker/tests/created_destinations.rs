@@ -221,7 +221,7 @@ fn a_destination_is_registered_once_and_temporary_ones_never() {
 }
 
 #[test]
-fn past_the_registrys_cap_a_new_name_is_refused_until_one_is_deleted() {
+fn past_the_registrys_cap_new_names_are_used_but_not_remembered_until_one_is_deleted() {
     let store = MapStore::default();
     let mut limited = settings(7, 2);
     limited.caps.created_destinations = 2;
@@ -231,25 +231,33 @@ fn past_the_registrys_cap_a_new_name_is_refused_until_one_is_deleted() {
     let mut consumer = open(&mut b, 2, None);
     subscribe(&mut b, &consumer, "t", "/topic/b", AckMode::Auto, 1);
     unsubscribe(&mut b, &consumer, "t");
-    let mut refused = open(&mut b, 3, None);
-    send(&mut b, &refused, "/queue/c", "x", &[]);
-    assert_eq!(
-        refusal(&mut refused),
-        "cannot create \"/queue/c\": the broker remembers its limit of 2 created destinations \
-         (--max-created-destinations); delete unused ones (ctl delete)"
-    );
-    // Those remembered are still used; temporary destinations are not remembered, nor capped.
-    subscribe(&mut b, &consumer, "t", "/topic/b", AckMode::Auto, 1);
+    // Past the cap: nothing is refused, and nothing more is remembered.
+    let mut past = open(&mut b, 3, None);
+    subscribe(&mut b, &past, "c", "/queue/c", AckMode::Auto, 10);
+    send(&mut b, &producer, "/queue/c", "kept", &[]);
+    assert_eq!(bodies(&mut past), ["kept"]);
+    assert_eq!(registered(&store), ["/queue/a", "/topic/b"]);
+    // A virtual topic's consumer queue must be fed while no one reads it: remembered anyway.
+    let group = "/queue/Consumer.A.VirtualTopic.Prices";
+    subscribe(&mut b, &consumer, "v", group, AckMode::Auto, 1);
+    assert_eq!(registered(&store), [group, "/queue/a", "/topic/b"]);
+    unsubscribe(&mut b, &consumer, "v");
+    // Temporary destinations are not remembered, nor capped.
     subscribe(&mut b, &consumer, "r", "/temp-queue/r", AckMode::Auto, 1);
-    send(&mut b, &producer, "/queue/a", "y", &[]);
-    assert!(consumer.outbox.try_recv().is_err(), "nothing refused");
     assert!(matches!(
         delete(&mut b, "/queue/a"),
-        DestinationAnswer::Deleted { removed: 2 }
+        DestinationAnswer::Deleted { removed: 1 }
     ));
-    let producer = open(&mut b, 4, None);
-    send(&mut b, &producer, "/queue/c", "x", &[]);
-    assert_eq!(registered(&store), ["/queue/c", "/topic/b"]);
+    // The consumer queue holds a place: still full, until another is deleted.
+    send(&mut b, &producer, "/queue/d", "x", &[]);
+    assert_eq!(registered(&store), [group, "/topic/b"]);
+    unsubscribe(&mut b, &consumer, "r");
+    assert!(matches!(
+        delete(&mut b, "/topic/b"),
+        DestinationAnswer::Deleted { removed: 0 }
+    ));
+    send(&mut b, &producer, "/queue/e", "x", &[]);
+    assert_eq!(registered(&store), [group, "/queue/e"]);
 }
 
 #[test]
