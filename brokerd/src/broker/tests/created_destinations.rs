@@ -228,7 +228,7 @@ fn past_the_registrys_cap_new_names_are_used_but_not_remembered_until_one_is_del
     let mut b = Broker::new(limited, Box::new(store.clone()));
     let producer = open(&mut b, 1, None);
     send(&mut b, &producer, "/queue/a", "x", &[]);
-    let mut consumer = open(&mut b, 2, None);
+    let consumer = open(&mut b, 2, None);
     subscribe(&mut b, &consumer, "t", "/topic/b", AckMode::Auto, 1);
     unsubscribe(&mut b, &consumer, "t");
     // Past the cap: nothing is refused, and nothing more is remembered.
