@@ -163,10 +163,15 @@ struct Args {
     /// Subscriptions one connection may hold; a SUBSCRIBE past it is refused.
     #[arg(long, default_value_t = Caps::default().subscriptions_per_connection)]
     max_subscriptions_per_connection: usize,
-    /// Queues and subscribed topics the broker holds at once; a SEND or SUBSCRIBE that would
-    /// create one more is refused. Empty, unused queues are removed and do not count.
+    /// Queues and subscribed topics the broker holds in memory at once; a SEND or SUBSCRIBE
+    /// that would make one more is refused. Empty, unused queues are removed and do not count.
     #[arg(long, default_value_t = Caps::default().destinations)]
     max_destinations: usize,
+    /// Destinations the broker remembers as created, in its store, across restarts and
+    /// failovers (so that using one again needs no `admin`); past it, new ones are used but
+    /// not remembered, until `ctl delete` removes some.
+    #[arg(long, default_value_t = Caps::default().created_destinations)]
+    max_created_destinations: usize,
     /// Test hook for the scheduler tests: its clock runs this many times as fast.
     #[arg(long, hide = true, default_value_t = 1)]
     test_scheduler_clock_rate: u32,
@@ -370,6 +375,7 @@ fn main() -> ExitCode {
         caps: Caps {
             subscriptions_per_connection: args.max_subscriptions_per_connection,
             destinations: args.max_destinations,
+            created_destinations: args.max_created_destinations,
         },
         test_wedge_core_on_sigusr1: args.test_wedge_core_on_sigusr1,
         console: args.console_listen.map(|listen| lifecycle::ConsoleConfig {

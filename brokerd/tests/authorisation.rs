@@ -1,14 +1,15 @@
 //! Authorisation from the users file against the real brokerd binary (issue 11 item 2): users
 //! in groups, entries granting read, write and admin on queues, topics, wildcards and temporary
 //! destinations, each denial an ERROR naming user, operation and destination, with nothing
-//! delivered or stored; and the file read again on SIGHUP.
+//! delivered or stored; `admin` asked for creating a destination only, not for using one again
+//! once idle, without subscribers or after a restart; and the file read again on SIGHUP.
 
 mod harness;
 
 use harness::node::*;
 use harness::{Broker, Client, Dirs, PATIENCE};
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Clear-text passwords keep the table readable; `protocol.rs` logs in with an argon2id hash.
 const USERS: &str = r#"
@@ -69,7 +70,7 @@ impl Secured {
         let dirs = Dirs::new();
         let path = dirs.data.with_extension("users.toml");
         std::fs::write(&path, users).unwrap();
-        let mut broker = Broker::spawn(&dirs.data, &["--users-file", path.to_str().unwrap()]);
+        let mut broker = spawn(&dirs.data, &path);
         let addr = broker.activate(1);
         Secured {
             node: Node {
@@ -79,6 +80,31 @@ impl Secured {
             },
             users: path,
         }
+    }
+
+    /// SIGKILLs the broker and starts another on the same store and users file under `epoch`:
+    /// what the next broker finds after a crash or a failover.
+    fn restart(&mut self, epoch: u64) {
+        self.node.broker.kill();
+        let mut broker = spawn(&self.node._dirs.data, &self.users);
+        self.node.addr = broker.activate(epoch);
+        self.node.broker = broker;
+    }
+
+    /// Waits until the broker holds no destination in memory: those the test used are idle
+    /// (consumed to empty, without consumers or subscribers), and durably so.
+    fn wait_until_idle(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.node.broker.stats().destinations > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the broker still holds destinations"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A DISCONNECT's receipt comes once everything before it is durable: no consumed
+        // message comes back after a crash to make its queue exist again.
+        disconnect(&mut self.login(ANONYMOUS));
     }
 
     /// Connected as `login`/`passcode`, or anonymously with `None`.
@@ -91,6 +117,11 @@ impl Secured {
         }
         self.node.client_with(&headers, "1.2")
     }
+}
+
+/// brokerd on the store in `data` with the users file `users`.
+fn spawn(data: &Path, users: &Path) -> Broker {
+    Broker::spawn(data, &["--users-file", users.to_str().unwrap()])
 }
 
 /// A login and passcode, or `None` for an anonymous client.
@@ -159,11 +190,13 @@ fn attempt(secured: &Secured, user: Credentials, op: Op, destination: &str) -> R
 
 #[test]
 fn users_groups_and_entries_decide_every_send_and_subscribe() {
-    let secured = Secured::start(USERS);
-    // Destinations the rows read exist already (made by someone with admin), except where a
-    // row is about creating one.
-    let mut keeper = secured.login(ROOT);
-    subscribe(&mut keeper, "k1", "/queue/orders.eu", "client");
+    let mut secured = Secured::start(USERS);
+    // Destinations the rows read were created by someone with admin, except where a row is
+    // about creating one: root made the queue and left it, so it exists, idle.
+    let mut root = secured.login(ROOT);
+    subscribe(&mut root, "o", "/queue/orders.eu", "auto");
+    disconnect(&mut root);
+    secured.wait_until_idle();
     let mut prices = secured.login(ALICE);
     subscribe(&mut prices, "p", "/topic/prices.eu", "auto");
 
@@ -285,17 +318,110 @@ fn users_groups_and_entries_decide_every_send_and_subscribe() {
         wrong.join("\n")
     );
 
-    // Nothing refused was delivered or stored: the keeper's queue holds alice's row alone, and
-    // the topic subscriber saw alice's price alone.
-    assert_eq!(next_message(&mut keeper).text(), "row");
-    assert_nothing_delivered(&mut keeper, "orders");
-    disconnect(&mut keeper);
+    // Nothing refused was delivered or stored: the queue holds alice's row alone (each reader
+    // of a row gave it back unacknowledged), and the topic subscriber saw alice's price alone.
+    // Only the subscriber is still connected: every row's connection has given back its own.
+    wait_for_connections(&mut secured.node, 1);
+    let mut orders = secured.login(ROOT);
+    subscribe(&mut orders, "o", "/queue/orders.eu", "client");
+    assert_eq!(next_message(&mut orders).text(), "row");
+    assert_nothing_delivered(&mut orders, "orders");
+    disconnect(&mut orders);
     assert_eq!(next_message(&mut prices).text(), "row");
     assert_nothing_delivered(&mut prices, "prices");
     let mut payments = secured.login(ROOT);
     subscribe(&mut payments, "pay", "/queue/payments", "auto");
     assert_eq!(next_message(&mut payments).text(), "row", "root's payment");
     assert_nothing_delivered(&mut payments, "payments");
+}
+
+/// carol reads and writes the ledger queues and reads the news topics, but may create none of
+/// them: root creates ledger queues (its `/queue/>` entry) and news topics.
+const CLERKS: &str = r#"
+[users.carol]
+password = "c"
+groups = ["clerks"]
+
+[[authorization]]
+destination = "/queue/ledger.>"
+read = ["clerks"]
+write = ["clerks"]
+
+[[authorization]]
+destination = "/topic/news.>"
+read = ["clerks", "admins"]
+admin = ["admins"]
+"#;
+
+const CAROL: Credentials = Some(("carol", "c"));
+
+/// carol sends to the ledger and consumes what she sent, leaving it idle again.
+fn keep_the_ledger(secured: &Secured) {
+    let mut carol = secured.login(CAROL);
+    send_with(
+        &mut carol,
+        "/queue/ledger.eu",
+        &["persistent:true"],
+        "entry",
+    );
+    subscribe(&mut carol, "l", "/queue/ledger.eu", "auto");
+    assert_eq!(next_message(&mut carol).text(), "entry");
+    disconnect(&mut carol);
+}
+
+#[test]
+fn a_queue_an_admin_created_is_used_without_admin_once_idle_and_after_a_restart() {
+    let mut secured = Secured::start(&format!("{USERS}{CLERKS}"));
+    let mut root = secured.login(ROOT);
+    send_with(
+        &mut root,
+        "/queue/ledger.eu",
+        &["persistent:true"],
+        "opening",
+    );
+    subscribe(&mut root, "l", "/queue/ledger.eu", "auto");
+    assert_eq!(next_message(&mut root).text(), "opening");
+    disconnect(&mut root);
+    // Consumed to empty and without consumers, the queue is gone from memory, not forgotten.
+    secured.wait_until_idle();
+    keep_the_ledger(&secured);
+    secured.wait_until_idle();
+    // The next broker recovers no message for it, so holds nothing: it remembers it created.
+    secured.restart(2);
+    assert_eq!(secured.node.broker.stats().destinations, 0);
+    keep_the_ledger(&secured);
+    // A queue nobody created still needs admin.
+    assert_eq!(
+        attempt(&secured, CAROL, Op::Send, "/queue/ledger.us"),
+        Err("user \"carol\" is not authorised to admin /queue/ledger.us (create it)".into())
+    );
+}
+
+#[test]
+fn a_topic_an_admin_created_is_subscribed_without_admin_once_unsubscribed_and_after_a_restart() {
+    let mut secured = Secured::start(&format!("{USERS}{CLERKS}"));
+    let mut root = secured.login(ROOT);
+    subscribe(&mut root, "n", "/topic/news.eu", "auto");
+    root.send_frame("UNSUBSCRIBE", &["id:n", "receipt:off"], b"");
+    root.expect_receipt("off");
+    disconnect(&mut root);
+    // Without subscribers, the topic is gone from memory, not forgotten.
+    secured.wait_until_idle();
+    assert_eq!(
+        attempt(&secured, CAROL, Op::Subscribe, "/topic/news.eu"),
+        Ok(())
+    );
+    secured.restart(2);
+    assert_eq!(secured.node.broker.stats().destinations, 0);
+    assert_eq!(
+        attempt(&secured, CAROL, Op::Subscribe, "/topic/news.eu"),
+        Ok(())
+    );
+    // A topic nobody created still needs admin.
+    assert_eq!(
+        attempt(&secured, CAROL, Op::Subscribe, "/topic/news.us"),
+        Err("user \"carol\" is not authorised to admin /topic/news.us (create it)".into())
+    );
 }
 
 #[test]

@@ -66,11 +66,11 @@ impl Broker {
         }
     }
 
-    /// The one existing queue `name` names.
+    /// The one existing queue `name` names: in memory, or created and idle.
     fn named_queue(&self, name: &str) -> Result<Arc<str>, String> {
         let resolved = names::resolve(name, "").map_err(|e| e.to_string())?;
         match &resolved[..] {
-            [queue] if names::kind(queue) == Kind::Queue && self.queues.contains_key(queue) => {
+            [queue] if names::kind(queue) == Kind::Queue && self.exists(queue) => {
                 Ok(Arc::clone(queue))
             }
             [queue] if names::kind(queue) == Kind::Queue => Err(format!(
@@ -90,7 +90,9 @@ impl Broker {
             .map(|(k, _)| *k)
             .collect();
         let Some(q) = self.queues.get_mut(queue) else {
-            return done(0);
+            // Nothing to remove; the answer still follows what was written before it (a
+            // deletion's unregistration).
+            return self.store.barrier(Box::new(move || done(0)));
         };
         let space = Arc::clone(&q.space);
         let waiting = q.pending.drain();
@@ -130,17 +132,24 @@ impl Broker {
         let destination = Arc::clone(&resolved[0]);
         match names::kind(&destination) {
             Kind::Queue => {
-                let Some(queue) = self.queues.get(&destination) else {
+                if !self.exists(&destination) {
                     return refuse(reply, format!("no queue {destination} on this broker"));
-                };
-                if !queue.consumers.is_empty() {
-                    let n = queue.consumers.len();
+                }
+                let consumers = self
+                    .queues
+                    .get(&destination)
+                    .map_or(0, |q| q.consumers.len());
+                if consumers > 0 {
                     return refuse(
                         reply,
-                        format!("{destination} has {n} consumers: they must unsubscribe first"),
+                        format!(
+                            "{destination} has {consumers} consumers: they must unsubscribe first"
+                        ),
                     );
                 }
                 self.forget_consumer_queue(&destination);
+                // Its next user creates it anew, with `admin` where the users file asks for it.
+                self.unregister(&destination);
                 let gone = Arc::clone(&destination);
                 self.purge_queue(&destination, move |removed| {
                     let _ = reply.send(DestinationAnswer::Deleted { removed });
@@ -161,8 +170,11 @@ impl Broker {
                 }
                 self.retained.remove(&destination);
                 self.topic_counters.remove(&destination);
+                self.unregister(&destination);
                 info!(%destination, "topic deleted");
-                let _ = reply.send(DestinationAnswer::Deleted { removed: 0 });
+                self.store.barrier(Box::new(move || {
+                    let _ = reply.send(DestinationAnswer::Deleted { removed: 0 });
+                }));
             }
         }
         Ok(())

@@ -1,5 +1,7 @@
-//! Destinations: queues made on first use within the destinations cap, and the state a takeover
-//! recovers from the store (each queue's and durable subscription's first page).
+//! Destinations: queues made on first use within the destinations cap, the destinations
+//! created so far ([`created`]: using one again needs no `admin`, in memory or not), and the
+//! state a takeover recovers from the store (each queue's and durable subscription's first
+//! page).
 
 use super::*;
 use crate::auth::Operation;
@@ -49,25 +51,85 @@ impl Broker {
         debug!(destination = %name, "temporary destination deleted");
     }
 
-    /// Refuses a client's request that would create `destination` past the destinations cap,
-    /// or without `admin` on it where the users file says who may create what (as ActiveMQ's
-    /// authorisation does). Only clients are refused: the broker's own routing (the
-    /// dead-letter queue) is not.
-    pub(super) fn room_for(&self, conn: ConnId, destination: &str) -> Result<(), Refused> {
-        let exists = match names::kind(destination) {
+    /// Whether `destination` is held in memory.
+    fn held(&self, destination: &str) -> bool {
+        match names::kind(destination) {
             Kind::Queue => self.queues.contains_key(destination),
             Kind::Topic => self.topics.contains_key(destination),
-        };
-        if exists {
+        }
+    }
+
+    /// Whether `destination` exists: held in memory, or created and not deleted since.
+    pub(super) fn exists(&self, destination: &str) -> bool {
+        self.held(destination) || self.created.contains(destination)
+    }
+
+    /// Refuses a client's request that would bring `destination` into memory past the
+    /// destinations cap, or create it ([`Broker::creatable`]) where it may not. Only clients
+    /// are refused: the broker's own routing (the dead-letter queue) is not.
+    pub(super) fn room_for(&self, conn: ConnId, destination: &str) -> Result<(), Refused> {
+        if self.held(destination) {
             return Ok(());
         }
-        self.authorised(conn, Operation::Admin, destination)
-            .map_err(|Refused(denied)| Refused(format!("{denied} (create it)")))?;
+        self.creatable(conn, destination)?;
         let caps = self.settings.caps;
         if self.queues.len() + self.topics.len() < caps.destinations {
             return Ok(());
         }
         Err(Refused(caps.too_many_destinations(destination)))
+    }
+
+    /// Refuses a client's request that would create `destination`, one not created before,
+    /// without `admin` on it where the users file says who may create what (as ActiveMQ's
+    /// authorisation does). One created before (idle and gone from memory, without topic
+    /// subscribers, or before a restart or failover) exists still.
+    pub(super) fn creatable(&self, conn: ConnId, destination: &str) -> Result<(), Refused> {
+        if self.created.contains(destination) {
+            return Ok(());
+        }
+        self.authorised(conn, Operation::Admin, destination)
+            .map_err(|Refused(denied)| Refused(format!("{denied} (create it)")))
+    }
+
+    /// Remembers `destination` as created, in memory and in the store, the first time it is
+    /// made: once per destination, never on the SEND path of one that exists. A temporary
+    /// destination is never remembered (it ends with its connection). Past
+    /// `--max-created-destinations` a new one is not remembered either (logged once), so
+    /// unique names cannot grow the registry, nor the time a takeover reads it, without bound;
+    /// it then only needs `admin` again once it is gone from memory. Nothing is refused: a
+    /// virtual topic's consumer queue, which must be fed while no one reads it, is remembered
+    /// regardless.
+    pub(super) fn register(&mut self, destination: &Arc<str>) {
+        if names::is_temporary(destination) || self.created.contains(destination) {
+            return;
+        }
+        let cap = self.settings.caps.created_destinations;
+        if self.created.len() >= cap && virtual_topics::virtual_topic_of(destination).is_none() {
+            if !self.created_full_logged {
+                self.created_full_logged = true;
+                warn!(%destination, cap, "not remembering more created destinations (--max-created-destinations): once out of memory, each new one needs admin again to be used");
+            }
+            return;
+        }
+        self.created.insert(Arc::clone(destination));
+        // Durability: no callback, so nothing waits for this write; it is durable
+        // with the journal's next flush. A crash before that only makes the destination new
+        // again (its next user needs `admin`); no message is lost (see `created`).
+        self.store.put(
+            created::SPACE.into(),
+            created::key(destination),
+            Value::Bytes(Bytes::new()),
+            None,
+        );
+        debug!(%destination, "destination created");
+    }
+
+    /// Forgets `destination` as created (an operator deleted it): its next user needs `admin`.
+    pub(super) fn unregister(&mut self, destination: &str) {
+        if self.created.remove(destination) {
+            self.store
+                .remove(created::SPACE.into(), created::key(destination));
+        }
     }
 
     /// Refuses `op` on the canonical `destination` where the users file does not grant it to
@@ -110,7 +172,8 @@ impl Broker {
                 },
             );
             self.attach_filters(destination);
-            self.note_queue(destination, false);
+            self.note_queue(destination);
+            self.register(destination);
         }
         self.queues.get_mut(destination).expect("inserted above")
     }
@@ -155,7 +218,12 @@ impl Broker {
             // A deleted subscription's purge, cut short by a crash: finish it.
             self.purge_from(space, 0, u64::MAX, None);
         }
-        self.recover_virtual_queues(store, &spaces)?;
+        let created = created::recover(store, &spaces)?;
+        if !created.migration.is_empty() {
+            self.store.store.apply(created.migration, None);
+        }
+        self.created.extend(created.names);
+        self.recover_consumer_queues();
         for space in &spaces {
             let Some(destination) = space.strip_prefix("q/") else {
                 continue;
@@ -171,8 +239,13 @@ impl Broker {
         for entry in registry.entries {
             let key: DurableKey = (entry.client_id, entry.name);
             let space = entry.space;
+            let topic: Arc<str> = entry.topic.into();
+            if Pattern::new(&topic).is_none() {
+                // Its topic was created with it (or by a store older than the registry).
+                self.register(&topic);
+            }
             let mut durable = Durable {
-                topic: entry.topic.into(),
+                topic,
                 pending: self.new_pending(),
                 paged: Paged {
                     cursor: Some(0),

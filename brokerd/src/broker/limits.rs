@@ -1,6 +1,7 @@
 //! Caps on what clients can make the broker hold besides messages: subscriptions per
-//! connection and destinations in total. Each is a brokerd flag with a default here; a request
-//! past one is refused with an ERROR naming the limit and its flag.
+//! connection, destinations in memory, and destinations remembered as created. Each is a
+//! brokerd flag with a default here; a request past one of the first two is refused with an
+//! ERROR naming the limit and its flag.
 
 /// The caps, as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -8,9 +9,18 @@ pub struct Caps {
     /// Subscriptions one connection may hold (`--max-subscriptions-per-connection`): each holds
     /// its prefetch of deliveries.
     pub subscriptions_per_connection: usize,
-    /// Queues and subscribed topics the broker holds at once (`--max-destinations`); empty,
-    /// unused queues are removed, so unique reply-queue names do not use them up.
+    /// Queues and subscribed topics the broker holds in memory at once, temporary ones
+    /// included (`--max-destinations`); empty, unused queues are removed, so unique
+    /// reply-queue names do not use them up. It counts what is in memory, not what the
+    /// registry of created destinations remembers, because it bounds what destinations cost
+    /// in memory (consumers, waiting messages, counters): a remembered name costs its bytes.
     pub destinations: usize,
+    /// Destinations the broker remembers as created, in memory and in its store
+    /// (`--max-created-destinations`): new names cannot grow the registry, nor what a takeover
+    /// reads, without bound. Past it, new names are not remembered (nothing is refused);
+    /// virtual topics' consumer queues and what a takeover finds in the store are remembered
+    /// regardless.
+    pub created_destinations: usize,
 }
 
 impl Default for Caps {
@@ -18,6 +28,8 @@ impl Default for Caps {
         Caps {
             subscriptions_per_connection: 1_000,
             destinations: 10_000,
+            // About 100 bytes of memory each, with a short name: 10 MB when full.
+            created_destinations: 100_000,
         }
     }
 }

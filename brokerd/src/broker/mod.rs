@@ -18,8 +18,9 @@
 //! This module holds the broker's state and routes each [`Request`] (the requests and answers
 //! themselves are in `requests`); the work is split by concept, each an `impl Broker` of its
 //! own: `connections` (open and close), `publishing` (SEND), `names` (destination names and
-//! wildcards), `destinations` (queues, temporary destinations, caps, recovery),
-//! `subscriptions`, `consumers` (consumer options, choosing among consumers), `dispatch`,
+//! wildcards), `destinations` (queues, temporary destinations, caps, recovery, and the
+//! destinations created, whose store layout is `created`), `subscriptions`, `consumers`
+//! (consumer options, choosing among consumers), `dispatch`,
 //! `acks` (acknowledgement), `redelivery` (delays and dead letters), `browsing`,
 //! `virtual_topics`, `transactions`, `reading` (paged-out messages read back), `scheduling`
 //! (the scheduler's side), `admin` (destination management) and `drain` (going passive).
@@ -29,6 +30,7 @@ mod admin;
 mod browsing;
 mod connections;
 pub mod consumers;
+mod created;
 mod destinations;
 mod dispatch;
 mod drain;
@@ -61,7 +63,7 @@ use paging::{PageRead, PageStore, Paged, Paging};
 use pending::{Backlogged, Charge, Pending};
 pub use requests::*;
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -351,6 +353,11 @@ pub struct Broker {
     next_sub: SubKey,
     queues: HashMap<Arc<str>, Queue>,
     topics: HashMap<Arc<str>, Vec<SubKey>>,
+    /// Every destination created and not deleted, in memory or not ([`created`]): using one
+    /// again needs no `admin`.
+    created: HashSet<Arc<str>>,
+    /// Whether the registry's cap was logged as reached (once per broker).
+    created_full_logged: bool,
     /// The traffic of each topic in `topics`, kept as long as it has subscribers.
     topic_counters: HashMap<Arc<str>, admin::Counters>,
     /// Subscriptions fed by every queue a filter matches: each new queue is matched.
@@ -474,6 +481,8 @@ impl Broker {
             next_sub: 1,
             queues: HashMap::new(),
             topics: HashMap::new(),
+            created: HashSet::new(),
+            created_full_logged: false,
             topic_counters: HashMap::new(),
             queue_filters: Vec::new(),
             temporaries: HashMap::new(),

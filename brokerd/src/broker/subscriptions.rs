@@ -51,6 +51,7 @@ impl Broker {
             Feed::One(Source::Topic(t)) => {
                 self.topics.entry(Arc::clone(t)).or_default().push(key);
                 self.topic_counters.entry(Arc::clone(t)).or_default();
+                self.register(t);
             }
             Feed::Queues { filter, .. } => {
                 // Named ones are made now; the rest are matched as they come.
@@ -63,6 +64,10 @@ impl Broker {
             Feed::Browse(_) => {}
             Feed::One(Source::Durable(durable_key)) => {
                 let destination = first;
+                if Pattern::new(&destination).is_none() {
+                    // A durable subscription creates its topic, as a subscriber does.
+                    self.register(&destination);
+                }
                 let mut purge = None;
                 // A new subscription, or one moved to another topic, gets a space never used
                 // before: a crash before the old one's purge finished cannot mix the two.
@@ -196,10 +201,12 @@ impl Broker {
                 ))),
             };
         }
-        if spec.durable_name.is_none() {
-            // A durable subscription feeds from its own space, not from a topic entry.
-            for name in &filter.names {
-                self.room_for(conn, name)?;
+        for name in &filter.names {
+            match spec.durable_name {
+                None => self.room_for(conn, name)?,
+                // A durable subscription feeds from its own space, not from a topic held in
+                // memory, so only creating its topic is checked.
+                Some(_) => self.creatable(conn, name)?,
             }
         }
         Ok(match (kind, &spec.durable_name, single) {

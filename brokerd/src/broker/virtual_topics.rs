@@ -4,20 +4,17 @@
 //! is away) while the groups all see every message.
 //!
 //! A consumer queue keeps getting copies while no one reads it, so it must outlive its
-//! consumers and a takeover: unlike other queues it is never removed when idle, and its name
-//! is recorded in the store's [`VIRTUAL_QUEUES`] space when it is made, which recovery reads
-//! back.
+//! consumers and a takeover: unlike other queues it is never removed when idle, and, like every
+//! queue, it is remembered as created ([`created`]) when it is made; recovery brings each
+//! consumer queue so remembered back into memory.
 
 use super::*;
-
-/// Where consumer queues' names are recorded (key: the queue's canonical name; no value).
-pub const VIRTUAL_QUEUES: &str = "virtual-queues";
 
 const VIRTUAL_TOPIC: &str = "/topic/VirtualTopic.";
 const CONSUMER_QUEUE: &str = "/queue/Consumer.";
 
 /// The virtual topic whose consumer queue `queue` is, if it is one.
-fn virtual_topic_of(queue: &str) -> Option<String> {
+pub(super) fn virtual_topic_of(queue: &str) -> Option<String> {
     let (_group, topic) = queue.strip_prefix(CONSUMER_QUEUE)?.split_once('.')?;
     topic
         .starts_with("VirtualTopic.")
@@ -25,25 +22,19 @@ fn virtual_topic_of(queue: &str) -> Option<String> {
 }
 
 impl Broker {
-    /// A new queue: recorded as a consumer queue if it is one (`recovered`: read back from the
-    /// store, already recorded).
-    pub(super) fn note_queue(&mut self, queue: &Arc<str>, recovered: bool) {
+    /// A new queue: fed by its virtual topic if it is a consumer queue.
+    pub(super) fn note_queue(&mut self, queue: &Arc<str>) {
         let Some(topic) = virtual_topic_of(queue) else {
             return;
         };
         let queues = self.virtual_queues.entry(topic.into()).or_default();
-        if queues.contains(queue) {
-            return;
-        }
-        queues.push(Arc::clone(queue));
-        if !recovered {
-            let key = Bytes::copy_from_slice(queue.as_bytes());
-            self.store
-                .put(VIRTUAL_QUEUES.into(), key, Value::Bytes(Bytes::new()), None);
+        if !queues.contains(queue) {
+            queues.push(Arc::clone(queue));
         }
     }
 
-    /// A consumer queue deleted by an operator: no longer fed, nor recorded.
+    /// A consumer queue deleted by an operator: no longer fed (its registration goes with
+    /// the queue's, [`Broker::unregister`]).
     pub(super) fn forget_consumer_queue(&mut self, queue: &Arc<str>) {
         let Some(topic) = virtual_topic_of(queue) else {
             return;
@@ -51,8 +42,6 @@ impl Broker {
         if let Some(queues) = self.virtual_queues.get_mut(topic.as_str()) {
             queues.retain(|q| q != queue);
         }
-        let key = Bytes::copy_from_slice(queue.as_bytes());
-        self.store.remove(VIRTUAL_QUEUES.into(), key);
     }
 
     /// Whether a queue must be kept while idle: a consumer queue of a virtual topic.
@@ -79,28 +68,16 @@ impl Broker {
         }
     }
 
-    /// Reads back the consumer queues a store records (a takeover): each exists again, empty
-    /// or not.
-    pub(super) fn recover_virtual_queues(
-        &mut self,
-        store: &dyn PageStore,
-        spaces: &[Arc<str>],
-    ) -> Result<(), StoreError> {
-        if !spaces.iter().any(|s| &**s == VIRTUAL_QUEUES) {
-            return Ok(());
+    /// Brings back the consumer queues remembered as created (a takeover): each is in memory
+    /// and fed again, empty or not, before anyone subscribes to it.
+    pub(super) fn recover_consumer_queues(&mut self) {
+        let consumer_queues: Vec<Arc<str>> = (self.created.iter())
+            .filter(|name| virtual_topic_of(name).is_some())
+            .cloned()
+            .collect();
+        for queue in consumer_queues {
+            self.queue(&queue);
         }
-        for (key, _) in store.read(VIRTUAL_QUEUES, &[], usize::MAX)? {
-            match std::str::from_utf8(&key) {
-                Ok(name) => {
-                    let queue: Arc<str> = name.into();
-                    // Noted first: made by queue() below, it would be recorded again.
-                    self.note_queue(&queue, true);
-                    self.queue(&queue);
-                }
-                Err(_) => warn!("skipping a recorded consumer queue whose name is not UTF-8"),
-            }
-        }
-        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ use message::Published;
 
 mod commits;
 mod consumer_options;
+mod created_destinations;
 mod dead_letters;
 mod dispatch_acks;
 mod draining;
@@ -20,8 +21,8 @@ struct Client {
     outbox: mpsc::UnboundedReceiver<Outbound>,
 }
 
-/// Node n1 of `epoch`, with a topic backlog of 3, 4 subscriptions per connection and 8
-/// destinations at most.
+/// Node n1 of `epoch`, with a topic backlog of 3, 4 subscriptions per connection, 8
+/// destinations in memory and 64 created ones at most.
 fn settings(epoch: u64, max_redeliveries: u32) -> Settings {
     Settings {
         node: "n1".into(),
@@ -38,6 +39,7 @@ fn settings(epoch: u64, max_redeliveries: u32) -> Settings {
         caps: limits::Caps {
             subscriptions_per_connection: 4,
             destinations: 8,
+            created_destinations: 64,
         },
     }
 }

@@ -72,10 +72,7 @@ fn consumer_queues_outlive_a_takeover_even_empty() {
         10,
     );
     drop(first);
-    assert_eq!(
-        store.count(crate::broker::virtual_topics::VIRTUAL_QUEUES),
-        1
-    );
+    assert_eq!(store.count(created::SPACE), 1);
     // The next broker knows the group's queue before anyone subscribes to it again.
     let mut next = Broker::new(settings(8, 2), Box::new(store.clone()));
     next.recover(&store).unwrap();
@@ -97,9 +94,5 @@ fn consumer_queues_outlive_a_takeover_even_empty() {
         10,
     );
     assert_eq!(bodies(&mut back), ["p1"]);
-    assert_eq!(
-        store.count(crate::broker::virtual_topics::VIRTUAL_QUEUES),
-        1,
-        "recorded once"
-    );
+    assert_eq!(store.count(created::SPACE), 1, "recorded once");
 }
