@@ -3,6 +3,8 @@
 //!
 //! A TLS handshake runs in the connection's own task, never in the accept loop, and counts
 //! against the CONNECT deadline: a client that stalls its handshake holds only its own slot.
+//! A client refused at a connection limit is told why over the same handshake, at most
+//! [`REFUSALS_IN_FLIGHT`] at a time.
 //!
 //! [`run`] owns the listeners and every session task. Shutdown is a future passed in by the
 //! caller (lockd's Stop, or a signal in standalone mode); when it resolves the listeners are
@@ -26,12 +28,17 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 /// Accepted sockets waiting for the run loop; accepting pauses when it is full.
 const ACCEPT_QUEUE: usize = 64;
+
+/// Refused clients being told why at once (an ERROR frame, after a TLS handshake on an
+/// `ssl://` listener, within the CONNECT deadline). Each costs a task and, over TLS, a
+/// handshake's CPU: past this many, a flood beyond the connection limits is closed unexplained.
+const REFUSALS_IN_FLIGHT: usize = 64;
 
 /// Pause after a failed accept (e.g. out of descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -229,18 +236,30 @@ pub async fn run(
     let mut sessions = JoinSet::new();
     let mut next_session = 0u64;
     let sources = Sources::new(settings.max_connections_per_source);
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
     let mut start = |sessions: &mut JoinSet<()>, accepted: Accepted| {
         let Accepted { stream, peer, tls } = accepted;
         next_session += 1;
         let span = info_span!("client", %peer, tls = tls.is_some());
-        let refuse = |stream, refusal| {
-            refuse(
+        let refuse = |sessions: &mut JoinSet<()>, stream, refusal| {
+            let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() else {
+                debug!(%peer, "closing a refused client unexplained: {REFUSALS_IN_FLIGHT} refusals in flight");
+                return;
+            };
+            let explained = refuse(
                 stream,
                 tls.clone(),
                 settings.connect_timeout,
                 refusal,
                 settings.limits,
-            )
+            );
+            sessions.spawn(
+                async move {
+                    explained.await;
+                    drop(permit);
+                }
+                .instrument(span.clone()),
+            );
         };
         let limit = settings.max_connections;
         if stats.connections() >= limit {
@@ -252,7 +271,7 @@ pub async fn run(
                      again later or another node.\n"
                 ),
             };
-            sessions.spawn(refuse(stream, refusal).instrument(span));
+            refuse(sessions, stream, refusal);
             return;
         }
         let Some(slot) = sources.admit(peer.ip()) else {
@@ -266,7 +285,7 @@ pub async fn run(
                     peer.ip()
                 ),
             };
-            sessions.spawn(refuse(stream, refusal).instrument(span));
+            refuse(sessions, stream, refusal);
             return;
         };
         let open = stats.open_connection();

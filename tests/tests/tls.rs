@@ -253,3 +253,75 @@ fn lockd_refuses_to_start_with_an_ssl_listener_and_no_certificate() {
         "{err}"
     );
 }
+
+#[test]
+fn past_the_connection_limit_at_most_64_refusals_wait_for_a_tls_handshake() {
+    // brokerd/src/server.rs's REFUSALS_IN_FLIGHT: refused clients told why at once, each over
+    // TLS waiting for its handshake until the CONNECT deadline; the rest are closed unexplained.
+    const EXPLAINED_AT_ONCE: usize = 64;
+    const FLOOD: usize = EXPLAINED_AT_ONCE + 40;
+    let pki = Pki::new();
+    let data = tempfile::tempdir().unwrap();
+    let (plain, tls) = (free_port(), free_port());
+    let mut broker = Command::new(&bins().brokerd)
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{plain}")])
+        .args(["--listen", &format!("ssl://127.0.0.1:{tls}")])
+        .arg("--tls-cert-file")
+        .arg(&pki.server_cert)
+        .arg("--tls-key-file")
+        .arg(&pki.server_key)
+        .args(["--max-connections", "1", "--connect-timeout-ms", "120000"])
+        .env_remove(shared_proto::control::CONTROL_FD_ENV)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let plain = SocketAddr::from(([127, 0, 0, 1], plain));
+    wait_until("brokerd to serve", || answers_stomp(plain).then_some(()));
+
+    // The one connection allowed, held by a STOMP session: every later one is refused.
+    let mut holder = std::net::TcpStream::connect(plain).unwrap();
+    holder.set_read_timeout(Some(WAIT)).unwrap();
+    std::io::Write::write_all(
+        &mut holder,
+        b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0",
+    )
+    .unwrap();
+    let connected = read_frame(&mut holder).unwrap();
+    assert!(connected.starts_with("CONNECTED"), "{connected}");
+
+    // Clients of the ssl:// port that never start a handshake.
+    let flood: Vec<std::net::TcpStream> = (0..FLOOD)
+        .map(|_| {
+            let stream =
+                std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], tls))).unwrap();
+            stream.set_nonblocking(true).unwrap();
+            stream
+        })
+        .collect();
+    let closed = |stream: &std::net::TcpStream| {
+        let mut byte = [0u8; 1];
+        match std::io::Read::read(&mut &*stream, &mut byte) {
+            Ok(0) => true,
+            Ok(_) => panic!("a refused TLS client was sent bytes before its ClientHello"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let unexplained = wait_until("the refusals past 64 to be closed", || {
+        let n = flood.iter().filter(|s| closed(s)).count();
+        (n >= FLOOD - EXPLAINED_AT_ONCE).then_some(n)
+    });
+    assert_eq!(
+        unexplained,
+        FLOOD - EXPLAINED_AT_ONCE,
+        "exactly 64 refusals wait for their handshake (their deadline is 120 s away)"
+    );
+    drop(flood);
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
