@@ -21,10 +21,10 @@ use crate::stomp::frame::{Frame, Limits};
 use crate::stomp::session::{self, SessionContext};
 use crate::stomp::stream::Stream;
 use rustls::ServerConfig;
+pub use shared_proto::endpoint::{Endpoint, Transport};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -74,50 +74,6 @@ pub struct Shutdown {
     pub reason: String,
     /// How long sessions get to say goodbye before they are cut off.
     pub drain: Duration,
-}
-
-/// How clients talk to a listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// STOMP in the clear: `tcp://HOST:PORT` or a bare `HOST:PORT`.
-    Tcp,
-    /// STOMP inside TLS: `ssl://HOST:PORT` (ActiveMQ's `stomp+ssl`).
-    Ssl,
-}
-
-/// One `--listen` value: where to listen and how clients talk there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub transport: Transport,
-    /// `HOST:PORT`, without the scheme.
-    pub addr: String,
-}
-
-impl FromStr for Endpoint {
-    type Err = String;
-
-    fn from_str(spec: &str) -> Result<Self, String> {
-        let (transport, addr) = match spec.split_once("://") {
-            None => (Transport::Tcp, spec),
-            Some(("tcp" | "stomp", addr)) => (Transport::Tcp, addr),
-            Some(("ssl" | "stomp+ssl", addr)) => (Transport::Ssl, addr),
-            Some((scheme, _)) => {
-                return Err(format!(
-                    "{spec:?}: unknown scheme {scheme:?}; use HOST:PORT, tcp://HOST:PORT or \
-                     ssl://HOST:PORT"
-                ))
-            }
-        };
-        if addr.is_empty() || !addr.contains(':') {
-            return Err(format!(
-                "{spec:?} is not HOST:PORT, tcp://HOST:PORT or ssl://HOST:PORT"
-            ));
-        }
-        Ok(Endpoint {
-            transport,
-            addr: addr.to_owned(),
-        })
-    }
 }
 
 /// A bound listener, with the TLS configuration its connections use when it is `ssl://`.

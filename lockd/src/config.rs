@@ -5,6 +5,7 @@
 
 use crate::sys::users;
 use serde::Deserialize;
+use shared_proto::endpoint::{Endpoint, Transport};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -479,23 +480,14 @@ fn scheduler_dir(configured: Option<PathBuf>, shared_dir: &Path) -> Result<PathB
     Ok(dir)
 }
 
-/// A listen entry: `HOST:PORT`, `tcp://HOST:PORT` or `ssl://HOST:PORT`, the forms brokerd's
-/// `--listen` takes.
+/// A listen entry, as brokerd's `--listen` takes it ([`Endpoint`]), resolved.
 fn check_listen(entry: &str) -> Result<SocketAddr, String> {
-    let addr = match entry.split_once("://") {
-        None => entry,
-        Some(("tcp" | "ssl", addr)) => addr,
-        Some((scheme, _)) => {
-            return Err(format!(
-                "listen entry {entry:?}: unknown scheme {scheme:?}; use HOST:PORT, \
-                 tcp://HOST:PORT or ssl://HOST:PORT"
-            ))
-        }
-    };
-    resolve(addr).ok_or_else(|| {
+    let endpoint: Endpoint = entry.parse().map_err(|e| format!("listen entry {e}"))?;
+    resolve(&endpoint.addr).ok_or_else(|| {
         format!(
-            "listen entry {entry:?} is not HOST:PORT, tcp://HOST:PORT or ssl://HOST:PORT (for \
-             example 127.0.0.1:61613)"
+            "listen entry {entry:?}: {:?} is not an address this host can listen on (for \
+             example 127.0.0.1:61613)",
+            endpoint.addr
         )
     })
 }
@@ -532,7 +524,11 @@ fn tls_args(
     key: Option<&Path>,
     client_ca: Option<&Path>,
 ) -> Result<Vec<String>, String> {
-    let secure = listen.iter().find(|entry| entry.starts_with("ssl://"));
+    let secure = listen.iter().find(|entry| {
+        entry
+            .parse::<Endpoint>()
+            .is_ok_and(|e| e.transport == Transport::Ssl)
+    });
     let (cert, key) = match (secure, cert, key) {
         (None, None, None) if client_ca.is_none() => return Ok(Vec::new()),
         (None, _, _) => {

@@ -22,6 +22,7 @@
 pub mod admin;
 pub mod control;
 pub mod destinations;
+pub mod endpoint;
 pub mod holder;
 pub mod html;
 pub mod layout;
