@@ -5,12 +5,11 @@
 //! certificate for brokers that require one) is read from PEM files once, by [`TlsOptions::load`],
 //! when the client starts; every connection and reconnection uses it.
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -47,31 +46,17 @@ impl TlsOptions {
                     .into(),
             ));
         };
-        let mut roots = RootCertStore::empty();
-        for ca in certificates(ca_file, "CA file")? {
-            roots.add(ca).map_err(|e| {
-                TlsError(format!(
-                    "CA file {}: a certificate in it is not a usable CA: {e}",
-                    ca_file.display()
-                ))
-            })?;
-        }
-        let builder = ClientConfig::builder_with_provider(provider())
+        let roots = tls_files::roots(ca_file, "CA file").map_err(TlsError)?;
+        let builder = ClientConfig::builder_with_provider(tls_files::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError(format!("TLS protocol versions: {e}")))?
             .with_root_certificates(roots);
         let config = match (&self.cert_file, &self.key_file) {
             (None, None) => builder.with_no_client_auth(),
             (Some(cert), Some(key)) => {
-                let chain = certificates(cert, "client certificate file")?;
-                let pem = read(key, "client key file")?;
-                let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
-                    TlsError(format!(
-                        "client key file {}: no private key found ({e}); give the certificate's \
-                         unencrypted PEM key",
-                        key.display()
-                    ))
-                })?;
+                let chain =
+                    tls_files::certificates(cert, "client certificate file").map_err(TlsError)?;
+                let der = tls_files::private_key(key, "client key file").map_err(TlsError)?;
                 builder.with_client_auth_cert(chain, der).map_err(|e| {
                     TlsError(format!(
                         "client key file {} with certificate {}: {e}; give the key the \
@@ -91,31 +76,6 @@ impl TlsOptions {
         };
         Ok(Arc::new(config))
     }
-}
-
-/// ring, as the broker uses: it builds with a C compiler alone. rustls 0.23.48 deprecates it for
-/// lacking post-quantum key exchange; the provider with it (aws-lc-rs) needs cmake and nasm.
-#[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path, what)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError(format!("{what} {}: not valid PEM: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(TlsError(format!(
-            "{what} {}: no certificate in it (no -----BEGIN CERTIFICATE----- block)",
-            path.display()
-        )));
-    }
-    Ok(certs)
-}
-
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError(format!("cannot read {what} {}: {e}", path.display())))
 }
 
 /// Connects to `host:port`, with a TLS handshake when `tls` is given (the certificate must name
