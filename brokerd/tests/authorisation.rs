@@ -474,6 +474,10 @@ fn changes_to_the_users_file_apply_on_sighup_to_open_connections_too() {
     // A broken file on a later reload keeps what was read before.
     std::fs::write(&secured.users, "[users]\nbroken = ").unwrap();
     hang_up(pid);
+    secured
+        .node
+        .broker
+        .wait_for_log("reload on SIGHUP failed; keeping the previous settings");
     assert_eq!(
         attempt(&secured, ALICE, Op::Send, "/queue/payments"),
         Ok(())

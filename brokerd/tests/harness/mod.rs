@@ -173,6 +173,23 @@ impl Broker {
         }
     }
 
+    /// Waits (up to [`PATIENCE`]) for the broker's log to contain `needle`: how a test knows
+    /// the broker has done something it only logs (a reload).
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains(needle) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "brokerd never logged {needle:?}: {log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The broker's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
