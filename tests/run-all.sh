@@ -8,6 +8,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# The fuzz targets (fuzz/, run with nightly's cargo-fuzz) are not workspace members: check that
+# they still compile against the crates they fuzz, on stable, without running them.
+echo "== the fuzz targets compile"
+cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 echo "== build the binaries the cross-process tests start"
 cargo build --workspace --bins
 # The real-client tests (tests/tests/real_clients.rs) drive stomp.py, from PyPI. The client-suite
