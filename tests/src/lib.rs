@@ -197,12 +197,17 @@ impl Cluster {
         let users = self.root.join("users.toml");
         fs::write(&users, text).unwrap();
         fs::set_permissions(&users, fs::Permissions::from_mode(0o644)).unwrap();
+        let option = format!("\"--users-file\", \"{}\"", users.display());
         for node in &self.nodes {
-            let mut config = fs::read_to_string(&node.config).unwrap();
-            config.push_str(&format!(
-                "broker_args = [\"--users-file\", \"{}\"]\n",
-                users.display()
-            ));
+            let config = fs::read_to_string(&node.config).unwrap();
+            // One broker_args key (TOML refuses a second): added to the one `extra` gave.
+            let config = match config.find("broker_args = [") {
+                Some(at) => {
+                    let open = at + "broker_args = [".len();
+                    format!("{}{option}, {}", &config[..open], &config[open..])
+                }
+                None => format!("{config}broker_args = [{option}]\n"),
+            };
             fs::write(&node.config, config).unwrap();
         }
         users
