@@ -191,7 +191,7 @@ impl Broker {
         }
     }
 
-    /// Every queue and topic with its figures.
+    /// Every queue and topic with its figures, the created ones out of memory included.
     fn listing(&self) -> Vec<Destination> {
         let now = now_ms();
         let age =
@@ -255,6 +255,26 @@ impl Broker {
                 paged_out: durables.iter().map(|d| d.paged.out).sum(),
             });
         }
+        // Created and out of memory (an idle queue, a topic without subscribers): empty, and
+        // listed all the same, as ActiveMQ lists every destination it has.
+        let shown: HashSet<&str> = listed.iter().map(|d| d.name.as_str()).collect();
+        let idle: Vec<Destination> = (self.created.iter())
+            .filter(|name| !shown.contains(&***name))
+            .map(|name| Destination {
+                name: name.to_string(),
+                kind: match names::kind(name) {
+                    Kind::Queue => ListedKind::Queue,
+                    Kind::Topic => ListedKind::Topic,
+                },
+                depth: 0,
+                consumers: 0,
+                enqueued: 0,
+                dequeued: 0,
+                oldest_age_ms: None,
+                paged_out: 0,
+            })
+            .collect();
+        listed.extend(idle);
         listed
     }
 }

@@ -279,3 +279,42 @@ fn an_older_brokerds_consumer_queues_are_moved_into_the_registry() {
     subscribe(&mut b, &consumer, "s", queue, AckMode::Auto, 10);
     assert_eq!(bodies(&mut consumer), ["p1"]);
 }
+
+#[test]
+fn idle_created_destinations_are_listed_empty_until_deleted() {
+    let store = MapStore::default();
+    let mut b = stored_broker(&store);
+    let producer = open(&mut b, 1, None);
+    send(&mut b, &producer, "/queue/idle", "x", &[]);
+    let mut consumer = open(&mut b, 2, None);
+    subscribe(&mut b, &consumer, "q", "/queue/idle", AckMode::Auto, 10);
+    assert_eq!(bodies(&mut consumer), ["x"]);
+    written(&mut b, &consumer, "q", 1);
+    unsubscribe(&mut b, &consumer, "q");
+    subscribe(&mut b, &consumer, "t", "/topic/quiet", AckMode::Auto, 10);
+    unsubscribe(&mut b, &consumer, "t");
+    assert_eq!(b.counts().destinations, 0, "neither is held in memory");
+    let listed = list(&mut b);
+    let shown: Vec<(&str, u64, u64)> = (listed.iter())
+        .map(|d| (d.name.as_str(), d.depth, d.consumers))
+        .collect();
+    assert_eq!(shown, [("/queue/idle", 0, 0), ("/topic/quiet", 0, 0)]);
+    assert!(matches!(
+        delete(&mut b, "/queue/idle"),
+        DestinationAnswer::Deleted { removed: 0 }
+    ));
+    let listed = list(&mut b);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+}
+
+fn list(b: &mut Broker) -> Vec<shared_proto::destinations::Destination> {
+    let (reply, mut answer) = oneshot::channel();
+    b.handle(Request::Destinations {
+        call: DestinationCall::List,
+        reply,
+    });
+    match answer.try_recv().expect("answered") {
+        DestinationAnswer::Listed(listing) => listing.destinations,
+        other => panic!("{other:?}"),
+    }
+}
