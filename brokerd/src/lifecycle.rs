@@ -105,6 +105,8 @@ pub struct ConsoleConfig {
     pub listen: String,
     /// Users of the users file in this group may log in.
     pub group: String,
+    /// How many connections it serves at once, and how long a request head may take.
+    pub limits: console::Limits,
 }
 
 /// How the broker's life ended, for `main` to turn into an exit.
@@ -541,6 +543,7 @@ async fn bind_console(config: &Config) -> Result<Option<ConsoleToServe>> {
         bound,
         security,
         group: wanted.group.clone(),
+        limits: wanted.limits,
     }))
 }
 
@@ -549,6 +552,7 @@ struct ConsoleToServe {
     bound: console::Bound,
     security: Current<Security>,
     group: String,
+    limits: console::Limits,
 }
 
 /// What the console serves from, once the broker core runs.
@@ -566,19 +570,22 @@ impl Serving<'_> {
     /// Serves the bound console until the returned handle is dropped.
     fn serve(self, console: ConsoleToServe) -> console::Console {
         let config = self.config;
-        console.bound.serve(console::Parts {
-            node: config.node.clone(),
-            epoch: self.epoch,
-            broker: self.broker.clone(),
-            stats: Arc::clone(self.stats),
-            store: self.store.db().clone(),
-            schedules: self.schedules.clone(),
-            memory_limit: config.memory_limit as u64,
-            flush_seconds: self.flush_seconds,
-            shared: config.shared_dir.as_ref().map(Layout::new),
-            security: console.security,
-            group: console.group,
-        })
+        console.bound.serve(
+            console::Parts {
+                node: config.node.clone(),
+                epoch: self.epoch,
+                broker: self.broker.clone(),
+                stats: Arc::clone(self.stats),
+                store: self.store.db().clone(),
+                schedules: self.schedules.clone(),
+                memory_limit: config.memory_limit as u64,
+                flush_seconds: self.flush_seconds,
+                shared: config.shared_dir.as_ref().map(Layout::new),
+                security: console.security,
+                group: console.group,
+            },
+            console.limits,
+        )
     }
 }
 

@@ -17,12 +17,14 @@
 
 mod api;
 mod cluster;
+mod connections;
 mod core_calls;
 pub mod metrics;
 mod pages;
 mod server;
 mod session;
 
+pub use connections::Limits;
 pub use server::{bind, Bound, Console};
 
 use crate::auth::Security;
