@@ -10,8 +10,11 @@
 //! - the listener is bound only after the STOMP listeners (the store opened, the epoch fenced),
 //!   and closed as soon as the broker is asked to stop ([`Console`] drops);
 //! - the console asks the broker core through its inbox, as a session does, one request per
-//!   page refresh or scrape, with a bounded wait; it never blocks the core, and reads the shared
-//!   directory off the async threads;
+//!   page refresh or scrape, with a bounded wait; it never blocks the core;
+//! - one task reads the shared directory, once a second, off the async threads ([`cluster`]);
+//!   requests show its latest reading, marked stale when a read timed out or failed;
+//! - at most [`Limits::connections`] connections at once, each request head within
+//!   [`Limits::head_deadline`] ([`connections`]);
 //! - every value rendered into HTML is escaped ([`shared_proto::html::escape`]), message bodies are cut to
 //!   [`core_calls::PREVIEW_BYTES`], and the script writes text, never markup.
 
@@ -68,6 +71,8 @@ pub struct Parts {
 struct Shared {
     parts: Parts,
     sessions: session::Sessions,
+    /// The cluster as last read from the shared directory; `None` standalone.
+    cluster: Option<cluster::View>,
     /// Console connections to the core are numbered from here ([`core_calls`]).
     next_conn: std::sync::atomic::AtomicU64,
 }

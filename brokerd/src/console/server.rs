@@ -4,7 +4,7 @@
 //! connections are served within [`Limits`] ([`connections`]).
 
 use super::connections::{self, Limits};
-use super::{api, session, Parts, Shared};
+use super::{api, cluster, session, Parts, Shared};
 use crate::server::BindError;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -53,6 +53,7 @@ impl Bound {
     pub fn serve(self, parts: Parts, limits: Limits) -> Console {
         let addr = self.listener.local_addr().ok();
         let shared = Arc::new(Shared {
+            cluster: parts.shared.clone().map(cluster::follow),
             parts,
             sessions: session::Sessions::default(),
             next_conn: Default::default(),
