@@ -19,7 +19,7 @@ use crate::fence;
 use crate::journal::{self, Journal, JournalConfig};
 use crate::memory::Usage;
 use crate::reload::Current;
-use crate::scheduler::{clock::Clock, service};
+use crate::scheduler::{clock::Clock, pending::PendingJobs, service};
 use crate::schedules::{self, Schedules};
 use crate::server::{self, Settings, Shutdown};
 use crate::stats::Stats;
@@ -208,7 +208,7 @@ pub async fn run_controlled(
             Ok(started) => started,
             Err(err) => return Err(refuse(&mut replies, err, true).await),
         };
-    let schedules = scheduler.spawn(&config, epoch, &journal, &broker);
+    let (schedules, pending_jobs) = scheduler.spawn(&config, epoch, &journal, &broker);
     let serving_console = Serving {
         config: &config,
         epoch,
@@ -216,6 +216,7 @@ pub async fn run_controlled(
         stats: &stats,
         store: &store,
         schedules: &schedules,
+        pending_jobs: &pending_jobs,
         flush_seconds,
     };
     let mut console = console.map(|bound| serving_console.serve(bound));
@@ -326,7 +327,7 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
     let (broker, memory) = start_broker(core, pager, &journal, config.test_wedge_core_on_sigusr1)?;
-    let schedules = scheduler.spawn(&config, epoch, &journal, &broker);
+    let (schedules, pending_jobs) = scheduler.spawn(&config, epoch, &journal, &broker);
     let stats = Arc::new(Stats::start());
     let serving_console = Serving {
         config: &config,
@@ -335,6 +336,7 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
         stats: &stats,
         store: &store,
         schedules: &schedules,
+        pending_jobs: &pending_jobs,
         flush_seconds,
     };
     let console = console.map(|bound| serving_console.serve(bound));
@@ -563,6 +565,7 @@ struct Serving<'a> {
     stats: &'a Arc<Stats>,
     store: &'a Store,
     schedules: &'a Schedules,
+    pending_jobs: &'a PendingJobs,
     flush_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
@@ -578,6 +581,7 @@ impl Serving<'_> {
                 stats: Arc::clone(self.stats),
                 store: self.store.db().clone(),
                 schedules: self.schedules.clone(),
+                pending_jobs: self.pending_jobs.clone(),
                 memory_limit: config.memory_limit as u64,
                 flush_seconds: self.flush_seconds,
                 shared: config.shared_dir.as_ref().map(Layout::new),
@@ -599,14 +603,16 @@ struct SchedulerToStart {
 }
 
 impl SchedulerToStart {
-    /// Starts the scheduler beside the broker; what it returns answers lockd's requests to it.
+    /// Starts the scheduler beside the broker; returns what answers lockd's requests to it, and
+    /// its number of pending jobs (unknown until its store opens) for `/metrics`.
     fn spawn(
         self,
         config: &Config,
         epoch: u64,
         journal: &Journal,
         broker: &mpsc::Sender<BrokerRequest>,
-    ) -> Schedules {
+    ) -> (Schedules, PendingJobs) {
+        let pending = PendingJobs::default();
         let beside = service::Beside {
             dir: config.scheduler_dir.clone(),
             epoch,
@@ -614,9 +620,10 @@ impl SchedulerToStart {
             messages: journal.clone(),
             messages_view: self.messages_view,
             broker: broker.clone(),
+            pending: pending.clone(),
         };
         service::spawn(beside, self.parts);
-        Schedules(self.commands)
+        (Schedules(self.commands), pending)
     }
 }
 

@@ -33,6 +33,7 @@ pub use server::{bind, Bound, Console};
 use crate::auth::Security;
 use crate::broker::Request;
 use crate::reload::Current;
+use crate::scheduler::pending::PendingJobs;
 use crate::schedules::Schedules;
 use crate::stats::Stats;
 use shared_proto::layout::Layout;
@@ -55,6 +56,8 @@ pub struct Parts {
     pub store: sled::Db,
     /// The scheduler's requests (`ctl schedules` uses the same).
     pub schedules: Schedules,
+    /// The scheduler's number of pending jobs, for `brokerd_scheduler_pending_jobs`.
+    pub pending_jobs: PendingJobs,
     /// `--memory-limit-mb`, in bytes.
     pub memory_limit: u64,
     /// The journal's flush latency, observed by its writer.
