@@ -150,7 +150,8 @@ struct Args {
     #[arg(long, default_value = brokerd::console::DEFAULT_GROUP)]
     console_group: String,
     /// Most console connections served at once (browsers, scrapers); one more is answered 503
-    /// and closed. Each must send a request head within 10 s of waiting for one, or is closed.
+    /// and closed. A connection that sends no whole request head for 10 s, takes over 30 s to
+    /// send a request or takes nothing of its answer for 10 s is closed, giving its slot back.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     console_max_connections: u32,
     /// Memory for waiting messages, in MiB, past which producers are slowed down, then refused.

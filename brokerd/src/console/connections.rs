@@ -1,13 +1,21 @@
 //! The console's connections, bounded as lockd bounds its own pages (`lockd/src/http.rs`):
 //! at most [`Limits::connections`] served at once, one more told 503 without waiting and
-//! closed (nothing queues behind a full console), and every request head read within
-//! [`Limits::head_deadline`], so that a client sending a head a byte at a time, never finishing
-//! one, or keeping a connection idle between requests gives its slot back.
+//! closed (nothing queues behind a full console), every request head read within
+//! [`Limits::head_deadline`], every request answered within [`Limits::request_deadline`] (408
+//! otherwise), and every answer taken by the client with no stall longer than
+//! [`Limits::write_deadline`]. So a client sending a head or a body a byte at a time, never
+//! finishing one, keeping a connection idle between requests, or never reading its answers
+//! gives its slot back.
 //!
 //! axum's own `serve` takes neither limit, so connections are accepted here and each is served
 //! by hyper's HTTP/1 connection with its header read timeout (which runs from the moment the
 //! connection waits for a request head, so it also ends a kept-alive connection left idle).
 
+use super::write_deadline::WriteDeadline;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -31,6 +39,13 @@ pub struct Limits {
     /// A request head (request line and headers) must arrive within this, counted from when the
     /// connection starts waiting for it, or the connection is closed.
     pub head_deadline: Duration,
+    /// A request must be answered within this once its head is read (its body read, the
+    /// broker asked), or it is answered 408 and its connection closed: longer than any wait
+    /// of the console's own (for the broker core, for the scheduler).
+    pub request_deadline: Duration,
+    /// Writing an answer may make no progress for this long (the client reads nothing), or
+    /// the connection is closed.
+    pub write_deadline: Duration,
 }
 
 impl Default for Limits {
@@ -38,6 +53,8 @@ impl Default for Limits {
         Limits {
             connections: 64,
             head_deadline: Duration::from_secs(10),
+            request_deadline: Duration::from_secs(30),
+            write_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -50,6 +67,10 @@ pub async fn serve(
     limits: Limits,
     stop: impl Future<Output = ()>,
 ) {
+    let app = app.layer(middleware::from_fn_with_state(
+        limits.request_deadline,
+        within_deadline,
+    ));
     let slots = Arc::new(Semaphore::new(limits.connections));
     // Dropped on return: every connection then shuts down gracefully.
     let (_closing, closed) = watch::channel(());
@@ -89,7 +110,8 @@ async fn serve_one(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.head_deadline);
-    let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    let stream = TokioIo::new(WriteDeadline::new(stream, limits.write_deadline));
+    let connection = builder.serve_connection(stream, TowerToHyperService::new(app));
     tokio::pin!(connection);
     let ended = tokio::select! {
         ended = connection.as_mut() => ended,
@@ -101,6 +123,26 @@ async fn serve_one(
     if let Err(err) = ended {
         // A client that went away or broke a limit: its business, not the operator's.
         debug!(error = %err, "console connection ended");
+    }
+}
+
+/// Answers `request` with what `next` does within `deadline`, or with 408; a request cut off
+/// (its body unread) also ends its connection.
+async fn within_deadline(
+    State(deadline): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let why = format!(
+                "the request was not complete and answered within {} s\n",
+                deadline.as_secs_f64()
+            );
+            let close = [(header::CONNECTION, "close")];
+            (StatusCode::REQUEST_TIMEOUT, close, why).into_response()
+        }
     }
 }
 
@@ -121,7 +163,7 @@ fn refuse(stream: &TcpStream, limit: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::routing::get;
+    use axum::routing::{get, post};
     use std::net::SocketAddr;
     use std::time::Instant;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -133,7 +175,10 @@ mod tests {
     async fn start(limits: Limits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = Router::new().route("/", get(|| async { "ok" }));
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route("/big", get(|| async { vec![b'x'; 32 << 20] }))
+            .route("/echo", post(|body: String| async move { body }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let stopped = async move {
             let _ = stopped.await;
@@ -218,6 +263,7 @@ mod tests {
         let limits = Limits {
             connections: 1,
             head_deadline: Duration::from_millis(200),
+            ..Limits::default()
         };
         let (addr, _stop) = start(limits).await;
         let mut slow = TcpStream::connect(addr).await.unwrap();
@@ -231,6 +277,56 @@ mod tests {
 
         let mut idle = served(addr).await;
         closed(&mut idle).await;
+        served(addr).await;
+    }
+
+    #[tokio::test]
+    async fn a_body_not_finished_in_time_is_answered_408_and_its_connection_closed() {
+        let limits = Limits {
+            request_deadline: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        let head = "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n";
+        slow.write_all(head.as_bytes()).await.unwrap();
+        slow.write_all(b"a tenth").await.unwrap();
+        let mut answer = String::new();
+        let read = slow.read_to_string(&mut answer);
+        tokio::time::timeout(BOUND, read).await.unwrap().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+
+        // A whole request is answered as before.
+        let mut quick = TcpStream::connect(addr).await.unwrap();
+        let request = "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok";
+        quick.write_all(request.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\nok") {
+            let n = tokio::time::timeout(BOUND, quick.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200 "));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_reads_none_of_its_answer_is_cut_off_and_frees_its_slot() {
+        let limits = Limits {
+            connections: 1,
+            write_deadline: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        let mut stuck = TcpStream::connect(addr).await.unwrap();
+        // Far more than the socket buffers of both ends hold; never read.
+        stuck
+            .write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
         served(addr).await;
     }
 

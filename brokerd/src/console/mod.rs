@@ -13,8 +13,8 @@
 //!   page refresh or scrape, with a bounded wait; it never blocks the core;
 //! - one task reads the shared directory, once a second, off the async threads ([`cluster`]);
 //!   requests show its latest reading, marked stale when a read timed out or failed;
-//! - at most [`Limits::connections`] connections at once, each request head within
-//!   [`Limits::head_deadline`] ([`connections`]);
+//! - at most [`Limits::connections`] connections at once, each request head read, each request
+//!   answered and each answer taken within its deadline ([`connections`]);
 //! - every value rendered into HTML is escaped ([`shared_proto::html::escape`]), message bodies are cut to
 //!   [`core_calls::PREVIEW_BYTES`], and the script writes text, never markup.
 
@@ -26,6 +26,7 @@ pub mod metrics;
 mod pages;
 mod server;
 mod session;
+mod write_deadline;
 
 pub use connections::Limits;
 pub use server::{bind, Bound, Console};
