@@ -19,7 +19,7 @@ use crate::fence;
 use crate::journal::{self, Journal, JournalConfig};
 use crate::memory::Usage;
 use crate::reload::Current;
-use crate::scheduler::{clock::Clock, service};
+use crate::scheduler::{clock::Clock, pending::PendingJobs, service};
 use crate::schedules::{self, Schedules};
 use crate::server::{self, Settings, Shutdown};
 use crate::stats::Stats;
@@ -105,6 +105,8 @@ pub struct ConsoleConfig {
     pub listen: String,
     /// Users of the users file in this group may log in.
     pub group: String,
+    /// How many connections it serves at once, and how long a request head may take.
+    pub limits: console::Limits,
 }
 
 /// How the broker's life ended, for `main` to turn into an exit.
@@ -206,7 +208,7 @@ pub async fn run_controlled(
             Ok(started) => started,
             Err(err) => return Err(refuse(&mut replies, err, true).await),
         };
-    let schedules = scheduler.spawn(&config, epoch, &journal, &broker);
+    let (schedules, pending_jobs) = scheduler.spawn(&config, epoch, &journal, &broker);
     let serving_console = Serving {
         config: &config,
         epoch,
@@ -214,6 +216,7 @@ pub async fn run_controlled(
         stats: &stats,
         store: &store,
         schedules: &schedules,
+        pending_jobs: &pending_jobs,
         flush_seconds,
     };
     let mut console = console.map(|bound| serving_console.serve(bound));
@@ -324,7 +327,7 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
     let (broker, memory) = start_broker(core, pager, &journal, config.test_wedge_core_on_sigusr1)?;
-    let schedules = scheduler.spawn(&config, epoch, &journal, &broker);
+    let (schedules, pending_jobs) = scheduler.spawn(&config, epoch, &journal, &broker);
     let stats = Arc::new(Stats::start());
     let serving_console = Serving {
         config: &config,
@@ -333,6 +336,7 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
         stats: &stats,
         store: &store,
         schedules: &schedules,
+        pending_jobs: &pending_jobs,
         flush_seconds,
     };
     let console = console.map(|bound| serving_console.serve(bound));
@@ -541,6 +545,7 @@ async fn bind_console(config: &Config) -> Result<Option<ConsoleToServe>> {
         bound,
         security,
         group: wanted.group.clone(),
+        limits: wanted.limits,
     }))
 }
 
@@ -549,6 +554,7 @@ struct ConsoleToServe {
     bound: console::Bound,
     security: Current<Security>,
     group: String,
+    limits: console::Limits,
 }
 
 /// What the console serves from, once the broker core runs.
@@ -559,6 +565,7 @@ struct Serving<'a> {
     stats: &'a Arc<Stats>,
     store: &'a Store,
     schedules: &'a Schedules,
+    pending_jobs: &'a PendingJobs,
     flush_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
@@ -566,19 +573,23 @@ impl Serving<'_> {
     /// Serves the bound console until the returned handle is dropped.
     fn serve(self, console: ConsoleToServe) -> console::Console {
         let config = self.config;
-        console.bound.serve(console::Parts {
-            node: config.node.clone(),
-            epoch: self.epoch,
-            broker: self.broker.clone(),
-            stats: Arc::clone(self.stats),
-            store: self.store.db().clone(),
-            schedules: self.schedules.clone(),
-            memory_limit: config.memory_limit as u64,
-            flush_seconds: self.flush_seconds,
-            shared: config.shared_dir.as_ref().map(Layout::new),
-            security: console.security,
-            group: console.group,
-        })
+        console.bound.serve(
+            console::Parts {
+                node: config.node.clone(),
+                epoch: self.epoch,
+                broker: self.broker.clone(),
+                stats: Arc::clone(self.stats),
+                store: self.store.db().clone(),
+                schedules: self.schedules.clone(),
+                pending_jobs: self.pending_jobs.clone(),
+                memory_limit: config.memory_limit as u64,
+                flush_seconds: self.flush_seconds,
+                shared: config.shared_dir.as_ref().map(Layout::new),
+                security: console.security,
+                group: console.group,
+            },
+            console.limits,
+        )
     }
 }
 
@@ -592,14 +603,16 @@ struct SchedulerToStart {
 }
 
 impl SchedulerToStart {
-    /// Starts the scheduler beside the broker; what it returns answers lockd's requests to it.
+    /// Starts the scheduler beside the broker; returns what answers lockd's requests to it, and
+    /// its number of pending jobs (unknown until its store opens) for `/metrics`.
     fn spawn(
         self,
         config: &Config,
         epoch: u64,
         journal: &Journal,
         broker: &mpsc::Sender<BrokerRequest>,
-    ) -> Schedules {
+    ) -> (Schedules, PendingJobs) {
+        let pending = PendingJobs::default();
         let beside = service::Beside {
             dir: config.scheduler_dir.clone(),
             epoch,
@@ -607,9 +620,10 @@ impl SchedulerToStart {
             messages: journal.clone(),
             messages_view: self.messages_view,
             broker: broker.clone(),
+            pending: pending.clone(),
         };
         service::spawn(beside, self.parts);
-        Schedules(self.commands)
+        (Schedules(self.commands), pending)
     }
 }
 

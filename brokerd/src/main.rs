@@ -149,6 +149,11 @@ struct Args {
     /// The users-file group whose users may log in to the console.
     #[arg(long, default_value = brokerd::console::DEFAULT_GROUP)]
     console_group: String,
+    /// Most console connections served at once (browsers, scrapers); one more is answered 503
+    /// and closed. A connection that sends no whole request head for 10 s, takes over 30 s to
+    /// send a request or takes nothing of its answer for 10 s is closed, giving its slot back.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    console_max_connections: u32,
     /// Memory for waiting messages, in MiB, past which producers are slowed down, then refused.
     #[arg(long, default_value_t = 1024)]
     memory_limit_mb: usize,
@@ -381,6 +386,10 @@ fn main() -> ExitCode {
         console: args.console_listen.map(|listen| lifecycle::ConsoleConfig {
             listen,
             group: args.console_group,
+            limits: brokerd::console::Limits {
+                connections: args.console_max_connections as usize,
+                ..brokerd::console::Limits::default()
+            },
         }),
     };
     if let Err(err) = check_scheduler_dir(&config) {

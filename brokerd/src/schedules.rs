@@ -53,12 +53,6 @@ impl Schedules {
         }
     }
 
-    /// How many jobs are pending, for the console's `/metrics`; the error says why there is no
-    /// answer.
-    pub async fn count(self) -> Result<u64, String> {
-        self.ask(|reply| Command::Count { reply }).await
-    }
-
     /// The answer to `CancelSchedules { id, which }`, once the removal is durable.
     pub async fn cancel(self, id: u64, which: Cancel) -> FromBroker {
         let which = match which {

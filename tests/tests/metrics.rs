@@ -1,6 +1,7 @@
 //! brokerd's `/metrics` on the console address (issue 12 item 4) scraped across a failover: the
 //! destination counters match what was sent and consumed, the new active serves the recovered
-//! depth once it took over, and the old active's address serves nothing any more.
+//! depth and the pending scheduled job once it took over, and the old active's address serves
+//! nothing any more.
 
 use ha_tests::*;
 use std::net::SocketAddr;
@@ -9,6 +10,8 @@ use stomp_client::AckMode;
 const QUEUE: &str = "/queue/metrics";
 const SENT: u64 = 7;
 const CONSUMED: u64 = 3;
+/// Where a job is scheduled for an hour later: pending throughout the test.
+const LATER: &str = "/queue/metrics-later";
 
 /// One scrape's text, if `addr` serves brokerd's metrics now.
 fn scrape(addr: SocketAddr) -> Option<String> {
@@ -25,18 +28,23 @@ fn labelled(name: &str) -> String {
     format!("{name}{{destination=\"{QUEUE}\",kind=\"queue\"}}")
 }
 
-/// Scrapes `addr` until the queue's depth, enqueued and dequeued are as expected; the last
-/// scrape.
+/// Scrapes `addr` until the queue's depth, enqueued and dequeued are as expected and so is the
+/// scheduler's count of pending jobs (known once its store has opened, which a takeover does
+/// after the broker serves); the last scrape.
 fn wait_for_queue(addr: SocketAddr, depth: u64, enqueued: u64, dequeued: u64) -> String {
-    let want = (depth as f64, enqueued as f64, dequeued as f64);
+    let want = (depth as f64, enqueued as f64, dequeued as f64, 1.0);
     wait_until(
-        &format!("{addr} to report depth {depth}, enqueued {enqueued}, dequeued {dequeued}"),
+        &format!(
+            "{addr} to report depth {depth}, enqueued {enqueued}, dequeued {dequeued}, one \
+             pending job"
+        ),
         || {
             let text = scrape(addr)?;
             let got = (
                 sample(&text, &labelled("brokerd_destination_messages"))?,
                 sample(&text, &labelled("brokerd_destination_enqueued_total"))?,
                 sample(&text, &labelled("brokerd_destination_dequeued_total"))?,
+                sample(&text, "brokerd_scheduler_pending_jobs")?,
             );
             (got == want).then_some(text)
         },
@@ -100,6 +108,9 @@ fn metrics_follow_the_active_node_and_count_what_was_sent() {
         }
         // Unacknowledged deliveries (the prefetched next one) go back to the queue.
         sub.unsubscribe().await.unwrap();
+        let later = [("AMQ_SCHEDULED_DELAY", "3600000"), ("persistent", "true")];
+        let receipt = client.send(LATER, &later, b"later".to_vec()).await.unwrap();
+        receipt.await.unwrap();
     });
     let text = wait_for_queue(consoles[active], SENT - CONSUMED, SENT, CONSUMED);
     assert_complete(&text);
@@ -115,7 +126,8 @@ fn metrics_follow_the_active_node_and_count_what_was_sent() {
     cluster.nodes[active].kill(libc::SIGKILL);
     let next = cluster.wait_for_active_other_than(active);
     assert_eq!(next, passive);
-    // The new active recovered the queue from the store; its counters start at its takeover.
+    // The new active recovered the queue and the scheduled job from the stores; its counters
+    // start at its takeover.
     let text = wait_for_queue(consoles[next], SENT - CONSUMED, 0, 0);
     assert_complete(&text);
     wait_until("the old active's console address to serve nothing", || {

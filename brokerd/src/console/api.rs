@@ -141,7 +141,7 @@ pub async fn logout(State(shared): Handle, headers: HeaderMap) -> Response {
 struct Overview {
     node: String,
     epoch: u64,
-    cluster: Option<cluster::Cluster>,
+    cluster: Option<cluster::Shown>,
     connections: u64,
     memory_bytes: u64,
     memory_limit_bytes: u64,
@@ -163,10 +163,8 @@ pub async fn overview(State(shared): Handle, headers: HeaderMap) -> Response {
             "the broker core did not answer: this node is stopping",
         );
     };
-    let cluster = match &parts.shared {
-        Some(layout) => Some(cluster::read(layout.clone()).await),
-        None => None,
-    };
+    let now_unix_ms = shared_proto::unix_ms();
+    let cluster = shared.cluster.as_ref().map(|view| view.shown(now_unix_ms));
     let (schedules, schedules_error) = match parts.schedules.clone().list(0, SCHEDULES_SHOWN).await
     {
         FromBroker::Schedules { listing, .. } => (Some(listing), None),
@@ -187,7 +185,7 @@ pub async fn overview(State(shared): Handle, headers: HeaderMap) -> Response {
             destinations,
             schedules,
             schedules_error,
-            now_unix_ms: shared_proto::unix_ms(),
+            now_unix_ms,
         },
     )
 }

@@ -2,11 +2,12 @@
 //! `brokerd_`, units in the names, counters ending `_total`.
 //!
 //! Each scrape asks the core once ([`Request::Figures`](crate::broker::Request::Figures)) and
-//! the scheduler once, and encodes a registry built for that scrape; the only figure kept
-//! between scrapes is the journal's flush histogram, which its writer thread observes. Counters
-//! count since this broker became active: a takeover starts them again at zero (Prometheus'
-//! `rate()` and `increase()` handle the reset), while gauges such as a destination's depth are
-//! recovered from the store.
+//! encodes a registry built for that scrape; figures kept between scrapes are the journal's
+//! flush histogram, which its writer thread observes, and the scheduler's pending jobs, which
+//! its store's writer keeps ([`crate::scheduler::pending`]): a scrape never asks the scheduler.
+//! Counters count since this broker became active: a takeover starts them again at zero
+//! (Prometheus' `rate()` and `increase()` handle the reset), while gauges such as a
+//! destination's depth are recovered from the store.
 
 use super::{core_calls, Shared};
 use prometheus_client::encoding::text::encode;
@@ -34,15 +35,6 @@ pub(super) async fn scrape(shared: &Shared) -> Result<String, String> {
         .await
         .ok_or("the broker core did not answer: this node is stopping")?;
     let parts = &shared.parts;
-    let pending_jobs = tokio::time::timeout(core_calls::WAIT, parts.schedules.clone().count());
-    let pending_jobs = match pending_jobs.await {
-        Ok(Ok(count)) => Some(count),
-        Ok(Err(why)) => {
-            tracing::debug!(%why, "no scheduler figure for /metrics");
-            None
-        }
-        Err(_) => None,
-    };
     let store = parts.store.clone();
     let store_bytes = tokio::task::spawn_blocking(move || store.size_on_disk().unwrap_or(0))
         .await
@@ -138,11 +130,13 @@ pub(super) async fn scrape(shared: &Shared) -> Result<String, String> {
         "The memory limit (--memory-limit-mb) past which producers wait",
         parts.memory_limit,
     );
-    if let Some(jobs) = pending_jobs {
+    // Absent until the scheduler's store has opened (it opens once the broker serves), or while
+    // a store an older brokerd wrote is counted for the first time.
+    if let Some(jobs) = parts.pending_jobs.get() {
         gauge(
             &mut registry,
             "scheduler_pending_jobs",
-            "Scheduled messages not yet delivered (jobs in the scheduler's store)",
+            "Scheduled jobs not yet delivered for the last time or removed, as the scheduler's store last committed",
             jobs,
         );
     }

@@ -10,24 +10,31 @@
 //! - the listener is bound only after the STOMP listeners (the store opened, the epoch fenced),
 //!   and closed as soon as the broker is asked to stop ([`Console`] drops);
 //! - the console asks the broker core through its inbox, as a session does, one request per
-//!   page refresh or scrape, with a bounded wait; it never blocks the core, and reads the shared
-//!   directory off the async threads;
+//!   page refresh or scrape, with a bounded wait; it never blocks the core;
+//! - one task reads the shared directory, once a second, off the async threads ([`cluster`]);
+//!   requests show its latest reading, marked stale when a read timed out or failed;
+//! - at most [`Limits::connections`] connections at once, each request head read, each request
+//!   answered and each answer taken within its deadline ([`connections`]);
 //! - every value rendered into HTML is escaped ([`shared_proto::html::escape`]), message bodies are cut to
 //!   [`core_calls::PREVIEW_BYTES`], and the script writes text, never markup.
 
 mod api;
 mod cluster;
+mod connections;
 mod core_calls;
 pub mod metrics;
 mod pages;
 mod server;
 mod session;
+mod write_deadline;
 
+pub use connections::Limits;
 pub use server::{bind, Bound, Console};
 
 use crate::auth::Security;
 use crate::broker::Request;
 use crate::reload::Current;
+use crate::scheduler::pending::PendingJobs;
 use crate::schedules::Schedules;
 use crate::stats::Stats;
 use shared_proto::layout::Layout;
@@ -50,6 +57,8 @@ pub struct Parts {
     pub store: sled::Db,
     /// The scheduler's requests (`ctl schedules` uses the same).
     pub schedules: Schedules,
+    /// The scheduler's number of pending jobs, for `brokerd_scheduler_pending_jobs`.
+    pub pending_jobs: PendingJobs,
     /// `--memory-limit-mb`, in bytes.
     pub memory_limit: u64,
     /// The journal's flush latency, observed by its writer.
@@ -66,6 +75,8 @@ pub struct Parts {
 struct Shared {
     parts: Parts,
     sessions: session::Sessions,
+    /// The cluster as last read from the shared directory; `None` standalone.
+    cluster: Option<cluster::View>,
     /// Console connections to the core are numbered from here ([`core_calls`]).
     next_conn: std::sync::atomic::AtomicU64,
 }

@@ -87,7 +87,8 @@ pub fn dashboard(node: &str, epoch: u64, user: &str, csrf: &str) -> String {
              <span class=\"user\">{user} <button id=\"logout\">Log out</button></span></header>\
              <meta name=\"csrf\" content=\"{csrf}\">\
              <p id=\"status\" class=\"status\">loading…</p>\
-             <section><h2>Cluster</h2><ul id=\"warnings\" class=\"warnings\"></ul>\
+             <section><h2>Cluster</h2><p id=\"cluster-stale\" class=\"stale\"></p>\
+             <ul id=\"warnings\" class=\"warnings\"></ul>\
              <p id=\"holder\"></p>\
              <table id=\"nodes\"><thead><tr><th>node</th><th>host</th><th>role</th><th>epoch</th>\
              <th>heartbeat age</th><th>since</th><th>reason</th></tr></thead><tbody></tbody></table>\

@@ -1,8 +1,10 @@
 //! The console's listener and its lifetime: bound with the STOMP listeners once the node is
 //! active ([`bind`]), served once the broker core runs ([`Bound::serve`]), and closed when the
-//! [`Console`] is dropped, which the broker does as soon as it is asked to stop.
+//! [`Console`] is dropped, which the broker does as soon as it is asked to stop. Its
+//! connections are served within [`Limits`] ([`connections`]).
 
-use super::{api, session, Parts, Shared};
+use super::connections::{self, Limits};
+use super::{api, cluster, session, Parts, Shared};
 use crate::server::BindError;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -10,7 +12,7 @@ use axum::Router;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 
 /// Largest request body the console takes (a test message, a login form).
 const MAX_BODY: usize = 64 * 1024;
@@ -46,10 +48,12 @@ impl Bound {
         self.listener.local_addr()
     }
 
-    /// Serves the console from `parts` until the returned [`Console`] is dropped.
-    pub fn serve(self, parts: Parts) -> Console {
+    /// Serves the console from `parts`, its connections within `limits`, until the returned
+    /// [`Console`] is dropped.
+    pub fn serve(self, parts: Parts, limits: Limits) -> Console {
         let addr = self.listener.local_addr().ok();
         let shared = Arc::new(Shared {
+            cluster: parts.shared.clone().map(cluster::follow),
             parts,
             sessions: session::Sessions::default(),
             next_conn: Default::default(),
@@ -68,16 +72,18 @@ impl Bound {
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(shared);
         let (stop, stopped) = oneshot::channel::<()>();
-        let serving = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        let stopped = async move {
             // Only ever dropped, with the Console.
             let _ = stopped.await;
-        });
+        };
         tokio::spawn(
             async move {
-                info!(?addr, "console serving");
-                if let Err(err) = serving.await {
-                    warn!(error = %err, "the console stopped serving");
-                }
+                info!(
+                    ?addr,
+                    max_connections = limits.connections,
+                    "console serving"
+                );
+                connections::serve(self.listener, app, limits, stopped).await;
                 info!(?addr, "console closed");
             }
             .in_current_span(),

@@ -6,7 +6,7 @@
 //! - [`cron`]: five-field cron expressions.
 //! - [`job`]: a job and its next delivery; its encoding.
 //! - [`store`]: where jobs are kept in the two stores, and what a takeover reads; [`db`]: the
-//!   scheduler's own store (redb).
+//!   scheduler's own store (redb); [`pending`]: how many jobs it holds, kept as it commits.
 //! - [`task`]: the task that fires deliveries, with its [`cache`] of the jobs due next;
 //!   [`service`]: running it beside a broker.
 //! - [`manage`]: ActiveMQ's management topic (BROWSE, REMOVE, REMOVEALL).
@@ -18,6 +18,7 @@ pub mod cron;
 pub mod db;
 pub mod job;
 pub mod manage;
+pub mod pending;
 pub mod service;
 pub mod spec;
 pub mod store;

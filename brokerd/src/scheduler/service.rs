@@ -3,6 +3,7 @@
 
 use super::clock::Clock;
 use super::db::JobsDb;
+use super::pending::PendingJobs;
 use super::task::{self, Command, Scheduler};
 use super::Link;
 use crate::broker::Request;
@@ -53,6 +54,8 @@ pub struct Beside {
     pub messages: Journal,
     pub messages_view: Recovered,
     pub broker: mpsc::Sender<Request>,
+    /// Where the store's number of pending jobs is published once it opens.
+    pub pending: PendingJobs,
 }
 
 /// Opens the scheduler's store and runs the scheduler until the broker is gone. A scheduler
@@ -73,7 +76,7 @@ pub fn spawn(beside: Beside, parts: Parts) {
 
 async fn open_and_run(beside: Beside, parts: Parts) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
-    let store = JobsDb::open(&beside.dir, Retry::default(), beside.epoch).await?;
+    let store = JobsDb::open(&beside.dir, Retry::default(), beside.epoch, beside.pending).await?;
     let journal = store.journal(JournalConfig {
         fence: beside.fence,
         ..JournalConfig::default()

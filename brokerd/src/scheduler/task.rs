@@ -72,10 +72,6 @@ pub enum Command {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<ScheduledJob>, Arc<StoreError>>>,
     },
-    /// How many jobs are pending (for `brokerd_scheduler_pending_jobs`).
-    Count {
-        reply: oneshot::Sender<Result<u64, Arc<StoreError>>>,
-    },
     /// Removes jobs; answers how many once that is durable.
     Remove {
         which: Removal,
@@ -255,12 +251,6 @@ impl Scheduler {
                 let listed = self.list(limit).await;
                 let ok = listed.is_ok();
                 let _ = reply.send(listed);
-                return ok;
-            }
-            Command::Count { reply } => {
-                let counted = self.count().await;
-                let ok = counted.is_ok();
-                let _ = reply.send(counted);
                 return ok;
             }
             Command::Remove { which, reply } => {
@@ -491,16 +481,6 @@ impl Scheduler {
         let (from, until) = range.unwrap_or((0, u64::MAX));
         let after = after.unwrap_or_else(|| (from, Arc::from("")));
         off_async(move || store::jobs_due(&view, Some(&after), until, PAGE, &HashSet::new()))
-            .await
-            .map_err(Arc::new)
-    }
-
-    /// How many jobs the store holds, once what was submitted before is in it: a count of keys,
-    /// off the task (redb reads never wait for its writer).
-    async fn count(&self) -> Result<u64, Arc<StoreError>> {
-        self.settle().await;
-        let view = self.view.clone();
-        off_async(move || view.count(store::JOBS))
             .await
             .map_err(Arc::new)
     }

@@ -5,14 +5,17 @@
 use super::clock::Clock;
 use super::db::JobsDb;
 use super::job::Job;
+use super::pending::PendingJobs;
 use super::spec::Schedule;
 use super::store::{batch_key, put, Batch, FIRED, FIRING, JOBS, NEW};
-use super::task::{Command, Parts, Scheduler};
+use super::task::{Command, Parts, Removal, Scheduler};
 use crate::broker::message::Message;
 use crate::broker::Request;
 use crate::journal::{self, Journal, JournalConfig, Op, Recovered};
+use crate::memory::Gauge;
 use crate::store::{Retry, Store};
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,6 +24,8 @@ struct Stores {
     _dir: tempfile::TempDir,
     messages: (Store, Journal),
     scheduler: (JobsDb, Journal),
+    /// The scheduler store's number of pending jobs.
+    pending: PendingJobs,
 }
 
 impl Stores {
@@ -37,13 +42,17 @@ impl Stores {
         let messages = open("data").await;
         let path = dir.path().join("scheduler");
         std::fs::create_dir(&path).unwrap();
-        let db = JobsDb::open(&path, Retry::default(), 1).await.unwrap();
+        let pending = PendingJobs::default();
+        let db = JobsDb::open(&path, Retry::default(), 1, pending.clone())
+            .await
+            .unwrap();
         let journal = db.journal(JournalConfig::default()).unwrap();
         let scheduler = (db, journal);
         Stores {
             _dir: dir,
             messages,
             scheduler,
+            pending,
         }
     }
 
@@ -65,8 +74,22 @@ impl Stores {
 
     /// Starts a scheduler on the stores; returns what it asks of the broker.
     async fn start(&self, clock: Clock) -> mpsc::Receiver<Request> {
+        self.start_commanded(clock).await.0
+    }
+
+    /// [`Stores::start`]; also returns the scheduler's commands, and the broker's backlog gauge
+    /// that a new job ([`Command::Add`]) is counted in until it is stored.
+    async fn start_commanded(
+        &self,
+        clock: Clock,
+    ) -> (
+        mpsc::Receiver<Request>,
+        mpsc::UnboundedSender<Command>,
+        Gauge,
+    ) {
         let (broker, requests) = mpsc::channel(64);
         let (me, commands) = mpsc::unbounded_channel::<Command>();
+        let backlog = Gauge::default();
         let scheduler = Scheduler::start(Parts {
             journal: self.scheduler.1.clone(),
             view: self.scheduler.0.view(),
@@ -74,14 +97,14 @@ impl Stores {
             messages_view: Stores::view(&self.messages.0),
             broker,
             commands,
-            me,
+            me: me.clone(),
             clock,
-            backlog: Default::default(),
+            backlog: Arc::clone(&backlog),
         })
         .await
         .unwrap();
         tokio::spawn(scheduler.run());
-        requests
+        (requests, me, backlog)
     }
 }
 
@@ -311,6 +334,51 @@ async fn a_batch_without_its_marker_is_enqueued_again_whole_and_flagged() {
     .await;
 }
 
+/// `brokerd_scheduler_pending_jobs` as the scheduler's own writes move it: a job counts from
+/// its add until its last delivery or its removal, and the figure is known without asking the
+/// scheduler.
+#[tokio::test]
+async fn the_pending_count_follows_adds_last_deliveries_and_removals() {
+    let stores = Stores::new().await;
+    let clock = Clock::new(1);
+    let (mut requests, commands, backlog) = stores.start_commanded(clock).await;
+    assert_eq!(stores.pending.get(), Some(0));
+    // As the broker core hands a scheduled SEND over.
+    let add = |job: Job| {
+        backlog.add(job.template.footprint());
+        commands.send(Command::Add(job)).unwrap();
+    };
+    let later = |name: &str| {
+        let mut j = job(clock.now(), 0);
+        j.id = format!("ID:{name}").into();
+        j.template.id = Arc::clone(&j.id);
+        j.next.due = clock.now() + 3_600_000;
+        j
+    };
+    for name in ["b", "c", "d"] {
+        add(later(name));
+    }
+    eventually("three jobs counted", || stores.pending.get() == Some(3)).await;
+
+    // Two deliveries: counted until the last one.
+    add(job(clock.now(), 1));
+    next_fire(&mut requests, &stores).await;
+    assert_eq!(stores.pending.get(), Some(4));
+    next_fire(&mut requests, &stores).await;
+    eventually("the delivered job gone", || stores.pending.get() == Some(3)).await;
+
+    let remove = |which: Removal| {
+        let (reply, removed) = oneshot::channel();
+        commands.send(Command::Remove { which, reply }).unwrap();
+        removed
+    };
+    // Answered once durable: counted by then.
+    remove(Removal::Job("ID:b".into())).await.unwrap().unwrap();
+    assert_eq!(stores.pending.get(), Some(2));
+    remove(Removal::All(None)).await.unwrap().unwrap();
+    assert_eq!(stores.pending.get(), Some(0));
+}
+
 #[tokio::test]
 async fn jobs_beyond_the_cache_are_read_in_pages_and_all_delivered_in_due_order() {
     let stores = Stores::new().await;
@@ -372,6 +440,7 @@ async fn the_schedulers_store_takes_no_write_the_epoch_fence_cannot_verify() {
         messages: messages.clone(),
         messages_view: journal::recover(&store).unwrap(),
         broker,
+        pending: PendingJobs::default(),
     };
     super::service::spawn(beside, parts);
     let job = job(clock.now(), 0);
@@ -384,7 +453,7 @@ async fn the_schedulers_store_takes_no_write_the_epoch_fence_cannot_verify() {
             if matches!(**cause, crate::store::StoreError::FenceUncertain { .. })),
         "{failure}"
     );
-    let db = JobsDb::open(&scheduler_dir, Retry::default(), 2)
+    let db = JobsDb::open(&scheduler_dir, Retry::default(), 2, PendingJobs::default())
         .await
         .unwrap();
     assert_eq!(db.view().get(JOBS, job.id.as_bytes()).unwrap(), None);

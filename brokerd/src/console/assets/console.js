@@ -54,7 +54,16 @@ function showCluster(cluster) {
   const warnings = $("warnings");
   warnings.replaceChildren();
   if (!cluster) {
+    $("cluster-stale").textContent = "";
     $("holder").textContent = "standalone broker: no shared directory";
+    return;
+  }
+  // Said by the server, with the reading's age: e.g. "cluster view from 12 s ago: reading the
+  // shared directory timed out ...".
+  $("cluster-stale").textContent = cluster.stale || "";
+  if (cluster.read_unix_ms === null) {
+    $("holder").textContent = "";
+    fill($("nodes").tBodies[0], []);
     return;
   }
   for (const w of cluster.warnings) {

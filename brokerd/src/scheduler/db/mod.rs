@@ -12,8 +12,10 @@
 //! space ++ space ++ key`, written through a [`Journal`] whose `Backend` commits each batch
 //! as one write transaction (atomic and durable: immediate durability, two-phase commit). The
 //! epoch of the last broker that opened it is in `META`: a broker of an older epoch refuses it,
-//! as the message store does ([`crate::store::Store::fence`]).
+//! as the message store does ([`crate::store::Store::fence`]). So is the number of pending jobs,
+//! stored by each commit that changes it ([`super::pending`]).
 
+use super::pending::{PendingJobs, Tally};
 use crate::journal::{self, encode_key, Journal, JournalConfig, Page};
 use crate::store::{open_retrying, Retry, StoreError};
 use bytes::Bytes;
@@ -24,6 +26,7 @@ use redb::{
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::{info, warn};
 
 /// The database's file in `scheduler_dir`.
 pub const FILE: &str = "jobs.redb";
@@ -31,9 +34,13 @@ pub const FILE: &str = "jobs.redb";
 const FRESH: &str = "jobs.redb.new";
 /// Every space's entries.
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
-/// The epoch of the last broker that opened the store.
+/// The epoch of the last broker that opened the store, and the number of pending jobs.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const EPOCH: &str = "epoch";
+/// The number of pending jobs: [`COUNTED`]'s entries.
+const JOB_COUNT: &str = "jobs";
+/// The space with one entry per pending job.
+const COUNTED: &str = super::store::JOBS;
 /// Bytes of pages redb keeps cached (its default is 1 GiB, far beyond brokerd's budget).
 pub const CACHE_BYTES: usize = 16 << 20;
 
@@ -41,16 +48,30 @@ pub const CACHE_BYTES: usize = 16 << 20;
 pub struct JobsDb {
     db: Arc<Database>,
     path: PathBuf,
+    /// Its pending jobs, kept by its journal's commits.
+    tally: Arc<Tally>,
 }
 
 impl JobsDb {
     /// Opens (or creates) the store in `dir`, retrying per `retry` while another process holds
-    /// it, then checks `epoch` against the stored one and records it, durably.
-    pub async fn open(dir: &Path, retry: Retry, epoch: u64) -> Result<JobsDb, StoreError> {
-        open_retrying(dir, retry, move |dir| JobsDb::open_blocking(&dir, epoch)).await
+    /// it, then checks `epoch` against the stored one and records it, durably. Its number of
+    /// pending jobs is published to `pending` from now on (counted in the background first if
+    /// an older brokerd wrote the store without it).
+    pub async fn open(
+        dir: &Path,
+        retry: Retry,
+        epoch: u64,
+        pending: PendingJobs,
+    ) -> Result<JobsDb, StoreError> {
+        let open = move |dir: PathBuf| JobsDb::open_blocking(&dir, epoch, pending.clone());
+        let db = open_retrying(dir, retry, open).await?;
+        if db.tally.counting() {
+            db.count_jobs();
+        }
+        Ok(db)
     }
 
-    fn open_blocking(dir: &Path, epoch: u64) -> Result<JobsDb, StoreError> {
+    fn open_blocking(dir: &Path, epoch: u64, pending: PendingJobs) -> Result<JobsDb, StoreError> {
         if dir.join("db").exists() {
             return Err(StoreError::OldScheduler {
                 dir: dir.to_path_buf(),
@@ -71,32 +92,45 @@ impl JobsDb {
                 },
                 other => failed(&path, "opening", other),
             })?;
-        let db = JobsDb {
-            db: Arc::new(db),
+        let db = Arc::new(db);
+        let jobs = fence(&db, &path, epoch)?;
+        Ok(JobsDb {
+            db,
             path,
-        };
-        db.fence(epoch)?;
-        Ok(db)
+            tally: Arc::new(Tally::new(jobs, pending)),
+        })
     }
 
-    /// Refuses a store a newer epoch has used; records `epoch` (an equal one is accepted).
-    fn fence(&self, epoch: u64) -> Result<(), StoreError> {
-        let failed = |err: redb::Error| failed(&self.path, "recording the epoch", err);
-        let txn = begin_write(&self.db).map_err(failed)?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
-            let stored = meta.get(EPOCH).map_err(|e| failed(e.into()))?;
-            if let Some(stored) = stored.map(|v| v.value()).filter(|s| *s > epoch) {
-                return Err(StoreError::StaleEpoch {
-                    ours: epoch,
-                    stored,
-                });
+    /// Counts the jobs of a store that does not say how many it holds, off the async threads
+    /// and beside its writer (a read transaction never waits for it).
+    fn count_jobs(&self) {
+        let (db, tally, path) = (
+            Arc::clone(&self.db),
+            Arc::clone(&self.tally),
+            self.path.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let Some((snapshot, mark)) = tally.begin_count(|| db.begin_read()) else {
+                return;
+            };
+            let counted = snapshot.map_err(redb::Error::from).and_then(|read| {
+                let entries = read.open_table(ENTRIES)?;
+                count(&entries)
+            });
+            match counted {
+                Ok(jobs) => {
+                    tally.finish_count(jobs, mark);
+                    info!(
+                        jobs,
+                        "scheduler: pending jobs counted (a store from an older brokerd)"
+                    );
+                }
+                Err(err) => warn!(
+                    error = %failed(&path, "counting the pending jobs", err),
+                    "brokerd_scheduler_pending_jobs stays unknown until the next start"
+                ),
             }
-            meta.insert(EPOCH, epoch).map_err(|e| failed(e.into()))?;
-            // Created here, so that a reader never finds it missing.
-            txn.open_table(ENTRIES).map_err(|e| failed(e.into()))?;
-        }
-        txn.commit().map_err(|e| failed(e.into()))
+        });
     }
 
     /// Starts the store's journal: its only writer.
@@ -105,6 +139,9 @@ impl JobsDb {
             db: Arc::clone(&self.db),
             txn: None,
             path: self.path.clone(),
+            tally: Arc::clone(&self.tally),
+            added: 0,
+            counted_prefix: encode_key(COUNTED, &[]),
         };
         Journal::start_on(Box::new(backend), self.path.clone(), config)
     }
@@ -148,6 +185,67 @@ fn create(dir: &Path, path: &Path) -> Result<(), StoreError> {
     shared_proto::shared_file::sync_dir(dir).map_err(io("syncing the scheduler directory"))
 }
 
+/// Refuses a store a newer epoch has used; records `epoch` (an equal one is accepted). Returns
+/// how many jobs the store holds, if it says (a new or empty store says 0 from now on).
+fn fence(db: &Database, path: &Path, epoch: u64) -> Result<Option<u64>, StoreError> {
+    let failed = |err: redb::Error| failed(path, "recording the epoch", err);
+    let txn = begin_write(db).map_err(failed)?;
+    let jobs = {
+        let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
+        let stored = meta.get(EPOCH).map_err(|e| failed(e.into()))?;
+        if let Some(stored) = stored.map(|v| v.value()).filter(|s| *s > epoch) {
+            return Err(StoreError::StaleEpoch {
+                ours: epoch,
+                stored,
+            });
+        }
+        meta.insert(EPOCH, epoch).map_err(|e| failed(e.into()))?;
+        // Created here, so that a reader never finds it missing.
+        let entries = txn.open_table(ENTRIES).map_err(|e| failed(e.into()))?;
+        let jobs = meta.get(JOB_COUNT).map_err(|e| failed(e.into()))?;
+        match jobs.map(|v| v.value()) {
+            Some(jobs) => Some(jobs),
+            // One key read: an empty store holds no jobs, whoever wrote it.
+            None if !holds_jobs(&entries).map_err(failed)? => {
+                meta.insert(JOB_COUNT, 0).map_err(|e| failed(e.into()))?;
+                Some(0)
+            }
+            None => None,
+        }
+    };
+    txn.commit().map_err(|e| failed(e.into()))?;
+    Ok(jobs)
+}
+
+/// The range of [`COUNTED`]'s keys in `entries`.
+fn counted<'t, T: ReadableTable<&'static [u8], &'static [u8]>>(
+    entries: &'t T,
+) -> Result<redb::Range<'t, &'static [u8], &'static [u8]>, redb::Error> {
+    let Page { start, end, .. } = Page::of(COUNTED, &[]);
+    let range = match &end {
+        None => entries.range(&start[..]..)?,
+        Some(end) => entries.range(&start[..]..&end[..])?,
+    };
+    Ok(range)
+}
+
+/// Whether [`COUNTED`] holds a key (one key read).
+fn holds_jobs(
+    entries: &impl ReadableTable<&'static [u8], &'static [u8]>,
+) -> Result<bool, redb::Error> {
+    Ok(counted(entries)?.next().transpose()?.is_some())
+}
+
+/// How many keys [`COUNTED`] holds (keys only: no value is copied).
+fn count(entries: &impl ReadableTable<&'static [u8], &'static [u8]>) -> Result<u64, redb::Error> {
+    let mut jobs = 0;
+    for entry in counted(entries)? {
+        entry?;
+        jobs += 1;
+    }
+    Ok(jobs)
+}
+
 fn failed(path: &Path, action: &'static str, source: impl Into<redb::Error>) -> StoreError {
     StoreError::Redb {
         path: path.to_path_buf(),
@@ -171,6 +269,12 @@ struct Backend {
     /// The batch's transaction, begun by its first unit and committed by [`Backend::sync`].
     txn: Option<WriteTransaction>,
     path: PathBuf,
+    /// The store's pending jobs, moved by each commit.
+    tally: Arc<Tally>,
+    /// Jobs the batch's transaction adds (negative: removes) so far.
+    added: i64,
+    /// The prefix of [`COUNTED`]'s keys.
+    counted_prefix: Vec<u8>,
 }
 
 impl journal::Backend for Backend {
@@ -191,9 +295,17 @@ impl journal::Backend for Backend {
             let txn = self.txn.as_ref().expect("begun above");
             let mut table = txn.open_table(ENTRIES)?;
             for w in unit {
-                match &w.value {
-                    Some(value) => drop(table.insert(&w.key[..], &value.to_bytes()[..])?),
-                    None => drop(table.remove(&w.key[..])?),
+                // What was there before tells whether a job came or went: a put may replace,
+                // a remove may find nothing.
+                let (was, now) = match &w.value {
+                    Some(value) => (
+                        table.insert(&w.key[..], &value.to_bytes()[..])?.is_some(),
+                        true,
+                    ),
+                    None => (table.remove(&w.key[..])?.is_some(), false),
+                };
+                if w.key.starts_with(&self.counted_prefix) {
+                    self.added += i64::from(now) - i64::from(was);
                 }
             }
             Ok(())
@@ -204,12 +316,21 @@ impl journal::Backend for Backend {
     fn sync(&mut self) -> Result<(), StoreError> {
         // SAFETY (atomicity, durability): the whole batch commits at once, with immediate
         // durability: every unit of it is in the store, or (after a crash) none is.
-        match self.txn.take() {
-            Some(txn) => txn
-                .commit()
-                .map_err(|err| failed(&self.path, "committing", err)),
-            None => Ok(()),
-        }
+        // The count of pending jobs commits with the jobs it counts.
+        let Some(txn) = self.txn.take() else {
+            return Ok(());
+        };
+        let added = std::mem::take(&mut self.added);
+        let commit = |jobs: Option<u64>| -> Result<(), redb::Error> {
+            if let Some(jobs) = jobs {
+                txn.open_table(META)?.insert(JOB_COUNT, jobs)?;
+            }
+            txn.commit()?;
+            Ok(())
+        };
+        (self.tally)
+            .commit(added, commit)
+            .map_err(|err| failed(&self.path, "committing", err))
     }
 }
 
@@ -235,25 +356,6 @@ impl View {
     /// takeover reads whole.
     pub fn scan(&self, space: &str) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
         self.read_page(space, &[], usize::MAX)
-    }
-
-    /// How many entries `space` holds (keys only: no value is copied).
-    pub fn count(&self, space: &str) -> Result<u64, StoreError> {
-        let Page { start, end, .. } = Page::of(space, &[]);
-        let read = || -> Result<u64, redb::Error> {
-            let table = self.db.begin_read()?.open_table(ENTRIES)?;
-            let range = match &end {
-                None => table.range(&start[..]..)?,
-                Some(end) => table.range(&start[..]..&end[..])?,
-            };
-            let mut count = 0;
-            for entry in range {
-                entry?;
-                count += 1;
-            }
-            Ok(count)
-        };
-        read().map_err(|err| failed(&self.path, "counting entries", err))
     }
 
     /// Up to `limit` entries of `space` (keys without the space) from key `from` on, in key
@@ -286,118 +388,4 @@ impl View {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::journal::Op;
-
-    fn put(space: &str, key: &str, value: &str) -> Op {
-        Op::Put {
-            space: space.into(),
-            key: Bytes::copy_from_slice(key.as_bytes()),
-            value: Bytes::copy_from_slice(value.as_bytes()).into(),
-        }
-    }
-
-    async fn durable(journal: &Journal, ops: Vec<Op>) {
-        let (done, durable) = tokio::sync::oneshot::channel();
-        journal.apply(
-            ops,
-            Some(Box::new(move || {
-                let _ = done.send(());
-            })),
-        );
-        durable.await.expect("written");
-    }
-
-    #[tokio::test]
-    async fn writes_come_back_by_key_by_space_and_in_pages_after_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = JobsDb::open(dir.path(), Retry::default(), 1).await.unwrap();
-            let journal = db.journal(JournalConfig::default()).unwrap();
-            let mut ops: Vec<Op> = (0..5).map(|i| put("due", &format!("k{i}"), "v")).collect();
-            ops.push(put("jobs", "a", "1"));
-            ops.push(put("duf", "k0", "next space"));
-            durable(&journal, ops).await;
-            let remove = Op::Remove {
-                space: "due".into(),
-                key: Bytes::from_static(b"k1"),
-            };
-            durable(&journal, vec![remove]).await;
-        }
-        let db = JobsDb::open(dir.path(), Retry::default(), 2).await.unwrap();
-        let view = db.view();
-        assert_eq!(view.get("jobs", b"a").unwrap().as_deref(), Some(&b"1"[..]));
-        assert_eq!(view.get("due", b"k1").unwrap(), None);
-        let keys = |page: Vec<(Bytes, Bytes)>| -> Vec<String> {
-            page.iter()
-                .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
-                .collect()
-        };
-        assert_eq!(keys(view.scan("due").unwrap()), ["k0", "k2", "k3", "k4"]);
-        assert_eq!(keys(view.read_page("due", b"k2", 2).unwrap()), ["k2", "k3"]);
-    }
-
-    #[tokio::test]
-    async fn an_older_epoch_is_refused_and_a_held_store_is_reported_locked() {
-        let dir = tempfile::tempdir().unwrap();
-        let held = JobsDb::open(dir.path(), Retry::default(), 5).await.unwrap();
-        let brief = Retry {
-            total: Duration::from_millis(200),
-            first_delay: Duration::from_millis(50),
-            max_delay: Duration::from_millis(50),
-        };
-        let locked = JobsDb::open(dir.path(), brief, 6).await.err().unwrap();
-        assert!(
-            matches!(locked, StoreError::Locked { attempts, .. } if attempts > 1),
-            "{locked}"
-        );
-        drop(held);
-        let stale = JobsDb::open(dir.path(), brief, 4).await.err().unwrap();
-        assert!(
-            matches!(stale, StoreError::StaleEpoch { ours: 4, stored: 5 }),
-            "{stale}"
-        );
-        JobsDb::open(dir.path(), brief, 5)
-            .await
-            .expect("the same epoch again");
-    }
-
-    #[tokio::test]
-    async fn a_database_half_made_by_a_killed_broker_is_made_again() {
-        let dir = tempfile::tempdir().unwrap();
-        // What a broker killed while redb wrote the new file's header leaves.
-        std::fs::write(dir.path().join(FRESH), b"redb\0").unwrap();
-        let db = JobsDb::open(dir.path(), Retry::default(), 1).await.unwrap();
-        let journal = db.journal(JournalConfig::default()).unwrap();
-        durable(&journal, vec![put("jobs", "a", "1")]).await;
-        assert!(!dir.path().join(FRESH).exists());
-        drop((journal, db));
-        let db = JobsDb::open(dir.path(), Retry::default(), 2).await.unwrap();
-        assert_eq!(
-            db.view().get("jobs", b"a").unwrap().as_deref(),
-            Some(&b"1"[..])
-        );
-    }
-
-    #[tokio::test]
-    async fn an_older_brokerds_sled_store_is_refused_not_left_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::store::Store::open(dir.path(), Retry::default())
-            .await
-            .unwrap();
-        let refused = JobsDb::open(dir.path(), Retry::default(), 1)
-            .await
-            .err()
-            .unwrap();
-        assert!(
-            matches!(refused, StoreError::OldScheduler { .. }),
-            "{refused}"
-        );
-        assert!(
-            refused.to_string().contains("move the old files out"),
-            "{refused}"
-        );
-        assert!(!dir.path().join(FILE).exists());
-    }
-}
+mod tests;
