@@ -2,7 +2,7 @@
 //! frames out.
 //!
 //! The buffer never holds more than one frame's limit plus one read, because the
-//! [`frame::Decoder`] refuses an incomplete frame as soon as it is over the limit; the decoder
+//! [`Decoder`] refuses an incomplete frame as soon as it is over the limit; the decoder
 //! keeps its place in a frame between reads, so a large frame costs time in proportion to its
 //! size however small the reads. Closing lingers briefly so the client receives our last frame
 //! (an ERROR) instead of a connection reset.
