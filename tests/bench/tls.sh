@@ -17,24 +17,21 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--messages N] [--rounds R]" >&2; exit 2 ;;
   esac
 done
-cargo build --release --quiet -p brokerd -p ctl
-bin=${CARGO_TARGET_DIR:-target}/release
-dir=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port=$(free_port)
-tls_port=$(free_port)
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=bench CA" \
-  -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-  -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$dir/ext"
-openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -set_serial 1 \
-  -days 1 -extfile "$dir/ext" -out "$dir/server.pem" 2>/dev/null
-"$bin/brokerd" --data-dir "$dir/data" --listen "127.0.0.1:$port" --listen "ssl://127.0.0.1:$tls_port" \
-  --tls-cert-file "$dir/server.pem" --tls-key-file "$dir/server.key" 2> "$dir/brokerd.log" &
-broker=$!
-trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$tls_port) 2>/dev/null && break; sleep 0.05; done
+# The ssl:// listener, with a throwaway CA and a server certificate it signed.
+before_brokerd() {
+  tls_port=$(free_port)
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=bench CA" \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$dir/ext"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -set_serial 1 \
+    -days 1 -extfile "$dir/ext" -out "$dir/server.pem" 2>/dev/null
+  extra=(--listen "ssl://127.0.0.1:$tls_port"
+         --tls-cert-file "$dir/server.pem" --tls-key-file "$dir/server.key")
+}
+# shellcheck source=tests/bench/standalone-brokerd.sh
+. tests/bench/standalone-brokerd.sh
 
 # The received rate of one run.
 rate() {
