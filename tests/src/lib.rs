@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -798,6 +798,42 @@ fn lock_text(text: &Mutex<String>) -> std::sync::MutexGuard<'_, String> {
 }
 
 // ---- Failover clients (the no-loss tests) ----
+
+/// `python3 -u tests/python/SCRIPT ARGS... ADDRS...`: one of the stomp.py scenarios, as a client
+/// process. Panics, saying how to install it, when python3 cannot import stomp.py.
+pub fn stomp_py(
+    script: &str,
+    args: &[&str],
+    addrs: impl IntoIterator<Item = SocketAddr>,
+) -> ClientProcess {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let checked = CHECKED.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import stomp"])
+            .output()
+            .map_err(|e| format!("cannot run python3: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    if let Err(e) = checked {
+        panic!(
+            "these tests need stomp.py: python3 -m pip install 'stomp.py>=8' (tests/run-all.sh \
+             does it)\n{e}"
+        );
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let mut cmd = Command::new("python3");
+    // No __pycache__ left in the source tree.
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd.arg("-u").arg(path).args(args);
+    cmd.args(addrs.into_iter().map(|a| a.to_string()));
+    ClientProcess::spawn(script, cmd)
+}
 
 /// A failover URL listing every node of `cluster` in order, reconnecting quickly and forever:
 /// `failover:(tcp://127.0.0.1:P1,...)?initialReconnectDelay=5&maxReconnectDelay=100&...`.

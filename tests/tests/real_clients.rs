@@ -6,44 +6,11 @@
 //! and the cluster's logs.
 
 use ha_tests::*;
-use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
-
-/// Panics with how to install stomp.py if python3 cannot import it.
-fn require_stomp_py() {
-    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
-    let checked = CHECKED.get_or_init(|| {
-        let out = Command::new("python3")
-            .args(["-c", "import stomp"])
-            .output()
-            .map_err(|e| format!("cannot run python3: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    });
-    if let Err(e) = checked {
-        panic!(
-            "these tests need stomp.py: python3 -m pip install 'stomp.py>=8' (tests/run-all.sh \
-             does it)\n{e}"
-        );
-    }
-}
 
 /// `python3 -u tests/python/SCRIPT ARGS... HOST:PORT...` for every node of `cluster`.
 fn scenario(script: &str, args: &[&str], cluster: &Cluster) -> ClientProcess {
-    require_stomp_py();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(script);
-    let mut cmd = Command::new("python3");
-    // No __pycache__ left in the source tree.
-    cmd.env("PYTHONDONTWRITEBYTECODE", "1");
-    cmd.arg("-u").arg(path).args(args);
-    cmd.args(cluster.nodes.iter().map(|n| n.addr().to_string()));
-    ClientProcess::spawn(script, cmd)
+    stomp_py(script, args, cluster.nodes.iter().map(|n| n.addr()))
 }
 
 /// One node, active, with `extra` config lines.

@@ -34,23 +34,11 @@ fn tls_node(pki: &Pki, extra: &str) -> (Cluster, SocketAddr) {
 
 /// `python3 -u tests/python/tls.py --check CHECK ARGS... HOST:PORT`.
 fn tls_py(check: &str, args: &[&str], addr: SocketAddr) -> ClientProcess {
-    let ok = Command::new("python3")
-        .args(["-c", "import stomp"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "these tests need stomp.py: python3 -m pip install 'stomp.py>=8' (tests/run-all.sh does it)"
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/tls.py");
-    let mut cmd = Command::new("python3");
-    cmd.env("PYTHONDONTWRITEBYTECODE", "1");
-    cmd.arg("-u")
-        .arg(script)
-        .args(["--check", check])
-        .args(args);
-    cmd.arg(addr.to_string());
-    ClientProcess::spawn(&format!("tls.py {check}"), cmd)
+    let args: Vec<&str> = ["--check", check]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    stomp_py("tls.py", &args, [addr])
 }
 
 fn path(p: &Path) -> &str {
