@@ -201,7 +201,7 @@ pub fn render(status: &Status, now_unix_ms: u64) -> String {
         );
         let _ = writeln!(
             out,
-            "          {} destinations, {} messages held ({} in memory), {} consumers",
+            "          {} destinations in memory, {} messages held ({} in memory), {} consumers",
             stats.destinations,
             stats.messages,
             format_bytes(stats.memory_bytes),

@@ -164,7 +164,8 @@ pub struct BrokerStats {
     pub store_bytes: u64,
     /// Milliseconds since the broker reported Ready.
     pub uptime_ms: u64,
-    /// Queues and topics the broker knows.
+    /// Queues and topics held in memory: in use, or holding messages. Created ones that are idle
+    /// are not counted (`ctl destinations` lists them too).
     pub destinations: u64,
     /// Messages held: waiting for a consumer, or delivered and not yet acknowledged.
     pub messages: u64,
