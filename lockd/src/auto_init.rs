@@ -9,8 +9,14 @@ use shared_proto::mounts::{self, Filesystem};
 use std::path::Path;
 
 /// The shared directory's marker: read as it is, or, where it has none and `init` allows,
-/// prepared as `ctl init` would (for `owner`, the broker's uid and gid) and logged once.
-pub fn marker(layout: &Layout, init: Init, owner: Option<(u32, u32)>) -> anyhow::Result<Marker> {
+/// prepared as `ctl init` would (for `owner`, the broker's uid and gid) and logged once, naming
+/// `node`.
+pub fn marker(
+    layout: &Layout,
+    init: Init,
+    owner: Option<(u32, u32)>,
+    node: &str,
+) -> anyhow::Result<Marker> {
     let missing = match layout.check() {
         Ok(marker) => return Ok(marker),
         Err(e @ (LayoutError::NoMarker { .. } | LayoutError::Missing(_))) => e,
@@ -23,6 +29,7 @@ pub fn marker(layout: &Layout, init: Init, owner: Option<(u32, u32)>) -> anyhow:
     };
     let marker = layout.init(owner)?;
     tracing::info!(
+        node,
         dir = %layout.root().display(),
         cluster = %marker.cluster_id,
         %reason,
@@ -96,10 +103,12 @@ mod tests {
     fn never_refuses_always_prepares() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path().join("shared"));
-        let err = marker(&layout, Init::Never, None).unwrap_err().to_string();
+        let err = marker(&layout, Init::Never, None, "n1")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ctl init"), "{err}");
-        let made = marker(&layout, Init::Always, None).unwrap();
-        assert_eq!(marker(&layout, Init::Never, None).unwrap(), made);
+        let made = marker(&layout, Init::Always, None, "n1").unwrap();
+        assert_eq!(marker(&layout, Init::Never, None, "n1").unwrap(), made);
     }
 
     #[test]
@@ -108,7 +117,7 @@ mod tests {
         let shared = dir.path().join("shared");
         std::fs::create_dir(&shared).unwrap();
         let layout = Layout::new(&shared);
-        let err = marker(&layout, Init::IfMounted, None)
+        let err = marker(&layout, Init::IfMounted, None, "n1")
             .unwrap_err()
             .to_string();
         assert!(err.contains("is the cluster filesystem mounted?"), "{err}");
@@ -119,7 +128,7 @@ mod tests {
         assert!(!layout.marker().exists(), "nothing was prepared");
 
         let missing = Layout::new(dir.path().join("absent"));
-        let err = marker(&missing, Init::IfMounted, None)
+        let err = marker(&missing, Init::IfMounted, None, "n1")
             .unwrap_err()
             .to_string();
         assert!(err.contains("mount the cluster filesystem there"), "{err}");

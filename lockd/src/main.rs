@@ -235,7 +235,12 @@ fn run(args: Args) -> anyhow::Result<Result<(), String>> {
 /// `ctl status` repeats.
 fn prepare_shared_dir(settings: &Settings) -> anyhow::Result<(Layout, Duration, Vec<String>)> {
     let layout = Layout::new(&settings.shared_dir);
-    let marker = auto_init::marker(&layout, settings.init, settings.broker_credentials)?;
+    let marker = auto_init::marker(
+        &layout,
+        settings.init,
+        settings.broker_credentials,
+        &settings.node,
+    )?;
     layout.check_control_paths(sys::users::effective_uid(), settings.broker_credentials)?;
     let warnings: Vec<String> = check_scheduler_dir(settings)?.into_iter().collect();
     if let Some((uid, gid)) = settings.broker_credentials {
