@@ -8,7 +8,7 @@ use crate::shared_file;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, DirBuilder};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The most `SHARED/epoch` may hold: a number and a newline.
@@ -280,9 +280,22 @@ impl Layout {
         }
         for dir in [self.data(), self.scheduler()] {
             dirs.create(&dir).map_err(io_err(&dir))?;
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).map_err(io_err(&dir))?;
+            // Through a descriptor opened without following links: a link planted under this
+            // name must not have root hand its target (/etc, say) to the broker user.
+            let handle = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&dir)
+                .map_err(|e| LayoutError::Unsafe {
+                    path: dir.display().to_string(),
+                    problem: format!("is not a directory of its own, but a link or a file ({e})"),
+                    fix: format!("rm {}", dir.display()),
+                })?;
+            handle
+                .set_permissions(fs::Permissions::from_mode(0o750))
+                .map_err(io_err(&dir))?;
             if let Some((uid, gid)) = owner {
-                std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io_err(&dir))?;
+                std::os::unix::fs::fchown(&handle, Some(uid), Some(gid)).map_err(io_err(&dir))?;
             }
         }
         for (file, initial) in [(self.lock(), ""), (self.epoch(), "0\n")] {
@@ -355,6 +368,22 @@ fn random_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_planted_as_data_is_refused_and_its_target_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs::create_dir(&target).unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("shared");
+        fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink(&target, root.join("data")).unwrap();
+        let err = Layout::new(&root).init(None).unwrap_err().to_string();
+        assert!(err.contains("is not a directory of its own"), "{err}");
+        let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "the link's target was not touched");
+        assert!(!root.join(MARKER).exists());
+    }
 
     #[test]
     fn nodes_preparing_one_directory_at_once_all_read_one_whole_marker() {
