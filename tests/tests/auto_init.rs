@@ -13,12 +13,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The shipped example config as an operator copies it, with this node's name, paths and
-/// loopback port, and without the admin group (the package makes it; this host has none).
+/// loopback port, and without the admin group (the package makes it; this host has none);
+/// without root, also without a broker user.
 fn from_example(node: &Node, shared: &Path) -> String {
     let example = include_str!("../../systemd/lockd.example.toml");
     let mut text: String = example
         .lines()
-        .filter(|line| !line.starts_with("admin_group = "))
+        // Only root may run brokerd as another user (Cluster::new's configs do the same).
+        .filter(|line| {
+            !line.starts_with("admin_group = ")
+                && (is_root() || !line.starts_with("broker_user = "))
+        })
         .map(|line| {
             let set =
                 |key: &str, value: String| line.starts_with(&format!("{key} = ")).then_some(value);

@@ -270,16 +270,16 @@ fn past_the_connection_limit_at_most_64_refusals_wait_for_a_tls_handshake() {
     let plain = SocketAddr::from(([127, 0, 0, 1], plain));
     wait_until("brokerd to serve", || answers_stomp(plain).then_some(()));
 
-    // The one connection allowed, held by a STOMP session: every later one is refused.
-    let mut holder = std::net::TcpStream::connect(plain).unwrap();
-    holder.set_read_timeout(Some(WAIT)).unwrap();
-    std::io::Write::write_all(
-        &mut holder,
-        b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0",
-    )
-    .unwrap();
-    let connected = read_frame(&mut holder).unwrap();
-    assert!(connected.starts_with("CONNECTED"), "{connected}");
+    // The one connection allowed, held by a STOMP session: every later one is refused. Until
+    // brokerd has seen the probe above go, it refuses this one too: try again until it is in.
+    let _holder = wait_until("a STOMP session holding the one connection allowed", || {
+        let mut holder = std::net::TcpStream::connect(plain).ok()?;
+        holder.set_read_timeout(Some(WAIT)).ok()?;
+        let connect = b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0";
+        std::io::Write::write_all(&mut holder, connect).ok()?;
+        let connected = read_frame(&mut holder).ok()?;
+        connected.starts_with("CONNECTED").then_some(holder)
+    });
 
     // Clients of the ssl:// port that never start a handshake.
     let flood: Vec<std::net::TcpStream> = (0..FLOOD)
