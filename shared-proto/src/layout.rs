@@ -433,7 +433,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path().join("shared"));
         layout.init(None).unwrap();
-        let (lockd, broker) = (0, Some((65534, 65534)));
+        // A broker uid that is not the test's own (which owns the files), whoever runs it.
+        let broker_uid = if nix::unistd::geteuid().as_raw() == 4242 {
+            4243
+        } else {
+            4242
+        };
+        let (lockd, broker) = (0, Some((broker_uid, broker_uid)));
         layout.check_control_paths(lockd, broker).unwrap();
         layout.check_control_paths(lockd, None).unwrap();
 
@@ -457,7 +463,7 @@ mod tests {
         let group = fs::metadata(&epoch).unwrap().gid();
         fs::set_permissions(&epoch, fs::Permissions::from_mode(0o664)).unwrap();
         let err = layout
-            .check_control_paths(lockd, Some((65534, group)))
+            .check_control_paths(lockd, Some((broker_uid, group)))
             .unwrap_err()
             .to_string();
         assert!(
@@ -465,7 +471,7 @@ mod tests {
             "{err}"
         );
         layout
-            .check_control_paths(lockd, Some((65534, group + 1)))
+            .check_control_paths(lockd, Some((broker_uid, group + 1)))
             .unwrap();
         fs::set_permissions(&epoch, fs::Permissions::from_mode(0o644)).unwrap();
 
