@@ -17,8 +17,18 @@ cargo build --workspace --bins
 # The real-client tests (tests/tests/real_clients.rs) drive stomp.py, from PyPI. The client-suite
 # test (tests/tests/client_suites.rs) fetches stomp.py 4.1.24's sdist itself (pip download, into
 # the target directory) and needs docopt for that release's command-line client.
-echo "== stomp.py for the real-client tests"
-python3 -c 'import stomp, docopt' 2>/dev/null || python3 -m pip install --quiet 'stomp.py>=8' docopt-ng
+if ! python3 -c 'import stomp, docopt' 2>/dev/null; then
+    echo "== stomp.py for the real-client tests"
+    # Debian's python3 has no pip until python3-pip is installed.
+    if ! python3 -m pip --version >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null
+    fi
+    # Debian's python3 refuses installs into its own packages (PEP 668, "externally managed"):
+    # then install for this user only, into ~/.local, which touches nothing of the system's.
+    python3 -m pip install --quiet 'stomp.py>=8' docopt-ng 2>/dev/null ||
+        python3 -m pip install --quiet --user --break-system-packages --no-warn-script-location \
+            'stomp.py>=8' docopt-ng
+fi
 # The hostile-storage tests (tests/tests/hostile.rs) mount bindfs (FUSE), which needs root.
 if [ "$(id -u)" = 0 ]; then
     if ! command -v bindfs >/dev/null; then
