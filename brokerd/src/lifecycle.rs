@@ -491,6 +491,7 @@ async fn open_broker(
         redelivery: config.redelivery.clone(),
         topic_backlog: config.topic_backlog,
         caps: config.caps,
+        remember_created: config.security.is_some(),
     };
     let mut core = Broker::new(settings, Box::new(journal.clone()));
     let reads = core.page_out(config.page_size);

@@ -98,13 +98,17 @@ impl Broker {
     /// unique names cannot grow the registry, nor the time a takeover reads it, without bound;
     /// it then only needs `admin` again once it is gone from memory. Nothing is refused: a
     /// virtual topic's consumer queue, which must be fed while no one reads it, is remembered
-    /// regardless.
+    /// regardless, and is all that is remembered without a users file (`remember_created`).
     pub(super) fn register(&mut self, destination: &Arc<str>) {
         if names::is_temporary(destination) || self.created.contains(destination) {
             return;
         }
+        let consumer_queue = virtual_topics::virtual_topic_of(destination).is_some();
+        if !self.settings.remember_created && !consumer_queue {
+            return;
+        }
         let cap = self.settings.caps.created_destinations;
-        if self.created.len() >= cap && virtual_topics::virtual_topic_of(destination).is_none() {
+        if self.created.len() >= cap && !consumer_queue {
             if !self.created_full_logged {
                 self.created_full_logged = true;
                 warn!(%destination, cap, "not remembering more created destinations (--max-created-destinations): once out of memory, each new one needs admin again to be used");

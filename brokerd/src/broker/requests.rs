@@ -254,4 +254,8 @@ pub struct Settings {
     pub topic_backlog: pending::BacklogLimit,
     /// Subscriptions per connection and destinations in total at most.
     pub caps: limits::Caps,
+    /// Whether to remember every destination created ([`super::created`]): only a users file
+    /// makes anyone need `admin` to create one. Without it only virtual topics' consumer
+    /// queues are remembered, and unique reply-queue names cost no write and no takeover time.
+    pub remember_created: bool,
 }

@@ -318,3 +318,24 @@ fn list(b: &mut Broker) -> Vec<shared_proto::destinations::Destination> {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn without_a_users_file_only_consumer_queues_are_remembered() {
+    let store = MapStore::default();
+    let mut open_broker = settings(7, 2);
+    open_broker.remember_created = false;
+    let mut b = Broker::new(open_broker, Box::new(store.clone()));
+    let client = open(&mut b, 1, None);
+    for n in 0..3 {
+        let reply = format!("/queue/reply.{n}");
+        subscribe(&mut b, &client, "r", &reply, AckMode::Auto, 1);
+        unsubscribe(&mut b, &client, "r");
+    }
+    let group = "/queue/Consumer.A.VirtualTopic.Prices";
+    subscribe(&mut b, &client, "v", group, AckMode::Auto, 1);
+    assert_eq!(
+        registered(&store),
+        [group],
+        "no write for unique reply queues"
+    );
+}

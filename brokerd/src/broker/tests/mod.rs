@@ -41,6 +41,7 @@ fn settings(epoch: u64, max_redeliveries: u32) -> Settings {
             destinations: 8,
             created_destinations: 64,
         },
+        remember_created: true,
     }
 }
 
