@@ -203,23 +203,24 @@ pub async fn run_controlled(
     }
     info!(listeners = ?addrs, "ready");
 
-    let (broker, memory) =
-        match start_broker(core, pager, &journal, config.test_wedge_core_on_sigusr1) {
-            Ok(started) => started,
-            Err(err) => return Err(refuse(&mut replies, err, true).await),
-        };
-    let (schedules, pending_jobs) = scheduler.spawn(&config, epoch, &journal, &broker);
-    let serving_console = Serving {
-        config: &config,
+    let opened = (&journal, core, pager, scheduler);
+    let Running {
+        broker,
+        memory,
+        schedules,
+        mut console,
+    } = match start_running(
+        &config,
         epoch,
-        broker: &broker,
-        stats: &stats,
-        store: &store,
-        schedules: &schedules,
-        pending_jobs: &pending_jobs,
+        opened,
+        &store,
+        &stats,
         flush_seconds,
+        console,
+    ) {
+        Ok(running) => running,
+        Err(err) => return Err(refuse(&mut replies, err, true).await),
     };
-    let mut console = console.map(|bound| serving_console.serve(bound));
     let (stop_tx, stop_rx) = oneshot::channel();
     let mut stop_tx = Some(stop_tx);
     let mut stop_reason = None;
@@ -326,20 +327,23 @@ pub async fn run_standalone(config: Config) -> Result<Outcome> {
     let console = bind_console(&config).await?;
     let addrs = local_addrs(&listeners)?;
     info!(listeners = ?addrs, "ready");
-    let (broker, memory) = start_broker(core, pager, &journal, config.test_wedge_core_on_sigusr1)?;
-    let (schedules, pending_jobs) = scheduler.spawn(&config, epoch, &journal, &broker);
     let stats = Arc::new(Stats::start());
-    let serving_console = Serving {
-        config: &config,
+    let opened = (&journal, core, pager, scheduler);
+    let Running {
+        broker,
+        memory,
+        // Held while the broker serves: the scheduler's command channel stays open.
+        schedules: _schedules,
+        console,
+    } = start_running(
+        &config,
         epoch,
-        broker: &broker,
-        stats: &stats,
-        store: &store,
-        schedules: &schedules,
-        pending_jobs: &pending_jobs,
+        opened,
+        &store,
+        &stats,
         flush_seconds,
-    };
-    let console = console.map(|bound| serving_console.serve(bound));
+        console,
+    )?;
     // A store that fails (a write, a flush, a page read) stops the broker at once, as under
     // lockd; closing the journal below then returns that failure, and brokerd exits with it.
     let failing = journal.clone();
@@ -558,40 +562,53 @@ struct ConsoleToServe {
     limits: console::Limits,
 }
 
-/// What the console serves from, once the broker core runs.
-struct Serving<'a> {
-    config: &'a Config,
-    epoch: u64,
-    broker: &'a mpsc::Sender<BrokerRequest>,
-    stats: &'a Arc<Stats>,
-    store: &'a Store,
-    schedules: &'a Schedules,
-    pending_jobs: &'a PendingJobs,
-    flush_seconds: prometheus_client::metrics::histogram::Histogram,
+/// The broker as it serves, in either mode: its core, the memory its messages use, the
+/// scheduler beside it, and the console when one is bound (served until dropped).
+struct Running {
+    broker: mpsc::Sender<BrokerRequest>,
+    memory: Usage,
+    schedules: Schedules,
+    console: Option<console::Console>,
 }
 
-impl Serving<'_> {
-    /// Serves the bound console until the returned handle is dropped.
-    fn serve(self, console: ConsoleToServe) -> console::Console {
-        let config = self.config;
+/// Starts what serves once the store is open and the listeners are bound, in both modes: the
+/// broker core, the scheduler beside it, then the console, which reads from both.
+fn start_running(
+    config: &Config,
+    epoch: u64,
+    (journal, core, pager, scheduler): (&Journal, Broker, Pager, SchedulerToStart),
+    store: &Store,
+    stats: &Arc<Stats>,
+    flush_seconds: prometheus_client::metrics::histogram::Histogram,
+    console: Option<ConsoleToServe>,
+) -> Result<Running> {
+    let (broker, memory) = start_broker(core, pager, journal, config.test_wedge_core_on_sigusr1)?;
+    let (schedules, pending_jobs) = scheduler.spawn(config, epoch, journal, &broker);
+    let console = console.map(|console| {
         console.bound.serve(
             console::Parts {
                 node: config.node.clone(),
-                epoch: self.epoch,
-                broker: self.broker.clone(),
-                stats: Arc::clone(self.stats),
-                store: self.store.db().clone(),
-                schedules: self.schedules.clone(),
-                pending_jobs: self.pending_jobs.clone(),
+                epoch,
+                broker: broker.clone(),
+                stats: Arc::clone(stats),
+                store: store.db().clone(),
+                schedules: schedules.clone(),
+                pending_jobs,
                 memory_limit: config.memory_limit as u64,
-                flush_seconds: self.flush_seconds,
+                flush_seconds,
                 shared: config.shared_dir.as_ref().map(Layout::new),
                 security: console.security,
                 group: console.group,
             },
             console.limits,
         )
-    }
+    });
+    Ok(Running {
+        broker,
+        memory,
+        schedules,
+        console,
+    })
 }
 
 /// The scheduler, attached to the broker core, to start once the broker serves.
