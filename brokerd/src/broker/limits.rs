@@ -28,8 +28,8 @@ impl Default for Caps {
         Caps {
             subscriptions_per_connection: 1_000,
             destinations: 10_000,
-            // Read back whole at each takeover: measured, 10,000 add 12 ms to it (100,000 add
-            // 115 ms, too much for a takeover of tens of milliseconds). About 100 bytes of
+            // Read back whole at each takeover: measured, 10,000 add about 12 ms to it (100,000
+            // about 120 ms, too much for a takeover of tens of milliseconds). About 100 bytes of
             // memory each, with a short name.
             created_destinations: 10_000,
         }
